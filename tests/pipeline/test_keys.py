@@ -1,0 +1,200 @@
+"""Key rules of SPEC §2 (pure functions, no storage)."""
+
+from __future__ import annotations
+
+import pytest
+
+from media_jobs.pipeline import keys
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+
+
+def test_raw_key_uses_the_segment_of_the_asset_type() -> None:
+    assert (
+        keys.raw_key(123, "PHOTO_VERTICAL", "vertical-03", "IMG_2705.jpg")
+        == "123/raw/photo/vertical/vertical-03-IMG_2705.jpg"
+    )
+    assert keys.raw_key("9", "VIDEO_HORIZONTAL", "horizontal-01", "clip.mov").startswith(
+        "9/raw/video/horizontal/"
+    )
+
+
+@pytest.mark.parametrize("filename", ["", "a/b.jpg", "..", "."])
+def test_raw_key_refuses_filenames_that_would_change_the_path(filename: str) -> None:
+    with pytest.raises(ValueError):
+        keys.raw_key(1, "PHOTO_VERTICAL", "vertical-01", filename)
+
+
+def test_raw_key_refuses_unknown_types() -> None:
+    with pytest.raises(ValueError, match="ZIP"):
+        keys.raw_key(1, "ZIP", "x", "a.zip")
+
+
+def test_every_asset_type_has_a_two_level_segment() -> None:
+    for asset_type, segment in keys.SEGMENT_BY_TYPE.items():
+        raw = keys.raw_key(5, asset_type, "ref", "f.jpg")
+        assert keys.split_raw_key(raw).segment == segment
+        assert segment.count("/") == 1
+
+
+def test_split_raw_key_drops_date_folders_and_keeps_the_prefix() -> None:
+    parts = keys.split_raw_key("123/raw/2024-05-17/photo/vertical/2024-05-18/vertical-03-a.jpg")
+    assert parts == keys.RawKeyParts(
+        prefix="123/", segment="photo/vertical", filename="vertical-03-a.jpg"
+    )
+
+
+def test_split_raw_key_splits_at_the_first_raw_folder_only() -> None:
+    parts = keys.split_raw_key("123/raw/photo/raw/a.jpg")
+    assert (parts.prefix, parts.segment, parts.filename) == ("123/", "photo/raw", "a.jpg")
+    # "draw/" contains "raw/" but is not a raw folder
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key("123/draw/photo/a.jpg")
+    assert err.value.code == ErrorCode.INVALID_KEY
+
+
+def test_split_raw_key_keeps_unicode_and_spaces() -> None:
+    parts = keys.split_raw_key("77/raw/photo/horizontal/horizontal-01-Salão de festas ñ 写真.jpg")
+    assert parts.filename == "horizontal-01-Salão de festas ñ 写真.jpg"
+    assert parts.stem == "horizontal-01-Salão de festas ñ 写真"
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    [
+        "123/photo/vertical/a.jpg",  # no raw/
+        "",
+        "/123/raw/photo/vertical/a.jpg",  # leading slash
+        "123/raw/../../etc/passwd",
+        "123/raw/photo/../a.jpg",
+        "123//raw/photo/a.jpg",
+        "123/raw/",
+        "123/raw/2024-01-01/",
+    ],
+)
+def test_split_raw_key_rejects_bad_keys_with_invalid_key(bad_key: str) -> None:
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(bad_key)
+    assert err.value.code == ErrorCode.INVALID_KEY
+
+
+def test_derivative_keys_follow_the_segment_and_become_jpeg() -> None:
+    raw = "123/raw/2023-12-31/photo/vertical/vertical-03-IMG 2705.HEIC"
+    got = {size: keys.derivative_key(raw, size) for size in keys.IMAGE_SIZES}
+    assert got == {
+        size: f"123/processed/photo/vertical/{size}/vertical-03-IMG 2705.jpg"
+        for size in ("thumbnail", "small", "medium", "large")
+    }
+    with pytest.raises(ValueError):
+        keys.derivative_key(raw, "huge")
+
+
+def test_image_sizes_are_the_spec_widths() -> None:
+    assert keys.IMAGE_SIZES == {"thumbnail": 200, "small": 400, "medium": 800, "large": 1200}
+
+
+def test_video_output_keys() -> None:
+    raw = "55/raw/video/horizontal/horizontal-01-tour.final.MOV"
+    assert (
+        keys.poster_key(raw)
+        == "55/processed/video/horizontal/thumbnail/horizontal-01-tour.final.jpg"
+    )
+    assert (
+        keys.transcode_key(raw)
+        == "55/processed/video/horizontal/original/horizontal-01-tour.final.mp4"
+    )
+    assert keys.transcode_folder(raw) == "55/processed/video/horizontal/original/"
+
+
+def test_file_without_extension_and_without_segment() -> None:
+    assert keys.derivative_key("8/raw/README", "small") == "8/processed/small/README.jpg"
+
+
+def test_zip_key() -> None:
+    assert keys.zip_key(42) == "42/processed/zip/listing-media.zip"
+    assert keys.zip_key("42") == keys.zip_key(42)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (
+            "123/raw/photo/vertical/vertical-03-IMG_2705.jpg",
+            "photo/vertical/vertical-03-IMG_2705.jpg",
+        ),
+        ("123/raw/2022-01-02/photo/vertical/a.jpg", "photo/vertical/a.jpg"),
+        ("123/processed/photo/vertical/large/a.jpg", "photo/vertical/large/a.jpg"),
+        ("123/processed/video/vertical/original/v.mp4", "video/vertical/original/v.mp4"),
+        ("123/raw/project/doc/Planta baixa ç.pdf", "project/doc/Planta baixa ç.pdf"),
+        ("raw/photo/x.jpg", "photo/x.jpg"),
+        # a date-like file name is a file name, not a folder
+        ("123/raw/photo/2024-01-01", "photo/2024-01-01"),
+    ],
+)
+def test_zip_entry_names(key: str, expected: str) -> None:
+    assert keys.zip_entry_name(key, 123) == expected
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "123/raw/../../../etc/passwd",
+        "/123/raw/photo/a.jpg",
+        "123/raw/photo/..\\..\\win.ini",
+        "123/raw/photo/a..b.jpg",
+        "//..//",
+        "..",
+    ],
+)
+def test_zip_entry_names_never_escape(key: str) -> None:
+    name = keys.zip_entry_name(key, 123)
+    assert name
+    assert ".." not in name
+    assert not name.startswith("/")
+    assert "\\" not in name
+
+
+def test_unique_entry_names_suffix_before_the_extension() -> None:
+    names = [
+        "photo/a.jpg",
+        "photo/a.jpg",
+        "photo/A.JPG",
+        "photo/a (2).jpg",
+        "video/a.jpg",
+        "noext",
+        "noext",
+    ]
+    unique = keys.unique_entry_names(names)
+    assert unique == [
+        "photo/a.jpg",
+        "photo/a (2).jpg",
+        "photo/A (3).JPG",
+        "photo/a (2) (2).jpg",
+        "video/a.jpg",
+        "noext",
+        "noext (2)",
+    ]
+    assert len({u.casefold() for u in unique}) == len(names)
+
+
+def test_unique_entry_names_from_colliding_keys() -> None:
+    listing = 9
+    raw_keys = [
+        "9/raw/photo/vertical/v-01-a.jpg",
+        "9/raw/2021-03-04/photo/vertical/v-01-a.jpg",
+        "9/raw/2021-03-05/photo/vertical/v-01-a.jpg",
+    ]
+    names = keys.unique_entry_names(keys.zip_entry_name(k, listing) for k in raw_keys)
+    assert names == [
+        "photo/vertical/v-01-a.jpg",
+        "photo/vertical/v-01-a (2).jpg",
+        "photo/vertical/v-01-a (3).jpg",
+    ]
+
+
+def test_types() -> None:
+    assert keys.is_video_type("VIDEO")
+    assert keys.is_video_type("VIDEO_VERTICAL")
+    assert not keys.is_video_type("PHOTO_HORIZONTAL")
+    assert not keys.is_video_type("PROJECT_RENDER")
+    assert keys.coarse_type_from_key("1/raw/video/vertical/v.mp4") == "VIDEO"
+    assert keys.coarse_type_from_key("1/raw/photo/vertical/video.jpg") == "PHOTO"
