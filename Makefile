@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make run` and `make test` (see README.md).
+PY := .venv/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup seed lint format lambdas bench bench-smoke
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensure_admin
+	$(PY) manage.py seed_demo
+	PORTAL_HOST=$(HOST) PORTAL_PORT=$(PORT) .venv/bin/honcho start -f Procfile
+
+test: setup
+	$(PY) scripts/run_tests.py $(ARGS)
+
+seed: setup
+	$(PY) manage.py seed_demo
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+lambdas: setup
+	bash scripts/build_lambdas.sh
+
+bench: setup
+	$(PY) -m bench
+
+bench-smoke: setup
+	$(PY) -m bench --smoke

@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Django's command-line utility for the TOQ media portal."""
+
+import sys
+
+
+def main() -> None:
+    from toqportal.entrypoints import load_settings
+
+    load_settings()
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The two tables of SPEC §3, shared with the TOQ backend, and the portal's own tables.
+
+``media_processing_jobs`` and ``media_assets`` may belong to the backend's live database: with
+``MEDIA_JOBS_MANAGE_TABLES=false`` both models are unmanaged and migrate leaves them alone.
+Status changes go through ``media_jobs.services``; nothing here decides a status.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from .fields import (
+    CurrentTimestamp,
+    PlainDateTimeField,
+    PlainTextField,
+    TimestampField,
+    UnsignedAutoField,
+    UnsignedIntegerField,
+)
+
+# TEXT holds at most this many bytes on MySQL/MariaDB.
+TEXT_MAX_BYTES = 65_535
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RUNNING = "RUNNING", "Running"
+    SUCCEEDED = "SUCCEEDED", "Succeeded"
+    PARTIAL_SUCCESS = "PARTIAL_SUCCESS", "Partial success"
+    FAILED = "FAILED", "Failed"
+
+
+TERMINAL_JOB_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS, JobStatus.FAILED}
+)
+ACTIVE_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
+
+
+class JobProvider(models.TextChoices):
+    STEP_FUNCTIONS = "STEP_FUNCTIONS", "Processing"
+    STEP_FUNCTIONS_FINALIZATION = "STEP_FUNCTIONS_FINALIZATION", "Finalization (ZIP)"
+    MEDIACONVERT = "MEDIACONVERT", "MediaConvert"
+
+
+class AssetType(models.TextChoices):
+    PHOTO_VERTICAL = "PHOTO_VERTICAL", "Photo (vertical)"
+    PHOTO_HORIZONTAL = "PHOTO_HORIZONTAL", "Photo (horizontal)"
+    VIDEO_VERTICAL = "VIDEO_VERTICAL", "Video (vertical)"
+    VIDEO_HORIZONTAL = "VIDEO_HORIZONTAL", "Video (horizontal)"
+    THUMBNAIL = "THUMBNAIL", "Thumbnail"
+    ZIP = "ZIP", "ZIP"
+    PROJECT_DOC = "PROJECT_DOC", "Project document"
+    PROJECT_RENDER = "PROJECT_RENDER", "Project render"
+
+
+class AssetStatus(models.TextChoices):
+    PENDING_UPLOAD = "PENDING_UPLOAD", "Pending upload"
+    PROCESSING = "PROCESSING", "Processing"
+    PROCESSED = "PROCESSED", "Processed"
+    FAILED = "FAILED", "Failed"
+
+
+class MediaProcessingJob(models.Model):
+    id = UnsignedAutoField(primary_key=True, verbose_name="job id")
+    listing_identity_id = UnsignedIntegerField(
+        verbose_name="listing", help_text="The listing (listingIdentityId) this job works on."
+    )
+    status = models.CharField(
+        max_length=50,
+        choices=JobStatus.choices,
+        default=JobStatus.PENDING,
+        help_text="PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED.",
+    )
+    provider = models.CharField(
+        max_length=50,
+        choices=JobProvider.choices,
+        default=JobProvider.STEP_FUNCTIONS,
+        verbose_name="kind",
+        help_text="STEP_FUNCTIONS = processing, STEP_FUNCTIONS_FINALIZATION = ZIP.",
+    )
+    external_id = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="Step Functions execution ARN, or the Celery workflow id.",
+    )
+    payload = models.JSONField(
+        null=True, blank=True, help_text="Result kept from the last terminal callback."
+    )
+    retry_count = models.SmallIntegerField(
+        null=True, default=0, db_default=0, help_text="0 for a first run; +1 per retry."
+    )
+    started_at = TimestampField(null=True, blank=True)
+    completed_at = TimestampField(null=True, blank=True)
+    last_error = PlainTextField(
+        null=True,
+        blank=True,
+        help_text="code=X | message | failureReason | meta={...}",
+    )
+    callback_body = PlainTextField(
+        null=True, blank=True, help_text="The raw JSON of the last callback, byte for byte."
+    )
+    created_at = PlainDateTimeField(default=timezone.now, db_default=CurrentTimestamp())
+
+    class Meta:
+        db_table = "media_processing_jobs"
+        managed = settings.MEDIA_JOBS_MANAGE_TABLES
+        verbose_name = "media processing job"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["listing_identity_id"], name="idx_mpj_listing"),
+            models.Index(fields=["created_at"], name="idx_mpj_created_at"),
+            models.Index(fields=["completed_at"], name="idx_mpj_completed_at"),
+            models.Index(fields=["status", "created_at"], name="idx_mpj_status_created"),
+            models.Index(fields=["provider", "created_at"], name="idx_mpj_provider_created"),
+            models.Index(fields=["external_id"], name="idx_mpj_external_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job #{self.id} ({self.get_provider_display()}, listing {self.listing_identity_id})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_JOB_STATUSES
+
+    @property
+    def is_finalization(self) -> bool:
+        return self.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION
+
+
+class MediaAsset(models.Model):
+    id = UnsignedAutoField(primary_key=True)
+    listing_identity_id = UnsignedIntegerField(verbose_name="listing")
+    asset_type = models.CharField(max_length=50, choices=AssetType.choices)
+    sequence = models.IntegerField(help_text="Unique per listing and asset type.")
+    status = models.CharField(
+        max_length=50, choices=AssetStatus.choices, default=AssetStatus.PENDING_UPLOAD
+    )
+    s3_key_raw = models.CharField(
+        max_length=255, null=True, blank=True, verbose_name="raw key", help_text="Upload key."
+    )
+    s3_key_processed = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        verbose_name="processed key",
+        help_text="The best derivative.",
+    )
+    title = models.CharField(max_length=255, null=True, blank=True)
+    metadata = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="filename, clientId, thumbnailKey, {size}_{type} outputs, errorCode, error.",
+    )
+
+    class Meta:
+        db_table = "media_assets"
+        managed = settings.MEDIA_JOBS_MANAGE_TABLES
+        verbose_name = "media asset"
+        ordering = ["listing_identity_id", "asset_type", "sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["listing_identity_id", "asset_type", "sequence"],
+                name="uq_media_assets_listing_type_seq",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["listing_identity_id", "status"], name="idx_ma_listing_status"),
+            models.Index(fields=["s3_key_raw"], name="idx_ma_raw_key"),
+            models.Index(fields=["status"], name="idx_ma_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asset_type} #{self.sequence} of listing {self.listing_identity_id}"
+
+    @property
+    def meta(self) -> dict:
+        return self.metadata if isinstance(self.metadata, dict) else {}

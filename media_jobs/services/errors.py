@@ -1,0 +1,28 @@
+"""Errors the services raise; views map them to 4xx, commands to a one-line message."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """A request the rules refuse; ``message`` says what to fix."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, extra: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class NotFoundError(ApplicationError):
+    status_code = 404
+
+
+class ConflictError(ApplicationError):
+    """The current state forbids the change (e.g. a failure over a success)."""
+
+    status_code = 409
+
+
+class JobStateError(ConflictError):
+    """A job transition that the lifecycle does not allow."""

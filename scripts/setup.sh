@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what the project needs on a fresh machine: system packages (as root, only the
+# missing ones), then .venv with the pinned Python requirements. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# mysqlclient builds against libmariadb-dev (+pkg-config); ffmpeg makes poster frames and
+# transcodes; chromium drives the admin browser tests; unzip/7z/bsdtar check our ZIPs;
+# libvips is for the benchmarks' reference.
+PACKAGES=(libmariadb-dev pkg-config ffmpeg chromium chromium-driver unzip p7zip-full libarchive-tools libvips42)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing system packages (install them as root): ${missing[*]}" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python requirements"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,57 @@
+"""Celery: an embedded filesystem broker by default (a real worker process, no server needed);
+``redis://`` or ``amqp://`` in production."""
+
+from __future__ import annotations
+
+from .env import ConfigError, env, typed, var_path
+
+_embedded = env.str("CELERY_BROKER_URL", default="") in ("", "filesystem://")
+CELERY_BROKER_URL = "filesystem://" if _embedded else env.str("CELERY_BROKER_URL")
+if CELERY_BROKER_URL.split("://", 1)[0] not in {"filesystem", "redis", "rediss", "amqp", "pyamqp"}:
+    raise ConfigError(
+        f"CELERY_BROKER_URL: unsupported scheme in {CELERY_BROKER_URL!r}; "
+        "use redis://host:6379/0 or amqp://user:pass@host:5672// (empty = embedded)"
+    )
+
+if _embedded:
+    _queue_dir = str(var_path("celery", "queue"))
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": _queue_dir,
+        "data_folder_out": _queue_dir,
+        "processed_folder": str(var_path("celery", "processed")),
+        "store_processed": False,
+    }
+    _default_backend = f"file://{var_path('celery', 'results')}"
+elif CELERY_BROKER_URL.startswith("redis"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    _default_backend = CELERY_BROKER_URL
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    _default_backend = "rpc://"
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=_default_backend)
+
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(var_path("celery") / "beat-schedule")
+
+# Housekeeping (SPEC §8)
+RECONCILER_TIMEOUT_SECONDS = typed("RECONCILER_TIMEOUT_SECONDS", int, 3600)
+RECONCILER_INTERVAL_SECONDS = typed("RECONCILER_INTERVAL_SECONDS", int, 300)
+CLEANER_RETENTION_DAYS = typed("CLEANER_RETENTION_DAYS", int, 90)
+CLEANER_MAX_PER_RUN = typed("CLEANER_MAX_PER_RUN", int, 5000)
+
+# Engine for new jobs: "celery" or "stepfunctions".
+MEDIA_PIPELINE_ENGINE = env.str("MEDIA_PIPELINE_ENGINE", default="celery")
+if MEDIA_PIPELINE_ENGINE not in {"celery", "stepfunctions"}:
+    raise ConfigError(
+        f"MEDIA_PIPELINE_ENGINE: must be celery or stepfunctions, got {MEDIA_PIPELINE_ENGINE!r}"
+    )
+PROCESSING_STATE_MACHINE_ARN = env.str("PROCESSING_STATE_MACHINE_ARN", default="")
+FINALIZATION_STATE_MACHINE_ARN = env.str("FINALIZATION_STATE_MACHINE_ARN", default="")
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="") or None

@@ -1,0 +1,42 @@
+"""The one ``env`` object every settings module reads, and the error a bad value raises.
+
+A bad value stops start-up with one line naming the variable (see ``toqportal.entrypoints``),
+never a traceback from deep inside Django.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+
+class ConfigError(ImproperlyConfigured):
+    """A setting from the environment is missing or malformed; the message names it."""
+
+
+def typed(name: str, cast: type, default: Any) -> Any:
+    """Read ``name`` cast to int/float/bool, turning environ's ValueError into ConfigError."""
+    raw = env.str(name, default=None)
+    if raw is None or raw == "":
+        return default
+    try:
+        if cast is bool:
+            return env.bool(name)
+        return cast(raw)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{name}: expected {cast.__name__}, got {raw!r}") from None
+
+
+def var_path(*parts: str) -> Path:
+    """A path under var/, created on first use (the embedded default keeps its state there)."""
+    path = VAR_DIR.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
