@@ -109,6 +109,7 @@ class MediaProcessingJob(models.Model):
         managed = settings.MEDIA_JOBS_MANAGE_TABLES
         verbose_name = "media processing job"
         ordering = ["-id"]
+        permissions = [("operate_mediaprocessingjob", "Can retry, mark failed and reprocess")]
         indexes = [
             models.Index(fields=["listing_identity_id"], name="idx_mpj_listing"),
             models.Index(fields=["created_at"], name="idx_mpj_created_at"),
@@ -178,3 +179,69 @@ class MediaAsset(models.Model):
     @property
     def meta(self) -> dict:
         return self.metadata if isinstance(self.metadata, dict) else {}
+
+
+class EventKind(models.TextChoices):
+    STARTED = "started", "Started"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    RETRIED = "retried", "Retried"
+    NOTE = "note", "Note"
+
+
+class MediaJobEvent(models.Model):
+    """The step timeline of a job (the portal's own table): written by the Celery engine at
+    every step, by the callback receiver, and by operator actions (retry, mark failed)."""
+
+    job = models.ForeignKey(
+        MediaProcessingJob,
+        on_delete=models.CASCADE,
+        db_constraint=False,  # the job table may belong to the backend's database
+        related_name="events",
+    )
+    step = models.CharField(max_length=64, help_text="validate, thumbnails, callback, retry, ...")
+    kind = models.CharField(max_length=16, choices=EventKind.choices)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    detail = models.JSONField(null=True, blank=True, help_text="Step-specific facts (JSON).")
+
+    class Meta:
+        db_table = "media_job_events"
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["job", "at"], name="idx_mje_job_at")]
+
+    def __str__(self) -> str:
+        return f"{self.step} {self.kind} (job #{self.job_id})"
+
+
+class CallbackDelivery(models.Model):
+    """One attempt to send a job's signed callback to CALLBACK_URL (the delivery log)."""
+
+    job = models.ForeignKey(
+        MediaProcessingJob,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="callback_deliveries",
+    )
+    url = models.CharField(max_length=500)
+    request_body = models.TextField(help_text="The exact bytes that were signed and sent.")
+    signature = models.CharField(max_length=64, help_text="X-Toq-Signature that was sent.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="", help_text="Network error, if any.")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    succeeded = models.BooleanField(default=False)
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        db_table = "media_callback_deliveries"
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "callback deliveries"
+        indexes = [models.Index(fields=["job", "created_at"], name="idx_mcd_job_created")]
+
+    def __str__(self) -> str:
+        return f"callback of job #{self.job_id} attempt {self.attempt}"
