@@ -1,0 +1,472 @@
+"""Both storage adapters against the port's contract: S3 over HTTP (moto server) and local."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from botocore.exceptions import ClientError, ReadTimeoutError
+
+from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.storage import ObjectNotFound, Storage, storage_from_config
+from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
+from media_jobs.pipeline.storage_s3 import (
+    DEFAULT_PART_SIZE,
+    GIB,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIB,
+    MIN_PART_SIZE,
+    S3Storage,
+    part_size_for,
+)
+from tests.fixtures.s3server import MotoServer
+
+KEY = "123/raw/photo/vertical/vertical-01-Salão de festas 写真.jpg"
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """Deterministic, incompressible-enough bytes of any size."""
+    block = hashlib.sha256(str(seed).encode()).digest() * 4096  # 128 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+def pending_uploads(storage: Storage) -> list[str]:
+    """Unfinished multipart uploads (S3) or temporary files (local) left behind."""
+    if isinstance(storage, S3Storage):
+        uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket)
+        return [u["Key"] for u in uploads.get("Uploads", [])]
+    assert isinstance(storage, LocalStorage)
+    return [str(p) for p in storage.root.rglob(f"{TEMP_PREFIX}*")]
+
+
+# -- the port, on both adapters ---------------------------------------------------------
+
+
+def test_write_then_head_returns_size_etag_type_and_metadata(storage: Storage) -> None:
+    data = payload(1000)
+    written = storage.write(
+        KEY, data, content_type="image/jpeg", metadata={"source-etag": "abc123"}
+    )
+    info = storage.head(KEY)
+    assert info.key == KEY
+    assert info.size == len(data)
+    assert info.etag == md5(data) == written.etag  # single-part etag, without quotes
+    assert info.content_type == "image/jpeg"
+    assert info.metadata == {"source-etag": "abc123"}
+    assert info.last_modified is not None
+
+
+def test_missing_objects_raise_object_not_found(storage: Storage) -> None:
+    with pytest.raises(ObjectNotFound):
+        storage.head("123/raw/nothing.jpg")
+    with pytest.raises(ObjectNotFound):
+        storage.open_read("123/raw/nothing.jpg")
+    with pytest.raises(ObjectNotFound):
+        storage.read_range("123/raw/nothing.jpg", 0, 64)
+
+
+def test_open_read_streams_in_chunks(storage: Storage) -> None:
+    data = payload(3 * MIB + 17, seed=1)
+    storage.write(KEY, data)
+    received = bytearray()
+    reads = 0
+    with storage.open_read(KEY) as stream:
+        while chunk := stream.read(256 * 1024):
+            assert len(chunk) <= 256 * 1024
+            received += chunk
+            reads += 1
+    assert bytes(received) == data
+    assert reads >= 12
+
+
+def test_read_range(storage: Storage) -> None:
+    data = payload(5000, seed=2)
+    storage.write(KEY, data)
+    assert storage.read_range(KEY, 0, 64) == data[:64]
+    assert storage.read_range(KEY, 4990, 64) == data[4990:]
+    assert storage.read_range(KEY, 100, 0) == b""
+    assert storage.read_range(KEY, 6000, 10) == b""
+
+
+def test_read_range_of_an_empty_object(storage: Storage) -> None:
+    storage.write(KEY, b"")
+    assert storage.head(KEY).size == 0
+    assert storage.read_range(KEY, 0, 64) == b""
+
+
+def test_write_replaces_content_and_metadata(storage: Storage) -> None:
+    storage.write(KEY, b"first", metadata={"source-etag": "one"})
+    storage.write(KEY, b"second version")
+    info = storage.head(KEY)
+    assert info.size == len(b"second version")
+    assert info.metadata == {}
+    with storage.open_read(KEY) as stream:
+        assert stream.read() == b"second version"
+
+
+def test_write_file_uploads_a_large_local_file(storage: Storage, tmp_path: Path) -> None:
+    data = payload(11 * MIB + 5, seed=3)
+    source = tmp_path / "transcode.mp4"
+    source.write_bytes(data)
+    info = storage.write_file(
+        "1/processed/video/vertical/original/v.mp4",
+        str(source),
+        content_type="video/mp4",
+        metadata={"source-etag": "e1"},
+    )
+    assert info.size == len(data)
+    head = storage.head(info.key)
+    assert head.content_type == "video/mp4"
+    assert head.metadata == {"source-etag": "e1"}
+    assert head.etag == info.etag
+    with storage.open_read(info.key) as stream:
+        assert md5(stream.read()) == md5(data)
+
+
+def test_multipart_with_several_parts(storage: Storage) -> None:
+    data = payload(12 * MIB + 123, seed=4)
+    writer = storage.open_multipart(  # type: ignore[call-arg] - both adapters take part_size
+        "9/processed/zip/listing-media.zip", content_type="application/zip", part_size=5 * MIB
+    )
+    step = 700 * 1024  # chunks that do not line up with part boundaries
+    for start in range(0, len(data), step):
+        writer.write(data[start : start + step])
+    # nothing is visible before complete()
+    with pytest.raises(ObjectNotFound):
+        storage.head("9/processed/zip/listing-media.zip")
+    if isinstance(storage, S3Storage):
+        assert writer.parts_uploaded == 2  # two full 5 MiB parts sent, the rest buffered
+    info = writer.complete()
+    assert info.size == len(data)
+    head = storage.head(info.key)
+    assert head.size == len(data)
+    assert head.content_type == "application/zip"
+    if isinstance(storage, S3Storage):
+        assert head.etag.endswith("-3")  # S3's etag of a 3-part upload
+    else:
+        assert head.etag == md5(data)
+    with storage.open_read(info.key) as stream:
+        assert md5(stream.read()) == md5(data)
+    assert pending_uploads(storage) == []
+
+
+def test_multipart_below_one_part_is_a_single_object(storage: Storage) -> None:
+    writer = storage.open_multipart("9/processed/zip/small.zip")
+    writer.write(b"PK")
+    writer.write(b"\x05\x06" + b"\x00" * 18)
+    info = writer.complete()
+    assert storage.head(info.key).etag == md5(b"PK\x05\x06" + b"\x00" * 18)
+    empty = storage.open_multipart("9/processed/zip/empty.zip").complete()
+    assert storage.head(empty.key).size == 0
+    assert pending_uploads(storage) == []
+
+
+def test_abort_leaves_nothing_and_the_previous_object_intact(storage: Storage) -> None:
+    key = "9/processed/zip/listing-media.zip"
+    storage.write(key, b"the previous good zip", content_type="application/zip")
+    before = storage.head(key)
+    writer = storage.open_multipart(key)
+    writer.write(payload(11 * MIB, seed=5))  # at least two parts already uploaded on S3
+    writer.abort()
+    writer.abort()  # idempotent
+    after = storage.head(key)
+    assert (after.size, after.etag) == (before.size, before.etag)
+    with storage.open_read(key) as stream:
+        assert stream.read() == b"the previous good zip"
+    assert pending_uploads(storage) == []
+    with pytest.raises(ValueError):
+        writer.write(b"more")
+
+
+def test_abort_of_a_new_key_leaves_no_object(storage: Storage) -> None:
+    writer = storage.open_multipart("9/processed/zip/new.zip")
+    writer.write(payload(6 * MIB, seed=6))
+    writer.abort()
+    with pytest.raises(ObjectNotFound):
+        storage.head("9/processed/zip/new.zip")
+    assert [o.key for o in storage.list("9/")] == []
+    assert pending_uploads(storage) == []
+
+
+def test_list_is_a_key_prefix_in_key_order(storage: Storage) -> None:
+    keys = [
+        "5/raw/photo/vertical/b.jpg",
+        "5/raw/photo/vertical/a.jpg",
+        "5/raw/photo/vertical-extra/c.jpg",
+        "5/raw/photo/vertical/sub/d.jpg",
+        "5/raw/video/vertical/e.mp4",
+        "55/raw/photo/vertical/other-listing.jpg",
+    ]
+    for index, key in enumerate(keys):
+        storage.write(key, payload(10 + index, seed=index), metadata={"n": str(index)})
+    listed = list(storage.list("5/raw/photo/vertical"))
+    assert [o.key for o in listed] == [
+        "5/raw/photo/vertical-extra/c.jpg",
+        "5/raw/photo/vertical/a.jpg",
+        "5/raw/photo/vertical/b.jpg",
+        "5/raw/photo/vertical/sub/d.jpg",
+    ]
+    assert all(o.size == storage.head(o.key).size and o.etag for o in listed)
+    assert [o.key for o in storage.list("5/")] == sorted(k for k in keys if k.startswith("5/"))
+    assert list(storage.list("nothing/")) == []
+
+
+def test_delete_is_idempotent(storage: Storage) -> None:
+    storage.write(KEY, b"x")
+    storage.delete(KEY)
+    storage.delete(KEY)
+    with pytest.raises(ObjectNotFound):
+        storage.head(KEY)
+
+
+def test_unicode_and_spaces_in_keys_round_trip(storage: Storage) -> None:
+    storage.write(KEY, "conteúdo".encode())
+    assert [o.key for o in storage.list("123/raw/")] == [KEY]
+    with storage.open_read(KEY) as stream:
+        assert stream.read().decode() == "conteúdo"
+
+
+# -- adapter specifics ------------------------------------------------------------------
+
+
+def test_s3_uri_and_presigned_url(s3_storage: S3Storage) -> None:
+    s3_storage.write(KEY, b"signed bytes")
+    assert s3_storage.uri(KEY) == f"s3://{s3_storage.bucket}/{KEY}"
+    url = s3_storage.presigned_url(KEY, 60)
+    assert url is not None
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200
+    assert response.content == b"signed bytes"
+
+
+def test_s3_list_follows_pages(s3_storage: S3Storage) -> None:
+    keys = [f"7/raw/photo/vertical/{n:03d}.jpg" for n in range(7)]
+    for key in keys:
+        s3_storage.write(key, b"x")
+    s3_storage.list_page_size = 2
+    assert [o.key for o in s3_storage.list("7/")] == keys
+
+
+def test_s3_refuses_parts_below_the_s3_minimum(pipeline_config: PipelineConfig) -> None:
+    with pytest.raises(ValueError, match="5 MiB"):
+        S3Storage.from_config(pipeline_config, part_size=MIB)
+    storage = S3Storage.from_config(pipeline_config)
+    with pytest.raises(ValueError):
+        storage.open_multipart("k", part_size=MIN_PART_SIZE - 1)
+
+
+def test_a_missing_bucket_is_an_error_not_a_missing_object(moto_server: MotoServer) -> None:
+    missing_bucket = S3Storage("no-such-bucket-here", endpoint_url=moto_server.endpoint_url)
+    for call in (
+        lambda: missing_bucket.head("k"),
+        lambda: missing_bucket.read_range("k", 0, 10),
+        lambda: missing_bucket.open_read("k"),
+    ):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert not isinstance(err.value, ObjectNotFound)
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_local_layout_and_sidecar(local_storage: LocalStorage) -> None:
+    local_storage.write(KEY, b"abc", content_type="image/jpeg", metadata={"a": "b"})
+    object_path = local_storage.root / local_storage.bucket / KEY
+    sidecar = local_storage.root / ".meta" / local_storage.bucket / f"{KEY}.json"
+    assert object_path.read_bytes() == b"abc"
+    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    assert meta["etag"] == md5(b"abc")
+    assert meta["metadata"] == {"a": "b"}
+    assert local_storage.uri(KEY) == object_path.as_uri()
+    assert local_storage.uri(KEY).startswith("file:///")
+    assert local_storage.presigned_url(KEY, 60) is None
+    local_storage.delete(KEY)
+    assert not object_path.exists()
+    assert not sidecar.exists()
+
+
+def test_local_etag_of_files_placed_by_hand(local_storage: LocalStorage) -> None:
+    path = local_storage.root / local_storage.bucket / "1/raw/photo/vertical/by-hand.jpg"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"copied by an operator")
+    info = local_storage.head("1/raw/photo/vertical/by-hand.jpg")
+    assert info.etag == md5(b"copied by an operator")
+    assert info.metadata == {}
+    # replaced by hand later: the recorded etag is stale and gets recomputed
+    local_storage.write("1/raw/photo/vertical/by-hand.jpg", b"v1", metadata={"k": "v"})
+    path.write_bytes(b"v2 replaced by hand, longer")
+    info = local_storage.head("1/raw/photo/vertical/by-hand.jpg")
+    assert info.etag == md5(b"v2 replaced by hand, longer")
+
+
+def test_local_open_multipart_uses_a_temp_file_in_the_target_folder(
+    local_storage: LocalStorage,
+) -> None:
+    writer = local_storage.open_multipart("3/processed/zip/listing-media.zip")
+    writer.write(b"partial")
+    folder = local_storage.root / local_storage.bucket / "3/processed/zip"
+    temp_files = [p.name for p in folder.iterdir()]
+    assert len(temp_files) == 1 and temp_files[0].startswith(TEMP_PREFIX)
+    assert list(local_storage.list("3/")) == []  # in-progress writes are never listed
+    writer.complete()
+    assert [p.name for p in folder.iterdir()] == ["listing-media.zip"]
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    [
+        "../outside.txt",
+        "1/../../outside.txt",
+        "/etc/passwd",
+        "1//double.txt",
+        "1/./x",
+        "",
+        f"1/{TEMP_PREFIX}x",
+    ],
+)
+def test_local_refuses_keys_that_escape_or_alias(
+    local_storage: LocalStorage, tmp_path: Path, bad_key: str
+) -> None:
+    with pytest.raises(ValueError):
+        local_storage.write(bad_key, b"x")
+    with pytest.raises(ValueError):
+        local_storage.head(bad_key)
+    with pytest.raises(ValueError):
+        local_storage.open_multipart(bad_key)
+    assert not (tmp_path / "outside.txt").exists()
+
+
+def test_local_list_never_shows_sidecars(local_storage: LocalStorage) -> None:
+    local_storage.write("4/a.jpg", b"a", metadata={"x": "y"})
+    assert [o.key for o in local_storage.list("")] == ["4/a.jpg"]
+    assert all(
+        not p.name.endswith(".json") for p in (local_storage.root / "toq-listing-medias").rglob("*")
+    )
+
+
+def test_storage_from_config(tmp_path: Path, pipeline_config: PipelineConfig) -> None:
+    local = storage_from_config(PipelineConfig(storage_backend="local", local_root=str(tmp_path)))
+    assert isinstance(local, LocalStorage)
+    assert local.bucket_root == tmp_path / "toq-listing-medias"
+    s3 = storage_from_config(pipeline_config)
+    assert isinstance(s3, S3Storage)
+    s3.write("x", b"1")
+    assert s3.head("x").size == 1
+    with pytest.raises(ValueError):
+        storage_from_config(PipelineConfig(storage_backend="ftp"))
+
+
+# -- part sizes -------------------------------------------------------------------------
+
+
+def parts_needed(total: int, base: int) -> int:
+    number, written = 0, 0
+    while written < total:
+        number += 1
+        written += part_size_for(number, base)
+    return number
+
+
+def test_part_size_grows_with_the_part_number() -> None:
+    base = 8 * MIB
+    assert part_size_for(1, base) == base
+    assert part_size_for(1000, base) == base
+    assert part_size_for(1001, base) == 2 * base
+    assert part_size_for(2001, base) == 4 * base
+    sizes = [part_size_for(n, base) for n in range(1, MAX_PARTS + 1)]
+    assert sizes == sorted(sizes)
+    assert max(sizes) <= MAX_PART_SIZE
+    with pytest.raises(ValueError):
+        part_size_for(0, base)
+    with pytest.raises(ValueError):
+        part_size_for(MAX_PARTS + 1, base)
+
+
+@pytest.mark.parametrize("base", [MIN_PART_SIZE, 8 * MIB, 16 * MIB])
+def test_large_uploads_stay_under_ten_thousand_parts(base: int) -> None:
+    assert parts_needed(50 * GIB, base) < MAX_PARTS
+    assert parts_needed(1024 * GIB, base) < MAX_PARTS
+
+
+def test_the_default_part_size_reaches_the_s3_object_limit() -> None:
+    assert parts_needed(5 * 1024 * GIB, DEFAULT_PART_SIZE) <= MAX_PARTS
+
+
+def test_streamed_multipart_follows_the_growing_part_sizes(s3_storage: S3Storage) -> None:
+    writer = s3_storage.open_multipart("growth.bin", part_size=MIN_PART_SIZE)
+    writer.write(payload(MIN_PART_SIZE * 2))
+    assert writer.parts_uploaded == 2
+    writer.abort()
+    assert pending_uploads(s3_storage) == []
+
+
+# -- retries and timeouts against a misbehaving S3 endpoint -------------------------------
+
+
+@contextmanager
+def fake_s3(handler: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP endpoint answering with ``handler``; yields its URL and the paths seen."""
+    seen: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.seen = seen  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class SlowDown(BaseHTTPRequestHandler):
+    """Always throttles, like S3 under pressure."""
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Silent(BaseHTTPRequestHandler):
+    """Accepts the request and never answers in time."""
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        threading.Event().wait(3)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_s3_retries_throttling_a_bounded_number_of_times() -> None:
+    with fake_s3(SlowDown) as (endpoint, seen):
+        storage = S3Storage("bucket", endpoint_url=endpoint, region="us-east-1", max_retries=2)
+        with pytest.raises(ClientError) as err:
+            storage.head("k")
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert len(seen) == 3  # the first try and two retries, then the error surfaces
+
+
+def test_s3_read_timeout_is_bounded() -> None:
+    with fake_s3(Silent) as (endpoint, seen):
+        storage = S3Storage(
+            "bucket", endpoint_url=endpoint, region="us-east-1", max_retries=0, read_timeout_s=0.3
+        )
+        with pytest.raises(ReadTimeoutError):
+            storage.head("k")
+    assert len(seen) == 1
