@@ -1,0 +1,157 @@
+"""The callback sender (SPEC §6) against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from media_jobs.pipeline.callback import (
+    EXCERPT_BYTES,
+    SIGNATURE_HEADER,
+    CallbackFailed,
+    callback_payload,
+    send_callback,
+    serialise_payload,
+    sign,
+    verify_signature,
+)
+from tests.fixtures.s3server import free_port
+from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
+
+SECRET = "s3cr3t-callback-key"
+
+BODY = {
+    "jobId": 12,
+    "listingIdentityId": "4711",
+    "status": "SUCCEEDED",
+    "outputs": [{"rawKey": "4711/raw/photo/vertical/v-01-Çà ü.jpg", "errorCode": ""}],
+    "error": None,
+}
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    running = CallbackReceiver().start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_sign_matches_rfc4231_vector() -> None:
+    # RFC 4231, test case 2.
+    assert (
+        sign(b"what do ya want for nothing?", "Jefe")
+        == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
+
+
+def test_verify_signature() -> None:
+    body = serialise_payload(BODY)
+    good = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert verify_signature(body, SECRET, good)
+    assert verify_signature(body, SECRET, good.upper())
+    assert not verify_signature(body + b" ", SECRET, good)
+    assert not verify_signature(body, "other", good)
+    assert not verify_signature(body, SECRET, None)
+    assert not verify_signature(body, SECRET, "")
+    assert not verify_signature(body, "", good)
+    assert not verify_signature(body, SECRET, "zz\u00e9")
+
+
+def test_callback_payload_takes_the_body_member() -> None:
+    assert callback_payload({"statusCode": 200, "body": BODY}) == BODY
+    assert callback_payload(BODY) == BODY
+    assert callback_payload({"body": json.dumps(BODY)}) == BODY
+
+
+def test_serialisation_is_compact_and_deterministic() -> None:
+    shuffled = dict(reversed(list(BODY.items())))
+    assert serialise_payload(shuffled) == serialise_payload(BODY)
+    raw = serialise_payload(BODY)
+    assert b" " not in raw.replace("Çà ü".encode(), b"")
+    assert json.loads(raw) == BODY
+    with pytest.raises(ValueError):
+        serialise_payload({"x": float("nan")})
+
+
+def test_send_callback_posts_signed_body(receiver: CallbackReceiver) -> None:
+    attempt = send_callback(
+        {"statusCode": 200, "body": BODY}, url=receiver.url, secret=SECRET, timeout_s=5
+    )
+    assert attempt.status_code == 200
+    assert attempt.error is None and attempt.delivered
+    assert attempt.response_excerpt == '{"ok":true}'
+    assert attempt.latency_ms >= 0
+    [received] = receiver.received
+    assert received.path == "/api/v2/listings/media/callback"
+    assert received.body == attempt.request_body
+    assert received.json() == BODY
+    assert received.headers["Content-Type"] == "application/json"
+    assert received.headers[SIGNATURE_HEADER] == attempt.signature
+    assert verify_signature(received.body, SECRET, received.headers[SIGNATURE_HEADER])
+
+
+def test_send_callback_with_a_session(receiver: CallbackReceiver) -> None:
+    with requests.Session() as session:
+        send_callback(BODY, url=receiver.url, secret=SECRET, session=session)
+        send_callback(BODY, url=receiver.url, secret=SECRET, session=session)
+    assert len(receiver.received) == 2
+    assert receiver.received[0].body == receiver.received[1].body
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 409, 413, 500, 502, 503])
+def test_error_status_raises(receiver: CallbackReceiver, status: int) -> None:
+    receiver.plan(PlannedResponse(status=status, body=b'{"detail":"nope"}'))
+    with pytest.raises(CallbackFailed) as caught:
+        send_callback(BODY, url=receiver.url, secret=SECRET)
+    attempt = caught.value.attempt
+    assert attempt.status_code == status
+    assert attempt.error == f"HTTP {status}"
+    assert attempt.response_excerpt == '{"detail":"nope"}'
+    assert len(receiver.received) == 1
+
+
+def test_redirect_is_not_followed_and_fails(receiver: CallbackReceiver) -> None:
+    receiver.plan(PlannedResponse(status=302, body=b""))
+    with pytest.raises(CallbackFailed):
+        send_callback(BODY, url=receiver.url, secret=SECRET)
+    assert len(receiver.received) == 1
+
+
+def test_response_excerpt_is_capped(receiver: CallbackReceiver) -> None:
+    receiver.plan(PlannedResponse(status=500, body=b"x" * (EXCERPT_BYTES * 5)))
+    with pytest.raises(CallbackFailed) as caught:
+        send_callback(BODY, url=receiver.url, secret=SECRET)
+    assert caught.value.attempt.response_excerpt == "x" * EXCERPT_BYTES
+
+
+def test_network_error_raises() -> None:
+    url = f"http://127.0.0.1:{free_port()}/callback"  # nothing listens there
+    with pytest.raises(CallbackFailed) as caught:
+        send_callback(BODY, url=url, secret=SECRET, timeout_s=2)
+    attempt = caught.value.attempt
+    assert attempt.status_code is None
+    assert attempt.error is not None and "ConnectionError" in attempt.error
+    assert url in str(caught.value)
+
+
+def test_timeout_raises(receiver: CallbackReceiver) -> None:
+    receiver.plan(PlannedResponse(delay_s=1.5))
+    with pytest.raises(CallbackFailed) as caught:
+        send_callback(BODY, url=receiver.url, secret=SECRET, timeout_s=0.3)
+    assert caught.value.attempt.status_code is None
+    assert "Timeout" in (caught.value.attempt.error or "")
+
+
+def test_missing_configuration_is_refused(receiver: CallbackReceiver) -> None:
+    with pytest.raises(ValueError, match="CALLBACK_URL"):
+        send_callback(BODY, url="", secret=SECRET)
+    with pytest.raises(ValueError, match="CALLBACK_SECRET"):
+        send_callback(BODY, url=receiver.url, secret="")
+    assert receiver.received == []

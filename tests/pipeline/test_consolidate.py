@@ -1,0 +1,294 @@
+"""Consolidation and callback bodies (SPEC §4 steps 3 and 5, §5 steps 2 and 3)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from media_jobs.pipeline.consolidate import (
+    InvalidJobReference,
+    consolidate,
+    describe_failure,
+    failure_body,
+    finalization_failure_body,
+    finalization_success_body,
+)
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+
+L = "4711"
+RAW_A = f"{L}/raw/photo/horizontal/horizontal-01-IMG_1.jpg"
+RAW_B = f"{L}/raw/photo/vertical/vertical-01-IMG_2.jpg"
+RAW_V = f"{L}/raw/video/horizontal/horizontal-01-clip.mov"
+
+
+def derivative(raw: str, size: str) -> str:
+    segment, name = raw.split("/raw/")[1].rsplit("/", 1)
+    stem = name.rsplit(".", 1)[0]
+    return f"{L}/processed/{segment}/{size}/{stem}.jpg"
+
+
+def asset(key: str, kind: str, **extra: object) -> dict:
+    return {"key": key, "type": kind, "sourceKey": key, "size": 10, "etag": "e", **extra}
+
+
+def thumbnails_result(raw: str, kind: str, sizes=("thumbnail", "small", "medium", "large")):
+    return {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [
+                {"key": derivative(raw, s), "type": kind, "sourceKey": raw} for s in sizes
+            ],
+            "errors": [],
+        }
+    }
+
+
+def event(assets: list[dict], parallel: list, **extra: object) -> dict:
+    return {
+        "jobId": 12,
+        "listingIdentityId": 4711,
+        "executionArn": "arn:aws:states:us-east-1:1:execution:sm:run-1",
+        "startedAt": "2025-01-02T03:04:05.678Z",
+        "assets": assets,
+        "parallelResults": parallel,
+        "traceparent": "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01",
+        **extra,
+    }
+
+
+def test_successful_run_body_is_exact() -> None:
+    result = consolidate(
+        event(
+            [asset(RAW_A, "PHOTO_HORIZONTAL")],
+            [
+                thumbnails_result(RAW_A, "PHOTO_HORIZONTAL"),
+                {"status": "no_videos_to_thumbnail"},
+                {"status": "no_videos_to_process"},
+            ],
+        )
+    )
+    assert result == {
+        "body": {
+            "jobId": 12,
+            "listingIdentityId": 4711,
+            "executionArn": "arn:aws:states:us-east-1:1:execution:sm:run-1",
+            "startedAt": "2025-01-02T03:04:05.678Z",
+            "provider": "STEP_FUNCTIONS",
+            "status": "SUCCEEDED",
+            "failureReason": "",
+            "error": None,
+            "outputs": [
+                {
+                    "rawKey": RAW_A,
+                    "processedKey": f"{L}/processed/photo/horizontal/large/horizontal-01-IMG_1.jpg",
+                    "thumbnailKey": f"{L}/processed/photo/horizontal/thumbnail/horizontal-01-IMG_1.jpg",
+                    "outputs": {
+                        "thumbnail_photo_horizontal": f"{L}/processed/photo/horizontal/thumbnail/horizontal-01-IMG_1.jpg",
+                        "small_photo_horizontal": f"{L}/processed/photo/horizontal/small/horizontal-01-IMG_1.jpg",
+                        "medium_photo_horizontal": f"{L}/processed/photo/horizontal/medium/horizontal-01-IMG_1.jpg",
+                        "large_photo_horizontal": f"{L}/processed/photo/horizontal/large/horizontal-01-IMG_1.jpg",
+                    },
+                    "errorCode": "",
+                    "errorMessage": "",
+                }
+            ],
+            "traceparent": "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01",
+        }
+    }
+
+
+def test_entries_without_body_are_skipped() -> None:
+    media_convert_like = {"Job": {"Id": "123", "Status": "COMPLETE"}}
+    transcode_like = {"status": "SUCCESS", "transcoded": [{"sourceKey": RAW_V, "key": "x.mp4"}]}
+    body = consolidate(
+        event(
+            [asset(RAW_A, "PHOTO_HORIZONTAL")],
+            [None, media_convert_like, transcode_like, {"status": "no_videos_to_process"}],
+        )
+    )["body"]
+    assert body["status"] == "SUCCEEDED"
+    assert body["outputs"][0]["outputs"] == {}
+    assert body["outputs"][0]["processedKey"] == ""
+
+
+@pytest.mark.parametrize(
+    ("job_id", "listing"),
+    [(12, 4711), ("12", "4711"), (12, "4711"), ("0012", 4711)],
+)
+def test_ids_are_kept_as_given(job_id: object, listing: object) -> None:
+    body = consolidate(event([], [], jobId=job_id, listingIdentityId=listing))["body"]
+    assert body["jobId"] == job_id and type(body["jobId"]) is type(job_id)
+    assert body["listingIdentityId"] == listing
+    assert type(body["listingIdentityId"]) is type(listing)
+
+
+@pytest.mark.parametrize("name", ["jobId", "listingIdentityId"])
+@pytest.mark.parametrize("bad", [None, "", "abc", "12a", " 12", "-3", True, 1.5, [1]])
+def test_invalid_ids_are_refused(name: str, bad: object) -> None:
+    broken = event([], [])
+    broken[name] = bad
+    with pytest.raises(InvalidJobReference, match=name) as caught:
+        consolidate(broken)
+    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, PipelineError)
+
+
+def test_missing_ids_are_refused() -> None:
+    for name in ("jobId", "listingIdentityId"):
+        broken = event([], [])
+        del broken[name]
+        with pytest.raises(InvalidJobReference, match=name):
+            consolidate(broken)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "best"),
+    [
+        (("thumbnail", "small", "medium", "large"), "large"),
+        (("thumbnail", "small", "medium"), "medium"),
+        (("thumbnail", "small"), "small"),
+        (("thumbnail",), "thumbnail"),
+        (("thumbnail", "original", "small"), "original"),
+    ],
+)
+def test_processed_key_is_the_best_size_present(sizes: tuple[str, ...], best: str) -> None:
+    body = consolidate(
+        event([asset(RAW_A, "PHOTO_HORIZONTAL")], [thumbnails_result(RAW_A, "X", sizes)])
+    )["body"]
+    assert body["outputs"][0]["processedKey"] == derivative(RAW_A, best)
+    assert body["outputs"][0]["thumbnailKey"] == derivative(RAW_A, "thumbnail")
+    assert sorted(body["outputs"][0]["outputs"]) == sorted(f"{s}_x" for s in sizes)
+
+
+def test_validation_error_codes_and_branch_override() -> None:
+    missing = asset(RAW_B, "PHOTO_VERTICAL", error="no such key", errorCode="OBJECT_NOT_FOUND")
+    vague = asset(f"{L}/raw/photo/vertical/vertical-02-x.jpg", "PHOTO_VERTICAL", error="bad")
+    overridden = asset(RAW_A, "PHOTO_HORIZONTAL", error="suspicious", errorCode="EMPTY_OBJECT")
+    branch = {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [],
+            "errors": [
+                {
+                    "sourceKey": RAW_A,
+                    "errorCode": "CORRUPT_IMAGE",
+                    "errorMessage": "image file is truncated",
+                }
+            ],
+        }
+    }
+    body = consolidate(event([missing, vague, overridden], [branch]))["body"]
+    assert [(o["rawKey"], o["errorCode"], o["errorMessage"]) for o in body["outputs"]] == [
+        (RAW_B, "OBJECT_NOT_FOUND", "no such key"),
+        (vague["key"], "VALIDATION_ERROR", "bad"),
+        (RAW_A, "CORRUPT_IMAGE", "image file is truncated"),
+    ]
+    assert body["status"] == "PARTIAL_SUCCESS"
+    assert body["failureReason"] == (
+        "3 of 3 assets failed: CORRUPT_IMAGE x1, OBJECT_NOT_FOUND x1, VALIDATION_ERROR x1"
+    )
+    assert body["error"] == {
+        "code": "DERIVATIVE_ERRORS_DETECTED",
+        "message": "derivative errors detected",
+        "details": {
+            "failedAssets": 3,
+            "totalAssets": 3,
+            "errorCodes": {"CORRUPT_IMAGE": 1, "OBJECT_NOT_FOUND": 1, "VALIDATION_ERROR": 1},
+            "failedRawKeys": [RAW_B, vague["key"], RAW_A],
+        },
+    }
+
+
+def test_mixed_listing_keeps_input_order_and_video_poster() -> None:
+    poster = f"{L}/processed/video/horizontal/thumbnail/horizontal-01-clip.jpg"
+    posters = {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [{"key": poster, "type": "VIDEO_THUMBNAIL", "sourceKey": RAW_V}],
+            "errors": [],
+        }
+    }
+    bad_photo_error = {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [],
+            "errors": [{"sourceKey": RAW_B, "errorCode": "TOO_MANY_PIXELS", "errorMessage": "m"}],
+        }
+    }
+    assets = [
+        asset(RAW_V, "VIDEO_HORIZONTAL"),
+        asset(RAW_B, "PHOTO_VERTICAL"),
+        asset(RAW_A, "PHOTO_HORIZONTAL"),
+    ]
+    thumbs = thumbnails_result(RAW_A, "PHOTO_HORIZONTAL")
+    thumbs["body"]["errors"] = bad_photo_error["body"]["errors"]
+    body = consolidate(event(assets, [thumbs, posters, {"status": "SUCCESS"}]))["body"]
+    assert [o["rawKey"] for o in body["outputs"]] == [RAW_V, RAW_B, RAW_A]
+    video, photo_b, photo_a = body["outputs"]
+    assert video["outputs"] == {"thumbnail_video_thumbnail": poster}
+    assert video["thumbnailKey"] == poster and video["processedKey"] == poster
+    assert photo_b["errorCode"] == "TOO_MANY_PIXELS" and photo_b["processedKey"] == ""
+    assert photo_a["errorCode"] == "" and photo_a["processedKey"] == derivative(RAW_A, "large")
+    assert body["status"] == "PARTIAL_SUCCESS"
+    # The body is plain JSON: it survives a round trip unchanged.
+    assert json.loads(json.dumps(body)) == body
+
+
+def test_failure_body() -> None:
+    state = event([], [])
+    body = failure_body(
+        state, status="VALIDATION_FAILED", error_code="OBJECT_NOT_FOUND", message="gone"
+    )
+    assert body == {
+        "jobId": 12,
+        "listingIdentityId": 4711,
+        "executionArn": "arn:aws:states:us-east-1:1:execution:sm:run-1",
+        "startedAt": "2025-01-02T03:04:05.678Z",
+        "provider": "STEP_FUNCTIONS",
+        "status": "VALIDATION_FAILED",
+        "failureReason": "raw asset validation failed",
+        "error": {"code": "OBJECT_NOT_FOUND", "message": "gone"},
+        "outputs": [],
+        "traceparent": "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01",
+    }
+    processing = failure_body(state, status="PROCESSING_FAILED", error_code="E", message="m")
+    assert processing["failureReason"] == "derivative processing failed"
+    with pytest.raises(ValueError):
+        failure_body(state, status="SUCCEEDED", error_code="E", message="m")  # type: ignore[arg-type]
+
+
+def test_finalization_bodies() -> None:
+    state = {"jobId": "9", "listingIdentityId": 4711, "traceparent": "00-aa-bb-01"}
+    zip_body = {
+        "zipKey": "4711/processed/zip/listing-media.zip",
+        "assetsZipped": 3,
+        "zipBundles": ["4711/processed/zip/listing-media.zip"],
+        "zipSizeBytes": 1000,
+        "unzippedSizeBytes": 1200,
+    }
+    expected = {
+        "jobId": "9",
+        "status": "SUCCEEDED",
+        "provider": "STEP_FUNCTIONS_FINALIZATION",
+        "listingIdentityId": "4711",
+        "traceparent": "00-aa-bb-01",
+        "assetsZipped": 3,
+        "zipBundles": ["4711/processed/zip/listing-media.zip"],
+        "zipSizeBytes": 1000,
+        "unzippedSizeBytes": 1200,
+    }
+    assert finalization_success_body(state, zip_body) == expected
+    assert finalization_success_body(state, {"body": zip_body}) == expected
+    assert finalization_failure_body(state, error="ZIP_FAILED", cause="disk full") == {
+        "jobId": "9",
+        "listingIdentityId": 4711,
+        "status": "FINALIZATION_FAILED",
+        "traceparent": "00-aa-bb-01",
+        "error": {"Error": "ZIP_FAILED", "Cause": "disk full"},
+    }
+
+
+def test_describe_failure() -> None:
+    assert describe_failure(PipelineError(ErrorCode.ZIP_FAILED, "boom")) == ("ZIP_FAILED", "boom")
+    assert describe_failure(KeyError("x")) == ("KeyError", "'x'")

@@ -1,0 +1,112 @@
+"""A tiny HTTP server on a free 127.0.0.1 port that records callbacks (SPEC §6).
+
+Tests point ``CALLBACK_URL`` at it and read back exactly what was POSTed: raw body bytes
+and headers, so the signature can be verified the way the Django receiver does. Planned
+responses (status codes, delays) let a test make the first calls fail and see retries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+
+@dataclass(frozen=True)
+class ReceivedCallback:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class PlannedResponse:
+    status: int = 200
+    body: bytes = b'{"ok":true}'
+    delay_s: float = 0.0
+
+
+class CallbackReceiver:
+    """Records every POST; answers with the planned responses in order, then 200."""
+
+    def __init__(self) -> None:
+        self.received: list[ReceivedCallback] = []
+        self._planned: deque[PlannedResponse] = deque()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/api/v2/listings/media/callback"
+
+    def plan(self, *responses: PlannedResponse) -> None:
+        with self._lock:
+            self._planned.extend(responses)
+
+    def start(self) -> CallbackReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self._planned.clear()
+
+    def _next_response(self, received: ReceivedCallback) -> PlannedResponse:
+        with self._lock:
+            self.received.append(received)
+            return self._planned.popleft() if self._planned else PlannedResponse()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                received = ReceivedCallback(self.path, dict(self.headers.items()), body)
+                planned = receiver._next_response(received)
+                if planned.delay_s:
+                    time.sleep(planned.delay_s)
+                try:
+                    self.send_response(planned.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(planned.body)))
+                    self.end_headers()
+                    self.wfile.write(planned.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def callback_receiver() -> Iterator[CallbackReceiver]:
+    """A running receiver; stopped after the test."""
+    receiver = CallbackReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
