@@ -1,0 +1,474 @@
+"""The thumbnails step on real generated media, against both storage adapters."""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from typing import BinaryIO
+
+import pytest
+from PIL import Image, ImageDraw
+
+from media_jobs import sample_media
+from media_jobs.pipeline import thumbnails
+from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.keys import IMAGE_SIZES, derivative_key
+from media_jobs.pipeline.storage import Storage
+from media_jobs.pipeline.thumbnails import Derivative, generate_thumbnails, render_derivatives
+from media_jobs.pipeline.types import ValidatedAsset, ValidationResult
+
+MAX_PIXELS = 180_000_000
+LISTING = 4242
+
+
+def render(data: bytes, *, max_pixels: int = MAX_PIXELS) -> dict[str, Derivative]:
+    return {d.size: d for d in render_derivatives(io.BytesIO(data), max_pixels=max_pixels)}
+
+
+def decoded(derivative: Derivative) -> Image.Image:
+    image = Image.open(io.BytesIO(derivative.data))
+    image.load()
+    return image
+
+
+def is_marker_red(pixel: tuple[int, ...]) -> bool:
+    red, green, blue = pixel[:3]
+    return red > 180 and green < 80 and blue < 80
+
+
+def expected_size(width: int, height: int, target: int) -> tuple[int, int]:
+    out_width = min(target, width)
+    return out_width, max(1, round(height * out_width / width))
+
+
+# -- render_derivatives ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_applied(
+    jpeg_by_orientation: dict[int, bytes], orientation: int
+) -> None:
+    derivatives = render(jpeg_by_orientation[orientation])
+
+    assert set(derivatives) == set(IMAGE_SIZES)
+    for size, target in IMAGE_SIZES.items():
+        image = decoded(derivatives[size])
+        # 640x480 as displayed, whatever the stored orientation
+        assert image.size == expected_size(640, 480, target)
+        assert (derivatives[size].width, derivatives[size].height) == image.size
+        assert is_marker_red(image.getpixel((2, 2))), (size, image.getpixel((2, 2)))
+        assert not is_marker_red(image.getpixel((image.width - 3, image.height - 3)))
+
+
+def test_large_portrait_source_is_reduced_by_aspect_ratio() -> None:
+    # displayed 1800x2700 (portrait), stored landscape with orientation 6: the DCT-scaled
+    # decode must follow the displayed width, not the stored one
+    data = sample_media.jpeg_bytes(1800, 2700, orientation=6, seed=3)
+    derivatives = render(data)
+
+    for size, target in IMAGE_SIZES.items():
+        image = decoded(derivatives[size])
+        assert image.size == expected_size(1800, 2700, target)
+        assert image.format == "JPEG" and image.mode == "RGB"
+        assert is_marker_red(image.getpixel((2, 2)))
+
+
+def test_small_source_is_never_upscaled() -> None:
+    derivatives = render(sample_media.jpeg_bytes(300, 200))
+
+    assert decoded(derivatives["thumbnail"]).size == (200, 133)
+    for size in ("small", "medium", "large"):
+        assert decoded(derivatives[size]).size == (300, 200)
+    # the three identical sizes are encoded once
+    assert derivatives["small"].data == derivatives["medium"].data == derivatives["large"].data
+
+
+def test_no_exif_gps_or_icc_metadata_in_derivatives() -> None:
+    source = sample_media.jpeg_bytes(900, 600, orientation=6, gps=True)
+    assert Image.open(io.BytesIO(source)).getexif().get_ifd(0x8825)  # the source has GPS
+
+    for derivative in render(source).values():
+        image = decoded(derivative)
+        assert not image.getexif()
+        assert "exif" not in image.info and "icc_profile" not in image.info
+        assert b"Exif" not in derivative.data[:4096]
+        assert b"TOQ sample camera" not in derivative.data
+
+
+def test_cmyk_is_converted_to_rgb(cmyk_jpeg: bytes) -> None:
+    for derivative in render(cmyk_jpeg).values():
+        image = decoded(derivative)
+        assert image.mode == "RGB"
+        assert is_marker_red(image.getpixel((2, 2)))
+
+
+def test_alpha_is_flattened_on_white(png_alpha: bytes) -> None:
+    image = decoded(render(png_alpha)["large"])
+
+    assert image.mode == "RGB" and image.size == (320, 240)
+    assert min(image.getpixel((3, 3))) > 245  # transparent corner -> white, not black
+    assert is_marker_red(image.getpixel((120, 90)))  # the opaque square keeps its colour
+
+
+def test_palette_with_transparency_and_grey_alpha_are_flattened_on_white() -> None:
+    palette = Image.new("P", (64, 48), 0)
+    palette.putpalette([0, 0, 0, *sample_media.MARKER_RGB] + [0] * (256 * 3 - 6))
+    ImageDraw.Draw(palette).rectangle((32, 24, 63, 47), fill=1)
+    palette.info["transparency"] = 0
+    grey_alpha = Image.new("LA", (64, 48), (0, 0))
+    ImageDraw.Draw(grey_alpha).rectangle((32, 24, 63, 47), fill=(40, 255))
+
+    for source, opaque_check in (
+        (palette, is_marker_red),
+        (grey_alpha, lambda pixel: max(pixel) < 70),
+    ):
+        out = io.BytesIO()
+        source.save(out, "PNG", transparency=0) if source.mode == "P" else source.save(out, "PNG")
+        image = decoded(render(out.getvalue())["large"])
+        assert image.mode == "RGB"
+        assert min(image.getpixel((2, 2))) > 245
+        assert opaque_check(image.getpixel((60, 44)))
+
+
+def test_sixteen_bit_png_keeps_its_tones(png16: bytes) -> None:
+    image = decoded(render(png16)["large"])
+
+    top, middle, bottom = (image.getpixel((5, y))[0] for y in (2, 120, 237))
+    assert top < 20 and 100 < middle < 160 and bottom > 235  # a gradient, not clipped white
+
+
+def test_heic_is_decoded(heic: bytes) -> None:
+    image = decoded(render(heic)["large"])
+
+    assert image.size == (320, 240)
+    assert is_marker_red(image.getpixel((2, 2)))
+
+
+def _icc_rgb_profile(
+    red: tuple[float, ...], green: tuple[float, ...], blue: tuple[float, ...]
+) -> bytes:
+    """A minimal ICC v2 matrix/TRC display profile with the given colorants (D50 XYZ)."""
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(values: tuple[float, ...]) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(s15(v) for v in values)
+
+    text = b"test channel-swapped RGB\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 0x0233) + b"\0\0"  # gamma 2.2
+    white = (0.9642, 1.0, 0.8249)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(white)),
+        (b"rXYZ", xyz(red)),
+        (b"gXYZ", xyz(green)),
+        (b"bXYZ", xyz(blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    table_size = 4 + 12 * len(tags)
+    offset = 128 + table_size
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, content in tags:
+        content += bytes(-len(content) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(content))
+        body += content
+    size = 128 + table_size + len(body)
+    header = (
+        struct.pack(">I", size)
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(24)
+        + struct.pack(">I", 0)
+        + b"".join(s15(v) for v in white)
+        + bytes(48)
+    )
+    assert len(header) == 128
+    return header + table + body
+
+
+def test_embedded_icc_profile_is_converted_to_srgb() -> None:
+    # Pixels stored as (B, G, R) with a profile whose first channel is sRGB's *blue* primary
+    # and third channel sRGB's red: only a colour-managed conversion shows the marker red.
+    srgb_red, srgb_green, srgb_blue = (
+        (0.4361, 0.2225, 0.0139),
+        (0.3851, 0.7169, 0.0971),
+        (0.1431, 0.0606, 0.7141),
+    )
+    profile = _icc_rgb_profile(srgb_blue, srgb_green, srgb_red)
+    displayed = sample_media.with_marker(sample_media.photographic(320, 240))
+    red, green, blue = displayed.split()
+    stored = Image.merge("RGB", (blue, green, red))
+    out = io.BytesIO()
+    stored.save(out, "JPEG", quality=92, icc_profile=profile)
+
+    image = decoded(render(out.getvalue())["large"])
+
+    assert is_marker_red(image.getpixel((3, 3))), image.getpixel((3, 3))
+    assert "icc_profile" not in image.info
+
+
+def test_truncated_jpeg_is_corrupt(truncated_jpeg: bytes) -> None:
+    with pytest.raises(PipelineError) as caught:
+        render(truncated_jpeg)
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+
+
+def test_decompression_bomb_is_refused(bomb_png: bytes) -> None:
+    with pytest.raises(PipelineError) as caught:
+        render(bomb_png)
+    assert caught.value.code == ErrorCode.TOO_MANY_PIXELS
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding(truncated_jpeg: bytes) -> None:
+    # A truncated body would fail to decode (CORRUPT_IMAGE); the header alone must decide.
+    with pytest.raises(PipelineError) as caught:
+        render(truncated_jpeg, max_pixels=640 * 480 - 1)
+    assert caught.value.code == ErrorCode.TOO_MANY_PIXELS
+    assert render(sample_media.jpeg_bytes(640, 480), max_pixels=640 * 480)["large"].width == 640
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"%PDF-1.7 not an image" * 20, ErrorCode.UNSUPPORTED_FORMAT),
+        (b"", ErrorCode.UNSUPPORTED_FORMAT),
+        (sample_media.png_alpha_bytes()[:40], ErrorCode.CORRUPT_IMAGE),
+        (sample_media.jpeg_bytes(64, 48)[:100], ErrorCode.CORRUPT_IMAGE),
+    ],
+    ids=["pdf", "empty", "png-header-only", "jpeg-header-only"],
+)
+def test_not_an_image_or_damaged_header(payload: bytes, code: ErrorCode) -> None:
+    with pytest.raises(PipelineError) as caught:
+        render(payload)
+    assert caught.value.code == code
+
+
+def test_video_is_an_unsupported_image_format(mp4: bytes) -> None:
+    with pytest.raises(PipelineError) as caught:
+        render(mp4)
+    assert caught.value.code == ErrorCode.UNSUPPORTED_FORMAT
+
+
+class _ForwardOnly(io.RawIOBase):
+    """A non-seekable stream, like an HTTP body."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = self._data.read(min(len(buffer), 4096))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_non_seekable_source_is_accepted(jpeg_by_orientation: dict[int, bytes]) -> None:
+    stream: BinaryIO = io.BufferedReader(_ForwardOnly(jpeg_by_orientation[8]))  # type: ignore[assignment]
+    derivatives = render_derivatives(stream, max_pixels=MAX_PIXELS)
+
+    assert [d.size for d in derivatives] == ["large", "medium", "small", "thumbnail"]
+    assert is_marker_red(decoded(derivatives[-1]).getpixel((2, 2)))
+
+
+# -- generate_thumbnails ---------------------------------------------------------------------
+
+
+def _raw_key(name: str, segment: str = "photo/horizontal") -> str:
+    return f"{LISTING}/raw/{segment}/{name}"
+
+
+def _validation(
+    storage: Storage, keys: list[str], **extra_assets: ValidatedAsset
+) -> ValidationResult:
+    assets: list[ValidatedAsset] = []
+    for key in keys:
+        info = storage.head(key)
+        assets.append(
+            ValidatedAsset(
+                key=key, type="PHOTO_HORIZONTAL", sourceKey=key, size=info.size, etag=info.etag
+            )
+        )
+    assets.extend(extra_assets.values())
+    return ValidationResult(
+        jobId=7,
+        listingIdentityId=LISTING,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        assets=assets,
+        imageAssets=assets,
+        videoAssets=[],
+        hasImages=bool(assets),
+        hasVideos=False,
+    )
+
+
+def test_generate_thumbnails_writes_derivatives_and_reports_each_bad_photo(
+    storage: Storage, truncated_jpeg: bytes, bomb_png: bytes
+) -> None:
+    good = _raw_key("horizontal-01-IMG 2705.JPG")
+    portrait = _raw_key("2024-05-01/vertical-02-tall.heic", "photo/vertical")
+    corrupt = _raw_key("horizontal-03-broken.jpg")
+    bomb = _raw_key("horizontal-04-bomb.png")
+    text = _raw_key("horizontal-05-notes.jpg")
+    storage.write(
+        good, sample_media.jpeg_bytes(1600, 1000, orientation=3), content_type="image/jpeg"
+    )
+    storage.write(portrait, sample_media.heic_bytes(240, 360))
+    storage.write(corrupt, truncated_jpeg)
+    storage.write(bomb, bomb_png)
+    storage.write(text, b"just some text, not a photo" * 10)
+    missing = _raw_key("horizontal-06-gone.jpg")
+    validation = _validation(
+        storage,
+        [good, portrait, corrupt, bomb, text],
+        missing=ValidatedAsset(key=missing, type="PHOTO_HORIZONTAL", sourceKey=missing, etag="x"),
+        no_raw=ValidatedAsset(
+            key="4242/photo/x.jpg", type="PHOTO_HORIZONTAL", sourceKey="4242/photo/x.jpg", etag="y"
+        ),
+        invalid=ValidatedAsset(
+            key=_raw_key("horizontal-07-empty.jpg"),
+            type="PHOTO_HORIZONTAL",
+            sourceKey=_raw_key("horizontal-07-empty.jpg"),
+            error="empty object",
+            errorCode="EMPTY_OBJECT",
+        ),
+    )
+    config = PipelineConfig(bucket=storage.bucket)
+
+    result = generate_thumbnails(validation, storage=storage, config=config)
+
+    body = result["body"]
+    assert body["status"] == "SUCCESS"
+    generated = {(g["sourceKey"], g["key"]) for g in body["generatedAssets"]}
+    expected = {
+        (raw, derivative_key(raw, size)) for raw in (good, portrait) for size in IMAGE_SIZES
+    }
+    assert generated == expected
+    assert {g["type"] for g in body["generatedAssets"]} == {"PHOTO_HORIZONTAL"}
+    errors = {e["sourceKey"]: e["errorCode"] for e in body["errors"]}
+    assert errors == {
+        corrupt: ErrorCode.CORRUPT_IMAGE,
+        bomb: ErrorCode.TOO_MANY_PIXELS,
+        text: ErrorCode.UNSUPPORTED_FORMAT,
+        missing: ErrorCode.OBJECT_NOT_FOUND,
+        "4242/photo/x.jpg": ErrorCode.INVALID_KEY,
+    }
+    assert all(e["errorMessage"] for e in body["errors"])
+
+    etags = {a["sourceKey"]: a.get("etag") for a in validation["imageAssets"]}
+    for raw, key in expected:
+        info = storage.head(key)
+        assert info.content_type == "image/jpeg"
+        assert info.metadata["source-etag"] == etags[raw]
+        with storage.open_read(key) as stream:
+            image = Image.open(io.BytesIO(stream.read()))
+        assert image.format == "JPEG"
+        assert is_marker_red(image.getpixel((2, 2)))
+    with storage.open_read(derivative_key(portrait, "large")) as stream:
+        assert Image.open(io.BytesIO(stream.read())).size == (240, 360)
+    assert derivative_key(good, "large").endswith(
+        "/processed/photo/horizontal/large/horizontal-01-IMG 2705.jpg"
+    )
+
+
+def test_generate_thumbnails_resumes_only_when_the_source_is_unchanged(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _raw_key("horizontal-01-a.jpg")
+    second = _raw_key("horizontal-02-b.jpg")
+    storage.write(first, sample_media.jpeg_bytes(500, 400, seed=1))
+    storage.write(second, sample_media.jpeg_bytes(500, 400, seed=2))
+    config = PipelineConfig(bucket=storage.bucket)
+    first_run = generate_thumbnails(
+        _validation(storage, [first, second]), storage=storage, config=config
+    )
+
+    # the second raw object is replaced: its etag changes, its derivatives are stale
+    storage.write(second, sample_media.jpeg_bytes(300, 600, seed=5))
+    caplog.set_level(logging.INFO, logger="toq.pipeline.thumbnails")
+    second_run = generate_thumbnails(
+        _validation(storage, [first, second]), storage=storage, config=config
+    )
+
+    assert second_run == first_run
+    outcome = {r.source_key: r.skipped for r in caplog.records if hasattr(r, "skipped")}
+    assert outcome == {first: True, second: False}
+    record = next(r for r in caplog.records if hasattr(r, "skipped"))
+    assert (record.job_id, record.listing_identity_id, record.step) == (7, LISTING, "thumbnails")
+    assert record.traceparent.startswith("00-0af7651916cd43dd")
+    with storage.open_read(derivative_key(second, "large")) as stream:
+        assert Image.open(io.BytesIO(stream.read())).size == (300, 600)
+
+
+def test_unexpected_render_error_fails_only_that_photo(
+    local_storage: Storage, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ok, odd = _raw_key("horizontal-01-ok.jpg"), _raw_key("horizontal-02-odd.jpg")
+    odd_bytes = sample_media.jpeg_bytes(400, 300, seed=9)
+    local_storage.write(ok, sample_media.jpeg_bytes(400, 300, seed=8))
+    local_storage.write(odd, odd_bytes)
+    real_render = thumbnails.render_derivatives
+
+    def render_or_explode(source: BinaryIO, *, max_pixels: int) -> list[Derivative]:
+        data = source.read()
+        if data == odd_bytes:
+            raise KeyError("an encoder bug")
+        return real_render(io.BytesIO(data), max_pixels=max_pixels)
+
+    monkeypatch.setattr(thumbnails, "render_derivatives", render_or_explode)
+    result = generate_thumbnails(
+        _validation(local_storage, [ok, odd]),
+        storage=local_storage,
+        config=PipelineConfig(bucket=local_storage.bucket),
+    )
+
+    assert {g["sourceKey"] for g in result["body"]["generatedAssets"]} == {ok}
+    [error] = result["body"]["errors"]
+    assert error["sourceKey"] == odd
+    assert error["errorCode"] == ErrorCode.THUMBNAIL_PROCESSING_FAILED
+    assert "KeyError" in error["errorMessage"]
+    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
+
+
+class _UnreachableBucket:
+    """The local adapter, except that reading raw objects fails like a dropped connection."""
+
+    def __init__(self, inner: Storage) -> None:
+        self._inner = inner
+        self.bucket = inner.bucket
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def open_read(self, key: str) -> object:
+        raise ConnectionResetError("connection reset by peer")
+
+
+def test_storage_failure_propagates_so_the_state_retries(local_storage: Storage) -> None:
+    key = _raw_key("horizontal-01-a.jpg")
+    local_storage.write(key, sample_media.jpeg_bytes(320, 240))
+    validation = _validation(local_storage, [key])
+
+    with pytest.raises(ConnectionResetError):
+        generate_thumbnails(
+            validation,
+            storage=_UnreachableBucket(local_storage),  # type: ignore[arg-type]
+            config=PipelineConfig(bucket=local_storage.bucket),
+        )
+
+
+def test_no_image_assets_is_an_empty_success(storage: Storage) -> None:
+    result = generate_thumbnails(
+        _validation(storage, []), storage=storage, config=PipelineConfig(bucket=storage.bucket)
+    )
+    assert result == {"body": {"status": "SUCCESS", "generatedAssets": [], "errors": []}}
