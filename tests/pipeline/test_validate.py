@@ -1,0 +1,332 @@
+"""Step 1 (ValidateRawAssets) and the magic-number sniffer, on real generated media."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from media_jobs import sample_media
+from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.sniff import IMAGE_FORMATS, VIDEO_FORMATS, sniff
+from media_jobs.pipeline.storage import Storage
+from media_jobs.pipeline.storage_s3 import S3Storage
+from media_jobs.pipeline.validate import normalize_processing_input, validate_assets
+
+LISTING = 4101
+PHOTO_KEY = f"{LISTING}/raw/photo/vertical/vertical-01-IMG_0001.jpg"
+HEIC_KEY = f"{LISTING}/raw/2024-02-03/photo/horizontal/horizontal-01-Sala de estar ç.heic"
+VIDEO_KEY = f"{LISTING}/raw/video/horizontal/horizontal-01-tour.mp4"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def pillow_bytes(fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    sample_media.photographic(64, 48).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def ffmpeg_clip(tmp: Path, name: str, *codec: str) -> bytes:
+    path = tmp / name
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]
+        + ["testsrc=size=64x48:rate=5:duration=0.4", *codec, str(path)],
+        check=True,
+        timeout=60,
+    )
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    tmp = tmp_path_factory.mktemp("containers")
+    return {
+        "mov": ffmpeg_clip(tmp, "c.mov", "-c:v", "mjpeg"),
+        "mkv": ffmpeg_clip(tmp, "c.mkv", "-c:v", "mjpeg"),
+        "webm": ffmpeg_clip(tmp, "c.webm", "-c:v", "libvpx", "-b:v", "100k"),
+        "avi": ffmpeg_clip(tmp, "c.avi", "-c:v", "mjpeg"),
+        "3gp": ffmpeg_clip(tmp, "c.3gp", "-c:v", "mpeg4", "-s", "176x144"),
+        "m4v": ffmpeg_clip(tmp, "c.m4v", "-c:v", "mpeg4", "-f", "ipod"),
+    }
+
+
+# -- sniff --------------------------------------------------------------------------------
+
+
+def test_sniff_recognizes_generated_images(
+    jpeg_by_orientation: dict[int, bytes], png_alpha: bytes, png16: bytes, heic: bytes
+) -> None:
+    samples = {
+        "jpeg": [jpeg_by_orientation[6], sample_media.cmyk_jpeg_bytes(64, 48)],
+        "png": [png_alpha, png16],
+        "heic": [heic],
+        "gif": [pillow_bytes("GIF")],
+        "webp": [pillow_bytes("WEBP")],
+        "tiff": [pillow_bytes("TIFF")],
+        "avif": [pillow_bytes("AVIF")],
+    }
+    for expected, blobs in samples.items():
+        for blob in blobs:
+            assert sniff(blob[:64]) == expected
+        assert expected in IMAGE_FORMATS
+
+
+def test_sniff_recognizes_generated_videos(mp4: bytes, containers: dict[str, bytes]) -> None:
+    assert sniff(mp4[:64]) == "mp4"
+    for expected, blob in containers.items():
+        assert sniff(blob[:64]) == expected, expected
+        assert expected in VIDEO_FORMATS
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"\xff\xd8",  # too short to be sure
+        b"hello, I am a text file named photo.jpg\n",
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3",
+        b"RIFF\x24\x00\x00\x00WAVEfmt ",
+        b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom",  # audio only
+        b"PK\x03\x04\x14\x00\x00\x00",
+    ],
+)
+def test_sniff_refuses_what_is_not_supported_media(head: bytes) -> None:
+    assert sniff(head) not in IMAGE_FORMATS | VIDEO_FORMATS
+
+
+def test_sniff_names_audio_and_unknown_data_precisely() -> None:
+    assert sniff(b"hello, I am a text file named photo.jpg\n") is None
+    assert sniff(b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom") == "m4a"
+
+
+# -- normalize ----------------------------------------------------------------------------
+
+
+def test_normalize_plain_key_list_guesses_the_coarse_type() -> None:
+    message = {"jobId": 7, "listingIdentityId": "4101", "assets": [PHOTO_KEY, VIDEO_KEY]}
+    normalized = normalize_processing_input(message | {"retry": True})
+    assert normalized == {
+        "jobId": 7,
+        "listingIdentityId": "4101",
+        "retry": True,
+        "assets": [{"key": PHOTO_KEY, "type": "PHOTO"}, {"key": VIDEO_KEY, "type": "VIDEO"}],
+    }
+
+
+def test_normalize_keeps_typed_assets_and_fills_missing_types() -> None:
+    normalized = normalize_processing_input(
+        {
+            "jobId": "12",
+            "listingIdentityId": LISTING,
+            "traceparent": TRACEPARENT,
+            "assets": [{"key": PHOTO_KEY, "type": "PHOTO_VERTICAL"}, {"key": VIDEO_KEY}],
+        }
+    )
+    assert normalized["assets"] == [
+        {"key": PHOTO_KEY, "type": "PHOTO_VERTICAL"},
+        {"key": VIDEO_KEY, "type": "VIDEO"},
+    ]
+    assert normalized["traceparent"] == TRACEPARENT
+    assert normalized["jobId"] == "12"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"listingIdentityId": 1, "assets": []},
+        {"jobId": "abc", "listingIdentityId": 1, "assets": []},
+        {"jobId": 1, "listingIdentityId": True, "assets": []},
+        {"jobId": 1, "listingIdentityId": -3, "assets": []},
+        {"jobId": 1, "listingIdentityId": 1, "assets": "1/raw/a.jpg"},
+        {"jobId": 1, "listingIdentityId": 1, "assets": [{"type": "PHOTO"}]},
+        {"jobId": 1, "listingIdentityId": 1, "assets": [42]},
+    ],
+)
+def test_normalize_rejects_malformed_messages(message: dict) -> None:
+    with pytest.raises(PipelineError) as err:
+        normalize_processing_input(message)
+    assert err.value.code == ErrorCode.VALIDATION_ERROR
+
+
+# -- validate -----------------------------------------------------------------------------
+
+
+def event(*assets: dict[str, str] | str) -> dict:
+    return {
+        "jobId": 31,
+        "listingIdentityId": LISTING,
+        "traceparent": TRACEPARENT,
+        "executionArn": "arn:aws:states:us-east-1:000000000000:execution:media:31",
+        "assets": list(assets),
+    }
+
+
+def by_key(result: dict) -> dict[str, dict]:
+    return {asset["key"]: asset for asset in result["assets"]}
+
+
+def test_mixed_photos_and_video(
+    storage: Storage,
+    pipeline_config: PipelineConfig,
+    jpeg_by_orientation: dict[int, bytes],
+    heic: bytes,
+    mp4: bytes,
+) -> None:
+    storage.write(PHOTO_KEY, jpeg_by_orientation[1])
+    storage.write(HEIC_KEY, heic)
+    storage.write(VIDEO_KEY, mp4)
+    result = validate_assets(
+        event(
+            {"key": PHOTO_KEY, "type": "PHOTO_VERTICAL"},
+            {"key": HEIC_KEY, "type": "PHOTO_HORIZONTAL"},
+            {"key": VIDEO_KEY, "type": "VIDEO_HORIZONTAL"},
+        ),
+        storage=storage,
+        config=pipeline_config,
+    )
+    assets = by_key(result)
+    for key, blob in ((PHOTO_KEY, jpeg_by_orientation[1]), (HEIC_KEY, heic), (VIDEO_KEY, mp4)):
+        assert assets[key]["sourceKey"] == key
+        assert assets[key]["size"] == len(blob)
+        assert assets[key]["etag"] == hashlib.md5(blob, usedforsecurity=False).hexdigest()
+        assert "error" not in assets[key]
+    assert [a["key"] for a in result["imageAssets"]] == [PHOTO_KEY, HEIC_KEY]
+    assert [a["key"] for a in result["videoAssets"]] == [VIDEO_KEY]
+    assert result["hasImages"] is True
+    assert result["hasVideos"] is True
+    assert result["videoInput"] == f"s3://{storage.bucket}/{VIDEO_KEY}"
+    assert (
+        result["videoOutputPath"]
+        == f"s3://{storage.bucket}/{LISTING}/processed/video/horizontal/original/"
+    )
+    # everything else of the input passes through
+    assert result["jobId"] == 31
+    assert result["listingIdentityId"] == LISTING
+    assert result["traceparent"] == TRACEPARENT
+    assert result["executionArn"].endswith(":31")
+
+
+def test_asset_problems_are_kept_with_precise_codes(
+    storage: Storage,
+    pipeline_config: PipelineConfig,
+    jpeg_by_orientation: dict[int, bytes],
+    truncated_jpeg: bytes,
+    mp4: bytes,
+) -> None:
+    keys = {
+        "missing": f"{LISTING}/raw/photo/vertical/vertical-02-missing.jpg",
+        "empty": f"{LISTING}/raw/photo/vertical/vertical-03-empty.jpg",
+        "text": f"{LISTING}/raw/photo/vertical/vertical-04-notes.jpg",
+        "truncated": f"{LISTING}/raw/photo/vertical/vertical-05-cut.jpg",
+        "no_raw": f"{LISTING}/photo/vertical/vertical-06-misplaced.jpg",
+        "dotdot": f"{LISTING}/raw/../vertical-07.jpg",
+        "video_as_photo": f"{LISTING}/raw/photo/vertical/vertical-08-clip.jpg",
+        "photo_as_video": f"{LISTING}/raw/video/vertical/vertical-01-still.mp4",
+        "good": PHOTO_KEY,
+    }
+    storage.write(keys["empty"], b"")
+    storage.write(keys["text"], b"this is a text file, not a photo\n" * 10)
+    storage.write(keys["truncated"], truncated_jpeg)
+    storage.write(keys["no_raw"], jpeg_by_orientation[1])
+    storage.write(keys["video_as_photo"], mp4)
+    storage.write(keys["photo_as_video"], jpeg_by_orientation[2])
+    storage.write(keys["good"], jpeg_by_orientation[3])
+    result = validate_assets(
+        event(
+            *(
+                {"key": key, "type": "VIDEO_VERTICAL" if name == "photo_as_video" else "PHOTO"}
+                for name, key in keys.items()
+            )
+        ),
+        storage=storage,
+        config=pipeline_config,
+    )
+    assets = by_key(result)
+    assert len(result["assets"]) == len(keys)  # nothing dropped
+    expected_codes = {
+        "missing": ErrorCode.OBJECT_NOT_FOUND,
+        "empty": ErrorCode.EMPTY_OBJECT,
+        "text": ErrorCode.UNSUPPORTED_FORMAT,
+        "no_raw": ErrorCode.INVALID_KEY,
+        "dotdot": ErrorCode.INVALID_KEY,
+        "video_as_photo": ErrorCode.UNSUPPORTED_FORMAT,
+        "photo_as_video": ErrorCode.UNSUPPORTED_FORMAT,
+    }
+    for name, code in expected_codes.items():
+        asset = assets[keys[name]]
+        assert asset["errorCode"] == code, name
+        assert keys[name] in asset["error"] or name in ("no_raw", "dotdot")
+        assert asset["error"]
+    # a truncated JPEG has good magic: validation passes it (thumbnails will fail it)
+    assert "error" not in assets[keys["truncated"]]
+    assert assets[keys["empty"]]["size"] == 0
+    assert [a["key"] for a in result["imageAssets"]] == [keys["truncated"], keys["good"]]
+    assert result["videoAssets"] == []
+    assert result["hasVideos"] is False
+    assert "videoInput" not in result and "videoOutputPath" not in result
+
+
+def test_file_over_the_size_limit(
+    storage: Storage, pipeline_config: PipelineConfig, jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    photo = jpeg_by_orientation[1]
+    storage.write(PHOTO_KEY, photo)
+    config = dataclasses.replace(pipeline_config, max_file_bytes=len(photo) - 1)
+    result = validate_assets(event(PHOTO_KEY), storage=storage, config=config)
+    (asset,) = result["assets"]
+    assert asset["errorCode"] == ErrorCode.FILE_TOO_LARGE
+    assert str(len(photo)) in asset["error"]
+    assert result["hasImages"] is False
+    at_limit = dataclasses.replace(pipeline_config, max_file_bytes=len(photo))
+    assert (
+        "error"
+        not in validate_assets(event(PHOTO_KEY), storage=storage, config=at_limit)["assets"][0]
+    )
+
+
+def test_plain_key_list_message(
+    storage: Storage,
+    pipeline_config: PipelineConfig,
+    jpeg_by_orientation: dict[int, bytes],
+    mp4: bytes,
+) -> None:
+    storage.write(PHOTO_KEY, jpeg_by_orientation[1])
+    storage.write(VIDEO_KEY, mp4)
+    message = {"jobId": "9", "listingIdentityId": str(LISTING), "assets": [VIDEO_KEY, PHOTO_KEY]}
+    result = validate_assets(
+        normalize_processing_input(message), storage=storage, config=pipeline_config
+    )
+    assert [(a["key"], a["type"]) for a in result["assets"]] == [
+        (VIDEO_KEY, "VIDEO"),
+        (PHOTO_KEY, "PHOTO"),
+    ]
+    assert result["hasImages"] and result["hasVideos"]
+    assert result["listingIdentityId"] == str(LISTING)
+
+
+def test_no_assets(storage: Storage, pipeline_config: PipelineConfig) -> None:
+    result = validate_assets(event(), storage=storage, config=pipeline_config)
+    assert (result["assets"], result["hasImages"], result["hasVideos"]) == ([], False, False)
+
+
+def test_an_unreachable_bucket_raises(moto_server, pipeline_config: PipelineConfig) -> None:  # noqa: ANN001
+    wrong = S3Storage("bucket-that-does-not-exist", endpoint_url=moto_server.endpoint_url)
+    with pytest.raises(ClientError):
+        validate_assets(event(PHOTO_KEY), storage=wrong, config=pipeline_config)
+
+
+def test_pixels_are_not_decoded_by_validation(
+    storage: Storage, pipeline_config: PipelineConfig, bomb_png: bytes
+) -> None:
+    """A decompression bomb is a valid PNG header: the thumbnail step refuses it."""
+    storage.write(PHOTO_KEY, bomb_png)
+    result = validate_assets(event(PHOTO_KEY), storage=storage, config=pipeline_config)
+    assert "error" not in result["assets"][0]
+    width, height = (int.from_bytes(bomb_png[i : i + 4], "big") for i in (16, 20))  # IHDR
+    assert width * height > pipeline_config.max_image_pixels
