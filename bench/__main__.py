@@ -1,0 +1,102 @@
+"""Run every benchmark, each in a process of its own, and write the report.
+
+    python -m bench                # full sizes -> BENCHMARKS.md
+    python -m bench --smoke        # seconds -> bench/results/BENCHMARKS.smoke.md
+    python -m bench --only derivatives,zip
+
+A benchmark that crashes is reported as such (with the tail of its output) and the others
+still run; the exit status is 1 when any benchmark crashed, never because a target was
+missed (a MISS is a finding for the report, not a broken harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import RESULTS_DIR, ROOT, machine_info, result_path
+from bench.report import crashed_result, write_report
+
+# key -> (module, timeout of the full run in seconds)
+BENCHMARKS: dict[str, tuple[str, int]] = {
+    "derivatives": ("bench.derivatives", 900),
+    "zip": ("bench.zip", 2400),
+    "admin": ("bench.admin", 3600),
+    "callback": ("bench.callback", 1200),
+    "pipeline": ("bench.pipeline", 2400),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the benchmarks and write the report.")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
+    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--output", type=Path, default=None, help="report path")
+    args = parser.parse_args(argv)
+
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(BENCHMARKS)
+    unknown = [k for k in keys if k not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    output = args.output or (
+        RESULTS_DIR / "BENCHMARKS.smoke.md" if args.smoke else ROOT / "BENCHMARKS.md"
+    )
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+
+    started = time.time()
+    results: list[dict] = []
+    crashed = False
+    for key in keys:
+        module, timeout = BENCHMARKS[key]
+        json_path = result_path(key, args.smoke)
+        json_path.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", module, "--json", str(json_path)]
+        if args.smoke:
+            cmd.append("--smoke")
+        print(f"\n>>> {' '.join(cmd[1:])}", flush=True)
+        log_path = RESULTS_DIR / f"{key}{'.smoke' if args.smoke else ''}.log"
+        try:
+            with log_path.open("w") as log:
+                proc = subprocess.run(
+                    cmd,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout // (10 if args.smoke else 1),
+                    check=False,
+                )
+            status = proc.returncode
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+        tail = log_path.read_text(errors="replace")[-3000:]
+        if status == 0 and json_path.exists():
+            result = json.loads(json_path.read_text())
+            print(tail[-1500:], end="", flush=True)
+        else:
+            crashed = True
+            result = crashed_result(key, status, tail)
+            print(f"!!! {key} failed ({status}); log: {log_path}\n{tail}", flush=True)
+        results.append(result)
+
+    info = machine_info()
+    write_report(output, results, info, smoke=args.smoke, elapsed_s=time.time() - started)
+    print(f"\nreport written to {output}")
+    _print_summary(results)
+    return 1 if crashed else 0
+
+
+def _print_summary(results: list[dict]) -> None:
+    print("\nsummary:")
+    for result in results:
+        for target in result.get("targets", []):
+            print(f"  [{target['verdict']}] {result['key']}: {target['name']}")
+        if not result.get("targets"):
+            print(f"  [----] {result['key']}: no targets measured")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
