@@ -1,0 +1,288 @@
+"""Poster frames and transcodes with the real ffmpeg, on generated clips, through both adapters."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from media_jobs import sample_media
+from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.keys import poster_key, transcode_key
+from media_jobs.pipeline.storage import Storage
+from media_jobs.pipeline.validate import validate_assets
+from media_jobs.pipeline.video import (
+    POSTER_AT_SECONDS,
+    generate_poster_frames,
+    poster_time,
+    transcode_videos,
+)
+
+LISTING = 5150
+SMALL_KEY = f"{LISTING}/raw/video/horizontal/horizontal-01-small tour ç.mp4"
+WIDE_KEY = f"{LISTING}/raw/2024-06-01/video/horizontal/horizontal-02-wide.mp4"
+BIG_KEY = f"{LISTING}/raw/video/horizontal/horizontal-03-big.mp4"
+ROTATED_KEY = f"{LISTING}/raw/video/vertical/vertical-01-phone.mov"
+SILENT_KEY = f"{LISTING}/raw/video/vertical/vertical-02-silent.mp4"
+CORRUPT_KEY = f"{LISTING}/raw/video/vertical/vertical-03-broken.mp4"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory, mp4: bytes) -> dict[str, bytes]:
+    """Real clips: sizes to scale down, a phone-style rotation, no audio, a corrupt file."""
+    tmp = tmp_path_factory.mktemp("clips")
+    (tmp / "small.mp4").write_bytes(mp4)
+    # a display matrix of 90 degrees, as phones record portrait video (stored 320x240)
+    ffmpeg("-i", str(tmp / "small.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+           str(tmp / "rotated.mov"))  # fmt: skip
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=426x240:rate=25:duration=0.6", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(tmp / "silent.mp4"))  # fmt: skip
+    # moov is written at the end by default: cutting the file loses it (a failed upload)
+    corrupt = mp4[: len(mp4) // 3]
+    return {
+        "small": mp4,
+        "wide": sample_media.mp4_bytes(0.6, 1600, 900),
+        "big": sample_media.mp4_bytes(1.0, 2560, 1440),
+        "rotated": (tmp / "rotated.mov").read_bytes(),
+        "silent": (tmp / "silent.mp4").read_bytes(),
+        "corrupt": corrupt,
+    }
+
+
+def validated(storage: Storage, config: PipelineConfig, *keys: str) -> dict[str, Any]:
+    assets = [{"key": key, "type": "VIDEO_HORIZONTAL"} for key in keys]
+    event = {"jobId": 77, "listingIdentityId": LISTING, "assets": assets}
+    return dict(validate_assets(event, storage=storage, config=config))
+
+
+def jpeg_size(storage: Storage, key: str) -> tuple[int, int]:
+    with storage.open_read(key) as stream:
+        image = Image.open(io.BytesIO(stream.read()))
+        assert image.format == "JPEG"
+        return image.size
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    completed = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return json.loads(completed.stdout)
+
+
+def top_level_boxes(data: bytes) -> list[str]:
+    """The ISO-BMFF top-level box types, in file order."""
+    boxes, offset = [], 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
+        elif size == 0:
+            size = len(data) - offset
+        boxes.append(kind)
+        offset += size
+    return boxes
+
+
+# -- poster frames ------------------------------------------------------------------------
+
+
+def test_poster_time() -> None:
+    assert poster_time(None) == 0.0
+    assert poster_time(0.0) == 0.0
+    assert poster_time(3.0) == pytest.approx(0.3)
+    assert poster_time(600.0) == POSTER_AT_SECONDS
+
+
+def test_poster_frames_are_jpegs_no_wider_than_1200(
+    storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    storage.write(SMALL_KEY, clips["small"])
+    storage.write(WIDE_KEY, clips["wide"])
+    validation = validated(storage, pipeline_config, SMALL_KEY, WIDE_KEY)
+    result = generate_poster_frames(validation, storage=storage, config=pipeline_config)
+    assert result == {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [
+                {"key": poster_key(SMALL_KEY), "type": "VIDEO_THUMBNAIL", "sourceKey": SMALL_KEY},
+                {"key": poster_key(WIDE_KEY), "type": "VIDEO_THUMBNAIL", "sourceKey": WIDE_KEY},
+            ],
+            "errors": [],
+        }
+    }
+    assert (
+        poster_key(WIDE_KEY)
+        == f"{LISTING}/processed/video/horizontal/thumbnail/horizontal-02-wide.jpg"
+    )
+    assert jpeg_size(storage, poster_key(SMALL_KEY)) == (320, 240)  # never upscaled
+    assert jpeg_size(storage, poster_key(WIDE_KEY)) == (1200, 675)  # 1600x900 scaled down
+    etags = {a["key"]: a["etag"] for a in validation["videoAssets"]}
+    for key in (SMALL_KEY, WIDE_KEY):
+        info = storage.head(poster_key(key))
+        assert info.content_type == "image/jpeg"
+        assert info.metadata == {"source-etag": etags[key]}
+
+
+def test_a_corrupt_video_is_an_error_entry_and_the_others_succeed(
+    storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    storage.write(CORRUPT_KEY, clips["corrupt"])
+    storage.write(SMALL_KEY, clips["small"])
+    validation = validated(storage, pipeline_config, CORRUPT_KEY, SMALL_KEY)
+    assert all("error" not in a for a in validation["assets"])  # magic number is fine
+    body = generate_poster_frames(validation, storage=storage, config=pipeline_config)["body"]
+    assert body["generatedAssets"] == [
+        {"key": poster_key(SMALL_KEY), "type": "VIDEO_THUMBNAIL", "sourceKey": SMALL_KEY}
+    ]
+    (error,) = body["errors"]
+    assert error["sourceKey"] == CORRUPT_KEY
+    assert error["errorCode"] == "VIDEO_THUMBNAIL_FAILED"
+    assert "ffmpeg" in error["errorMessage"]
+    assert [o.key for o in storage.list(f"{LISTING}/processed/")] == [poster_key(SMALL_KEY)]
+
+
+def test_rotated_phone_video_gives_an_upright_poster(
+    s3_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    s3_storage.write(ROTATED_KEY, clips["rotated"])
+    validation = validated(s3_storage, pipeline_config, ROTATED_KEY)
+    body = generate_poster_frames(validation, storage=s3_storage, config=pipeline_config)["body"]
+    assert body["errors"] == []
+    assert jpeg_size(s3_storage, poster_key(ROTATED_KEY)) == (240, 320)
+
+
+def test_a_retry_skips_posters_made_from_the_same_source(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    local_storage.write(SMALL_KEY, clips["small"])
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)
+    generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
+    poster = poster_key(SMALL_KEY)
+    source_etag = local_storage.head(poster).metadata["source-etag"]
+    # mark the existing output: a skipped run leaves it alone
+    local_storage.write(poster, b"\xff\xd8\xff marker", metadata={"source-etag": source_etag})
+    again = generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
+    assert again["body"]["generatedAssets"][0]["key"] == poster
+    with local_storage.open_read(poster) as stream:
+        assert stream.read() == b"\xff\xd8\xff marker"
+    # a new upload under the same key has a new etag: the poster is made again
+    local_storage.write(SMALL_KEY, clips["wide"])
+    revalidated = validated(local_storage, pipeline_config, SMALL_KEY)
+    generate_poster_frames(revalidated, storage=local_storage, config=pipeline_config)
+    assert jpeg_size(local_storage, poster) == (1200, 675)
+
+
+def test_no_valid_videos(local_storage: Storage, pipeline_config: PipelineConfig) -> None:
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)  # missing object
+    assert validation["assets"][0]["errorCode"] == ErrorCode.OBJECT_NOT_FOUND
+    assert generate_poster_frames(validation, storage=local_storage, config=pipeline_config) == {
+        "body": {"status": "SUCCESS", "generatedAssets": [], "errors": []}
+    }
+    assert transcode_videos(validation, storage=local_storage, config=pipeline_config) == {
+        "status": "SUCCESS",
+        "transcoded": [],
+    }
+
+
+# -- transcode ----------------------------------------------------------------------------
+
+
+def test_transcode_every_video_to_faststart_h264_within_1080p(
+    s3_storage: Storage,
+    pipeline_config: PipelineConfig,
+    clips: dict[str, bytes],
+    tmp_path: Path,
+) -> None:
+    sources = {BIG_KEY: clips["big"], ROTATED_KEY: clips["rotated"], SILENT_KEY: clips["silent"]}
+    for key, blob in sources.items():
+        s3_storage.write(key, blob)
+    validation = validated(s3_storage, pipeline_config, *sources)
+    result = transcode_videos(validation, storage=s3_storage, config=pipeline_config)
+    assert result == {
+        "status": "SUCCESS",
+        "transcoded": [{"sourceKey": key, "key": transcode_key(key)} for key in sources],
+    }
+    assert "body" not in result  # consolidation skips it, like MediaConvert's result
+    expected = {BIG_KEY: (1920, 1080), ROTATED_KEY: (240, 320), SILENT_KEY: (426, 240)}
+    for key in sources:
+        info = s3_storage.head(transcode_key(key))
+        assert info.content_type == "video/mp4"
+        assert info.metadata["source-etag"] == s3_storage.head(key).etag
+        local = tmp_path / Path(transcode_key(key)).name
+        with s3_storage.open_read(transcode_key(key)) as stream:
+            local.write_bytes(stream.read())
+        probe = ffprobe(local)
+        video = [s for s in probe["streams"] if s["codec_type"] == "video"]
+        audio = [s for s in probe["streams"] if s["codec_type"] == "audio"]
+        assert len(video) == 1
+        assert video[0]["codec_name"] == "h264"
+        assert video[0]["pix_fmt"] == "yuv420p"
+        width, height = video[0]["width"], video[0]["height"]
+        assert (width, height) == expected[key]
+        assert width <= 1920 and height <= 1080 and width % 2 == 0 and height % 2 == 0
+        assert [s["codec_name"] for s in audio] == ([] if key == SILENT_KEY else ["aac"])
+        boxes = top_level_boxes(local.read_bytes())
+        assert boxes.index("moov") < boxes.index("mdat"), boxes  # faststart
+        assert "mp4" in probe["format"]["format_name"]
+
+
+def test_transcode_skips_an_output_made_from_the_same_source(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    local_storage.write(SILENT_KEY, clips["silent"])
+    validation = validated(local_storage, pipeline_config, SILENT_KEY)
+    transcode_videos(validation, storage=local_storage, config=pipeline_config)
+    output = transcode_key(SILENT_KEY)
+    etag = local_storage.head(SILENT_KEY).etag
+    assert local_storage.head(output).metadata == {"source-etag": etag}
+    local_storage.write(output, b"marker: not re-encoded", metadata={"source-etag": etag})
+    result = transcode_videos(validation, storage=local_storage, config=pipeline_config)
+    assert result["transcoded"] == [{"sourceKey": SILENT_KEY, "key": output}]
+    with local_storage.open_read(output) as stream:
+        assert stream.read() == b"marker: not re-encoded"
+    # a different source etag (re-upload) is transcoded again
+    local_storage.write(output, b"stale", metadata={"source-etag": "some-older-upload"})
+    transcode_videos(validation, storage=local_storage, config=pipeline_config)
+    with local_storage.open_read(output) as stream:
+        assert top_level_boxes(stream.read())[:1] == ["ftyp"]
+
+
+def test_a_failed_transcode_fails_the_branch(
+    storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    storage.write(CORRUPT_KEY, clips["corrupt"])
+    validation = validated(storage, pipeline_config, CORRUPT_KEY)
+    with pytest.raises(PipelineError) as err:
+        transcode_videos(validation, storage=storage, config=pipeline_config)
+    assert err.value.code == ErrorCode.VIDEO_TRANSCODE_FAILED
+    assert CORRUPT_KEY in err.value.message
+    assert list(storage.list(f"{LISTING}/processed/")) == []
+
+
+def test_a_missing_ffmpeg_fails_the_transcode_clearly(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    local_storage.write(SILENT_KEY, clips["silent"])
+    validation = validated(local_storage, pipeline_config, SILENT_KEY)
+    config = dataclasses.replace(pipeline_config, ffmpeg_path="/nonexistent/ffmpeg")
+    with pytest.raises(PipelineError) as err:
+        transcode_videos(validation, storage=local_storage, config=config)
+    assert err.value.code == ErrorCode.VIDEO_TRANSCODE_FAILED
+    assert "/nonexistent/ffmpeg" in err.value.message
