@@ -52,10 +52,18 @@ def _write_json_atomically(path: Path, content: dict[str, Any]) -> None:
 class LocalMultipartWriter:
     """Writes to a temporary file next to the target; ``complete()`` renames it into place."""
 
-    def __init__(self, storage: LocalStorage, key: str, *, content_type: str | None) -> None:
+    def __init__(
+        self,
+        storage: LocalStorage,
+        key: str,
+        *,
+        content_type: str | None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self._storage = storage
         self._key = key
         self._content_type = content_type
+        self._metadata = dict(metadata or {})
         self._path = storage.path_for(key)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=self._path.parent, prefix=TEMP_PREFIX)
@@ -85,7 +93,7 @@ class LocalMultipartWriter:
                 self._temp,
                 etag=self._digest.hexdigest(),
                 content_type=self._content_type,
-                metadata=None,
+                metadata=self._metadata,
             )
         except BaseException:
             self.abort()
@@ -290,10 +298,15 @@ class LocalStorage:
         return self._write_stream(key, chunks(), content_type=content_type, metadata=metadata)
 
     def open_multipart(
-        self, key: str, *, content_type: str | None = None, part_size: int | None = None
+        self,
+        key: str,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        part_size: int | None = None,
     ) -> LocalMultipartWriter:
         """``part_size`` is accepted for symmetry with S3 and ignored (no parts on disk)."""
-        return LocalMultipartWriter(self, key, content_type=content_type)
+        return LocalMultipartWriter(self, key, content_type=content_type, metadata=metadata)
 
     # -- listing and deletion ------------------------------------------------------------
 

@@ -257,7 +257,7 @@ class S3Storage:
                 # HEAD answers have no body, so a missing bucket is a bare 404 as well: check
                 # (only on this error path) so that a wrong bucket fails the step loudly
                 # instead of marking every asset OBJECT_NOT_FOUND.
-                self.client.head_bucket(Bucket=self.bucket)
+                self._check_bucket_exists()
                 raise ObjectNotFound(key) from error
             raise
         return ObjectInfo(
@@ -268,6 +268,15 @@ class S3Storage:
             content_type=response.get("ContentType"),
             metadata=dict(response.get("Metadata") or {}),
         )
+
+    def _check_bucket_exists(self) -> None:
+        """Raise when the bucket is missing; a role without ListBucket (403) gets the benefit
+        of the doubt, since it cannot see a missing key as 404 anyway."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 403:
+                raise
 
     def _get(self, key: str, **options: Any) -> dict[str, Any]:
         try:
