@@ -11,12 +11,17 @@ threshold is 2 GiB - 1 rather than 4 GiB - 1, like CPython's zipfile, because so
 treat the 32-bit fields as signed. ``force_zip64`` writes them for any archive, which is how
 the tests check ZIP64 against real extractors without writing 4 GiB.
 
+Already-compressed media (by extension) are STORED; everything else is DEFLATED, unless the
+first 256 KiB do not shrink by 3% (a PDF of scans, a camera RAW): those are STORED too, as
+deflating incompressible data is slow (~55 MB/s) and saves nothing.
+
 The object only appears when the upload completes; on any failure the upload is aborted, so
 the previous ZIP of the listing stays in place, untouched.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import posixpath
 import struct
@@ -36,6 +41,10 @@ from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
 logger = logging.getLogger("toq.pipeline.zipper")
 
 CHUNK_SIZE = 1024 * 1024
+DEFLATE_LEVEL = 6
+# Other types are deflated unless a sample of their start does not shrink by this much.
+COMPRESSIBILITY_SAMPLE_BYTES = 256 * 1024
+MIN_DEFLATE_SAVING = 0.03
 ZIP_CONTENT_TYPE = "application/zip"
 # Already-compressed media: deflating them costs CPU and gains nothing.
 STORED_EXTENSIONS = frozenset(
@@ -101,6 +110,19 @@ class ZipEntry:
 def is_stored(name: str) -> bool:
     """True for already-compressed media, which are STORED instead of DEFLATED."""
     return posixpath.splitext(name)[1].lower() in STORED_EXTENSIONS
+
+
+def worth_deflating(sample: bytes) -> bool:
+    """False when the start of a file is incompressible (a scanned PDF, a camera RAW).
+
+    zlib crawls through incompressible data (~55 MB/s on one core, whatever the level) and
+    saves nothing, so such a file is STORED even though its type is not on the list.
+    """
+    sample = sample[:COMPRESSIBILITY_SAMPLE_BYTES]
+    if len(sample) < 4096:
+        return True  # too small to judge, and too small to matter
+    deflated = zlib.compress(sample, 1, wbits=-15)
+    return len(deflated) <= len(sample) * (1 - MIN_DEFLATE_SAVING)
 
 
 class ZipStreamWriter:
@@ -184,7 +206,7 @@ class ZipStreamWriter:
         crc = 0
         size = 0
         data_start = self._offset
-        compressor = zlib.compressobj(6, zlib.DEFLATED, -15) if compress else None
+        compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15) if compress else None
         for chunk in chunks:
             if not chunk:
                 continue
@@ -412,10 +434,12 @@ def create_zip_bundle(
         for key, name, info in zip(keys, names, infos, strict=True):
             current_key = key
             with storage.open_read(key) as stream:
+                chunks = _read_chunks(stream, chunk_size)
+                first = next(chunks, b"")
                 archive.add_entry(
                     name,
-                    _read_chunks(stream, chunk_size),
-                    compress=not is_stored(name),
+                    itertools.chain([first], chunks),
+                    compress=not is_stored(name) and worth_deflating(first),
                     size_hint=info.size,
                     modified=info.last_modified,
                 )

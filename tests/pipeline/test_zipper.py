@@ -177,6 +177,8 @@ def listing_media(storage: Storage, mp4: bytes, heic: bytes) -> dict[str, bytes]
         f"{LISTING}/raw/photo/horizontal/horizontal-02-plan.png": sample_media.png_alpha_bytes(),
         f"{LISTING}/raw/project/doc/doc-01-specs..final.pdf": b"%PDF-1.4\n" + b"stream " * 20000,
         f"{LISTING}/raw/project/doc/doc-02-notes.txt": "notes, façade\n".encode() * 3000,
+        # not a listed media type, but incompressible: stored rather than deflated for nothing
+        f"{LISTING}/raw/project/render/render-01-scan.tif": os.urandom(300_000),
         # the same entry name as the first one once "raw/" and "processed/" are dropped
         f"{LISTING}/processed/photo/vertical/vertical-03-IMG_2705.jpg": os.urandom(5000),
     }
@@ -193,6 +195,7 @@ EXPECTED_NAMES = [
     "photo/horizontal/horizontal-02-plan.png",
     "project/doc/doc-01-specs.final.pdf",
     "project/doc/doc-02-notes.txt",
+    "project/render/render-01-scan.tif",
     "photo/vertical/vertical-03-IMG_2705 (2).jpg",
 ]
 
@@ -233,6 +236,7 @@ def test_zip_bundle_round_trips_every_asset(
         "png": zipfile.ZIP_STORED,
         "pdf": zipfile.ZIP_DEFLATED,
         "txt": zipfile.ZIP_DEFLATED,
+        "tif": zipfile.ZIP_STORED,
     }
     _assert_extractors_accept(path, EXPECTED_NAMES)
 
