@@ -1,0 +1,78 @@
+"""The transcode with ffmpeg, in place of MediaConvert.
+
+On AWS the state machine calls MediaConvert (``mediaconvert:createJob.sync``) directly; this
+handler is the same work done the Celery engine's way, used by the tests' interpreter for
+that resource (and usable as a Lambda with an ffmpeg layer for short clips). It accepts:
+
+- the MediaConvert ``createJob`` parameters the state machine sends (``Settings.Inputs[].
+  FileInput`` = ``s3://bucket/key``) and answers like ``.sync`` does: ``{"Job": {...}}``;
+- a validation result, transcoding every valid video (``transcode_videos``).
+
+Neither answer has a ``body``: consolidation skips this branch, as it skips MediaConvert's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.handlers._runtime import lambda_step, pipeline_config, storage_for
+from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.video import transcode_one, transcode_videos
+
+
+def _input_keys(job: Mapping[str, Any], bucket: str) -> list[str]:
+    keys = []
+    for job_input in job.get("Settings", {}).get("Inputs", []):
+        uri = urlparse(str(job_input.get("FileInput", "")))
+        if uri.scheme != "s3" or uri.netloc != bucket or not uri.path.strip("/"):
+            raise PipelineError(
+                ErrorCode.VIDEO_TRANSCODE_FAILED,
+                f"input {job_input.get('FileInput')!r} is not an object of bucket {bucket!r}",
+            )
+        keys.append(uri.path.lstrip("/"))
+    if not keys:
+        raise PipelineError(ErrorCode.VIDEO_TRANSCODE_FAILED, "the job has no input")
+    return keys
+
+
+def _etag(storage: Storage, key: str) -> str | None:
+    try:
+        return storage.head(key).etag
+    except ObjectNotFound:
+        return None  # transcode_one reports the missing object
+
+
+def run_media_convert_job(
+    job: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
+) -> dict[str, Any]:
+    transcoded = []
+    for key in _input_keys(job, storage.bucket):
+        asset = {"key": key, "sourceKey": key, "etag": _etag(storage, key)}
+        transcoded.append(transcode_one(asset, storage=storage, config=config))
+    return {
+        "Job": {
+            "Id": f"{uuid.uuid4().int % 10**13:013d}-ffmpeg",
+            "Status": "COMPLETE",
+            "Role": job.get("Role"),
+            "UserMetadata": dict(job.get("UserMetadata") or {}),
+            "Settings": job.get("Settings"),
+        },
+        "transcoded": transcoded,
+    }
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    with lambda_step("video_transcode", event, context) as summary:
+        config = pipeline_config()
+        storage = storage_for(config)
+        if "Settings" in event:
+            result = run_media_convert_job(event, storage=storage, config=config)
+        else:
+            result = transcode_videos(event, storage=storage, config=config)
+        summary["transcoded"] = len(result["transcoded"])
+        return result
