@@ -73,7 +73,24 @@ if [ -e "$STAGE_DIR/django" ]; then echo "build_lambdas: django/ in the bundle" 
 # Every function gets the same bundle (one package, one handler module each): zip it once.
 BUNDLE="$(dirname "$STAGE_DIR")/$(basename "$STAGE_DIR").zip"
 trap 'rm -rf "$STAGE_DIR" "$BUNDLE"' EXIT
-"$PYTHON" "$ROOT/scripts/lambda_zip.py" "$STAGE_DIR" "$BUNDLE"
+# Reproducible zip: sorted entries, fixed timestamps and modes, so unchanged sources give
+# byte-identical zips (and the same CodeSha256: redeploying them changes nothing).
+"$PYTHON" - "$STAGE_DIR" "$BUNDLE" <<'PY'
+import os, stat, sys, zipfile
+from pathlib import Path
+
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as out:
+    for path in files:
+        entry = zipfile.ZipInfo(path.relative_to(source).as_posix(), (1980, 1, 1, 0, 0, 0))
+        mode = 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
+        entry.external_attr = (mode | stat.S_IFREG) << 16
+        entry.compress_type = zipfile.ZIP_DEFLATED
+        with path.open("rb") as data, out.open(entry, "w") as sink:
+            while chunk := data.read(1 << 20):
+                sink.write(chunk)
+PY
 mkdir -p "$OUT_DIR"
 for fn in $FUNCTIONS; do
   if [ ! -f "$STAGE_DIR/media_jobs/pipeline/handlers/$fn.py" ]; then
