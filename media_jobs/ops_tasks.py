@@ -1,0 +1,141 @@
+"""Celery tasks behind ``--enqueue`` of the operations commands, and the per-item runner the
+commands use inline - so a batch run on a worker does exactly what an inline run does.
+
+The worker must import this module: ``toqportal/celery.py`` needs
+``app.autodiscover_tasks(related_name="ops_tasks")`` (or start the worker with
+``--include media_jobs.ops_tasks``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from celery import shared_task
+from django.db import transaction
+
+from .pipeline.errors import PipelineError
+from .services.backfill import ItemResult, asset_backfill_derivatives, failed, job_requeue
+from .services.errors import ApplicationError
+from .services.raw_import import raw_asset_import
+from .services.storage_audit import listing_verify, listing_zip_rebuild
+
+logger = logging.getLogger("toq.operations")
+
+ItemRunner = Callable[[Any, dict[str, Any], bool], ItemResult]
+
+
+def _backfill(ref: Any, params: dict[str, Any], dry_run: bool) -> ItemResult:
+    return asset_backfill_derivatives(
+        asset_id=int(ref),
+        force=bool(params.get("force")),
+        missing_only=bool(params.get("missing_only")),
+        dry_run=dry_run,
+    )
+
+
+def _requeue(ref: Any, params: dict[str, Any], dry_run: bool) -> ItemResult:
+    return job_requeue(
+        job_id=int(ref),
+        include_superseded=bool(params.get("include_superseded")),
+        dry_run=dry_run,
+    )
+
+
+def _rebuild_zip(ref: Any, params: dict[str, Any], dry_run: bool) -> ItemResult:
+    return listing_zip_rebuild(
+        listing_identity_id=int(ref), force=bool(params.get("force")), dry_run=dry_run
+    )
+
+
+def _import_raw(ref: Any, params: dict[str, Any], dry_run: bool) -> ItemResult:
+    return raw_asset_import(raw_key=str(ref), dry_run=dry_run)
+
+
+def _verify(ref: Any, params: dict[str, Any], dry_run: bool) -> ItemResult:
+    return listing_verify(listing_identity_id=int(ref), dry_run=dry_run)
+
+
+# operation name (the command's name) -> what one item does
+OPERATIONS: dict[str, ItemRunner] = {
+    "backfill_derivatives": _backfill,
+    "requeue_jobs": _requeue,
+    "rebuild_zips": _rebuild_zip,
+    "import_raw_assets": _import_raw,
+    "verify_storage": _verify,
+}
+
+
+def run_item(operation: str, ref: Any, params: dict[str, Any], *, dry_run: bool) -> ItemResult:
+    """One item; any error becomes a ``failed`` result, so one item never stops the others."""
+    try:
+        return OPERATIONS[operation](ref, params, dry_run)
+    except ApplicationError as exc:
+        return failed(f"{ref}: {exc.message}", error=type(exc).__name__)
+    except PipelineError as exc:
+        return failed(f"{ref}: {exc.code}: {exc.message}", error_code=str(exc.code))
+    except Exception as exc:  # noqa: BLE001 - reported per item, the run goes on
+        logger.exception("operation %s failed on %r", operation, ref, extra={"step": operation})
+        return failed(f"{ref}: {type(exc).__name__}: {exc}", error=type(exc).__name__)
+
+
+@shared_task(name="media_jobs.ops.run_batch", acks_late=True)
+def operation_run_batch(operation: str, refs: list[Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A batch of an operation on a worker. Items are idempotent, so a redelivered batch
+    (after a worker was killed) only finds the finished items ``skipped``."""
+    counts: Counter[str] = Counter()
+    items = []
+    for ref in refs:
+        result = run_item(operation, ref, params, dry_run=False)
+        counts[result.outcome] += 1
+        counts.update(result.tags)
+        items.append(result.as_json(ref))
+        log = logger.warning if result.outcome == "failed" else logger.info
+        log("%s %s: %s", operation, result.outcome, result.detail, extra={"step": operation})
+    summary = {"operation": operation, "selected": len(refs), **counts}
+    logger.info("%s batch finished: %s", operation, dict(counts), extra={"step": operation})
+    return {**summary, "items": items}
+
+
+@shared_task(name="media_jobs.ops.reconcile_jobs", acks_late=True)
+def reconcile_jobs_task(timeout_seconds: int, limit: int | None = None) -> list[int]:
+    from .services.housekeeping import jobs_reconcile
+
+    return jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit)
+
+
+@shared_task(name="media_jobs.ops.clean_jobs", acks_late=True)
+def clean_jobs_task(completed_before: str, limit: int, batch_size: int) -> int:
+    from .services.housekeeping import jobs_clean
+
+    return jobs_clean(
+        completed_before=datetime.fromisoformat(completed_before),
+        limit=limit,
+        batch_size=batch_size,
+    )
+
+
+def _send_on_commit(task: Any, args: list[Any]) -> str:
+    """Queue ``task`` once the caller's transaction commits; its id is known right away."""
+    task_id = str(uuid.uuid4())
+    transaction.on_commit(lambda: task.apply_async(args=args, task_id=task_id))
+    return task_id
+
+
+def operation_enqueue(*, operation: str, refs: list[Any], params: dict[str, Any]) -> str:
+    """Queue one batch of ``operation`` for the workers; returns the Celery task id."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}")
+    return _send_on_commit(operation_run_batch, [operation, list(refs), dict(params)])
+
+
+def reconcile_enqueue(*, timeout_seconds: int, limit: int | None) -> str:
+    return _send_on_commit(reconcile_jobs_task, [timeout_seconds, limit])
+
+
+def clean_enqueue(*, completed_before: datetime, limit: int, batch_size: int) -> str:
+    return _send_on_commit(clean_jobs_task, [completed_before.isoformat(), limit, batch_size])
