@@ -30,8 +30,8 @@ from media_jobs.pipeline.handlers import (
     validate,
     video_thumbnails,
     video_transcode,
-    zip,
 )
+from media_jobs.pipeline.handlers import zip as zip_step
 from tests.fixtures.s3server import REGION, MotoServer
 from tests.support.asl import (
     DefinitionError,
@@ -55,7 +55,7 @@ RESOURCES = {
     MEDIACONVERT: video_transcode.handler,
     "${ConsolidateFunctionArn}": consolidate.handler,
     "${CallbackFunctionArn}": callback.handler,
-    "${ZipFunctionArn}": zip.handler,
+    "${ZipFunctionArn}": zip_step.handler,
 }
 SECRET = "contract-test-secret"
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -1,0 +1,409 @@
+"""The Lambda handlers called directly (as the Lambda runtime would), the SQS entry point
+against the moto server's Step Functions, and the JSON logs they write."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from media_jobs import sample_media
+from media_jobs.pipeline.callback import SIGNATURE_HEADER, CallbackFailed, verify_signature
+from media_jobs.pipeline.errors import PipelineError
+from media_jobs.pipeline.handlers import (
+    callback,
+    consolidate,
+    thumbnails,
+    validate,
+    video_thumbnails,
+    video_transcode,
+)
+from media_jobs.pipeline.handlers import zip as zip_step
+from media_jobs.pipeline.handlers._runtime import StepFailed, error_class
+from media_jobs.pipeline.logs import (
+    JsonFormatter,
+    configure_json_logging,
+    log_context,
+    step_timer,
+)
+from tests.fixtures.s3server import REGION, MotoServer
+from tests.support.asl import LambdaContext
+from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
+
+SECRET = "handler-test-secret"
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+L = 4711
+PHOTO = f"{L}/raw/photo/horizontal/horizontal-01-IMG_0001.jpg"
+VIDEO = f"{L}/raw/video/vertical/vertical-01-tour.mp4"
+MISSING = f"{L}/raw/photo/vertical/vertical-09-gone.jpg"
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    running = CallbackReceiver().start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def lambda_env(
+    monkeypatch: pytest.MonkeyPatch,
+    moto_server: MotoServer,
+    s3_bucket: str,
+    receiver: CallbackReceiver,
+) -> str:
+    for name, value in {
+        "MEDIA_BUCKET": s3_bucket,
+        "MEDIA_STORAGE_BACKEND": "s3",
+        "AWS_S3_ENDPOINT_URL": moto_server.endpoint_url,
+        "AWS_REGION": REGION,
+        "CALLBACK_URL": receiver.url,
+        "CALLBACK_SECRET": SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return s3_bucket
+
+
+def ctx(name: str) -> LambdaContext:
+    return LambdaContext(function_name=name)
+
+
+def put(moto_server: MotoServer, bucket: str, key: str, data: bytes) -> None:
+    moto_server.client("s3").put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def exists(moto_server: MotoServer, bucket: str, key: str) -> bool:
+    listing = moto_server.client("s3").list_objects_v2(Bucket=bucket, Prefix=key)
+    return any(obj["Key"] == key for obj in listing.get("Contents", []))
+
+
+def roundtrip(value: Any) -> Any:
+    """Lambda returns JSON: a handler's result must survive the trip unchanged."""
+    return json.loads(json.dumps(value))
+
+
+def test_validate_gives_each_video_its_mediaconvert_paths(
+    lambda_env: str, moto_server: MotoServer
+) -> None:
+    bucket = lambda_env
+    put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+    put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+    event = {"jobId": 1, "listingIdentityId": L, "assets": [PHOTO, VIDEO, MISSING]}
+    result = validate.handler(event, ctx("validate"))
+    assert roundtrip(result) == result
+    assert [a["key"] for a in result["assets"]] == [PHOTO, VIDEO, MISSING]
+    assert result["assets"][2]["errorCode"] == "OBJECT_NOT_FOUND"
+    [video] = result["videoAssets"]
+    assert video["videoInput"] == f"s3://{bucket}/{VIDEO}"
+    assert video["videoOutputPath"] == f"s3://{bucket}/{L}/processed/video/vertical/original/"
+    assert (result["videoInput"], result["videoOutputPath"]) == (
+        video["videoInput"],
+        video["videoOutputPath"],
+    )
+    assert result["hasImages"] and result["hasVideos"]
+
+
+def test_branch_handlers_write_outputs(lambda_env: str, moto_server: MotoServer) -> None:
+    bucket = lambda_env
+    put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+    put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+    validation = validate.handler(
+        {"jobId": 2, "listingIdentityId": L, "assets": [PHOTO, VIDEO], "traceparent": TRACE},
+        ctx("validate"),
+    )
+
+    photos = thumbnails.handler(validation, ctx("thumbnails"))
+    assert photos["body"]["errors"] == []
+    assert sorted(a["key"].split("/")[-2] for a in photos["body"]["generatedAssets"]) == [
+        "large",
+        "medium",
+        "small",
+        "thumbnail",
+    ]
+    posters = video_thumbnails.handler(validation, ctx("video_thumbnails"))
+    poster = f"{L}/processed/video/vertical/thumbnail/vertical-01-tour.jpg"
+    assert posters["body"]["generatedAssets"] == [
+        {"key": poster, "type": "VIDEO_THUMBNAIL", "sourceKey": VIDEO}
+    ]
+    for generated in photos["body"]["generatedAssets"] + posters["body"]["generatedAssets"]:
+        assert exists(moto_server, bucket, generated["key"])
+
+    transcoded = video_transcode.handler(validation, ctx("video_transcode"))
+    assert "body" not in transcoded
+    mp4 = f"{L}/processed/video/vertical/original/vertical-01-tour.mp4"
+    assert transcoded["transcoded"] == [{"sourceKey": VIDEO, "key": mp4}]
+    assert exists(moto_server, bucket, mp4)
+
+
+def test_video_transcode_answers_like_mediaconvert(
+    lambda_env: str, moto_server: MotoServer
+) -> None:
+    bucket = lambda_env
+    put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 320, 240))
+    job = {
+        "Role": "arn:aws:iam::123456789012:role/mc",
+        "UserMetadata": {"jobId": "3", "listingIdentityId": str(L), "traceparent": TRACE},
+        "Settings": {
+            "Inputs": [{"FileInput": f"s3://{bucket}/{VIDEO}"}],
+            "OutputGroups": [
+                {
+                    "OutputGroupSettings": {
+                        "Type": "FILE_GROUP_SETTINGS",
+                        "FileGroupSettings": {
+                            "Destination": f"s3://{bucket}/{L}/processed/video/vertical/original/"
+                        },
+                    }
+                }
+            ],
+        },
+    }
+    result = video_transcode.handler(job, ctx("mediaconvert"))
+    assert result["Job"]["Status"] == "COMPLETE" and result["Job"]["Id"]
+    assert result["Job"]["UserMetadata"] == job["UserMetadata"]
+    assert "body" not in result
+    assert exists(
+        moto_server, bucket, f"{L}/processed/video/vertical/original/vertical-01-tour.mp4"
+    )
+
+    job["Settings"]["Inputs"][0]["FileInput"] = f"s3://another-bucket/{VIDEO}"
+    with pytest.raises(StepFailed) as caught:
+        video_transcode.handler(job, ctx("mediaconvert"))
+    assert type(caught.value).__name__ == "VIDEO_TRANSCODE_FAILED"
+
+
+def test_zip_handler(lambda_env: str, moto_server: MotoServer) -> None:
+    bucket = lambda_env
+    put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+    event = {"jobId": 4, "listingIdentityId": L, "assets": [{"key": PHOTO, "type": "PHOTO"}]}
+    body = zip_step.handler(event, ctx("zip"))["body"]
+    assert body["zipKey"] == f"{L}/processed/zip/listing-media.zip"
+    assert body["zipBundles"] == [body["zipKey"]] and body["assetsZipped"] == 1
+    assert exists(moto_server, bucket, body["zipKey"])
+
+
+def test_pipeline_errors_leave_handlers_named_by_code(lambda_env: str) -> None:
+    """The Lambda runtime reports ``type(exc).__name__``: the state machine sees the code."""
+    with pytest.raises(StepFailed) as caught:
+        zip_step.handler(
+            {"jobId": 5, "listingIdentityId": L, "assets": [{"key": MISSING}]}, ctx("zip")
+        )
+    assert type(caught.value).__name__ == "OBJECT_NOT_FOUND"
+    assert MISSING in str(caught.value)
+    assert isinstance(caught.value.__cause__, PipelineError)
+
+    with pytest.raises(StepFailed) as caught:
+        consolidate.handler({"jobId": "abc", "listingIdentityId": L}, ctx("consolidate"))
+    assert type(caught.value).__name__ == "VALIDATION_ERROR"
+    assert error_class("VALIDATION_ERROR") is type(caught.value)  # one class per code
+
+
+def test_consolidate_handler(lambda_env: str) -> None:
+    result = consolidate.handler(
+        {
+            "jobId": "6",
+            "listingIdentityId": str(L),
+            "executionArn": "arn:run",
+            "startedAt": "2025-01-01T00:00:00.000Z",
+            "assets": [{"key": PHOTO, "type": "PHOTO_HORIZONTAL", "sourceKey": PHOTO}],
+            "parallelResults": [{"status": "no_videos_to_process"}],
+            "traceparent": TRACE,
+        },
+        ctx("consolidate"),
+    )
+    assert roundtrip(result) == result
+    assert result["body"]["status"] == "SUCCEEDED"
+    assert result["body"]["outputs"][0]["rawKey"] == PHOTO
+
+
+def test_callback_handler_signs_and_raises_on_failure(
+    lambda_env: str, receiver: CallbackReceiver
+) -> None:
+    body = {"jobId": 7, "listingIdentityId": L, "status": "SUCCEEDED", "traceparent": TRACE}
+    answer = callback.handler({"statusCode": 200, "body": body}, ctx("callback"))
+    assert answer["delivered"] is True and answer["statusCode"] == 200
+    [received] = receiver.received
+    assert received.json() == body
+    assert verify_signature(received.body, SECRET, received.headers[SIGNATURE_HEADER])
+
+    receiver.plan(PlannedResponse(status=502))
+    with pytest.raises(CallbackFailed):
+        callback.handler({"body": body}, ctx("callback"))
+
+
+def test_callback_handler_without_configuration_fails(
+    lambda_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALLBACK_SECRET")
+    with pytest.raises(ValueError, match="CALLBACK_SECRET"):
+        callback.handler({"body": {"jobId": 1}}, ctx("callback"))
+
+
+# ------------------------------------------------------------------ SQS -> StartExecution
+
+
+@pytest.fixture
+def state_machine_arn(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    sfn = moto_server.client("stepfunctions")
+    arn = sfn.create_state_machine(
+        name=f"listing-media-processing-sm-{uuid.uuid4().hex[:8]}",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/toq-states",
+    )["stateMachineArn"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    return arn
+
+
+def sqs_record(body: Any, message_id: str | None = None) -> dict[str, Any]:
+    return {
+        "messageId": message_id or str(uuid.uuid4()),
+        "receiptHandle": "handle",
+        "body": body if isinstance(body, str) else json.dumps(body),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:toq-media-jobs",
+        "awsRegion": REGION,
+    }
+
+
+def test_sqs_messages_start_executions(moto_server: MotoServer, state_machine_arn: str) -> None:
+    plain = sqs_record({"jobId": 41, "listingIdentityId": L, "assets": [PHOTO, VIDEO], "retry": 0})
+    typed = sqs_record(
+        {
+            "jobId": "42",
+            "listingIdentityId": str(L),
+            "assets": [{"key": PHOTO, "type": "PHOTO_HORIZONTAL"}],
+            "retry": 1,
+            "traceparent": TRACE,
+        }
+    )
+    broken = sqs_record("{not json")
+    event = {"Records": [plain, typed, broken]}
+    summary = validate.handler(event, ctx("validate"))
+    assert summary["count"] == 2
+    assert [r["messageId"] for r in summary["rejected"]] == [broken["messageId"]]
+
+    sfn = moto_server.client("stepfunctions")
+    executions = sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]
+    by_name = {e["name"]: e["executionArn"] for e in executions}
+    assert set(by_name) == {f"job-41-{plain['messageId']}", f"job-42-{typed['messageId']}"}
+    first = json.loads(
+        sfn.describe_execution(executionArn=by_name[f"job-41-{plain['messageId']}"])["input"]
+    )
+    assert first == {
+        "jobId": 41,
+        "listingIdentityId": L,
+        "assets": [{"key": PHOTO, "type": "PHOTO"}, {"key": VIDEO, "type": "VIDEO"}],
+        "retry": 0,
+        "traceparent": first["traceparent"],
+    }
+    assert first["traceparent"].startswith("00-") and len(first["traceparent"]) == 55
+    second = json.loads(
+        sfn.describe_execution(executionArn=by_name[f"job-42-{typed['messageId']}"])["input"]
+    )
+    assert second == {
+        "jobId": "42",
+        "listingIdentityId": str(L),
+        "assets": [{"key": PHOTO, "type": "PHOTO_HORIZONTAL"}],
+        "retry": 1,
+        "traceparent": TRACE,
+    }
+
+    # A redelivered batch starts nothing new.
+    validate.handler({"Records": [plain, typed]}, ctx("validate"))
+    again = sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]
+    assert len(again) == 2
+
+
+def test_sqs_start_failure_raises_for_redelivery(
+    moto_server: MotoServer, state_machine_arn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_MACHINE_ARN", state_machine_arn + "-deleted")
+    record = sqs_record({"jobId": 43, "listingIdentityId": L, "assets": [PHOTO]})
+    with pytest.raises(validate.StartExecutionFailed, match=record["messageId"]):
+        validate.handler({"Records": [record]}, ctx("validate"))
+
+
+# ------------------------------------------------------------------ JSON logs
+
+
+@pytest.fixture
+def json_log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(f"toq.test.{uuid.uuid4().hex[:6]}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_formatter_fields(json_log: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = json_log
+    with log_context(job_id=9, listing_identity_id=L, traceparent=TRACE, unused=None):
+        logger.info("hello %s", "world", extra={"step": "zip", "count": 3, "request": object()})
+    logger.warning("outside", extra={"error_code": "ZIP_FAILED"})
+    first, second = lines(stream)
+    assert list(first)[:4] == ["ts", "level", "logger", "message"]
+    assert first["ts"].endswith("Z") and first["level"] == "INFO"
+    assert first["logger"] == logger.name and first["message"] == "hello world"
+    assert (first["job_id"], first["listing_identity_id"], first["traceparent"]) == (9, L, TRACE)
+    assert first["step"] == "zip" and first["count"] == 3
+    assert "request" not in first and "unused" not in first
+    assert second == {
+        "ts": second["ts"],
+        "level": "WARNING",
+        "logger": logger.name,
+        "message": "outside",
+        "error_code": "ZIP_FAILED",
+    }
+
+
+def test_step_timer_logs_duration_and_failure(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = json_log
+    with step_timer(logger, "thumbnails", job_id=10) as summary:
+        summary["generated"] = 4
+    with pytest.raises(PipelineError), step_timer(logger, "zip", job_id=10):
+        raise PipelineError("ZIP_FAILED", "disk full")
+    started, finished, zip_started, failed = lines(stream)
+    assert started["message"] == "thumbnails started" and started["step"] == "thumbnails"
+    assert finished["message"] == "thumbnails finished" and finished["generated"] == 4
+    assert finished["duration_ms"] >= 0 and finished["job_id"] == 10
+    assert zip_started["step"] == "zip"
+    assert failed["level"] == "ERROR" and failed["error_code"] == "ZIP_FAILED"
+    assert failed["error"] == "ZIP_FAILED: disk full" and failed["duration_ms"] >= 0
+    assert failed["exc_type"] == "PipelineError" and "Traceback" in failed["exc"]
+
+
+def test_configure_json_logging_on_a_stream() -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_formatters = [handler.formatter for handler in saved_handlers]
+    stream = io.StringIO()
+    try:
+        configure_json_logging("DEBUG", stream=stream)
+        logging.getLogger("toq.test.configured").debug("configured", extra={"step": "x"})
+    finally:
+        for handler in list(root.handlers):
+            if handler not in saved_handlers:
+                root.removeHandler(handler)
+        for handler, formatter in zip(saved_handlers, saved_formatters, strict=True):
+            handler.setFormatter(formatter)
+        root.setLevel(saved_level)
+    [line] = [json.loads(x) for x in stream.getvalue().splitlines() if '"configured"' in x]
+    assert (line["level"], line["step"]) == ("DEBUG", "x")
