@@ -300,10 +300,10 @@ def run(
     result.figures["query counts at 50 rows/page"] = json.dumps(counts[50])
     del plain_site
 
-    for name, _, plain in pages:
+    for name, _, _plain in pages:
         median = result.timing(f"project: {name}", "ms").median
         result.targets.append(Target(f"median, {name}", median, "<=", PAGE_BUDGET_MS, " ms"))
-    for name, _, plain in pages[:3]:
+    for name, _, _plain in pages[:3]:
         speedup = ratio(
             result.timing(f"plain ModelAdmin: {name}", "ms").median,
             result.timing(f"project: {name}", "ms").median,

@@ -451,7 +451,7 @@ def run(
     ]
     if smoke:
         result.notes.append("smoke duration: the rates are not meaningful at this scale")
-    del runs, statistics
+    del runs
     return result
 
 

@@ -145,6 +145,30 @@ def child_project(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]
     }
 
 
+def child_pipelined(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]:
+    """The recommended change (bench/zip_pipelined.py): same writer, overlapped I/O."""
+    from bench.zip_pipelined import create_zip_bundle_pipelined
+    from media_jobs.pipeline.config import PipelineConfig
+    from media_jobs.pipeline.storage import storage_from_config
+
+    config = PipelineConfig(
+        bucket=bucket, storage_backend="s3", s3_endpoint_url=endpoint, region=REGION
+    )
+    storage = storage_from_config(config)
+    event = {"jobId": 1, "listingIdentityId": LISTING, "assets": [{"key": k} for k in keys]}
+    rss_before = psutil.Process().memory_info().rss
+    started = time.perf_counter()
+    body = create_zip_bundle_pipelined(event, storage=storage, config=config)["body"]
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "bytes_in": body["unzippedSizeBytes"],
+        "bytes_out": body["zipSizeBytes"],
+        "key": body["zipKey"],
+        "rss_before": rss_before,
+    }
+
+
 def child_copy(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]:
     """(d) GET each object in chunks, upload 8 MiB parts of one object, complete."""
     client = _s3_client(endpoint)
@@ -216,11 +240,17 @@ def child_inmemory(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any
     }
 
 
-CHILDREN = {"project": child_project, "copy": child_copy, "inmemory": child_inmemory}
+CHILDREN = {
+    "project": child_project,
+    "copy": child_copy,
+    "inmemory": child_inmemory,
+    "pipelined": child_pipelined,
+}
 LABELS = {
     "project": "(project) create_zip_bundle, streamed",
     "copy": "(d) plain streaming copy",
     "inmemory": "(e) Go method: in-memory zipfile, DEFLATE",
+    "pipelined": "(proposal) same writer, overlapped I/O (bench/zip_pipelined.py)",
 }
 
 
@@ -317,6 +347,7 @@ def run(
     runs: int | None = None,
     total_mib: int | None = None,
     count: int | None = None,
+    proposal: bool = False,
 ) -> BenchResult:
     runs = runs or (1 if smoke else 3)
     total_mib = total_mib or (24 if smoke else 1024)
@@ -344,9 +375,10 @@ def run(
         manifest = Path(tmp) / "keys.json"
         manifest.write_text(json.dumps([o.key for o in objects]))
         moto_process = psutil.Process(server.pid)
-        outcomes: dict[str, list[dict[str, Any]]] = {k: [] for k in CHILDREN}
+        kinds = [k for k in CHILDREN if proposal or k != "pipelined"]
+        outcomes: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
         for index in range(runs):
-            for kind in CHILDREN:
+            for kind in kinds:
                 outcome = run_child(kind, server.endpoint_url, bucket, manifest)
                 if outcome["bytes_in"] != total_bytes:
                     raise AssertionError(f"{kind} read {outcome['bytes_in']} of {total_bytes}")
@@ -363,9 +395,9 @@ def run(
                 )
     result.load["after"] = load_average()
 
-    seconds = {k: result.timing(LABELS[k]).median for k in CHILDREN}
-    peak = {k: max(o["peak_rss"] for o in outcomes[k]) for k in CHILDREN}
-    for kind in CHILDREN:
+    seconds = {k: result.timing(LABELS[k]).median for k in kinds}
+    peak = {k: max(o["peak_rss"] for o in outcomes[k]) for k in kinds}
+    for kind in kinds:
         result.figures[f"peak RSS {LABELS[kind]} (MB)"] = peak[kind] / MB
         result.figures[f"RSS before the step {LABELS[kind]} (MB)"] = (
             max(o["rss_before"] for o in outcomes[kind]) / MB
@@ -403,6 +435,9 @@ def main() -> None:
     parser = base_parser(__doc__.split("\n")[0])
     parser.add_argument("--total-mib", type=int, default=None, help="raw media in MiB")
     parser.add_argument("--count", type=int, default=None, help="number of objects")
+    parser.add_argument(
+        "--proposal", action="store_true", help="also run bench/zip_pipelined.py (overlapped I/O)"
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse_hidden())
     parser.add_argument("--endpoint", help=argparse_hidden())
     parser.add_argument("--bucket", help=argparse_hidden())
@@ -411,7 +446,13 @@ def main() -> None:
     if args.child:
         child_main(args.child, args.endpoint, args.bucket, args.manifest)
         return
-    result = run(smoke=args.smoke, runs=args.runs, total_mib=args.total_mib, count=args.count)
+    result = run(
+        smoke=args.smoke,
+        runs=args.runs,
+        total_mib=args.total_mib,
+        count=args.count,
+        proposal=args.proposal,
+    )
     finish(result, args.json or result_path(result.key, args.smoke))
 
 
