@@ -1,13 +1,52 @@
-"""The Celery app: configured from Django settings (``CELERY_*``), tasks in media_jobs.tasks."""
+"""The Celery app: configured from Django settings (``CELERY_*``), tasks in media_jobs.tasks.
+
+Beat schedule (``celery -A toqportal beat``, the ``beat`` line of the Procfile):
+
+- ``media_jobs.tasks.reconcile_stuck_jobs`` every ``RECONCILER_INTERVAL_SECONDS`` (300);
+- ``media_jobs.tasks.clean_old_jobs`` daily at 03:17 UTC.
+
+``CELERY_BROKER_TRANSPORT_OPTIONS_JSON`` (a JSON object) is merged over the settings'
+broker transport options: the worker tests use it for a short Redis visibility timeout and
+a key prefix of their own (see tests/fixtures/worker.py).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "toqportal.settings")
 
 app = Celery("toqportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Operations tasks (the management commands' --enqueue) live beside the engine's tasks.
+app.autodiscover_tasks(related_name="ops_tasks")
+
+_transport_overrides = os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS_JSON", "")
+if _transport_overrides:
+    app.conf.broker_transport_options = {
+        **(app.conf.broker_transport_options or {}),
+        **json.loads(_transport_overrides),
+    }
+
+
+@app.on_after_configure.connect
+def _schedule_housekeeping(sender: Celery, **_: Any) -> None:
+    """SPEC §8: the reconciler every few minutes, the cleaner once a day."""
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        float(settings.RECONCILER_INTERVAL_SECONDS),
+        sender.signature("media_jobs.tasks.reconcile_stuck_jobs"),
+        name="reconcile stuck media jobs",
+    )
+    sender.add_periodic_task(
+        crontab(hour=3, minute=17),
+        sender.signature("media_jobs.tasks.clean_old_jobs"),
+        name="clean old media jobs",
+    )

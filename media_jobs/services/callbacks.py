@@ -1,0 +1,569 @@
+"""The callback receiver (SPEC §6): a pipeline result becomes job and asset state.
+
+One function, :func:`callback_apply`, used by both engines: the HTTP endpoint calls it with
+the signed body the Step Functions callback Lambda POSTed; the Celery engine calls it with
+the body its consolidation built (``verify=False``: it never left the process). Both
+engines therefore change state in exactly the same way, in one transaction per callback.
+
+Decisions where SPEC leaves room (docs/workers.md repeats them):
+
+- A replay is a body byte-identical to the one stored: 200, nothing changes.
+- A different body with the job's current terminal status: for FAILED (typically the
+  reconciler's verdict, then the pipeline's own failure) its details are applied - error,
+  per-asset codes; for a success it is recorded and ignored (the first success stands).
+- A failure, or a different kind of success, after a success: recorded, answered 409.
+- A progress (non-terminal) callback for a finished job: recorded, ignored, 200.
+- ``callback_body`` is a TEXT column (64 KiB). A larger body is stored there cut at a UTF-8
+  boundary with a marker naming its size and sha256; the whole body is kept in the
+  callback's event (``detail["rawBody"]``). The HTTP endpoint refuses bodies over
+  ``CALLBACK_MAX_BODY_BYTES`` (413) before any of this.
+- "FAILED with no outputs fails the listing's PROCESSING assets" applies to processing
+  jobs only (a finalization (ZIP) failure says nothing about the photos), and to the
+  job's own assets when the portal dispatched it (see ``job_fail_processing_assets``).
+- ``listingIdentityId`` must be the job's listing (409 otherwise): a signed body that
+  points at another listing is a bug upstream, not something to apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from ..models import (
+    TEXT_MAX_BYTES,
+    AssetStatus,
+    JobStatus,
+    MediaAsset,
+    MediaProcessingJob,
+)
+from ..pipeline.callback import verify_signature
+from ..pipeline.consolidate import InvalidJobReference, job_reference
+from ..pipeline.errors import ErrorCode
+from ..pipeline.logs import log_context
+from .errors import ApplicationError, ConflictError, NotFoundError
+from .events import STEP_CALLBACK, event_record
+from .jobs import (
+    ZIP_FIGURES,
+    format_last_error,
+    job_append_error,
+    job_complete,
+    job_mark_running,
+)
+
+logger = logging.getLogger("toq.media.callbacks")
+
+# SPEC §6 status map; anything else means "still running".
+STATUS_MAP: dict[str, str] = {
+    "SUCCEEDED": JobStatus.SUCCEEDED,
+    "PARTIAL_SUCCESS": JobStatus.PARTIAL_SUCCESS,
+    "FAILED": JobStatus.FAILED,
+    "PROCESSING_FAILED": JobStatus.FAILED,
+    "VALIDATION_FAILED": JobStatus.FAILED,
+    "FINALIZATION_FAILED": JobStatus.FAILED,
+    "TIMED_OUT": JobStatus.FAILED,
+}
+SUCCESS = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS})
+
+# INT UNSIGNED: ids outside this range cannot exist.
+MAX_ID = 2**32 - 1
+# TIMESTAMP columns hold 1970-01-01 00:00:01 .. 2038-01-19 03:14:07 UTC.
+TIMESTAMP_MIN = datetime(1970, 1, 2, tzinfo=UTC)
+TIMESTAMP_MAX = datetime(2038, 1, 19, tzinfo=UTC)
+KEY_MAX_LENGTH = 255
+# How many unknown raw keys an event lists (the count is always exact).
+MAX_LISTED_KEYS = 20
+
+# Messages the HTTP endpoint returns (the tests import them).
+MSG_NO_SECRET = (
+    "the callback receiver is disabled: CALLBACK_SECRET is not configured on the portal, "
+    "so no signature can be verified"
+)
+MSG_BAD_SIGNATURE = (
+    "missing or wrong X-Toq-Signature: send hex(HMAC-SHA256(CALLBACK_SECRET, raw body))"
+)
+MSG_TOO_LARGE = "callback body is {size} bytes; the limit is {limit} (CALLBACK_MAX_BODY_BYTES)"
+MSG_NOT_JSON = "callback body must be a UTF-8 JSON object: {reason}"
+MSG_BAD_ID = "{name} must be a number or a numeric string: {reason}"
+MSG_UNKNOWN_JOB = "no media processing job with id {job_id}"
+MSG_WRONG_LISTING = (
+    "job {job_id} belongs to listing {expected}, but the callback says listingIdentityId "
+    "{given}; nothing was changed"
+)
+MISSING_PROCESSED_KEY_MESSAGE = "the callback output has no processedKey"
+
+
+class CallbackUnauthorized(ApplicationError):
+    status_code = 401
+
+
+class CallbackTooLarge(ApplicationError):
+    status_code = 413
+
+
+@dataclass
+class CallbackOutcome:
+    """What a callback did; the HTTP endpoint answers ``status_code`` with ``as_json()``."""
+
+    status_code: int  # 200, or 409 when a failure arrived after a success
+    job_id: int
+    job_status: str
+    applied: bool  # True when this callback changed state
+    message: str
+    replay: bool = False
+    assets_updated: int = 0
+    unknown_raw_keys: list[str] = field(default_factory=list)
+    event_id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("status_code")
+        return {
+            "jobId": data["job_id"],
+            "status": data["job_status"],
+            "applied": data["applied"],
+            "replay": data["replay"],
+            "message": data["message"],
+            "assetsUpdated": data["assets_updated"],
+            "unknownRawKeys": data["unknown_raw_keys"],
+        }
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_callback_body(raw_body: bytes) -> dict[str, Any]:
+    """The JSON object, or ApplicationError (400) saying what is wrong with it."""
+    try:
+        text = raw_body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApplicationError(MSG_NOT_JSON.format(reason=f"not UTF-8 ({exc.reason})")) from None
+    try:
+        body = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApplicationError(MSG_NOT_JSON.format(reason="nested too deeply")) from None
+    except ValueError as exc:
+        raise ApplicationError(MSG_NOT_JSON.format(reason=str(exc)[:200])) from None
+    if not isinstance(body, dict):
+        raise ApplicationError(MSG_NOT_JSON.format(reason=f"got a JSON {type(body).__name__}"))
+    return body
+
+
+def _id(body: Mapping[str, Any], name: str) -> int:
+    try:
+        value = int(job_reference(body, name))
+    except InvalidJobReference as exc:
+        raise ApplicationError(MSG_BAD_ID.format(name=name, reason=exc.message[:200])) from None
+    return value
+
+
+def _text(value: Any) -> str:
+    """A JSON value as text for a column or a string map: None -> "", others -> str."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _parse_started_at(value: Any) -> datetime | None:
+    """``startedAt`` as a TIMESTAMP-safe datetime, or None when absent/unusable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed.astimezone(UTC).replace(microsecond=0)
+    except (OverflowError, ValueError):
+        return None
+    if not TIMESTAMP_MIN <= parsed <= TIMESTAMP_MAX:
+        return None
+    return parsed
+
+
+def stored_callback_text(raw_body: bytes) -> tuple[str, bool]:
+    """What ``callback_body`` keeps: the body itself, or - over 64 KiB - its beginning cut
+    at a UTF-8 boundary plus a marker with the full size and sha256. Deterministic, so a
+    replay of a large body is still recognised."""
+    if len(raw_body) <= TEXT_MAX_BYTES:
+        return raw_body.decode("utf-8"), False
+    digest = hashlib.sha256(raw_body).hexdigest()
+    marker = (
+        f"\n...[truncated by the portal: the body is {len(raw_body)} bytes, sha256 {digest}; "
+        "the full body is in the job's callback event]"
+    ).encode()
+    head = raw_body[: TEXT_MAX_BYTES - len(marker)].decode("utf-8", errors="ignore")
+    return head + marker.decode(), True
+
+
+def _error_parts(body: Mapping[str, Any]) -> dict[str, Any]:
+    """code, message, failure_reason and meta (error.details) for ``last_error``; the
+    processing bodies say ``error.code``/``message``, the finalization failure body keeps
+    Step Functions' ``Error``/``Cause``."""
+    error = body.get("error")
+    code = message = ""
+    meta: Any = None
+    if isinstance(error, Mapping):
+        code = _text(error.get("code") or error.get("Error"))
+        message = _text(error.get("message") or error.get("Cause"))
+        meta = error.get("details")
+    elif error not in (None, "", {}):
+        message = _text(error)
+    return {
+        "code": code,
+        "message": message,
+        "failure_reason": _text(body.get("failureReason")),
+        "meta": meta,
+    }
+
+
+def _error_code_and_message(body: Mapping[str, Any]) -> tuple[str, str]:
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        code = _text(error.get("code") or error.get("Error"))
+        message = _text(error.get("message") or error.get("Cause"))
+    else:
+        code, message = "", _text(error)
+    status = _text(body.get("status")) or "FAILED"
+    return code or status, message or _text(body.get("failureReason")) or status
+
+
+# --- asset updates ------------------------------------------------------------------------
+
+
+def asset_apply_output(*, asset: MediaAsset, output: Mapping[str, Any]) -> MediaAsset:
+    """Apply one consolidated output (SPEC §6) to its asset and save it.
+
+    Without errorCode/errorMessage the asset is PROCESSED and needs a processedKey (else
+    FAILED with MISSING_PROCESSED_KEY); ``outputs`` and ``thumbnailKey`` are merged into the
+    metadata and a previous error is removed. With an error the asset is FAILED and the
+    metadata gets ``errorCode`` and ``error``. Call it inside the caller's transaction (the
+    callback's, or a backfill's).
+    """
+    meta = dict(asset.meta)
+    code = _text(output.get("errorCode"))
+    message = _text(output.get("errorMessage"))
+    processed_key = _text(output.get("processedKey"))
+    if not (code or message) and not processed_key:
+        code, message = ErrorCode.MISSING_PROCESSED_KEY.value, MISSING_PROCESSED_KEY_MESSAGE
+    if not (code or message) and len(processed_key) > KEY_MAX_LENGTH:
+        code = ErrorCode.INVALID_KEY.value
+        message = f"processedKey is longer than {KEY_MAX_LENGTH} characters"
+    if code or message:
+        asset.status = AssetStatus.FAILED
+        meta["errorCode"] = code or ErrorCode.VALIDATION_ERROR.value
+        meta["error"] = message or code
+    else:
+        asset.status = AssetStatus.PROCESSED
+        asset.s3_key_processed = processed_key
+        outputs = output.get("outputs")
+        if isinstance(outputs, Mapping):
+            meta.update({str(k): _text(v) for k, v in outputs.items()})
+        thumbnail_key = _text(output.get("thumbnailKey"))
+        if thumbnail_key:
+            meta["thumbnailKey"] = thumbnail_key
+        meta.pop("errorCode", None)
+        meta.pop("error", None)
+    asset.metadata = meta
+    asset.save(update_fields=["status", "s3_key_processed", "metadata"])
+    return asset
+
+
+def _apply_outputs(job: MediaProcessingJob, outputs: list[Any]) -> tuple[int, list[str], list[str]]:
+    """(assets updated, unknown raw keys, malformed entries) for the callback's outputs."""
+    by_key: dict[str, list[Mapping[str, Any]]] = {}
+    malformed: list[str] = []
+    for entry in outputs:
+        raw_key = entry.get("rawKey") if isinstance(entry, Mapping) else None
+        if not isinstance(raw_key, str) or not raw_key:
+            malformed.append(_text(entry)[:200])
+            continue
+        by_key.setdefault(raw_key, []).append(entry)
+    assets = MediaAsset.objects.select_for_update().filter(
+        listing_identity_id=job.listing_identity_id, s3_key_raw__in=list(by_key)
+    )
+    found: set[str] = set()
+    updated = 0
+    for asset in assets.order_by("id"):
+        key = asset.s3_key_raw or ""
+        found.add(key)
+        for entry in by_key.get(key, ()):
+            asset_apply_output(asset=asset, output=entry)
+        updated += 1
+    unknown = [key for key in by_key if key not in found]
+    for key in unknown[:MAX_LISTED_KEYS]:
+        logger.warning("callback output for an unknown raw key skipped", extra={"raw_key": key})
+    return updated, unknown, malformed
+
+
+def job_fail_processing_assets(*, job: MediaProcessingJob, code: str, message: str) -> int:
+    """The job's PROCESSING assets become FAILED with ``errorCode``/``error``; returns how many.
+
+    SPEC says "the listing's PROCESSING assets". When the portal dispatched the job it knows
+    exactly which assets the job took (its dispatch event), and only those fail: another
+    job running for the same listing keeps its assets. For jobs started elsewhere (the
+    backend) it falls back to every PROCESSING asset of the listing. Call it inside a
+    transaction.
+    """
+    from .dispatch import job_asset_ids
+
+    assets = MediaAsset.objects.select_for_update().filter(
+        listing_identity_id=job.listing_identity_id, status=AssetStatus.PROCESSING
+    )
+    asset_ids = job_asset_ids(job=job)
+    if asset_ids is not None:
+        assets = assets.filter(pk__in=asset_ids)
+    failed = 0
+    for asset in assets.order_by("id"):
+        meta = dict(asset.meta)
+        meta["errorCode"] = code
+        meta["error"] = message
+        asset.status = AssetStatus.FAILED
+        asset.metadata = meta
+        asset.save(update_fields=["status", "metadata"])
+        failed += 1
+    return failed
+
+
+def _fill_identity(job: MediaProcessingJob, body: Mapping[str, Any]) -> None:
+    """external_id from executionArn and started_at from startedAt, only when empty."""
+    fields = []
+    arn = body.get("executionArn")
+    if not job.external_id and isinstance(arn, str) and arn:
+        job.external_id = arn[:KEY_MAX_LENGTH]
+        fields.append("external_id")
+    started_at = _parse_started_at(body.get("startedAt"))
+    if job.started_at is None and started_at is not None:
+        job.started_at = started_at
+        fields.append("started_at")
+    if fields:
+        job.save(update_fields=fields)
+
+
+def _payload(job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any) -> dict[str, Any]:
+    """What ``payload`` keeps: the zip figures when present, a processing summary else."""
+    figures = {k: body[k] for k in ZIP_FIGURES if k in body}
+    if figures or job.is_finalization:
+        return figures
+    if not isinstance(outputs, list):
+        return {}
+    failed = sum(
+        1
+        for o in outputs
+        if isinstance(o, Mapping) and (o.get("errorCode") or o.get("errorMessage"))
+    )
+    return {"assetsTotal": len(outputs), "assetsFailed": failed}
+
+
+# --- the receiver -------------------------------------------------------------------------
+
+
+def callback_apply(
+    *,
+    raw_body: bytes,
+    signature: str | None = None,
+    verify: bool = True,
+    source: str = "http",
+) -> CallbackOutcome:
+    """Apply one callback (SPEC §6) in one transaction.
+
+    Raises CallbackUnauthorized (401: no secret configured, missing or wrong signature),
+    CallbackTooLarge (413), ApplicationError (400: not a JSON object, bad ids),
+    NotFoundError (404: unknown job) or ConflictError (409: the listing does not match) -
+    all before anything changes. A failure after a success is recorded on the job and
+    returned as an outcome with status_code 409. ``verify=False`` is for the Celery engine,
+    whose body never left the process; ``source`` is noted in the job's timeline.
+    """
+    if verify:
+        limit = settings.CALLBACK_MAX_BODY_BYTES
+        if len(raw_body) > limit:
+            raise CallbackTooLarge(MSG_TOO_LARGE.format(size=len(raw_body), limit=limit))
+        secret = settings.CALLBACK_SECRET
+        if not secret:
+            raise CallbackUnauthorized(MSG_NO_SECRET)
+        if not verify_signature(raw_body, secret, signature):
+            raise CallbackUnauthorized(MSG_BAD_SIGNATURE)
+    body = parse_callback_body(raw_body)
+    job_id = _id(body, "jobId")
+    listing_identity_id = _id(body, "listingIdentityId")
+    if not 0 < job_id <= MAX_ID:
+        raise NotFoundError(MSG_UNKNOWN_JOB.format(job_id=job_id))
+    traceparent = body.get("traceparent") if isinstance(body.get("traceparent"), str) else None
+    with log_context(
+        job_id=job_id,
+        listing_identity_id=listing_identity_id,
+        step=STEP_CALLBACK,
+        traceparent=traceparent or None,
+    ):
+        outcome = _apply(raw_body, body, job_id, listing_identity_id, source)
+        logger.info(
+            "callback %s",
+            "applied" if outcome.applied else "not applied",
+            extra={
+                "source": source,
+                "callback_status": _text(body.get("status")),
+                "job_status": outcome.job_status,
+                "http_status": outcome.status_code,
+                "replay": outcome.replay,
+                "assets_updated": outcome.assets_updated,
+                "reason": outcome.message,
+            },
+        )
+    return outcome
+
+
+@transaction.atomic
+def _apply(
+    raw_body: bytes,
+    body: dict[str, Any],
+    job_id: int,
+    listing_identity_id: int,
+    source: str,
+) -> CallbackOutcome:
+    try:
+        job = MediaProcessingJob.objects.select_for_update().get(pk=job_id)
+    except MediaProcessingJob.DoesNotExist:
+        raise NotFoundError(MSG_UNKNOWN_JOB.format(job_id=job_id)) from None
+    if job.listing_identity_id != listing_identity_id:
+        raise ConflictError(
+            MSG_WRONG_LISTING.format(
+                job_id=job_id, expected=job.listing_identity_id, given=listing_identity_id
+            )
+        )
+    raw_status = _text(body.get("status")).strip().upper()
+    new_status = STATUS_MAP.get(raw_status, JobStatus.RUNNING)
+    stored_text, truncated = stored_callback_text(raw_body)
+    detail: dict[str, Any] = {
+        "source": source,
+        "callbackStatus": raw_status,
+        "bodyBytes": len(raw_body),
+        "sha256": hashlib.sha256(raw_body).hexdigest(),
+        "previousStatus": job.status,
+    }
+    if truncated:
+        detail["rawBody"] = raw_body.decode("utf-8")
+
+    def outcome(code: int, applied: bool, message: str, kind: str, **extra: Any) -> CallbackOutcome:
+        event = event_record(
+            job=job,
+            step=STEP_CALLBACK,
+            kind=kind,
+            detail={**detail, "message": message, "applied": applied, **extra},
+        )
+        return CallbackOutcome(
+            status_code=code,
+            job_id=job.pk,
+            job_status=job.status,
+            applied=applied,
+            message=message,
+            replay=extra.get("replay", False),
+            assets_updated=extra.get("assetsUpdated", 0),
+            unknown_raw_keys=extra.get("unknownRawKeys", []),
+            event_id=event.pk,
+        )
+
+    identical = job.callback_body is not None and job.callback_body == stored_text
+
+    # Progress callbacks: the job is running.
+    if new_status == JobStatus.RUNNING:
+        if job.is_terminal:
+            return outcome(200, False, f"job already {job.status}; progress ignored", "note")
+        arn = body.get("executionArn")
+        job = job_mark_running(
+            job=job,
+            external_id=arn[:KEY_MAX_LENGTH] if isinstance(arn, str) and arn else None,
+            started_at=_parse_started_at(body.get("startedAt")),
+        )
+        job.callback_body = stored_text
+        job.save(update_fields=["callback_body"])
+        return outcome(200, True, "job is RUNNING", "note")
+
+    if job.is_terminal:
+        if identical:
+            return outcome(200, False, "replay of the stored callback", "note", replay=True)
+        if job.status in SUCCESS and new_status not in SUCCESS:
+            return outcome(
+                409,
+                False,
+                f"job already {job.status}; a {raw_status} callback does not replace a success",
+                "failed",
+            )
+        if job.status in SUCCESS and new_status != job.status:
+            return outcome(
+                409, False, f"job already {job.status}; {raw_status} does not replace it", "failed"
+            )
+        if job.status in SUCCESS:
+            return outcome(
+                200, False, f"job already {job.status}; the first success stands", "note"
+            )
+
+    late_success = job.status == JobStatus.FAILED and new_status in SUCCESS
+    failure_update = job.status == JobStatus.FAILED and new_status == JobStatus.FAILED
+    _fill_identity(job, body)
+    outputs = body.get("outputs")
+    updated, unknown, malformed = 0, [], []
+    if isinstance(outputs, list) and outputs:
+        updated, unknown, malformed = _apply_outputs(job, outputs)
+    elif new_status == JobStatus.FAILED and not job.is_finalization:
+        code, message = _error_code_and_message(body)
+        updated = job_fail_processing_assets(job=job, code=code, message=message)
+    error_parts = _error_parts(body)
+    if failure_update:
+        # Same terminal status, new facts (the pipeline's own failure after the reconciler's).
+        job.callback_body = stored_text
+        job.save(update_fields=["callback_body"])
+        job = job_append_error(job=job, **error_parts)
+    else:
+        job = job_complete(
+            job=job,
+            status=new_status,
+            error_line=format_last_error(**error_parts) or None,
+            payload=_payload(job, body, outputs) or None,
+            callback_body=stored_text,
+            allow_late_success=late_success,
+        )
+    if late_success:
+        message = f"late {new_status} applied over FAILED (the reconciler or an operator gave up)"
+    elif failure_update:
+        message = "failure details applied to the FAILED job"
+    else:
+        message = f"job {job.status}"
+    return outcome(
+        200,
+        True,
+        message,
+        "succeeded" if new_status in SUCCESS else "failed",
+        assetsUpdated=updated,
+        unknownRawKeys=unknown[:MAX_LISTED_KEYS],
+        unknownRawKeyCount=len(unknown),
+        malformedOutputs=malformed[:MAX_LISTED_KEYS],
+        truncated=truncated,
+        lateSuccess=late_success,
+    )
+
+
+__all__ = [
+    "CallbackOutcome",
+    "CallbackTooLarge",
+    "CallbackUnauthorized",
+    "asset_apply_output",
+    "callback_apply",
+    "job_fail_processing_assets",
+    "parse_callback_body",
+    "stored_callback_text",
+]

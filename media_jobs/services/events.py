@@ -1,0 +1,66 @@
+"""The step timeline (``media_job_events``): what happened to a job, step by step.
+
+The Celery engine writes an event at every step, the callback receiver at every callback,
+operator actions (retry, mark failed, reprocess) when they act. The admin's job page reads
+it; the Celery engine also keeps each step's result here (``detail["result"]``), so a
+redelivered task or the consolidation step finds the results of the steps before it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..models import EventKind, MediaJobEvent, MediaProcessingJob
+
+# Event steps used across the code base (free text is allowed; these are the usual ones).
+STEP_DISPATCH = "dispatch"
+STEP_VALIDATE = "validate"
+STEP_THUMBNAILS = "thumbnails"
+STEP_POSTERS = "video_thumbnails"
+STEP_TRANSCODE = "video_transcode"
+STEP_CONSOLIDATE = "consolidate"
+STEP_ZIP = "zip"
+STEP_CALLBACK = "callback"
+STEP_DELIVERY = "callback_delivery"
+STEP_RETRY = "retry"
+STEP_MARK_FAILED = "mark_failed"
+STEP_RECONCILE = "reconcile"
+STEP_REPROCESS = "reprocess"
+
+MAX_STEP_LENGTH = MediaJobEvent._meta.get_field("step").max_length or 64
+# duration_ms is an unsigned INT column.
+MAX_DURATION_MS = 2**32 - 1
+
+
+def _json_safe(detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Detail as plain JSON (datetimes and other objects become strings)."""
+    if detail is None:
+        return None
+    return json.loads(json.dumps(detail, default=str))
+
+
+def event_record(
+    *,
+    job: MediaProcessingJob,
+    step: str,
+    kind: str,
+    duration_ms: int | float | None = None,
+    detail: dict[str, Any] | None = None,
+) -> MediaJobEvent:
+    """Append one event to the job's timeline.
+
+    Not atomic on its own: inside a service's transaction it commits (or rolls back) with the
+    change it describes, which is the point of recording it there.
+    """
+    if kind not in EventKind.values:
+        raise ValueError(f"unknown event kind {kind!r}; expected one of {EventKind.values}")
+    if duration_ms is not None:
+        duration_ms = max(0, min(int(round(duration_ms)), MAX_DURATION_MS))
+    return MediaJobEvent.objects.create(
+        job_id=job.pk,
+        step=step[:MAX_STEP_LENGTH],
+        kind=kind,
+        duration_ms=duration_ms,
+        detail=_json_safe(detail),
+    )

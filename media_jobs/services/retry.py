@@ -1,0 +1,334 @@
+"""Operator actions on jobs: retry, mark failed, reprocess assets.
+
+The admin's actions and the commands call these; each is one transaction and leaves an
+event on the job(s) it touched, with the actor. A retry never changes the old job (it stays
+as history, SPEC §3): it creates a new one with ``retry_count + 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from ..models import (
+    ACTIVE_JOB_STATUSES,
+    AssetStatus,
+    EventKind,
+    JobProvider,
+    JobStatus,
+    MediaAsset,
+    MediaProcessingJob,
+)
+from .callbacks import job_fail_processing_assets
+from .dispatch import (
+    OUTPUT_ASSET_TYPES,
+    _fresh,
+    _start_finalization,
+    _start_processing,
+    dispatch_detail,
+    listing_finalization_blockers,
+    pipeline_engine,
+)
+from .errors import ApplicationError, ConflictError, JobStateError, NotFoundError
+from .events import STEP_MARK_FAILED, STEP_REPROCESS, STEP_RETRY, event_record
+from .jobs import format_last_error, job_complete
+
+logger = logging.getLogger("toq.media.retry")
+
+KIND_PROCESSING = "processing"
+KIND_FINALIZATION = "finalization"
+MARKED_FAILED_CODE = "MARKED_FAILED"
+
+
+@dataclass(frozen=True)
+class PlannedAsset:
+    id: int
+    asset_type: str
+    sequence: int
+    status: str
+    raw_key: str
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """What a retry of ``job_id`` will do; ``allowed`` False with ``blocked_reason`` when it
+    cannot run now (the admin shows the reason instead of a confirm button)."""
+
+    job_id: int
+    kind: str  # "processing" (the listing's assets that are not PROCESSED) or "finalization"
+    listing_identity_id: int
+    new_retry_count: int
+    engine: str
+    assets: list[PlannedAsset] = field(default_factory=list)
+    allowed: bool = True
+    blocked_reason: str = ""
+
+    @property
+    def asset_ids(self) -> list[int]:
+        return [a.id for a in self.assets]
+
+    @property
+    def summary(self) -> str:
+        if not self.allowed:
+            return f"job #{self.job_id} cannot be retried: {self.blocked_reason}"
+        if self.kind == KIND_FINALIZATION:
+            return (
+                f"a new finalization job re-creates the ZIP of listing "
+                f"{self.listing_identity_id} from its {len(self.assets)} assets "
+                f"(retry #{self.new_retry_count}, engine {self.engine})"
+            )
+        return (
+            f"a new processing job for the {len(self.assets)} assets of listing "
+            f"{self.listing_identity_id} that are not PROCESSED "
+            f"(retry #{self.new_retry_count}, engine {self.engine})"
+        )
+
+
+def _planned(asset: MediaAsset) -> PlannedAsset:
+    return PlannedAsset(
+        id=asset.pk,
+        asset_type=asset.asset_type,
+        sequence=asset.sequence,
+        status=asset.status,
+        raw_key=asset.s3_key_raw or "",
+    )
+
+
+def _active_processing_job(listing_identity_id: int, *, exclude: int | None = None) -> int | None:
+    jobs = MediaProcessingJob.objects.filter(
+        listing_identity_id=listing_identity_id,
+        provider=JobProvider.STEP_FUNCTIONS,
+        status__in=ACTIVE_JOB_STATUSES,
+    )
+    if exclude is not None:
+        jobs = jobs.exclude(pk=exclude)
+    return jobs.order_by("-id").values_list("id", flat=True).first()
+
+
+def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
+    """Describe exactly what ``job_retry_and_dispatch`` would do for this job, now."""
+    kind = KIND_FINALIZATION if job.is_finalization else KIND_PROCESSING
+    plan: dict[str, Any] = {
+        "job_id": job.pk,
+        "kind": kind,
+        "listing_identity_id": job.listing_identity_id,
+        "new_retry_count": (job.retry_count or 0) + 1,
+        "engine": pipeline_engine(),
+    }
+    if not job.is_terminal:
+        return RetryPlan(
+            **plan,
+            allowed=False,
+            blocked_reason=(
+                f"it is {job.status}; only a finished job can be retried "
+                "(mark it failed first if it is stuck)"
+            ),
+        )
+    listing_assets = MediaAsset.objects.filter(listing_identity_id=job.listing_identity_id).exclude(
+        asset_type__in=OUTPUT_ASSET_TYPES
+    )
+    if kind == KIND_FINALIZATION:
+        assets = [_planned(a) for a in listing_assets.order_by("asset_type", "sequence", "id")]
+        blockers = listing_finalization_blockers(listing_identity_id=job.listing_identity_id)
+        if not assets:
+            return RetryPlan(**plan, allowed=False, blocked_reason="the listing has no assets")
+        if blockers:
+            return RetryPlan(
+                **plan,
+                assets=assets,
+                allowed=False,
+                blocked_reason=(
+                    f"{len(blockers)} assets of the listing are not PROCESSED with raw and "
+                    "processed keys; retry or reprocess them first"
+                ),
+            )
+        return RetryPlan(**plan, assets=assets)
+    assets = [
+        _planned(a)
+        for a in listing_assets.exclude(status=AssetStatus.PROCESSED)
+        .exclude(s3_key_raw__isnull=True)
+        .exclude(s3_key_raw="")
+        .order_by("asset_type", "sequence", "id")
+    ]
+    if not assets:
+        return RetryPlan(
+            **plan,
+            allowed=False,
+            blocked_reason=(
+                "every asset of the listing is already PROCESSED; reprocess chosen assets "
+                "instead to redo them"
+            ),
+        )
+    active = _active_processing_job(job.listing_identity_id, exclude=job.pk)
+    if active is not None:
+        return RetryPlan(
+            **plan,
+            assets=assets,
+            allowed=False,
+            blocked_reason=f"job #{active} is still running for this listing; wait for it or mark it failed",
+        )
+    return RetryPlan(**plan, assets=assets)
+
+
+def _continued_traceparent(job: MediaProcessingJob) -> str | None:
+    """The old job's trace id with a new span: a retry belongs to the same trace."""
+    detail = dispatch_detail(job=job) or {}
+    old = (detail.get("input") or {}).get("traceparent") if isinstance(detail, dict) else None
+    if isinstance(old, str) and old.count("-") == 3:
+        version, trace_id, _, flags = old.split("-")
+        return f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}"
+    return None
+
+
+@transaction.atomic
+def _retry(job: MediaProcessingJob, actor: str | None) -> MediaProcessingJob:
+    job = MediaProcessingJob.objects.select_for_update().get(pk=job.pk)
+    plan = retry_plan(job=job)
+    if not plan.allowed:
+        raise JobStateError(plan.summary)
+    traceparent = _continued_traceparent(job)
+    if plan.kind == KIND_FINALIZATION:
+        new_job = _start_finalization(
+            listing_identity_id=job.listing_identity_id,
+            traceparent=traceparent,
+            retry_count=plan.new_retry_count,
+        )
+    else:
+        new_job = _start_processing(
+            listing_identity_id=job.listing_identity_id,
+            traceparent=traceparent,
+            asset_ids=plan.asset_ids,
+            retry_count=plan.new_retry_count,
+        )
+    event_record(
+        job=job,
+        step=STEP_RETRY,
+        kind=EventKind.RETRIED,
+        detail={
+            "message": f"retried as #{new_job.pk}",
+            "newJobId": new_job.pk,
+            "actor": actor,
+            "assetIds": plan.asset_ids,
+        },
+    )
+    event_record(
+        job=new_job,
+        step=STEP_RETRY,
+        kind=EventKind.NOTE,
+        detail={"message": f"retry of #{job.pk}", "retryOf": job.pk, "actor": actor},
+    )
+    logger.info(
+        "job retried",
+        extra={"job_id": job.pk, "new_job_id": new_job.pk, "actor": actor, "kind": plan.kind},
+    )
+    return new_job
+
+
+def job_retry_and_dispatch(
+    *, job: MediaProcessingJob, actor: str | None = None
+) -> MediaProcessingJob:
+    """Retry a finished job as a new, dispatched job (``retry_count + 1``).
+
+    Processing: the listing's assets that are not PROCESSED; finalization: the ZIP again.
+    The old job gets a "retried as #N" event. Raises JobStateError (409) with the reason
+    when ``retry_plan`` says it cannot run.
+    """
+    return _fresh(_retry(job, actor))
+
+
+@transaction.atomic
+def job_mark_failed(
+    *,
+    job: MediaProcessingJob,
+    reason: str,
+    actor: str | None = None,
+    code: str = MARKED_FAILED_CODE,
+) -> MediaProcessingJob:
+    """A stuck PENDING/RUNNING job becomes FAILED with ``code=<code> | <reason>``; its
+    PROCESSING assets become FAILED too (processing jobs only), and the job's timeline
+    records who did it. A pipeline result that arrives later is still applied when it is a
+    success (the callback receiver's "late success")."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError("say why the job is marked failed (reason is empty)")
+    job = MediaProcessingJob.objects.select_for_update().get(pk=job.pk)
+    if job.is_terminal:
+        raise JobStateError(
+            f"job {job.pk} is already {job.status}; only a PENDING or RUNNING job can be "
+            "marked failed"
+        )
+    job = job_complete(
+        job=job,
+        status=JobStatus.FAILED,
+        error_line=format_last_error(code=code, message=reason),
+    )
+    failed_assets = 0
+    if not job.is_finalization:
+        failed_assets = job_fail_processing_assets(job=job, code=code, message=reason)
+    event_record(
+        job=job,
+        step=STEP_MARK_FAILED,
+        kind=EventKind.FAILED,
+        detail={"code": code, "reason": reason, "actor": actor, "assetsFailed": failed_assets},
+    )
+    logger.warning(
+        "job marked failed",
+        extra={
+            "job_id": job.pk,
+            "listing_identity_id": job.listing_identity_id,
+            "error_code": code,
+            "reason": reason,
+            "actor": actor,
+            "assets_failed": failed_assets,
+        },
+    )
+    return job
+
+
+@transaction.atomic
+def _reprocess(asset_ids: list[int], actor: str | None) -> MediaProcessingJob:
+    wanted = sorted({int(a) for a in asset_ids})
+    if not wanted:
+        raise ApplicationError("choose at least one asset to reprocess")
+    assets = list(MediaAsset.objects.select_for_update().filter(pk__in=wanted).order_by("id"))
+    missing = sorted(set(wanted) - {a.pk for a in assets})
+    if missing:
+        raise NotFoundError(f"assets {missing} do not exist")
+    listings = sorted({a.listing_identity_id for a in assets})
+    if len(listings) > 1:
+        raise ApplicationError(
+            f"the assets belong to listings {listings}; reprocess one listing at a time"
+        )
+    listing_identity_id = listings[0]
+    active = _active_processing_job(listing_identity_id)
+    if active is not None:
+        raise ConflictError(
+            f"job #{active} is still running for listing {listing_identity_id}; wait for it "
+            "or mark it failed before reprocessing"
+        )
+    job = _start_processing(
+        listing_identity_id=listing_identity_id,
+        traceparent=None,
+        asset_ids=wanted,
+        retry_count=0,
+    )
+    event_record(
+        job=job,
+        step=STEP_REPROCESS,
+        kind=EventKind.NOTE,
+        detail={"message": f"reprocess of assets {wanted}", "assetIds": wanted, "actor": actor},
+    )
+    return job
+
+
+def assets_reprocess(*, asset_ids: list[int], actor: str | None = None) -> MediaProcessingJob:
+    """Process exactly these assets again (any status but an active job's) as a new job.
+
+    Derivatives that already exist for the same raw object (same etag) are kept, not
+    rendered again; the assets' state is recomputed from them.
+    """
+    return _fresh(_reprocess(asset_ids, actor))

@@ -1,0 +1,646 @@
+"""The Celery engine: SPEC §4 and §5 as tasks, with the state machines' semantics.
+
+Processing workflow of a job (``run_processing`` is what dispatch queues)::
+
+    run_processing ── validate ──┬─ processing_part "thumbnails:0..n"   (chunks of photos)
+                                 ├─ processing_part "video_thumbnails:i" (one per video)
+                                 └─ processing_part "video_transcode:i"  (one per video)
+                                         │ each part, once all parts have a result
+                                         ▼
+                         consolidate_processing ── callback_apply ── deliver_callback
+
+Finalization: ``run_finalization`` ── zip ── callback_apply ── deliver_callback.
+
+Fan-in without chords: every step stores its result in the job's timeline
+(``media_job_events``, ``detail["result"]``), and a part that finishes checks, after its
+own commit, whether every part of the workflow has a result; if so it queues the
+consolidation. The last part to commit always sees all the others (READ COMMITTED), two
+parts may both queue it, and the consolidation is idempotent (a finished job is left
+alone; the same body applied twice is a replay). Redelivery after a killed worker
+(``acks_late`` + ``reject_on_worker_lost``) re-runs a step; steps skip what is already
+done: the validate result is reused, a part with a result is not run again, and the photo
+and video steps skip outputs whose ``source-etag`` matches the raw object's etag.
+
+Tasks take ids; they call the pipeline (Django-free) and the services, nothing else
+decides a status. Results reach job state through ``services.callbacks.callback_apply``,
+the HTTP receiver's own function, so both engines change state identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery import Task
+from django.conf import settings
+from django.utils import timezone
+
+from toqportal.celery import app
+
+from .models import EventKind, MediaJobEvent, MediaProcessingJob
+from .pipeline.callback import serialise_payload
+from .pipeline.consolidate import (
+    consolidate,
+    describe_failure,
+    failure_body,
+    finalization_failure_body,
+    finalization_success_body,
+)
+from .pipeline.logs import log_context
+from .services.callbacks import callback_apply
+from .services.dispatch import workflow_id_of, workflow_input
+from .services.errors import ApplicationError, JobStateError
+from .services.events import (
+    STEP_CONSOLIDATE,
+    STEP_POSTERS,
+    STEP_THUMBNAILS,
+    STEP_TRANSCODE,
+    STEP_VALIDATE,
+    STEP_ZIP,
+    event_record,
+)
+from .services.jobs import job_mark_running
+from .storage import pipeline_config, pipeline_storage
+
+logger = logging.getLogger("toq.media.tasks")
+
+PART_STEPS = (STEP_THUMBNAILS, STEP_POSTERS, STEP_TRANSCODE)
+
+
+def _setting(name: str, cast: Callable[[str], Any], default: Any) -> Any:
+    """A knob from Django settings, else from the environment (the worker tests set it
+    there), else the default."""
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(name, "")
+        value = cast(raw) if raw else default
+    return value
+
+
+def retry_delay_scale() -> float:
+    """Multiplies every retry interval; 1 in production, tiny in the tests."""
+    return float(_setting("PIPELINE_RETRY_DELAY_SCALE", float, 1.0))
+
+
+def thumbnail_chunk_size() -> int:
+    """Photos per thumbnails task: small enough to spread a listing over the workers, large
+    enough that the task overhead stays negligible next to the decoding."""
+    return max(1, int(_setting("PIPELINE_THUMBNAIL_CHUNK_SIZE", int, 8)))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A state machine Retry block: attempts after the first, interval, backoff."""
+
+    max_retries: int
+    interval_s: float
+    backoff: float
+
+    def countdown(self, retries: int) -> float:
+        return self.interval_s * self.backoff**retries * retry_delay_scale()
+
+
+# SPEC §4/§5: validate 2x 2 s x2; branches 2x 5 s x2; zip 2x 10 s x2. The consolidation is a
+# pure function; it retries like the state machine's Lambda errors (2x 2 s x2).
+VALIDATE_RETRY = RetryPolicy(2, 2, 2.0)
+BRANCH_RETRY = RetryPolicy(2, 5, 2.0)
+CONSOLIDATE_RETRY = RetryPolicy(2, 2, 2.0)
+ZIP_RETRY = RetryPolicy(2, 10, 2.0)
+
+_FFMPEG_LIMIT = int(getattr(settings, "FFMPEG_TIMEOUT_SECONDS", 900))
+# (soft, hard) seconds: a step past its soft limit raises inside the task and is retried.
+TIME_LIMITS: dict[str, tuple[int, int]] = {
+    STEP_VALIDATE: (300, 330),
+    STEP_THUMBNAILS: (900, 960),
+    STEP_POSTERS: (_FFMPEG_LIMIT + 120, _FFMPEG_LIMIT + 180),
+    STEP_TRANSCODE: (_FFMPEG_LIMIT + 300, _FFMPEG_LIMIT + 360),
+    STEP_CONSOLIDATE: (300, 330),
+    STEP_ZIP: (3 * 3600, 3 * 3600 + 60),
+    "deliver": (600, 630),
+    "housekeeping": (1800, 1860),
+}
+PART_LIMITS = (
+    max(TIME_LIMITS[s][0] for s in PART_STEPS),
+    max(TIME_LIMITS[s][1] for s in PART_STEPS),
+)
+
+
+# --- queueing ------------------------------------------------------------------------------
+
+
+def enqueue(task: Task, *args: Any, countdown: float | None = None) -> None:
+    """Queue ``task(*args)`` on the default queue of the broker configured *now*.
+
+    A fresh connection per call (not the app's cached producer pool), so a process whose
+    broker settings change at run time (the worker tests) sends where it is told.
+    """
+    options: dict[str, Any] = {"queue": app.conf.task_default_queue}
+    if countdown:
+        options["countdown"] = countdown
+    if app.conf.task_always_eager:
+        task.apply_async(args=args, **options)
+        return
+    with app.connection_for_write() as connection:
+        task.apply_async(
+            args=args,
+            connection=connection,
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            **options,
+        )
+
+
+# --- workflow state in the timeline ------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str:
+    """Step Functions' ``$$.Execution.StartTime`` format: ISO 8601, milliseconds, Z."""
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _results(job_id: int, steps: Iterable[str], workflow_id: str) -> list[dict[str, Any]]:
+    """The succeeded-event details of these steps in this workflow, oldest first."""
+    events = MediaJobEvent.objects.filter(
+        job_id=job_id, step__in=list(steps), kind=EventKind.SUCCEEDED
+    ).order_by("id")
+    return [
+        e.detail
+        for e in events.only("detail")
+        if isinstance(e.detail, dict) and e.detail.get("workflowId") == workflow_id
+    ]
+
+
+def _validation(job_id: int, workflow_id: str) -> dict[str, Any] | None:
+    found = _results(job_id, [STEP_VALIDATE], workflow_id)
+    return found[-1] if found else None
+
+
+def _part_results(job_id: int, workflow_id: str) -> dict[str, Any]:
+    """part name -> its latest result."""
+    return {d["part"]: d.get("result") for d in _results(job_id, PART_STEPS, workflow_id)}
+
+
+def plan_parts(validation: dict[str, Any], chunk_size: int) -> list[str]:
+    """The parallel parts of a validated job: photo chunks, then one poster and one
+    transcode per video."""
+    images = validation.get("imageAssets") or []
+    videos = validation.get("videoAssets") or []
+    parts = [
+        f"{STEP_THUMBNAILS}:{i}" for i in range(0, (len(images) + chunk_size - 1) // chunk_size)
+    ]
+    parts += [f"{STEP_POSTERS}:{i}" for i in range(len(videos))]
+    parts += [f"{STEP_TRANSCODE}:{i}" for i in range(len(videos))]
+    return parts
+
+
+def _part_input(validation: dict[str, Any], part: str, chunk_size: int) -> dict[str, Any]:
+    step, index = part.split(":")
+    number = int(index)
+    if step == STEP_THUMBNAILS:
+        chunk = (validation.get("imageAssets") or [])[
+            number * chunk_size : (number + 1) * chunk_size
+        ]
+        return {**validation, "imageAssets": chunk}
+    video = (validation.get("videoAssets") or [])[number]
+    return {**validation, "videoAssets": [video]}
+
+
+def merge_parallel_results(validation: dict[str, Any], parts: dict[str, Any]) -> list[Any]:
+    """The ``parallelResults`` list the state machine's Parallel state would produce: one
+    entry per branch (thumbnails; poster frames or the Pass result; transcodes or the Pass
+    result), the chunks' bodies concatenated in the validated assets' order."""
+
+    def ordered(step: str) -> list[Any]:
+        keys = sorted(
+            (p for p in parts if p.startswith(step + ":")), key=lambda p: int(p.split(":")[1])
+        )
+        return [parts[k] for k in keys]
+
+    def merged_body(results: list[Any]) -> dict[str, Any]:
+        generated: list[Any] = []
+        errors: list[Any] = []
+        for result in results:
+            body = (result or {}).get("body") or {}
+            generated.extend(body.get("generatedAssets") or [])
+            errors.extend(body.get("errors") or [])
+        return {"body": {"status": "SUCCESS", "generatedAssets": generated, "errors": errors}}
+
+    branches: list[Any] = [merged_body(ordered(STEP_THUMBNAILS))]
+    if validation.get("hasVideos"):
+        branches.append(merged_body(ordered(STEP_POSTERS)))
+        transcoded: list[Any] = []
+        for result in ordered(STEP_TRANSCODE):
+            transcoded.extend((result or {}).get("transcoded") or [])
+        branches.append({"status": "SUCCESS", "transcoded": transcoded})
+    else:
+        branches.append({"status": "no_videos_to_thumbnail"})
+        branches.append({"status": "no_videos_to_process"})
+    return branches
+
+
+# --- shared step plumbing ----------------------------------------------------------------------
+
+
+def _load(job_id: int) -> MediaProcessingJob | None:
+    job = MediaProcessingJob.objects.filter(pk=job_id).first()
+    if job is None:
+        logger.warning("job vanished before its task ran", extra={"job_id": job_id})
+    elif job.is_terminal:
+        logger.info("job already %s; task skipped", job.status, extra={"job_id": job_id})
+        return None
+    return job
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _retry_or_give_up(
+    task: Task,
+    job: MediaProcessingJob,
+    step: str,
+    exc: Exception,
+    policy: RetryPolicy,
+    started: float,
+    detail: dict[str, Any],
+) -> None:
+    """Raise Celery's Retry while attempts remain (an event says so); return when they are
+    used up, after recording the step as failed."""
+    code, message = describe_failure(exc)
+    retries = task.request.retries or 0
+    error = {"code": code, "message": message[:2000]}
+    if retries < policy.max_retries:
+        countdown = policy.countdown(retries)
+        event_record(
+            job=job,
+            step=step,
+            kind=EventKind.RETRIED,
+            duration_ms=_elapsed_ms(started),
+            detail={**detail, "error": error, "attempt": retries + 1, "retryInSeconds": countdown},
+        )
+        logger.warning(
+            "%s failed, retrying in %.1fs: %s", step, countdown, message, extra={"error_code": code}
+        )
+        raise task.retry(exc=exc, countdown=countdown, max_retries=policy.max_retries)
+    event_record(
+        job=job,
+        step=step,
+        kind=EventKind.FAILED,
+        duration_ms=_elapsed_ms(started),
+        detail={**detail, "error": error, "attempt": retries + 1},
+    )
+    logger.error(
+        "%s failed after %d attempts: %s", step, retries + 1, message, extra={"error_code": code}
+    )
+
+
+def apply_result(job: MediaProcessingJob, body: dict[str, Any]) -> None:
+    """Apply a workflow's callback body through the receiver's service, then - when the
+    portal talks to a TOQ backend - send it there too."""
+    outcome = callback_apply(raw_body=serialise_payload(body), verify=False, source="celery")
+    if outcome.applied and getattr(settings, "CALLBACK_URL", ""):
+        enqueue(deliver_callback, job.pk, body)
+
+
+def _context(job: MediaProcessingJob, input: dict[str, Any], workflow_id: str) -> dict[str, Any]:
+    """What the failure bodies need: the run's ids, workflow id and start time."""
+    return {
+        "jobId": input.get("jobId", job.pk),
+        "listingIdentityId": input.get("listingIdentityId", job.listing_identity_id),
+        "executionArn": workflow_id,
+        "startedAt": _iso(job.started_at),
+        "traceparent": input.get("traceparent", ""),
+    }
+
+
+def _fail_processing(
+    job: MediaProcessingJob, input: dict[str, Any], workflow_id: str, status: str, exc: Exception
+) -> None:
+    code, message = describe_failure(exc)
+    body = failure_body(
+        _context(job, input, workflow_id),
+        status=status,
+        error_code=code,
+        message=message,  # type: ignore[arg-type]
+    )
+    apply_result(job, body)
+
+
+def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | None:
+    try:
+        return job_mark_running(job=job, external_id=workflow_id)
+    except JobStateError:
+        return None  # finished meanwhile (a late duplicate of this task)
+
+
+# --- processing ---------------------------------------------------------------------------------
+
+
+@app.task(
+    bind=True,
+    name="media_jobs.tasks.run_processing",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS[STEP_VALIDATE][0],
+    time_limit=TIME_LIMITS[STEP_VALIDATE][1],
+)
+def run_processing(self: Task, job_id: int) -> None:
+    """First step of a processing job: RUNNING, validate, fan the parallel parts out."""
+    job = _load(job_id)
+    if job is None:
+        return
+    input = workflow_input(job=job)
+    workflow_id = workflow_id_of(job=job)
+    with log_context(
+        job_id=job.pk,
+        listing_identity_id=job.listing_identity_id,
+        traceparent=input.get("traceparent"),
+        step=STEP_VALIDATE,
+        workflow_id=workflow_id,
+    ):
+        job = _start(job, workflow_id)
+        if job is None:
+            return
+        validation = _validation(job.pk, workflow_id)
+        chunk_size = thumbnail_chunk_size()
+        if validation is None:
+            started = time.perf_counter()
+            detail = {"workflowId": workflow_id}
+            event_record(job=job, step=STEP_VALIDATE, kind=EventKind.STARTED, detail=detail)
+            event = {**input, "executionArn": workflow_id, "startedAt": _iso(job.started_at)}
+            try:
+                result = dict(validate_step(event))
+            except Exception as exc:  # noqa: BLE001 - the state machine catches States.ALL
+                _retry_or_give_up(self, job, STEP_VALIDATE, exc, VALIDATE_RETRY, started, detail)
+                _fail_processing(job, input, workflow_id, "VALIDATION_FAILED", exc)
+                return
+            parts = plan_parts(result, chunk_size)
+            event_record(
+                job=job,
+                step=STEP_VALIDATE,
+                kind=EventKind.SUCCEEDED,
+                duration_ms=_elapsed_ms(started),
+                detail={
+                    **detail,
+                    "result": result,
+                    "parts": parts,
+                    "chunkSize": chunk_size,
+                    "assets": len(result.get("assets") or []),
+                    "failedAssets": sum(1 for a in result.get("assets") or [] if a.get("error")),
+                },
+            )
+            validation = _validation(job.pk, workflow_id)
+            assert validation is not None
+            logger.info(
+                "validate finished",
+                extra={"duration_ms": round(_elapsed_ms(started), 1), "parts": len(parts)},
+            )
+        done = _part_results(job.pk, workflow_id)
+        pending = [p for p in validation["parts"] if p not in done]
+        for part in pending:
+            enqueue(processing_part, job.pk, part)
+        if not pending:
+            enqueue(consolidate_processing, job.pk)
+
+
+def validate_step(event: dict[str, Any]) -> dict[str, Any]:
+    from .pipeline.validate import validate_assets
+
+    return dict(validate_assets(event, storage=pipeline_storage(), config=pipeline_config()))
+
+
+def _run_part(step: str, validation: dict[str, Any]) -> dict[str, Any]:
+    storage, config = pipeline_storage(), pipeline_config()
+    if step == STEP_THUMBNAILS:
+        from .pipeline.thumbnails import generate_thumbnails
+
+        return dict(generate_thumbnails(validation, storage=storage, config=config))  # type: ignore[arg-type]
+    if step == STEP_POSTERS:
+        from .pipeline.video import generate_poster_frames
+
+        return dict(generate_poster_frames(validation, storage=storage, config=config))
+    if step == STEP_TRANSCODE:
+        from .pipeline.video import transcode_videos
+
+        return dict(transcode_videos(validation, storage=storage, config=config))
+    raise ValueError(f"unknown part step {step!r}")
+
+
+def _part_summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
+    body = result.get("body") or {}
+    if step == STEP_TRANSCODE:
+        return {"outputs": len(result.get("transcoded") or []), "errors": 0}
+    return {
+        "outputs": len(body.get("generatedAssets") or []),
+        "errors": len(body.get("errors") or []),
+    }
+
+
+@app.task(
+    bind=True,
+    name="media_jobs.tasks.processing_part",
+    ignore_result=True,
+    soft_time_limit=PART_LIMITS[0],
+    time_limit=PART_LIMITS[1],
+)
+def processing_part(self: Task, job_id: int, part: str) -> None:
+    """One parallel part: a chunk of photos, or one video's poster frame or transcode."""
+    job = _load(job_id)
+    if job is None:
+        return
+    input = workflow_input(job=job)
+    workflow_id = workflow_id_of(job=job)
+    step = part.split(":")[0]
+    with log_context(
+        job_id=job.pk,
+        listing_identity_id=job.listing_identity_id,
+        traceparent=input.get("traceparent"),
+        step=step,
+        part=part,
+    ):
+        validation = _validation(job.pk, workflow_id)
+        if validation is None or part not in validation.get("parts", []):
+            logger.error(
+                "part without a validated workflow; dropped", extra={"workflow_id": workflow_id}
+            )
+            return
+        if part not in _part_results(job.pk, workflow_id):
+            started = time.perf_counter()
+            detail = {"workflowId": workflow_id, "part": part}
+            event_record(job=job, step=step, kind=EventKind.STARTED, detail=detail)
+            subset = _part_input(validation["result"], part, validation.get("chunkSize") or 1)
+            try:
+                result = _run_part(step, subset)
+            except Exception as exc:  # noqa: BLE001 - any uncaught error -> ReportFailure
+                _retry_or_give_up(self, job, step, exc, BRANCH_RETRY, started, detail)
+                _fail_processing(job, input, workflow_id, "PROCESSING_FAILED", exc)
+                return
+            event_record(
+                job=job,
+                step=step,
+                kind=EventKind.SUCCEEDED,
+                duration_ms=_elapsed_ms(started),
+                detail={**detail, "result": result, **_part_summary(step, result)},
+            )
+        # Fan-in: after this part's commit, the last part to finish sees every result.
+        if set(validation["parts"]) <= set(_part_results(job.pk, workflow_id)):
+            enqueue(consolidate_processing, job.pk)
+
+
+@app.task(
+    bind=True,
+    name="media_jobs.tasks.consolidate_processing",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS[STEP_CONSOLIDATE][0],
+    time_limit=TIME_LIMITS[STEP_CONSOLIDATE][1],
+)
+def consolidate_processing(self: Task, job_id: int) -> None:
+    """ConsolidateResults + FinalizeAndCallback: the same body the state machine builds."""
+    job = _load(job_id)
+    if job is None:
+        return
+    input = workflow_input(job=job)
+    workflow_id = workflow_id_of(job=job)
+    with log_context(
+        job_id=job.pk,
+        listing_identity_id=job.listing_identity_id,
+        traceparent=input.get("traceparent"),
+        step=STEP_CONSOLIDATE,
+    ):
+        validation = _validation(job.pk, workflow_id)
+        parts = _part_results(job.pk, workflow_id)
+        if validation is None or not set(validation["parts"]) <= set(parts):
+            logger.warning("consolidation before every part finished; skipped")
+            return
+        started = time.perf_counter()
+        detail = {"workflowId": workflow_id}
+        event_record(job=job, step=STEP_CONSOLIDATE, kind=EventKind.STARTED, detail=detail)
+        result = validation["result"]
+        event = {
+            **_context(job, input, workflow_id),
+            "assets": result.get("assets") or [],
+            "parallelResults": merge_parallel_results(result, parts),
+        }
+        try:
+            body = consolidate(event)["body"]
+        except Exception as exc:  # noqa: BLE001
+            _retry_or_give_up(self, job, STEP_CONSOLIDATE, exc, CONSOLIDATE_RETRY, started, detail)
+            _fail_processing(job, input, workflow_id, "PROCESSING_FAILED", exc)
+            return
+        event_record(
+            job=job,
+            step=STEP_CONSOLIDATE,
+            kind=EventKind.SUCCEEDED,
+            duration_ms=_elapsed_ms(started),
+            detail={**detail, "status": body["status"], "outputs": len(body["outputs"])},
+        )
+        apply_result(job, body)
+
+
+# --- finalization -------------------------------------------------------------------------------
+
+
+@app.task(
+    bind=True,
+    name="media_jobs.tasks.run_finalization",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS[STEP_ZIP][0],
+    time_limit=TIME_LIMITS[STEP_ZIP][1],
+)
+def run_finalization(self: Task, job_id: int) -> None:
+    """CreateZipBundle + FinalizeAndCallback (SPEC §5)."""
+    job = _load(job_id)
+    if job is None:
+        return
+    input = workflow_input(job=job)
+    workflow_id = workflow_id_of(job=job)
+    with log_context(
+        job_id=job.pk,
+        listing_identity_id=job.listing_identity_id,
+        traceparent=input.get("traceparent"),
+        step=STEP_ZIP,
+    ):
+        job = _start(job, workflow_id)
+        if job is None:
+            return
+        started = time.perf_counter()
+        detail = {"workflowId": workflow_id}
+        event_record(job=job, step=STEP_ZIP, kind=EventKind.STARTED, detail=detail)
+        from .pipeline.zipper import create_zip_bundle
+
+        try:
+            result = create_zip_bundle(
+                dict(input), storage=pipeline_storage(), config=pipeline_config()
+            )
+        except Exception as exc:  # noqa: BLE001 - the state machine catches States.ALL
+            _retry_or_give_up(self, job, STEP_ZIP, exc, ZIP_RETRY, started, detail)
+            code, message = describe_failure(exc)
+            apply_result(job, finalization_failure_body(input, error=code, cause=message))
+            return
+        event_record(
+            job=job,
+            step=STEP_ZIP,
+            kind=EventKind.SUCCEEDED,
+            duration_ms=_elapsed_ms(started),
+            detail={**detail, "result": result},
+        )
+        apply_result(job, finalization_success_body(input, result))
+
+
+# --- callback delivery and housekeeping -----------------------------------------------------
+
+
+@app.task(
+    name="media_jobs.tasks.deliver_callback",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS["deliver"][0],
+    time_limit=TIME_LIMITS["deliver"][1],
+)
+def deliver_callback(job_id: int, body: dict[str, Any]) -> None:
+    """Send a job's callback to CALLBACK_URL (retries and the delivery log in the service)."""
+    from .services.deliveries import DEFAULT_INTERVAL_SECONDS, callback_deliver
+
+    job = MediaProcessingJob.objects.filter(pk=job_id).first()
+    if job is None:
+        return
+    interval = getattr(settings, "CALLBACK_RETRY_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS)
+    with log_context(
+        job_id=job.pk, listing_identity_id=job.listing_identity_id, step="callback_delivery"
+    ):
+        try:
+            callback_deliver(job=job, body=body, interval_s=interval * retry_delay_scale())
+        except ApplicationError as exc:
+            logger.error("callback not delivered: %s", exc.message)
+
+
+@app.task(
+    name="media_jobs.tasks.reconcile_stuck_jobs",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS["housekeeping"][0],
+    time_limit=TIME_LIMITS["housekeeping"][1],
+)
+def reconcile_stuck_jobs() -> int:
+    """Celery beat, every RECONCILER_INTERVAL_SECONDS: SPEC §8 reconciler."""
+    from .services.housekeeping import jobs_reconcile
+
+    return len(jobs_reconcile(timeout_seconds=settings.RECONCILER_TIMEOUT_SECONDS))
+
+
+@app.task(
+    name="media_jobs.tasks.clean_old_jobs",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS["housekeeping"][0],
+    time_limit=TIME_LIMITS["housekeeping"][1],
+)
+def clean_old_jobs() -> int:
+    """Celery beat, daily: SPEC §8 cleaner (CLEANER_RETENTION_DAYS, CLEANER_MAX_PER_RUN)."""
+    from .services.housekeeping import jobs_clean
+
+    cutoff = timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
+    return jobs_clean(completed_before=cutoff, limit=settings.CLEANER_MAX_PER_RUN)
