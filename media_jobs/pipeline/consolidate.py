@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.keys import is_video_type, transcode_key
 from media_jobs.pipeline.types import JSON, ConsolidatedOutput
 
 PROVIDER = "STEP_FUNCTIONS"
@@ -81,14 +82,37 @@ def _branch_bodies(parallel_results: Iterable[Any]) -> list[Mapping[str, Any]]:
     return bodies
 
 
+def _add_transcode(
+    asset: Mapping[str, Any], output: ConsolidatedOutput, by_size: dict[str, str]
+) -> None:
+    """Record the transcoded MP4 of a valid video as its ``original`` output.
+
+    The transcode branch returns no ``body`` (MediaConvert's .sync result has none), but it
+    writes every valid video to ``keys.transcode_key`` and a failed transcode fails the whole
+    run before consolidation. So reaching this step with a valid video means its MP4 exists,
+    on both engines, and it is the best derivative (SPEC: original > large > ...).
+    """
+    if asset.get("error") or asset.get("errorCode"):
+        return
+    if not is_video_type(str(asset.get("type") or "")):
+        return
+    try:
+        key = transcode_key(output["rawKey"])
+    except PipelineError:
+        return
+    output["outputs"][f"original_{str(asset.get('type')).lower()}"] = key
+    by_size.setdefault("original", key)
+
+
 def consolidate_outputs(
     assets: Iterable[Mapping[str, Any]], parallel_results: Iterable[Any]
 ) -> list[ConsolidatedOutput]:
     """One output per validated asset, in the assets' order."""
+    validated = list(assets)
     outputs: list[ConsolidatedOutput] = []
     by_source: dict[str, list[ConsolidatedOutput]] = {}
     sizes: dict[int, dict[str, str]] = {}
-    for asset in assets:
+    for asset in validated:
         raw_key = asset.get("sourceKey") or asset.get("key") or ""
         output: ConsolidatedOutput = {
             "rawKey": raw_key,
@@ -119,6 +143,8 @@ def consolidate_outputs(
                 output["errorCode"] = error.get("errorCode") or ErrorCode.VALIDATION_ERROR.value
                 output["errorMessage"] = error.get("errorMessage") or output["errorCode"]
 
+    for asset, output in zip(validated, outputs, strict=True):
+        _add_transcode(asset, output, sizes[id(output)])
     for output in outputs:
         by_size = sizes[id(output)]
         output["processedKey"] = _best_key(by_size)

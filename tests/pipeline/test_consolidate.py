@@ -226,8 +226,13 @@ def test_mixed_listing_keeps_input_order_and_video_poster() -> None:
     body = consolidate(event(assets, [thumbs, posters, {"status": "SUCCESS"}]))["body"]
     assert [o["rawKey"] for o in body["outputs"]] == [RAW_V, RAW_B, RAW_A]
     video, photo_b, photo_a = body["outputs"]
-    assert video["outputs"] == {"thumbnail_video_thumbnail": poster}
-    assert video["thumbnailKey"] == poster and video["processedKey"] == poster
+    # The transcode branch has no body; a valid video's MP4 is its original (best) output.
+    mp4 = f"{L}/processed/video/horizontal/original/horizontal-01-clip.mp4"
+    assert video["outputs"] == {
+        "thumbnail_video_thumbnail": poster,
+        "original_video_horizontal": mp4,
+    }
+    assert video["thumbnailKey"] == poster and video["processedKey"] == mp4
     assert photo_b["errorCode"] == "TOO_MANY_PIXELS" and photo_b["processedKey"] == ""
     assert photo_a["errorCode"] == "" and photo_a["processedKey"] == derivative(RAW_A, "large")
     assert body["status"] == "PARTIAL_SUCCESS"
@@ -292,3 +297,11 @@ def test_finalization_bodies() -> None:
 def test_describe_failure() -> None:
     assert describe_failure(PipelineError(ErrorCode.ZIP_FAILED, "boom")) == ("ZIP_FAILED", "boom")
     assert describe_failure(KeyError("x")) == ("KeyError", "'x'")
+
+
+def test_invalid_video_gets_no_original() -> None:
+    """Only a video that passed validation was transcoded; a rejected one has no MP4."""
+    bad = asset(RAW_V, "VIDEO_HORIZONTAL", error="not a video", errorCode="UNSUPPORTED_FORMAT")
+    [output] = consolidate(event([bad], [{"status": "no_videos_to_process"}]))["body"]["outputs"]
+    assert output["outputs"] == {} and output["processedKey"] == ""
+    assert output["errorCode"] == "UNSUPPORTED_FORMAT"

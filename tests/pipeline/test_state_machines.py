@@ -167,6 +167,7 @@ def test_photos_and_video_succeed(
     )
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
     poster = processed(VIDEO_H, "thumbnail")
+    transcode = processed(VIDEO_H, "original", "mp4")
     assert the_callback(receiver) == {
         "jobId": 101,
         "listingIdentityId": LISTING,
@@ -180,9 +181,12 @@ def test_photos_and_video_succeed(
             photo_output(PHOTO_H, "photo_horizontal"),
             {
                 "rawKey": VIDEO_H,
-                "processedKey": poster,
+                "processedKey": transcode,
                 "thumbnailKey": poster,
-                "outputs": {"thumbnail_video_thumbnail": poster},
+                "outputs": {
+                    "thumbnail_video_thumbnail": poster,
+                    "original_video_horizontal": transcode,
+                },
                 "errorCode": "",
                 "errorMessage": "",
             },
@@ -199,7 +203,6 @@ def test_photos_and_video_succeed(
         for size in SIZES:
             assert object_size(moto_server, bucket, processed(raw, size)) > 0, (kind, size)
     assert object_size(moto_server, bucket, poster) > 0
-    transcode = processed(VIDEO_H, "original", "mp4")
     assert object_size(moto_server, bucket, transcode) > 0
     # MediaConvert was asked for that destination, per video (not only the first).
     [job] = [e["input"] for e in execution.events("TaskScheduled", "TranscodeVideo")]
