@@ -29,6 +29,8 @@ logger = logging.getLogger("toq.operations")
 
 Outcome = Literal["done", "skipped", "failed"]
 
+# Who the jobs' timelines name as the actor of an operations command.
+OPERATIONS_ACTOR = "manage.py requeue_jobs"
 # The step names used for a backfill's log lines (the ``step`` field of the JSON logs).
 BACKFILL_STEP = "backfill"
 
@@ -150,7 +152,9 @@ def _run_steps(
                 storage.delete(key)
         posters = generate_poster_frames(validation, storage=storage, config=config)
         transcodes = transcode_videos(validation, storage=storage, config=config)
-        return [posters, _transcode_branch(transcodes, asset.asset_type)]
+        # As in the workflow: the transcode result has no ``body``, so consolidation
+        # records the poster frame (as the Celery engine's and MediaConvert's runs do).
+        return [posters, transcodes]
     if force:
         _rewrite_photo_derivatives(
             storage=storage,
@@ -159,16 +163,6 @@ def _run_steps(
             max_pixels=config.max_image_pixels,
         )
     return [generate_thumbnails(validation, storage=storage, config=config)]
-
-
-def _transcode_branch(result: dict[str, Any], asset_type: str) -> dict[str, Any]:
-    """The transcode result as a branch body, so consolidation records the ``original``
-    output (MediaConvert's result has no body; the Celery engine reports it like this)."""
-    generated = [
-        {"key": item["key"], "type": asset_type, "sourceKey": item["sourceKey"]}
-        for item in result.get("transcoded", [])
-    ]
-    return {"body": {"status": "SUCCESS", "generatedAssets": generated, "errors": []}}
 
 
 def _output_for(asset: MediaAsset, parallel_results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -195,19 +189,12 @@ def _existing_output(asset: MediaAsset, state: DerivativeState) -> dict[str, Any
     if keys.is_video_type(asset.asset_type):
         from ..pipeline.video import POSTER_TYPE
 
-        poster = {"key": state.expected["poster"], "type": POSTER_TYPE, "sourceKey": raw_key}
-        branches = [
-            {"body": {"status": "SUCCESS", "generatedAssets": [poster], "errors": []}},
-            _transcode_branch(
-                {"transcoded": [{"key": state.expected["transcode"], "sourceKey": raw_key}]},
-                asset.asset_type,
-            ),
+        generated = [{"key": state.expected["poster"], "type": POSTER_TYPE, "sourceKey": raw_key}]
+    else:
+        generated = [
+            {"key": key, "type": asset.asset_type, "sourceKey": raw_key}
+            for key in state.expected.values()
         ]
-        return _output_for(asset, branches)
-    generated = [
-        {"key": key, "type": asset.asset_type, "sourceKey": raw_key}
-        for key in state.expected.values()
-    ]
     return _output_for(
         asset, [{"body": {"status": "SUCCESS", "generatedAssets": generated, "errors": []}}]
     )
@@ -314,8 +301,12 @@ def job_requeue(
     """Retry one finished job through the admin's retry service (a new job, dispatched).
 
     Skipped when a newer job of the same listing and kind exists (it was retried already),
-    which makes a requeue run safe to repeat.
+    which makes a requeue run safe to repeat, and when the retry plan says it cannot run
+    now (tagged ``blocked``, with the plan's reason: nothing left to process, a job still
+    running, assets not ready for a ZIP).
     """
+    from .retry import job_retry_and_dispatch, retry_plan
+
     job = MediaProcessingJob.objects.filter(pk=job_id).first()
     if job is None:
         return skipped(f"job #{job_id} no longer exists")
@@ -326,9 +317,12 @@ def job_requeue(
         newer = job_superseded_by(job)
         if newer is not None:
             return skipped(f"{label}: already superseded by job #{newer.pk}")
+    plan = retry_plan(job=job)
+    if not plan.allowed:
+        result = skipped(f"{label}: cannot be retried now: {plan.blocked_reason}")
+        result.tags = ("blocked",)
+        return result
     if dry_run:
-        return done(f"{label}: would retry")
-    from .retry import job_retry_and_dispatch
-
-    new_job = job_retry_and_dispatch(job=job, actor=None)
+        return done(f"{label}: would retry: {plan.summary}", asset_ids=plan.asset_ids)
+    new_job = job_retry_and_dispatch(job=job, actor=OPERATIONS_ACTOR)
     return done(f"{label}: retried as job #{new_job.pk}", new_job_id=new_job.pk)

@@ -26,6 +26,7 @@ from ..selectors.operations import (
 )
 from ..storage import pipeline_storage
 from .backfill import ItemResult, done, failed, skipped
+from .dispatch import listing_finalization_blockers, listing_start_finalization
 from .errors import ApplicationError
 
 # metadata members that hold output keys: ``{size}_{type}`` (SPEC §4 step 3) and thumbnailKey
@@ -269,21 +270,6 @@ def listing_verify(*, listing_identity_id: int, dry_run: bool = False) -> ItemRe
 # -- ZIP rebuild ---------------------------------------------------------------------------
 
 
-def listing_finalization_blockers(*, listing_identity_id: int) -> list[str]:
-    """Why a listing cannot be finalized now (SPEC §7: every asset PROCESSED with raw and
-    processed keys); empty when it can."""
-    blockers = []
-    assets = listing_assets(listing_identity_id=listing_identity_id)
-    for asset in assets:
-        if asset.status != AssetStatus.PROCESSED:
-            blockers.append(f"asset #{asset.pk} is {asset.status}")
-        elif not asset.s3_key_raw or not asset.s3_key_processed:
-            blockers.append(f"asset #{asset.pk} lacks its raw or processed key")
-    if not blockers and not assets.exists():
-        blockers.append("the listing has no assets")
-    return blockers
-
-
 def listing_zip_rebuild(
     *, listing_identity_id: int, force: bool = False, dry_run: bool = False
 ) -> ItemResult:
@@ -305,14 +291,14 @@ def listing_zip_rebuild(
     reason = "forced" if status.state == ZIP_CURRENT else f"ZIP {status.state}"
     blockers = listing_finalization_blockers(listing_identity_id=listing_identity_id)
     if blockers:
-        shown = "; ".join(blockers[:3]) + (
-            f" (+{len(blockers) - 3} more)" if len(blockers) > 3 else ""
-        )
-        return skipped(f"{label}: {reason} but not ready: {shown}", blockers=blockers, **facts)
+        shown = "; ".join(
+            f"asset #{b['assetId']} {', '.join(b['problems'])}" for b in blockers[:3]
+        ) + (f" (+{len(blockers) - 3} more)" if len(blockers) > 3 else "")
+        result = skipped(f"{label}: {reason} but not ready: {shown}", blockers=blockers, **facts)
+        result.tags = ("not_ready",)
+        return result
     if dry_run:
         return done(f"{label}: would start a finalization ({reason})", **facts)
-    from .dispatch import listing_start_finalization
-
     try:
         job = listing_start_finalization(listing_identity_id=listing_identity_id)
     except ApplicationError as exc:

@@ -1,0 +1,228 @@
+"""backfill_derivatives against MariaDB and the moto S3 server, on real generated media."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from PIL import Image
+
+from media_jobs import sample_media
+from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset
+from media_jobs.pipeline import keys
+from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.thumbnails import SOURCE_ETAG_METADATA
+from tests.factories import AssetFactory, JobFactory
+
+from .conftest import bucket_snapshot, processed_photo, rows_snapshot, run_command
+
+pytestmark = pytest.mark.django_db
+
+LISTING = 7301
+OTHER = 7302
+
+
+def derivative_keys(asset: MediaAsset) -> dict[str, str]:
+    return {size: keys.derivative_key(asset.s3_key_raw, size) for size in keys.IMAGE_SIZES}
+
+
+def assert_current(storage: Storage, asset: MediaAsset) -> None:
+    raw_etag = storage.head(asset.s3_key_raw).etag
+    for size, key in derivative_keys(asset).items():
+        info = storage.head(key)
+        assert info.metadata[SOURCE_ETAG_METADATA] == raw_etag, key
+        with storage.open_read(key) as body:
+            image = Image.open(io.BytesIO(body.read()))
+        assert image.format == "JPEG"
+        assert image.width == min(keys.IMAGE_SIZES[size], 640)
+
+
+def test_regenerates_missing_derivatives_and_records_them_like_a_callback(storage: Storage) -> None:
+    assets = [processed_photo(storage, LISTING, n) for n in (1, 2, 3)]
+    assets[0].metadata = {"filename": "IMG_0001.jpg", "errorCode": "OLD", "error": "stale"}
+    assets[0].save()
+
+    run = run_command("backfill_derivatives", "--listing", str(LISTING))
+
+    assert run.code == 0, run.stderr
+    assert "backfill_derivatives: selected=3 done=3 skipped=0 failed=0" in run.stdout
+    for asset in assets:
+        asset.refresh_from_db()
+        assert_current(storage, asset)
+        expected = derivative_keys(asset)
+        assert asset.status == AssetStatus.PROCESSED
+        assert asset.s3_key_processed == expected["large"]
+        assert asset.metadata["thumbnailKey"] == expected["thumbnail"]
+        for size, key in expected.items():
+            assert asset.metadata[f"{size}_photo_horizontal"] == key
+        assert asset.metadata["filename"] == f"IMG_{asset.sequence:04d}.jpg"
+        assert "errorCode" not in asset.metadata  # merged the way a callback merges
+
+    before = bucket_snapshot(storage)
+    again = run_command("backfill_derivatives", "--listing", str(LISTING), "--json")
+
+    assert (again.json["done"], again.json["skipped"], again.json["failed"]) == (0, 3, 0)
+    assert bucket_snapshot(storage) == before
+
+
+def test_dry_run_changes_no_row_and_no_object(storage: Storage) -> None:
+    for n in (1, 2):
+        processed_photo(storage, LISTING, n)
+    rows, objects = rows_snapshot(), bucket_snapshot(storage)
+
+    run = run_command("backfill_derivatives", "--listing", str(LISTING), "--dry-run")
+
+    assert run.code == 0
+    assert rows_snapshot() == rows
+    assert bucket_snapshot(storage) == objects
+    assert (
+        run.stdout.count("would regenerate 4 outputs (missing: thumbnail, small, medium, large)")
+        == 2
+    )
+    assert "selected=2 done=2 skipped=0 failed=0 (dry run: nothing changed)" in run.stdout
+
+
+def test_missing_only_default_and_force(storage: Storage) -> None:
+    legacy = processed_photo(storage, LISTING, 1)  # derivatives by another system, no source etag
+    for key in derivative_keys(legacy).values():
+        storage.write(key, sample_media.jpeg_bytes(200, 150), content_type="image/jpeg")
+    partial = processed_photo(storage, LISTING, 2)
+    current = processed_photo(storage, LISTING, 3)
+    assert run_command("backfill_derivatives", "--asset", f"{partial.pk},{current.pk}").code == 0
+    storage.delete(derivative_keys(partial)["medium"])
+    # damaged in place but still claiming the right source: only --force repairs it
+    damaged_key = derivative_keys(current)["small"]
+    storage.write(damaged_key, b"garbage", metadata=dict(storage.head(damaged_key).metadata))
+
+    missing_only = run_command(
+        "backfill_derivatives", "--listing", str(LISTING), "--missing-only", "--json"
+    )
+    assert {i["ref"]: i["outcome"] for i in missing_only.json["items"]} == {
+        legacy.pk: "skipped",
+        partial.pk: "done",
+        current.pk: "skipped",
+    }
+    assert SOURCE_ETAG_METADATA not in storage.head(derivative_keys(legacy)["large"]).metadata
+
+    default = run_command("backfill_derivatives", "--listing", str(LISTING), "--json")
+    assert {i["ref"]: i["outcome"] for i in default.json["items"]} == {
+        legacy.pk: "done",  # stale: not made from this raw object
+        partial.pk: "skipped",
+        current.pk: "skipped",
+    }
+    assert_current(storage, legacy)
+    assert storage.head(damaged_key).size == len(b"garbage")
+
+    forced = run_command("backfill_derivatives", "--listing", str(LISTING), "--force", "--json")
+    assert (forced.json["done"], forced.json["skipped"]) == (3, 0)
+    assert_current(storage, current)
+
+
+def test_one_failing_asset_does_not_stop_the_others(storage: Storage) -> None:
+    good = processed_photo(storage, LISTING, 1)
+    corrupt = processed_photo(storage, LISTING, 2)
+    storage.write(
+        corrupt.s3_key_raw, sample_media.truncated_jpeg_bytes(), content_type="image/jpeg"
+    )
+    corrupt.s3_key_processed = "kept/as/it/was.jpg"
+    corrupt.save()
+    gone = processed_photo(storage, LISTING, 3, upload=False)
+    later = processed_photo(storage, LISTING, 4)
+
+    run = run_command("backfill_derivatives", "--listing", str(LISTING), "--batch-size", "2")
+
+    assert run.code == 1
+    assert "selected=4 done=2 skipped=0 failed=2" in run.stdout
+    assert "2 of 4 assets failed" in run.stderr
+    assert f"FAILED asset #{corrupt.pk}" in run.stderr and "CORRUPT_IMAGE" in run.stderr
+    assert f"FAILED asset #{gone.pk}" in run.stderr and "raw object is missing" in run.stderr
+    for asset in (good, later):
+        assert_current(storage, asset)
+    corrupt.refresh_from_db()
+    assert (corrupt.status, corrupt.s3_key_processed) == (
+        AssetStatus.PROCESSED,
+        "kept/as/it/was.jpg",
+    )
+    with pytest.raises(ObjectNotFound):
+        storage.head(derivative_keys(gone)["large"])
+
+
+def test_selection_by_listing_type_date_range_and_status(storage: Storage) -> None:
+    now = timezone.now()
+    horizontal = processed_photo(storage, LISTING, 1)
+    vertical = processed_photo(storage, LISTING, 1, asset_type="PHOTO_VERTICAL")
+    elsewhere = processed_photo(storage, OTHER, 1)
+    AssetFactory(listing_identity_id=LISTING, sequence=5, status=AssetStatus.FAILED)
+    JobFactory(
+        listing_identity_id=LISTING,
+        status=JobStatus.SUCCEEDED,
+        provider=JobProvider.STEP_FUNCTIONS,
+        completed_at=now - timedelta(days=10),
+    )
+    JobFactory(
+        listing_identity_id=OTHER,
+        status=JobStatus.SUCCEEDED,
+        provider=JobProvider.STEP_FUNCTIONS,
+        completed_at=now - timedelta(days=1),
+    )
+
+    def selected(*args: str) -> set[int]:
+        run = run_command("backfill_derivatives", "--dry-run", "--json", *args)
+        assert run.code == 0, run.stderr
+        return {item["ref"] for item in run.json["items"]}
+
+    assert selected() == {horizontal.pk, vertical.pk, elsewhere.pk}  # never the FAILED one
+    assert selected("--listing", str(LISTING)) == {horizontal.pk, vertical.pk}
+    assert selected("--asset-type", "photo_vertical") == {vertical.pk}
+    assert selected("--asset-type", "PHOTO_VERTICAL,PHOTO_HORIZONTAL", "--listing", str(OTHER)) == {
+        elsewhere.pk
+    }
+    since = (now - timedelta(days=3)).date().isoformat()
+    assert selected("--since", since) == {elsewhere.pk}
+    until = (now - timedelta(days=5)).isoformat()
+    assert selected("--until", until) == {horizontal.pk, vertical.pk}
+
+
+def test_video_backfill_makes_poster_and_transcode(storage: Storage) -> None:
+    raw_key = keys.raw_key(LISTING, "VIDEO_HORIZONTAL", "horizontal-01", "tour.mp4")
+    storage.write(raw_key, sample_media.mp4_bytes(1.0, 320, 240), content_type="video/mp4")
+    video = AssetFactory(
+        listing_identity_id=LISTING,
+        asset_type="VIDEO_HORIZONTAL",
+        sequence=1,
+        status=AssetStatus.PROCESSED,
+        s3_key_raw=raw_key,
+    )
+
+    run = run_command("backfill_derivatives", "--asset", str(video.pk), "--json")
+
+    assert run.code == 0, run.stderr
+    raw_etag = storage.head(raw_key).etag
+    for key in (keys.poster_key(raw_key), keys.transcode_key(raw_key)):
+        assert storage.head(key).metadata[SOURCE_ETAG_METADATA] == raw_etag
+    video.refresh_from_db()
+    assert video.metadata["thumbnailKey"] == keys.poster_key(raw_key)
+    assert video.s3_key_processed in {keys.poster_key(raw_key), keys.transcode_key(raw_key)}
+    again = run_command("backfill_derivatives", "--asset", str(video.pk), "--json")
+    assert again.json["skipped"] == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--since", "2024-05-01", "--until", "2024-04-01"), "range is empty or inverted"),
+        (("--since", "yesterday"), "'yesterday' is not a date"),
+        (("--listing", "12,abc"), "'abc' is not a listing id"),
+        (("--asset-type", "THUMBNAIL"), "unknown asset type 'THUMBNAIL'"),
+        (("--force", "--missing-only"), "contradict"),
+        (("--limit", "-3"), "must be at least 1"),
+    ],
+)
+def test_bad_arguments_exit_2(storage: Storage, args: tuple[str, ...], message: str) -> None:
+    run = run_command("backfill_derivatives", *args)
+
+    assert run.code == 2
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
