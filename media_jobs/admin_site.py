@@ -1,9 +1,63 @@
-"""The portal's admin site: the Django admin with the operations dashboard."""
+"""The portal's admin site: the Django admin with the operations dashboard on its index and
+the portal's own pages (listing, storage check, error groups, file serving) under /admin/."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from django.contrib.admin import AdminSite
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
 
 
 class PortalAdminSite(AdminSite):
     site_header = "TOQ media operations"
     site_title = "TOQ media portal"
     index_title = "Operations"
+    index_template = "admin/portal_index.html"
+
+    def index(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        from media_jobs.admin.views import dashboard_context
+
+        context = {**dashboard_context(request), **(extra_context or {})}
+        return super().index(request, context)
+
+    def get_urls(self) -> list:
+        # The views live in the admin package, which registers models on this site: import
+        # them when the URLconf is built, after app loading, never at module import.
+        from media_jobs.admin import views
+
+        def page(view: Any) -> Any:
+            def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                return view(self, request, *args, **kwargs)
+
+            return self.admin_view(bound)
+
+        own = [
+            path(
+                "media_jobs/listing/<int:listing_identity_id>/",
+                page(views.listing_view),
+                name="media_jobs_listing",
+            ),
+            path(
+                "media_jobs/listing/<int:listing_identity_id>/storage-check/",
+                page(views.storage_check_view),
+                name="media_jobs_storage_check",
+            ),
+            path(
+                "media_jobs/error-groups/",
+                page(views.error_groups_view),
+                name="media_jobs_error_groups",
+            ),
+            path(
+                "media_jobs/error-groups/<str:key>/retry/",
+                page(views.error_group_retry_view),
+                name="media_jobs_error_group_retry",
+            ),
+            path(
+                "media_jobs/media-file/", page(views.media_file_view), name="media_jobs_media_file"
+            ),
+        ]
+        return own + super().get_urls()

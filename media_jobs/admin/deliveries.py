@@ -1,0 +1,181 @@
+"""The callback delivery log: what the workers sent to CALLBACK_URL, and Replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from media_jobs.models import CallbackDelivery
+from media_jobs.selectors import admin as selectors
+
+from .common import can_operate, json_block, require_operate
+
+
+def _delivery_url(delivery: CallbackDelivery) -> str:
+    return reverse("admin:media_jobs_callbackdelivery_change", args=[delivery.pk])
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "job_link",
+        "created_at",
+        "attempt",
+        "outcome",
+        "response_status",
+        "latency",
+        "url",
+        "replay_of_link",
+    )
+    list_display_links = ("id",)
+    list_filter = ("succeeded",)
+    ordering = ("-created_at", "-id")
+    sortable_by = ()
+    search_fields = ("=job__id",)
+    search_help_text = "Job id (exact)."
+    list_per_page = 50
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = selectors.BoundedCountPaginator
+    change_form_template = "admin/media_jobs/callbackdelivery/change_form.html"
+    fields = (
+        "id",
+        "job_link",
+        "url",
+        "created_at",
+        "attempt",
+        "outcome",
+        "response_status",
+        "latency",
+        "signature",
+        "request_json",
+        "response_text",
+        "error_text",
+        "replay_of_link",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        term = search_term.strip().lstrip("#")
+        if not term:
+            return queryset, False
+        if term.isdigit() and len(term) <= 10:
+            return queryset.filter(job_id=int(term)), False
+        return queryset.none(), False
+
+    @admin.display(description="job")
+    def job_link(self, obj: CallbackDelivery) -> str:
+        url = reverse("admin:media_jobs_mediaprocessingjob_change", args=[obj.job_id])
+        return format_html('<a href="{}">job #{}</a>', url, obj.job_id)
+
+    @admin.display(description="outcome")
+    def outcome(self, obj: CallbackDelivery) -> str:
+        if obj.succeeded:
+            return format_html('<span class="toq-badge toq-badge--ok">{}</span>', "delivered")
+        return format_html('<span class="toq-badge toq-badge--failed">{}</span>', "failed")
+
+    @admin.display(description="latency")
+    def latency(self, obj: CallbackDelivery) -> str:
+        return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "-"
+
+    @admin.display(description="replay of")
+    def replay_of_link(self, obj: CallbackDelivery) -> str:
+        if not obj.replay_of_id:
+            return "-"
+        url = reverse("admin:media_jobs_callbackdelivery_change", args=[obj.replay_of_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.replay_of_id)
+
+    @admin.display(description="request body")
+    def request_json(self, obj: CallbackDelivery) -> str:
+        return json_block(obj.request_body, summary="request body", open_=True)
+
+    @admin.display(description="response body (excerpt)")
+    def response_text(self, obj: CallbackDelivery) -> str:
+        if not obj.response_excerpt:
+            return "-"
+        return format_html('<pre class="toq-pre">{}</pre>', obj.response_excerpt)
+
+    @admin.display(description="network error")
+    def error_text(self, obj: CallbackDelivery) -> str:
+        return obj.error or "-"
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: CallbackDelivery | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context.update(
+                can_operate=can_operate(request),
+                replay_url=reverse("admin:media_jobs_callbackdelivery_replay", args=[obj.pk]),
+                replays=list(obj.replays.order_by("-created_at")[:20]),
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self) -> list:
+        return [
+            path(
+                "<int:object_id>/replay/",
+                self.admin_site.admin_view(self.replay_view),
+                name="media_jobs_callbackdelivery_replay",
+            ),
+            *super().get_urls(),
+        ]
+
+    def replay_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Send the same signed body again (confirmation first); the replay is a new row."""
+        from .operations import replay_delivery
+
+        require_operate(request)
+        delivery = get_object_or_404(CallbackDelivery, pk=object_id)
+        if request.method == "POST":
+            outcome = replay_delivery(request=request, delivery=delivery)
+            if outcome.error:
+                self.message_user(request, f"Not replayed: {outcome.error}", messages.ERROR)
+                return HttpResponseRedirect(_delivery_url(delivery))
+            replay = outcome.result
+            level = messages.SUCCESS if replay.succeeded else messages.WARNING
+            result = replay.response_status if replay.response_status is not None else replay.error
+            self.message_user(
+                request,
+                format_html(
+                    'Replayed as <a href="{}">delivery #{}</a>: response {}.',
+                    _delivery_url(replay),
+                    replay.pk,
+                    result,
+                ),
+                level,
+            )
+            return HttpResponseRedirect(_delivery_url(replay))
+        return TemplateResponse(
+            request,
+            "media_jobs/confirm_replay.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"Replay callback delivery #{delivery.pk}?",
+                "delivery": delivery,
+                "request_json": json_block(delivery.request_body, summary="request body"),
+                "cancel_url": _delivery_url(delivery),
+            },
+        )

@@ -1,0 +1,649 @@
+"""The jobs list and the read-only job page, with Retry and Mark as failed."""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Max, Min, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
+
+from media_jobs import stepfunctions
+from media_jobs.models import (
+    TERMINAL_JOB_STATUSES,
+    JobProvider,
+    JobStatus,
+    MediaProcessingJob,
+)
+from media_jobs.pipeline import keys
+from media_jobs.selectors import admin as selectors
+
+from .common import (
+    OPERATE_PERMISSION,
+    can_operate,
+    duration_text,
+    json_block,
+    object_url,
+    pretty_json,
+    require_operate,
+    require_view,
+    status_badge,
+)
+from .operations import mark_failed, plan_for, retry_jobs
+
+OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
+
+
+class StuckFilter(admin.SimpleListFilter):
+    title = "stuck"
+    parameter_name = "stuck"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        minutes = settings.RECONCILER_TIMEOUT_SECONDS // 60
+        return [("yes", f"Running or pending > {minutes} min")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(selectors.job_stuck_q())
+        return queryset
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """The ``code=X`` of last_error, matched as a prefix (never a substring scan)."""
+
+    title = "error code"
+    parameter_name = "error_code"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        choices = selectors.error_code_choices()
+        current = self.value()
+        if current and current not in choices:
+            choices.append(current)
+        return [(code, code) for code in choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value():
+            return queryset.filter(selectors.error_code_q(self.value()))
+        return queryset
+
+
+class JobChangeList(ChangeList):
+    """Adds, per page, ONE grouped query for the listings' asset counts, and a date
+    hierarchy that never runs ``SELECT DISTINCT YEAR(created_at)`` over the table."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        counts = selectors.listing_asset_counts(
+            listing_ids=[job.listing_identity_id for job in self.result_list]
+        )
+        for job in self.result_list:
+            job.asset_counts = counts.get(job.listing_identity_id, selectors.AssetCounts())
+        self.result_count_capped = getattr(self.paginator, "capped", False)
+
+    def cheap_date_hierarchy(self) -> dict[str, Any]:
+        """Same links as Django's date hierarchy; choices come from the calendar (and the
+        Min/Max of created_at, two index look-ups), not from DISTINCT over the rows."""
+        field = self.date_hierarchy
+        year_field, month_field, day_field = (f"{field}__{p}" for p in ("year", "month", "day"))
+        year, month, day = (self.params.get(f) for f in (year_field, month_field, day_field))
+        year, month, day = (_int_param(v) for v in (year, month, day))
+
+        def link(filters: dict[str, Any]) -> str:
+            return self.get_query_string(filters, [f"{field}__"])
+
+        first = last = None
+        if not (year or month or day):
+            bounds = self.queryset.aggregate(first=Min(field), last=Max(field))
+            first, last = bounds["first"], bounds["last"]
+            if first and last:
+                first, last = timezone.localtime(first), timezone.localtime(last)
+                if first.year == last.year:
+                    year = first.year
+                    if first.month == last.month:
+                        month = first.month
+        if year and month and day:
+            date = datetime.date(year, month, day)
+            return {
+                "show": True,
+                "back": {
+                    "link": link({year_field: year, month_field: month}),
+                    "title": capfirst(formats.date_format(date, "YEAR_MONTH_FORMAT")),
+                },
+                "choices": [{"title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT"))}],
+            }
+        if year and month:
+            days = calendar.monthrange(year, month)[1]
+            return {
+                "show": True,
+                "back": {"link": link({year_field: year}), "title": str(year)},
+                "choices": [
+                    {
+                        "link": link({year_field: year, month_field: month, day_field: d}),
+                        "title": capfirst(
+                            formats.date_format(datetime.date(year, month, d), "MONTH_DAY_FORMAT")
+                        ),
+                    }
+                    for d in range(1, days + 1)
+                ],
+            }
+        if year:
+            return {
+                "show": True,
+                "back": {"link": link({}), "title": "All dates"},
+                "choices": [
+                    {
+                        "link": link({year_field: year, month_field: m}),
+                        "title": capfirst(
+                            formats.date_format(datetime.date(year, m, 1), "YEAR_MONTH_FORMAT")
+                        ),
+                    }
+                    for m in range(1, 13)
+                ],
+            }
+        if first and last:
+            return {
+                "show": True,
+                "back": None,
+                "choices": [
+                    {"link": link({year_field: y}), "title": str(y)}
+                    for y in range(first.year, last.year + 1)
+                ],
+            }
+        return {"show": False}
+
+
+def _int_param(value: Any) -> int | None:
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+@admin.register(MediaProcessingJob)
+class MediaProcessingJobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "listing",
+        "kind",
+        "status_badge",
+        "created",
+        "started",
+        "completed",
+        "duration",
+        "assets",
+        "error_summary",
+    )
+    list_display_links = ("id",)
+    list_filter = (
+        "status",
+        ("provider", admin.ChoicesFieldListFilter),
+        StuckFilter,
+        ErrorCodeFilter,
+    )
+    date_hierarchy = "created_at"
+    # created_at + id: every filter's index (status|provider, created_at) also gives the order.
+    ordering = ("-created_at", "-id")
+    sortable_by = ("id", "created")
+    search_fields = ("=id",)  # shows the search box; get_search_results does the work
+    search_help_text = (
+        "Job id or listing id (exact), external id (prefix) or raw key (prefix, with a '/')."
+    )
+    list_per_page = 50
+    list_max_show_all = 200
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = selectors.BoundedCountPaginator
+    actions = ["retry_selected", "mark_failed_selected"]
+    change_list_template = "admin/media_jobs/mediaprocessingjob/change_list.html"
+    change_form_template = "admin/media_jobs/mediaprocessingjob/change_form.html"
+    fieldsets = (
+        (
+            "Summary",
+            {
+                "fields": (
+                    ("id", "status_badge"),
+                    ("listing", "kind"),
+                    ("retry_count", "external_id"),
+                    ("created_at", "started_at", "completed_at", "duration"),
+                )
+            },
+        ),
+        ("Last error", {"fields": ("last_error_full",)}),
+        ("Data", {"fields": ("payload_json", "callback_body_json")}),
+    )
+    readonly_fields = (
+        "id",
+        "status_badge",
+        "listing",
+        "kind",
+        "retry_count",
+        "external_id",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "duration",
+        "last_error_full",
+        "payload_json",
+        "callback_body_json",
+    )
+
+    # -- permissions: read-only for everyone; operating is a separate permission --------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return can_operate(request)
+
+    # -- list -------------------------------------------------------------------------------
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The list never needs the big TEXT/JSON columns; the job page reads them by pk.
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            queryset = queryset.defer("payload", "callback_body")
+        return queryset
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        return selectors.job_search(queryset=queryset, term=search_term), False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method == "POST" and request.POST.get("action") in OPERATE_ACTIONS:
+            require_operate(request)  # a forged action POST is a 403, not "no action"
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="listing", ordering="listing_identity_id")
+    def listing(self, obj: MediaProcessingJob) -> str:
+        url = reverse("admin:media_jobs_listing", args=[obj.listing_identity_id])
+        return format_html('<a href="{}">{}</a>', url, obj.listing_identity_id)
+
+    @admin.display(description="kind")
+    def kind(self, obj: MediaProcessingJob) -> str:
+        return obj.get_provider_display()
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: MediaProcessingJob) -> str:
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: MediaProcessingJob) -> Any:
+        return obj.created_at
+
+    @admin.display(description="started")
+    def started(self, obj: MediaProcessingJob) -> Any:
+        return obj.started_at
+
+    @admin.display(description="completed")
+    def completed(self, obj: MediaProcessingJob) -> Any:
+        return obj.completed_at
+
+    @admin.display(description="duration")
+    def duration(self, obj: MediaProcessingJob) -> str:
+        if not obj.started_at:
+            return "-"
+        end = obj.completed_at or timezone.now()
+        return duration_text((end - obj.started_at).total_seconds())
+
+    @admin.display(description="listing assets ok / failed")
+    def assets(self, obj: MediaProcessingJob) -> str:
+        counts = getattr(obj, "asset_counts", None)
+        if counts is None or not counts.total:
+            return "-"
+        return format_html(
+            '<span class="toq-ok">{}</span> / <span class="{}">{}</span> <span class="toq-muted">of {}</span>',
+            counts.processed,
+            "toq-failed" if counts.failed else "toq-muted",
+            counts.failed,
+            counts.total,
+        )
+
+    @admin.display(description="last error")
+    def error_summary(self, obj: MediaProcessingJob) -> str:
+        if not obj.last_error:
+            return ""
+        first_line = obj.last_error.split("\n", 1)[0]
+        short = first_line if len(first_line) <= 120 else first_line[:119] + "…"
+        return format_html('<span class="toq-error" title="{}">{}</span>', first_line, short)
+
+    # -- job page ---------------------------------------------------------------------------
+
+    @admin.display(description="last error")
+    def last_error_full(self, obj: MediaProcessingJob) -> str:
+        if not obj.last_error:
+            return format_html('<span class="toq-muted">{}</span>', "(none)")
+        return format_html('<pre class="toq-pre">{}</pre>', obj.last_error)
+
+    @admin.display(description="payload")
+    def payload_json(self, obj: MediaProcessingJob) -> str:
+        return json_block(obj.payload, summary="payload", open_=True)
+
+    @admin.display(description="callback body")
+    def callback_body_json(self, obj: MediaProcessingJob) -> str:
+        return json_block(obj.callback_body, summary="callback body")
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: MediaProcessingJob | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context.update(job_page_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:object_id>/retry/",
+                wrap(self.retry_view),
+                name="media_jobs_mediaprocessingjob_retry",
+            ),
+            path(
+                "<int:object_id>/mark-failed/",
+                wrap(self.mark_failed_view),
+                name="media_jobs_mediaprocessingjob_mark_failed",
+            ),
+            path(
+                "<int:object_id>/execution/",
+                wrap(self.execution_view),
+                name="media_jobs_mediaprocessingjob_execution",
+            ),
+            *super().get_urls(),
+        ]
+
+    def retry_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        require_operate(request)
+        job = get_object_or_404(MediaProcessingJob, pk=object_id)
+        if request.method == "POST":
+            (outcome,) = retry_jobs(request=request, jobs=[job])
+            if outcome.error:
+                self.message_user(
+                    request, f"Job #{job.pk} was not retried: {outcome.error}", messages.ERROR
+                )
+                return HttpResponseRedirect(_job_url(job))
+            new_url = _job_url(outcome.result)
+            self.message_user(
+                request,
+                format_html(
+                    'Job #{} retried as <a href="{}">job #{}</a>.',
+                    job.pk,
+                    new_url,
+                    outcome.result.pk,
+                ),
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(new_url)
+        plan, problem = plan_for(job)
+        return TemplateResponse(
+            request,
+            "media_jobs/confirm_retry.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"Retry job #{job.pk}?",
+                "items": [{"job": job, "plan": plan, "problem": problem}],
+                "can_submit": problem is None,
+                "form_action": "",
+                "cancel_url": _job_url(job),
+            },
+        )
+
+    def mark_failed_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        require_operate(request)
+        job = get_object_or_404(MediaProcessingJob, pk=object_id)
+        if request.method == "POST":
+            reason = _reason(request)
+            (outcome,) = mark_failed(request=request, jobs=[job], reason=reason)
+            if outcome.error:
+                self.message_user(
+                    request, f"Job #{job.pk} not changed: {outcome.error}", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"Job #{job.pk} marked failed.", messages.SUCCESS)
+            return HttpResponseRedirect(_job_url(job))
+        return TemplateResponse(
+            request,
+            "media_jobs/confirm_mark_failed.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"Mark job #{job.pk} as failed?",
+                "jobs": [job],
+                "problem": None
+                if job.status not in TERMINAL_JOB_STATUSES
+                else f"Job #{job.pk} is already {job.status}.",
+                "default_reason": _default_reason(request),
+                "cancel_url": _job_url(job),
+            },
+        )
+
+    def execution_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The Step Functions execution and its history, fetched when asked for."""
+        require_view(request)
+        job = get_object_or_404(
+            MediaProcessingJob.objects.defer("payload", "callback_body"), pk=object_id
+        )
+        context: dict[str, Any] = {"job": job, "execution": None, "history": [], "problem": None}
+        if not (job.external_id or "").startswith("arn:"):
+            context["problem"] = "This job has no Step Functions execution (it ran on Celery)."
+        else:
+            try:
+                execution = stepfunctions.describe_execution(job.external_id)
+                history = stepfunctions.execution_history(job.external_id)
+                context.update(execution_display(execution, history))
+            except stepfunctions.ExecutionNotFound as exc:
+                context["problem"] = f"Step Functions does not know this execution: {exc}"
+            except stepfunctions.AwsUnavailable as exc:
+                context["problem"] = f"AWS Step Functions could not be reached: {exc}"
+        template = "media_jobs/fragments/execution.html"
+        if request.GET.get("fragment") != "1":
+            context.update(
+                self.admin_site.each_context(request),
+                opts=self.opts,
+                title=f"Execution of job #{job.pk}",
+                fragment_template=template,
+            )
+            template = "media_jobs/fragment_page.html"
+        return TemplateResponse(request, template, context)
+
+    @admin.action(description="Retry selected jobs", permissions=["operate"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        require_operate(request)
+        jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
+        if request.POST.get("post") == "yes":
+            outcomes = retry_jobs(request=request, jobs=jobs)
+            report_outcomes(self, request, outcomes, verb="retried as")
+            return None
+        items = []
+        for job in jobs:
+            plan, problem = plan_for(job)
+            items.append({"job": job, "plan": plan, "problem": problem})
+        return TemplateResponse(
+            request,
+            "media_jobs/confirm_retry.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"Retry {len(jobs)} job(s)?",
+                "items": items,
+                "can_submit": any(item["problem"] is None for item in items),
+                "action_name": "retry_selected",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "cancel_url": reverse("admin:media_jobs_mediaprocessingjob_changelist"),
+            },
+        )
+
+    @admin.action(description="Mark selected stuck jobs as failed", permissions=["operate"])
+    def mark_failed_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        require_operate(request)
+        jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
+        if request.POST.get("post") == "yes":
+            outcomes = mark_failed(request=request, jobs=jobs, reason=_reason(request))
+            report_outcomes(self, request, outcomes, verb="marked failed", link_result=False)
+            return None
+        finished = [job for job in jobs if job.status in TERMINAL_JOB_STATUSES]
+        return TemplateResponse(
+            request,
+            "media_jobs/confirm_mark_failed.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"Mark {len(jobs)} job(s) as failed?",
+                "jobs": jobs,
+                "problem": (
+                    "Already finished (left unchanged): "
+                    + ", ".join(f"#{job.pk} {job.status}" for job in finished)
+                )
+                if finished
+                else None,
+                "default_reason": _default_reason(request),
+                "action_name": "mark_failed_selected",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "cancel_url": reverse("admin:media_jobs_mediaprocessingjob_changelist"),
+            },
+        )
+
+
+def execution_display(execution: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    """describe_execution / get_execution_history output as rows with pretty JSON."""
+    big = ("input", "output", "inputDetails", "outputDetails", "ResponseMetadata")
+    skip = ("id", "timestamp", "type", "previousEventId")
+    return {
+        "execution": [(k, v) for k, v in execution.items() if k not in big],
+        "execution_input": pretty_json(execution.get("input")),
+        "execution_output": pretty_json(execution.get("output")),
+        "history": [
+            {
+                "id": event.get("id"),
+                "timestamp": event.get("timestamp"),
+                "type": event.get("type"),
+                "details": [(k, pretty_json(v)) for k, v in event.items() if k not in skip],
+            }
+            for event in history
+        ],
+    }
+
+
+def _job_url(job: MediaProcessingJob) -> str:
+    return reverse("admin:media_jobs_mediaprocessingjob_change", args=[job.pk])
+
+
+def _default_reason(request: HttpRequest) -> str:
+    return f"marked failed by {request.user.get_username()} in the admin (stuck)"
+
+
+def _reason(request: HttpRequest) -> str:
+    reason = " ".join(request.POST.get("reason", "").split())[:500]
+    return reason or _default_reason(request)
+
+
+def report_outcomes(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    outcomes: list,
+    *,
+    verb: str,
+    source_label: Any = None,
+    link_result: bool = True,
+) -> None:
+    """One success message (with links to what was created), one error message per refusal."""
+    label = source_label or (lambda source: f"#{getattr(source, 'pk', source)}")
+    done = [o for o in outcomes if not o.error]
+    if done and link_result:
+        links = format_html_join(
+            ", ",
+            '{} {} <a href="{}">{}</a>',
+            ((label(o.source), verb, _result_url(o.result), _result_label(o.result)) for o in done),
+        )
+        model_admin.message_user(request, format_html("Done: {}.", links), messages.SUCCESS)
+    elif done:
+        names = ", ".join(label(o.source) for o in done)
+        model_admin.message_user(request, f"{capfirst(verb)}: {names}.", messages.SUCCESS)
+    for outcome in outcomes:
+        if outcome.error:
+            model_admin.message_user(
+                request, f"{label(outcome.source)}: {outcome.error}", messages.ERROR
+            )
+
+
+def _result_url(result: Any) -> str:
+    return reverse(
+        f"admin:{result._meta.app_label}_{result._meta.model_name}_change", args=[result.pk]
+    )
+
+
+def _result_label(result: Any) -> str:
+    return f"job #{result.pk}" if isinstance(result, MediaProcessingJob) else f"#{result.pk}"
+
+
+def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str, Any]:
+    """Everything the job page shows below the summary; a fixed number of queries."""
+    from .views import asset_cards  # noqa: PLC0415 - views imports this module
+
+    assets = selectors.listing_assets(listing_identity_id=job.listing_identity_id)
+    is_sfn = (job.external_id or "").startswith("arn:")
+    return {
+        "job": job,
+        "can_operate": can_operate(request),
+        "operate_permission": OPERATE_PERMISSION,
+        "is_terminal": job.status in TERMINAL_JOB_STATUSES,
+        "is_active": job.status in (JobStatus.PENDING, JobStatus.RUNNING),
+        "is_finalization": job.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION,
+        "is_stepfunctions": is_sfn,
+        "events": [
+            (event, pretty_json(event.detail)) for event in job.events.order_by("at", "id")[:500]
+        ],
+        "deliveries": list(job.callback_deliveries.order_by("-created_at", "-id")[:20]),
+        "asset_cards": asset_cards(assets),
+        "other_jobs": [
+            other
+            for other in selectors.listing_jobs(
+                listing_identity_id=job.listing_identity_id, limit=21
+            )
+            if other.pk != job.pk
+        ][:20],
+        "retry_url": reverse("admin:media_jobs_mediaprocessingjob_retry", args=[job.pk]),
+        "mark_failed_url": reverse(
+            "admin:media_jobs_mediaprocessingjob_mark_failed", args=[job.pk]
+        ),
+        "execution_url": reverse("admin:media_jobs_mediaprocessingjob_execution", args=[job.pk]),
+        "storage_check_url": reverse(
+            "admin:media_jobs_storage_check", args=[job.listing_identity_id]
+        ),
+        "listing_url": reverse("admin:media_jobs_listing", args=[job.listing_identity_id]),
+        "zip_url": object_url(keys.zip_key(job.listing_identity_id), download=True)
+        if job.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION
+        else None,
+    }

@@ -1,0 +1,343 @@
+"""The portal's own admin pages: dashboard, listing page, storage check, error groups, files.
+
+Mounted by ``PortalAdminSite.get_urls`` behind ``admin_view`` (staff login, CSRF, no cache);
+each view checks the model permission it needs on top of that.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin import AdminSite
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from media_jobs.models import AssetStatus, MediaAsset, MediaProcessingJob
+from media_jobs.pipeline import keys
+from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.selectors import admin as selectors
+from media_jobs.storage import pipeline_storage
+
+from .charts import daily_bar_chart
+from .common import can_operate, object_url, require_operate, require_view, status_badge
+from .operations import plan_for, retry_jobs
+
+ERROR_GROUP_WINDOWS = {"1": 1, "7": 7, "30": 30}
+# Served inline by the file view; anything else is a download (never rendered by the browser
+# on the admin's origin: an uploaded .html or .svg must not run script as the operator).
+INLINE_TYPES = {
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "video/mp4",
+    "video/quicktime",
+    "video/webm",
+}
+STREAM_CHUNK = 256 * 1024
+
+
+def _page(site: AdminSite, request: HttpRequest, title: str, **context: Any) -> dict[str, Any]:
+    return {**site.each_context(request), "title": title, **context}
+
+
+# -- shared pieces ----------------------------------------------------------------------------
+
+
+def asset_cards(assets: Sequence[MediaAsset], *, storage: Storage | None = None) -> list[dict]:
+    """What the job and listing pages show per asset (links are presigned or portal URLs)."""
+    storage = storage or pipeline_storage()
+    cards = []
+    for asset in assets:
+        thumbnail = selectors.asset_thumbnail_key(asset)
+        code, message = selectors.asset_error(asset)
+        cards.append(
+            {
+                "asset": asset,
+                "badge": status_badge(asset.status, asset.get_status_display()),
+                "name": asset.meta.get("filename") or asset.title or asset.s3_key_raw or "-",
+                "preview_url": (
+                    object_url(thumbnail, storage=storage)
+                    if thumbnail and asset.status == AssetStatus.PROCESSED
+                    else None
+                ),
+                "links": [
+                    (label, object_url(key, storage=storage))
+                    for label, key in selectors.asset_links(asset)
+                ],
+                "error_code": code,
+                "error_message": message,
+            }
+        )
+    return cards
+
+
+# -- dashboard --------------------------------------------------------------------------------
+
+
+def dashboard_context(request: HttpRequest) -> dict[str, Any]:
+    if not request.user.has_perm("media_jobs.view_mediaprocessingjob"):
+        return {}
+    summary = selectors.dashboard_summary()
+    changelist = reverse("admin:media_jobs_mediaprocessingjob_changelist")
+    return {
+        "dashboard": summary,
+        "chart": daily_bar_chart(summary.days),
+        "status_rows": [
+            (status, label, summary.last_24h.get(status, 0), summary.last_7d.get(status, 0))
+            for status, label in MediaProcessingJob._meta.get_field("status").choices
+        ],
+        "jobs_url": changelist,
+        "error_groups_url": reverse("admin:media_jobs_error_groups"),
+    }
+
+
+# -- listing page and storage check -----------------------------------------------------------
+
+
+def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int) -> HttpResponse:
+    require_view(request)
+    storage = pipeline_storage()
+    assets = selectors.listing_assets(listing_identity_id=listing_identity_id)
+    jobs = selectors.listing_jobs(listing_identity_id=listing_identity_id, limit=100)
+    if not assets and not jobs:
+        raise Http404(f"Listing {listing_identity_id} has no assets and no jobs.")
+    zip_job = selectors.listing_zip_job(listing_identity_id=listing_identity_id)
+    zip_key = keys.zip_key(listing_identity_id)
+    zip_info, zip_problem = None, None
+    try:
+        zip_info = storage.head(zip_key)
+    except ObjectNotFound:
+        zip_problem = (
+            "No ZIP in storage." if zip_job is None else "The ZIP is MISSING from storage."
+        )
+    except Exception as exc:  # noqa: BLE001 - storage down: say so on the page
+        zip_problem = f"Storage could not be asked: {exc}"
+    payload = zip_job.payload if zip_job and isinstance(zip_job.payload, dict) else {}
+    return TemplateResponse(
+        request,
+        "media_jobs/listing.html",
+        _page(
+            site,
+            request,
+            f"Listing {listing_identity_id}",
+            listing_identity_id=listing_identity_id,
+            asset_cards=asset_cards(assets, storage=storage),
+            jobs=jobs,
+            zip_job=zip_job,
+            zip_key=zip_key,
+            zip_info=zip_info,
+            zip_problem=zip_problem,
+            zip_assets=payload.get("assetsZipped"),
+            zip_size=payload.get("zipSizeBytes"),
+            zip_url=object_url(zip_key, storage=storage, download=True) if zip_info else None,
+            storage_check_url=reverse("admin:media_jobs_storage_check", args=[listing_identity_id]),
+            can_operate=can_operate(request),
+        ),
+    )
+
+
+def storage_check_view(
+    site: AdminSite, request: HttpRequest, listing_identity_id: int
+) -> HttpResponse:
+    """Expected keys (pipeline.keys) against ``storage.list(prefix)``; a fragment for the
+    job/listing pages (``?fragment=1``) or a page of its own."""
+    require_view(request)
+    storage = pipeline_storage()
+    check = selectors.storage_check(listing_identity_id=listing_identity_id, storage=storage)
+    rows = [
+        {
+            "obj": obj,
+            "url": object_url(obj.key, storage=storage) if obj.present else None,
+            "state": "present" if obj.present else ("missing" if obj.required else "absent"),
+        }
+        for obj in check.expected
+    ]
+    context = {
+        "check": check,
+        "rows": rows,
+        "extra_rows": [
+            {"info": info, "url": object_url(info.key, storage=storage)}
+            for info in check.unexpected[:200]
+        ],
+        "listing_identity_id": listing_identity_id,
+    }
+    template = "media_jobs/fragments/storage_check.html"
+    if request.GET.get("fragment") == "1":
+        return TemplateResponse(request, template, context)
+    context.update(
+        _page(site, request, f"Storage check of listing {listing_identity_id}"),
+        fragment_template=template,
+    )
+    return TemplateResponse(request, "media_jobs/fragment_page.html", context)
+
+
+# -- error groups -----------------------------------------------------------------------------
+
+
+def _window(request: HttpRequest) -> tuple[str, int]:
+    days = request.GET.get("days") or request.POST.get("days") or "7"
+    if days not in ERROR_GROUP_WINDOWS:
+        days = "7"
+    return days, ERROR_GROUP_WINDOWS[days]
+
+
+def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
+    require_view(request)
+    days_param, days = _window(request)
+    report = selectors.error_groups(since=timezone.now() - timedelta(days=days))
+    changelist = reverse("admin:media_jobs_mediaprocessingjob_changelist")
+    groups = []
+    for group in report.groups:
+        listing_links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (reverse("admin:media_jobs_listing", args=[listing]), listing)
+                for listing in group.listing_ids[:10]
+            ),
+        )
+        more = len(group.listing_ids) - 10
+        groups.append(
+            {
+                "group": group,
+                "listings": format_html("{} (+{} more)", listing_links, more)
+                if more > 0
+                else listing_links,
+                "jobs_url": f"{changelist}?error_code={quote(group.code)}"
+                if group.code != "(no code)"
+                else None,
+                "retry_url": reverse("admin:media_jobs_error_group_retry", args=[group.key])
+                + f"?days={days_param}",
+            }
+        )
+    return TemplateResponse(
+        request,
+        "media_jobs/error_groups.html",
+        _page(
+            site,
+            request,
+            "Error groups",
+            report=report,
+            groups=groups,
+            days=days_param,
+            windows=list(ERROR_GROUP_WINDOWS),
+            can_operate=can_operate(request),
+        ),
+    )
+
+
+def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> HttpResponse:
+    """Retry a whole group: the newest failed job per listing and kind not retried yet."""
+    require_operate(request)
+    days_param, days = _window(request)
+    group = selectors.error_group(key=key, since=timezone.now() - timedelta(days=days))
+    back = reverse("admin:media_jobs_error_groups") + f"?days={days_param}"
+    if group is None:
+        messages.warning(request, "That error group has no failures in this window any more.")
+        return HttpResponseRedirect(back)
+    targets = selectors.error_group_retry_targets(group=group)
+    if request.method == "POST":
+        outcomes = retry_jobs(request=request, jobs=targets)
+        done = [o for o in outcomes if not o.error]
+        if done:
+            links = format_html_join(
+                ", ",
+                '<a href="{}">#{} → #{}</a>',
+                (
+                    (
+                        reverse("admin:media_jobs_mediaprocessingjob_change", args=[o.result.pk]),
+                        o.source.pk,
+                        o.result.pk,
+                    )
+                    for o in done
+                ),
+            )
+            messages.success(request, format_html("Retried {} job(s): {}.", len(done), links))
+        for outcome in outcomes:
+            if outcome.error:
+                messages.error(request, f"#{outcome.source.pk}: {outcome.error}")
+        if not outcomes:
+            messages.info(request, "Nothing to retry: every listing of the group ran again since.")
+        return HttpResponseRedirect(back)
+    items = []
+    for job in targets:
+        plan, problem = plan_for(job)
+        items.append({"job": job, "plan": plan, "problem": problem})
+    return TemplateResponse(
+        request,
+        "media_jobs/confirm_retry.html",
+        _page(
+            site,
+            request,
+            f"Retry error group {group.code}?",
+            opts=MediaProcessingJob._meta,
+            group=group,
+            items=items,
+            can_submit=any(item["problem"] is None for item in items),
+            form_action="",
+            days=days_param,
+            cancel_url=back,
+        ),
+    )
+
+
+# -- files (local storage) --------------------------------------------------------------------
+
+
+def _safe_key(key: str) -> bool:
+    if not key or len(key) > 1024 or key.startswith("/") or "\\" in key or "\x00" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/")) and ".." not in key
+
+
+def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
+    """Stream one object to a staff user: the local-storage stand-in for a presigned URL."""
+    require_view(request)
+    key = request.GET.get("key", "")
+    if not _safe_key(key):
+        return HttpResponseBadRequest("invalid key")
+    storage = pipeline_storage()
+    presigned = storage.presigned_url(key, settings.MEDIA_PRESIGNED_URL_TTL)
+    if presigned:
+        return HttpResponseRedirect(presigned)
+    try:
+        info = storage.head(key)
+    except (ObjectNotFound, ValueError):
+        raise Http404("no such object") from None
+    content_type = info.content_type or mimetypes.guess_type(key)[0] or ""
+    inline = content_type in INLINE_TYPES and request.GET.get("download") != "1"
+
+    def chunks() -> Iterator[bytes]:
+        with storage.open_read(key) as source:
+            while chunk := source.read(STREAM_CHUNK):
+                yield chunk
+
+    response = StreamingHttpResponse(
+        chunks(), content_type=content_type if inline else "application/octet-stream"
+    )
+    filename = key.rsplit("/", 1)[-1]
+    disposition = "inline" if inline else "attachment"
+    response["Content-Disposition"] = f"{disposition}; filename*=UTF-8''{quote(filename)}"
+    response["Content-Length"] = str(info.size)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=300"
+    return response

@@ -1,0 +1,698 @@
+"""Reads the admin portal needs, written for a ``media_processing_jobs`` of a million rows.
+
+Every query here is an indexed lookup or an indexed range with a bound: no ``COUNT(*)`` over
+the table, no ``LIKE '%…%'``, no per-row queries. What the indexes are: see the models' Meta
+(``idx_mpj_status_created`` covers status + created_at, ``idx_ma_raw_key`` the raw keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.db.models import Count, Max, Q, QuerySet
+from django.db.models.functions import Substr, TruncDate
+from django.utils import timezone
+from django.utils.functional import cached_property
+
+from media_jobs.models import (
+    AssetStatus,
+    AssetType,
+    JobProvider,
+    JobStatus,
+    MediaAsset,
+    MediaProcessingJob,
+)
+from media_jobs.pipeline import keys
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+
+# The list page counts at most this many rows; above it shows "more than N" (operators narrow
+# with filters instead of paging through a million rows with a growing OFFSET).
+LIST_COUNT_CAP = 10_000
+STUCK_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
+FAILURE_STATUSES = (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS)
+CHART_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS, JobStatus.FAILED)
+# Error codes: the ``code=X`` head of last_error's first line (services.jobs.format_last_error).
+_CODE_HEAD = re.compile(r"code=([A-Za-z0-9_.:\-]+)")
+_VALID_CODE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
+# How much of last_error the aggregates read per row (the first line is what they group on).
+ERROR_HEAD_CHARS = 300
+ERROR_SCAN_LIMIT = 5_000
+
+
+# -- pagination -------------------------------------------------------------------------------
+
+
+class BoundedCountPaginator(Paginator):
+    """A paginator whose count reads at most ``cap + 1`` index entries.
+
+    ``count`` runs ``SELECT COUNT(*) FROM (SELECT … LIMIT cap+1)``: the same small cost on ten
+    rows and on a million. ``capped`` tells the template to say "more than cap".
+    """
+
+    cap = LIST_COUNT_CAP
+    capped = False  # set by ``count``: more rows exist than were counted
+
+    @cached_property
+    def count(self) -> int:
+        object_list = self.object_list
+        if isinstance(object_list, QuerySet):
+            found = object_list.order_by()[: self.cap + 1].count()
+        else:
+            found = min(len(object_list), self.cap + 1)
+        self.capped = found > self.cap
+        return min(found, self.cap)
+
+
+def bounded_count(queryset: QuerySet, cap: int) -> tuple[int, bool]:
+    """(count up to ``cap``, whether there are more) reading at most cap + 1 rows."""
+    found = queryset.order_by()[: cap + 1].count()
+    return min(found, cap), found > cap
+
+
+# -- filters and search -----------------------------------------------------------------------
+
+
+def stuck_cutoff(*, now: datetime | None = None) -> datetime:
+    """Jobs still active that started (or were created) before this are stuck."""
+    return (now or timezone.now()) - timedelta(seconds=settings.RECONCILER_TIMEOUT_SECONDS)
+
+
+def job_stuck_q(*, now: datetime | None = None) -> Q:
+    """RUNNING/PENDING past the reconciler timeout, as the reconciler sees them.
+
+    The status + created_at part is a range on ``idx_mpj_status_created``; started_at only
+    narrows the rows that range found (created_at <= started_at for every job).
+    """
+    cutoff = stuck_cutoff(now=now)
+    return Q(status__in=STUCK_STATUSES, created_at__lt=cutoff) & (
+        Q(started_at__isnull=True) | Q(started_at__lt=cutoff)
+    )
+
+
+def error_code_of(last_error: str | None) -> str | None:
+    """The ``code=X`` of last_error's first line, or None."""
+    if not last_error:
+        return None
+    match = _CODE_HEAD.match(last_error)
+    return match.group(1) if match else None
+
+
+def error_code_q(code: str) -> Q:
+    """Jobs whose last_error starts with ``code=<code>``: prefix matches only (``LIKE 'x%'``).
+
+    The code must end where the field separator (`` | ``), the line or the text ends, so
+    ``code=ZIP`` does not also match ``code=ZIP_FAILED``. Case-insensitive lookups on purpose:
+    MySQL's ``LIKE BINARY`` (Django's case-sensitive ``startswith``) cannot use the prefix
+    index on last_error (``idx_mpj_error_head``, migration 0003); codes are upper case anyway.
+    """
+    if not _VALID_CODE.fullmatch(code or ""):
+        return Q(pk__in=[])
+    head = f"code={code}"
+    return (
+        Q(last_error__iexact=head)
+        | Q(last_error__istartswith=f"{head} ")
+        | Q(last_error__istartswith=f"{head}\n")
+    )
+
+
+def error_code_choices(*, recent: int = 250) -> list[str]:
+    """The documented codes plus those seen in the newest failures: per failure status, the
+    newest ``recent`` rows of idx_mpj_status_created, first 120 characters of last_error."""
+    seen = {str(code) for code in ErrorCode}
+    for status in FAILURE_STATUSES:
+        heads = (
+            MediaProcessingJob.objects.filter(status=status)
+            .order_by("-created_at")
+            .annotate(head=Substr("last_error", 1, 120))
+            .values_list("head", flat=True)[:recent]
+        )
+        for head in heads:
+            code = error_code_of(head)
+            if code:
+                seen.add(code)
+    return sorted(seen)
+
+
+def job_search(*, queryset: QuerySet, term: str) -> QuerySet:
+    """Search the jobs list with index-friendly exact and prefix matches only.
+
+    - digits (optionally ``#123``): job id or listing id, exact;
+    - anything else: external id prefix (``idx_mpj_external_id``);
+    - a term with ``/``: also a raw key prefix, resolved through ``idx_ma_raw_key`` to the
+      listings that own such keys.
+    The prefix lookups are resolved first, each bounded, into id lists.
+    """
+    term = term.strip()
+    if not term:
+        return queryset
+    condition = Q(pk__in=[])
+    number = term.lstrip("#")
+    if number.isdigit() and len(number) <= 10:
+        value = int(number)
+        condition |= Q(pk=value) | Q(listing_identity_id=value)
+    else:
+        job_ids = list(
+            MediaProcessingJob.objects.filter(external_id__startswith=term)
+            .order_by()
+            .values_list("pk", flat=True)[:500]
+        )
+        if job_ids:
+            condition |= Q(pk__in=job_ids)
+        if "/" in term:
+            listing_ids = listings_with_raw_key_prefix(prefix=term)
+            if listing_ids:
+                condition |= Q(listing_identity_id__in=listing_ids)
+    return queryset.filter(condition)
+
+
+def listings_with_raw_key_prefix(*, prefix: str, limit: int = 200) -> list[int]:
+    """Listings owning a raw key that starts with ``prefix`` (a range on idx_ma_raw_key)."""
+    rows = (
+        MediaAsset.objects.filter(s3_key_raw__startswith=prefix)
+        .order_by("s3_key_raw")
+        .values_list("listing_identity_id", flat=True)[: limit * 10]
+    )
+    found: list[int] = []
+    for listing_id in rows:
+        if listing_id not in found:
+            found.append(listing_id)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def asset_search(*, queryset: QuerySet, term: str) -> QuerySet:
+    """Assets by listing id or asset id (exact) or raw key prefix."""
+    term = term.strip()
+    if not term:
+        return queryset
+    number = term.lstrip("#")
+    if number.isdigit() and len(number) <= 10:
+        return queryset.filter(Q(pk=int(number)) | Q(listing_identity_id=int(number)))
+    return queryset.filter(s3_key_raw__startswith=term)
+
+
+# -- list page aggregates ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssetCounts:
+    total: int = 0
+    processed: int = 0
+    failed: int = 0
+
+
+def listing_asset_counts(*, listing_ids: Iterable[int]) -> dict[int, AssetCounts]:
+    """Assets per listing by outcome: ONE grouped query for a whole page of jobs."""
+    ids = sorted(set(listing_ids))
+    if not ids:
+        return {}
+    rows = (
+        MediaAsset.objects.filter(listing_identity_id__in=ids)
+        .order_by()
+        .values("listing_identity_id")
+        .annotate(
+            total=Count("pk"),
+            processed=Count("pk", filter=Q(status=AssetStatus.PROCESSED)),
+            failed=Count("pk", filter=Q(status=AssetStatus.FAILED)),
+        )
+    )
+    return {
+        row["listing_identity_id"]: AssetCounts(row["total"], row["processed"], row["failed"])
+        for row in rows
+    }
+
+
+# -- job page ---------------------------------------------------------------------------------
+
+
+def listing_jobs(*, listing_identity_id: int, limit: int = 50) -> list[MediaProcessingJob]:
+    """The listing's jobs, newest first (idx_mpj_listing)."""
+    return list(
+        MediaProcessingJob.objects.filter(listing_identity_id=listing_identity_id)
+        .defer("payload", "callback_body")
+        .order_by("-pk")[:limit]
+    )
+
+
+def listing_assets(*, listing_identity_id: int, limit: int = 1000) -> list[MediaAsset]:
+    return list(
+        MediaAsset.objects.filter(listing_identity_id=listing_identity_id).order_by(
+            "asset_type", "sequence"
+        )[:limit]
+    )
+
+
+def asset_thumbnail_key(asset: MediaAsset) -> str | None:
+    """The key of the asset's small preview: recorded thumbnailKey, else the key rules."""
+    meta = asset.meta
+    recorded = meta.get("thumbnailKey")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    if not asset.s3_key_raw or asset.asset_type in (AssetType.ZIP, AssetType.THUMBNAIL):
+        return asset.s3_key_processed if asset.asset_type == AssetType.THUMBNAIL else None
+    try:
+        if keys.is_video_type(asset.asset_type):
+            return keys.poster_key(asset.s3_key_raw)
+        return keys.derivative_key(asset.s3_key_raw, "thumbnail")
+    except PipelineError:
+        return None
+
+
+def asset_links(asset: MediaAsset) -> list[tuple[str, str]]:
+    """(label, key) for the raw object and every recorded derivative, no duplicates."""
+    links: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(label: str, key: Any) -> None:
+        if isinstance(key, str) and key and key not in seen:
+            seen.add(key)
+            links.append((label, key))
+
+    add("raw", asset.s3_key_raw)
+    meta = asset.meta
+    outputs = meta.get("outputs")
+    if isinstance(outputs, dict):
+        for label, key in sorted(outputs.items()):
+            add(str(label), key)
+    for label, key in sorted(meta.items()):
+        if "_" in label and isinstance(key, str) and "/processed/" in key:
+            add(label, key)
+    add("thumbnail", meta.get("thumbnailKey"))
+    add("processed", asset.s3_key_processed)
+    return links
+
+
+def asset_error(asset: MediaAsset) -> tuple[str | None, str | None]:
+    meta = asset.meta
+    code = meta.get("errorCode")
+    message = meta.get("error")
+    return (str(code) if code else None, str(message) if message else None)
+
+
+# -- storage check ----------------------------------------------------------------------------
+
+
+@dataclass
+class ExpectedObject:
+    key: str
+    what: str  # "raw", "thumbnail", "small", ..., "poster", "transcode", "zip", "recorded"
+    asset_id: int | None
+    required: bool  # missing is a problem (the asset is PROCESSED, or the ZIP succeeded)
+    present: bool = False
+    size: int | None = None
+
+
+@dataclass
+class StorageCheck:
+    listing_identity_id: int
+    prefix: str
+    expected: list[ExpectedObject] = field(default_factory=list)
+    unexpected: list[ObjectInfo] = field(default_factory=list)
+    listed: int = 0
+    truncated: bool = False
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[ExpectedObject]:
+        return [obj for obj in self.expected if obj.required and not obj.present]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.missing
+
+
+def expected_objects(
+    *, listing_identity_id: int, assets: Sequence[MediaAsset], zip_expected: bool
+) -> tuple[list[ExpectedObject], list[str]]:
+    """What should exist for the listing, by the key rules of ``pipeline.keys`` and the keys
+    the database recorded. Derivatives are required for PROCESSED assets only (a FAILED asset
+    is expected to lack them)."""
+    expected: dict[str, ExpectedObject] = {}
+    notes: list[str] = []
+
+    def expect(key: Any, what: str, asset_id: int | None, required: bool) -> None:
+        if not isinstance(key, str) or not key:
+            return
+        known = expected.get(key)
+        if known is None:
+            expected[key] = ExpectedObject(key, what, asset_id, required)
+        else:
+            known.required = known.required or required
+
+    for asset in assets:
+        processed = asset.status == AssetStatus.PROCESSED
+        raw = asset.s3_key_raw
+        if raw:
+            expect(raw, "raw", asset.pk, asset.status != AssetStatus.PENDING_UPLOAD)
+        if raw and asset.asset_type not in (AssetType.ZIP, AssetType.THUMBNAIL):
+            try:
+                if keys.is_video_type(asset.asset_type):
+                    expect(keys.poster_key(raw), "poster", asset.pk, processed)
+                    expect(keys.transcode_key(raw), "transcode", asset.pk, processed)
+                else:
+                    for size in keys.IMAGE_SIZES:
+                        expect(keys.derivative_key(raw, size), size, asset.pk, processed)
+            except PipelineError as exc:
+                notes.append(f"asset {asset.pk}: {exc.message}")
+        if processed:
+            for _, key in asset_links(asset):
+                expect(key, "recorded", asset.pk, True)
+    if zip_expected:
+        expect(keys.zip_key(listing_identity_id), "zip", None, True)
+    return list(expected.values()), notes
+
+
+def listing_zip_job(*, listing_identity_id: int) -> MediaProcessingJob | None:
+    """The newest successful finalization of the listing (its ZIP is the current one)."""
+    return (
+        MediaProcessingJob.objects.filter(
+            listing_identity_id=listing_identity_id,
+            provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+            status=JobStatus.SUCCEEDED,
+        )
+        .defer("callback_body")
+        .order_by("-pk")
+        .first()
+    )
+
+
+def storage_check(
+    *,
+    listing_identity_id: int,
+    storage: Storage,
+    assets: Sequence[MediaAsset] | None = None,
+    zip_expected: bool | None = None,
+    limit: int = 10_000,
+) -> StorageCheck:
+    """What exists under ``{listing}/`` against what should (missing highlighted, extra listed).
+
+    Lists at most ``limit`` objects; keys outside the prefix (legacy raw keys) get one HEAD each.
+    """
+    prefix = f"{listing_identity_id}/"
+    if assets is None:
+        assets = listing_assets(listing_identity_id=listing_identity_id)
+    if zip_expected is None:
+        zip_expected = listing_zip_job(listing_identity_id=listing_identity_id) is not None
+    expected, notes = expected_objects(
+        listing_identity_id=listing_identity_id, assets=assets, zip_expected=zip_expected
+    )
+    check = StorageCheck(listing_identity_id, prefix, expected, notes=notes)
+    by_key = {obj.key: obj for obj in expected}
+    try:
+        for info in storage.list(prefix):
+            check.listed += 1
+            if check.listed > limit:
+                check.truncated = True
+                break
+            known = by_key.get(info.key)
+            if known is None:
+                check.unexpected.append(info)
+            else:
+                known.present, known.size = True, info.size
+        for obj in expected:
+            if not obj.key.startswith(prefix):
+                try:
+                    obj.size, obj.present = storage.head(obj.key).size, True
+                except ObjectNotFound:
+                    obj.present = False
+    except Exception as exc:  # noqa: BLE001 - storage down: say so instead of a 500
+        check.error = f"{type(exc).__name__}: {exc}"
+    return check
+
+
+# -- dashboard --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    day: date
+    succeeded: int = 0
+    partial: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.succeeded + self.partial + self.failed
+
+
+@dataclass
+class Dashboard:
+    now: datetime
+    last_24h: dict[str, int]
+    last_7d: dict[str, int]
+    days: list[DayCounts]
+    top_error_codes: list[tuple[str, int]]
+    stuck_count: int
+    stuck_more: bool
+    stuck_jobs: list[MediaProcessingJob]
+    queue_name: str
+    queue_depth: int | None
+
+
+def jobs_by_status(*, since: datetime) -> dict[str, int]:
+    """Jobs created since ``since`` per status: one range per status on idx_mpj_status_created
+    (the IN list makes it a covering index range, not a scan)."""
+    counts = dict.fromkeys(JobStatus.values, 0)
+    rows = (
+        MediaProcessingJob.objects.filter(status__in=JobStatus.values, created_at__gte=since)
+        .order_by()
+        .values("status")
+        .annotate(n=Count("pk"))
+    )
+    for row in rows:
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def jobs_per_day(*, days: int = 14, now: datetime | None = None) -> list[DayCounts]:
+    """Succeeded / partial / failed jobs per UTC day of creation, the last ``days`` days."""
+    now = now or timezone.now()
+    first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
+    start = datetime.combine(first_day, datetime.min.time(), tzinfo=UTC)
+    rows = (
+        MediaProcessingJob.objects.filter(status__in=CHART_STATUSES, created_at__gte=start)
+        .order_by()
+        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day", "status")
+        .annotate(n=Count("pk"))
+    )
+    table: dict[date, dict[str, int]] = {}
+    for row in rows:
+        table.setdefault(row["day"], {})[row["status"]] = row["n"]
+    result = []
+    for offset in range(days):
+        day = first_day + timedelta(days=offset)
+        counts = table.get(day, {})
+        result.append(
+            DayCounts(
+                day,
+                counts.get(JobStatus.SUCCEEDED, 0),
+                counts.get(JobStatus.PARTIAL_SUCCESS, 0),
+                counts.get(JobStatus.FAILED, 0),
+            )
+        )
+    return result
+
+
+def failure_heads(*, since: datetime, limit: int = ERROR_SCAN_LIMIT) -> QuerySet:
+    """The newest failures since ``since`` with only the head of last_error read."""
+    return (
+        MediaProcessingJob.objects.filter(status__in=FAILURE_STATUSES, created_at__gte=since)
+        .order_by("-created_at", "-pk")
+        .annotate(head=Substr("last_error", 1, ERROR_HEAD_CHARS))
+        .values("pk", "listing_identity_id", "provider", "status", "created_at", "head")[:limit]
+    )
+
+
+def top_error_codes(*, since: datetime, limit: int = 8) -> list[tuple[str, int]]:
+    counter: Counter[str] = Counter()
+    for row in failure_heads(since=since):
+        counter[error_code_of(row["head"]) or "(no code)"] += 1
+    return counter.most_common(limit)
+
+
+def celery_queue_depth() -> int | None:
+    """Messages waiting in the default queue, when the broker can tell (else None)."""
+    url = settings.CELERY_BROKER_URL
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            try:
+                return int(client.llen(queue))
+            finally:
+                client.close()
+        if url.startswith("filesystem://"):
+            folder = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("data_folder_in")
+            if not folder or not os.path.isdir(folder):
+                return None
+            suffix = f".{queue}.msg"
+            with os.scandir(folder) as entries:
+                return sum(1 for entry in entries if entry.name.endswith(suffix))
+        if url.startswith(("amqp://", "pyamqp://")):
+            from kombu import Connection
+
+            with Connection(url, connect_timeout=1) as conn:
+                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+                return int(declared.message_count)
+    except Exception:  # noqa: BLE001 - unknown beats a broken dashboard
+        return None
+    return None
+
+
+def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
+    """Everything the admin index shows, from indexed created_at ranges only."""
+    now = now or timezone.now()
+    stuck = MediaProcessingJob.objects.filter(job_stuck_q(now=now))
+    stuck_count, stuck_more = bounded_count(stuck, 1000)
+    return Dashboard(
+        now=now,
+        last_24h=jobs_by_status(since=now - timedelta(hours=24)),
+        last_7d=jobs_by_status(since=now - timedelta(days=7)),
+        days=jobs_per_day(days=14, now=now),
+        top_error_codes=top_error_codes(since=now - timedelta(days=7)),
+        stuck_count=stuck_count,
+        stuck_more=stuck_more,
+        stuck_jobs=list(
+            stuck.defer("payload", "callback_body", "last_error").order_by("created_at")[:10]
+        ),
+        queue_name=settings.CELERY_TASK_DEFAULT_QUEUE,
+        queue_depth=celery_queue_depth(),
+    )
+
+
+# -- error groups -----------------------------------------------------------------------------
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_UUID = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+)
+_HEX = re.compile(r"\b[0-9a-fA-F]{12,}\b")
+_PATH = re.compile(r"\S*/\S+")
+_NUMBER = re.compile(r"\d+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_error_message(message: str) -> str:
+    """The message with what varies per job replaced: quoted values, keys, ids, numbers."""
+    text = _QUOTED.sub("'…'", message)
+    text = _UUID.sub("<id>", text)
+    text = _HEX.sub("<hex>", text)
+    text = _PATH.sub("<key>", text)
+    text = _NUMBER.sub("#", text)
+    return _SPACES.sub(" ", text).strip()[:200]
+
+
+def split_error_head(head: str | None) -> tuple[str, str]:
+    """(code, normalized message) of last_error's first line."""
+    line = (head or "").split("\n", 1)[0]
+    code = error_code_of(line) or "(no code)"
+    parts = [part.strip() for part in line.split(" | ")]
+    if parts and parts[0].startswith("code="):
+        parts = parts[1:]
+    parts = [part for part in parts if not part.startswith("meta=")]
+    message = normalize_error_message(parts[0]) if parts else ""
+    return code, message or "(no message)"
+
+
+def error_group_key(code: str, message: str) -> str:
+    return hashlib.sha256(f"{code}\x00{message}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class ErrorGroup:
+    key: str
+    code: str
+    message: str
+    count: int = 0
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    listing_ids: list[int] = field(default_factory=list)
+    job_ids: list[int] = field(default_factory=list)
+    sample: str = ""
+
+
+@dataclass
+class ErrorGroupReport:
+    since: datetime
+    groups: list[ErrorGroup]
+    scanned: int
+    truncated: bool
+
+
+def error_groups(
+    *, since: datetime, limit: int = ERROR_SCAN_LIMIT, search_code: str | None = None
+) -> ErrorGroupReport:
+    """Failures since ``since`` grouped by error code and normalized message, biggest first.
+
+    Reads at most ``limit`` of the newest failures (an indexed range), 300 characters each.
+    """
+    groups: dict[str, ErrorGroup] = {}
+    scanned = 0
+    for row in failure_heads(since=since, limit=limit):
+        scanned += 1
+        code, message = split_error_head(row["head"])
+        if search_code and code != search_code:
+            continue
+        key = error_group_key(code, message)
+        group = groups.get(key)
+        if group is None:
+            first_line = (row["head"] or "").split("\n", 1)[0]
+            group = groups[key] = ErrorGroup(key, code, message, sample=first_line)
+        group.count += 1
+        created = row["created_at"]
+        group.first_seen = created if group.first_seen is None else min(group.first_seen, created)
+        group.last_seen = created if group.last_seen is None else max(group.last_seen, created)
+        if row["listing_identity_id"] not in group.listing_ids:
+            group.listing_ids.append(row["listing_identity_id"])
+        group.job_ids.append(row["pk"])
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.code, g.message))
+    return ErrorGroupReport(since, ordered, scanned, scanned >= limit)
+
+
+def error_group(*, key: str, since: datetime) -> ErrorGroup | None:
+    for group in error_groups(since=since).groups:
+        if group.key == key:
+            return group
+    return None
+
+
+def error_group_retry_targets(*, group: ErrorGroup) -> list[MediaProcessingJob]:
+    """The newest failed job of the group per listing and kind, unless a newer job of that
+    listing and kind exists (it was retried already, or ran again since)."""
+    jobs = list(
+        MediaProcessingJob.objects.filter(pk__in=group.job_ids)
+        .defer("payload", "callback_body")
+        .order_by("-pk")
+    )
+    newest_in_group: dict[tuple[int, str], MediaProcessingJob] = {}
+    for job in jobs:
+        newest_in_group.setdefault((job.listing_identity_id, job.provider), job)
+    latest = {
+        (row["listing_identity_id"], row["provider"]): row["latest"]
+        for row in MediaProcessingJob.objects.filter(
+            listing_identity_id__in={listing for listing, _ in newest_in_group}
+        )
+        .order_by()
+        .values("listing_identity_id", "provider")
+        .annotate(latest=Max("pk"))
+    }
+    return [
+        job
+        for pair, job in sorted(newest_in_group.items(), key=lambda item: -item[1].pk)
+        if latest.get(pair) == job.pk
+    ]

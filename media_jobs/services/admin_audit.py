@@ -1,0 +1,33 @@
+"""The admin history (``django_admin_log``) for operator actions.
+
+Retry, mark failed, reprocess and replay do not go through a ModelAdmin form, so Django would
+record nothing; these helpers write the same LogEntry rows the admin's "History" page shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.db import models
+
+__all__ = ["ADDITION", "CHANGE", "audit_record"]
+
+
+def audit_record(
+    *,
+    user_id: int,
+    objects: Sequence[models.Model],
+    message: str,
+    action_flag: int = CHANGE,
+) -> None:
+    """One LogEntry per object (one INSERT for all), shown on each object's History page."""
+    if not objects:
+        return
+    LogEntry.objects.log_actions(
+        user_id=user_id,
+        queryset=list(objects),
+        action_flag=action_flag,
+        change_message=message,
+        single_object=len(objects) == 1,
+    )
