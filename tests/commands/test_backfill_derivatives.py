@@ -204,7 +204,9 @@ def test_video_backfill_makes_poster_and_transcode(storage: Storage) -> None:
         assert storage.head(key).metadata[SOURCE_ETAG_METADATA] == raw_etag
     video.refresh_from_db()
     assert video.metadata["thumbnailKey"] == keys.poster_key(raw_key)
-    assert video.s3_key_processed in {keys.poster_key(raw_key), keys.transcode_key(raw_key)}
+    # as on the workflow: the MP4 is the best output, the poster frame the thumbnail
+    assert video.s3_key_processed == keys.transcode_key(raw_key)
+    assert video.metadata["original_video_horizontal"] == keys.transcode_key(raw_key)
     again = run_command("backfill_derivatives", "--asset", str(video.pk), "--json")
     assert again.json["skipped"] == 1
 

@@ -39,7 +39,9 @@ class Command(OperationCommand):
             if cutoff > now:
                 raise usage_error(f"--before {cutoff.isoformat()} is in the future")
         else:
-            age = options["older_than"] or timedelta(days=settings.CLEANER_RETENTION_DAYS)
+            age = options["older_than"]
+            if age is None:
+                age = timedelta(days=settings.CLEANER_RETENTION_DAYS)
             cutoff = now - age
         if options["limit"] is None:
             options["limit"] = settings.CLEANER_MAX_PER_RUN

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import CommandParser
 
 from ...services.backfill import done
-from ..base import OperationCommand, Progress, Summary, duration
+from ..base import OperationCommand, Progress, Summary, duration, usage_error
 
 
 class Command(OperationCommand):
@@ -29,10 +29,10 @@ class Command(OperationCommand):
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:
-        timeout = options["timeout"] or timedelta(seconds=settings.RECONCILER_TIMEOUT_SECONDS)
+        timeout = options["timeout"]
+        if timeout is None:
+            timeout = timedelta(seconds=settings.RECONCILER_TIMEOUT_SECONDS)
         if timeout.total_seconds() < 1:
-            from ..base import usage_error
-
             raise usage_error("--timeout must be at least 1 second")
         return {"timeout_seconds": int(timeout.total_seconds())}
 
