@@ -1,0 +1,107 @@
+"""One listing through both engines - the Celery workflow on a real worker, and the
+processing state machine in the ASL interpreter with the real Lambda handlers - must give
+the same callback body, apart from executionArn and startedAt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from media_jobs.models import MediaProcessingJob
+from media_jobs.pipeline.callback import SIGNATURE_HEADER, verify_signature
+from media_jobs.pipeline.handlers import (
+    callback,
+    consolidate,
+    thumbnails,
+    validate,
+    video_thumbnails,
+    video_transcode,
+)
+from media_jobs.services.dispatch import listing_start_processing, workflow_input
+from media_jobs.storage import pipeline_storage
+from tests.fixtures.s3server import REGION
+from tests.fixtures.worker import wait_until
+from tests.support.asl import StateMachine
+from tests.support.callback_receiver import CallbackReceiver
+from tests.workers.listing import seed_listing
+
+pytestmark = [pytest.mark.worker, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSING = json.loads((ROOT / "aws/step_functions/media_processing_pipeline.json").read_text())
+RESOURCES = {
+    "${ValidateFunctionArn}": validate.handler,
+    "${ThumbnailsFunctionArn}": thumbnails.handler,
+    "${VideoThumbnailsFunctionArn}": video_thumbnails.handler,
+    "arn:aws:states:::mediaconvert:createJob.sync": video_transcode.handler,
+    "${ConsolidateFunctionArn}": consolidate.handler,
+    "${CallbackFunctionArn}": callback.handler,
+}
+LISTING = 4301
+
+
+@pytest.fixture
+def receiver() -> Any:
+    running = CallbackReceiver().start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def without_run_identity(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in ("executionArn", "startedAt")}
+
+
+def test_celery_and_state_machine_send_the_same_callback(
+    celery_worker, receiver: CallbackReceiver, settings, monkeypatch, moto_server, s3_bucket
+) -> None:
+    storage = pipeline_storage()
+    listing = seed_listing(storage, LISTING, photos=2, videos=1, corrupt=1)
+    # One raw object never uploaded: a validation error for that asset.
+    missing = listing.photos[-1]
+    storage.delete(missing.s3_key_raw)
+    settings.CALLBACK_URL = receiver.url
+    celery_worker.start()
+
+    job = listing_start_processing(listing_identity_id=LISTING)
+    wait_until(lambda: len(receiver.received) == 1, timeout=180, what="the Celery callback")
+    celery_received = receiver.received[0]
+    secret = settings.CALLBACK_SECRET
+    assert verify_signature(celery_received.body, secret, celery_received.headers[SIGNATURE_HEADER])
+    stored = MediaProcessingJob.objects.get(pk=job.pk)
+    # What the portal applied is byte for byte what it sent.
+    assert stored.callback_body == celery_received.body.decode()
+
+    # Same input, the other engine, from scratch: no derivative left to skip.
+    for info in list(storage.list(f"{LISTING}/processed/")):
+        storage.delete(info.key)
+    for name, value in {
+        "MEDIA_BUCKET": s3_bucket,
+        "MEDIA_STORAGE_BACKEND": "s3",
+        "AWS_S3_ENDPOINT_URL": moto_server.endpoint_url,
+        "AWS_REGION": REGION,
+        "CALLBACK_URL": receiver.url,
+        "CALLBACK_SECRET": secret,
+    }.items():
+        monkeypatch.setenv(name, value)
+    machine = StateMachine(PROCESSING, RESOURCES, name="two-engines")
+    execution = machine.start_execution(workflow_input(job=job))
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert len(receiver.received) == 2
+    asl_received = receiver.received[1]
+    assert verify_signature(asl_received.body, secret, asl_received.headers[SIGNATURE_HEADER])
+
+    celery_body, asl_body = celery_received.json(), asl_received.json()
+    assert celery_body["status"] == "PARTIAL_SUCCESS"
+    assert {o["errorCode"] for o in celery_body["outputs"]} == {
+        "",
+        "CORRUPT_IMAGE",
+        "OBJECT_NOT_FOUND",
+    }
+    assert celery_body["executionArn"] == stored.external_id
+    assert asl_body["executionArn"] == execution.arn
+    assert without_run_identity(celery_body) == without_run_identity(asl_body)
