@@ -24,23 +24,33 @@ from __future__ import annotations
 import itertools
 import logging
 import posixpath
+import queue
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import unique_entry_names, zip_entry_name, zip_key
-from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from media_jobs.pipeline.storage import MultipartWriter, ObjectInfo, ObjectNotFound, Storage
 
 logger = logging.getLogger("toq.pipeline.zipper")
 
 CHUNK_SIZE = 1024 * 1024
+# Hand-off to the upload thread: blocks of ~1 MiB, at most 8 waiting (bounded memory).
+UPLOAD_BLOCK_BYTES = 1024 * 1024
+UPLOAD_MAX_PENDING_BLOCKS = 8
+# Chunks read ahead of the zipping (each up to CHUNK_SIZE).
+READ_AHEAD_CHUNKS = 8
+# Concurrent HEAD requests when checking the assets before zipping.
+HEAD_CONCURRENCY = 8
 DEFLATE_LEVEL = 6
 # Other types are deflated unless a sample of their start does not shrink by this much.
 COMPRESSIBILITY_SAMPLE_BYTES = 256 * 1024
@@ -336,6 +346,71 @@ class ZipStreamWriter:
         )
 
 
+class _UploadPipeline:
+    """A sink that feeds the upload from a worker thread.
+
+    Reading (and deflating) the next bytes then overlaps the upload of the previous part,
+    instead of waiting for it: the step runs close to the speed of the slower of the two
+    directions, not their sum. Memory stays bounded: at most ``max_pending`` blocks wait.
+    An upload error is raised on the next ``write()`` or on ``finish()``.
+    """
+
+    def __init__(
+        self,
+        upload: MultipartWriter,
+        *,
+        block_size: int = UPLOAD_BLOCK_BYTES,
+        max_pending: int = UPLOAD_MAX_PENDING_BLOCKS,
+    ) -> None:
+        self._upload = upload
+        self._block_size = block_size
+        self._pending = bytearray()
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="zip-upload", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            if self._error is None:  # after a failure, keep draining so no writer blocks
+                try:
+                    self._upload.write(block)
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    self._error = exc
+
+    def _raise_upload_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, data: bytes) -> int:
+        self._raise_upload_error()
+        if not self._pending and len(data) >= self._block_size:
+            self._blocks.put(bytes(data))
+        else:
+            self._pending += data
+            if len(self._pending) >= self._block_size:
+                self._blocks.put(bytes(self._pending))
+                self._pending = bytearray()
+        return len(data)
+
+    def finish(self) -> None:
+        """Hand over what is left and wait until the upload has received every byte."""
+        if self._pending:
+            self._blocks.put(bytes(self._pending))
+            self._pending = bytearray()
+        self._blocks.put(None)
+        self._thread.join()
+        self._raise_upload_error()
+
+    def stop(self) -> None:
+        """Drop what is pending and wait for the worker (idempotent; never raises)."""
+        self._pending = bytearray()
+        if self._thread.is_alive():
+            self._error = self._error or RuntimeError("upload stopped")
+            self._blocks.put(None)
+            self._thread.join()
+
+
 def _check_entry_name(name: str) -> None:
     parts = name.split("/")
     if not name or name.startswith("/") or "\\" in name or ".." in name or "" in parts:
@@ -369,9 +444,65 @@ def _timestamp_extra(moment: datetime) -> bytes:
     return struct.pack("<HHBI", EXTRA_TIMESTAMP, 5, 1, int(moment.timestamp()) & MAX_U32)
 
 
-def _read_chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:
-    while chunk := stream.read(chunk_size):
-        yield chunk
+class _ReadAhead:
+    """Streams the assets' bytes, in order, from a worker thread.
+
+    The next object's GET (and its first-byte latency) then overlaps the zipping and the
+    upload of the previous one. At most ``max_pending`` chunks wait in memory. A read error
+    is raised, in order, when the consumer reaches the object that failed.
+    """
+
+    _END = b""
+
+    def __init__(
+        self, storage: Storage, keys: list[str], *, chunk_size: int, max_pending: int
+    ) -> None:
+        self._storage = storage
+        self._keys = keys
+        self._chunk_size = chunk_size
+        self._chunks: queue.Queue[tuple[int, bytes | BaseException]] = queue.Queue(max_pending)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read_all, name="zip-read", daemon=True)
+        self._thread.start()
+
+    def _offer(self, item: tuple[int, bytes | BaseException]) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read_all(self) -> None:
+        for index, key in enumerate(self._keys):
+            try:
+                with self._storage.open_read(key) as stream:
+                    while chunk := stream.read(self._chunk_size):
+                        if not self._offer((index, chunk)):
+                            return
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                self._offer((index, exc))
+                return
+            if not self._offer((index, self._END)):
+                return
+
+    def chunks(self, index: int) -> Iterator[bytes]:
+        """The bytes of object ``index``; objects must be consumed in order."""
+        while True:
+            source, item = self._chunks.get()
+            if source != index:
+                raise RuntimeError(f"read-ahead out of order: got {source}, expected {index}")
+            if isinstance(item, BaseException):
+                raise item
+            if item is self._END or not item:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Stop reading (the worker closes its stream); never raises."""
+        self._stopping.set()
+        self._thread.join(timeout=5)
 
 
 def _asset_keys(assets: Iterable[Any]) -> list[str]:
@@ -424,29 +555,33 @@ def create_zip_bundle(
 
     started = time.perf_counter()
     target = zip_key(listing_identity_id)
-    infos = _head_all(storage, keys, listing_identity_id)
+    infos = _stat_all(storage, keys, listing_identity_id)
     names = unique_entry_names(zip_entry_name(key, listing_identity_id) for key in keys)
 
     upload = storage.open_multipart(target, content_type=ZIP_CONTENT_TYPE)
+    pipeline = _UploadPipeline(upload)
+    reader = _ReadAhead(storage, keys, chunk_size=chunk_size, max_pending=READ_AHEAD_CHUNKS)
     current_key = ""
     try:
-        archive = ZipStreamWriter(upload, force_zip64=force_zip64)
-        for key, name, info in zip(keys, names, infos, strict=True):
+        archive = ZipStreamWriter(pipeline, force_zip64=force_zip64)
+        for index, (key, name, info) in enumerate(zip(keys, names, infos, strict=True)):
             current_key = key
-            with storage.open_read(key) as stream:
-                chunks = _read_chunks(stream, chunk_size)
-                first = next(chunks, b"")
-                archive.add_entry(
-                    name,
-                    itertools.chain([first], chunks),
-                    compress=not is_stored(name) and worth_deflating(first),
-                    size_hint=info.size,
-                    modified=info.last_modified,
-                )
+            chunks = reader.chunks(index)
+            first = next(chunks, b"")
+            archive.add_entry(
+                name,
+                itertools.chain([first], chunks),
+                compress=not is_stored(name) and worth_deflating(first),
+                size_hint=info.size,
+                modified=info.last_modified,
+            )
         current_key = ""
         archive.close()
+        pipeline.finish()
         completed = upload.complete()
     except BaseException as exc:
+        reader.close()
+        pipeline.stop()  # no part upload may still be running when the upload is aborted
         with suppress(Exception):
             upload.abort()
         if not isinstance(exc, Exception):
@@ -490,24 +625,57 @@ def create_zip_bundle(
     }
 
 
-def _head_all(
+def _stat_all(
     storage: Storage, keys: list[str], listing_identity_id: int | str
 ) -> list[ObjectInfo]:
-    """HEAD every asset first: a missing one fails the step before any upload starts."""
-    infos: list[ObjectInfo] = []
-    missing: list[str] = []
-    for key in keys:
+    """Size and date of every asset, before anything is uploaded: a missing one fails now.
+
+    One LIST of the assets' common folder answers for up to 1000 keys per request (a
+    listing has hundreds of assets; a HEAD each would be hundreds of round trips). Keys the
+    listing did not return are HEADed, concurrently, to tell missing from listed-late.
+    """
+    wanted = set(keys)
+    found: dict[str, ObjectInfo] = {}
+    folder = _common_folder(keys)
+    if folder:
         try:
-            infos.append(storage.head(key))
+            found = {info.key: info for info in storage.list(folder) if info.key in wanted}
+        except Exception as exc:
+            raise PipelineError(
+                ErrorCode.ZIP_FAILED, f"cannot list {folder}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def head(key: str) -> ObjectInfo | None:
+        try:
+            return storage.head(key)
         except ObjectNotFound:
-            missing.append(key)
+            return None
         except Exception as exc:
             raise PipelineError(
                 ErrorCode.ZIP_FAILED, f"cannot read {key}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    unlisted = [key for key in keys if key not in found]
+    if unlisted:
+        with ThreadPoolExecutor(max_workers=min(HEAD_CONCURRENCY, len(unlisted))) as pool:
+            for key, info in zip(unlisted, pool.map(head, unlisted), strict=True):
+                if info is not None:
+                    found[key] = info
+    missing = [key for key in keys if key not in found]
     if missing:
         raise PipelineError(
             ErrorCode.OBJECT_NOT_FOUND,
             f"cannot zip listing {listing_identity_id}: missing asset(s): {', '.join(missing)}",
         )
-    return infos
+    return [found[key] for key in keys]
+
+
+def _common_folder(keys: list[str]) -> str:
+    """The deepest folder holding every key (``"5150/raw/"``), or "" when there is none."""
+    folders = [key.split("/")[:-1] for key in keys]
+    common: list[str] = []
+    for segments in zip(*folders, strict=False):
+        if any(segment != segments[0] for segment in segments):
+            break
+        common.append(segments[0])
+    return "".join(segment + "/" for segment in common)
