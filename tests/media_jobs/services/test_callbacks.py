@@ -1,0 +1,462 @@
+"""The callback receiver service (SPEC §6), called directly: what each callback changes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from media_jobs.models import (
+    TEXT_MAX_BYTES,
+    AssetStatus,
+    JobProvider,
+    JobStatus,
+    MediaAsset,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
+from media_jobs.pipeline.callback import serialise_payload, sign
+from media_jobs.services import callbacks
+from media_jobs.services.callbacks import (
+    MSG_BAD_SIGNATURE,
+    MSG_NO_SECRET,
+    CallbackTooLarge,
+    CallbackUnauthorized,
+    callback_apply,
+)
+from media_jobs.services.errors import ApplicationError, ConflictError, NotFoundError
+from media_jobs.services.events import STEP_DISPATCH, event_record
+from tests.factories import AssetFactory, JobFactory
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "unit-secret"
+ARN = "arn:aws:states:us-east-1:123456789012:execution:sm:run-1"
+
+
+@pytest.fixture(autouse=True)
+def secret(settings: Any) -> None:
+    settings.CALLBACK_SECRET = SECRET
+    settings.CALLBACK_MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def output(asset: MediaAsset, **overrides: Any) -> dict[str, Any]:
+    base = f"{asset.listing_identity_id}/processed/photo/horizontal"
+    entry = {
+        "rawKey": asset.s3_key_raw,
+        "processedKey": f"{base}/large/p{asset.sequence}.jpg",
+        "thumbnailKey": f"{base}/thumbnail/p{asset.sequence}.jpg",
+        "outputs": {
+            "large_photo_horizontal": f"{base}/large/p{asset.sequence}.jpg",
+            "thumbnail_photo_horizontal": f"{base}/thumbnail/p{asset.sequence}.jpg",
+        },
+        "errorCode": "",
+        "errorMessage": "",
+    }
+    entry.update(overrides)
+    return entry
+
+
+def body_for(
+    job: MediaProcessingJob, status: str, outputs: list[Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "jobId": job.pk,
+        "listingIdentityId": job.listing_identity_id,
+        "executionArn": ARN,
+        "startedAt": "2025-03-04T05:06:07.890Z",
+        "provider": "STEP_FUNCTIONS",
+        "status": status,
+        "failureReason": "",
+        "error": None,
+        "outputs": outputs or [],
+        "traceparent": "",
+    }
+    body.update(extra)
+    return body
+
+
+def deliver(body: Any) -> callbacks.CallbackOutcome:
+    raw = body if isinstance(body, bytes) else serialise_payload(body)
+    return callback_apply(raw_body=raw, signature=sign(raw, SECRET))
+
+
+def processing_job(
+    listing: int = 500, assets: int = 2, **job_fields: Any
+) -> tuple[MediaProcessingJob, list[MediaAsset]]:
+    job = JobFactory(listing_identity_id=listing, status=JobStatus.RUNNING, **job_fields)
+    rows = [
+        AssetFactory(listing_identity_id=listing, status=AssetStatus.PROCESSING)
+        for _ in range(assets)
+    ]
+    return job, rows
+
+
+def test_success_updates_every_asset_and_the_job() -> None:
+    job, (first, second) = processing_job()
+    first.metadata = {"filename": "a.jpg", "errorCode": "OLD", "error": "old failure"}
+    first.save()
+    body = body_for(job, "SUCCEEDED", [output(first), output(second)])
+    outcome = deliver(body)
+    assert (outcome.status_code, outcome.applied, outcome.assets_updated) == (200, True, 2)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.completed_at is not None
+    assert job.callback_body == serialise_payload(body).decode()
+    assert job.external_id == ARN
+    assert job.started_at == datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert job.payload == {"assetsTotal": 2, "assetsFailed": 0}
+    assert job.last_error is None
+    first.refresh_from_db()
+    assert first.status == AssetStatus.PROCESSED
+    assert first.s3_key_processed == output(first)["processedKey"]
+    assert first.metadata == {
+        "filename": "a.jpg",
+        **output(first)["outputs"],
+        "thumbnailKey": output(first)["thumbnailKey"],
+    }
+
+
+def test_existing_external_id_and_started_at_are_kept() -> None:
+    started = datetime(2024, 1, 1, tzinfo=UTC)
+    job, (asset,) = processing_job(assets=1, external_id="celery-1-abc", started_at=started)
+    deliver(body_for(job, "SUCCEEDED", [output(asset)]))
+    job.refresh_from_db()
+    assert (job.external_id, job.started_at) == ("celery-1-abc", started)
+
+
+def test_outputs_with_errors_or_without_processed_key_fail_their_asset() -> None:
+    job, (broken, keyless, fine) = processing_job(assets=3)
+    body = body_for(
+        job,
+        "PARTIAL_SUCCESS",
+        [
+            output(broken, processedKey="", errorCode="CORRUPT_IMAGE", errorMessage="truncated"),
+            output(keyless, processedKey=""),
+            output(fine),
+            output(fine, rawKey="500/raw/photo/horizontal/unknown.jpg"),
+            "not an object",
+        ],
+        failureReason="2 of 3 assets failed",
+        error={
+            "code": "DERIVATIVE_ERRORS_DETECTED",
+            "message": "derivative errors detected",
+            "details": {"failedAssets": 2},
+        },
+    )
+    outcome = deliver(body)
+    assert outcome.unknown_raw_keys == ["500/raw/photo/horizontal/unknown.jpg"]
+    for asset in (broken, keyless, fine):
+        asset.refresh_from_db()
+    assert (broken.status, broken.metadata["errorCode"], broken.metadata["error"]) == (
+        AssetStatus.FAILED,
+        "CORRUPT_IMAGE",
+        "truncated",
+    )
+    assert (keyless.status, keyless.metadata["errorCode"]) == (
+        AssetStatus.FAILED,
+        "MISSING_PROCESSED_KEY",
+    )
+    assert fine.status == AssetStatus.PROCESSED
+    job.refresh_from_db()
+    assert job.status == JobStatus.PARTIAL_SUCCESS
+    assert job.last_error == (
+        'code=DERIVATIVE_ERRORS_DETECTED | derivative errors detected | 2 of 3 assets failed | meta={"failedAssets": 2}'
+    )
+    assert job.payload == {"assetsTotal": 5, "assetsFailed": 1}
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("SUCCEEDED", JobStatus.SUCCEEDED),
+        ("PARTIAL_SUCCESS", JobStatus.PARTIAL_SUCCESS),
+        ("FAILED", JobStatus.FAILED),
+        ("PROCESSING_FAILED", JobStatus.FAILED),
+        ("VALIDATION_FAILED", JobStatus.FAILED),
+        ("FINALIZATION_FAILED", JobStatus.FAILED),
+        ("TIMED_OUT", JobStatus.FAILED),
+        ("IN_PROGRESS", JobStatus.RUNNING),
+        ("", JobStatus.RUNNING),
+        (7, JobStatus.RUNNING),
+    ],
+)
+def test_status_map(status: Any, expected: str) -> None:
+    job = JobFactory(listing_identity_id=501, status=JobStatus.PENDING)
+    deliver(body_for(job, status))
+    job.refresh_from_db()
+    assert job.status == expected
+    if expected == JobStatus.RUNNING:
+        assert job.external_id == ARN and job.started_at is not None and job.completed_at is None
+
+
+def test_failed_without_outputs_fails_the_jobs_processing_assets_only() -> None:
+    job, (mine, also_mine) = processing_job(listing=502)
+    other = AssetFactory(listing_identity_id=502, status=AssetStatus.PROCESSING)
+    event_record(
+        job=job, step=STEP_DISPATCH, kind="started", detail={"assetIds": [mine.pk, also_mine.pk]}
+    )
+    deliver(
+        body_for(
+            job,
+            "PROCESSING_FAILED",
+            error={"code": "VIDEO_TRANSCODE_FAILED", "message": "ffmpeg exited 1"},
+        )
+    )
+    statuses = dict(MediaAsset.objects.filter(listing_identity_id=502).values_list("id", "status"))
+    assert statuses == {mine.pk: "FAILED", also_mine.pk: "FAILED", other.pk: "PROCESSING"}
+    mine.refresh_from_db()
+    assert (
+        mine.metadata["errorCode"] == "VIDEO_TRANSCODE_FAILED"
+        and mine.metadata["error"] == "ffmpeg exited 1"
+    )
+
+
+def test_failed_without_outputs_for_a_job_started_elsewhere_fails_the_listings_processing_assets() -> (
+    None
+):
+    job, assets = processing_job(listing=503)
+    done = AssetFactory(listing_identity_id=503, status=AssetStatus.PROCESSED)
+    deliver(body_for(job, "FAILED"))
+    assert {a.status for a in MediaAsset.objects.filter(pk__in=[a.pk for a in assets])} == {
+        "FAILED"
+    }
+    done.refresh_from_db()
+    assert done.status == AssetStatus.PROCESSED
+
+
+def test_finalization_failure_fails_the_job_not_the_assets() -> None:
+    job = JobFactory(
+        listing_identity_id=504,
+        status=JobStatus.RUNNING,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    asset = AssetFactory(listing_identity_id=504, status=AssetStatus.PROCESSING)
+    deliver(
+        {
+            "jobId": str(job.pk),
+            "listingIdentityId": "504",
+            "status": "FINALIZATION_FAILED",
+            "traceparent": "",
+            "error": {"Error": "ZIP_FAILED", "Cause": "disk full"},
+        }
+    )
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED  # not left RUNNING (the Go backend's bug)
+    assert job.last_error == "code=ZIP_FAILED | disk full"
+    asset.refresh_from_db()
+    assert asset.status == AssetStatus.PROCESSING
+
+
+def test_finalization_success_keeps_the_zip_figures() -> None:
+    job = JobFactory(
+        listing_identity_id=505,
+        status=JobStatus.RUNNING,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    figures = {
+        "assetsZipped": 3,
+        "zipBundles": ["505/processed/zip/listing-media.zip"],
+        "zipSizeBytes": 10,
+        "unzippedSizeBytes": 12,
+    }
+    deliver(
+        {
+            "jobId": job.pk,
+            "status": "SUCCEEDED",
+            "provider": "STEP_FUNCTIONS_FINALIZATION",
+            "listingIdentityId": "505",
+            "traceparent": "",
+            **figures,
+        }
+    )
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.payload == figures
+
+
+def test_a_replay_changes_nothing_and_answers_200() -> None:
+    job, (asset,) = processing_job(assets=1)
+    body = body_for(job, "SUCCEEDED", [output(asset)])
+    deliver(body)
+    job.refresh_from_db()
+    MediaAsset.objects.filter(pk=asset.pk).update(metadata={"touched": "by an operator"})
+    before = (job.status, job.completed_at, job.callback_body, job.payload)
+    outcome = deliver(body)
+    assert (outcome.status_code, outcome.applied, outcome.replay) == (200, False, True)
+    job.refresh_from_db()
+    assert (job.status, job.completed_at, job.callback_body, job.payload) == before
+    assert MediaAsset.objects.get(pk=asset.pk).metadata == {"touched": "by an operator"}
+
+
+def test_a_late_success_after_the_reconciler_is_applied_and_noted() -> None:
+    job, (asset,) = processing_job(assets=1, started_at=datetime(2024, 1, 1, tzinfo=UTC))
+    MediaProcessingJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED,
+        last_error="code=RECONCILER_TIMEOUT | reconciler marked failed after 1h0m0s without callback",
+    )
+    MediaAsset.objects.filter(pk=asset.pk).update(status=AssetStatus.FAILED)
+    outcome = deliver(body_for(job, "SUCCEEDED", [output(asset)]))
+    assert (outcome.status_code, outcome.applied) == (200, True)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    asset.refresh_from_db()
+    assert asset.status == AssetStatus.PROCESSED
+    event = MediaJobEvent.objects.get(pk=outcome.event_id)
+    assert event.detail["lateSuccess"] is True and "late SUCCEEDED" in event.detail["message"]
+
+
+def test_a_failure_never_overwrites_a_success() -> None:
+    job, (asset,) = processing_job(assets=1)
+    deliver(body_for(job, "SUCCEEDED", [output(asset)]))
+    job.refresh_from_db()
+    before = (job.status, job.completed_at, job.callback_body, job.last_error)
+    failure = body_for(job, "PROCESSING_FAILED", error={"code": "X", "message": "late failure"})
+    outcome = deliver(failure)
+    assert (outcome.status_code, outcome.applied) == (409, False)
+    job.refresh_from_db()
+    assert (job.status, job.completed_at, job.callback_body, job.last_error) == before
+    recorded = MediaJobEvent.objects.get(pk=outcome.event_id)
+    assert recorded.kind == "failed" and recorded.detail["callbackStatus"] == "PROCESSING_FAILED"
+    assert deliver(body_for(job, "PARTIAL_SUCCESS")).status_code == 409
+
+
+def test_the_pipelines_failure_after_the_reconcilers_adds_its_details() -> None:
+    job, (asset,) = processing_job(assets=1)
+    MediaProcessingJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, last_error="code=RECONCILER_TIMEOUT | gave up"
+    )
+    outcome = deliver(
+        body_for(
+            job,
+            "FAILED",
+            [output(asset, processedKey="", errorCode="TOO_MANY_PIXELS", errorMessage="huge")],
+        )
+    )
+    assert outcome.applied
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.last_error.startswith(
+        "code=RECONCILER_TIMEOUT | gave up"
+    )
+    asset.refresh_from_db()
+    assert asset.metadata["errorCode"] == "TOO_MANY_PIXELS"
+
+
+def test_a_body_over_64_kib_is_kept_whole_in_the_event_and_cut_in_callback_body() -> None:
+    job, assets = processing_job(listing=506, assets=1)
+    many = [output(assets[0])] + [
+        output(assets[0], rawKey=f"506/raw/photo/horizontal/ünknown-{n:04d}.jpg")
+        for n in range(600)
+    ]
+    body = body_for(job, "SUCCEEDED", many)
+    raw = serialise_payload(body)
+    assert len(raw) > TEXT_MAX_BYTES
+    outcome = deliver(raw)
+    job.refresh_from_db()
+    stored = job.callback_body.encode()
+    assert len(stored) <= TEXT_MAX_BYTES
+    assert raw.startswith(stored.split(b"\n...[truncated by the portal")[0])
+    assert f"the body is {len(raw)} bytes" in job.callback_body
+    assert MediaJobEvent.objects.get(pk=outcome.event_id).detail["rawBody"] == raw.decode()
+    assert outcome.unknown_raw_keys[:1] == ["506/raw/photo/horizontal/ünknown-0000.jpg"]
+    assert deliver(raw).replay  # still recognised as a replay
+
+
+def test_the_listing_must_match_the_job() -> None:
+    job, _ = processing_job(listing=507, assets=1)
+    with pytest.raises(ConflictError, match="belongs to listing 507"):
+        deliver(body_for(job, "SUCCEEDED", listingIdentityId=999))
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("started_at", "kept"),
+    [
+        ("2039-01-01T00:00:00Z", None),
+        ("1969-12-31T23:00:00Z", None),
+        ("not a date", None),
+        ("2025-01-02T03:04:05", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2025-01-02T03:04:05+02:00", datetime(2025, 1, 2, 1, 4, 5, tzinfo=UTC)),
+    ],
+)
+def test_started_at_outside_a_timestamp_is_ignored(started_at: str, kept: datetime | None) -> None:
+    job = JobFactory(listing_identity_id=508, status=JobStatus.PENDING)
+    deliver(body_for(job, "RUNNING", startedAt=started_at))
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING
+    if kept is not None:
+        assert job.started_at == kept
+    else:
+        assert job.started_at is not None and job.started_at.year >= 2025
+
+
+def test_one_transaction_per_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+    job, (first, second) = processing_job(listing=509)
+    real = callbacks.asset_apply_output
+    calls = []
+
+    def failing_second(*, asset: MediaAsset, output: dict[str, Any]) -> MediaAsset:
+        calls.append(asset.pk)
+        if len(calls) == 2:
+            raise RuntimeError("database went away")
+        return real(asset=asset, output=output)
+
+    monkeypatch.setattr(callbacks, "asset_apply_output", failing_second)
+    with pytest.raises(RuntimeError):
+        deliver(body_for(job, "SUCCEEDED", [output(first), output(second)]))
+    first.refresh_from_db()
+    job.refresh_from_db()
+    assert first.status == AssetStatus.PROCESSING and job.status == JobStatus.RUNNING
+    assert not MediaJobEvent.objects.filter(job_id=job.pk).exists()
+
+
+def test_progress_for_a_finished_job_is_ignored() -> None:
+    job = JobFactory(listing_identity_id=510, status=JobStatus.SUCCEEDED, callback_body="{}")
+    outcome = deliver(body_for(job, "RUNNING"))
+    assert (outcome.status_code, outcome.applied) == (200, False)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.callback_body == "{}"
+
+
+def test_signature_secret_and_size_are_checked_first(settings: Any) -> None:
+    job = JobFactory(listing_identity_id=511, status=JobStatus.RUNNING)
+    raw = serialise_payload(body_for(job, "SUCCEEDED"))
+    with pytest.raises(CallbackUnauthorized, match=MSG_BAD_SIGNATURE[:20]):
+        callback_apply(raw_body=raw, signature="0" * 64)
+    with pytest.raises(CallbackUnauthorized):
+        callback_apply(raw_body=raw, signature=None)
+    settings.CALLBACK_MAX_BODY_BYTES = 10
+    with pytest.raises(CallbackTooLarge):
+        callback_apply(raw_body=raw, signature=sign(raw, SECRET))
+    settings.CALLBACK_MAX_BODY_BYTES = 1024 * 1024
+    settings.CALLBACK_SECRET = ""
+    with pytest.raises(CallbackUnauthorized, match=MSG_NO_SECRET[:20]):
+        callback_apply(raw_body=raw, signature=sign(raw, ""))
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING
+    # The Celery engine's own results skip the signature (they never left the process).
+    assert callback_apply(raw_body=raw, verify=False, source="celery").applied
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"{", ApplicationError),
+        (b"[]", ApplicationError),
+        (b'{"jobId": "x", "listingIdentityId": 1}', ApplicationError),
+        (b'{"jobId": 1.5, "listingIdentityId": 1}', ApplicationError),
+        (b'{"jobId": 1, "listingIdentityId": null}', ApplicationError),
+        (b'{"jobId": NaN, "listingIdentityId": 1}', ApplicationError),
+        (b'{"jobId": 99999999999, "listingIdentityId": 1}', NotFoundError),
+        (b'{"jobId": 987654, "listingIdentityId": 1}', NotFoundError),
+        (b"\xff", ApplicationError),
+        (b"[" * 100_000, ApplicationError),
+    ],
+)
+def test_malformed_bodies_are_refused(raw: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error) as raised:
+        deliver(raw)
+    assert type(raised.value) is error
+    assert raised.value.status_code in (400, 404)
+    json.dumps(raised.value.message)
