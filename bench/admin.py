@@ -23,6 +23,7 @@ from bench.common import (
     BenchResult,
     Target,
     base_parser,
+    bench_database,
     finish,
     load_average,
     migrate,
@@ -41,7 +42,7 @@ PAGE_BUDGET_MS = 150
 
 
 def database_name(smoke: bool) -> str:
-    return "toq_bench_admin_smoke" if smoke else "toq_bench_admin"
+    return bench_database("toq_bench_admin_smoke" if smoke else "toq_bench_admin")
 
 
 def _loaded(database: str, jobs: int, assets: int) -> bool:

@@ -32,6 +32,7 @@ from bench.common import (
     BenchResult,
     Target,
     base_parser,
+    bench_database,
     django_env,
     finish,
     load_average,
@@ -43,7 +44,7 @@ from bench.common import (
 )
 from bench.services import free_port
 
-DATABASE = "toq_bench_callback"
+DATABASE = bench_database("toq_bench_callback")
 CALLBACK_PATH = "/api/v2/listings/media/callback"
 SECRET = "bench-callback-secret-" + "s" * 20
 ASSETS_PER_JOB = 40

@@ -271,6 +271,19 @@ def mysql_connect(database: str | None = None) -> Any:
     return MySQLdb.connect(**options)
 
 
+def bench_database(name: str) -> str:
+    """The database a benchmark owns; BENCH_DB_SUFFIX keeps parallel runs (a test, CI) apart."""
+    return name + os.environ.get("BENCH_DB_SUFFIX", "")
+
+
+def drop_database(name: str) -> None:
+    conn = mysql_connect()
+    try:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
 def database_url(name: str) -> str:
     return f"{MYSQL_SERVER_URL.rstrip('/')}/{name}"
 
@@ -304,9 +317,10 @@ def django_env(database: str, **extra: str) -> dict[str, str]:
 
 def setup_django(database: str, **extra: str) -> None:
     """Configure this process for ``database`` and start Django (once per process)."""
-    os.environ.update(django_env(database, **extra))
-    for name in ("CELERY_BROKER_URL", "DATABASE_TEST_NAME"):
-        os.environ.pop(name, None)
+    env = django_env(database, **extra)
+    for name in set(os.environ) - set(env):  # what django_env leaves out (a stray broker)
+        del os.environ[name]
+    os.environ.update(env)
     import django
 
     django.setup()

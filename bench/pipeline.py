@@ -34,6 +34,7 @@ from bench.common import (
     BenchResult,
     Target,
     base_parser,
+    bench_database,
     django_env,
     finish,
     load_average,
@@ -45,7 +46,7 @@ from bench.common import (
 )
 from bench.services import moto_server, new_bucket, s3_env
 
-DATABASE = "toq_bench_pipeline"
+DATABASE = bench_database("toq_bench_pipeline")
 LISTING = 880001
 DISTINCT_PHOTOS = 6  # generated once each, uploaded under several keys
 TERMINAL = {"SUCCEEDED", "PARTIAL_SUCCESS", "FAILED"}

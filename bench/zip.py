@@ -350,6 +350,7 @@ def run(
     proposal: bool = False,
 ) -> BenchResult:
     runs = runs or (1 if smoke else 3)
+    proposal = proposal or (not smoke and os.environ.get("BENCH_ZIP_PROPOSAL", "1") == "1")
     total_mib = total_mib or (24 if smoke else 1024)
     count = count or (20 if smoke else 200)
     objects = plan_objects(total_mib * MIB, count)
@@ -436,7 +437,9 @@ def main() -> None:
     parser.add_argument("--total-mib", type=int, default=None, help="raw media in MiB")
     parser.add_argument("--count", type=int, default=None, help="number of objects")
     parser.add_argument(
-        "--proposal", action="store_true", help="also run bench/zip_pipelined.py (overlapped I/O)"
+        "--proposal",
+        action="store_true",
+        help="also run bench/zip_pipelined.py (overlapped I/O); on by default at full size",
     )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse_hidden())
     parser.add_argument("--endpoint", help=argparse_hidden())
