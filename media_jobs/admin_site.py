@@ -15,6 +15,8 @@ class PortalAdminSite(AdminSite):
     site_title = "TOQ media portal"
     index_title = "Operations"
     index_template = "admin/portal_index.html"
+    # The header's portal links replace the model sidebar: the jobs list needs the width.
+    enable_nav_sidebar = False
 
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

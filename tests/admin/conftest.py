@@ -3,15 +3,11 @@ with real generated media, and a processed listing as the pipeline leaves it."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.apps import apps as django_apps
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
@@ -20,48 +16,19 @@ from media_jobs.models import AssetStatus, AssetType, JobProvider, JobStatus
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import Storage
 from media_jobs.storage import pipeline_storage
+from tests.admin.users import OPERATORS, VIEWERS, make_user
 from tests.factories import AssetFactory, JobFactory
 from tests.support.callback_receiver import callback_receiver  # noqa: F401 - fixture
-
-groups_migration = importlib.import_module("media_jobs.migrations.0003_operator_groups")
-PASSWORD = "correct-horse-battery-staple-42"
-
-
-def ensure_groups() -> None:
-    """The migration made them; a transactional test's flush removes them, so re-create."""
-    if (
-        Group.objects.filter(
-            name__in=[groups_migration.OPERATORS, groups_migration.VIEWERS]
-        ).count()
-        < 2
-    ):
-        groups_migration.create_groups(django_apps, None)
-
-
-def make_user(
-    username: str, *, group: str | None = None, superuser: bool = False, staff: bool = True
-):
-    ensure_groups()
-    user_model = get_user_model()
-    if superuser:
-        user = user_model.objects.create_superuser(username, f"{username}@example.com", PASSWORD)
-    else:
-        user = user_model.objects.create_user(
-            username, f"{username}@example.com", PASSWORD, is_staff=staff
-        )
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
 
 
 @pytest.fixture
 def operator(db):
-    return make_user("olga-operator", group=groups_migration.OPERATORS)
+    return make_user("olga-operator", group=OPERATORS)
 
 
 @pytest.fixture
 def viewer(db):
-    return make_user("victor-viewer", group=groups_migration.VIEWERS)
+    return make_user("victor-viewer", group=VIEWERS)
 
 
 @pytest.fixture
