@@ -169,12 +169,12 @@ def _id(body: Mapping[str, Any], name: str) -> int:
 
 
 def _text(value: Any) -> str:
-    """A JSON value as text for a column or a string map: None -> "", others -> str."""
+    """A JSON value as text for a column or a string map: None -> "", others -> JSON text.
+    Lone surrogates (valid in JSON escapes, not in UTF-8 columns) become "?"."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, default=str)
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _parse_started_at(value: Any) -> datetime | None:
@@ -273,7 +273,7 @@ def asset_apply_output(*, asset: MediaAsset, output: Mapping[str, Any]) -> Media
         asset.s3_key_processed = processed_key
         outputs = output.get("outputs")
         if isinstance(outputs, Mapping):
-            meta.update({str(k): _text(v) for k, v in outputs.items()})
+            meta.update({_text(k): _text(v) for k, v in outputs.items()})
         thumbnail_key = _text(output.get("thumbnailKey"))
         if thumbnail_key:
             meta["thumbnailKey"] = thumbnail_key
@@ -345,7 +345,7 @@ def _fill_identity(job: MediaProcessingJob, body: Mapping[str, Any]) -> None:
     fields = []
     arn = body.get("executionArn")
     if not job.external_id and isinstance(arn, str) and arn:
-        job.external_id = arn[:KEY_MAX_LENGTH]
+        job.external_id = _text(arn)[:KEY_MAX_LENGTH]
         fields.append("external_id")
     started_at = _parse_started_at(body.get("startedAt"))
     if job.started_at is None and started_at is not None:
@@ -445,7 +445,7 @@ def _apply(
                 job_id=job_id, expected=job.listing_identity_id, given=listing_identity_id
             )
         )
-    raw_status = _text(body.get("status")).strip().upper()
+    raw_status = _text(body.get("status")).strip().upper()[:100]
     new_status = STATUS_MAP.get(raw_status, JobStatus.RUNNING)
     stored_text, truncated = stored_callback_text(raw_body)
     detail: dict[str, Any] = {
@@ -486,7 +486,7 @@ def _apply(
         arn = body.get("executionArn")
         job = job_mark_running(
             job=job,
-            external_id=arn[:KEY_MAX_LENGTH] if isinstance(arn, str) and arn else None,
+            external_id=_text(arn)[:KEY_MAX_LENGTH] if isinstance(arn, str) and arn else None,
             started_at=_parse_started_at(body.get("startedAt")),
         )
         job.callback_body = stored_text
