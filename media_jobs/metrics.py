@@ -37,6 +37,7 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .models import (
     ACTIVE_JOB_STATUSES,
@@ -181,7 +182,8 @@ class DatabaseCollector(Collector):
         )
         for row in rows:
             buckets = [
-                (str(bound), row[f"le_{i}"]) for i, bound in enumerate(DURATION_BUCKETS_S)
+                (floatToGoString(bound), row[f"le_{i}"])
+                for i, bound in enumerate(DURATION_BUCKETS_S)
             ] + [("+Inf", row["total"])]
             histogram.add_metric(
                 [row["step"], row["kind"]], buckets, sum_value=(row["total_ms"] or 0) / 1000
