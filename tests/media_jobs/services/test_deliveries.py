@@ -1,0 +1,104 @@
+"""The callback delivery log: signed sends to CALLBACK_URL with retries, and replays."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from media_jobs.models import CallbackDelivery, MediaJobEvent
+from media_jobs.pipeline.callback import SIGNATURE_HEADER, sign, verify_signature
+from media_jobs.services.deliveries import callback_deliver, delivery_replay
+from media_jobs.services.errors import ApplicationError
+from tests.factories import JobFactory
+from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
+
+pytestmark = pytest.mark.django_db
+
+BODY = {"jobId": 1, "listingIdentityId": 2, "status": "SUCCEEDED", "outputs": [], "note": "çà"}
+
+
+@pytest.fixture
+def receiver(settings: Any) -> Iterator[CallbackReceiver]:
+    running = CallbackReceiver().start()
+    settings.CALLBACK_URL = running.url
+    settings.CALLBACK_SECRET = "delivery-secret"
+    settings.CALLBACK_MAX_ATTEMPTS = 4
+    settings.CALLBACK_TIMEOUT_SECONDS = 2
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_retries_with_backoff_until_accepted(receiver: CallbackReceiver) -> None:
+    receiver.plan(PlannedResponse(status=500, body=b"boom"), PlannedResponse(status=429))
+    slept: list[float] = []
+    job = JobFactory()
+    delivery = callback_deliver(job=job, body=BODY, sleep=slept.append)
+    assert slept == [5.0, 10.0]  # SPEC §4: 5 s, backoff 2
+    rows = list(CallbackDelivery.objects.filter(job_id=job.pk).order_by("attempt"))
+    assert [(r.attempt, r.response_status, r.succeeded) for r in rows] == [
+        (1, 500, False),
+        (2, 429, False),
+        (3, 200, True),
+    ]
+    assert rows[0].response_excerpt == "boom" and rows[0].error == "HTTP 500"
+    assert delivery == rows[-1] and delivery.latency_ms is not None
+    received = receiver.received[-1]
+    assert received.body.decode() == delivery.request_body
+    assert json.loads(received.body) == BODY
+    assert verify_signature(received.body, "delivery-secret", received.headers[SIGNATURE_HEADER])
+    assert delivery.signature == received.headers[SIGNATURE_HEADER]
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert event.kind == "succeeded" and event.detail["attempts"] == 3
+
+
+def test_gives_up_after_the_configured_attempts(receiver: CallbackReceiver, settings: Any) -> None:
+    settings.CALLBACK_MAX_ATTEMPTS = 2
+    receiver.plan(*[PlannedResponse(status=503)] * 5)
+    job = JobFactory()
+    delivery = callback_deliver(job=job, body=BODY, sleep=lambda _: None)
+    assert not delivery.succeeded and delivery.attempt == 2
+    assert CallbackDelivery.objects.filter(job_id=job.pk).count() == 2
+    assert MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery").kind == "failed"
+
+
+def test_network_errors_are_logged_as_failed_attempts(settings: Any) -> None:
+    settings.CALLBACK_URL = "http://127.0.0.1:9/callback"
+    settings.CALLBACK_SECRET = "s"
+    job = JobFactory()
+    delivery = callback_deliver(job=job, body=BODY, max_attempts=1)
+    assert delivery.response_status is None and "ConnectionError" in delivery.error
+    assert not delivery.succeeded
+
+
+def test_replay_sends_the_same_bytes_signed_with_todays_secret(
+    receiver: CallbackReceiver, settings: Any
+) -> None:
+    job = JobFactory()
+    original = callback_deliver(job=job, body=BODY)
+    settings.CALLBACK_SECRET = "rotated-secret"
+    replay = delivery_replay(delivery=original)
+    assert replay.replay_of_id == original.pk and replay.succeeded
+    assert replay.request_body == original.request_body
+    assert (
+        replay.signature
+        == sign(original.request_body.encode(), "rotated-secret")
+        != original.signature
+    )
+    assert receiver.received[-1].body == original.request_body.encode()
+    assert MediaJobEvent.objects.filter(job_id=job.pk, step="callback_delivery").count() == 2
+
+
+def test_nothing_is_sent_without_url_or_secret(settings: Any) -> None:
+    settings.CALLBACK_URL = ""
+    settings.CALLBACK_SECRET = "s"
+    with pytest.raises(ApplicationError, match="CALLBACK_URL"):
+        callback_deliver(job=JobFactory(), body=BODY)
+    settings.CALLBACK_URL = "http://127.0.0.1:9/"
+    settings.CALLBACK_SECRET = ""
+    with pytest.raises(ApplicationError, match="CALLBACK_SECRET"):
+        callback_deliver(job=JobFactory(), body=BODY)

@@ -1,0 +1,138 @@
+"""Starting jobs (SPEC §7) at the service level: which assets, which input, which engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from media_jobs import tasks
+from media_jobs.models import AssetStatus, AssetType, JobProvider, JobStatus, MediaAsset
+from media_jobs.services.dispatch import (
+    dispatch_detail,
+    job_asset_ids,
+    listing_finalization_blockers,
+    listing_start_finalization,
+    listing_start_processing,
+    traceparent_or_new,
+    workflow_id_of,
+    workflow_input,
+)
+from media_jobs.services.errors import ApplicationError, NotFoundError
+from tests.factories import AssetFactory
+
+pytestmark = pytest.mark.django_db
+
+VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture(autouse=True)
+def celery_engine(settings: Any) -> None:
+    settings.MEDIA_PIPELINE_ENGINE = "celery"
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    monkeypatch.setattr(tasks, "enqueue", lambda task, *args, **kw: calls.append((task.name, args)))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        (VALID, True),
+        (VALID.upper(), True),
+        (" " + VALID + " ", True),
+        ("00-" + "0" * 32 + "-b7ad6b7169203331-01", False),
+        ("00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01", False),
+        ("garbage", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_traceparent_is_kept_when_valid_else_renewed(given: str | None, kept: bool) -> None:
+    result = traceparent_or_new(given)
+    assert (result == VALID) is kept
+    assert len(result.split("-")) == 4 and len(result) == 55
+
+
+def test_processing_queues_run_processing_after_commit(
+    queued: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    AssetFactory(listing_identity_id=801, status=AssetStatus.PENDING_UPLOAD)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = listing_start_processing(listing_identity_id=801, traceparent=VALID)
+        assert queued == []  # nothing is queued before the commit
+    assert queued == [("media_jobs.tasks.run_processing", (job.pk,))]
+    detail = dispatch_detail(job=job)
+    assert detail["engine"] == "celery" and detail["workflowId"] == workflow_id_of(job=job)
+    assert workflow_id_of(job=job).startswith(f"celery-{job.pk}-")
+    assert job.status == JobStatus.PENDING and job.external_id is None
+
+
+def test_exact_assets_whatever_their_status(queued: list[Any]) -> None:
+    done = AssetFactory(listing_identity_id=802, status=AssetStatus.PROCESSED)
+    busy = AssetFactory(listing_identity_id=802, status=AssetStatus.PROCESSING)
+    AssetFactory(listing_identity_id=802, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(
+        listing_identity_id=802, asset_ids=[busy.pk, done.pk, done.pk], retry_count=2
+    )
+    assert job.retry_count == 2
+    assert job_asset_ids(job=job) == [done.pk, busy.pk]
+    assert [a["key"] for a in workflow_input(job=job)["assets"]] == [
+        done.s3_key_raw,
+        busy.s3_key_raw,
+    ]
+    assert MediaAsset.objects.get(pk=done.pk).status == AssetStatus.PROCESSING
+
+
+def test_unusable_asset_ids_are_refused_with_the_ids(queued: list[Any]) -> None:
+    mine = AssetFactory(listing_identity_id=803, status=AssetStatus.FAILED)
+    other = AssetFactory(listing_identity_id=804, status=AssetStatus.FAILED)
+    no_raw = AssetFactory(listing_identity_id=803, status=AssetStatus.FAILED, s3_key_raw=None)
+    zip_row = AssetFactory(
+        listing_identity_id=803, asset_type=AssetType.ZIP, s3_key_raw="803/raw/z.zip"
+    )
+    with pytest.raises(NotFoundError, match=str(other.pk)):
+        listing_start_processing(listing_identity_id=803, asset_ids=[mine.pk, other.pk])
+    with pytest.raises(ApplicationError, match="no raw key"):
+        listing_start_processing(listing_identity_id=803, asset_ids=[no_raw.pk])
+    with pytest.raises(ApplicationError, match="ZIP rows"):
+        listing_start_processing(listing_identity_id=803, asset_ids=[zip_row.pk])
+    with pytest.raises(ApplicationError, match="empty"):
+        listing_start_processing(listing_identity_id=803, asset_ids=[])
+    assert MediaAsset.objects.get(pk=mine.pk).status == AssetStatus.FAILED
+    assert queued == []
+
+
+def test_default_selection_skips_outputs_and_assets_without_raw(queued: list[Any]) -> None:
+    photo = AssetFactory(listing_identity_id=805, status=AssetStatus.FAILED)
+    AssetFactory(
+        listing_identity_id=805, asset_type=AssetType.ZIP, status=AssetStatus.PENDING_UPLOAD
+    )
+    AssetFactory(listing_identity_id=805, status=AssetStatus.PENDING_UPLOAD, s3_key_raw="")
+    job = listing_start_processing(listing_identity_id=805)
+    assert job_asset_ids(job=job) == [photo.pk]
+
+
+def test_finalization_is_running_at_once_with_every_asset_in_its_input(queued: list[Any]) -> None:
+    assets = [
+        AssetFactory(
+            listing_identity_id=806, status=AssetStatus.PROCESSED, s3_key_processed=f"806/p/{n}.jpg"
+        )
+        for n in range(3)
+    ]
+    AssetFactory(
+        listing_identity_id=806, asset_type=AssetType.ZIP, status=AssetStatus.PENDING_UPLOAD
+    )
+    assert listing_finalization_blockers(listing_identity_id=806) == []
+    job = listing_start_finalization(listing_identity_id=806, traceparent=VALID)
+    assert job.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION
+    assert job.status == JobStatus.RUNNING and job.external_id == workflow_id_of(job=job)
+    assert workflow_input(job=job) == {
+        "jobId": job.pk,
+        "listingIdentityId": 806,
+        "assets": [{"key": a.s3_key_raw, "type": a.asset_type} for a in assets],
+        "traceparent": VALID,
+    }

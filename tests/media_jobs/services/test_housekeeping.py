@@ -1,0 +1,139 @@
+"""The reconciler and the cleaner (SPEC §8)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from media_jobs.models import (
+    AssetStatus,
+    CallbackDelivery,
+    JobProvider,
+    JobStatus,
+    MediaAsset,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
+from media_jobs.services.errors import ApplicationError
+from media_jobs.services.events import event_record
+from media_jobs.services.housekeeping import go_duration, jobs_clean, jobs_reconcile
+from tests.factories import AssetFactory, JobFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(3600, "1h0m0s"), (300, "5m0s"), (45, "45s"), (5400, "1h30m0s")]
+)
+def test_go_duration(seconds: int, text: str) -> None:
+    assert go_duration(seconds) == text
+
+
+def test_reconciler_fails_running_and_pending_jobs_past_the_timeout() -> None:
+    now = timezone.now()
+    old = now - timedelta(hours=2)
+    running = JobFactory(listing_identity_id=601, status=JobStatus.RUNNING, started_at=old)
+    pending = JobFactory(listing_identity_id=602, status=JobStatus.PENDING, created_at=old)
+    started_late = JobFactory(
+        listing_identity_id=603, status=JobStatus.RUNNING, created_at=old, started_at=now
+    )
+    no_start = JobFactory(
+        listing_identity_id=604, status=JobStatus.RUNNING, created_at=old, started_at=None
+    )
+    fresh = JobFactory(listing_identity_id=605, status=JobStatus.PENDING, created_at=now)
+    finished = JobFactory(
+        listing_identity_id=606, status=JobStatus.SUCCEEDED, created_at=old, completed_at=old
+    )
+    stuck_asset = AssetFactory(listing_identity_id=601, status=AssetStatus.PROCESSING)
+    done_asset = AssetFactory(listing_identity_id=601, status=AssetStatus.PROCESSED)
+
+    assert jobs_reconcile(timeout_seconds=3600, dry_run=True) == [
+        running.pk,
+        pending.pk,
+        no_start.pk,
+    ]
+    assert MediaProcessingJob.objects.filter(status=JobStatus.FAILED).count() == 0
+
+    failed = jobs_reconcile(timeout_seconds=3600)
+    assert failed == [running.pk, pending.pk, no_start.pk]
+    running.refresh_from_db()
+    assert running.status == JobStatus.FAILED and running.completed_at is not None
+    assert running.last_error == (
+        "code=RECONCILER_TIMEOUT | reconciler marked failed after 1h0m0s without callback"
+    )
+    event = MediaJobEvent.objects.get(job_id=running.pk)
+    assert (event.step, event.kind, event.detail["actor"]) == (
+        "mark_failed",
+        "failed",
+        "reconciler",
+    )
+    stuck_asset.refresh_from_db()
+    done_asset.refresh_from_db()
+    assert stuck_asset.status == AssetStatus.FAILED
+    assert stuck_asset.metadata["errorCode"] == "RECONCILER_TIMEOUT"
+    assert done_asset.status == AssetStatus.PROCESSED
+    for untouched in (started_late, fresh, finished):
+        before = untouched.status
+        untouched.refresh_from_db()
+        assert untouched.status == before
+    assert jobs_reconcile(timeout_seconds=3600) == []  # nothing left
+
+
+def test_reconciler_limit_and_finalization_jobs() -> None:
+    old = timezone.now() - timedelta(hours=2)
+    zip_job = JobFactory(
+        listing_identity_id=610,
+        status=JobStatus.RUNNING,
+        started_at=old,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    JobFactory(listing_identity_id=611, status=JobStatus.RUNNING, started_at=old)
+    asset = AssetFactory(listing_identity_id=610, status=AssetStatus.PROCESSING)
+    assert jobs_reconcile(timeout_seconds=60, limit=1) == [zip_job.pk]
+    asset.refresh_from_db()
+    assert asset.status == AssetStatus.PROCESSING  # a ZIP job's timeout says nothing of photos
+    with pytest.raises(ApplicationError):
+        jobs_reconcile(timeout_seconds=0)
+
+
+def test_cleaner_deletes_old_terminal_jobs_in_batches_with_their_events() -> None:
+    now = timezone.now()
+    old = now - timedelta(days=100)
+    old_jobs = [
+        JobFactory(status=status, completed_at=old - timedelta(minutes=i))
+        for i, status in enumerate(
+            [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS] * 3
+        )
+    ]
+    recent = JobFactory(status=JobStatus.SUCCEEDED, completed_at=now)
+    running = JobFactory(status=JobStatus.RUNNING, started_at=old)
+    for job in [*old_jobs, recent]:
+        event_record(job=job, step="callback", kind="succeeded")
+        first = CallbackDelivery.objects.create(job=job, url="u", request_body="{}", signature="s")
+        CallbackDelivery.objects.create(
+            job=job, url="u", request_body="{}", signature="s", replay_of=first
+        )
+    asset = AssetFactory(listing_identity_id=old_jobs[0].listing_identity_id)
+    cutoff = now - timedelta(days=90)
+
+    assert jobs_clean(completed_before=cutoff, dry_run=True) == 9
+    assert MediaProcessingJob.objects.count() == 11
+    assert jobs_clean(completed_before=cutoff, limit=4, batch_size=3) == 4
+    # Oldest first: the four completed earliest are gone.
+    oldest_first = sorted(old_jobs, key=lambda j: j.completed_at)
+    assert not MediaProcessingJob.objects.filter(pk__in=[j.pk for j in oldest_first[:4]]).exists()
+    assert jobs_clean(completed_before=cutoff, batch_size=2) == 5
+    assert set(MediaProcessingJob.objects.values_list("pk", flat=True)) == {recent.pk, running.pk}
+    assert set(MediaJobEvent.objects.values_list("job_id", flat=True)) == {recent.pk}
+    assert set(CallbackDelivery.objects.values_list("job_id", flat=True)) == {recent.pk}
+    assert MediaAsset.objects.filter(pk=asset.pk).exists()  # assets are not the cleaner's
+    assert jobs_clean(completed_before=cutoff) == 0
+
+
+def test_cleaner_refuses_bad_arguments() -> None:
+    with pytest.raises(ApplicationError):
+        jobs_clean(completed_before=timezone.now(), batch_size=0)
+    with pytest.raises(ApplicationError):
+        jobs_clean(completed_before=timezone.now(), limit=-1)

@@ -1,0 +1,151 @@
+"""Operator actions: retry plan, retry and dispatch, mark failed, reprocess."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from media_jobs import tasks
+from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset, MediaJobEvent
+from media_jobs.services.dispatch import job_asset_ids, listing_start_processing, workflow_input
+from media_jobs.services.errors import ApplicationError, ConflictError, JobStateError, NotFoundError
+from media_jobs.services.retry import (
+    assets_reprocess,
+    job_mark_failed,
+    job_retry_and_dispatch,
+    retry_plan,
+)
+from tests.factories import AssetFactory, JobFactory
+
+pytestmark = pytest.mark.django_db
+
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture(autouse=True)
+def no_broker(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    settings.MEDIA_PIPELINE_ENGINE = "celery"
+    monkeypatch.setattr(tasks, "enqueue", lambda task, *args, **kw: None)
+
+
+def test_retry_of_a_processing_job_takes_the_assets_not_processed() -> None:
+    done = AssetFactory(listing_identity_id=901, status=AssetStatus.PENDING_UPLOAD)
+    failed = AssetFactory(listing_identity_id=901, status=AssetStatus.PENDING_UPLOAD)
+    old = listing_start_processing(listing_identity_id=901, traceparent=TRACE)
+    MediaAsset.objects.filter(pk=done.pk).update(status=AssetStatus.PROCESSED)
+    MediaAsset.objects.filter(pk=failed.pk).update(status=AssetStatus.FAILED)
+    old.__class__.objects.filter(pk=old.pk).update(status=JobStatus.PARTIAL_SUCCESS, retry_count=1)
+    old.refresh_from_db()
+
+    plan = retry_plan(job=old)
+    assert (plan.allowed, plan.kind, plan.new_retry_count, plan.asset_ids) == (
+        True,
+        "processing",
+        2,
+        [failed.pk],
+    )
+    assert "1 assets of listing 901" in plan.summary
+
+    new = job_retry_and_dispatch(job=old, actor="alice")
+    assert new.pk != old.pk and new.retry_count == 2 and new.provider == JobProvider.STEP_FUNCTIONS
+    assert job_asset_ids(job=new) == [failed.pk]
+    retried = MediaJobEvent.objects.get(job_id=old.pk, step="retry")
+    assert retried.kind == "retried" and retried.detail["message"] == f"retried as #{new.pk}"
+    assert retried.detail["actor"] == "alice"
+    assert MediaJobEvent.objects.get(job_id=new.pk, step="retry").detail["retryOf"] == old.pk
+    # Same trace, a new span.
+    trace = workflow_input(job=new)["traceparent"]
+    assert trace.split("-")[1] == TRACE.split("-")[1] and trace != TRACE
+    old.refresh_from_db()
+    assert old.status == JobStatus.PARTIAL_SUCCESS  # the old job stays as history
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("running", "only a finished job can be retried"),
+        ("all_processed", "already PROCESSED"),
+        ("other_active", "is still running for this listing"),
+    ],
+)
+def test_retry_plan_says_why_it_cannot_run(setup: str, reason: str) -> None:
+    job = JobFactory(
+        listing_identity_id=902,
+        status=JobStatus.RUNNING if setup == "running" else JobStatus.FAILED,
+    )
+    AssetFactory(
+        listing_identity_id=902,
+        status=AssetStatus.PROCESSED if setup == "all_processed" else AssetStatus.FAILED,
+    )
+    if setup == "other_active":
+        JobFactory(listing_identity_id=902, status=JobStatus.PENDING)
+    plan = retry_plan(job=job)
+    assert not plan.allowed and reason in plan.blocked_reason
+    with pytest.raises(JobStateError, match=reason):
+        job_retry_and_dispatch(job=job)
+
+
+def test_retry_of_a_finalization_job_zips_again() -> None:
+    job = JobFactory(
+        listing_identity_id=903,
+        status=JobStatus.FAILED,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    asset = AssetFactory(listing_identity_id=903, status=AssetStatus.PROCESSING)
+    plan = retry_plan(job=job)
+    assert not plan.allowed and "not PROCESSED" in plan.blocked_reason
+    MediaAsset.objects.filter(pk=asset.pk).update(
+        status=AssetStatus.PROCESSED, s3_key_processed="903/p/a.jpg"
+    )
+    new = job_retry_and_dispatch(job=job, actor="bob")
+    assert (
+        new.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION and new.status == JobStatus.RUNNING
+    )
+    assert new.retry_count == 1
+
+
+def test_mark_failed_fails_the_job_and_its_processing_assets() -> None:
+    asset = AssetFactory(listing_identity_id=904, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(listing_identity_id=904)
+    other_job_asset = AssetFactory(listing_identity_id=904, status=AssetStatus.PROCESSING)
+    failed = job_mark_failed(job=job, reason="worker lost, nothing is coming", actor="carol")
+    assert failed.status == JobStatus.FAILED and failed.completed_at is not None
+    assert failed.last_error == "code=MARKED_FAILED | worker lost, nothing is coming"
+    asset.refresh_from_db()
+    other_job_asset.refresh_from_db()
+    assert asset.status == AssetStatus.FAILED and asset.metadata["errorCode"] == "MARKED_FAILED"
+    assert other_job_asset.status == AssetStatus.PROCESSING
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="mark_failed")
+    assert event.detail == {
+        "code": "MARKED_FAILED",
+        "reason": "worker lost, nothing is coming",
+        "actor": "carol",
+        "assetsFailed": 1,
+    }
+    with pytest.raises(JobStateError, match="already FAILED"):
+        job_mark_failed(job=failed, reason="again")
+    with pytest.raises(ApplicationError, match="reason is empty"):
+        job_mark_failed(job=JobFactory(status=JobStatus.RUNNING), reason="  ")
+
+
+def test_reprocess_exact_assets_as_a_new_job() -> None:
+    first = AssetFactory(listing_identity_id=905, status=AssetStatus.PROCESSED)
+    second = AssetFactory(listing_identity_id=905, status=AssetStatus.FAILED)
+    AssetFactory(listing_identity_id=905, status=AssetStatus.FAILED)
+    job = assets_reprocess(asset_ids=[second.pk, first.pk], actor="dave")
+    assert job_asset_ids(job=job) == [first.pk, second.pk]
+    assert MediaJobEvent.objects.get(job_id=job.pk, step="reprocess").detail["actor"] == "dave"
+    with pytest.raises(ConflictError, match=f"job #{job.pk} is still running"):
+        assets_reprocess(asset_ids=[first.pk])
+
+
+def test_reprocess_refuses_mixed_or_unknown_assets() -> None:
+    a = AssetFactory(listing_identity_id=906)
+    b = AssetFactory(listing_identity_id=907)
+    with pytest.raises(ApplicationError, match="one listing at a time"):
+        assets_reprocess(asset_ids=[a.pk, b.pk])
+    with pytest.raises(NotFoundError):
+        assets_reprocess(asset_ids=[a.pk, 99_999_999])
+    with pytest.raises(ApplicationError):
+        assets_reprocess(asset_ids=[])
