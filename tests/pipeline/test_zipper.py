@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import threading
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -374,6 +375,83 @@ def test_failure_mid_stream_keeps_the_previous_zip(small_parts: Storage) -> None
     assert storage.head(ZIP_KEY).etag == previous.etag
     assert _read(storage, ZIP_KEY) == previous_bytes
     assert _unfinished_uploads(storage) == []
+    assert _zip_threads() == []
+
+
+class _FailingUploads:
+    """A real adapter whose ZIP upload breaks after a few writes (the bucket went away)."""
+
+    def __init__(self, inner: Storage, writes_before_failure: int) -> None:
+        self._inner = inner
+        self._writes = writes_before_failure
+        self.bucket = inner.bucket
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def open_multipart(self, key: str, **options: Any) -> Any:
+        real = self._inner.open_multipart(key, **options)
+        left = [self._writes]
+
+        class Upload:
+            def write(self, data: bytes) -> int:
+                if left[0] <= 0:
+                    raise ConnectionError("upload connection lost")
+                left[0] -= 1
+                return real.write(data)
+
+            def complete(self) -> Any:
+                return real.complete()
+
+            def abort(self) -> None:
+                real.abort()
+
+        return Upload()
+
+
+def _zip_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("zip-")]
+
+
+def test_upload_failure_aborts_and_keeps_the_previous_zip(small_parts: Storage) -> None:
+    storage = small_parts
+    keys = [f"{LISTING}/raw/video/vertical/vertical-0{n}-clip.mp4" for n in (1, 2)]
+    for key in keys:
+        storage.write(key, os.urandom(4 * MIB))
+    config = PipelineConfig(bucket=storage.bucket)
+    create_zip_bundle(_event(keys[:1]), storage=storage, config=config)
+    previous_bytes = _read(storage, ZIP_KEY)
+
+    with pytest.raises(PipelineError) as caught:
+        create_zip_bundle(
+            _event(keys),
+            storage=_FailingUploads(storage, writes_before_failure=6),  # type: ignore[arg-type]
+            config=config,
+        )
+
+    assert caught.value.code == ErrorCode.ZIP_FAILED
+    assert "upload connection lost" in caught.value.message
+    assert _read(storage, ZIP_KEY) == previous_bytes
+    assert _unfinished_uploads(storage) == []
+    assert _zip_threads() == []
+
+
+def test_assets_outside_one_folder_are_found_one_by_one(local_storage: LocalStorage) -> None:
+    # no common folder to list: every asset is checked with a HEAD
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg", "legacy/uploads/old-photo.jpg"]
+    for key in keys:
+        local_storage.write(key, sample_media.jpeg_bytes(80, 60))
+
+    body = create_zip_bundle(
+        _event(keys), storage=local_storage, config=PipelineConfig(bucket=local_storage.bucket)
+    )["body"]
+
+    with zipfile.ZipFile(io.BytesIO(_read(local_storage, ZIP_KEY))) as archive:
+        assert archive.namelist() == [
+            "photo/vertical/vertical-01-a.jpg",
+            "legacy/uploads/old-photo.jpg",
+        ]
+    assert body["assetsZipped"] == 2
 
 
 def test_missing_asset_fails_naming_the_key(storage: Storage) -> None:
