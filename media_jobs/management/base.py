@@ -267,7 +267,7 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=total, unit=f" {unit}", file=stderr._out, dynamic_ncols=True, leave=False
+                total=total, unit=f" {unit}", file=stderr._out, dynamic_ncols=True, leave=True
             )
 
     def item_done(self) -> None:
