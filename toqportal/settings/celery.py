@@ -19,6 +19,8 @@ if _embedded:
         "data_folder_in": _queue_dir,
         "data_folder_out": _queue_dir,
         "processed_folder": str(var_path("celery", "processed")),
+        # broadcast/control messages (inspect, pidbox replies); kombu defaults to ./control
+        "control_folder": str(var_path("celery", "control")),
         "store_processed": False,
     }
     _default_backend = f"file://{var_path('celery', 'results')}"
