@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -31,10 +32,13 @@ from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from ..models import AssetType, JobProvider, JobStatus
 from ..services.backfill import ItemResult
+
+logger = logging.getLogger("toq.operations")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -397,13 +401,28 @@ class OperationCommand(BaseCommand):
             unit=self.item_label,
             enabled=self.verbosity > 0,
         )
+        aborted: Exception | None = None
         try:
             self.run(options, params, summary, progress)
         except KeyboardInterrupt:
             summary.interrupted = True
+        except Exception as exc:
+            # The selection itself broke (database or bucket unreachable): report what was
+            # done so far, then one line; --traceback shows the whole story.
+            if options.get("traceback"):
+                raise
+            logger.exception("%s aborted", self.command_name, extra={"step": self.command_name})
+            summary.interrupted = True
+            aborted = exc
         finally:
             progress.close()
         self.report(summary)
+        if aborted is not None:
+            raise CommandError(
+                f"aborted after {summary.selected} {self.item_label}s: "
+                f"{type(aborted).__name__}: {aborted}; run the command again to resume",
+                returncode=EXIT_FAILED,
+            )
         if summary.interrupted:
             raise CommandError(
                 "interrupted; run the command again to resume", returncode=EXIT_INTERRUPTED
@@ -445,6 +464,7 @@ class OperationCommand(BaseCommand):
             if limit is not None and summary.worked() >= limit:
                 summary.limit_reached = True
                 return
+            release_stale_connections()
 
     def item_line(self, progress: Progress, ref: Any, result: ItemResult, dry_run: bool) -> None:
         """Failures, dry-run verdicts and drift at verbosity 1; every item at 2."""
@@ -466,6 +486,14 @@ class OperationCommand(BaseCommand):
             self.stdout.write(json.dumps(summary.as_json(), default=str, sort_keys=False))
         elif self.verbosity > 0 or summary.counts["failed"]:
             self.stdout.write(summary.line())
+
+
+def release_stale_connections() -> None:
+    """Between batches, drop database connections that are broken or past CONN_MAX_AGE, as
+    Django does between requests: a long run must survive a MySQL ``wait_timeout``. Never
+    inside a transaction (a caller's, or a test's)."""
+    if not any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
+        close_old_connections()
 
 
 def queryset_batches(queryset: Any, batch_size: int, field: str = "pk") -> Iterator[list[Any]]:

@@ -200,3 +200,18 @@ def test_call_command_raises_command_error_with_the_exit_status() -> None:
         call_command("requeue_jobs", "--status", "BOGUS")
 
     assert raised.value.returncode == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_bucket_aborts_with_one_line(
+    s3_settings: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3_settings.MEDIA_BUCKET = "toq-no-such-bucket"  # type: ignore[attr-defined]
+
+    run = run_cli("import_raw_assets", "--all", capsys=capsys)
+
+    assert run.code == 1
+    assert "import_raw_assets: selected=0 done=0 skipped=0 failed=0 (interrupted)" in run.stdout
+    errors = [line for line in run.stderr.splitlines() if line.startswith("CommandError")]
+    assert len(errors) == 1 and "aborted after 0 raw objects" in errors[0]
+    assert "run the command again to resume" in errors[0]
