@@ -104,7 +104,9 @@ class JobChangeList(ChangeList):
 
         first = last = None
         if not (year or month or day):
-            bounds = self.queryset.aggregate(first=Min(field), last=Max(field))
+            # The whole table's first and last day: two look-ups at the ends of the created_at
+            # index. Min/Max of a filtered list could read every row the filter matches.
+            bounds = self.root_queryset.aggregate(first=Min(field), last=Max(field))
             first, last = bounds["first"], bounds["last"]
             if first and last:
                 first, last = timezone.localtime(first), timezone.localtime(last)

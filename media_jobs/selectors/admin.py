@@ -34,10 +34,11 @@ from media_jobs.models import (
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from media_jobs.selectors.jobs import stale_job_filter
 
 # The list page counts at most this many rows; above it shows "more than N" (operators narrow
 # with filters instead of paging through a million rows with a growing OFFSET).
-LIST_COUNT_CAP = 10_000
+LIST_COUNT_CAP = 1_000
 STUCK_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
 FAILURE_STATUSES = (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS)
 CHART_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS, JobStatus.FAILED)
@@ -88,15 +89,22 @@ def stuck_cutoff(*, now: datetime | None = None) -> datetime:
 
 
 def job_stuck_q(*, now: datetime | None = None) -> Q:
-    """RUNNING/PENDING past the reconciler timeout, as the reconciler sees them.
-
-    The status + created_at part is a range on ``idx_mpj_status_created``; started_at only
-    narrows the rows that range found (created_at <= started_at for every job).
-    """
+    """RUNNING/PENDING past the reconciler timeout: the reconciler's own rule
+    (``selectors.jobs.stale_job_filter``) plus ``created_at < cutoff``, which every such job
+    meets (a job starts after it is created) and which turns the query into a range on
+    ``idx_mpj_status_created``."""
     cutoff = stuck_cutoff(now=now)
-    return Q(status__in=STUCK_STATUSES, created_at__lt=cutoff) & (
-        Q(started_at__isnull=True) | Q(started_at__lt=cutoff)
-    )
+    return Q(status__in=STUCK_STATUSES, created_at__lt=cutoff) & stale_job_filter(cutoff)
+
+
+def prefix_q(field: str, prefix: str) -> Q:
+    """``field`` starts with ``prefix``, exactly (case-sensitive) and through the index.
+
+    MySQL cannot range-scan a case-insensitive index for ``LIKE BINARY`` (Django's
+    ``startswith``), only for a plain ``LIKE`` (``istartswith``): both together give the
+    index range and the exact match.
+    """
+    return Q(**{f"{field}__istartswith": prefix}) & Q(**{f"{field}__startswith": prefix})
 
 
 def error_code_of(last_error: str | None) -> str | None:
@@ -111,17 +119,16 @@ def error_code_q(code: str) -> Q:
     """Jobs whose last_error starts with ``code=<code>``: prefix matches only (``LIKE 'x%'``).
 
     The code must end where the field separator (`` | ``), the line or the text ends, so
-    ``code=ZIP`` does not also match ``code=ZIP_FAILED``. Case-insensitive lookups on purpose:
-    MySQL's ``LIKE BINARY`` (Django's case-sensitive ``startswith``) cannot use the prefix
-    index on last_error (``idx_mpj_error_head``, migration 0003); codes are upper case anyway.
+    ``code=ZIP`` does not also match ``code=ZIP_FAILED``. The prefix index on last_error
+    (``idx_mpj_error_head``, migration 0003) serves these ranges (see ``prefix_q``).
     """
     if not _VALID_CODE.fullmatch(code or ""):
         return Q(pk__in=[])
     head = f"code={code}"
     return (
-        Q(last_error__iexact=head)
-        | Q(last_error__istartswith=f"{head} ")
-        | Q(last_error__istartswith=f"{head}\n")
+        Q(last_error=head)
+        | prefix_q("last_error", f"{head} ")
+        | prefix_q("last_error", f"{head}\n")
     )
 
 
@@ -162,7 +169,7 @@ def job_search(*, queryset: QuerySet, term: str) -> QuerySet:
         condition |= Q(pk=value) | Q(listing_identity_id=value)
     else:
         job_ids = list(
-            MediaProcessingJob.objects.filter(external_id__startswith=term)
+            MediaProcessingJob.objects.filter(prefix_q("external_id", term))
             .order_by()
             .values_list("pk", flat=True)[:500]
         )
@@ -178,7 +185,7 @@ def job_search(*, queryset: QuerySet, term: str) -> QuerySet:
 def listings_with_raw_key_prefix(*, prefix: str, limit: int = 200) -> list[int]:
     """Listings owning a raw key that starts with ``prefix`` (a range on idx_ma_raw_key)."""
     rows = (
-        MediaAsset.objects.filter(s3_key_raw__startswith=prefix)
+        MediaAsset.objects.filter(prefix_q("s3_key_raw", prefix))
         .order_by("s3_key_raw")
         .values_list("listing_identity_id", flat=True)[: limit * 10]
     )
@@ -199,7 +206,7 @@ def asset_search(*, queryset: QuerySet, term: str) -> QuerySet:
     number = term.lstrip("#")
     if number.isdigit() and len(number) <= 10:
         return queryset.filter(Q(pk=int(number)) | Q(listing_identity_id=int(number)))
-    return queryset.filter(s3_key_raw__startswith=term)
+    return queryset.filter(prefix_q("s3_key_raw", term))
 
 
 # -- list page aggregates ---------------------------------------------------------------------
