@@ -468,19 +468,23 @@ class Dashboard:
     queue_depth: int | None
 
 
-def jobs_by_status(*, since: datetime) -> dict[str, int]:
-    """Jobs created since ``since`` per status: one range per status on idx_mpj_status_created
-    (the IN list makes it a covering index range, not a scan)."""
-    counts = dict.fromkeys(JobStatus.values, 0)
+def jobs_by_status(
+    *, since: datetime, recent_since: datetime
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Jobs created since ``since`` and since ``recent_since`` (later), per status, in ONE
+    covering range of ``idx_mpj_status_created`` (the IN list makes it a range per status)."""
+    window = dict.fromkeys(JobStatus.values, 0)
+    recent = dict.fromkeys(JobStatus.values, 0)
     rows = (
         MediaProcessingJob.objects.filter(status__in=JobStatus.values, created_at__gte=since)
         .order_by()
         .values("status")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("pk"), recent=Count("pk", filter=Q(created_at__gte=recent_since)))
     )
     for row in rows:
-        counts[row["status"]] = row["n"]
-    return counts
+        window[row["status"]] = row["n"]
+        recent[row["status"]] = row["recent"]
+    return window, recent
 
 
 def jobs_per_day(*, days: int = 14, now: datetime | None = None) -> list[DayCounts]:
@@ -523,9 +527,12 @@ def failure_heads(*, since: datetime, limit: int = ERROR_SCAN_LIMIT) -> QuerySet
     )
 
 
-def top_error_codes(*, since: datetime, limit: int = 8) -> list[tuple[str, int]]:
+def top_error_codes(
+    *, since: datetime, limit: int = 8, sample: int = 2_000
+) -> list[tuple[str, int]]:
+    """The most frequent codes among the newest ``sample`` failures since ``since``."""
     counter: Counter[str] = Counter()
-    for row in failure_heads(since=since):
+    for row in failure_heads(since=since, limit=sample):
         counter[error_code_of(row["head"]) or "(no code)"] += 1
     return counter.most_common(limit)
 
@@ -566,10 +573,13 @@ def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
     now = now or timezone.now()
     stuck = MediaProcessingJob.objects.filter(job_stuck_q(now=now))
     stuck_count, stuck_more = bounded_count(stuck, 1000)
+    last_7d, last_24h = jobs_by_status(
+        since=now - timedelta(days=7), recent_since=now - timedelta(hours=24)
+    )
     return Dashboard(
         now=now,
-        last_24h=jobs_by_status(since=now - timedelta(hours=24)),
-        last_7d=jobs_by_status(since=now - timedelta(days=7)),
+        last_24h=last_24h,
+        last_7d=last_7d,
         days=jobs_per_day(days=14, now=now),
         top_error_codes=top_error_codes(since=now - timedelta(days=7)),
         stuck_count=stuck_count,
@@ -678,9 +688,10 @@ def error_group(*, key: str, since: datetime) -> ErrorGroup | None:
     return None
 
 
-def error_group_retry_targets(*, group: ErrorGroup) -> list[MediaProcessingJob]:
+def error_group_retry_targets(*, group: ErrorGroup, limit: int = 100) -> list[MediaProcessingJob]:
     """The newest failed job of the group per listing and kind, unless a newer job of that
-    listing and kind exists (it was retried already, or ran again since)."""
+    listing and kind exists (it was retried already, or ran again since); at most ``limit``
+    (newest first: a group retry goes in batches, and a page of plans stays readable)."""
     jobs = list(
         MediaProcessingJob.objects.filter(pk__in=group.job_ids)
         .defer("payload", "callback_body")
@@ -689,17 +700,23 @@ def error_group_retry_targets(*, group: ErrorGroup) -> list[MediaProcessingJob]:
     newest_in_group: dict[tuple[int, str], MediaProcessingJob] = {}
     for job in jobs:
         newest_in_group.setdefault((job.listing_identity_id, job.provider), job)
+    if not newest_in_group:
+        return []
+    # Only jobs newer than the group's oldest can supersede it: idx_mpj_listing holds the
+    # id too, so the id range is checked in the index before any row is read.
+    oldest = min(job.pk for job in newest_in_group.values())
     latest = {
         (row["listing_identity_id"], row["provider"]): row["latest"]
         for row in MediaProcessingJob.objects.filter(
-            listing_identity_id__in={listing for listing, _ in newest_in_group}
+            listing_identity_id__in={listing for listing, _ in newest_in_group}, pk__gte=oldest
         )
         .order_by()
         .values("listing_identity_id", "provider")
         .annotate(latest=Max("pk"))
     }
-    return [
+    targets = [
         job
         for pair, job in sorted(newest_in_group.items(), key=lambda item: -item[1].pk)
         if latest.get(pair) == job.pk
     ]
+    return targets[:limit]
