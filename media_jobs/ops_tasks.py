@@ -1,9 +1,9 @@
 """Celery tasks behind ``--enqueue`` of the operations commands, and the per-item runner the
 commands use inline - so a batch run on a worker does exactly what an inline run does.
 
-The worker must import this module: ``toqportal/celery.py`` needs
-``app.autodiscover_tasks(related_name="ops_tasks")`` (or start the worker with
-``--include media_jobs.ops_tasks``).
+Workers import this module through ``app.autodiscover_tasks(related_name="ops_tasks")`` in
+``toqportal/celery.py``. Tasks take ids or keys, and every item function is idempotent, so a
+batch redelivered after a worker died only finds its finished items ``skipped``.
 """
 
 from __future__ import annotations
