@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 import pillow_heif
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError
 
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
@@ -57,6 +57,12 @@ SPOOL_MAX_MEMORY_BYTES = 64 * 1024 * 1024
 # 0.001 (0.984 vs 0.985 against a full decode + Lanczos); the smaller sizes use Lanczos.
 REDUCING_GAP = 3.0
 FIRST_STEP_FILTER = Image.Resampling.BICUBIC
+
+# The decoders a photo may go through. Anything else (EPS, which would run Ghostscript on
+# untrusted input; PSD; ICO; ...) is UNSUPPORTED_FORMAT. MPO camera files open as JPEG.
+_WANTED_FORMATS = ("JPEG", "PNG", "HEIF", "AVIF", "WEBP", "TIFF", "GIF", "BMP")
+Image.init()
+_DECODABLE_FORMATS = tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 _TRANSPOSE_FOR_ORIENTATION: dict[int, Image.Transpose] = {
@@ -226,9 +232,9 @@ def render_derivatives(source: BinaryIO, *, max_pixels: int) -> list[Derivative]
     Raises PipelineError with UNSUPPORTED_FORMAT (not an image), TOO_MANY_PIXELS (checked
     from the header, before any pixel is decoded) or CORRUPT_IMAGE (damaged or truncated).
     """
-    with _seekable(source) as stream:
+    with _SeekableSource(source) as stream:
         try:
-            image = Image.open(stream)
+            image = Image.open(stream, formats=_DECODABLE_FORMATS)
         except UnidentifiedImageError as exc:
             stream.seek(0)
             if _has_image_signature(stream.read(32)):
@@ -262,7 +268,7 @@ def render_derivatives(source: BinaryIO, *, max_pixels: int) -> list[Derivative]
 def _render(image: Image.Image) -> list[Derivative]:
     stored_size = image.size
     box: tuple[float, float, float, float] | None = None
-    if image.format == "JPEG":
+    if isinstance(image, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (camera JPEGs)
         # Decode at the smallest DCT scale whose width (as displayed) still covers `large`.
         orientation = _orientation(image)
         large_width, _ = _fit(*_displayed(stored_size, orientation), max(IMAGE_SIZES.values()))
@@ -400,7 +406,7 @@ def _encode_jpeg(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-class _seekable:
+class _SeekableSource:
     """The source itself when seekable; else a spooled copy (Pillow seeks while parsing)."""
 
     def __init__(self, source: BinaryIO) -> None:

@@ -252,6 +252,36 @@ def test_not_an_image_or_damaged_header(payload: bytes, code: ErrorCode) -> None
     assert caught.value.code == code
 
 
+def test_postscript_is_refused_without_running_ghostscript() -> None:
+    # Pillow would open this as EPS and hand it to Ghostscript on load: never for uploads.
+    eps = (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\n%%EndComments\n"
+        b"newpath 0 0 moveto 64 48 lineto stroke showpage\n%%EOF\n"
+    )
+    with pytest.raises(PipelineError) as caught:
+        render(eps)
+    assert caught.value.code == ErrorCode.UNSUPPORTED_FORMAT
+
+
+def test_multi_picture_camera_jpeg_is_oriented(jpeg_by_orientation: dict[int, bytes]) -> None:
+    # Cameras write MPO (JPEG + preview frames); Pillow opens it as its own format.
+    primary = Image.open(io.BytesIO(jpeg_by_orientation[6]))
+    out = io.BytesIO()
+    primary.save(
+        out,
+        "MPO",
+        save_all=True,
+        append_images=[primary.copy()],
+        exif=primary.getexif().tobytes(),
+    )
+    assert Image.open(io.BytesIO(out.getvalue())).format == "MPO"
+
+    image = decoded(render(out.getvalue())["large"])
+
+    assert image.size == (640, 480)
+    assert is_marker_red(image.getpixel((2, 2)))
+
+
 def test_video_is_an_unsupported_image_format(mp4: bytes) -> None:
     with pytest.raises(PipelineError) as caught:
         render(mp4)
