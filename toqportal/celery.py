@@ -27,6 +27,18 @@ app.autodiscover_tasks()
 # Operations tasks (the management commands' --enqueue) live beside the engine's tasks.
 app.autodiscover_tasks(related_name="ops_tasks")
 
+# Task logs go through Django's LOGGING (one JSON object per line, with job_id, step,
+# traceparent and duration_ms from media_jobs.pipeline.logs), not Celery's text format.
+app.conf.worker_hijack_root_logger = False
+
+# The embedded broker polls its folder; Kombu's default of 1 s would add a second to every
+# hop of a workflow (validate -> parts -> consolidate).
+if str(app.conf.broker_url or "").startswith("filesystem"):
+    app.conf.broker_transport_options = {
+        "polling_interval": 0.2,
+        **(app.conf.broker_transport_options or {}),
+    }
+
 _transport_overrides = os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS_JSON", "")
 if _transport_overrides:
     app.conf.broker_transport_options = {

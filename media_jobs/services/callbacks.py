@@ -49,7 +49,7 @@ from ..pipeline.consolidate import InvalidJobReference, job_reference
 from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
 from .errors import ApplicationError, ConflictError, NotFoundError
-from .events import STEP_CALLBACK, event_record
+from .events import STEP_CALLBACK, event_record, json_safe
 from .jobs import (
     ZIP_FIGURES,
     format_last_error,
@@ -293,7 +293,7 @@ def _apply_outputs(job: MediaProcessingJob, outputs: list[Any]) -> tuple[int, li
         if not isinstance(raw_key, str) or not raw_key:
             malformed.append(_text(entry)[:200])
             continue
-        by_key.setdefault(raw_key, []).append(entry)
+        by_key.setdefault(_text(raw_key), []).append(entry)
     assets = MediaAsset.objects.select_for_update().filter(
         listing_identity_id=job.listing_identity_id, s3_key_raw__in=list(by_key)
     )
@@ -357,7 +357,7 @@ def _fill_identity(job: MediaProcessingJob, body: Mapping[str, Any]) -> None:
 
 def _payload(job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any) -> dict[str, Any]:
     """What ``payload`` keeps: the zip figures when present, a processing summary else."""
-    figures = {k: body[k] for k in ZIP_FIGURES if k in body}
+    figures = json_safe({k: body[k] for k in ZIP_FIGURES if k in body})
     if figures or job.is_finalization:
         return figures
     if not isinstance(outputs, list):

@@ -33,11 +33,14 @@ MAX_STEP_LENGTH = MediaJobEvent._meta.get_field("step").max_length or 64
 MAX_DURATION_MS = 2**32 - 1
 
 
-def _json_safe(detail: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Detail as plain JSON (datetimes and other objects become strings)."""
-    if detail is None:
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON a JSON column accepts: datetimes and other objects become
+    strings, lone surrogates (legal in JSON escapes, refused by MariaDB's JSON check)
+    become "?"."""
+    if value is None:
         return None
-    return json.loads(json.dumps(detail, default=str))
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def event_record(
@@ -62,5 +65,5 @@ def event_record(
         step=step[:MAX_STEP_LENGTH],
         kind=kind,
         duration_ms=duration_ms,
-        detail=_json_safe(detail),
+        detail=json_safe(detail),
     )
