@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "toqportal.settings")
 
@@ -46,19 +46,14 @@ if _transport_overrides:
         **json.loads(_transport_overrides),
     }
 
-
-@app.on_after_configure.connect
-def _schedule_housekeeping(sender: Celery, **_: Any) -> None:
-    """SPEC §8: the reconciler every few minutes, the cleaner once a day."""
-    from django.conf import settings
-
-    sender.add_periodic_task(
-        float(settings.RECONCILER_INTERVAL_SECONDS),
-        sender.signature("media_jobs.tasks.reconcile_stuck_jobs"),
-        name="reconcile stuck media jobs",
-    )
-    sender.add_periodic_task(
-        crontab(hour=3, minute=17),
-        sender.signature("media_jobs.tasks.clean_old_jobs"),
-        name="clean old media jobs",
-    )
+# SPEC §8: the reconciler every few minutes, the cleaner once a day.
+app.conf.beat_schedule = {
+    "reconcile stuck media jobs": {
+        "task": "media_jobs.tasks.reconcile_stuck_jobs",
+        "schedule": float(settings.RECONCILER_INTERVAL_SECONDS),
+    },
+    "clean old media jobs": {
+        "task": "media_jobs.tasks.clean_old_jobs",
+        "schedule": crontab(hour=3, minute=17),
+    },
+}

@@ -1,0 +1,46 @@
+"""The housekeeping tasks Celery beat schedules, run by a real worker; and the schedule."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from media_jobs.models import JobStatus, MediaProcessingJob
+from media_jobs.tasks import clean_old_jobs, reconcile_stuck_jobs
+from tests.factories import JobFactory
+from tests.fixtures.worker import wait_until
+
+pytestmark = pytest.mark.worker
+
+
+def test_beat_tasks_run_on_a_worker_with_plain_delay(celery_worker) -> None:
+    now = timezone.now()
+    stuck = JobFactory(status=JobStatus.RUNNING, started_at=now - timedelta(hours=3))
+    ancient = JobFactory(status=JobStatus.SUCCEEDED, completed_at=now - timedelta(days=400))
+    recent = JobFactory(status=JobStatus.SUCCEEDED, completed_at=now)
+    celery_worker.start(concurrency=1)
+
+    reconcile_stuck_jobs.delay()
+    clean_old_jobs.delay()
+    wait_until(
+        lambda: MediaProcessingJob.objects.get(pk=stuck.pk).status == JobStatus.FAILED,
+        timeout=60,
+        what="the reconciler",
+    )
+    wait_until(lambda: not MediaProcessingJob.objects.filter(pk=ancient.pk).exists(), timeout=60)
+    stuck.refresh_from_db()
+    assert stuck.last_error == (
+        "code=RECONCILER_TIMEOUT | reconciler marked failed after 1h0m0s without callback"
+    )
+    assert MediaProcessingJob.objects.filter(pk=recent.pk).exists()
+
+
+def test_the_beat_schedule() -> None:
+    from toqportal.celery import app
+
+    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    assert schedule["media_jobs.tasks.reconcile_stuck_jobs"] == 300.0
+    daily = schedule["media_jobs.tasks.clean_old_jobs"]
+    assert (daily.hour, daily.minute) == ({3}, {17})
