@@ -183,8 +183,24 @@ def _validation(job_id: int, workflow_id: str) -> dict[str, Any] | None:
 
 
 def _part_results(job_id: int, workflow_id: str) -> dict[str, Any]:
-    """part name -> its latest result."""
+    """part name -> its latest result (every result loaded: the consolidation's read)."""
     return {d["part"]: d.get("result") for d in _results(job_id, PART_STEPS, workflow_id)}
+
+
+def _parts_done(job_id: int, workflow_id: str) -> set[str]:
+    """The names of the parts with a result, without loading the results: every part asks
+    this once, so a listing of thousands of photos must not read every result each time."""
+    names = (
+        MediaJobEvent.objects.filter(
+            job_id=job_id,
+            step__in=PART_STEPS,
+            kind=EventKind.SUCCEEDED,
+            detail__workflowId=workflow_id,
+        )
+        .values_list("detail__part", flat=True)
+        .distinct()
+    )
+    return {str(name) for name in names}
 
 
 def plan_parts(validation: dict[str, Any], chunk_size: int) -> list[str]:
@@ -401,7 +417,7 @@ def run_processing(self: Task, job_id: int) -> None:
                 "validate finished",
                 extra={"duration_ms": round(_elapsed_ms(started), 1), "parts": len(parts)},
             )
-        done = _part_results(job.pk, workflow_id)
+        done = _parts_done(job.pk, workflow_id)
         pending = [p for p in validation["parts"] if p not in done]
         for part in pending:
             enqueue(processing_part, job.pk, part)
@@ -470,7 +486,7 @@ def processing_part(self: Task, job_id: int, part: str) -> None:
                 "part without a validated workflow; dropped", extra={"workflow_id": workflow_id}
             )
             return
-        if part not in _part_results(job.pk, workflow_id):
+        if part not in _parts_done(job.pk, workflow_id):
             started = time.perf_counter()
             detail = {"workflowId": workflow_id, "part": part}
             event_record(job=job, step=step, kind=EventKind.STARTED, detail=detail)
@@ -489,7 +505,7 @@ def processing_part(self: Task, job_id: int, part: str) -> None:
                 detail={**detail, "result": result, **_part_summary(step, result)},
             )
         # Fan-in: after this part's commit, the last part to finish sees every result.
-        if set(validation["parts"]) <= set(_part_results(job.pk, workflow_id)):
+        if set(validation["parts"]) <= _parts_done(job.pk, workflow_id):
             enqueue(consolidate_processing, job.pk)
 
 
