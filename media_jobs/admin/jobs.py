@@ -8,6 +8,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.templatetags.admin_list import result_headers
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -87,9 +90,57 @@ class JobChangeList(ChangeList):
         counts = selectors.listing_asset_counts(
             listing_ids=[job.listing_identity_id for job in self.result_list]
         )
+        # last_error is deferred by the list (it may hold 64 KiB): its head, by primary key.
+        heads = selectors.error_heads(job_ids=[job.pk for job in self.result_list])
+        # One reverse() for the page, not one per row (the listing column links every row).
+        listing_url = reverse("admin:media_jobs_listing", args=[0]).replace("/0/", "/{}/")
         for job in self.result_list:
             job.asset_counts = counts.get(job.listing_identity_id, selectors.AssetCounts())
-        self.result_count_capped = getattr(self.paginator, "capped", False)
+            job.error_head = heads.get(job.pk)
+            job.listing_url = listing_url.format(job.listing_identity_id)
+
+    def result_table(self) -> dict[str, Any]:
+        """The context Django's ``result_list`` tag gives ``change_list_results.html``, with
+        the rows built in one pass: the generic ``items_for_result`` costs about half of the
+        page's time on 50 rows (a field lookup that raises per computed cell)."""
+        headers = list(result_headers(self))
+        change_url = reverse("admin:media_jobs_mediaprocessingjob_change", args=[0])
+        change_url = add_preserved_filters(
+            {"preserved_filters": self.preserved_filters, "opts": self.opts},
+            change_url.replace("/0/", "/__pk__/"),
+        )
+        model_admin = self.model_admin
+        columns = [name for name in self.list_display if name not in ("action_checkbox", "id")]
+        rows = []
+        for job in self.result_list:
+            cells = []
+            if "action_checkbox" in self.list_display:
+                cells.append(
+                    format_html(
+                        '<td class="action-checkbox"><input type="checkbox" name="{}" '
+                        'value="{}" class="action-select" aria-label="{}"></td>',
+                        ACTION_CHECKBOX_NAME,
+                        job.pk,
+                        f"Select this object for an action - {job}",
+                    )
+                )
+            cells.append(
+                format_html(
+                    '<th class="field-id"><a href="{}">{}</a></th>',
+                    change_url.replace("__pk__", str(job.pk), 1),
+                    job.pk,
+                )
+            )
+            for name in columns:
+                value = getattr(model_admin, name)(job)
+                cells.append(format_html('<td class="field-{}">{}</td>', name, value))
+            rows.append(cells)
+        return {
+            "result_headers": headers,
+            "num_sorted_fields": sum(1 for h in headers if h["sortable"] and h["sorted"]),
+            "results": rows,
+            "result_hidden_fields": [],
+        }
 
     def cheap_date_hierarchy(self) -> dict[str, Any]:
         """Same links as Django's date hierarchy; choices come from the calendar (and the
@@ -261,8 +312,9 @@ class MediaProcessingJobAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # The list never needs the big TEXT/JSON columns; the job page reads them by pk.
         queryset = super().get_queryset(request)
-        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
-            queryset = queryset.defer("payload", "callback_body")
+        url_name = request.resolver_match.url_name if request.resolver_match else None
+        if url_name and url_name.endswith("changelist"):
+            queryset = queryset.defer("payload", "callback_body", "last_error")
         return queryset
 
     def get_search_results(
@@ -279,7 +331,9 @@ class MediaProcessingJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="listing", ordering="listing_identity_id")
     def listing(self, obj: MediaProcessingJob) -> str:
-        url = reverse("admin:media_jobs_listing", args=[obj.listing_identity_id])
+        url = getattr(obj, "listing_url", None) or reverse(
+            "admin:media_jobs_listing", args=[obj.listing_identity_id]
+        )
         return format_html('<a href="{}">{}</a>', url, obj.listing_identity_id)
 
     @admin.display(description="kind")
@@ -320,9 +374,10 @@ class MediaProcessingJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="last error")
     def error_summary(self, obj: MediaProcessingJob) -> str:
-        if not obj.last_error:
+        head = obj.error_head if hasattr(obj, "error_head") else obj.last_error
+        if not head:
             return ""
-        first_line = obj.last_error.split("\n", 1)[0]
+        first_line = head.split("\n", 1)[0]
         short = first_line if len(first_line) <= 120 else first_line[:119] + "…"
         return format_html('<span class="toq-error" title="{}">{}</span>', first_line, short)
 
@@ -555,7 +610,7 @@ def _short_time(value: datetime.datetime | None) -> str:
     """``2026-03-09 14:05:09`` in the portal's time zone: a list of ten columns needs room."""
     if value is None:
         return "-"
-    return formats.date_format(timezone.localtime(value), "Y-m-d H:i:s")
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _job_url(job: MediaProcessingJob) -> str:

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.functions import Substr, TruncDate
@@ -132,9 +133,17 @@ def error_code_q(code: str) -> Q:
     )
 
 
+ERROR_CODE_CHOICES_CACHE_KEY = "media_jobs:admin:error-code-choices"
+ERROR_CODE_CHOICES_TTL_SECONDS = 60
+
+
 def error_code_choices(*, recent: int = 250) -> list[str]:
     """The documented codes plus those seen in the newest failures: per failure status, the
-    newest ``recent`` rows of idx_mpj_status_created, first 120 characters of last_error."""
+    newest ``recent`` rows of idx_mpj_status_created, first 120 characters of last_error.
+    Kept a minute in the cache: the filter's choices need not be fresher than that."""
+    cached = cache.get(ERROR_CODE_CHOICES_CACHE_KEY)
+    if cached is not None:
+        return list(cached)
     seen = {str(code) for code in ErrorCode}
     for status in FAILURE_STATUSES:
         heads = (
@@ -147,7 +156,9 @@ def error_code_choices(*, recent: int = 250) -> list[str]:
             code = error_code_of(head)
             if code:
                 seen.add(code)
-    return sorted(seen)
+    choices = sorted(seen)
+    cache.set(ERROR_CODE_CHOICES_CACHE_KEY, choices, ERROR_CODE_CHOICES_TTL_SECONDS)
+    return choices
 
 
 def job_search(*, queryset: QuerySet, term: str) -> QuerySet:
@@ -238,6 +249,20 @@ def listing_asset_counts(*, listing_ids: Iterable[int]) -> dict[int, AssetCounts
         row["listing_identity_id"]: AssetCounts(row["total"], row["processed"], row["failed"])
         for row in rows
     }
+
+
+def error_heads(*, job_ids: Iterable[int]) -> dict[int, str | None]:
+    """The first ERROR_HEAD_CHARS characters of last_error per job (primary-key look-ups)."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    rows = (
+        MediaProcessingJob.objects.filter(pk__in=ids)
+        .order_by()
+        .annotate(head=Substr("last_error", 1, ERROR_HEAD_CHARS))
+        .values_list("pk", "head")
+    )
+    return dict(rows)
 
 
 # -- job page ---------------------------------------------------------------------------------

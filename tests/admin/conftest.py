@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
@@ -19,6 +20,14 @@ from media_jobs.storage import pipeline_storage
 from tests.admin.users import OPERATORS, VIEWERS, make_user
 from tests.factories import AssetFactory, JobFactory
 from tests.support.callback_receiver import callback_receiver  # noqa: F401 - fixture
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The error-code choices are cached a minute; every test starts without them."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture
