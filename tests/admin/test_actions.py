@@ -91,6 +91,10 @@ def test_retry_creates_a_new_job_and_records_it(operator_client, operator, proce
     assert log_messages(old) == [(CHANGE, f"Retried as job #{new.pk}")]
     assert log_messages(new) == [(ADDITION, f"Created by retrying job #{old.pk}")]
     assert LogEntry.objects.filter(user=operator).count() == 2
+    history = operator_client.get(
+        reverse("admin:media_jobs_mediaprocessingjob_history", args=[old.pk])
+    ).content.decode()
+    assert f"Retried as job #{new.pk}" in history and "olga-operator" in history
     page = operator_client.get(job_url(new)).content.decode()
     assert "retried as" in operator_client.get(job_url(old)).content.decode()
     assert "retry of" in page

@@ -100,14 +100,26 @@ def test_hostile_strings_are_escaped(viewer_client, processed_listing):
         job=job, step=HOSTILE[:60], kind=EventKind.NOTE, detail={"x": HOSTILE}
     )
 
-    for url in (
+    job.status = JobStatus.FAILED  # so it shows in the error groups too
+    job.save(update_fields=["status"])
+    urls = [
         job_url(job),
         reverse("admin:media_jobs_mediaprocessingjob_changelist"),
         reverse("admin:media_jobs_listing", args=[4244]),
-    ):
-        html = viewer_client.get(url).content.decode()
+        reverse("admin:media_jobs_storage_check", args=[4244]) + "?fragment=1",
+        reverse("admin:media_jobs_error_groups"),
+        reverse("admin:media_jobs_mediaasset_changelist"),
+        reverse("admin:media_jobs_mediaasset_change", args=[built["assets"][0].pk]),
+        reverse("admin:index"),
+    ]
+    for url in urls:
+        response = viewer_client.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
         assert "<script>alert" not in html, url
         assert "<img src=x" not in html, url
+    groups = viewer_client.get(reverse("admin:media_jobs_error_groups")).content.decode()
+    assert "&lt;script&gt;" in groups
     html = viewer_client.get(job_url(job)).content.decode()
     assert "&lt;script&gt;alert(" in html
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in html
