@@ -217,13 +217,23 @@ def verify(jobs: int, accepted: set[int]) -> dict[str, Any]:
 
 
 def load_generator(
-    port: int, jobs: int, seconds: float, threads: int, out: Path, bad_signature: bool
+    port: int,
+    jobs: int,
+    seconds: float,
+    threads: int,
+    out: Path,
+    bad_signature: bool,
+    first_job: int = 1,
 ) -> None:
     """POST signed callbacks from ``threads`` threads until ``seconds`` have passed."""
     from media_jobs.pipeline.callback import SIGNATURE_HEADER, sign
 
-    bodies = [b""] + [encoded(job_id) for job_id in range(1, jobs + 1)]
-    signatures = [""] + [("0" * 64 if bad_signature else sign(body, SECRET)) for body in bodies[1:]]
+    bodies = {job_id: encoded(job_id) for job_id in range(first_job, jobs + 1)}
+    signatures = {
+        job_id: ("0" * 64 if bad_signature else sign(body, SECRET))
+        for job_id, body in bodies.items()
+    }
+    span = jobs - first_job + 1
     lock = threading.Lock()
     next_job = [0]
     latencies: list[float] = []
@@ -237,8 +247,8 @@ def load_generator(
         while time.perf_counter() < deadline:
             with lock:
                 next_job[0] += 1
-                job_id = (next_job[0] - 1) % jobs + 1
-                if next_job[0] > jobs:
+                job_id = (next_job[0] - 1) % span + first_job
+                if next_job[0] > span:
                     replays[0] += 1
             headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signatures[job_id]}
             started = time.perf_counter()
@@ -284,7 +294,9 @@ def load_generator(
     )
 
 
-def run_load(port: int, jobs: int, seconds: float, threads: int, bad: bool) -> dict[str, Any]:
+def run_load(
+    port: int, jobs: int, seconds: float, threads: int, bad: bool, first_job: int = 1
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "load.json"
         cmd = [
@@ -302,6 +314,8 @@ def run_load(port: int, jobs: int, seconds: float, threads: int, bad: bool) -> d
             str(threads),
             "--out",
             str(out),
+            "--first-job",
+            str(first_job),
         ]
         if bad:
             cmd.append("--bad-signature")
@@ -320,13 +334,15 @@ def percentile(values: list[float], fraction: float) -> float:
 # ---------------------------------------------------------------- gunicorn
 
 
-def start_gunicorn(port: int, workers: int, log: Path) -> subprocess.Popen:
+def start_gunicorn(
+    port: int, workers: int, log: Path, app: str = "toqportal.wsgi:application"
+) -> subprocess.Popen:
     env = django_env(DATABASE, CALLBACK_SECRET=SECRET, DATABASE_CONN_MAX_AGE="600")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("gunicorn")),
-                "toqportal.wsgi:application",
+                app,
                 "--workers",
                 str(workers),
                 "--bind",
@@ -372,8 +388,11 @@ def run(
     jobs: int | None = None,
     threads: int = 4,
     workers: int = 2,
+    proposal_seconds: float | None = None,
 ) -> BenchResult:
     seconds = seconds or (4 if smoke else 60)
+    if proposal_seconds is None:
+        proposal_seconds = 2 if smoke else 30
     jobs = jobs or (300 if smoke else 15_000)
     reference_seconds = 2 if smoke else 10
     result = BenchResult(
@@ -413,6 +432,20 @@ def run(
             server.terminate()
             server.wait(timeout=30)
         server_log = log.read_text(errors="replace")
+        proposal = None
+        first_unused = max(load["accepted"], default=0) + 1
+        if proposal_seconds and first_unused <= jobs:
+            port = free_port()
+            server = start_gunicorn(
+                port, workers, Path(tmp) / "proposal.log", "bench.callback_bulk_wsgi:application"
+            )
+            try:
+                proposal = run_load(
+                    port, jobs, proposal_seconds, threads, bad=False, first_job=first_unused
+                )
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
     result.load["after"] = load_average()
 
     latencies_ms = [x * 1000 for x in load["latencies"]]
@@ -436,7 +469,17 @@ def run(
     result.figures["reference: statuses"] = json.dumps(reference["statuses"])
     result.timings = []
 
-    checked = verify(jobs, set(load["accepted"]))
+    accepted = set(load["accepted"])
+    if proposal is not None:
+        accepted |= set(proposal["accepted"])
+        p_latencies = [x * 1000 for x in proposal["latencies"]]
+        result.figures["proposal (bulk_update of the assets): callbacks/s"] = (
+            proposal["statuses"].get("200", 0) / proposal["elapsed"]
+        )
+        result.figures["proposal: latency p50 (ms)"] = percentile(p_latencies, 0.50)
+        result.figures["proposal: latency p99 (ms)"] = percentile(p_latencies, 0.99)
+        result.figures["proposal: statuses"] = json.dumps(proposal["statuses"])
+    checked = verify(jobs, accepted)
     result.figures["jobs checked"] = checked["jobs_checked"]
     result.figures["assets checked (accepted jobs)"] = checked["assets_checked"]
     if checked["examples"]:
@@ -466,10 +509,23 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=_hidden())
     parser.add_argument("--out", type=Path, help=_hidden())
     parser.add_argument("--bad-signature", action="store_true", help=_hidden())
+    parser.add_argument("--first-job", type=int, default=1, help=_hidden())
+    parser.add_argument(
+        "--proposal-seconds",
+        type=float,
+        default=None,
+        help="seconds of load on bench/callback_bulk_wsgi.py (0 = skip)",
+    )
     args = parser.parse_args()
     if args.load_generator:
         load_generator(
-            args.port, args.jobs, args.seconds, args.threads, args.out, args.bad_signature
+            args.port,
+            args.jobs,
+            args.seconds,
+            args.threads,
+            args.out,
+            args.bad_signature,
+            args.first_job,
         )
         return
     result = run(
@@ -478,6 +534,7 @@ def main() -> None:
         jobs=args.jobs,
         threads=args.threads,
         workers=args.workers,
+        proposal_seconds=args.proposal_seconds,
     )
     finish(result, args.json or result_path(result.key, args.smoke))
 

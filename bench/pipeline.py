@@ -164,6 +164,25 @@ def reference_per_photo(data: bytes, runs: int) -> float:
     return statistics.median(times)
 
 
+def step_in_process(storage: Any, count: int) -> float:
+    """The thumbnails step on ``count`` photos in this process, S3 I/O included, no Celery:
+    splits the per-photo overhead into storage (this minus (a)) and orchestration."""
+    from media_jobs.pipeline.thumbnails import generate_thumbnails
+    from media_jobs.storage import pipeline_config
+
+    keys = [raw_key(index) for index in range(1, count + 1)]
+    validation: Any = {
+        "jobId": 0,
+        "listingIdentityId": LISTING,
+        "imageAssets": [{"key": k, "type": "PHOTO_HORIZONTAL", "sourceKey": k} for k in keys],
+    }
+    for info in list(storage.list(f"{LISTING}/processed/")):
+        storage.delete(info.key)
+    started = time.perf_counter()
+    generate_thumbnails(validation, storage=storage, config=pipeline_config())
+    return (time.perf_counter() - started) / count
+
+
 def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = None) -> BenchResult:
     from media_jobs import sample_media
 
@@ -219,6 +238,7 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
                 ).pk
             )
         per_photo_a = reference_per_photo(originals[0], 3 if smoke else 7)
+        per_photo_step = step_in_process(storage, min(photos, 8))
         worker_env = django_env(DATABASE, **extra)
         timeout = 120 + photos * 10
         by_count: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
@@ -240,6 +260,9 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
     wall_2 = result.timing("wall time, 2 worker(s)").median
     per_photo = wall_1 / photos
     result.figures["(a) render_derivatives per photo, same photo (s)"] = per_photo_a
+    result.figures["thumbnails step in-process per photo, S3 I/O included, no Celery (s)"] = (
+        per_photo_step
+    )
     result.figures["per-photo worker time, 1 worker (s)"] = per_photo
     steps = [o["step_seconds"] for o in by_count[1] if o["step_seconds"]]
     if steps:

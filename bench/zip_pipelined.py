@@ -7,10 +7,10 @@ them. This prototype keeps the project's own ``ZipStreamWriter`` (same bytes out
 changes how the bytes move:
 
 - HEADs run 8 at a time (on S3, 200 sequential HEADs cost 200 round trips);
-- a reader thread streams the objects ahead into a bounded queue of chunks;
-- an uploader thread sends the parts while the next one fills (at most two in flight).
+- a reader thread streams the objects ahead into a bounded queue of 1 MiB chunks;
+- an uploader thread sends a part while the next one fills (one queued).
 
-Memory stays bounded: the chunk queue (16 x 1 MiB) plus three parts. It lives in bench/ to
+Memory stays bounded: the chunk queue (4 x 1 MiB) plus about three parts. It lives in bench/ to
 measure the proposal; the owner of zipper.py / storage_s3.py decides how to adopt it.
 """
 
@@ -32,8 +32,8 @@ from media_jobs.pipeline.zipper import (
     is_stored,
 )
 
-PREFETCH_CHUNKS = 16
-PARTS_IN_FLIGHT = 2
+PREFETCH_CHUNKS = 4
+PARTS_IN_FLIGHT = 1
 _END = object()
 
 
