@@ -30,6 +30,7 @@ from media_jobs.models import (
 )
 from media_jobs.pipeline import keys
 from media_jobs.selectors import admin as selectors
+from media_jobs.services.dispatch import job_asset_ids
 
 from .common import (
     OPERATE_PERMISSION,
@@ -670,6 +671,11 @@ def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str,
     from .views import asset_cards  # noqa: PLC0415 - views imports this module
 
     assets = selectors.listing_assets(listing_identity_id=job.listing_identity_id)
+    cards = asset_cards(assets)
+    # The assets this job took (recorded at dispatch); None for a job started elsewhere.
+    taken = job_asset_ids(job=job)
+    for card in cards:
+        card["in_job"] = taken is not None and card["asset"].pk in taken
     is_sfn = (job.external_id or "").startswith("arn:")
     return {
         "job": job,
@@ -683,7 +689,8 @@ def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str,
             (event, pretty_json(event.detail)) for event in job.events.order_by("at", "id")[:500]
         ],
         "deliveries": list(job.callback_deliveries.order_by("-created_at", "-id")[:20]),
-        "asset_cards": asset_cards(assets),
+        "asset_cards": cards,
+        "job_asset_count": None if taken is None else len(taken),
         "other_jobs": [
             other
             for other in selectors.listing_jobs(
