@@ -29,9 +29,8 @@ the HTTP receiver's own function, so both engines change state identically.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,25 +71,15 @@ logger = logging.getLogger("toq.media.tasks")
 PART_STEPS = (STEP_THUMBNAILS, STEP_POSTERS, STEP_TRANSCODE)
 
 
-def _setting(name: str, cast: Callable[[str], Any], default: Any) -> Any:
-    """A knob from Django settings, else from the environment (the worker tests set it
-    there), else the default."""
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(name, "")
-        value = cast(raw) if raw else default
-    return value
-
-
 def retry_delay_scale() -> float:
     """Multiplies every retry interval; 1 in production, tiny in the tests."""
-    return float(_setting("PIPELINE_RETRY_DELAY_SCALE", float, 1.0))
+    return float(settings.PIPELINE_RETRY_DELAY_SCALE)
 
 
 def thumbnail_chunk_size() -> int:
     """Photos per thumbnails task: small enough to spread a listing over the workers, large
     enough that the task overhead stays negligible next to the decoding."""
-    return max(1, int(_setting("PIPELINE_THUMBNAIL_CHUNK_SIZE", int, 8)))
+    return max(1, int(settings.PIPELINE_THUMBNAIL_CHUNK_SIZE))
 
 
 @dataclass(frozen=True)
@@ -112,7 +101,7 @@ BRANCH_RETRY = RetryPolicy(2, 5, 2.0)
 CONSOLIDATE_RETRY = RetryPolicy(2, 2, 2.0)
 ZIP_RETRY = RetryPolicy(2, 10, 2.0)
 
-_FFMPEG_LIMIT = int(getattr(settings, "FFMPEG_TIMEOUT_SECONDS", 900))
+_FFMPEG_LIMIT = int(settings.FFMPEG_TIMEOUT_SECONDS)
 # (soft, hard) seconds: a step past its soft limit raises inside the task and is retried.
 TIME_LIMITS: dict[str, tuple[int, int]] = {
     STEP_VALIDATE: (300, 330),
@@ -321,7 +310,7 @@ def apply_result(job: MediaProcessingJob, body: dict[str, Any]) -> None:
     """Apply a workflow's callback body through the receiver's service, then - when the
     portal talks to a TOQ backend - send it there too."""
     outcome = callback_apply(raw_body=serialise_payload(body), verify=False, source="celery")
-    if outcome.applied and getattr(settings, "CALLBACK_URL", ""):
+    if outcome.applied and settings.CALLBACK_URL:
         enqueue(deliver_callback, job.pk, body)
 
 
@@ -620,12 +609,12 @@ def run_finalization(self: Task, job_id: int) -> None:
 )
 def deliver_callback(job_id: int, body: dict[str, Any]) -> None:
     """Send a job's callback to CALLBACK_URL (retries and the delivery log in the service)."""
-    from .services.deliveries import DEFAULT_INTERVAL_SECONDS, callback_deliver
+    from .services.deliveries import callback_deliver
 
     job = MediaProcessingJob.objects.filter(pk=job_id).first()
     if job is None:
         return
-    interval = getattr(settings, "CALLBACK_RETRY_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS)
+    interval = settings.CALLBACK_RETRY_INTERVAL_SECONDS
     with log_context(
         job_id=job.pk, listing_identity_id=job.listing_identity_id, step="callback_delivery"
     ):

@@ -24,7 +24,6 @@ from .events import STEP_DELIVERY, event_record
 
 logger = logging.getLogger("toq.media.deliveries")
 
-DEFAULT_INTERVAL_SECONDS = 5.0
 BACKOFF_RATE = 2.0
 URL_MAX_LENGTH = CallbackDelivery._meta.get_field("url").max_length or 500
 
@@ -84,11 +83,7 @@ def callback_deliver(
     already; this only tells the backend."""
     url, secret = _target()
     attempts = max(1, max_attempts or settings.CALLBACK_MAX_ATTEMPTS)
-    interval = (
-        interval_s
-        if interval_s is not None
-        else getattr(settings, "CALLBACK_RETRY_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS)
-    )
+    interval = interval_s if interval_s is not None else settings.CALLBACK_RETRY_INTERVAL_SECONDS
     started = time.perf_counter()
     delivery: CallbackDelivery | None = None
     for number in range(1, attempts + 1):

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+
+from celery.schedules import crontab
+
 from .env import ConfigError, env, typed, var_path
 
 _embedded = env.str("CELERY_BROKER_URL", default="") in ("", "filesystem://")
@@ -22,14 +26,30 @@ if _embedded:
         # broadcast/control messages (inspect, pidbox replies); kombu defaults to ./control
         "control_folder": str(var_path("celery", "control")),
         "store_processed": False,
+        # Kombu polls the folder every second by default: a second per workflow hop.
+        "polling_interval": 0.2,
     }
     _default_backend = f"file://{var_path('celery', 'results')}"
 elif CELERY_BROKER_URL.startswith("redis"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # A killed worker's unacknowledged task comes back after this many seconds: longer than
+    # the longest task (ffmpeg limit + margin), shorter than the reconciler's timeout.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": typed("CELERY_VISIBILITY_TIMEOUT_SECONDS", int, 1800)
+    }
     _default_backend = CELERY_BROKER_URL
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
     _default_backend = "rpc://"
+# A JSON object merged over the transport options (the worker tests' key prefix, for one).
+_overrides = env.str("CELERY_BROKER_TRANSPORT_OPTIONS_JSON", default="")
+if _overrides:
+    try:
+        CELERY_BROKER_TRANSPORT_OPTIONS = {
+            **CELERY_BROKER_TRANSPORT_OPTIONS,
+            **json.loads(_overrides),
+        }
+    except (ValueError, TypeError):
+        raise ConfigError("CELERY_BROKER_TRANSPORT_OPTIONS_JSON: not a JSON object") from None
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=_default_backend)
 
 # One queue for the pipeline; tests give each run its own so parallel runs never share tasks.
@@ -37,6 +57,8 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="media"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Task logs go through Django's LOGGING (JSON lines with job_id, step, traceparent).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -50,6 +72,11 @@ RECONCILER_INTERVAL_SECONDS = typed("RECONCILER_INTERVAL_SECONDS", int, 300)
 CLEANER_RETENTION_DAYS = typed("CLEANER_RETENTION_DAYS", int, 90)
 CLEANER_MAX_PER_RUN = typed("CLEANER_MAX_PER_RUN", int, 5000)
 
+# Pipeline knobs: photos per thumbnails task, and a factor on every retry interval (1 in
+# production; the worker tests shrink it).
+PIPELINE_THUMBNAIL_CHUNK_SIZE = typed("PIPELINE_THUMBNAIL_CHUNK_SIZE", int, 8)
+PIPELINE_RETRY_DELAY_SCALE = typed("PIPELINE_RETRY_DELAY_SCALE", float, 1.0)
+
 # Engine for new jobs: "celery" or "stepfunctions".
 MEDIA_PIPELINE_ENGINE = env.str("MEDIA_PIPELINE_ENGINE", default="celery")
 if MEDIA_PIPELINE_ENGINE not in {"celery", "stepfunctions"}:
@@ -59,3 +86,15 @@ if MEDIA_PIPELINE_ENGINE not in {"celery", "stepfunctions"}:
 PROCESSING_STATE_MACHINE_ARN = env.str("PROCESSING_STATE_MACHINE_ARN", default="")
 FINALIZATION_STATE_MACHINE_ARN = env.str("FINALIZATION_STATE_MACHINE_ARN", default="")
 AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="") or None
+
+# SPEC §8: the reconciler every few minutes, the cleaner once a day (03:17 UTC).
+CELERY_BEAT_SCHEDULE = {
+    "reconcile stuck media jobs": {
+        "task": "media_jobs.tasks.reconcile_stuck_jobs",
+        "schedule": float(RECONCILER_INTERVAL_SECONDS),
+    },
+    "clean old media jobs": {
+        "task": "media_jobs.tasks.clean_old_jobs",
+        "schedule": crontab(hour=3, minute=17),
+    },
+}

@@ -25,6 +25,7 @@ CALLBACK_URL = env.str("CALLBACK_URL", default="")
 CALLBACK_TIMEOUT_SECONDS = typed("CALLBACK_TIMEOUT_SECONDS", int, 10)
 CALLBACK_MAX_BODY_BYTES = typed("CALLBACK_MAX_BODY_BYTES", int, 2 * 1024 * 1024)
 CALLBACK_MAX_ATTEMPTS = typed("CALLBACK_MAX_ATTEMPTS", int, 4)
+CALLBACK_RETRY_INTERVAL_SECONDS = typed("CALLBACK_RETRY_INTERVAL_SECONDS", float, 5.0)
 # Bearer tokens accepted by the start endpoints (comma-separated).
 API_TOKENS = [t for t in env.list("API_TOKENS", default=[]) if t]
 # Token for /metrics (staff sessions are accepted too).
