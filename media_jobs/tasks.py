@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -338,6 +339,35 @@ def _fail_processing(
     apply_result(job, body)
 
 
+@dataclass(frozen=True)
+class StepRun:
+    """What every task of a workflow starts from: the job, its input and its workflow id."""
+
+    job: MediaProcessingJob
+    input: dict[str, Any]
+    workflow_id: str
+
+
+@contextmanager
+def _step_run(job_id: int, step: str, **log_fields: Any) -> Iterator[StepRun | None]:
+    """Load the job (None when it is gone) and log everything inside with its context."""
+    job = _load(job_id)
+    if job is None:
+        yield None
+        return
+    input = workflow_input(job=job)
+    workflow_id = workflow_id_of(job=job)
+    with log_context(
+        job_id=job.pk,
+        listing_identity_id=job.listing_identity_id,
+        traceparent=input.get("traceparent"),
+        step=step,
+        workflow_id=workflow_id,
+        **log_fields,
+    ):
+        yield StepRun(job, input, workflow_id)
+
+
 def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | None:
     try:
         return job_mark_running(job=job, external_id=workflow_id)
@@ -357,19 +387,11 @@ def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | No
 )
 def run_processing(self: Task, job_id: int) -> None:
     """First step of a processing job: RUNNING, validate, fan the parallel parts out."""
-    job = _load(job_id)
-    if job is None:
-        return
-    input = workflow_input(job=job)
-    workflow_id = workflow_id_of(job=job)
-    with log_context(
-        job_id=job.pk,
-        listing_identity_id=job.listing_identity_id,
-        traceparent=input.get("traceparent"),
-        step=STEP_VALIDATE,
-        workflow_id=workflow_id,
-    ):
-        job = _start(job, workflow_id)
+    with _step_run(job_id, STEP_VALIDATE) as run:
+        if run is None:
+            return
+        input, workflow_id = run.input, run.workflow_id
+        job = _start(run.job, workflow_id)
         if job is None:
             return
         validation = _validation(job.pk, workflow_id)
@@ -456,19 +478,11 @@ def _part_summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
 )
 def processing_part(self: Task, job_id: int, part: str) -> None:
     """One parallel part: a chunk of photos, or one video's poster frame or transcode."""
-    job = _load(job_id)
-    if job is None:
-        return
-    input = workflow_input(job=job)
-    workflow_id = workflow_id_of(job=job)
     step = part.split(":")[0]
-    with log_context(
-        job_id=job.pk,
-        listing_identity_id=job.listing_identity_id,
-        traceparent=input.get("traceparent"),
-        step=step,
-        part=part,
-    ):
+    with _step_run(job_id, step, part=part) as run:
+        if run is None:
+            return
+        job, input, workflow_id = run.job, run.input, run.workflow_id
         validation = _validation(job.pk, workflow_id)
         if validation is None or part not in validation.get("parts", []):
             logger.error(
@@ -507,17 +521,10 @@ def processing_part(self: Task, job_id: int, part: str) -> None:
 )
 def consolidate_processing(self: Task, job_id: int) -> None:
     """ConsolidateResults + FinalizeAndCallback: the same body the state machine builds."""
-    job = _load(job_id)
-    if job is None:
-        return
-    input = workflow_input(job=job)
-    workflow_id = workflow_id_of(job=job)
-    with log_context(
-        job_id=job.pk,
-        listing_identity_id=job.listing_identity_id,
-        traceparent=input.get("traceparent"),
-        step=STEP_CONSOLIDATE,
-    ):
+    with _step_run(job_id, STEP_CONSOLIDATE) as run:
+        if run is None:
+            return
+        job, input, workflow_id = run.job, run.input, run.workflow_id
         validation = _validation(job.pk, workflow_id)
         parts = _part_results(job.pk, workflow_id)
         if validation is None or not set(validation["parts"]) <= set(parts):
@@ -560,18 +567,11 @@ def consolidate_processing(self: Task, job_id: int) -> None:
 )
 def run_finalization(self: Task, job_id: int) -> None:
     """CreateZipBundle + FinalizeAndCallback (SPEC §5)."""
-    job = _load(job_id)
-    if job is None:
-        return
-    input = workflow_input(job=job)
-    workflow_id = workflow_id_of(job=job)
-    with log_context(
-        job_id=job.pk,
-        listing_identity_id=job.listing_identity_id,
-        traceparent=input.get("traceparent"),
-        step=STEP_ZIP,
-    ):
-        job = _start(job, workflow_id)
+    with _step_run(job_id, STEP_ZIP) as run:
+        if run is None:
+            return
+        input, workflow_id = run.input, run.workflow_id
+        job = _start(run.job, workflow_id)
         if job is None:
             return
         started = time.perf_counter()
