@@ -14,7 +14,14 @@ from django.utils.html import format_html, format_html_join
 from media_jobs.models import MediaAsset
 from media_jobs.selectors import admin as selectors
 
-from .common import can_operate, json_block, object_url, require_operate, status_badge
+from .common import (
+    ReadOnlyAdminMixin,
+    can_operate,
+    json_block,
+    object_url,
+    require_operate,
+    status_badge,
+)
 from .jobs import report_outcomes
 from .operations import reprocess_assets
 
@@ -22,7 +29,7 @@ OPERATE_ACTIONS = ("reprocess_selected",)
 
 
 @admin.register(MediaAsset)
-class MediaAssetAdmin(admin.ModelAdmin):
+class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "listing",
@@ -60,15 +67,6 @@ class MediaAssetAdmin(admin.ModelAdmin):
         "metadata_json",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return can_operate(request)

@@ -105,3 +105,17 @@ def duration_text(seconds: float | None) -> str:
         return f"{minutes}m {seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+class ReadOnlyAdminMixin:
+    """Nobody adds, edits or deletes these rows by hand: they change only through services
+    (SPEC §3 statuses, the callback log), so the admin shows them read-only to everyone."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

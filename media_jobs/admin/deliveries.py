@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from media_jobs.models import CallbackDelivery
 from media_jobs.selectors import admin as selectors
 
-from .common import can_operate, json_block, require_operate
+from .common import ReadOnlyAdminMixin, can_operate, json_block, require_operate
 
 
 def _delivery_url(delivery: CallbackDelivery) -> str:
@@ -22,7 +22,7 @@ def _delivery_url(delivery: CallbackDelivery) -> str:
 
 
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(admin.ModelAdmin):
+class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "job_link",
@@ -61,15 +61,6 @@ class CallbackDeliveryAdmin(admin.ModelAdmin):
         "replay_of_link",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
         term = search_term.strip().lstrip("#")

@@ -34,6 +34,7 @@ from media_jobs.services.dispatch import job_asset_ids
 
 from .common import (
     OPERATE_PERMISSION,
+    ReadOnlyAdminMixin,
     can_operate,
     duration_text,
     json_block,
@@ -225,7 +226,7 @@ def _int_param(value: Any) -> int | None:
 
 
 @admin.register(MediaProcessingJob)
-class MediaProcessingJobAdmin(admin.ModelAdmin):
+class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "listing",
@@ -292,15 +293,6 @@ class MediaProcessingJobAdmin(admin.ModelAdmin):
     )
 
     # -- permissions: read-only for everyone; operating is a separate permission --------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return can_operate(request)
