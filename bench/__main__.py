@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
     parser.add_argument("--output", type=Path, default=None, help="report path")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="report every benchmark: those not run now from their last results in bench/results",
+    )
     args = parser.parse_args(argv)
 
     keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(BENCHMARKS)
@@ -82,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"!!! {key} failed ({status}); log: {log_path}\n{tail}", flush=True)
         results.append(result)
 
+    if args.merge:
+        ran = {result["key"]: result for result in results}
+        results = []
+        for key in BENCHMARKS:
+            path = result_path(key, args.smoke)
+            if key in ran:
+                results.append(ran[key])
+            elif path.exists():
+                results.append(json.loads(path.read_text()))
     info = machine_info()
     write_report(output, results, info, smoke=args.smoke, elapsed_s=time.time() - started)
     print(f"\nreport written to {output}")

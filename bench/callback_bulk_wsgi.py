@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from media_jobs.models import MediaAsset  # noqa: E402 - after Django is set up
+from toqportal.wsgi import application  # sets Django up; what gunicorn serves
+
+__all__ = ["application"]
+
+from media_jobs.models import MediaAsset  # noqa: E402 - needs the app registry
 from media_jobs.services import callbacks  # noqa: E402
-from toqportal.wsgi import application  # noqa: F401 - what gunicorn serves
 
 
 def _apply_outputs_bulk(job: Any, outputs: list[Any]) -> tuple[int, list[str], list[str]]:
