@@ -20,9 +20,10 @@ PROD = {
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_ENV", "SECRET_KEY"}
-    }
+    # A fresh process as an operator would start it: none of the suite's own variables
+    # (the browser tests allow sync ORM calls beside Playwright's event loop, for one).
+    harness = {"DATABASE_URL", "DJANGO_ENV", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    clean = {k: v for k, v in os.environ.items() if k not in harness}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
