@@ -230,6 +230,8 @@ class S3Storage:
         self.bucket = bucket
         self.part_size = part_size
         self.list_page_size = 1000  # S3's maximum; tests lower it to cross pages
+        # Set by the first successful bucket check: every later 404 is a missing key.
+        self._bucket_seen = False
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -271,12 +273,19 @@ class S3Storage:
 
     def _check_bucket_exists(self) -> None:
         """Raise when the bucket is missing; a role without ListBucket (403) gets the benefit
-        of the doubt, since it cannot see a missing key as 404 anyway."""
+        of the doubt, since it cannot see a missing key as 404 anyway.
+
+        Checked once per storage object: a first run of the thumbnails step misses on every
+        photo's resume check, and the bucket does not vanish between two photos.
+        """
+        if self._bucket_seen:
+            return
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as error:
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 403:
                 raise
+        self._bucket_seen = True
 
     def _get(self, key: str, **options: Any) -> dict[str, Any]:
         try:

@@ -23,6 +23,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
@@ -32,11 +33,12 @@ from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import IMAGE_SIZES, derivative_key
-from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
 from media_jobs.pipeline.types import (
     AssetError,
     BranchResult,
     GeneratedAsset,
+    ValidatedAsset,
     ValidationResult,
 )
 
@@ -103,58 +105,174 @@ def generate_thumbnails(
     A storage error other than a missing object propagates instead (the adapter already
     retried it; the bucket is unreachable or refusing us), so the state machine's Retry
     re-runs the step, and the resume check skips the photos already done.
+
+    Rendering is the CPU work; the storage round trips around it run on a few threads so
+    they overlap it: the next photo's resume check and download (one photo ahead), and the
+    previous photo's four writes (one photo behind). A photo counts as generated only once
+    all four writes have succeeded.
     """
     log_context = _log_context(validation)
+    photos = [asset for asset in validation.get("imageAssets", []) if not asset.get("error")]
     generated: list[GeneratedAsset] = []
     errors: list[AssetError] = []
-    for asset in validation.get("imageAssets", []):
-        if asset.get("error"):
-            continue
-        raw_key = asset.get("sourceKey") or asset["key"]
-        started = time.perf_counter()
-        try:
-            keys = _derivative_keys(raw_key)
-            etag = asset.get("etag") or storage.head(raw_key).etag
-            skipped = _derivatives_current(storage, keys, etag)
-            if not skipped:
-                _generate_one(storage, raw_key, keys, etag, max_pixels=config.max_image_pixels)
-        except ObjectNotFound as exc:
-            errors.append(_asset_error(raw_key, ErrorCode.OBJECT_NOT_FOUND, f"not found: {exc}"))
-            _log_failure(log_context, raw_key, ErrorCode.OBJECT_NOT_FOUND, started)
-            continue
-        except PipelineError as exc:
-            errors.append(_asset_error(raw_key, exc.code, exc.message))
-            _log_failure(log_context, raw_key, exc.code, started)
-            continue
-        except _RenderFailure as exc:
-            cause = exc.__cause__
-            logger.error(
-                "thumbnail failed unexpectedly",
-                exc_info=cause,
-                extra={**log_context, "source_key": raw_key, "error_code": _FAILED},
+    pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="thumbnails-io")
+    next_fetch = _prefetch(pool, storage, photos, 0)
+    try:
+        writing: _Writes | None = None
+        for index, asset in enumerate(photos):
+            fetch, next_fetch = next_fetch, _prefetch(pool, storage, photos, index + 1)
+            raw_key = _raw_key_of(asset)
+            started = time.perf_counter()
+            try:
+                fetched = fetch.result()
+                derivatives = _render_fetched(fetched, max_pixels=config.max_image_pixels)
+            except ObjectNotFound as exc:
+                code, message = ErrorCode.OBJECT_NOT_FOUND, f"not found: {exc}"
+                errors.append(_asset_error(raw_key, code, message))
+                _log_failure(log_context, raw_key, code, started)
+                continue
+            except PipelineError as exc:
+                errors.append(_asset_error(raw_key, exc.code, exc.message))
+                _log_failure(log_context, raw_key, exc.code, started)
+                continue
+            except _RenderFailure as exc:
+                cause = exc.__cause__
+                logger.error(
+                    "thumbnail failed unexpectedly",
+                    exc_info=cause,
+                    extra={**log_context, "source_key": raw_key, "error_code": _FAILED},
+                )
+                errors.append(_asset_error(raw_key, _FAILED, f"{type(cause).__name__}: {cause}"))
+                continue
+            if writing is not None:
+                generated.extend(_finish(writing, log_context))
+            writing = _Writes(
+                asset=asset,
+                keys=fetched.keys,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                skipped=derivatives is None,
+                futures=[
+                    pool.submit(
+                        storage.write,
+                        fetched.keys[derivative.size],
+                        derivative.data,
+                        content_type="image/jpeg",
+                        metadata={SOURCE_ETAG_METADATA: fetched.etag},
+                    )
+                    for derivative in derivatives or []
+                ],
             )
-            errors.append(_asset_error(raw_key, _FAILED, f"{type(cause).__name__}: {cause}"))
-            continue
-        generated.extend(
-            GeneratedAsset(key=key, type=asset["type"], sourceKey=raw_key) for key in keys.values()
-        )
-        logger.info(
-            "thumbnails skipped (already current)" if skipped else "thumbnails generated",
-            extra={
-                **log_context,
-                "source_key": raw_key,
-                "skipped": skipped,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            },
-        )
+        if writing is not None:
+            generated.extend(_finish(writing, log_context))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _discard(next_fetch)
     return {"body": {"status": "SUCCESS", "generatedAssets": generated, "errors": errors}}
 
 
 _FAILED = str(ErrorCode.THUMBNAIL_PROCESSING_FAILED)
+# The next photo's download, plus the previous photo's four writes at once (on S3 each
+# write is a round trip: sequential writes would take longer than rendering a photo).
+IO_THREADS = 1 + len(IMAGE_SIZES)
 
 
 class _RenderFailure(Exception):
     """An unexpected error while rendering one photo (its ``__cause__``): that photo fails."""
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A photo ready to render: ``source`` holds the raw bytes, or is None when the
+    derivatives are already current (nothing to do)."""
+
+    keys: dict[str, str]
+    etag: str
+    source: IO[bytes] | None
+
+
+@dataclass(frozen=True)
+class _Writes:
+    """A rendered photo whose derivatives are being written."""
+
+    asset: ValidatedAsset
+    keys: dict[str, str]
+    duration_ms: float  # waiting for the download + rendering; the writes overlap the next
+    skipped: bool
+    futures: list[Future[ObjectInfo]]
+
+
+def _raw_key_of(asset: ValidatedAsset) -> str:
+    return asset.get("sourceKey") or asset["key"]
+
+
+def _prefetch(
+    pool: ThreadPoolExecutor, storage: Storage, photos: list[ValidatedAsset], index: int
+) -> Future[_Fetched] | None:
+    if index >= len(photos):
+        return None
+    return pool.submit(_fetch, storage, photos[index])
+
+
+def _fetch(storage: Storage, asset: ValidatedAsset) -> _Fetched:
+    """Resume check, then download (an I/O thread's part of one photo)."""
+    raw_key = _raw_key_of(asset)
+    keys = _derivative_keys(raw_key)
+    etag = asset.get("etag") or storage.head(raw_key).etag
+    if _derivatives_current(storage, keys, etag):
+        return _Fetched(keys, etag, None)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY_BYTES)
+    try:
+        # Download before rendering, so a connection failure surfaces as the storage error
+        # it is.
+        with storage.open_read(raw_key) as body:
+            shutil.copyfileobj(body, spool, 1024 * 1024)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return _Fetched(keys, etag, spool)
+
+
+def _render_fetched(fetched: _Fetched, *, max_pixels: int) -> list[Derivative] | None:
+    if fetched.source is None:
+        return None
+    with fetched.source as spool:
+        try:
+            return render_derivatives(spool, max_pixels=max_pixels)  # type: ignore[arg-type]
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise _RenderFailure(str(exc)) from exc
+
+
+def _finish(writes: _Writes, log_context: dict[str, Any]) -> list[GeneratedAsset]:
+    """Wait for a photo's writes (a failed write propagates: a storage error fails the
+    step), then report it."""
+    for future in writes.futures:
+        future.result()
+    raw_key = _raw_key_of(writes.asset)
+    logger.info(
+        "thumbnails skipped (already current)" if writes.skipped else "thumbnails generated",
+        extra={
+            **log_context,
+            "source_key": raw_key,
+            "skipped": writes.skipped,
+            "duration_ms": writes.duration_ms,
+        },
+    )
+    return [
+        GeneratedAsset(key=key, type=writes.asset["type"], sourceKey=raw_key)
+        for key in writes.keys.values()
+    ]
+
+
+def _discard(fetch: Future[_Fetched] | None) -> None:
+    """Close the download of a photo the step never reached (it stopped on an error)."""
+    if fetch is None or fetch.cancelled() or fetch.exception() is not None:
+        return
+    source = fetch.result().source
+    if source is not None:
+        source.close()
 
 
 def _derivative_keys(raw_key: str) -> dict[str, str]:
@@ -176,29 +294,6 @@ def _derivatives_current(storage: Storage, keys: Mapping[str, str], etag: str) -
         if info.metadata.get(SOURCE_ETAG_METADATA) != etag:
             return False
     return True
-
-
-def _generate_one(
-    storage: Storage, raw_key: str, keys: Mapping[str, str], etag: str, *, max_pixels: int
-) -> None:
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_MEMORY_BYTES) as spool:
-        # Download first, so a connection failure surfaces as the storage error it is.
-        with storage.open_read(raw_key) as body:
-            shutil.copyfileobj(body, spool, 1024 * 1024)
-        spool.seek(0)
-        try:
-            derivatives = render_derivatives(spool, max_pixels=max_pixels)  # type: ignore[arg-type]
-        except PipelineError:
-            raise
-        except Exception as exc:
-            raise _RenderFailure(str(exc)) from exc
-    for derivative in derivatives:
-        storage.write(
-            keys[derivative.size],
-            derivative.data,
-            content_type="image/jpeg",
-            metadata={SOURCE_ETAG_METADATA: etag},
-        )
 
 
 def _asset_error(source_key: str, code: str, message: str) -> AssetError:

@@ -280,6 +280,35 @@ def test_a_missing_bucket_is_an_error_not_a_missing_object(moto_server: MotoServ
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
+def _count_calls(storage: S3Storage, operation: str) -> list[str]:
+    """Records every ``operation`` request the client sends (botocore's event hook)."""
+    calls: list[str] = []
+    storage.client.meta.events.register(
+        f"before-call.s3.{operation}", lambda **kwargs: calls.append(operation)
+    )
+    return calls
+
+
+def test_the_bucket_is_checked_once_per_storage(s3_storage: S3Storage) -> None:
+    """A missing key costs one HEAD once the bucket is known to exist (the thumbnails
+    step's resume check misses on every photo of a first run)."""
+    head_bucket = _count_calls(s3_storage, "HeadBucket")
+    for number in range(3):
+        with pytest.raises(ObjectNotFound):
+            s3_storage.head(f"123/processed/photo/large/missing-{number}.jpg")
+    assert head_bucket == ["HeadBucket"]
+
+
+def test_a_missing_bucket_is_never_taken_for_an_existing_one(moto_server: MotoServer) -> None:
+    missing_bucket = S3Storage("no-such-bucket-either", endpoint_url=moto_server.endpoint_url)
+    head_bucket = _count_calls(missing_bucket, "HeadBucket")
+    for _ in range(2):
+        with pytest.raises(ClientError) as err:
+            missing_bucket.head("k")
+        assert not isinstance(err.value, ObjectNotFound)
+    assert head_bucket == ["HeadBucket", "HeadBucket"]
+
+
 def test_local_layout_and_sidecar(local_storage: LocalStorage) -> None:
     local_storage.write(KEY, b"abc", content_type="image/jpeg", metadata={"a": "b"})
     object_path = local_storage.root / local_storage.bucket / KEY

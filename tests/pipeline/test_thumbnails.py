@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import threading
 from typing import BinaryIO
 
 import pytest
@@ -495,6 +496,74 @@ def test_storage_failure_propagates_so_the_state_retries(local_storage: Storage)
             storage=_UnreachableBucket(local_storage),  # type: ignore[arg-type]
             config=PipelineConfig(bucket=local_storage.bucket),
         )
+
+
+def _io_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("thumbnails-io")]
+
+
+def test_many_photos_are_reported_in_order_with_every_write_done(storage: Storage) -> None:
+    """Downloads run ahead of the rendering and writes behind it: the result still lists
+    the photos in the validated order, only after their derivatives exist, and no I/O
+    thread outlives the step."""
+    raws = [_raw_key(f"horizontal-{n:02d}-p.jpg") for n in range(1, 8)]
+    for n, raw in enumerate(raws):
+        storage.write(raw, sample_media.jpeg_bytes(420 + 40 * n, 300, seed=n))
+    missing = _raw_key("horizontal-04-gone.jpg")
+    validation = _validation(storage, raws)
+    validation["imageAssets"].insert(
+        3, ValidatedAsset(key=missing, type="PHOTO_HORIZONTAL", sourceKey=missing, etag="x")
+    )
+
+    result = generate_thumbnails(
+        validation, storage=storage, config=PipelineConfig(bucket=storage.bucket)
+    )
+
+    generated = [(g["sourceKey"], g["key"]) for g in result["body"]["generatedAssets"]]
+    assert generated == [(raw, derivative_key(raw, size)) for raw in raws for size in IMAGE_SIZES]
+    assert [e["sourceKey"] for e in result["body"]["errors"]] == [missing]
+    for n, raw in enumerate(raws):
+        with storage.open_read(derivative_key(raw, "large")) as stream:
+            assert Image.open(io.BytesIO(stream.read())).width == 420 + 40 * n
+    assert _io_threads() == []
+
+
+class _FailingWrites:
+    """The wrapped adapter, except that writing ``failing_key`` fails like a dropped
+    connection."""
+
+    def __init__(self, inner: Storage, failing_key: str) -> None:
+        self._inner = inner
+        self._failing_key = failing_key
+        self.bucket = inner.bucket
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def write(self, key: str, data: bytes, **options: object) -> object:
+        if key == self._failing_key:
+            raise ConnectionResetError("connection reset by peer")
+        return self._inner.write(key, data, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("failing_photo", [0, 2])
+def test_a_failed_derivative_write_fails_the_step(
+    local_storage: Storage, failing_photo: int
+) -> None:
+    """A write runs behind the rendering, yet its storage error still fails the step (the
+    state machine retries it), also when it is the last photo's."""
+    raws = [_raw_key(f"horizontal-{n:02d}-w.jpg") for n in range(1, 4)]
+    for n, raw in enumerate(raws):
+        local_storage.write(raw, sample_media.jpeg_bytes(320, 240, seed=n))
+    failing = _FailingWrites(local_storage, derivative_key(raws[failing_photo], "small"))
+
+    with pytest.raises(ConnectionResetError):
+        generate_thumbnails(
+            _validation(local_storage, raws),
+            storage=failing,  # type: ignore[arg-type]
+            config=PipelineConfig(bucket=local_storage.bucket),
+        )
+    assert _io_threads() == []
 
 
 def test_no_image_assets_is_an_empty_success(storage: Storage) -> None:
