@@ -1,8 +1,11 @@
 """The CreateZipBundle step (SPEC §5): the listing's media as one streamed ZIP.
 
 The archive is written front to back into a multipart upload, one object after the other,
-each read in chunks: memory stays bounded by one chunk plus one upload part, whatever the
-listing's size (the Go system built the whole archive in memory). Sizes and CRCs are only
+each read in chunks: memory stays bounded by a few queued chunks plus one upload part,
+whatever the listing's size (the Go system built the whole archive in memory). Reading,
+zipping and uploading run in three threads joined by small queues, and the next objects are
+opened (their GET sent) before their turn, so the step is as fast as its slowest direction
+rather than the sum of its request latencies. Sizes and CRCs are only
 known after an entry's data, so every entry has a data descriptor (flag bit 3); the central
 directory at the end carries the final values, which is what readers use.
 
@@ -30,11 +33,11 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
@@ -49,6 +52,10 @@ UPLOAD_BLOCK_BYTES = 1024 * 1024
 UPLOAD_MAX_PENDING_BLOCKS = 8
 # Chunks read ahead of the zipping (each up to CHUNK_SIZE).
 READ_AHEAD_CHUNKS = 8
+# Objects opened (GET sent) before the read reaches them: those starting within this many
+# bytes of the read position, at most this many at a time.
+OPEN_AHEAD_BYTES = 8 * 1024 * 1024
+OPEN_AHEAD_OBJECTS = 4
 # Concurrent HEAD requests when checking the assets before zipping.
 HEAD_CONCURRENCY = 8
 DEFLATE_LEVEL = 6
@@ -351,7 +358,8 @@ class _UploadPipeline:
 
     Reading (and deflating) the next bytes then overlaps the upload of the previous part,
     instead of waiting for it: the step runs close to the speed of the slower of the two
-    directions, not their sum. Memory stays bounded: at most ``max_pending`` blocks wait.
+    directions, not their sum. Memory stays bounded: at most ``max_pending`` blocks wait,
+    each about ``block_size`` (the read chunks) or smaller.
     An upload error is raised on the next ``write()`` or on ``finish()``.
     """
 
@@ -384,20 +392,25 @@ class _UploadPipeline:
 
     def write(self, data: bytes) -> int:
         self._raise_upload_error()
-        if not self._pending and len(data) >= self._block_size:
+        if len(data) >= self._block_size:
+            # a whole chunk of an object: handed over as it is, never copied
+            self._hand_over_pending()
             self._blocks.put(bytes(data))
         else:
+            # headers, descriptors, deflate output: gathered into blocks
             self._pending += data
             if len(self._pending) >= self._block_size:
-                self._blocks.put(bytes(self._pending))
-                self._pending = bytearray()
+                self._hand_over_pending()
         return len(data)
 
-    def finish(self) -> None:
-        """Hand over what is left and wait until the upload has received every byte."""
+    def _hand_over_pending(self) -> None:
         if self._pending:
             self._blocks.put(bytes(self._pending))
             self._pending = bytearray()
+
+    def finish(self) -> None:
+        """Hand over what is left and wait until the upload has received every byte."""
+        self._hand_over_pending()
         self._blocks.put(None)
         self._thread.join()
         self._raise_upload_error()
@@ -447,19 +460,38 @@ def _timestamp_extra(moment: datetime) -> bytes:
 class _ReadAhead:
     """Streams the assets' bytes, in order, from a worker thread.
 
-    The next object's GET (and its first-byte latency) then overlaps the zipping and the
-    upload of the previous one. At most ``max_pending`` chunks wait in memory. A read error
-    is raised, in order, when the consumer reaches the object that failed.
+    The objects are read one after the other, but each is opened (the GET request and its
+    first-byte latency, a few ms per object even on a fast store) before the previous one is
+    finished: the next objects that start within ``open_ahead_bytes`` of the read position,
+    at most ``max_open_ahead`` of them, are opened by a small pool. A listing is mostly
+    photos of a few MB, so sequential GETs would spend a large part of the step waiting for
+    first bytes. An opened stream waits at most for ``open_ahead_bytes`` to be read, so a
+    store never sees a long-idle response. At most ``max_pending`` chunks wait in memory.
+    A read error is raised, in order, when the consumer reaches the object that failed.
     """
 
     _END = b""
 
     def __init__(
-        self, storage: Storage, keys: list[str], *, chunk_size: int, max_pending: int
+        self,
+        storage: Storage,
+        keys: list[str],
+        sizes: list[int],
+        *,
+        chunk_size: int,
+        max_pending: int,
+        open_ahead_bytes: int = OPEN_AHEAD_BYTES,
+        max_open_ahead: int = OPEN_AHEAD_OBJECTS,
     ) -> None:
         self._storage = storage
         self._keys = keys
+        # where each object starts in the stream of all their bytes (as sized beforehand)
+        self._starts = list(itertools.accumulate(sizes, initial=0))
         self._chunk_size = chunk_size
+        self._open_ahead_bytes = open_ahead_bytes
+        self._max_open_ahead = max_open_ahead
+        self._opening: dict[int, Future[tuple[ExitStack, BinaryIO]]] = {}
+        self._next_to_open = 0
         self._chunks: queue.Queue[tuple[int, bytes | BaseException]] = queue.Queue(max_pending)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read_all, name="zip-read", daemon=True)
@@ -474,16 +506,53 @@ class _ReadAhead:
                 continue
         return False
 
+    def _open(self, key: str) -> tuple[ExitStack, BinaryIO]:
+        resources = ExitStack()
+        return resources, resources.enter_context(self._storage.open_read(key))
+
+    def _open_ahead(self, opener: ThreadPoolExecutor, index: int, position: int) -> None:
+        """Open object ``index`` unless it is already, and the next ones the read nears."""
+        while self._next_to_open < len(self._keys):
+            number = self._next_to_open
+            near = (
+                number - index <= self._max_open_ahead
+                and self._starts[number] <= position + self._open_ahead_bytes
+            )
+            if number > index and not near:
+                return
+            self._opening[number] = opener.submit(self._open, self._keys[number])
+            self._next_to_open += 1
+
     def _read_all(self) -> None:
-        for index, key in enumerate(self._keys):
+        opener = ThreadPoolExecutor(self._max_open_ahead, thread_name_prefix="zip-open")
+        try:
+            self._read_objects(opener)
+        finally:
+            opener.shutdown(wait=True, cancel_futures=True)
+            for future in self._opening.values():  # opened ahead, never read
+                if not future.cancelled() and future.exception() is None:
+                    future.result()[0].close()
+
+    def _read_objects(self, opener: ThreadPoolExecutor) -> None:
+        position = 0
+        for index in range(len(self._keys)):
+            self._open_ahead(opener, index, position)
             try:
-                with self._storage.open_read(key) as stream:
-                    while chunk := stream.read(self._chunk_size):
-                        if not self._offer((index, chunk)):
-                            return
+                resources, stream = self._opening.pop(index).result()
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 self._offer((index, exc))
                 return
+            with resources:
+                try:
+                    while chunk := stream.read(self._chunk_size):
+                        position += len(chunk)
+                        self._open_ahead(opener, index, position)
+                        if not self._offer((index, chunk)):
+                            return
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                    self._offer((index, exc))
+                    return
+            position = max(position, self._starts[index + 1])
             if not self._offer((index, self._END)):
                 return
 
@@ -500,7 +569,7 @@ class _ReadAhead:
             yield item
 
     def close(self) -> None:
-        """Stop reading (the worker closes its stream); never raises."""
+        """Stop reading (the worker closes its streams); never raises."""
         self._stopping.set()
         self._thread.join(timeout=5)
 
@@ -560,7 +629,13 @@ def create_zip_bundle(
 
     upload = storage.open_multipart(target, content_type=ZIP_CONTENT_TYPE)
     pipeline = _UploadPipeline(upload)
-    reader = _ReadAhead(storage, keys, chunk_size=chunk_size, max_pending=READ_AHEAD_CHUNKS)
+    reader = _ReadAhead(
+        storage,
+        keys,
+        [info.size for info in infos],
+        chunk_size=chunk_size,
+        max_pending=READ_AHEAD_CHUNKS,
+    )
     current_key = ""
     try:
         archive = ZipStreamWriter(pipeline, force_zip64=force_zip64)

@@ -25,7 +25,7 @@ from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
 from media_jobs.pipeline.storage_s3 import MIN_PART_SIZE, S3Storage
-from media_jobs.pipeline.zipper import ZipStreamWriter, create_zip_bundle
+from media_jobs.pipeline.zipper import OPEN_AHEAD_OBJECTS, ZipStreamWriter, create_zip_bundle
 
 LISTING = 5150
 ZIP_KEY = f"{LISTING}/processed/zip/listing-media.zip"
@@ -431,6 +431,94 @@ def test_upload_failure_aborts_and_keeps_the_previous_zip(small_parts: Storage) 
 
     assert caught.value.code == ErrorCode.ZIP_FAILED
     assert "upload connection lost" in caught.value.message
+    assert _read(storage, ZIP_KEY) == previous_bytes
+    assert _unfinished_uploads(storage) == []
+    assert _zip_threads() == []
+
+
+class _CountingReads:
+    """A real adapter that records how many object streams are open at once."""
+
+    def __init__(self, inner: Storage, vanished_key: str | None = None) -> None:
+        self._inner = inner
+        self._vanished_key = vanished_key
+        self._lock = threading.Lock()
+        self.open_now = 0
+        self.most_open = 0
+        self.opened: list[str] = []
+        self.bucket = inner.bucket
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        if key == self._vanished_key:
+            self._inner.delete(key)  # deleted after the step checked the assets
+        with self._inner.open_read(key) as stream:
+            with self._lock:
+                self.opened.append(key)
+                self.open_now += 1
+                self.most_open = max(self.most_open, self.open_now)
+            try:
+                yield stream
+            finally:
+                with self._lock:
+                    self.open_now -= 1
+
+
+@pytest.fixture
+def many_photos(storage: Storage) -> dict[str, bytes]:
+    """More small objects than the step opens ahead, so the window slides."""
+    objects = {
+        f"{LISTING}/raw/photo/horizontal/horizontal-{n:02d}-IMG_{n}.jpg": os.urandom(40_000 + n)
+        for n in range(1, 3 * OPEN_AHEAD_OBJECTS + 2)
+    }
+    for key, data in objects.items():
+        storage.write(key, data)
+    return objects
+
+
+def test_objects_opened_ahead_are_bounded_and_all_closed(
+    storage: Storage, many_photos: dict[str, bytes]
+) -> None:
+    counting = _CountingReads(storage)
+
+    create_zip_bundle(
+        _event(list(many_photos)),
+        storage=counting,  # type: ignore[arg-type]
+        config=PipelineConfig(bucket=storage.bucket),
+        chunk_size=16 * 1024,
+    )
+
+    assert sorted(counting.opened) == sorted(many_photos)  # each object opened once
+    assert 1 <= counting.most_open <= OPEN_AHEAD_OBJECTS + 1  # the one read + those ahead
+    assert counting.open_now == 0
+    with zipfile.ZipFile(io.BytesIO(_read(storage, ZIP_KEY))) as archive:
+        assert [archive.read(n) for n in archive.namelist()] == list(many_photos.values())
+    assert _zip_threads() == []
+
+
+def test_asset_vanishing_while_zipping_fails_in_order_and_closes_every_stream(
+    storage: Storage, many_photos: dict[str, bytes]
+) -> None:
+    keys = list(many_photos)
+    config = PipelineConfig(bucket=storage.bucket)
+    create_zip_bundle(_event(keys[:2]), storage=storage, config=config)
+    previous_bytes = _read(storage, ZIP_KEY)
+    vanished = keys[OPEN_AHEAD_OBJECTS]  # within the first window: opened ahead of its turn
+    counting = _CountingReads(storage, vanished_key=vanished)
+
+    with pytest.raises(PipelineError) as caught:
+        create_zip_bundle(
+            _event(keys),
+            storage=counting,  # type: ignore[arg-type]
+            config=config,
+        )
+
+    assert caught.value.code == ErrorCode.OBJECT_NOT_FOUND
+    assert vanished in caught.value.message
+    assert counting.open_now == 0  # streams opened beyond the failure were closed too
     assert _read(storage, ZIP_KEY) == previous_bytes
     assert _unfinished_uploads(storage) == []
     assert _zip_threads() == []
