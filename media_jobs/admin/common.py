@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -48,7 +49,10 @@ def require_view(request: HttpRequest) -> None:
         raise PermissionDenied("You need the permission to view media processing jobs.")
 
 
+@functools.lru_cache(maxsize=128)
 def status_badge(status: str | None, label: str | None = None) -> SafeString:
+    """The badge HTML of a status; a few distinct (status, label) pairs, so each is built
+    once (a list page shows 50 of them)."""
     modifier = BADGE_CLASSES.get(status or "", "unknown")
     return format_html(
         '<span class="toq-badge toq-badge--{}">{}</span>', modifier, label or status or "-"

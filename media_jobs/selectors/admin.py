@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.db.models.functions import Substr, TruncDate
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -57,8 +57,10 @@ ERROR_SCAN_LIMIT = 5_000
 class BoundedCountPaginator(Paginator):
     """A paginator whose count reads at most ``cap + 1`` index entries.
 
-    ``count`` runs ``SELECT COUNT(*) FROM (SELECT … LIMIT cap+1)``: the same small cost on ten
-    rows and on a million. ``capped`` tells the template to say "more than cap".
+    ``count`` runs ``SELECT COUNT(*) FROM (SELECT id … LIMIT cap+1)``: the same small cost on
+    ten rows and on a million. It selects the primary key only, so an annotation of the list
+    (``job_list_columns``) stays out and the count can stay in an index. ``capped`` tells the
+    template to say "more than cap".
     """
 
     cap = LIST_COUNT_CAP
@@ -68,7 +70,7 @@ class BoundedCountPaginator(Paginator):
     def count(self) -> int:
         object_list = self.object_list
         if isinstance(object_list, QuerySet):
-            found = object_list.order_by()[: self.cap + 1].count()
+            found = object_list.order_by().values("pk")[: self.cap + 1].count()
         else:
             found = min(len(object_list), self.cap + 1)
         self.capped = found > self.cap
@@ -161,6 +163,24 @@ def error_code_choices(*, recent: int = 250) -> list[str]:
     return choices
 
 
+JOB_CREATED_BOUNDS_CACHE_KEY = "media_jobs:admin:job-created-bounds"
+JOB_CREATED_BOUNDS_TTL_SECONDS = 60
+
+
+def job_created_bounds() -> tuple[datetime | None, datetime | None]:
+    """The whole table's first and last ``created_at`` (the two ends of idx_mpj_created_at):
+    the years the jobs list's date hierarchy offers. Kept a minute in the cache, like the
+    error-code choices: they are links, not rows, and a new year may appear a minute late."""
+    cached = cache.get(JOB_CREATED_BOUNDS_CACHE_KEY)
+    if cached is not None:
+        return cached
+    bounds = MediaProcessingJob.objects.aggregate(first=Min("created_at"), last=Max("created_at"))
+    found = (bounds["first"], bounds["last"])
+    if found[0] is not None:  # an empty table is not remembered: its first job shows at once
+        cache.set(JOB_CREATED_BOUNDS_CACHE_KEY, found, JOB_CREATED_BOUNDS_TTL_SECONDS)
+    return found
+
+
 def job_search(*, queryset: QuerySet, term: str) -> QuerySet:
     """Search the jobs list with index-friendly exact and prefix matches only.
 
@@ -231,38 +251,40 @@ class AssetCounts:
 
 
 def listing_asset_counts(*, listing_ids: Iterable[int]) -> dict[int, AssetCounts]:
-    """Assets per listing by outcome: ONE grouped query for a whole page of jobs."""
+    """Assets per listing by outcome: ONE grouped query for a whole page of jobs, by (listing,
+    status) so that ``idx_ma_listing_status`` answers it alone (at most a few rows per listing,
+    summed here)."""
     ids = sorted(set(listing_ids))
     if not ids:
         return {}
     rows = (
         MediaAsset.objects.filter(listing_identity_id__in=ids)
         .order_by()
-        .values("listing_identity_id")
-        .annotate(
-            total=Count("pk"),
-            processed=Count("pk", filter=Q(status=AssetStatus.PROCESSED)),
-            failed=Count("pk", filter=Q(status=AssetStatus.FAILED)),
-        )
+        .values_list("listing_identity_id", "status")
+        .annotate(n=Count("pk"))
     )
+    totals: Counter[int] = Counter()
+    processed: Counter[int] = Counter()
+    failed: Counter[int] = Counter()
+    for listing_id, status, n in rows:
+        totals[listing_id] += n
+        if status == AssetStatus.PROCESSED:
+            processed[listing_id] += n
+        elif status == AssetStatus.FAILED:
+            failed[listing_id] += n
     return {
-        row["listing_identity_id"]: AssetCounts(row["total"], row["processed"], row["failed"])
-        for row in rows
+        listing_id: AssetCounts(total, processed[listing_id], failed[listing_id])
+        for listing_id, total in totals.items()
     }
 
 
-def error_heads(*, job_ids: Iterable[int]) -> dict[int, str | None]:
-    """The first ERROR_HEAD_CHARS characters of last_error per job (primary-key look-ups)."""
-    ids = list(job_ids)
-    if not ids:
-        return {}
-    rows = (
-        MediaProcessingJob.objects.filter(pk__in=ids)
-        .order_by()
-        .annotate(head=Substr("last_error", 1, ERROR_HEAD_CHARS))
-        .values_list("pk", "head")
+def job_list_columns(*, queryset: QuerySet) -> QuerySet:
+    """The jobs list's columns: never the big TEXT/JSON ones (last_error and callback_body may
+    each hold 64 KiB); the first ERROR_HEAD_CHARS characters of last_error come with the page's
+    rows as ``error_head`` (counting and the other aggregates leave the unused head out)."""
+    return queryset.defer("payload", "callback_body", "last_error").annotate(
+        error_head=Substr("last_error", 1, ERROR_HEAD_CHARS)
     )
-    return dict(rows)
 
 
 # -- job page ---------------------------------------------------------------------------------

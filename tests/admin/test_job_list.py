@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
+from django.contrib.admin.templatetags.admin_list import items_for_result
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
+from django.urls import resolve, reverse
 from django.utils import timezone
 
 from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaProcessingJob
@@ -209,3 +210,66 @@ def test_list_is_sorted_newest_first_and_only_by_indexed_columns(viewer_client):
     assert 'class="sortable column-id' in html
     assert 'class="sortable column-duration' not in html
     assert MediaProcessingJob.objects.count() == 2
+
+
+def test_rows_are_the_html_of_djangos_own_result_list(operator, rf):
+    """The one-pass rows (JobChangeList.result_table) give, cell for cell, what Django's
+    generic ``items_for_result`` gives for the same list: checkbox, id link keeping the
+    filters, every column."""
+    now = timezone.now()
+    for n, status in enumerate((JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS, JobStatus.FAILED)):
+        JobFactory(
+            listing_identity_id=880 + n % 2,
+            status=status,
+            provider=JobProvider.STEP_FUNCTIONS_FINALIZATION if n else JobProvider.STEP_FUNCTIONS,
+            started_at=now - timedelta(minutes=5),
+            completed_at=now - timedelta(minutes=1),
+            last_error=f"code=E{n} | <b>bold</b> & more | reason",
+        )
+    AssetFactory(listing_identity_id=880, status=AssetStatus.PROCESSED)
+    AssetFactory(listing_identity_id=881, status=AssetStatus.FAILED)
+    request = rf.get(LIST_URL, {"status__exact": "FAILED"})
+    request.user = operator
+    request.resolver_match = resolve(LIST_URL)
+    changelist = admin.site._registry[MediaProcessingJob].get_changelist_instance(request)
+    assert changelist.result_count == 2
+
+    ours = ["".join(row) for row in changelist.result_table()["results"]]
+    django_rows = [
+        "".join(items_for_result(changelist, job, None)) for job in changelist.result_list
+    ]
+
+    assert ours == django_rows
+    assert 'class="action-select"' in ours[0]
+    assert "_changelist_filters=status__exact%3DFAILED" in ours[0]
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in ours[0]
+
+
+def test_date_links_are_cached_a_minute_but_rows_are_read_every_time(viewer_client):
+    JobFactory(created_at=timezone.now().replace(year=2024, month=3, day=5))
+    with CaptureQueriesContext(connection) as first:
+        viewer_client.get(LIST_URL)
+    assert any("MIN(" in q["sql"].upper() for q in first.captured_queries)
+
+    newer = JobFactory()
+    with CaptureQueriesContext(connection) as second:
+        response = viewer_client.get(LIST_URL)
+    assert not any("MIN(" in q["sql"].upper() for q in second.captured_queries)
+    assert newer.pk in result_ids(response)  # the rows are never cached
+    assert "created_at__year=2024" in response.content.decode()
+
+
+def test_list_reads_the_head_of_last_error_with_its_rows_and_counts_ids_only(viewer_client):
+    JobFactory(status=JobStatus.FAILED, last_error="code=BIG | " + "x" * 60_000)
+    viewer_client.get(LIST_URL)  # the cached filter choices read last_error heads once
+    with CaptureQueriesContext(connection) as captured:
+        response = viewer_client.get(LIST_URL, {"status__exact": "FAILED"})
+    job_sql = [q["sql"] for q in captured.captured_queries if "`media_processing_jobs`" in q["sql"]]
+    for sql in job_sql:
+        for before in re.findall(r"(\S*)`media_processing_jobs`\.`last_error`", sql):
+            assert before.endswith("SUBSTRING("), sql  # never the whole 64 KiB column
+    counts = [sql for sql in job_sql if "COUNT(" in sql.upper()]
+    assert counts and not any("last_error" in sql for sql in counts)
+    html = response.content.decode()
+    assert "code=BIG | " + "x" * 100 in html
+    assert "x" * 290 not in html  # the head: ERROR_HEAD_CHARS (300) characters at most

@@ -86,3 +86,25 @@ def test_asset_list_filters_and_searches(viewer_client, processed_listing):
         reverse("admin:media_jobs_mediaasset_change", args=[built["assets"][0].pk])
     ).content.decode()
     assert "thumbnail_photo_horizontal" in detail and "&quot;filename&quot;" in detail
+
+
+@pytest.mark.django_db
+def test_listing_asset_counts_by_outcome():
+    for status in (
+        AssetStatus.PROCESSED,
+        AssetStatus.PROCESSED,
+        AssetStatus.FAILED,
+        AssetStatus.PROCESSING,
+        AssetStatus.PENDING_UPLOAD,
+    ):
+        AssetFactory(listing_identity_id=7001, status=status)
+    AssetFactory(listing_identity_id=7002, status=AssetStatus.FAILED)
+    AssetFactory(listing_identity_id=7003, status=AssetStatus.PROCESSED)  # not asked for
+
+    counts = selectors.listing_asset_counts(listing_ids=[7001, 7002, 7001, 7004])
+
+    assert counts == {
+        7001: selectors.AssetCounts(total=5, processed=2, failed=1),
+        7002: selectors.AssetCounts(total=1, processed=0, failed=1),
+    }
+    assert selectors.listing_asset_counts(listing_ids=[]) == {}
