@@ -59,6 +59,11 @@ SPOOL_MAX_MEMORY_BYTES = 64 * 1024 * 1024
 # 0.001 (0.984 vs 0.985 against a full decode + Lanczos); the smaller sizes use Lanczos.
 REDUCING_GAP = 3.0
 FIRST_STEP_FILTER = Image.Resampling.BICUBIC
+# Bytes handed to the decoder per call (Pillow's default is 64 KiB). The decoder runs without
+# the GIL and takes it back between calls: 40-odd calls for a 3 MB JPEG meant waiting 40-odd
+# times for the step's I/O threads; one call per photo (up to this size) waits once.
+# Measured with the I/O threads running: ~3 ms less per 12 MP photo (~4 %).
+DECODE_BLOCK_BYTES = 16 * 1024 * 1024
 
 # The decoders a photo may go through. Anything else (EPS, which would run Ghostscript on
 # untrusted input; PSD; ICO; ...) is UNSUPPORTED_FORMAT. MPO camera files open as JPEG.
@@ -362,6 +367,7 @@ def render_derivatives(source: BinaryIO, *, max_pixels: int) -> list[Derivative]
 
 def _render(image: Image.Image) -> list[Derivative]:
     stored_size = image.size
+    image.decodermaxblock = DECODE_BLOCK_BYTES  # type: ignore[attr-defined]
     box: tuple[float, float, float, float] | None = None
     if isinstance(image, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (camera JPEGs)
         # Decode at the smallest DCT scale whose width (as displayed) still covers `large`.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from media_jobs.pipeline.config import PipelineConfig
@@ -126,6 +127,27 @@ def validate_asset(ref: AssetRef, *, storage: Storage, config: PipelineConfig) -
     return asset
 
 
+# Each asset is two round trips (HEAD, then the first bytes); a listing has hundreds.
+VALIDATE_THREADS = 8
+
+
+def _validate_all(
+    refs: list[AssetRef], *, storage: Storage, config: PipelineConfig
+) -> list[ValidatedAsset]:
+    """``validate_asset`` for every ref, in order, a few at a time (the round trips are
+    waiting, not work). The first storage error stops the rest and propagates."""
+    if len(refs) <= 1:
+        return [validate_asset(ref, storage=storage, config=config) for ref in refs]
+    pool = ThreadPoolExecutor(
+        max_workers=min(VALIDATE_THREADS, len(refs)), thread_name_prefix="validate"
+    )
+    try:
+        futures = [pool.submit(validate_asset, ref, storage=storage, config=config) for ref in refs]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def validate_assets(
     event: ProcessingInput | Mapping[str, Any], *, storage: Storage, config: PipelineConfig
 ) -> ValidationResult:
@@ -134,7 +156,7 @@ def validate_assets(
     count only valid assets, so the branches never see an asset that already failed.
     """
     normalized = normalize_processing_input(event)
-    assets = [validate_asset(ref, storage=storage, config=config) for ref in normalized["assets"]]
+    assets = _validate_all(normalized["assets"], storage=storage, config=config)
     valid = [asset for asset in assets if "error" not in asset]
     images = [asset for asset in valid if not is_video_type(asset["type"])]
     videos = [asset for asset in valid if is_video_type(asset["type"])]

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -319,6 +320,44 @@ def test_an_unreachable_bucket_raises(moto_server, pipeline_config: PipelineConf
     wrong = S3Storage("bucket-that-does-not-exist", endpoint_url=moto_server.endpoint_url)
     with pytest.raises(ClientError):
         validate_assets(event(PHOTO_KEY), storage=wrong, config=pipeline_config)
+
+
+def _validate_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("validate")]
+
+
+def test_a_listing_is_validated_in_order(
+    storage: Storage, pipeline_config: PipelineConfig, jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    """The assets are checked a few at a time; the result keeps the message's order and
+    each asset's own outcome."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 21)]
+    for n, key in enumerate(keys):
+        if n % 5 != 3:  # every fifth photo is missing
+            storage.write(key, jpeg_by_orientation[1 + n % 8])
+    result = validate_assets(event(*keys), storage=storage, config=pipeline_config)
+
+    assert [a["key"] for a in result["assets"]] == keys
+    for n, asset in enumerate(result["assets"]):
+        if n % 5 == 3:
+            assert asset["errorCode"] == ErrorCode.OBJECT_NOT_FOUND
+        else:
+            assert asset["size"] == len(jpeg_by_orientation[1 + n % 8])
+    assert [a["key"] for a in result["imageAssets"]] == [
+        key for n, key in enumerate(keys) if n % 5 != 3
+    ]
+    assert _validate_threads() == []
+
+
+def test_an_unreachable_bucket_stops_a_large_listing(
+    moto_server,  # noqa: ANN001
+    pipeline_config: PipelineConfig,
+) -> None:
+    wrong = S3Storage("bucket-that-does-not-exist", endpoint_url=moto_server.endpoint_url)
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 31)]
+    with pytest.raises(ClientError):
+        validate_assets(event(*keys), storage=wrong, config=pipeline_config)
+    assert _validate_threads() == []
 
 
 def test_pixels_are_not_decoded_by_validation(
