@@ -107,7 +107,8 @@ class JobChangeList(ChangeList):
         """The context Django's ``result_list`` tag gives ``change_list_results.html``, built
         in one pass: the generic ``items_for_result`` (a field lookup that raises per computed
         cell) and then one template variable per cell were most of the page's time on 50
-        rows. Each row is one safe string of its cells, so the HTML is the same as Django's."""
+        rows. Each row is one safe string of its cells: Django's markup, except that an empty
+        cell (no error) stays empty where Django would print its "-"."""
         headers = list(result_headers(self))
         # The job link of every row: escaped once, the primary key (digits) put in per row.
         change_url = reverse("admin:media_jobs_mediaprocessingjob_change", args=[0])

@@ -215,7 +215,7 @@ def test_list_is_sorted_newest_first_and_only_by_indexed_columns(viewer_client):
 def test_rows_are_the_html_of_djangos_own_result_list(operator, rf):
     """The one-pass rows (JobChangeList.result_table) give, cell for cell, what Django's
     generic ``items_for_result`` gives for the same list: checkbox, id link keeping the
-    filters, every column."""
+    filters, every column (all filled: an empty cell stays empty where Django prints "-")."""
     now = timezone.now()
     for n, status in enumerate((JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS, JobStatus.FAILED)):
         JobFactory(
