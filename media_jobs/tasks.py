@@ -129,20 +129,30 @@ def enqueue(task: Task, *args: Any, countdown: float | None = None) -> None:
     A fresh connection per call (not the app's cached producer pool), so a process whose
     broker settings change at run time (the worker tests) sends where it is told.
     """
+    enqueue_each(task, [args], countdown=countdown)
+
+
+def enqueue_each(
+    task: Task, calls: Iterable[tuple[Any, ...]], *, countdown: float | None = None
+) -> None:
+    """Queue ``task(*args)`` for every ``args`` in ``calls`` over one fresh connection: a
+    fan-out of parts pays one connection (~2.5 ms to Redis), not one per part."""
     options: dict[str, Any] = {"queue": app.conf.task_default_queue}
     if countdown:
         options["countdown"] = countdown
     if app.conf.task_always_eager:
-        task.apply_async(args=args, **options)
+        for args in calls:
+            task.apply_async(args=args, **options)
         return
     with app.connection_for_write() as connection:
-        task.apply_async(
-            args=args,
-            connection=connection,
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-            **options,
-        )
+        for args in calls:
+            task.apply_async(
+                args=args,
+                connection=connection,
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+                **options,
+            )
 
 
 # --- workflow state in the timeline ------------------------------------------------------------
@@ -430,8 +440,7 @@ def run_processing(self: Task, job_id: int) -> None:
             )
         done = _parts_done(job.pk, workflow_id)
         pending = [p for p in validation["parts"] if p not in done]
-        for part in pending:
-            enqueue(processing_part, job.pk, part)
+        enqueue_each(processing_part, [(job.pk, part) for part in pending])
         if not pending:
             enqueue(consolidate_processing, job.pk)
 
