@@ -44,7 +44,7 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = selectors.BoundedCountPaginator
-    change_form_template = "admin/media_jobs/callbackdelivery/change_form.html"
+    change_form_template = "admin/media_jobs/delivery_change_form.html"
     fields = (
         "id",
         "job_link",

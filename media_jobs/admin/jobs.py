@@ -264,8 +264,10 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = selectors.BoundedCountPaginator
     actions = ["retry_selected", "mark_failed_selected"]
-    change_list_template = "admin/media_jobs/mediaprocessingjob/change_list.html"
-    change_form_template = "admin/media_jobs/mediaprocessingjob/change_form.html"
+    # Explicit names, not Django's per-model paths (admin/<app>/<model>/...), which every
+    # admin of this model would pick up - another site's plain ModelAdmin included.
+    change_list_template = "admin/media_jobs/job_change_list.html"
+    change_form_template = "admin/media_jobs/job_change_form.html"
     fieldsets = (
         (
             "Summary",
