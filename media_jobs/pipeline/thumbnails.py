@@ -23,7 +23,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
@@ -125,9 +125,12 @@ def generate_thumbnails(
     try:
         writing: _Writes | None = None
         for index, asset in enumerate(photos):
-            fetch, next_fetch = next_fetch, _prefetch(pool, storage, photos, index + 1)
             raw_key = _raw_key_of(asset)
             started = time.perf_counter()
+            fetch = next_fetch
+            assert fetch is not None
+            wait([fetch])  # then the next download starts: one photo ahead, never two
+            next_fetch = _prefetch(pool, storage, photos, index + 1)
             try:
                 fetched = fetch.result()
                 derivatives = _render_fetched(fetched, max_pixels=config.max_image_pixels)
