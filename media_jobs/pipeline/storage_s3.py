@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, BinaryIO
 
@@ -30,6 +31,8 @@ MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * MIB
 # The part size doubles after every PARTS_PER_STEP parts (see part_size_for).
 PARTS_PER_STEP = 1000
+# Parts of one streamed upload sent at the same time (see S3MultipartWriter).
+PARTS_IN_FLIGHT = 2
 
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 _RANGE_NOT_SATISFIABLE = {"416", "InvalidRange"}
@@ -91,10 +94,14 @@ class _StreamingBodyReader(io.RawIOBase):
 class S3MultipartWriter:
     """A streamed upload that appears only on ``complete()``.
 
-    Buffers at most one part. Fewer bytes than one part become a single PutObject on
-    ``complete()``; otherwise parts go up as they fill (their size grows, see
-    ``part_size_for``) and CompleteMultipartUpload makes the object visible. ``abort()``
-    cancels the upload: the previous object under the key, if any, stays untouched.
+    Fewer bytes than one part become a single PutObject on ``complete()``; otherwise parts go
+    up as they fill (their size grows, see ``part_size_for``) and CompleteMultipartUpload
+    makes the object visible. Up to ``parts_in_flight`` parts are sent at once by a small
+    thread pool: one part's upload (signing, sending, the store's checksum and write) then
+    overlaps the next one's, instead of the writer waiting for each answer. ``write`` blocks
+    while that many are in flight, so memory stays bounded by the buffer plus those parts.
+    A failed part is raised by the next ``write`` or by ``complete``. ``abort()`` cancels the
+    upload: the previous object under the key, if any, stays untouched.
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class S3MultipartWriter:
         content_type: str | None,
         metadata: dict[str, str] | None,
         base_part_size: int,
+        parts_in_flight: int = PARTS_IN_FLIGHT,
     ) -> None:
         self._client = client
         self._bucket = bucket
@@ -118,24 +126,23 @@ class S3MultipartWriter:
         self._base_part_size = base_part_size
         self._buffer = bytearray()
         self._upload_id: str | None = None
+        self._parts_started = 0
+        self._parts_in_flight = max(1, parts_in_flight)
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: set[Future[dict[str, Any]]] = set()
         self._parts: list[dict[str, Any]] = []
         self._size = 0
         self._closed = False
 
     @property
     def parts_uploaded(self) -> int:
-        return len(self._parts)
+        """Parts handed to S3 so far (sent, or being sent)."""
+        return self._parts_started
 
     def _next_part_size(self) -> int:
-        return part_size_for(len(self._parts) + 1, self._base_part_size)
+        return part_size_for(self._parts_started + 1, self._base_part_size)
 
-    def _upload_part(self, data: bytes) -> None:
-        if self._upload_id is None:
-            created = self._client.create_multipart_upload(
-                Bucket=self._bucket, Key=self._key, **self._extra
-            )
-            self._upload_id = created["UploadId"]
-        number = len(self._parts) + 1
+    def _send_part(self, number: int, data: bytes) -> dict[str, Any]:
         response = self._client.upload_part(
             Bucket=self._bucket,
             Key=self._key,
@@ -143,7 +150,32 @@ class S3MultipartWriter:
             PartNumber=number,
             Body=data,
         )
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def _collect(self, *, until_at_most: int) -> None:
+        """Wait until at most ``until_at_most`` parts are in flight; raise a failed part."""
+        while len(self._in_flight) > until_at_most:
+            done, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._parts.append(future.result())
+
+    def _upload_part(self, data: bytes) -> None:
+        if self._upload_id is None:
+            created = self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key, **self._extra
+            )
+            self._upload_id = created["UploadId"]
+        self._collect(until_at_most=self._parts_in_flight - 1)
+        self._parts_started += 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._parts_in_flight, thread_name_prefix="s3-part")
+        self._in_flight.add(self._pool.submit(self._send_part, self._parts_started, data))
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._in_flight = set()
 
     def write(self, data: bytes) -> int:
         if self._closed:
@@ -168,11 +200,15 @@ class S3MultipartWriter:
             else:
                 if self._buffer:
                     self._upload_part(bytes(self._buffer))
+                self._collect(until_at_most=0)
+                self._stop_pool()
                 response = self._client.complete_multipart_upload(
                     Bucket=self._bucket,
                     Key=self._key,
                     UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
+                    MultipartUpload={
+                        "Parts": sorted(self._parts, key=lambda part: part["PartNumber"])
+                    },
                 )
         except BaseException:
             # keep the original error; a failing abort leaves an upload for the lifecycle rule
@@ -190,8 +226,10 @@ class S3MultipartWriter:
         )
 
     def abort(self) -> None:
-        """Idempotent; safe after a failed write or complete."""
+        """Idempotent; safe after a failed write or complete. Parts still being sent are
+        waited for first, so none lands after the abort."""
         self._buffer = bytearray()
+        self._stop_pool()
         if self._closed:
             return
         self._closed = True

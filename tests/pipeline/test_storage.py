@@ -499,3 +499,50 @@ def test_s3_read_timeout_is_bounded() -> None:
         with pytest.raises(ReadTimeoutError):
             storage.head("k")
     assert len(seen) == 1
+
+
+class _PartFails:
+    """The real client, except that one UploadPart fails like a dropped connection."""
+
+    def __init__(self, inner: object, failing_part: int) -> None:
+        self._inner = inner
+        self._failing_part = failing_part
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def upload_part(self, **kwargs: object) -> dict[str, object]:
+        if kwargs["PartNumber"] == self._failing_part:
+            raise ConnectionError("connection lost while sending a part")
+        return self._inner.upload_part(**kwargs)  # type: ignore[attr-defined]
+
+
+def test_parts_in_flight_complete_in_order(s3_storage: S3Storage) -> None:
+    data = payload(MIN_PART_SIZE * 4 + 1234)
+    writer = s3_storage.open_multipart("inflight.bin", part_size=MIN_PART_SIZE)
+    for start in range(0, len(data), 700_000):
+        writer.write(data[start : start + 700_000])
+    info = writer.complete()
+
+    assert info.etag.endswith("-5")  # four full parts and the rest, sent two at a time
+    with s3_storage.open_read("inflight.bin") as stream:
+        assert stream.read() == data
+    assert [t.name for t in threading.enumerate() if t.name.startswith("s3-part")] == []
+
+
+def test_a_failed_part_in_flight_fails_the_upload_and_aborts_it(s3_storage: S3Storage) -> None:
+    storage = S3Storage(
+        s3_storage.bucket, client=_PartFails(s3_storage.client, 2), part_size=MIN_PART_SIZE
+    )
+    writer = storage.open_multipart("broken.bin")
+
+    with pytest.raises(ConnectionError):
+        for _ in range(5):
+            writer.write(payload(MIN_PART_SIZE))
+        writer.complete()
+
+    writer.abort()
+    assert pending_uploads(s3_storage) == []
+    with pytest.raises(ObjectNotFound):
+        s3_storage.head("broken.bin")
+    assert [t.name for t in threading.enumerate() if t.name.startswith("s3-part")] == []
