@@ -91,6 +91,16 @@ class _StreamingBodyReader(io.RawIOBase):
         super().close()
 
 
+def object_args(content_type: str | None, metadata: dict[str, str] | None) -> dict[str, Any]:
+    """The PutObject / CreateMultipartUpload / upload_file arguments every write shares."""
+    args: dict[str, Any] = {}
+    if content_type:
+        args["ContentType"] = content_type
+    if metadata:
+        args["Metadata"] = dict(metadata)
+    return args
+
+
 class S3MultipartWriter:
     """A streamed upload that appears only on ``complete()``.
 
@@ -118,11 +128,7 @@ class S3MultipartWriter:
         self._client = client
         self._bucket = bucket
         self._key = key
-        self._extra: dict[str, Any] = {}
-        if content_type:
-            self._extra["ContentType"] = content_type
-        if metadata:
-            self._extra["Metadata"] = dict(metadata)
+        self._extra = object_args(content_type, metadata)
         self._base_part_size = base_part_size
         self._buffer = bytearray()
         self._upload_id: str | None = None
@@ -368,11 +374,7 @@ class S3Storage:
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
-        extra: dict[str, Any] = {}
-        if content_type:
-            extra["ContentType"] = content_type
-        if metadata:
-            extra["Metadata"] = dict(metadata)
+        extra = object_args(content_type, metadata)
         response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return ObjectInfo(
             key=key,
@@ -391,11 +393,7 @@ class S3Storage:
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
         """Managed upload: multipart with parallel parts above the part size."""
-        extra: dict[str, Any] = {}
-        if content_type:
-            extra["ContentType"] = content_type
-        if metadata:
-            extra["Metadata"] = dict(metadata)
+        extra = object_args(content_type, metadata)
         transfer = TransferConfig(
             multipart_threshold=self.part_size,
             multipart_chunksize=self.part_size,
