@@ -1,8 +1,10 @@
-"""Shared test fixtures: the S3 test server and generated media are plugins under fixtures/."""
+"""Shared test fixtures as plugins: the S3 test server, storage adapters, generated media,
+Celery worker processes, and a local HTTP receiver for signed callbacks."""
 
 pytest_plugins = [
     "tests.fixtures.s3server",
     "tests.fixtures.media",
     "tests.fixtures.storage",
     "tests.fixtures.worker",
+    "tests.support.callback_receiver",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -32,15 +31,6 @@ BODY = {
     "outputs": [{"rawKey": "4711/raw/photo/vertical/v-01-Çà ü.jpg", "errorCode": ""}],
     "error": None,
 }
-
-
-@pytest.fixture
-def receiver() -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver().start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_sign_matches_rfc4231_vector() -> None:

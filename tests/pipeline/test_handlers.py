@@ -44,15 +44,6 @@ MISSING = f"{L}/raw/photo/vertical/vertical-09-gone.jpg"
 
 
 @pytest.fixture
-def receiver() -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver().start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
 def lambda_env(
     monkeypatch: pytest.MonkeyPatch,
     moto_server: MotoServer,

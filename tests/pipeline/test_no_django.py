@@ -10,10 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, verify_signature
 from tests.support.callback_receiver import CallbackReceiver
@@ -60,15 +57,6 @@ print(json.dumps({
     "django_loaded": any(m == "django" or m.startswith("django.") for m in sys.modules),
 }))
 """
-
-
-@pytest.fixture
-def receiver() -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver().start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_pipeline_and_handlers_work_without_django(receiver: CallbackReceiver) -> None:

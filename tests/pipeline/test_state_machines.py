@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +66,6 @@ PHOTO_V = f"{LISTING}/raw/photo/vertical/2024-05-06/vertical-01-IMG 0002.jpg"
 VIDEO_H = f"{LISTING}/raw/video/horizontal/horizontal-01-clip.mp4"
 CORRUPT = f"{LISTING}/raw/photo/horizontal/horizontal-02-broken.jpg"
 MISSING = f"{LISTING}/raw/photo/horizontal/horizontal-03-never-uploaded.jpg"
-
-
-@pytest.fixture
-def receiver() -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver().start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

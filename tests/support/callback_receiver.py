@@ -103,8 +103,8 @@ class CallbackReceiver:
 
 
 @pytest.fixture
-def callback_receiver() -> Iterator[CallbackReceiver]:
-    """A running receiver; stopped after the test."""
+def receiver() -> Iterator[CallbackReceiver]:
+    """A running receiver; stopped after the test (a plugin of tests/conftest.py)."""
     receiver = CallbackReceiver().start()
     try:
         yield receiver
