@@ -19,7 +19,6 @@ from media_jobs.pipeline.storage import Storage
 from media_jobs.storage import pipeline_storage
 from tests.admin.users import OPERATORS, VIEWERS, make_user
 from tests.factories import AssetFactory, JobFactory
-from tests.support.callback_receiver import callback_receiver  # noqa: F401 - fixture
 
 
 @pytest.fixture(autouse=True)

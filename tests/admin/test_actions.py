@@ -298,14 +298,14 @@ def test_retry_a_whole_error_group(operator_client, viewer_client):
 # -- callback replay ---------------------------------------------------------------------------
 
 
-def test_replay_a_callback_delivery(operator_client, viewer_client, settings, callback_receiver):
-    settings.CALLBACK_URL = callback_receiver.url
+def test_replay_a_callback_delivery(operator_client, viewer_client, settings, receiver):
+    settings.CALLBACK_URL = receiver.url
     settings.CALLBACK_SECRET = "s3cret"
     job = JobFactory(status=JobStatus.SUCCEEDED)
     body = json.dumps({"jobId": job.pk, "status": "SUCCEEDED", "note": "<script>x</script>"})
     original = CallbackDelivery.objects.create(
         job=job,
-        url=callback_receiver.url,
+        url=receiver.url,
         request_body=body,
         signature=sign(body.encode(), "s3cret"),
         response_status=503,
@@ -320,7 +320,7 @@ def test_replay_a_callback_delivery(operator_client, viewer_client, settings, ca
     assert original.signature in detail and "12 ms" in detail
     assert "toq-replay-button" not in viewer_client.get(detail_url).content.decode()
     assert viewer_client.post(replay_url).status_code == 403
-    assert callback_receiver.received == []
+    assert receiver.received == []
 
     assert "Replay callback delivery" in operator_client.get(replay_url).content.decode()
     response = operator_client.post(replay_url)
@@ -328,7 +328,7 @@ def test_replay_a_callback_delivery(operator_client, viewer_client, settings, ca
     replay = CallbackDelivery.objects.get(replay_of=original)
     assert response.status_code == 302 and response["Location"].endswith(f"/{replay.pk}/change/")
     assert replay.succeeded and replay.response_status == 200
-    (received,) = callback_receiver.received
+    (received,) = receiver.received
     assert verify_signature(received.body, "s3cret", received.headers.get("X-Toq-Signature"))
     assert log_messages(original)[0][1].startswith(f"Replayed as delivery #{replay.pk}")
     listing = operator_client.get(
