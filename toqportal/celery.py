@@ -1,8 +1,7 @@
 """The Celery app: configured from Django settings (``CELERY_*``), tasks in media_jobs.tasks.
 
 The beat schedule (reconciler every RECONCILER_INTERVAL_SECONDS, cleaner daily) is the
-``CELERY_BEAT_SCHEDULE`` setting in toqportal/settings/celery.py. Nothing here reads settings
-at import time, so a configuration error is reported by the entry point as one line.
+``CELERY_BEAT_SCHEDULE`` setting in toqportal/settings/celery.py.
 
 Broker transport options (polling, visibility timeout, overrides) are settings:
 toqportal/settings/celery.py.
@@ -14,7 +13,11 @@ import os
 
 from celery import Celery
 
+from toqportal.entrypoints import load_settings
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "toqportal.settings")
+# `celery -A toqportal worker|beat` enters here: a bad setting is one line, not a traceback.
+load_settings()
 
 app = Celery("toqportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")

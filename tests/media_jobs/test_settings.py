@@ -108,3 +108,21 @@ def test_models_and_migrations_do_not_drift() -> None:
     for managed in ("true", "false"):
         result = manage("makemigrations", "--check", "--dry-run", MEDIA_JOBS_MANAGE_TABLES=managed)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_worker_start_with_bad_value_is_one_line() -> None:
+    """`celery -A toqportal worker` is an entry point too."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_ENV"}}
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("celery")), "-A", "toqportal", "worker"],
+        cwd=ROOT,
+        env={**clean, "DATABASE_URL": "postgres://x@y/z"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("configuration error: DATABASE_URL"), (
+        result.stderr
+    )
