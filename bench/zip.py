@@ -122,10 +122,10 @@ def _s3_client(endpoint: str) -> Any:
     )
 
 
-def child_project(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]:
+def _zip_in_child(create: Any, endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]:
+    """Run one ZIP implementation (same signature as create_zip_bundle) and time it."""
     from media_jobs.pipeline.config import PipelineConfig
     from media_jobs.pipeline.storage import storage_from_config
-    from media_jobs.pipeline.zipper import create_zip_bundle
 
     config = PipelineConfig(
         bucket=bucket, storage_backend="s3", s3_endpoint_url=endpoint, region=REGION
@@ -134,7 +134,7 @@ def child_project(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]
     event = {"jobId": 1, "listingIdentityId": LISTING, "assets": [{"key": k} for k in keys]}
     rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
-    body = create_zip_bundle(event, storage=storage, config=config)["body"]
+    body = create(event, storage=storage, config=config)["body"]
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
@@ -143,30 +143,19 @@ def child_project(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]
         "key": body["zipKey"],
         "rss_before": rss_before,
     }
+
+
+def child_project(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]:
+    from media_jobs.pipeline.zipper import create_zip_bundle
+
+    return _zip_in_child(create_zip_bundle, endpoint, bucket, keys)
 
 
 def child_pipelined(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]:
-    """The recommended change (bench/zip_pipelined.py): same writer, overlapped I/O."""
+    """The earlier proposal (bench/zip_pipelined.py): same writer, overlapped I/O."""
     from bench.zip_pipelined import create_zip_bundle_pipelined
-    from media_jobs.pipeline.config import PipelineConfig
-    from media_jobs.pipeline.storage import storage_from_config
 
-    config = PipelineConfig(
-        bucket=bucket, storage_backend="s3", s3_endpoint_url=endpoint, region=REGION
-    )
-    storage = storage_from_config(config)
-    event = {"jobId": 1, "listingIdentityId": LISTING, "assets": [{"key": k} for k in keys]}
-    rss_before = psutil.Process().memory_info().rss
-    started = time.perf_counter()
-    body = create_zip_bundle_pipelined(event, storage=storage, config=config)["body"]
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": seconds,
-        "bytes_in": body["unzippedSizeBytes"],
-        "bytes_out": body["zipSizeBytes"],
-        "key": body["zipKey"],
-        "rss_before": rss_before,
-    }
+    return _zip_in_child(create_zip_bundle_pipelined, endpoint, bucket, keys)
 
 
 def child_copy(endpoint: str, bucket: str, keys: list[str]) -> dict[str, Any]:
