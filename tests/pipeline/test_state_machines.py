@@ -156,7 +156,8 @@ def test_photos_and_video_succeed(
         }
     )
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
-    poster = processed(VIDEO_H, "thumbnail")
+    # The poster is named like the transcode (the backend's URL rule), a JPEG all the same.
+    poster = processed(VIDEO_H, "thumbnail", "mp4")
     transcode = processed(VIDEO_H, "original", "mp4")
     assert the_callback(receiver) == {
         "jobId": 101,
@@ -174,7 +175,7 @@ def test_photos_and_video_succeed(
                 "processedKey": transcode,
                 "thumbnailKey": poster,
                 "outputs": {
-                    "thumbnail_video_thumbnail": poster,
+                    "thumbnail_video_horizontal": poster,
                     "original_video_horizontal": transcode,
                 },
                 "errorCode": "",
@@ -192,8 +193,9 @@ def test_photos_and_video_succeed(
     for raw, kind in ((PHOTO_H, "photo"), (PHOTO_V, "photo")):
         for size in SIZES:
             assert object_size(moto_server, bucket, processed(raw, size)) > 0, (kind, size)
-    assert object_size(moto_server, bucket, poster) > 0
-    assert object_size(moto_server, bucket, transcode) > 0
+    s3 = moto_server.client("s3")
+    assert s3.head_object(Bucket=bucket, Key=poster)["ContentType"] == "image/jpeg"
+    assert s3.head_object(Bucket=bucket, Key=transcode)["ContentType"] == "video/mp4"
     # MediaConvert was asked for that destination, per video (not only the first).
     [job] = [e["input"] for e in execution.events("TaskScheduled", "TranscodeVideo")]
     assert job["Settings"]["Inputs"][0]["FileInput"] == f"s3://{bucket}/{VIDEO_H}"
@@ -229,9 +231,11 @@ def test_two_videos_are_each_transcoded(
         "SUCCEEDED",
     )
     assert [o["thumbnailKey"] for o in body["outputs"]] == [
-        processed(VIDEO_H, "thumbnail"),
-        processed(second, "thumbnail"),
+        processed(VIDEO_H, "thumbnail", "mp4"),
+        processed(second, "thumbnail", "mp4"),
     ]
+    # plain keys have the coarse type VIDEO: the outputs are named after it
+    assert sorted(body["outputs"][1]["outputs"]) == ["original_video", "thumbnail_video"]
 
 
 def test_corrupt_and_missing_photos_give_partial_success(
@@ -272,10 +276,10 @@ def test_corrupt_and_missing_photos_give_partial_success(
             "code": "DERIVATIVE_ERRORS_DETECTED",
             "message": "derivative errors detected",
             "details": {
-                "failedAssets": 2,
-                "totalAssets": 3,
-                "errorCodes": {"CORRUPT_IMAGE": 1, "OBJECT_NOT_FOUND": 1},
-                "failedRawKeys": [CORRUPT, MISSING],
+                "failedAssets": "2",
+                "totalAssets": "3",
+                "errorCodes": "CORRUPT_IMAGE=1,OBJECT_NOT_FOUND=1",
+                "failedRawKeys": json.dumps([CORRUPT, MISSING]),
             },
         },
         "traceparent": TRACE,
@@ -337,37 +341,81 @@ def test_validation_raising_reports_validation_failed(
     assert execution.states_entered()[-2:] == ["ValidationFailed", "ValidationFailedEnd"]
 
 
-def test_processing_failure_reports_processing_failed(
+def test_a_corrupt_video_is_an_error_of_that_video_only(
     lambda_env: str, moto_server: MotoServer, receiver: CallbackReceiver
 ) -> None:
-    """A video that validates (MP4 magic) but cannot be transcoded fails the branch, the way
-    a failed MediaConvert job does."""
+    """A video that validates (MP4 magic) but cannot be framed or transcoded: the Catch
+    inside the per-video iteration makes it that video's error; the photo is reported
+    PROCESSED and the run is PARTIAL_SUCCESS, not PROCESSING_FAILED."""
     bucket = lambda_env
-    broken_video = sample_media.mp4_bytes(1.0, 320, 240)[:4096]
-    upload(moto_server, bucket, VIDEO_H, broken_video)
+    upload(moto_server, bucket, VIDEO_H, sample_media.mp4_bytes(1.0, 320, 240)[:4096])
+    upload(moto_server, bucket, PHOTO_H, sample_media.jpeg_bytes(320, 240, seed=6))
     execution = processing_machine().start_execution(
         {
             "jobId": 105,
             "listingIdentityId": LISTING,
-            "assets": [{"key": VIDEO_H, "type": "VIDEO_HORIZONTAL"}],
+            "assets": [
+                {"key": VIDEO_H, "type": "VIDEO_HORIZONTAL"},
+                {"key": PHOTO_H, "type": "PHOTO_HORIZONTAL"},
+            ],
         }
     )
-    assert execution.status == "FAILED" and execution.error == "PROCESSING_FAILED"
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert "VideoTranscodeFailed" in execution.states_entered()
     body = the_callback(receiver)
-    assert body["error"]["code"] == "VIDEO_TRANSCODE_FAILED"
-    assert json.loads(body["error"]["message"])["errorType"] == "VIDEO_TRANSCODE_FAILED"
+    video, photo = body.pop("outputs")
+    assert photo == photo_output(PHOTO_H, "photo_horizontal")
+    # The poster branch and the transcode both reported it; the last branch's code wins,
+    # as in the Go consolidate.
+    assert (video["rawKey"], video["errorCode"]) == (VIDEO_H, "VIDEO_TRANSCODE_FAILED")
+    assert video["errorMessage"].startswith("the video could not be transcoded: ")
+    assert video["processedKey"] == "" and video["outputs"] == {}
     assert body == {
         "jobId": 105,
         "listingIdentityId": LISTING,
         "executionArn": execution.arn,
         "startedAt": execution.start_time,
         "provider": "STEP_FUNCTIONS",
-        "status": "PROCESSING_FAILED",
-        "failureReason": "derivative processing failed",
-        "error": {"code": "VIDEO_TRANSCODE_FAILED", "message": body["error"]["message"]},
-        "outputs": [],
+        "status": "PARTIAL_SUCCESS",
+        "failureReason": "1 of 2 assets failed: VIDEO_TRANSCODE_FAILED x1",
+        "error": {
+            "code": "DERIVATIVE_ERRORS_DETECTED",
+            "message": "derivative errors detected",
+            "details": {
+                "failedAssets": "1",
+                "totalAssets": "2",
+                "errorCodes": "VIDEO_TRANSCODE_FAILED=1",
+                "failedRawKeys": json.dumps([VIDEO_H]),
+            },
+        },
         # started without traceparent: the defaults state makes it "" instead of failing
         "traceparent": "",
+    }
+
+
+def test_mediaconvert_unavailable_fails_the_run(
+    lambda_env: str, moto_server: MotoServer, receiver: CallbackReceiver
+) -> None:
+    """An infrastructure failure of the transcode (MediaConvert refusing the role) is not a
+    property of the video: it leaves the iteration with its own name and the run reports
+    PROCESSING_FAILED."""
+    bucket = lambda_env
+    upload(moto_server, bucket, VIDEO_H, sample_media.mp4_bytes(0.5, 320, 240))
+
+    def forbidden(event: Any, context: Any) -> Any:
+        raise StatesError("MediaConvert.ForbiddenException", "not authorized to pass the role")
+
+    machine = StateMachine(PROCESSING, {**RESOURCES, MEDIACONVERT: forbidden}, name="mc-down")
+    execution = machine.start_execution(
+        {"jobId": 107, "listingIdentityId": LISTING, "assets": [VIDEO_H], "traceparent": TRACE}
+    )
+    assert execution.status == "FAILED" and execution.error == "PROCESSING_FAILED"
+    assert "TranscodeUnavailable" in execution.states_entered()
+    body = the_callback(receiver)
+    assert (body["status"], body["outputs"]) == ("PROCESSING_FAILED", [])
+    assert body["error"] == {
+        "code": "MediaConvert.ForbiddenException",
+        "message": "not authorized to pass the role",
     }
     assert execution.states_entered()[-2:] == ["ReportFailure", "ProcessingFailedEnd"]
 

@@ -1,6 +1,8 @@
 """One listing through both engines - the Celery workflow on a real worker, and the
 processing state machine in the ASL interpreter with the real Lambda handlers - must give
-the same callback body, apart from executionArn and startedAt."""
+the same callback body, apart from executionArn and startedAt, and the transcoder's own
+words for a video it could not transcode (ffmpeg's on Celery, the failed MediaConvert
+task's cause on AWS)."""
 
 from __future__ import annotations
 
@@ -53,14 +55,21 @@ def receiver() -> Any:
 
 
 def without_run_identity(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k not in ("executionArn", "startedAt")}
+    comparable = {k: v for k, v in body.items() if k not in ("executionArn", "startedAt")}
+    comparable["outputs"] = [
+        {**o, "errorMessage": "<the transcoder's words>"}
+        if o["errorCode"] == "VIDEO_TRANSCODE_FAILED"
+        else o
+        for o in body["outputs"]
+    ]
+    return comparable
 
 
 def test_celery_and_state_machine_send_the_same_callback(
     celery_worker, receiver: CallbackReceiver, settings, monkeypatch, moto_server, s3_bucket
 ) -> None:
     storage = pipeline_storage()
-    listing = seed_listing(storage, LISTING, photos=2, videos=1, corrupt=1)
+    listing = seed_listing(storage, LISTING, photos=2, videos=1, corrupt=1, corrupt_videos=1)
     # One raw object never uploaded: a validation error for that asset.
     missing = listing.photos[-1]
     storage.delete(missing.s3_key_raw)
@@ -101,7 +110,15 @@ def test_celery_and_state_machine_send_the_same_callback(
         "",
         "CORRUPT_IMAGE",
         "OBJECT_NOT_FOUND",
+        "VIDEO_TRANSCODE_FAILED",
     }
+    broken_video = listing.corrupt_videos[0].s3_key_raw
+    [celery_video] = [o for o in celery_body["outputs"] if o["rawKey"] == broken_video]
+    [asl_video] = [o for o in asl_body["outputs"] if o["rawKey"] == broken_video]
+    assert "ffmpeg exited" in celery_video["errorMessage"]
+    assert asl_video["errorMessage"].startswith("the video could not be transcoded: ")
+    # the good photo (the other one was never uploaded) and the good video are processed
+    assert sum(1 for o in celery_body["outputs"] if not o["errorCode"]) == 2
     assert celery_body["executionArn"] == stored.external_id
     assert asl_body["executionArn"] == execution.arn
     assert without_run_identity(celery_body) == without_run_identity(asl_body)
