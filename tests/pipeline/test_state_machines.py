@@ -40,6 +40,7 @@ from tests.support.asl import (
     evaluate_template,
 )
 from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
+from tests.support.go_callback import decode_callback
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSING = json.loads((ROOT / "aws/step_functions/media_processing_pipeline.json").read_text())
@@ -66,6 +67,13 @@ PHOTO_V = f"{LISTING}/raw/photo/vertical/2024-05-06/vertical-01-IMG 0002.jpg"
 VIDEO_H = f"{LISTING}/raw/video/horizontal/horizontal-01-clip.mp4"
 CORRUPT = f"{LISTING}/raw/photo/horizontal/horizontal-02-broken.jpg"
 MISSING = f"{LISTING}/raw/photo/horizontal/horizontal-03-never-uploaded.jpg"
+
+
+@pytest.fixture
+def receiver(toq_backend: CallbackReceiver) -> CallbackReceiver:
+    """Every callback these runs send must bind in the TOQ backend's request type (the
+    receiver answers 400 like the backend otherwise, and the callback state retries)."""
+    return toq_backend
 
 
 @pytest.fixture
@@ -117,12 +125,20 @@ def photo_output(raw_key: str, kind: str) -> dict[str, Any]:
 
 
 def the_callback(receiver: CallbackReceiver) -> dict[str, Any]:
-    """The one callback received, after checking its signature like the receiver does."""
+    """The one callback received, after checking its signature like the receiver does and
+    that the TOQ backend binds it (same job and listing ids)."""
+    assert receiver.rejected == []
     assert len(receiver.received) == 1, [r.body for r in receiver.received]
     received = receiver.received[0]
     assert received.headers["Content-Type"] == "application/json"
     assert verify_signature(received.body, SECRET, received.headers[SIGNATURE_HEADER])
-    return received.json()
+    sent = received.json()
+    bound = decode_callback(received.body)
+    assert (bound.job_id, bound.listing_identity_id) == (
+        int(sent["jobId"]),
+        int(sent["listingIdentityId"]),
+    )
+    return sent
 
 
 def processing_machine() -> StateMachine:

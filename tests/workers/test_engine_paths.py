@@ -104,9 +104,9 @@ def test_a_corrupt_video_is_that_videos_error_and_the_photo_is_processed() -> No
 def test_a_missing_ffmpeg_is_retried_then_reports_processing_failed(settings) -> None:
     """A deployment problem fails the run (after the retries); it is not blamed on the
     video."""
-    seed_listing(pipeline_storage(), 5006, photos=1, videos=1)
+    seed_listing(pipeline_storage(), 5009, photos=1, videos=1)
     settings.FFMPEG_PATH = "/nonexistent/ffmpeg"
-    job = listing_start_processing(listing_identity_id=5006)
+    job = listing_start_processing(listing_identity_id=5009)
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     body = json.loads(job.callback_body)

@@ -47,7 +47,7 @@ LISTING = 4301
 
 @pytest.fixture
 def receiver() -> Any:
-    running = CallbackReceiver().start()
+    running = CallbackReceiver(backend_rules=True).start()
     try:
         yield running
     finally:
@@ -104,6 +104,7 @@ def test_celery_and_state_machine_send_the_same_callback(
     asl_received = receiver.received[1]
     assert verify_signature(asl_received.body, secret, asl_received.headers[SIGNATURE_HEADER])
 
+    assert receiver.rejected == []  # both bodies bind in the TOQ backend's request type
     celery_body, asl_body = celery_received.json(), asl_received.json()
     assert celery_body["status"] == "PARTIAL_SUCCESS"
     assert {o["errorCode"] for o in celery_body["outputs"]} == {
