@@ -409,31 +409,58 @@ def test_a_corrupt_video_is_an_error_of_that_video_only(
     }
 
 
-def test_mediaconvert_unavailable_fails_the_run(
-    lambda_env: str, moto_server: MotoServer, receiver: CallbackReceiver
+@pytest.mark.parametrize(
+    ("error", "fails_the_run", "retries"),
+    [
+        ("MediaConvert.ForbiddenException", True, 0),
+        ("States.Permissions", True, 0),
+        ("MediaConvert.InternalServerErrorException", True, 3),
+        ("MediaConvert.TooManyRequestsException", True, 3),
+        ("States.TaskFailed", False, 0),  # the job ended in ERROR: this video's problem
+        ("MediaConvert.BadRequestException", False, 0),
+        ("States.Timeout", False, 0),  # ran past TimeoutSeconds
+    ],
+)
+def test_mediaconvert_errors_split_between_the_video_and_the_run(
+    lambda_env: str,
+    moto_server: MotoServer,
+    receiver: CallbackReceiver,
+    error: str,
+    fails_the_run: bool,
+    retries: int,
 ) -> None:
-    """An infrastructure failure of the transcode (MediaConvert refusing the role) is not a
-    property of the video: it leaves the iteration with its own name and the run reports
-    PROCESSING_FAILED."""
+    """Infrastructure (MediaConvert refusing the role, unavailable after the retries)
+    leaves the iteration with its own name and the run reports PROCESSING_FAILED; anything
+    else the job reports is that video's VIDEO_TRANSCODE_FAILED and the photo is kept."""
     bucket = lambda_env
     upload(moto_server, bucket, VIDEO_H, sample_media.mp4_bytes(0.5, 320, 240))
+    upload(moto_server, bucket, PHOTO_H, sample_media.jpeg_bytes(320, 240, seed=7))
 
-    def forbidden(event: Any, context: Any) -> Any:
-        raise StatesError("MediaConvert.ForbiddenException", "not authorized to pass the role")
+    def mediaconvert(event: Any, context: Any) -> Any:
+        raise StatesError(error, f"{error}: as MediaConvert reports it")
 
-    machine = StateMachine(PROCESSING, {**RESOURCES, MEDIACONVERT: forbidden}, name="mc-down")
+    machine = StateMachine(PROCESSING, {**RESOURCES, MEDIACONVERT: mediaconvert}, name="mc")
     execution = machine.start_execution(
-        {"jobId": 107, "listingIdentityId": LISTING, "assets": [VIDEO_H], "traceparent": TRACE}
+        {"jobId": 107, "listingIdentityId": LISTING, "assets": [PHOTO_H, VIDEO_H]}
     )
-    assert execution.status == "FAILED" and execution.error == "PROCESSING_FAILED"
-    assert "TranscodeUnavailable" in execution.states_entered()
+    assert len(execution.events("RetryScheduled", "TranscodeVideo")) == retries
     body = the_callback(receiver)
-    assert (body["status"], body["outputs"]) == ("PROCESSING_FAILED", [])
-    assert body["error"] == {
-        "code": "MediaConvert.ForbiddenException",
-        "message": "not authorized to pass the role",
-    }
-    assert execution.states_entered()[-2:] == ["ReportFailure", "ProcessingFailedEnd"]
+    if fails_the_run:
+        assert execution.status == "FAILED" and execution.error == "PROCESSING_FAILED"
+        assert "TranscodeUnavailable" in execution.states_entered()
+        assert (body["status"], body["outputs"]) == ("PROCESSING_FAILED", [])
+        assert body["error"] == {"code": error, "message": f"{error}: as MediaConvert reports it"}
+        return
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert body["status"] == "PARTIAL_SUCCESS"
+    photo, video = body["outputs"]
+    assert photo["errorCode"] == "" and photo["processedKey"]
+    assert video["errorCode"] == "VIDEO_TRANSCODE_FAILED"
+    assert video["errorMessage"] == (
+        f"the video could not be transcoded: {error}: as MediaConvert reports it"
+    )
+    # the poster was made: it stays recorded, the video is failed all the same
+    assert video["thumbnailKey"] == processed(VIDEO_H, "thumbnail", "mp4")
 
 
 def test_callback_is_retried_until_accepted(
