@@ -133,24 +133,27 @@ def run(args: argparse.Namespace) -> int:
         args.mediaconvert_role,
     )
     clients = clients_for(os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
-    modules = list(args.function or MODULES)
+    common = {
+        "definitions_dir": args.definitions_dir,
+        "bucket": args.media_bucket,
+        "allow_running": args.allow_running_executions,
+    }
     if args.restore:
         manifest, targets = restore_targets(args.restore)
         plan = preflight(
             clients,
             names,
             zips=None,
-            definitions_dir=args.definitions_dir,
-            bucket=args.media_bucket,
             modules=list(MODULES),
             update_functions=True,
             update_machines=True,
-            allow_running=args.allow_running_executions,
             check_permissions=False,
             targets_override=targets,
             definitions_override={m["kind"]: m["definition"] for m in manifest["stateMachines"]},
+            **common,
         )
     else:
+        modules = list(args.function or MODULES)
         zips = {
             module: (args.zip_dir / f"{module}.zip").read_bytes()
             for module in modules
@@ -160,12 +163,10 @@ def run(args: argparse.Namespace) -> int:
             clients,
             names,
             zips=zips,
-            definitions_dir=args.definitions_dir,
-            bucket=args.media_bucket,
             modules=modules,
             update_functions=not args.skip_functions,
             update_machines=not args.skip_state_machines,
-            allow_running=args.allow_running_executions,
+            **common,
         )
     for line in plan.describe():
         print(line)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,46 +214,66 @@ def poster_one(
     return generated
 
 
-def generate_poster_frames(
-    validation: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
+def _each_video(
+    validation: Mapping[str, Any],
+    *,
+    step: str,
+    code: ErrorCode,
+    what: str,
+    make: Callable[[Mapping[str, Any]], GeneratedAsset],
 ) -> BranchResult:
-    """SPEC §4 step 2, video poster frames: one bad video never fails the others."""
+    """Run ``make`` on every valid video: a PipelineError is an ``errors`` entry of that
+    video (``code``), the others still run; anything else propagates (the step fails and
+    the engine retries it)."""
     generated: list[GeneratedAsset] = []
     errors: list[AssetError] = []
     for asset in valid_videos(validation):
         started = time.monotonic()
         try:
-            generated.append(poster_one(asset, storage=storage, config=config))
+            generated.append(make(asset))
         except PipelineError as error:
             errors.append(
                 {
                     "sourceKey": str(asset["key"]),
-                    "errorCode": str(ErrorCode.VIDEO_THUMBNAIL_FAILED),
+                    "errorCode": str(code),
                     "errorMessage": error.message,
                 }
             )
             logger.warning(
-                "poster frame failed for %s: %s",
+                "%s failed for %s: %s",
+                what,
                 asset["key"],
                 error.message,
                 extra=step_log_fields(
                     validation,
-                    "video_thumbnails",
-                    error_code=str(ErrorCode.VIDEO_THUMBNAIL_FAILED),
+                    step,
+                    error_code=str(code),
                     duration_ms=round((time.monotonic() - started) * 1000),
                 ),
             )
             continue
         logger.info(
-            "poster frame ready for %s",
+            "%s ready for %s",
+            what,
             asset["key"],
             extra=step_log_fields(
-                validation,
-                "video_thumbnails",
-                duration_ms=round((time.monotonic() - started) * 1000),
+                validation, step, duration_ms=round((time.monotonic() - started) * 1000)
             ),
         )
     return {"body": {"status": "SUCCESS", "generatedAssets": generated, "errors": errors}}
+
+
+def generate_poster_frames(
+    validation: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
+) -> BranchResult:
+    """SPEC §4 step 2, video poster frames: one bad video never fails the others."""
+    return _each_video(
+        validation,
+        step="video_thumbnails",
+        code=ErrorCode.VIDEO_THUMBNAIL_FAILED,
+        what="poster frame",
+        make=lambda asset: poster_one(asset, storage=storage, config=config),
+    )
 
 
 # -- transcode --------------------------------------------------------------------------
@@ -353,39 +373,10 @@ def transcode_videos(
     shape of the other steps: a video that cannot be transcoded is an entry of ``errors``
     and the others are still done (on AWS: the Catch inside the per-video Map iteration).
     """
-    generated: list[GeneratedAsset] = []
-    errors: list[AssetError] = []
-    for asset in valid_videos(validation):
-        started = time.monotonic()
-        try:
-            generated.append(transcode_one(asset, storage=storage, config=config))
-        except PipelineError as error:
-            errors.append(
-                {
-                    "sourceKey": str(asset["key"]),
-                    "errorCode": str(ErrorCode.VIDEO_TRANSCODE_FAILED),
-                    "errorMessage": error.message,
-                }
-            )
-            logger.warning(
-                "transcode failed for %s: %s",
-                asset["key"],
-                error.message,
-                extra=step_log_fields(
-                    validation,
-                    "video_transcode",
-                    error_code=str(ErrorCode.VIDEO_TRANSCODE_FAILED),
-                    duration_ms=round((time.monotonic() - started) * 1000),
-                ),
-            )
-            continue
-        logger.info(
-            "transcoded %s",
-            asset["key"],
-            extra=step_log_fields(
-                validation,
-                "video_transcode",
-                duration_ms=round((time.monotonic() - started) * 1000),
-            ),
-        )
-    return {"body": {"status": "SUCCESS", "generatedAssets": generated, "errors": errors}}
+    return _each_video(
+        validation,
+        step="video_transcode",
+        code=ErrorCode.VIDEO_TRANSCODE_FAILED,
+        what="transcode",
+        make=lambda asset: transcode_one(asset, storage=storage, config=config),
+    )

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from .iam import Need, load_role_policies, policy_statements_for, role_name_of
+from .iam import Need, RolePolicies, load_role_policies, policy_statements_for, role_name_of
 from .layout import (
     ARCHITECTURE,
     DEFAULT_FFMPEG_PATH,
@@ -523,16 +523,9 @@ def _check_permissions(
             n for n in lambda_needs(spec, bucket, processing_arn, partition) if n not in needs
         ]
     for role, (users, needs) in by_role.items():
-        try:
-            policies = load_role_policies(clients.iam, role)
-        except Exception as exc:  # noqa: BLE001
-            plan.problems.append(f"role {role} (of {', '.join(users)}): {_error_code(exc)}: {exc}")
+        policies = _check_role(clients, plan, role, f"used by {', '.join(users)}", needs)
+        if policies is None:
             continue
-        missing = policies.missing(needs)
-        if missing:
-            plan.problems.append(
-                _missing_message(policies.role_name, f"used by {', '.join(users)}", missing)
-            )
         zip_user = states.get("zip")
         if zip_user and zip_user.role == role:
             abort = Need("s3:AbortMultipartUpload", f"arn:{partition}:s3:::{bucket}/*")
@@ -548,16 +541,22 @@ def _check_permissions(
     needs = stepfunctions_needs(function_arns, mediaconvert_role_arn, partition, region, account)
     for role_arn in sorted({machine.role_arn for machine in machines.values()}):
         users = ", ".join(m.name for m in machines.values() if m.role_arn == role_arn)
-        try:
-            policies = load_role_policies(clients.iam, role_arn)
-        except Exception as exc:  # noqa: BLE001
-            plan.problems.append(f"role {role_arn} (of {users}): {_error_code(exc)}: {exc}")
-            continue
-        missing = policies.missing(needs)
-        if missing:
-            plan.problems.append(
-                _missing_message(policies.role_name, f"the role of {users}", missing)
-            )
+        _check_role(clients, plan, role_arn, f"the role of {users}", needs)
+
+
+def _check_role(
+    clients: Clients, plan: Plan, role: str, used_by: str, needs: list[Need]
+) -> RolePolicies | None:
+    """Adds a problem when the role is unreadable or lacks any of ``needs``."""
+    try:
+        policies = load_role_policies(clients.iam, role)
+    except Exception as exc:  # noqa: BLE001 - reported, the deploy stops before changes
+        plan.problems.append(f"role {role} ({used_by}): {_error_code(exc)}: {exc}")
+        return None
+    missing = policies.missing(needs)
+    if missing:
+        plan.problems.append(_missing_message(policies.role_name, used_by, missing))
+    return policies
 
 
 # -- changing the account ---------------------------------------------------------------------

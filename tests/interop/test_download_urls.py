@@ -6,41 +6,21 @@ JPEG, PNG and HEIC photos, a date folder, an ``.mp4`` and a ``.MOV`` video."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from media_jobs import sample_media
 from media_jobs.models import AssetStatus, MediaAsset
-from media_jobs.pipeline.handlers import (
-    callback,
-    consolidate,
-    thumbnails,
-    validate,
-    video_thumbnails,
-    video_transcode,
-)
 from media_jobs.services.dispatch import listing_start_processing
 from media_jobs.storage import pipeline_storage
 from tests.factories import AssetFactory
-from tests.fixtures.s3server import REGION, MotoServer
+from tests.fixtures.s3server import MotoServer
 from tests.support.asl import StateMachine
 from tests.support.callback_receiver import CallbackReceiver
 from tests.support.go_callback import decode_callback
 from tests.support.go_storage import resolutions_for, resolve_processed_key
-
-ROOT = Path(__file__).resolve().parents[2]
-PROCESSING = json.loads((ROOT / "aws/step_functions/media_processing_pipeline.json").read_text())
-RESOURCES = {
-    "${ValidateFunctionArn}": validate.handler,
-    "${ThumbnailsFunctionArn}": thumbnails.handler,
-    "${VideoThumbnailsFunctionArn}": video_thumbnails.handler,
-    "arn:aws:states:::mediaconvert:createJob.sync": video_transcode.handler,
-    "${ConsolidateFunctionArn}": consolidate.handler,
-    "${CallbackFunctionArn}": callback.handler,
-}
+from tests.support.state_machines import PROCESSING, RESOURCES, set_lambda_environment
 
 
 def media(listing: int) -> list[tuple[str, str, bytes, str]]:
@@ -130,15 +110,13 @@ def test_state_machine_outputs_are_where_the_backend_looks(
 ) -> None:
     receiver = CallbackReceiver(backend_rules=True).start()
     try:
-        for name, value in {
-            "MEDIA_BUCKET": s3_bucket,
-            "MEDIA_STORAGE_BACKEND": "s3",
-            "AWS_S3_ENDPOINT_URL": moto_server.endpoint_url,
-            "AWS_REGION": REGION,
-            "CALLBACK_URL": receiver.url,
-            "CALLBACK_SECRET": "download-url-test",
-        }.items():
-            monkeypatch.setenv(name, value)
+        set_lambda_environment(
+            monkeypatch,
+            endpoint_url=moto_server.endpoint_url,
+            bucket=s3_bucket,
+            callback_url=receiver.url,
+            callback_secret="download-url-test",
+        )
         listing = 6202
         s3 = moto_server.client("s3")
         assets: list[dict[str, Any]] = []

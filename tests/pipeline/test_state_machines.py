@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,16 +21,7 @@ from media_jobs.pipeline.consolidate import (
     finalization_failure_body,
     finalization_success_body,
 )
-from media_jobs.pipeline.handlers import (
-    callback,
-    consolidate,
-    thumbnails,
-    validate,
-    video_thumbnails,
-    video_transcode,
-)
-from media_jobs.pipeline.handlers import zip as zip_step
-from tests.fixtures.s3server import REGION, MotoServer
+from tests.fixtures.s3server import MotoServer
 from tests.support.asl import (
     DefinitionError,
     StateMachine,
@@ -41,22 +31,15 @@ from tests.support.asl import (
 )
 from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
 from tests.support.go_callback import decode_callback
-
-ROOT = Path(__file__).resolve().parents[2]
-PROCESSING = json.loads((ROOT / "aws/step_functions/media_processing_pipeline.json").read_text())
-FINALIZATION = json.loads(
-    (ROOT / "aws/step_functions/media_finalization_pipeline.json").read_text()
+from tests.support.state_machines import (
+    FINALIZATION,
+    MEDIACONVERT,
+    PROCESSING,
+    RESOURCES,
+    ROOT,
+    set_lambda_environment,
 )
-MEDIACONVERT = "arn:aws:states:::mediaconvert:createJob.sync"
-RESOURCES = {
-    "${ValidateFunctionArn}": validate.handler,
-    "${ThumbnailsFunctionArn}": thumbnails.handler,
-    "${VideoThumbnailsFunctionArn}": video_thumbnails.handler,
-    MEDIACONVERT: video_transcode.handler,
-    "${ConsolidateFunctionArn}": consolidate.handler,
-    "${CallbackFunctionArn}": callback.handler,
-    "${ZipFunctionArn}": zip_step.handler,
-}
+
 SECRET = "contract-test-secret"
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 LISTING = 4711
@@ -84,16 +67,14 @@ def lambda_env(
     receiver: CallbackReceiver,
 ) -> str:
     """The environment a deployed function would have, pointing at the test servers."""
-    for name, value in {
-        "MEDIA_BUCKET": s3_bucket,
-        "MEDIA_STORAGE_BACKEND": "s3",
-        "AWS_S3_ENDPOINT_URL": moto_server.endpoint_url,
-        "AWS_REGION": REGION,
-        "CALLBACK_URL": receiver.url,
-        "CALLBACK_SECRET": SECRET,
-        "CALLBACK_TIMEOUT_SECONDS": "5",
-    }.items():
-        monkeypatch.setenv(name, value)
+    set_lambda_environment(
+        monkeypatch,
+        endpoint_url=moto_server.endpoint_url,
+        bucket=s3_bucket,
+        callback_url=receiver.url,
+        callback_secret=SECRET,
+        CALLBACK_TIMEOUT_SECONDS="5",
+    )
     return s3_bucket
 
 

@@ -6,42 +6,22 @@ task's cause on AWS)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from media_jobs.models import MediaProcessingJob
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, verify_signature
-from media_jobs.pipeline.handlers import (
-    callback,
-    consolidate,
-    thumbnails,
-    validate,
-    video_thumbnails,
-    video_transcode,
-)
 from media_jobs.services.dispatch import listing_start_processing, workflow_input
 from media_jobs.storage import pipeline_storage
-from tests.fixtures.s3server import REGION
 from tests.fixtures.worker import wait_until
 from tests.support.asl import StateMachine
 from tests.support.callback_receiver import CallbackReceiver
+from tests.support.state_machines import PROCESSING, RESOURCES, set_lambda_environment
 from tests.workers.listing import seed_listing
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-PROCESSING = json.loads((ROOT / "aws/step_functions/media_processing_pipeline.json").read_text())
-RESOURCES = {
-    "${ValidateFunctionArn}": validate.handler,
-    "${ThumbnailsFunctionArn}": thumbnails.handler,
-    "${VideoThumbnailsFunctionArn}": video_thumbnails.handler,
-    "arn:aws:states:::mediaconvert:createJob.sync": video_transcode.handler,
-    "${ConsolidateFunctionArn}": consolidate.handler,
-    "${CallbackFunctionArn}": callback.handler,
-}
 LISTING = 4301
 
 
@@ -88,15 +68,13 @@ def test_celery_and_state_machine_send_the_same_callback(
     # Same input, the other engine, from scratch: no derivative left to skip.
     for info in list(storage.list(f"{LISTING}/processed/")):
         storage.delete(info.key)
-    for name, value in {
-        "MEDIA_BUCKET": s3_bucket,
-        "MEDIA_STORAGE_BACKEND": "s3",
-        "AWS_S3_ENDPOINT_URL": moto_server.endpoint_url,
-        "AWS_REGION": REGION,
-        "CALLBACK_URL": receiver.url,
-        "CALLBACK_SECRET": secret,
-    }.items():
-        monkeypatch.setenv(name, value)
+    set_lambda_environment(
+        monkeypatch,
+        endpoint_url=moto_server.endpoint_url,
+        bucket=s3_bucket,
+        callback_url=receiver.url,
+        callback_secret=secret,
+    )
     machine = StateMachine(PROCESSING, RESOURCES, name="two-engines")
     execution = machine.start_execution(workflow_input(job=job))
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
