@@ -231,7 +231,8 @@ def _part_input(validation: dict[str, Any], part: str, chunk_size: int) -> dict[
 def merge_parallel_results(validation: dict[str, Any], parts: dict[str, Any]) -> list[Any]:
     """The ``parallelResults`` list the state machine's Parallel state would produce: one
     entry per branch (thumbnails; poster frames or the Pass result; transcodes or the Pass
-    result), the chunks' bodies concatenated in the validated assets' order."""
+    result), the chunks' bodies concatenated in the validated assets' order, and the
+    transcodes as the Map's list of one result per video."""
 
     def ordered(step: str) -> list[Any]:
         keys = sorted(
@@ -251,10 +252,7 @@ def merge_parallel_results(validation: dict[str, Any], parts: dict[str, Any]) ->
     branches: list[Any] = [merged_body(ordered(STEP_THUMBNAILS))]
     if validation.get("hasVideos"):
         branches.append(merged_body(ordered(STEP_POSTERS)))
-        transcoded: list[Any] = []
-        for result in ordered(STEP_TRANSCODE):
-            transcoded.extend((result or {}).get("transcoded") or [])
-        branches.append({"status": "SUCCESS", "transcoded": transcoded})
+        branches.append(ordered(STEP_TRANSCODE))
     else:
         branches.append({"status": "no_videos_to_thumbnail"})
         branches.append({"status": "no_videos_to_process"})
@@ -468,10 +466,8 @@ def _run_part(step: str, validation: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown part step {step!r}")
 
 
-def _part_summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
+def _part_summary(result: dict[str, Any]) -> dict[str, Any]:
     body = result.get("body") or {}
-    if step == STEP_TRANSCODE:
-        return {"outputs": len(result.get("transcoded") or []), "errors": 0}
     return {
         "outputs": len(body.get("generatedAssets") or []),
         "errors": len(body.get("errors") or []),
@@ -486,7 +482,10 @@ def _part_summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
     time_limit=PART_LIMITS[1],
 )
 def processing_part(self: Task, job_id: int, part: str) -> None:
-    """One parallel part: a chunk of photos, or one video's poster frame or transcode."""
+    """One parallel part: a chunk of photos, or one video's poster frame or transcode. A
+    photo or video that cannot be processed is an error entry of the part's result (an
+    error of that asset only); only what fails the step itself is retried and, when the
+    retries are used up, fails the job."""
     step = part.split(":")[0]
     with _step_run(job_id, step, part=part) as run:
         if run is None:
@@ -514,7 +513,7 @@ def processing_part(self: Task, job_id: int, part: str) -> None:
                 step=step,
                 kind=EventKind.SUCCEEDED,
                 duration_ms=_elapsed_ms(started),
-                detail={**detail, "result": result, **_part_summary(step, result)},
+                detail={**detail, "result": result, **_part_summary(result)},
             )
         # Fan-in: after this part's commit, the last part to finish sees every result.
         if set(validation["parts"]) <= _parts_done(job.pk, workflow_id):

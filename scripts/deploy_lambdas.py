@@ -1,167 +1,101 @@
-"""Deploy the pipeline to AWS: Lambda code, then the two state machine definitions.
+"""Deploy the pipeline into the TOQ account, in place of the Go functions, all or nothing.
 
-Functions are named ``{prefix}{name}-{stage}`` (``listing-media-validate-staging``), state
-machines ``listing-media-processing-sm-{stage}`` and ``listing-media-finalization-sm-{stage}``
-(or given by ARN). The definitions are templates: every ``${Placeholder}`` is filled from the
-functions just updated and the environment, and a placeholder left unfilled stops the deploy
-before anything reaches a state machine. boto3 honours ``AWS_ENDPOINT_URL``, so the same
-script deploys to a local endpoint (the tests use the moto server).
+    scripts/deploy_lambdas.sh --dry-run          # check everything, print the plan, change nothing
+    scripts/deploy_lambdas.sh                    # check, then deploy; a failure puts everything back
+    scripts/deploy_lambdas.sh --restore DIR      # put back what a deploy saved in DIR
+
+Functions and state machines are found by the names of the account's Terraform
+(aws/README.md), with ``{env}`` = ``--env`` (default ``staging``); every name can be
+overridden. Each function gets its zip from aws/lambdas/bin/<module>.zip, runtime
+python3.12, its Python handler, and the environment the Python handler needs (existing
+values kept), one update at a time, each waited for. Both definitions are then filled with
+the functions' ARNs and the MediaConvert role. boto3 honours ``AWS_ENDPOINT_URL``: the tests
+deploy to a local AWS endpoint seeded with a replica of the account.
+
+Exit status: 0 done (or dry run / nothing to change), 1 refused by the preflight or failed
+and rolled back (nothing changed), 2 bad arguments or an unreadable backup, 3 failed and the
+rollback could not put everything back (the message says what differs and where the backup
+is).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import json
 import os
-import re
 import sys
-import time
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import boto3
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from deploy.account import (  # noqa: E402 - after the path setup
+    Clients,
+    DeployError,
+    apply,
+    differences_from_before,
+    preflight,
+    restore_targets,
+    steps_for,
+    write_backup,
+)
+from deploy.layout import DEFAULT_BUCKET, MODULES, Names, parse_overrides  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
-# handler module -> (function name stem, the definitions' placeholder for its ARN)
-FUNCTIONS: dict[str, tuple[str, str]] = {
-    "validate": ("validate", "ValidateFunctionArn"),
-    "thumbnails": ("thumbnails", "ThumbnailsFunctionArn"),
-    "video_thumbnails": ("video-thumbnails", "VideoThumbnailsFunctionArn"),
-    "consolidate": ("consolidate", "ConsolidateFunctionArn"),
-    "callback": ("callback", "CallbackFunctionArn"),
-    "zip": ("zip", "ZipFunctionArn"),
-}
-STATE_MACHINES: dict[str, tuple[str, str]] = {
-    # definition file -> (name template, env var with an explicit ARN)
-    "media_processing_pipeline.json": (
-        "listing-media-processing-sm-{stage}",
-        "PROCESSING_STATE_MACHINE_ARN",
-    ),
-    "media_finalization_pipeline.json": (
-        "listing-media-finalization-sm-{stage}",
-        "FINALIZATION_STATE_MACHINE_ARN",
-    ),
-}
-PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
-UPDATE_TIMEOUT_S = 300
 
-
-class DeployError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Settings:
-    stage: str
-    prefix: str
-    zip_dir: Path
-    definitions_dir: Path
-    region: str | None
-    functions: list[str]
-    update_functions: bool
-    update_state_machines: bool
-
-
-def function_name(settings: Settings, module: str) -> str:
-    return f"{settings.prefix}{FUNCTIONS[module][0]}-{settings.stage}"
-
-
-def code_sha256(data: bytes) -> str:
-    """Lambda's CodeSha256: base64 of the SHA-256 of the zip."""
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-
-
-def wait_until_updated(client: Any, name: str) -> None:
-    deadline = time.monotonic() + UPDATE_TIMEOUT_S
-    while True:
-        config = client.get_function_configuration(FunctionName=name)
-        status = config.get("LastUpdateStatus", "Successful")
-        if status == "Successful":
-            return
-        if status == "Failed":
-            raise DeployError(f"{name}: update failed: {config.get('LastUpdateStatusReason')}")
-        if time.monotonic() > deadline:
-            raise DeployError(f"{name}: still {status} after {UPDATE_TIMEOUT_S} s")
-        time.sleep(2)
-
-
-def update_functions(client: Any, settings: Settings) -> dict[str, str]:
-    """Upload each zip; returns placeholder -> function ARN."""
-    arns: dict[str, str] = {}
-    for module in settings.functions:
-        name = function_name(settings, module)
-        archive = settings.zip_dir / f"{module}.zip"
-        if not archive.is_file():
-            raise DeployError(f"{archive} is missing: run scripts/build_lambdas.sh first")
-        data = archive.read_bytes()
-        response = client.update_function_code(FunctionName=name, ZipFile=data)
-        if response.get("CodeSha256") != code_sha256(data):
-            raise DeployError(f"{name}: Lambda reports a different CodeSha256 than the zip's")
-        wait_until_updated(client, name)
-        arns[FUNCTIONS[module][1]] = response["FunctionArn"]
-        print(f"deploy: {name} <- {archive.name} (sha256 {response['CodeSha256']})")
-    return arns
-
-
-def function_arns(client: Any, settings: Settings) -> dict[str, str]:
-    """The ARNs of the deployed functions (when only the state machines are updated)."""
-    return {
-        placeholder: client.get_function(FunctionName=function_name(settings, module))[
-            "Configuration"
-        ]["FunctionArn"]
-        for module, (_, placeholder) in FUNCTIONS.items()
-    }
-
-
-def fill_placeholders(template: str, values: dict[str, str]) -> str:
-    missing = sorted({name for name in PLACEHOLDER.findall(template) if name not in values})
-    if missing:
-        raise DeployError(f"no value for placeholders: {', '.join(missing)}")
-    filled = PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
-    json.loads(filled)  # a value must not break the JSON
-    return filled
-
-
-def state_machine_arn(client: Any, settings: Settings, definition_file: str) -> str:
-    name_template, env_var = STATE_MACHINES[definition_file]
-    if os.environ.get(env_var):
-        return os.environ[env_var]
-    name = name_template.format(stage=settings.stage)
-    for page in client.get_paginator("list_state_machines").paginate():
-        for machine in page["stateMachines"]:
-            if machine["name"] == name:
-                return machine["stateMachineArn"]
-    raise DeployError(f"state machine {name} not found (or set {env_var})")
-
-
-def render_definitions(settings: Settings, values: dict[str, str]) -> dict[str, str]:
-    """Every definition filled, or DeployError before anything is changed."""
-    return {
-        definition_file: fill_placeholders(
-            (settings.definitions_dir / definition_file).read_text(encoding="utf-8"), values
-        )
-        for definition_file in STATE_MACHINES
-    }
-
-
-def update_state_machines(client: Any, settings: Settings, definitions: dict[str, str]) -> None:
-    arns = {name: state_machine_arn(client, settings, name) for name in definitions}
-    for definition_file, definition in definitions.items():
-        client.update_state_machine(stateMachineArn=arns[definition_file], definition=definition)
-        print(f"deploy: {arns[definition_file]} <- {definition_file}")
-
-
-def parse_args(argv: list[str]) -> Settings:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--stage", default=os.environ.get("STAGE", "staging"))
     parser.add_argument(
-        "--prefix", default=os.environ.get("LAMBDA_FUNCTION_PREFIX", "listing-media-")
+        "--env",
+        "--stage",
+        dest="env",
+        default=os.environ.get("DEPLOY_ENV") or os.environ.get("STAGE") or "staging",
+        help="fills {env} in every name (default: DEPLOY_ENV, STAGE, or staging)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="preflight and plan only")
+    parser.add_argument(
+        "--name",
+        action="append",
+        default=[os.environ["DEPLOY_FUNCTION_NAMES"]]
+        if os.environ.get("DEPLOY_FUNCTION_NAMES")
+        else [],
+        metavar="MODULE=FUNCTION",
+        help=f"function name for a module ({', '.join(MODULES)}); repeatable or "
+        "comma-separated; env DEPLOY_FUNCTION_NAMES",
+    )
+    parser.add_argument(
+        "--state-machine",
+        action="append",
+        default=[],
+        metavar="KIND=NAME_OR_ARN",
+        help="processing=... / finalization=... (or PROCESSING_/FINALIZATION_STATE_MACHINE_ARN)",
+    )
+    parser.add_argument(
+        "--mediaconvert-role",
+        default=os.environ.get("MEDIACONVERT_ROLE_ARN"),
+        help="role MediaConvert jobs run as (default toq-media-processing-mediaconvert-{env})",
+    )
+    parser.add_argument(
+        "--media-bucket",
+        default=os.environ.get("MEDIA_BUCKET") or DEFAULT_BUCKET,
+        help="MEDIA_BUCKET given to the functions that lack it",
+    )
+    parser.add_argument(
+        "--function",
+        action="append",
+        choices=MODULES,
+        help="only this function's code and configuration (repeatable; default: all)",
+    )
+    parser.add_argument("--skip-functions", action="store_true")
+    parser.add_argument("--skip-state-machines", action="store_true")
+    parser.add_argument(
+        "--allow-running-executions",
+        action="store_true",
+        help="deploy even while executions are running (they may meet mixed code)",
     )
     parser.add_argument(
         "--zip-dir",
@@ -170,56 +104,121 @@ def parse_args(argv: list[str]) -> Settings:
     )
     parser.add_argument("--definitions-dir", type=Path, default=ROOT / "aws/step_functions")
     parser.add_argument(
-        "--function",
-        action="append",
-        choices=sorted(FUNCTIONS),
-        help="only this function (repeatable; default: all)",
+        "--backup-dir",
+        type=Path,
+        help="where the previous code, configuration and definitions are saved "
+        "(default var/deploy-backups/<env>-<UTC time>)",
     )
-    parser.add_argument("--skip-functions", action="store_true")
-    parser.add_argument("--skip-state-machines", action="store_true")
-    args = parser.parse_args(argv)
-    return Settings(
-        stage=args.stage,
-        prefix=args.prefix,
-        zip_dir=args.zip_dir,
-        definitions_dir=args.definitions_dir,
-        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-        functions=args.function or list(FUNCTIONS),
-        update_functions=not args.skip_functions,
-        update_state_machines=not args.skip_state_machines,
+    parser.add_argument("--restore", type=Path, metavar="DIR", help="put back a saved state")
+    return parser.parse_args(argv)
+
+
+def clients_for(region: str | None) -> Clients:
+    session = boto3.session.Session(region_name=region)
+    local = bool(os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_LAMBDA"))
+    return Clients(
+        lambda_=session.client("lambda"),
+        iam=session.client("iam"),
+        sfn=session.client("stepfunctions"),
+        s3=session.client("s3"),
+        local_endpoint=local,
     )
 
 
-def environment_values(settings: Settings) -> dict[str, str]:
-    values = {"Stage": settings.stage}
-    if os.environ.get("MEDIACONVERT_ROLE_ARN"):
-        values["MediaConvertRoleArn"] = os.environ["MEDIACONVERT_ROLE_ARN"]
-    return values
-
-
-def deploy(settings: Settings) -> None:
-    lambda_client = boto3.client("lambda", region_name=settings.region)
-    if settings.update_state_machines:
-        # Fail on a missing value before uploading anything (function ARNs are known later).
-        stand_ins = {placeholder: "arn:aws:lambda:check" for _, placeholder in FUNCTIONS.values()}
-        render_definitions(settings, {**stand_ins, **environment_values(settings)})
-    arns = update_functions(lambda_client, settings) if settings.update_functions else {}
-    if not settings.update_state_machines:
-        return
-    values = {**function_arns(lambda_client, settings), **arns, **environment_values(settings)}
-    definitions = render_definitions(settings, values)
-    update_state_machines(
-        boto3.client("stepfunctions", region_name=settings.region), settings, definitions
+def run(args: argparse.Namespace) -> int:
+    names = Names.resolve(
+        args.env,
+        parse_overrides(args.name, "--name"),
+        parse_overrides(args.state_machine, "--state-machine"),
+        args.mediaconvert_role,
     )
+    clients = clients_for(os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    common = {
+        "definitions_dir": args.definitions_dir,
+        "bucket": args.media_bucket,
+        "allow_running": args.allow_running_executions,
+    }
+    if args.restore:
+        manifest, targets = restore_targets(args.restore)
+        plan = preflight(
+            clients,
+            names,
+            zips=None,
+            modules=list(MODULES),
+            update_functions=True,
+            update_machines=True,
+            check_permissions=False,
+            targets_override=targets,
+            definitions_override={m["kind"]: m["definition"] for m in manifest["stateMachines"]},
+            **common,
+        )
+    else:
+        modules = list(args.function or MODULES)
+        zips = {
+            module: (args.zip_dir / f"{module}.zip").read_bytes()
+            for module in modules
+            if (args.zip_dir / f"{module}.zip").is_file()
+        }
+        plan = preflight(
+            clients,
+            names,
+            zips=zips,
+            modules=modules,
+            update_functions=not args.skip_functions,
+            update_machines=not args.skip_state_machines,
+            **common,
+        )
+    for line in plan.describe():
+        print(line)
+    if plan.problems:
+        print(f"preflight: {len(plan.problems)} problem(s); nothing was changed:", file=sys.stderr)
+        for problem in plan.problems:
+            print(f"- {problem}", file=sys.stderr)
+        return 1
+    steps = steps_for(clients, plan)
+    if args.dry_run:
+        print(f"dry run: preflight passed, {len(steps)} change(s) planned, nothing was changed")
+        return 0
+    if not steps:
+        print("deploy: nothing to change")
+        return 0
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = args.backup_dir or ROOT / "var/deploy-backups" / f"{args.env}-{stamp}"
+    write_backup(backup, plan)
+    print(f"deploy: the previous state is saved in {backup}")
+    outcome = apply(steps, print)
+    if outcome.failed is None:
+        print(
+            f"deploy: done, {len(outcome.done)} change(s). To go back: "
+            f"scripts/deploy_lambdas.sh --env {args.env} --restore {backup}"
+        )
+        return 0
+    left = differences_from_before(clients, plan)
+    if outcome.undo_errors or left:
+        print("rollback: INCOMPLETE; the account differs from before:", file=sys.stderr)
+        for line in [*outcome.undo_errors, *left]:
+            print(f"- {line}", file=sys.stderr)
+        print(
+            f"rollback: the previous state is in {backup}; retry with "
+            f"scripts/deploy_lambdas.sh --env {args.env} --restore {backup}",
+            file=sys.stderr,
+        )
+        return 3
+    print(
+        f"deploy: failed at {outcome.failed.description}: {outcome.error}; rolled back, "
+        "everything is as before",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        deploy(parse_args(sys.argv[1:] if argv is None else argv))
-    except DeployError as exc:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        return run(args)
+    except (DeployError, ValueError, OSError) as exc:
         print(f"deploy: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 2
 
 
 if __name__ == "__main__":

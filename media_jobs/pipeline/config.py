@@ -49,9 +49,13 @@ class PipelineConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineConfig:
         env = os.environ if environ is None else environ
         bucket = env.get("MEDIA_BUCKET") or ""
+        # On Lambda the only storage is S3: a function deployed without MEDIA_BUCKET (the
+        # Go functions defaulted it) uses the default bucket, never the local disk.
+        on_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
         return cls(
             bucket=bucket or DEFAULT_BUCKET,
-            storage_backend=env.get("MEDIA_STORAGE_BACKEND") or ("s3" if bucket else "local"),
+            storage_backend=env.get("MEDIA_STORAGE_BACKEND")
+            or ("s3" if bucket or on_lambda else "local"),
             local_root=env.get("MEDIA_LOCAL_ROOT") or "var/media",
             s3_endpoint_url=env.get("AWS_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,

@@ -8,18 +8,21 @@ them), and the Celery engine calls them directly. Shape rules, the same everywhe
   is ``null`` (``error`` of a successful run);
 - ``jobId`` and ``listingIdentityId`` are passed through as given (number or numeric
   string), except in the finalization success body where SPEC makes the listing a string;
-- ``outputs`` keeps the order of the validated assets (the order of the job's input).
+- ``outputs`` keeps the order of the validated assets (the order of the job's input);
+- every body decodes in the TOQ backend's request type (docs/contract.md §6): strings
+  where it expects strings, ``error.details`` a map of strings.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
-from media_jobs.pipeline.keys import is_video_type, transcode_key
+from media_jobs.pipeline.keys import output_name
 from media_jobs.pipeline.types import JSON, ConsolidatedOutput
 
 PROVIDER = "STEP_FUNCTIONS"
@@ -74,34 +77,16 @@ def _best_key(outputs_by_size: Mapping[str, str]) -> str:
 
 
 def _branch_bodies(parallel_results: Iterable[Any]) -> list[Mapping[str, Any]]:
-    """The ``body`` of every branch that has one (Pass results and MediaConvert have none)."""
+    """The ``body`` of every branch that has one. A branch that is a list (the Map of one
+    transcode per video) contributes the body of each of its items; Pass results have
+    none."""
     bodies = []
     for result in parallel_results or ():
-        if isinstance(result, Mapping) and isinstance(result.get("body"), Mapping):
-            bodies.append(result["body"])
+        items = result if isinstance(result, list) else [result]
+        for item in items:
+            if isinstance(item, Mapping) and isinstance(item.get("body"), Mapping):
+                bodies.append(item["body"])
     return bodies
-
-
-def _add_transcode(
-    asset: Mapping[str, Any], output: ConsolidatedOutput, by_size: dict[str, str]
-) -> None:
-    """Record the transcoded MP4 of a valid video as its ``original`` output.
-
-    The transcode branch returns no ``body`` (MediaConvert's .sync result has none), but it
-    writes every valid video to ``keys.transcode_key`` and a failed transcode fails the whole
-    run before consolidation. So reaching this step with a valid video means its MP4 exists,
-    on both engines, and it is the best derivative (SPEC: original > large > ...).
-    """
-    if asset.get("error") or asset.get("errorCode"):
-        return
-    if not is_video_type(str(asset.get("type") or "")):
-        return
-    try:
-        key = transcode_key(output["rawKey"])
-    except PipelineError:
-        return
-    output["outputs"][f"original_{str(asset.get('type')).lower()}"] = key
-    by_size.setdefault("original", key)
 
 
 def consolidate_outputs(
@@ -112,6 +97,7 @@ def consolidate_outputs(
     outputs: list[ConsolidatedOutput] = []
     by_source: dict[str, list[ConsolidatedOutput]] = {}
     sizes: dict[int, dict[str, str]] = {}
+    raw_types: dict[int, str] = {}
     for asset in validated:
         raw_key = asset.get("sourceKey") or asset.get("key") or ""
         output: ConsolidatedOutput = {
@@ -128,14 +114,15 @@ def consolidate_outputs(
         outputs.append(output)
         by_source.setdefault(raw_key, []).append(output)
         sizes[id(output)] = {}
+        raw_types[id(output)] = str(asset.get("type") or "")
 
     for body in _branch_bodies(parallel_results):
         for generated in body.get("generatedAssets") or ():
             key = generated.get("key") or ""
             size = derivative_size(key)
-            kind = str(generated.get("type") or "").lower()
             for output in by_source.get(generated.get("sourceKey") or "", ()):
-                output["outputs"][f"{size}_{kind}"] = key
+                # Named after the RAW asset's type: a poster is thumbnail_video_horizontal.
+                output["outputs"][output_name(size, raw_types[id(output)])] = key
                 sizes[id(output)].setdefault(size, key)
         for error in body.get("errors") or ():
             for output in by_source.get(error.get("sourceKey") or "", ()):
@@ -143,8 +130,6 @@ def consolidate_outputs(
                 output["errorCode"] = error.get("errorCode") or ErrorCode.VALIDATION_ERROR.value
                 output["errorMessage"] = error.get("errorMessage") or output["errorCode"]
 
-    for asset, output in zip(validated, outputs, strict=True):
-        _add_transcode(asset, output, sizes[id(output)])
     for output in outputs:
         by_size = sizes[id(output)]
         output["processedKey"] = _best_key(by_size)
@@ -152,18 +137,26 @@ def consolidate_outputs(
     return outputs
 
 
-def _derivative_error(outputs: list[ConsolidatedOutput]) -> tuple[str, JSON] | None:
+def branch_error_count(parallel_results: Iterable[Any]) -> int:
+    """How many asset errors the branches reported (validation errors not counted)."""
+    return sum(len(body.get("errors") or ()) for body in _branch_bodies(parallel_results))
+
+
+def _derivative_error(outputs: list[ConsolidatedOutput]) -> tuple[str, JSON]:
+    """failureReason and ``error`` of a PARTIAL_SUCCESS body. ``details`` holds strings
+    only: the backend decodes it as a map of strings and answers 400 to anything else."""
     failed = [o for o in outputs if o["errorCode"]]
-    if not failed:
-        return None
     codes = Counter(o["errorCode"] for o in failed)
     summary = ", ".join(f"{code} x{count}" for code, count in sorted(codes.items()))
     reason = f"{len(failed)} of {len(outputs)} assets failed: {summary}"
-    details: JSON = {
-        "failedAssets": len(failed),
-        "totalAssets": len(outputs),
-        "errorCodes": dict(sorted(codes.items())),
-        "failedRawKeys": [o["rawKey"] for o in failed[:MAX_DETAILED_FAILURES]],
+    details: dict[str, str] = {
+        "failedAssets": str(len(failed)),
+        "totalAssets": str(len(outputs)),
+        "errorCodes": ",".join(f"{code}={count}" for code, count in sorted(codes.items())),
+        # a JSON list inside the string: raw keys may contain commas
+        "failedRawKeys": json.dumps(
+            [o["rawKey"] for o in failed[:MAX_DETAILED_FAILURES]], ensure_ascii=False
+        ),
     }
     return reason, {
         "code": ErrorCode.DERIVATIVE_ERRORS_DETECTED.value,
@@ -176,12 +169,14 @@ def consolidate(event: Mapping[str, Any]) -> dict[str, JSON]:
     """SPEC §4 step 3: merge validation and branch results into the callback body.
 
     Raises :class:`InvalidJobReference` when jobId or listingIdentityId is missing or not
-    numeric. Any asset error makes the run PARTIAL_SUCCESS.
+    numeric. An error reported by a branch makes the run PARTIAL_SUCCESS; validation
+    errors alone leave it SUCCEEDED (the assets carry their codes), as in the Go system.
     """
     job_id = job_reference(event, "jobId")
     listing_identity_id = job_reference(event, "listingIdentityId")
-    outputs = consolidate_outputs(event.get("assets") or (), event.get("parallelResults") or ())
-    problem = _derivative_error(outputs)
+    parallel_results = event.get("parallelResults") or ()
+    outputs = consolidate_outputs(event.get("assets") or (), parallel_results)
+    problem = _derivative_error(outputs) if branch_error_count(parallel_results) else None
     body: JSON = {
         "jobId": job_id,
         "listingIdentityId": listing_identity_id,

@@ -105,10 +105,37 @@ def derivative_key(raw_key: str, size: str) -> str:
     return f"{parts.processed_folder(size)}{parts.stem}.jpg"
 
 
+def transcode_filename(raw_key: str) -> str:
+    """``{stem}.mp4``: the file name of a video's transcode, and of its poster frame."""
+    return f"{split_raw_key(raw_key).stem}.mp4"
+
+
 def poster_key(raw_key: str) -> str:
-    """``{prefix}processed/{segment}/thumbnail/{stem}.jpg`` (a video's poster frame)."""
+    """``{prefix}processed/{segment}/thumbnail/{stem}.mp4``: a video's poster frame.
+
+    A JPEG under the transcode's file name (stored as ``image/jpeg``), because the TOQ
+    backend builds every download URL as ``processed/{segment}/{resolution}/`` plus the
+    base name of the asset's processed key, and a video's processed key is its transcode
+    (docs/contract.md §2). For an ``.mp4`` raw this is the raw file's own name, the key
+    the Go system writes.
+    """
     parts = split_raw_key(raw_key)
-    return f"{parts.processed_folder(POSTER_FOLDER)}{parts.stem}.jpg"
+    return f"{parts.processed_folder(POSTER_FOLDER)}{transcode_filename(raw_key)}"
+
+
+def legacy_poster_keys(raw_key: str) -> list[str]:
+    """Where earlier releases put a video's poster frame, newest rule first:
+    ``thumbnail/{stem}.jpg`` (this project before the backend's URL rule was followed) and
+    ``thumbnail/{raw file name}`` (the Go system; the same as ``poster_key`` for ``.mp4``).
+    The storage audit counts them as the asset's own objects, not as orphans."""
+    parts = split_raw_key(raw_key)
+    folder = parts.processed_folder(POSTER_FOLDER)
+    current = poster_key(raw_key)
+    found: list[str] = []
+    for key in (f"{folder}{parts.stem}.jpg", f"{folder}{parts.filename}"):
+        if key != current and key not in found:
+            found.append(key)
+    return found
 
 
 def transcode_folder(raw_key: str) -> str:
@@ -118,8 +145,16 @@ def transcode_folder(raw_key: str) -> str:
 
 def transcode_key(raw_key: str) -> str:
     """``{prefix}processed/{segment}/original/{stem}.mp4``."""
-    parts = split_raw_key(raw_key)
-    return f"{parts.processed_folder(TRANSCODE_FOLDER)}{parts.stem}.mp4"
+    return f"{transcode_folder(raw_key)}{transcode_filename(raw_key)}"
+
+
+def output_name(resolution: str, raw_asset_type: str) -> str:
+    """The name of one output in a callback's ``outputs`` map and in the asset's metadata:
+    ``{resolution folder}_{lowercased type of the RAW asset}`` (``large_photo_vertical``,
+    ``thumbnail_video_horizontal`` for a poster, ``original_video_horizontal`` for a
+    transcode), the consolidate rule of the Go system."""
+    kind = raw_asset_type.strip().lower().replace(" ", "_") or "unknown"
+    return f"{resolution.strip().lower() or TRANSCODE_FOLDER}_{kind}"
 
 
 def zip_key(listing_identity_id: int | str) -> str:

@@ -12,11 +12,12 @@ the tests') equivalent, to the same spec: H.264, at most 1920x1080, AAC, MP4 wit
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ from media_jobs.pipeline.validate import step_log_fields
 logger = logging.getLogger("toq.pipeline.video")
 
 SOURCE_ETAG = "source-etag"
+# ``type`` of the generated entries (informational: consolidation names outputs after the
+# raw asset's type, keys.output_name).
 POSTER_TYPE = "VIDEO_THUMBNAIL"
+TRANSCODE_TYPE = "VIDEO_TRANSCODE"
 POSTER_MAX_WIDTH = 1200
 # The poster is taken at 10% of the duration, at most 1 s in: past fade-ins and black
 # first frames, yet early enough to exist in short clips.
@@ -69,10 +73,34 @@ def _run(command: list[str], *, timeout_s: int, code: ErrorCode, what: str) -> N
         )
 
 
+_DURATION = re.compile(rb"Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+
+
+def _duration_from_ffmpeg(path: Path, config: PipelineConfig) -> float | None:
+    """The duration ffmpeg prints for its input (``Duration: 00:00:03.00``). The ffmpeg
+    layer of the TOQ account ships ffmpeg without ffprobe, so this is the fallback."""
+    try:
+        command = [resolve_binary(config.ffmpeg_path), "-hide_banner", "-nostdin", "-i", str(path)]
+        completed = subprocess.run(
+            command, capture_output=True, timeout=min(120, config.ffmpeg_timeout_s), check=False
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    match = _DURATION.search(completed.stderr)
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def probe_duration(path: Path, config: PipelineConfig) -> float | None:
-    """The container duration in seconds, or None when ffprobe cannot tell."""
+    """The container duration in seconds, or None when neither ffprobe nor ffmpeg can tell."""
+    try:
+        ffprobe = resolve_binary(config.ffprobe_path)
+    except FileNotFoundError:
+        return _duration_from_ffmpeg(path, config)
     command = [
-        resolve_binary(config.ffprobe_path),
+        ffprobe,
         "-v",
         "error",
         "-show_entries",
@@ -186,46 +214,66 @@ def poster_one(
     return generated
 
 
-def generate_poster_frames(
-    validation: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
+def _each_video(
+    validation: Mapping[str, Any],
+    *,
+    step: str,
+    code: ErrorCode,
+    what: str,
+    make: Callable[[Mapping[str, Any]], GeneratedAsset],
 ) -> BranchResult:
-    """SPEC §4 step 2, video poster frames: one bad video never fails the others."""
+    """Run ``make`` on every valid video: a PipelineError is an ``errors`` entry of that
+    video (``code``), the others still run; anything else propagates (the step fails and
+    the engine retries it)."""
     generated: list[GeneratedAsset] = []
     errors: list[AssetError] = []
     for asset in valid_videos(validation):
         started = time.monotonic()
         try:
-            generated.append(poster_one(asset, storage=storage, config=config))
+            generated.append(make(asset))
         except PipelineError as error:
             errors.append(
                 {
                     "sourceKey": str(asset["key"]),
-                    "errorCode": str(ErrorCode.VIDEO_THUMBNAIL_FAILED),
+                    "errorCode": str(code),
                     "errorMessage": error.message,
                 }
             )
             logger.warning(
-                "poster frame failed for %s: %s",
+                "%s failed for %s: %s",
+                what,
                 asset["key"],
                 error.message,
                 extra=step_log_fields(
                     validation,
-                    "video_thumbnails",
-                    error_code=str(ErrorCode.VIDEO_THUMBNAIL_FAILED),
+                    step,
+                    error_code=str(code),
                     duration_ms=round((time.monotonic() - started) * 1000),
                 ),
             )
             continue
         logger.info(
-            "poster frame ready for %s",
+            "%s ready for %s",
+            what,
             asset["key"],
             extra=step_log_fields(
-                validation,
-                "video_thumbnails",
-                duration_ms=round((time.monotonic() - started) * 1000),
+                validation, step, duration_ms=round((time.monotonic() - started) * 1000)
             ),
         )
     return {"body": {"status": "SUCCESS", "generatedAssets": generated, "errors": errors}}
+
+
+def generate_poster_frames(
+    validation: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
+) -> BranchResult:
+    """SPEC §4 step 2, video poster frames: one bad video never fails the others."""
+    return _each_video(
+        validation,
+        step="video_thumbnails",
+        code=ErrorCode.VIDEO_THUMBNAIL_FAILED,
+        what="poster frame",
+        make=lambda asset: poster_one(asset, storage=storage, config=config),
+    )
 
 
 # -- transcode --------------------------------------------------------------------------
@@ -285,11 +333,13 @@ def transcode_command(source: Path, target: Path, *, ffmpeg: str) -> list[str]:
 
 def transcode_one(
     asset: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
-) -> dict[str, str]:
-    """One video to ``transcode_key(raw)``; ``{"sourceKey", "key"}``.
+) -> GeneratedAsset:
+    """One video to ``transcode_key(raw)``.
 
-    Every failure raises PipelineError(VIDEO_TRANSCODE_FAILED), except storage outages,
-    which propagate unchanged so the engine's retry can tell them apart.
+    A problem of this video (gone, corrupt, unsupported, ffmpeg failing or timing out on
+    it) raises PipelineError(VIDEO_TRANSCODE_FAILED): an error of this asset only. Storage
+    outages and a missing ffmpeg (FileNotFoundError) propagate unchanged, so the engine
+    retries them and, if they last, fails the run.
     """
     key = str(asset["key"])
     code = ErrorCode.VIDEO_TRANSCODE_FAILED
@@ -297,14 +347,11 @@ def transcode_one(
         output_key = transcode_key(key)
     except PipelineError as error:
         raise PipelineError(code, error.message) from error
-    result = {"sourceKey": key, "key": output_key}
+    result: GeneratedAsset = {"key": output_key, "type": TRANSCODE_TYPE, "sourceKey": key}
     if _already_done(storage, output_key, asset.get("etag")):
         logger.info("transcode already present for this source, skipped: %s", output_key)
         return result
-    try:
-        ffmpeg = resolve_binary(config.ffmpeg_path)
-    except FileNotFoundError as error:
-        raise PipelineError(code, str(error)) from error
+    ffmpeg = resolve_binary(config.ffmpeg_path)
     with tempfile.TemporaryDirectory(prefix="toq-transcode-") as tmp:
         source = Path(tmp) / ("source" + Path(key).suffix.lower())
         target = Path(tmp) / "transcoded.mp4"
@@ -321,23 +368,15 @@ def transcode_one(
 
 def transcode_videos(
     validation: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
-) -> dict[str, Any]:
-    """Every valid video, not only the first (the Go system's limitation).
-
-    No ``body`` member: like MediaConvert's ``.sync`` result, consolidation skips it. The
-    whole branch fails on the first failure, as a MediaConvert job would.
+) -> BranchResult:
+    """Every valid video, not only the first (the Go system's limitation), in the branch
+    shape of the other steps: a video that cannot be transcoded is an entry of ``errors``
+    and the others are still done (on AWS: the Catch inside the per-video Map iteration).
     """
-    transcoded: list[dict[str, str]] = []
-    for asset in valid_videos(validation):
-        started = time.monotonic()
-        transcoded.append(transcode_one(asset, storage=storage, config=config))
-        logger.info(
-            "transcoded %s",
-            asset["key"],
-            extra=step_log_fields(
-                validation,
-                "video_transcode",
-                duration_ms=round((time.monotonic() - started) * 1000),
-            ),
-        )
-    return {"status": "SUCCESS", "transcoded": transcoded}
+    return _each_video(
+        validation,
+        step="video_transcode",
+        code=ErrorCode.VIDEO_TRANSCODE_FAILED,
+        what="transcode",
+        make=lambda asset: transcode_one(asset, storage=storage, config=config),
+    )

@@ -152,8 +152,6 @@ def _run_steps(
                 storage.delete(key)
         posters = generate_poster_frames(validation, storage=storage, config=config)
         transcodes = transcode_videos(validation, storage=storage, config=config)
-        # As in the workflow: the transcode result has no ``body``, so consolidation
-        # records the poster frame (as the Celery engine's and MediaConvert's runs do).
         return [posters, transcodes]
     if force:
         _rewrite_photo_derivatives(
@@ -187,9 +185,12 @@ def _existing_output(asset: MediaAsset, state: DerivativeState) -> dict[str, Any
     """The consolidated output of derivatives that are already current in storage."""
     raw_key = asset.s3_key_raw
     if keys.is_video_type(asset.asset_type):
-        from ..pipeline.video import POSTER_TYPE
+        from ..pipeline.video import POSTER_TYPE, TRANSCODE_TYPE
 
-        generated = [{"key": state.expected["poster"], "type": POSTER_TYPE, "sourceKey": raw_key}]
+        generated = [
+            {"key": state.expected["poster"], "type": POSTER_TYPE, "sourceKey": raw_key},
+            {"key": state.expected["transcode"], "type": TRANSCODE_TYPE, "sourceKey": raw_key},
+        ]
     else:
         generated = [
             {"key": key, "type": asset.asset_type, "sourceKey": raw_key}

@@ -55,10 +55,13 @@ def asset_output_keys(asset: MediaAsset) -> dict[str, str]:
 
 
 def derived_keys(raw_key: str) -> set[str]:
-    """Every key the pipeline could write from ``raw_key`` (any kind of asset)."""
+    """Every key the pipeline could write from ``raw_key`` (any kind of asset), including
+    the poster keys of earlier releases and of the Go system: such an object belongs to
+    the asset, it is not an orphan (``backfill_derivatives`` writes the current one)."""
     try:
         derived = {keys.derivative_key(raw_key, size) for size in keys.IMAGE_SIZES}
         derived |= {keys.poster_key(raw_key), keys.transcode_key(raw_key)}
+        derived |= set(keys.legacy_poster_keys(raw_key))
     except PipelineError:
         return set()
     return derived

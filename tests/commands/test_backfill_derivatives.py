@@ -211,6 +211,53 @@ def test_video_backfill_makes_poster_and_transcode(storage: Storage) -> None:
     assert again.json["skipped"] == 1
 
 
+def test_a_video_processed_under_the_old_poster_rule_is_moved_to_the_backends_key(
+    storage: Storage,
+) -> None:
+    """Videos processed before the poster followed the backend's URL rule have their poster
+    at thumbnail/<stem>.jpg (Go: thumbnail/<raw file name>): the default backfill writes it
+    at the transcode's name and records it; the old object stays the asset's own (no
+    orphan in verify_storage)."""
+    raw_key = keys.raw_key(LISTING, "VIDEO_VERTICAL", "vertical-01", "walk.mov")
+    storage.write(raw_key, sample_media.mp4_bytes(1.0, 240, 320), content_type="video/mp4")
+    raw_etag = storage.head(raw_key).etag
+    [old_poster, go_poster] = keys.legacy_poster_keys(raw_key)
+    transcode = keys.transcode_key(raw_key)
+    for key, data, kind in (
+        (old_poster, sample_media.jpeg_bytes(200, 266), "image/jpeg"),
+        (go_poster, sample_media.jpeg_bytes(200, 266), "image/jpeg"),  # referenced by no row
+        (transcode, sample_media.mp4_bytes(1.0, 240, 320), "video/mp4"),
+    ):
+        storage.write(key, data, content_type=kind, metadata={SOURCE_ETAG_METADATA: raw_etag})
+    video = AssetFactory(
+        listing_identity_id=LISTING,
+        asset_type="VIDEO_VERTICAL",
+        sequence=1,
+        status=AssetStatus.PROCESSED,
+        s3_key_raw=raw_key,
+        s3_key_processed=transcode,
+        metadata={"thumbnailKey": old_poster, "thumbnail_video_thumbnail": old_poster},
+    )
+    assert go_poster.endswith("/thumbnail/vertical-01-walk.mov")
+
+    run = run_command("backfill_derivatives", "--asset", str(video.pk), "--json")
+
+    assert run.code == 0, run.stderr
+    assert run.json["items"][0]["data"]["missing"] == ["poster"]
+    poster = keys.poster_key(raw_key)
+    assert poster.endswith("/thumbnail/vertical-01-walk.mp4")
+    info = storage.head(poster)
+    assert (info.content_type, info.metadata[SOURCE_ETAG_METADATA]) == ("image/jpeg", raw_etag)
+    video.refresh_from_db()
+    assert video.metadata["thumbnailKey"] == poster
+    assert video.metadata["thumbnail_video_vertical"] == poster
+    assert video.s3_key_processed == transcode
+    verify = run_command("verify_storage", "--listing", str(LISTING), "--json")
+    [item] = verify.json["items"]
+    assert item["data"]["orphan_derivatives"] == [], item
+    assert item["data"]["processed_missing"] == [], item
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

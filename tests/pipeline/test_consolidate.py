@@ -100,11 +100,16 @@ def test_successful_run_body_is_exact() -> None:
 
 def test_entries_without_body_are_skipped() -> None:
     media_convert_like = {"Job": {"Id": "123", "Status": "COMPLETE"}}
-    transcode_like = {"status": "SUCCESS", "transcoded": [{"sourceKey": RAW_V, "key": "x.mp4"}]}
+    map_items_without_body = [{"mediaConvertJobId": "1", "status": "COMPLETE"}, None, "x"]
     body = consolidate(
         event(
             [asset(RAW_A, "PHOTO_HORIZONTAL")],
-            [None, media_convert_like, transcode_like, {"status": "no_videos_to_process"}],
+            [
+                None,
+                media_convert_like,
+                map_items_without_body,
+                {"status": "no_videos_to_process"},
+            ],
         )
     )["body"]
     assert body["status"] == "SUCCEEDED"
@@ -158,7 +163,8 @@ def test_processed_key_is_the_best_size_present(sizes: tuple[str, ...], best: st
     )["body"]
     assert body["outputs"][0]["processedKey"] == derivative(RAW_A, best)
     assert body["outputs"][0]["thumbnailKey"] == derivative(RAW_A, "thumbnail")
-    assert sorted(body["outputs"][0]["outputs"]) == sorted(f"{s}_x" for s in sizes)
+    # Named after the raw asset's type, whatever type the branch gave its entries.
+    assert sorted(body["outputs"][0]["outputs"]) == sorted(f"{s}_photo_horizontal" for s in sizes)
 
 
 def test_validation_error_codes_and_branch_override() -> None:
@@ -191,17 +197,48 @@ def test_validation_error_codes_and_branch_override() -> None:
     assert body["error"] == {
         "code": "DERIVATIVE_ERRORS_DETECTED",
         "message": "derivative errors detected",
+        # strings only: the backend decodes details as map[string]string
         "details": {
-            "failedAssets": 3,
-            "totalAssets": 3,
-            "errorCodes": {"CORRUPT_IMAGE": 1, "OBJECT_NOT_FOUND": 1, "VALIDATION_ERROR": 1},
-            "failedRawKeys": [RAW_B, vague["key"], RAW_A],
+            "failedAssets": "3",
+            "totalAssets": "3",
+            "errorCodes": "CORRUPT_IMAGE=1,OBJECT_NOT_FOUND=1,VALIDATION_ERROR=1",
+            "failedRawKeys": json.dumps([RAW_B, vague["key"], RAW_A]),
         },
     }
 
 
-def test_mixed_listing_keeps_input_order_and_video_poster() -> None:
-    poster = f"{L}/processed/video/horizontal/thumbnail/horizontal-01-clip.jpg"
+def test_validation_errors_alone_leave_the_run_succeeded() -> None:
+    """Like the Go consolidate: only a branch error makes PARTIAL_SUCCESS; the failed
+    assets still carry their codes."""
+    missing = asset(RAW_B, "PHOTO_VERTICAL", error="no such key", errorCode="OBJECT_NOT_FOUND")
+    body = consolidate(
+        event(
+            [missing, asset(RAW_A, "PHOTO_HORIZONTAL")],
+            [thumbnails_result(RAW_A, "PHOTO_HORIZONTAL")],
+        )
+    )["body"]
+    assert body["status"] == "SUCCEEDED"
+    assert body["failureReason"] == "" and body["error"] is None
+    assert [o["errorCode"] for o in body["outputs"]] == ["OBJECT_NOT_FOUND", ""]
+
+
+def test_a_branch_error_for_an_unknown_asset_still_makes_partial_success() -> None:
+    stray = {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [],
+            "errors": [{"sourceKey": "elsewhere", "errorCode": "X", "errorMessage": "m"}],
+        }
+    }
+    body = consolidate(event([asset(RAW_A, "PHOTO_HORIZONTAL")], [stray]))["body"]
+    assert body["status"] == "PARTIAL_SUCCESS"
+    assert body["error"]["details"]["failedAssets"] == "0"
+    assert body["outputs"][0]["errorCode"] == ""
+
+
+def test_mixed_listing_keeps_input_order_and_video_outputs() -> None:
+    poster = f"{L}/processed/video/horizontal/thumbnail/horizontal-01-clip.mp4"
+    mp4 = f"{L}/processed/video/horizontal/original/horizontal-01-clip.mp4"
     posters = {
         "body": {
             "status": "SUCCESS",
@@ -209,27 +246,30 @@ def test_mixed_listing_keeps_input_order_and_video_poster() -> None:
             "errors": [],
         }
     }
-    bad_photo_error = {
-        "body": {
-            "status": "SUCCESS",
-            "generatedAssets": [],
-            "errors": [{"sourceKey": RAW_B, "errorCode": "TOO_MANY_PIXELS", "errorMessage": "m"}],
+    # The transcode branch is a Map: a list with one result per video.
+    transcodes = [
+        {
+            "body": {
+                "status": "SUCCESS",
+                "generatedAssets": [{"key": mp4, "type": "VIDEO_TRANSCODE", "sourceKey": RAW_V}],
+                "errors": [],
+                "mediaConvertJobId": "1700000000000-abc",
+            }
         }
-    }
+    ]
+    bad_photo_error = [{"sourceKey": RAW_B, "errorCode": "TOO_MANY_PIXELS", "errorMessage": "m"}]
     assets = [
         asset(RAW_V, "VIDEO_HORIZONTAL"),
         asset(RAW_B, "PHOTO_VERTICAL"),
         asset(RAW_A, "PHOTO_HORIZONTAL"),
     ]
     thumbs = thumbnails_result(RAW_A, "PHOTO_HORIZONTAL")
-    thumbs["body"]["errors"] = bad_photo_error["body"]["errors"]
-    body = consolidate(event(assets, [thumbs, posters, {"status": "SUCCESS"}]))["body"]
+    thumbs["body"]["errors"] = bad_photo_error
+    body = consolidate(event(assets, [thumbs, posters, transcodes]))["body"]
     assert [o["rawKey"] for o in body["outputs"]] == [RAW_V, RAW_B, RAW_A]
     video, photo_b, photo_a = body["outputs"]
-    # The transcode branch has no body; a valid video's MP4 is its original (best) output.
-    mp4 = f"{L}/processed/video/horizontal/original/horizontal-01-clip.mp4"
     assert video["outputs"] == {
-        "thumbnail_video_thumbnail": poster,
+        "thumbnail_video_horizontal": poster,
         "original_video_horizontal": mp4,
     }
     assert video["thumbnailKey"] == poster and video["processedKey"] == mp4
@@ -238,6 +278,42 @@ def test_mixed_listing_keeps_input_order_and_video_poster() -> None:
     assert body["status"] == "PARTIAL_SUCCESS"
     # The body is plain JSON: it survives a round trip unchanged.
     assert json.loads(json.dumps(body)) == body
+
+
+def test_a_video_that_could_not_be_transcoded_is_its_own_error() -> None:
+    poster = f"{L}/processed/video/horizontal/thumbnail/horizontal-01-clip.mp4"
+    posters = {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [{"key": poster, "type": "VIDEO_THUMBNAIL", "sourceKey": RAW_V}],
+            "errors": [],
+        }
+    }
+    failed = [
+        {
+            "body": {
+                "status": "SUCCESS",
+                "generatedAssets": [],
+                "errors": [
+                    {
+                        "sourceKey": RAW_V,
+                        "errorCode": "VIDEO_TRANSCODE_FAILED",
+                        "errorMessage": "the video could not be transcoded: moov atom not found",
+                    }
+                ],
+            }
+        }
+    ]
+    assets = [asset(RAW_V, "VIDEO_HORIZONTAL"), asset(RAW_A, "PHOTO_HORIZONTAL")]
+    body = consolidate(
+        event(assets, [thumbnails_result(RAW_A, "PHOTO_HORIZONTAL"), posters, failed])
+    )["body"]
+    video, photo = body["outputs"]
+    assert video["errorCode"] == "VIDEO_TRANSCODE_FAILED"
+    assert "original_video_horizontal" not in video["outputs"]
+    assert photo["errorCode"] == "" and photo["processedKey"] == derivative(RAW_A, "large")
+    assert body["status"] == "PARTIAL_SUCCESS"
+    assert body["error"]["details"]["errorCodes"] == "VIDEO_TRANSCODE_FAILED=1"
 
 
 def test_failure_body() -> None:

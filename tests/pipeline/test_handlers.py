@@ -119,7 +119,7 @@ def test_branch_handlers_write_outputs(lambda_env: str, moto_server: MotoServer)
         "thumbnail",
     ]
     posters = video_thumbnails.handler(validation, ctx("video_thumbnails"))
-    poster = f"{L}/processed/video/vertical/thumbnail/vertical-01-tour.jpg"
+    poster = f"{L}/processed/video/vertical/thumbnail/vertical-01-tour.mp4"
     assert posters["body"]["generatedAssets"] == [
         {"key": poster, "type": "VIDEO_THUMBNAIL", "sourceKey": VIDEO}
     ]
@@ -127,10 +127,13 @@ def test_branch_handlers_write_outputs(lambda_env: str, moto_server: MotoServer)
         assert exists(moto_server, bucket, generated["key"])
 
     transcoded = video_transcode.handler(validation, ctx("video_transcode"))
-    assert "body" not in transcoded
     mp4 = f"{L}/processed/video/vertical/original/vertical-01-tour.mp4"
-    assert transcoded["transcoded"] == [{"sourceKey": VIDEO, "key": mp4}]
+    assert transcoded["body"]["generatedAssets"] == [
+        {"key": mp4, "type": "VIDEO_TRANSCODE", "sourceKey": VIDEO}
+    ]
     assert exists(moto_server, bucket, mp4)
+    # the key the state machine's Map reports for MediaConvert's output
+    assert validation["videoAssets"][0]["transcodeKey"] == mp4
 
 
 def test_video_transcode_answers_like_mediaconvert(

@@ -94,15 +94,45 @@ def test_image_sizes_are_the_spec_widths() -> None:
 
 def test_video_output_keys() -> None:
     raw = "55/raw/video/horizontal/horizontal-01-tour.final.MOV"
+    # The poster is named like the transcode: the backend asks for
+    # thumbnail/<basename of the processed key> (docs/contract.md §2).
     assert (
         keys.poster_key(raw)
-        == "55/processed/video/horizontal/thumbnail/horizontal-01-tour.final.jpg"
+        == "55/processed/video/horizontal/thumbnail/horizontal-01-tour.final.mp4"
     )
     assert (
         keys.transcode_key(raw)
         == "55/processed/video/horizontal/original/horizontal-01-tour.final.mp4"
     )
     assert keys.transcode_folder(raw) == "55/processed/video/horizontal/original/"
+
+
+def test_poster_of_an_mp4_is_the_go_systems_key() -> None:
+    raw = "55/raw/video/vertical/2024-01-02/vertical-02-walk.mp4"
+    assert keys.poster_key(raw) == "55/processed/video/vertical/thumbnail/vertical-02-walk.mp4"
+    assert keys.legacy_poster_keys(raw) == [
+        "55/processed/video/vertical/thumbnail/vertical-02-walk.jpg"
+    ]
+    mov = "55/raw/video/vertical/vertical-03-walk.MOV"
+    assert keys.legacy_poster_keys(mov) == [
+        "55/processed/video/vertical/thumbnail/vertical-03-walk.jpg",
+        "55/processed/video/vertical/thumbnail/vertical-03-walk.MOV",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resolution", "raw_type", "name"),
+    [
+        ("large", "PHOTO_VERTICAL", "large_photo_vertical"),
+        ("thumbnail", "VIDEO_HORIZONTAL", "thumbnail_video_horizontal"),
+        ("original", "VIDEO_VERTICAL", "original_video_vertical"),
+        ("small", "PHOTO", "small_photo"),  # the coarse type of a plain-key queue message
+        ("", "PHOTO_HORIZONTAL", "original_photo_horizontal"),
+        ("medium", "", "medium_unknown"),
+    ],
+)
+def test_output_names_use_the_raw_assets_type(resolution: str, raw_type: str, name: str) -> None:
+    assert keys.output_name(resolution, raw_type) == name
 
 
 def test_file_without_extension_and_without_segment() -> None:

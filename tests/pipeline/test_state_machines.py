@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,16 +21,7 @@ from media_jobs.pipeline.consolidate import (
     finalization_failure_body,
     finalization_success_body,
 )
-from media_jobs.pipeline.handlers import (
-    callback,
-    consolidate,
-    thumbnails,
-    validate,
-    video_thumbnails,
-    video_transcode,
-)
-from media_jobs.pipeline.handlers import zip as zip_step
-from tests.fixtures.s3server import REGION, MotoServer
+from tests.fixtures.s3server import MotoServer
 from tests.support.asl import (
     DefinitionError,
     StateMachine,
@@ -40,22 +30,16 @@ from tests.support.asl import (
     evaluate_template,
 )
 from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
-
-ROOT = Path(__file__).resolve().parents[2]
-PROCESSING = json.loads((ROOT / "aws/step_functions/media_processing_pipeline.json").read_text())
-FINALIZATION = json.loads(
-    (ROOT / "aws/step_functions/media_finalization_pipeline.json").read_text()
+from tests.support.go_callback import decode_callback
+from tests.support.state_machines import (
+    FINALIZATION,
+    MEDIACONVERT,
+    PROCESSING,
+    RESOURCES,
+    ROOT,
+    set_lambda_environment,
 )
-MEDIACONVERT = "arn:aws:states:::mediaconvert:createJob.sync"
-RESOURCES = {
-    "${ValidateFunctionArn}": validate.handler,
-    "${ThumbnailsFunctionArn}": thumbnails.handler,
-    "${VideoThumbnailsFunctionArn}": video_thumbnails.handler,
-    MEDIACONVERT: video_transcode.handler,
-    "${ConsolidateFunctionArn}": consolidate.handler,
-    "${CallbackFunctionArn}": callback.handler,
-    "${ZipFunctionArn}": zip_step.handler,
-}
+
 SECRET = "contract-test-secret"
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 LISTING = 4711
@@ -69,6 +53,13 @@ MISSING = f"{LISTING}/raw/photo/horizontal/horizontal-03-never-uploaded.jpg"
 
 
 @pytest.fixture
+def receiver(toq_backend: CallbackReceiver) -> CallbackReceiver:
+    """Every callback these runs send must bind in the TOQ backend's request type (the
+    receiver answers 400 like the backend otherwise, and the callback state retries)."""
+    return toq_backend
+
+
+@pytest.fixture
 def lambda_env(
     monkeypatch: pytest.MonkeyPatch,
     moto_server: MotoServer,
@@ -76,16 +67,14 @@ def lambda_env(
     receiver: CallbackReceiver,
 ) -> str:
     """The environment a deployed function would have, pointing at the test servers."""
-    for name, value in {
-        "MEDIA_BUCKET": s3_bucket,
-        "MEDIA_STORAGE_BACKEND": "s3",
-        "AWS_S3_ENDPOINT_URL": moto_server.endpoint_url,
-        "AWS_REGION": REGION,
-        "CALLBACK_URL": receiver.url,
-        "CALLBACK_SECRET": SECRET,
-        "CALLBACK_TIMEOUT_SECONDS": "5",
-    }.items():
-        monkeypatch.setenv(name, value)
+    set_lambda_environment(
+        monkeypatch,
+        endpoint_url=moto_server.endpoint_url,
+        bucket=s3_bucket,
+        callback_url=receiver.url,
+        callback_secret=SECRET,
+        CALLBACK_TIMEOUT_SECONDS="5",
+    )
     return s3_bucket
 
 
@@ -117,12 +106,20 @@ def photo_output(raw_key: str, kind: str) -> dict[str, Any]:
 
 
 def the_callback(receiver: CallbackReceiver) -> dict[str, Any]:
-    """The one callback received, after checking its signature like the receiver does."""
+    """The one callback received, after checking its signature like the receiver does and
+    that the TOQ backend binds it (same job and listing ids)."""
+    assert receiver.rejected == []
     assert len(receiver.received) == 1, [r.body for r in receiver.received]
     received = receiver.received[0]
     assert received.headers["Content-Type"] == "application/json"
     assert verify_signature(received.body, SECRET, received.headers[SIGNATURE_HEADER])
-    return received.json()
+    sent = received.json()
+    bound = decode_callback(received.body)
+    assert (bound.job_id, bound.listing_identity_id) == (
+        int(sent["jobId"]),
+        int(sent["listingIdentityId"]),
+    )
+    return sent
 
 
 def processing_machine() -> StateMachine:
@@ -156,7 +153,8 @@ def test_photos_and_video_succeed(
         }
     )
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
-    poster = processed(VIDEO_H, "thumbnail")
+    # The poster is named like the transcode (the backend's URL rule), a JPEG all the same.
+    poster = processed(VIDEO_H, "thumbnail", "mp4")
     transcode = processed(VIDEO_H, "original", "mp4")
     assert the_callback(receiver) == {
         "jobId": 101,
@@ -174,7 +172,7 @@ def test_photos_and_video_succeed(
                 "processedKey": transcode,
                 "thumbnailKey": poster,
                 "outputs": {
-                    "thumbnail_video_thumbnail": poster,
+                    "thumbnail_video_horizontal": poster,
                     "original_video_horizontal": transcode,
                 },
                 "errorCode": "",
@@ -192,8 +190,9 @@ def test_photos_and_video_succeed(
     for raw, kind in ((PHOTO_H, "photo"), (PHOTO_V, "photo")):
         for size in SIZES:
             assert object_size(moto_server, bucket, processed(raw, size)) > 0, (kind, size)
-    assert object_size(moto_server, bucket, poster) > 0
-    assert object_size(moto_server, bucket, transcode) > 0
+    s3 = moto_server.client("s3")
+    assert s3.head_object(Bucket=bucket, Key=poster)["ContentType"] == "image/jpeg"
+    assert s3.head_object(Bucket=bucket, Key=transcode)["ContentType"] == "video/mp4"
     # MediaConvert was asked for that destination, per video (not only the first).
     [job] = [e["input"] for e in execution.events("TaskScheduled", "TranscodeVideo")]
     assert job["Settings"]["Inputs"][0]["FileInput"] == f"s3://{bucket}/{VIDEO_H}"
@@ -229,9 +228,11 @@ def test_two_videos_are_each_transcoded(
         "SUCCEEDED",
     )
     assert [o["thumbnailKey"] for o in body["outputs"]] == [
-        processed(VIDEO_H, "thumbnail"),
-        processed(second, "thumbnail"),
+        processed(VIDEO_H, "thumbnail", "mp4"),
+        processed(second, "thumbnail", "mp4"),
     ]
+    # plain keys have the coarse type VIDEO: the outputs are named after it
+    assert sorted(body["outputs"][1]["outputs"]) == ["original_video", "thumbnail_video"]
 
 
 def test_corrupt_and_missing_photos_give_partial_success(
@@ -272,10 +273,10 @@ def test_corrupt_and_missing_photos_give_partial_success(
             "code": "DERIVATIVE_ERRORS_DETECTED",
             "message": "derivative errors detected",
             "details": {
-                "failedAssets": 2,
-                "totalAssets": 3,
-                "errorCodes": {"CORRUPT_IMAGE": 1, "OBJECT_NOT_FOUND": 1},
-                "failedRawKeys": [CORRUPT, MISSING],
+                "failedAssets": "2",
+                "totalAssets": "3",
+                "errorCodes": "CORRUPT_IMAGE=1,OBJECT_NOT_FOUND=1",
+                "failedRawKeys": json.dumps([CORRUPT, MISSING]),
             },
         },
         "traceparent": TRACE,
@@ -337,39 +338,110 @@ def test_validation_raising_reports_validation_failed(
     assert execution.states_entered()[-2:] == ["ValidationFailed", "ValidationFailedEnd"]
 
 
-def test_processing_failure_reports_processing_failed(
+def test_a_corrupt_video_is_an_error_of_that_video_only(
     lambda_env: str, moto_server: MotoServer, receiver: CallbackReceiver
 ) -> None:
-    """A video that validates (MP4 magic) but cannot be transcoded fails the branch, the way
-    a failed MediaConvert job does."""
+    """A video that validates (MP4 magic) but cannot be framed or transcoded: the Catch
+    inside the per-video iteration makes it that video's error; the photo is reported
+    PROCESSED and the run is PARTIAL_SUCCESS, not PROCESSING_FAILED."""
     bucket = lambda_env
-    broken_video = sample_media.mp4_bytes(1.0, 320, 240)[:4096]
-    upload(moto_server, bucket, VIDEO_H, broken_video)
+    upload(moto_server, bucket, VIDEO_H, sample_media.mp4_bytes(1.0, 320, 240)[:4096])
+    upload(moto_server, bucket, PHOTO_H, sample_media.jpeg_bytes(320, 240, seed=6))
     execution = processing_machine().start_execution(
         {
             "jobId": 105,
             "listingIdentityId": LISTING,
-            "assets": [{"key": VIDEO_H, "type": "VIDEO_HORIZONTAL"}],
+            "assets": [
+                {"key": VIDEO_H, "type": "VIDEO_HORIZONTAL"},
+                {"key": PHOTO_H, "type": "PHOTO_HORIZONTAL"},
+            ],
         }
     )
-    assert execution.status == "FAILED" and execution.error == "PROCESSING_FAILED"
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert "VideoTranscodeFailed" in execution.states_entered()
     body = the_callback(receiver)
-    assert body["error"]["code"] == "VIDEO_TRANSCODE_FAILED"
-    assert json.loads(body["error"]["message"])["errorType"] == "VIDEO_TRANSCODE_FAILED"
+    video, photo = body.pop("outputs")
+    assert photo == photo_output(PHOTO_H, "photo_horizontal")
+    # The poster branch and the transcode both reported it; the last branch's code wins,
+    # as in the Go consolidate.
+    assert (video["rawKey"], video["errorCode"]) == (VIDEO_H, "VIDEO_TRANSCODE_FAILED")
+    assert video["errorMessage"].startswith("the video could not be transcoded: ")
+    assert video["processedKey"] == "" and video["outputs"] == {}
     assert body == {
         "jobId": 105,
         "listingIdentityId": LISTING,
         "executionArn": execution.arn,
         "startedAt": execution.start_time,
         "provider": "STEP_FUNCTIONS",
-        "status": "PROCESSING_FAILED",
-        "failureReason": "derivative processing failed",
-        "error": {"code": "VIDEO_TRANSCODE_FAILED", "message": body["error"]["message"]},
-        "outputs": [],
+        "status": "PARTIAL_SUCCESS",
+        "failureReason": "1 of 2 assets failed: VIDEO_TRANSCODE_FAILED x1",
+        "error": {
+            "code": "DERIVATIVE_ERRORS_DETECTED",
+            "message": "derivative errors detected",
+            "details": {
+                "failedAssets": "1",
+                "totalAssets": "2",
+                "errorCodes": "VIDEO_TRANSCODE_FAILED=1",
+                "failedRawKeys": json.dumps([VIDEO_H]),
+            },
+        },
         # started without traceparent: the defaults state makes it "" instead of failing
         "traceparent": "",
     }
-    assert execution.states_entered()[-2:] == ["ReportFailure", "ProcessingFailedEnd"]
+
+
+@pytest.mark.parametrize(
+    ("error", "fails_the_run", "retries"),
+    [
+        ("MediaConvert.ForbiddenException", True, 0),
+        ("States.Permissions", True, 0),
+        ("MediaConvert.InternalServerErrorException", True, 3),
+        ("MediaConvert.TooManyRequestsException", True, 3),
+        ("States.TaskFailed", False, 0),  # the job ended in ERROR: this video's problem
+        ("MediaConvert.BadRequestException", False, 0),
+        ("States.Timeout", False, 0),  # ran past TimeoutSeconds
+    ],
+)
+def test_mediaconvert_errors_split_between_the_video_and_the_run(
+    lambda_env: str,
+    moto_server: MotoServer,
+    receiver: CallbackReceiver,
+    error: str,
+    fails_the_run: bool,
+    retries: int,
+) -> None:
+    """Infrastructure (MediaConvert refusing the role, unavailable after the retries)
+    leaves the iteration with its own name and the run reports PROCESSING_FAILED; anything
+    else the job reports is that video's VIDEO_TRANSCODE_FAILED and the photo is kept."""
+    bucket = lambda_env
+    upload(moto_server, bucket, VIDEO_H, sample_media.mp4_bytes(0.5, 320, 240))
+    upload(moto_server, bucket, PHOTO_H, sample_media.jpeg_bytes(320, 240, seed=7))
+
+    def mediaconvert(event: Any, context: Any) -> Any:
+        raise StatesError(error, f"{error}: as MediaConvert reports it")
+
+    machine = StateMachine(PROCESSING, {**RESOURCES, MEDIACONVERT: mediaconvert}, name="mc")
+    execution = machine.start_execution(
+        {"jobId": 107, "listingIdentityId": LISTING, "assets": [PHOTO_H, VIDEO_H]}
+    )
+    assert len(execution.events("RetryScheduled", "TranscodeVideo")) == retries
+    body = the_callback(receiver)
+    if fails_the_run:
+        assert execution.status == "FAILED" and execution.error == "PROCESSING_FAILED"
+        assert "TranscodeUnavailable" in execution.states_entered()
+        assert (body["status"], body["outputs"]) == ("PROCESSING_FAILED", [])
+        assert body["error"] == {"code": error, "message": f"{error}: as MediaConvert reports it"}
+        return
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert body["status"] == "PARTIAL_SUCCESS"
+    photo, video = body["outputs"]
+    assert photo["errorCode"] == "" and photo["processedKey"]
+    assert video["errorCode"] == "VIDEO_TRANSCODE_FAILED"
+    assert video["errorMessage"] == (
+        f"the video could not be transcoded: {error}: as MediaConvert reports it"
+    )
+    # the poster was made: it stays recorded, the video is failed all the same
+    assert video["thumbnailKey"] == processed(VIDEO_H, "thumbnail", "mp4")
 
 
 def test_callback_is_retried_until_accepted(

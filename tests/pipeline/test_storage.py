@@ -546,3 +546,17 @@ def test_a_failed_part_in_flight_fails_the_upload_and_aborts_it(s3_storage: S3St
     with pytest.raises(ObjectNotFound):
         s3_storage.head("broken.bin")
     assert [t.name for t in threading.enumerate() if t.name.startswith("s3-part")] == []
+
+
+def test_a_lambda_without_media_bucket_uses_the_default_bucket_on_s3() -> None:
+    """The Go functions defaulted the bucket (the account's video_thumbnails function has
+    no MEDIA_BUCKET): on Lambda the storage is S3, never the function's disk."""
+    from media_jobs.pipeline.config import DEFAULT_BUCKET, PipelineConfig
+
+    on_lambda = PipelineConfig.from_env({"AWS_LAMBDA_FUNCTION_NAME": "listing-media-x"})
+    assert (on_lambda.storage_backend, on_lambda.bucket) == ("s3", DEFAULT_BUCKET)
+    assert PipelineConfig.from_env({}).storage_backend == "local"
+    forced = PipelineConfig.from_env(
+        {"AWS_LAMBDA_FUNCTION_NAME": "x", "MEDIA_STORAGE_BACKEND": "local"}
+    )
+    assert forced.storage_backend == "local"

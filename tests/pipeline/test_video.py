@@ -14,7 +14,7 @@ from PIL import Image
 
 from media_jobs import sample_media
 from media_jobs.pipeline.config import PipelineConfig
-from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.errors import ErrorCode
 from media_jobs.pipeline.keys import poster_key, transcode_key
 from media_jobs.pipeline.storage import Storage
 from media_jobs.pipeline.validate import validate_assets
@@ -22,6 +22,7 @@ from media_jobs.pipeline.video import (
     POSTER_AT_SECONDS,
     generate_poster_frames,
     poster_time,
+    probe_duration,
     transcode_videos,
 )
 
@@ -127,9 +128,10 @@ def test_poster_frames_are_jpegs_no_wider_than_1200(
             "errors": [],
         }
     }
+    # named like the transcode (the backend's URL rule), a JPEG all the same
     assert (
         poster_key(WIDE_KEY)
-        == f"{LISTING}/processed/video/horizontal/thumbnail/horizontal-02-wide.jpg"
+        == f"{LISTING}/processed/video/horizontal/thumbnail/horizontal-02-wide.mp4"
     )
     assert jpeg_size(storage, poster_key(SMALL_KEY)) == (320, 240)  # never upscaled
     assert jpeg_size(storage, poster_key(WIDE_KEY)) == (1200, 675)  # 1600x900 scaled down
@@ -196,8 +198,7 @@ def test_no_valid_videos(local_storage: Storage, pipeline_config: PipelineConfig
         "body": {"status": "SUCCESS", "generatedAssets": [], "errors": []}
     }
     assert transcode_videos(validation, storage=local_storage, config=pipeline_config) == {
-        "status": "SUCCESS",
-        "transcoded": [],
+        "body": {"status": "SUCCESS", "generatedAssets": [], "errors": []}
     }
 
 
@@ -216,10 +217,15 @@ def test_transcode_every_video_to_faststart_h264_within_1080p(
     validation = validated(s3_storage, pipeline_config, *sources)
     result = transcode_videos(validation, storage=s3_storage, config=pipeline_config)
     assert result == {
-        "status": "SUCCESS",
-        "transcoded": [{"sourceKey": key, "key": transcode_key(key)} for key in sources],
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [
+                {"key": transcode_key(key), "type": "VIDEO_TRANSCODE", "sourceKey": key}
+                for key in sources
+            ],
+            "errors": [],
+        }
     }
-    assert "body" not in result  # consolidation skips it, like MediaConvert's result
     expected = {BIG_KEY: (1920, 1080), ROTATED_KEY: (240, 320), SILENT_KEY: (426, 240)}
     for key in sources:
         info = s3_storage.head(transcode_key(key))
@@ -254,7 +260,9 @@ def test_transcode_skips_an_output_made_from_the_same_source(
     assert local_storage.head(output).metadata == {"source-etag": etag}
     local_storage.write(output, b"marker: not re-encoded", metadata={"source-etag": etag})
     result = transcode_videos(validation, storage=local_storage, config=pipeline_config)
-    assert result["transcoded"] == [{"sourceKey": SILENT_KEY, "key": output}]
+    assert result["body"]["generatedAssets"] == [
+        {"key": output, "type": "VIDEO_TRANSCODE", "sourceKey": SILENT_KEY}
+    ]
     with local_storage.open_read(output) as stream:
         assert stream.read() == b"marker: not re-encoded"
     # a different source etag (re-upload) is transcoded again
@@ -264,25 +272,52 @@ def test_transcode_skips_an_output_made_from_the_same_source(
         assert top_level_boxes(stream.read())[:1] == ["ftyp"]
 
 
-def test_a_failed_transcode_fails_the_branch(
+def test_a_video_that_cannot_be_transcoded_is_an_error_of_that_video_only(
     storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
 ) -> None:
     storage.write(CORRUPT_KEY, clips["corrupt"])
-    validation = validated(storage, pipeline_config, CORRUPT_KEY)
-    with pytest.raises(PipelineError) as err:
-        transcode_videos(validation, storage=storage, config=pipeline_config)
-    assert err.value.code == ErrorCode.VIDEO_TRANSCODE_FAILED
-    assert CORRUPT_KEY in err.value.message
-    assert list(storage.list(f"{LISTING}/processed/")) == []
+    storage.write(SILENT_KEY, clips["silent"])
+    validation = validated(storage, pipeline_config, CORRUPT_KEY, SILENT_KEY)
+    body = transcode_videos(validation, storage=storage, config=pipeline_config)["body"]
+    assert body["generatedAssets"] == [
+        {"key": transcode_key(SILENT_KEY), "type": "VIDEO_TRANSCODE", "sourceKey": SILENT_KEY}
+    ]
+    (error,) = body["errors"]
+    assert error["sourceKey"] == CORRUPT_KEY
+    assert error["errorCode"] == ErrorCode.VIDEO_TRANSCODE_FAILED
+    assert CORRUPT_KEY in error["errorMessage"] and "ffmpeg exited" in error["errorMessage"]
+    assert [o.key for o in storage.list(f"{LISTING}/processed/")] == [transcode_key(SILENT_KEY)]
 
 
-def test_a_missing_ffmpeg_fails_the_transcode_clearly(
+def test_a_missing_ffmpeg_fails_the_step_not_the_video(
     local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
 ) -> None:
+    """A deployment problem, not a property of the video: the step raises, so the engine
+    retries it and then fails the run instead of blaming every video."""
     local_storage.write(SILENT_KEY, clips["silent"])
     validation = validated(local_storage, pipeline_config, SILENT_KEY)
     config = dataclasses.replace(pipeline_config, ffmpeg_path="/nonexistent/ffmpeg")
-    with pytest.raises(PipelineError) as err:
+    with pytest.raises(FileNotFoundError, match="/nonexistent/ffmpeg"):
         transcode_videos(validation, storage=local_storage, config=config)
-    assert err.value.code == ErrorCode.VIDEO_TRANSCODE_FAILED
-    assert "/nonexistent/ffmpeg" in err.value.message
+
+
+def test_posters_without_ffprobe_take_the_duration_from_ffmpeg(
+    local_storage: Storage,
+    pipeline_config: PipelineConfig,
+    clips: dict[str, bytes],
+    tmp_path: Path,
+) -> None:
+    """The TOQ account's ffmpeg layer has no ffprobe: the duration comes from ffmpeg's own
+    banner, so the poster is still taken past the first frame."""
+    local_storage.write(WIDE_KEY, clips["wide"])
+    source = tmp_path / "wide.mp4"
+    source.write_bytes(clips["wide"])
+    config = dataclasses.replace(pipeline_config, ffprobe_path="/nonexistent/ffprobe")
+    with_ffprobe = probe_duration(source, pipeline_config)
+    without = probe_duration(source, config)
+    assert with_ffprobe is not None and without is not None
+    assert without == pytest.approx(with_ffprobe, abs=0.05)
+    validation = validated(local_storage, config, WIDE_KEY)
+    body = generate_poster_frames(validation, storage=local_storage, config=config)["body"]
+    assert body["errors"] == []
+    assert jpeg_size(local_storage, poster_key(WIDE_KEY)) == (1200, 675)

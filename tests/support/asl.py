@@ -1,16 +1,18 @@
 """A small Amazon States Language interpreter for the contract tests.
 
 It runs exactly the features the two definitions in ``aws/step_functions/`` use — Task,
-Parallel, Map (inline), Choice, Pass, Succeed, Fail; InputPath, Parameters / ItemSelector
-with ``.$`` and the context object ``$$``, ResultSelector, ResultPath, OutputPath; Retry
-and Catch with ``States.ALL`` / ``States.TaskFailed``; the intrinsics States.Format,
+Parallel, Map (inline), Choice, Pass, Succeed, Fail (Error/Cause or ErrorPath/CausePath);
+InputPath, Parameters / ItemSelector with ``.$`` and the context object ``$$``,
+ResultSelector, ResultPath, OutputPath; Retry and Catch with ``States.ALL`` / ``States.TaskFailed``; the intrinsics States.Format,
 States.StringToJson, States.JsonToString, States.JsonMerge and States.Array — and refuses
 anything else, so a definition cannot silently use a feature the tests never exercised.
 
 Resources map to Python callables. A Lambda resource is called like the Python Lambda
 runtime calls a handler: JSON in, JSON out, and an exception becomes an error whose
 ``Error`` is the exception's class name and whose ``Cause`` is the runtime's JSON
-(errorMessage, errorType, requestId, stackTrace). Every step is recorded in ``history``.
+(errorMessage, errorType, requestId, stackTrace); a resource standing for a service
+integration may raise ``StatesError`` to fail with that service's own error name
+(``MediaConvert.ForbiddenException``). Every step is recorded in ``history``.
 """
 
 from __future__ import annotations
@@ -524,7 +526,20 @@ class StateMachine:
     ) -> tuple[Any, str | None]:
         kind = state["Type"]
         if kind == "Fail":
-            raise StatesError(state.get("Error", "States.Fail"), state.get("Cause", ""))
+            # ErrorPath / CausePath re-raise what a Catch stored (a reference path only).
+            error = (
+                read_path(state["ErrorPath"], data, context)
+                if "ErrorPath" in state
+                else state.get("Error", "States.Fail")
+            )
+            cause = (
+                read_path(state["CausePath"], data, context)
+                if "CausePath" in state
+                else state.get("Cause", "")
+            )
+            if not isinstance(error, str) or not isinstance(cause, str):
+                raise StatesError("States.Runtime", f"{name}: ErrorPath/CausePath must be strings")
+            raise StatesError(error, cause)
         effective = read_path(state.get("InputPath", "$"), data, context)
         if kind == "Succeed":
             return read_path(state.get("OutputPath", "$"), effective, context), None
@@ -606,6 +621,12 @@ class StateMachine:
             lambda_context = LambdaContext(function_name=name, invoked_function_arn=resource)
             try:
                 result = handler(_json_copy(task_input), lambda_context)
+            except StatesError as failure:
+                # a service integration's own error name (MediaConvert.ForbiddenException)
+                self._record(
+                    execution, "TaskFailed", state=name, error=failure.error, cause=failure.cause
+                )
+                raise
             except Exception as exc:  # the Lambda runtime reports every exception
                 error = type(exc).__name__
                 cause = json.dumps(

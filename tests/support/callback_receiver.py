@@ -3,6 +3,10 @@
 Tests point ``CALLBACK_URL`` at it and read back exactly what was POSTed: raw body bytes
 and headers, so the signature can be verified the way the Django receiver does. Planned
 responses (status codes, delays) let a test make the first calls fail and see retries.
+
+With ``backend_rules=True`` (fixture ``toq_backend``) it also binds every body the way the
+TOQ backend does (``tests.support.go_callback``) and answers 400 ``INVALID_CALLBACK``, as
+the backend would, to a body the backend could not decode.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ class PlannedResponse:
 class CallbackReceiver:
     """Records every POST; answers with the planned responses in order, then 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, backend_rules: bool = False) -> None:
+        self.backend_rules = backend_rules
+        # (body, the backend's 400 message) of every body refused under backend_rules
+        self.rejected: list[tuple[bytes, str]] = []
         self.received: list[ReceivedCallback] = []
         self._planned: deque[PlannedResponse] = deque()
         self._lock = threading.Lock()
@@ -72,9 +79,24 @@ class CallbackReceiver:
             self._planned.clear()
 
     def _next_response(self, received: ReceivedCallback) -> PlannedResponse:
+        refusal = self._backend_refusal(received.body) if self.backend_rules else None
         with self._lock:
             self.received.append(received)
+            if refusal is not None:
+                self.rejected.append((received.body, refusal))
+                body = json.dumps({"code": "INVALID_CALLBACK", "message": refusal}).encode()
+                return PlannedResponse(status=400, body=body)
             return self._planned.popleft() if self._planned else PlannedResponse()
+
+    @staticmethod
+    def _backend_refusal(body: bytes) -> str | None:
+        from tests.support.go_callback import BackendRejects, decode_callback
+
+        try:
+            decode_callback(body)
+        except BackendRejects as exc:
+            return str(exc)
+        return None
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -106,6 +128,17 @@ class CallbackReceiver:
 def receiver() -> Iterator[CallbackReceiver]:
     """A running receiver; stopped after the test (a plugin of tests/conftest.py)."""
     receiver = CallbackReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture
+def toq_backend() -> Iterator[CallbackReceiver]:
+    """A receiver that answers like the TOQ backend's binding: 400 to a body it could not
+    decode (``backend_rules``)."""
+    receiver = CallbackReceiver(backend_rules=True).start()
     try:
         yield receiver
     finally:

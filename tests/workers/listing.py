@@ -30,10 +30,11 @@ class SeededListing:
     photos: list[MediaAsset] = field(default_factory=list)
     videos: list[MediaAsset] = field(default_factory=list)
     corrupt: list[MediaAsset] = field(default_factory=list)
+    corrupt_videos: list[MediaAsset] = field(default_factory=list)
 
     @property
     def assets(self) -> list[MediaAsset]:
-        return [*self.photos, *self.videos, *self.corrupt]
+        return [*self.photos, *self.videos, *self.corrupt, *self.corrupt_videos]
 
     def derivative_keys(self) -> list[str]:
         """Every output a successful run writes for the good assets."""
@@ -54,10 +55,13 @@ def seed_listing(
     photos: int = 3,
     videos: int = 0,
     corrupt: int = 0,
+    corrupt_videos: int = 0,
     status: str = AssetStatus.PENDING_UPLOAD,
 ) -> SeededListing:
     """``photos`` good JPEGs (horizontal-NN), ``videos`` short MP4s, ``corrupt`` truncated
-    JPEGs (vertical-NN), all written to storage with PENDING_UPLOAD rows."""
+    JPEGs (vertical-NN), ``corrupt_videos`` truncated MP4s (vertical-NN: the MP4 magic
+    passes validation, ffmpeg cannot decode them), all written to storage with
+    PENDING_UPLOAD rows."""
     seeded = SeededListing(listing_identity_id)
     for number in range(1, photos + 1):
         raw = keys.raw_key(
@@ -91,6 +95,17 @@ def seed_listing(
         storage.write(raw, sample_media.truncated_jpeg_bytes(), content_type="image/jpeg")
         seeded.corrupt.append(
             _asset(listing_identity_id, AssetType.PHOTO_VERTICAL, number, raw, status)
+        )
+    for number in range(1, corrupt_videos + 1):
+        raw = keys.raw_key(
+            listing_identity_id,
+            AssetType.VIDEO_VERTICAL,
+            f"vertical-{number:02d}",
+            f"broken-{number}.mp4",
+        )
+        storage.write(raw, short_mp4()[:2048], content_type="video/mp4")
+        seeded.corrupt_videos.append(
+            _asset(listing_identity_id, AssetType.VIDEO_VERTICAL, number, raw, status)
         )
     return seeded
 

@@ -80,20 +80,41 @@ def test_validation_that_raises_is_retried_then_reported_as_validation_failed(se
     ) == {AssetStatus.FAILED}
 
 
-def test_a_transcode_that_fails_reports_processing_failed() -> None:
+def test_a_corrupt_video_is_that_videos_error_and_the_photo_is_processed() -> None:
     storage = pipeline_storage()
     listing = seed_listing(storage, 5003, photos=1, videos=1)
     # A video that passes validation (MP4 magic) but that ffmpeg cannot decode.
     storage.write(listing.videos[0].s3_key_raw, short_mp4()[:2048], content_type="video/mp4")
     job = listing_start_processing(listing_identity_id=5003)
     job.refresh_from_db()
+    assert job.status == JobStatus.PARTIAL_SUCCESS, job.last_error
+    # The parts reported the video's errors; nothing was retried.
+    assert events(job.pk, "video_transcode") == ["started", "succeeded"]
+    assert events(job.pk, "video_thumbnails") == ["started", "succeeded"]
+    body = json.loads(job.callback_body)
+    assert body["error"]["code"] == "DERIVATIVE_ERRORS_DETECTED"
+    video = MediaAsset.objects.get(pk=listing.videos[0].pk)
+    photo = MediaAsset.objects.get(pk=listing.photos[0].pk)
+    assert video.status == AssetStatus.FAILED
+    assert video.metadata["errorCode"] == "VIDEO_TRANSCODE_FAILED"
+    assert photo.status == AssetStatus.PROCESSED, photo.metadata
+    assert photo.s3_key_processed == keys.derivative_key(photo.s3_key_raw, "large")
+
+
+def test_a_missing_ffmpeg_is_retried_then_reports_processing_failed(settings) -> None:
+    """A deployment problem fails the run (after the retries); it is not blamed on the
+    video."""
+    seed_listing(pipeline_storage(), 5009, photos=1, videos=1)
+    settings.FFMPEG_PATH = "/nonexistent/ffmpeg"
+    job = listing_start_processing(listing_identity_id=5009)
+    job.refresh_from_db()
     assert job.status == JobStatus.FAILED
-    assert events(job.pk, "video_transcode")[-1] == "failed"
-    assert events(job.pk, "video_transcode").count("retried") == 2
     body = json.loads(job.callback_body)
     assert body["status"] == "PROCESSING_FAILED"
-    assert body["error"]["code"] == "VIDEO_TRANSCODE_FAILED"
-    assert "code=VIDEO_TRANSCODE_FAILED" in job.last_error
+    assert body["error"]["code"] == "FileNotFoundError"
+    assert "/nonexistent/ffmpeg" in body["error"]["message"]
+    failed_parts = events(job.pk, "video_thumbnails") + events(job.pk, "video_transcode")
+    assert failed_parts.count("retried") >= 2 and "failed" in failed_parts
 
 
 def test_resume_skips_derivatives_that_exist_for_the_same_source() -> None:
@@ -216,13 +237,14 @@ def test_parts_and_parallel_results_mirror_the_state_machine() -> None:
             "thumbnails:0": chunk("a"),
             "video_thumbnails:0": chunk("p1"),
             "video_thumbnails:1": chunk("p2"),
-            "video_transcode:1": {"status": "SUCCESS", "transcoded": [{"key": "t2"}]},
-            "video_transcode:0": {"status": "SUCCESS", "transcoded": [{"key": "t1"}]},
+            "video_transcode:1": chunk("t2"),
+            "video_transcode:0": chunk("t1"),
         },
     )
     assert [g["key"] for g in merged[0]["body"]["generatedAssets"]] == ["a", "b"]
     assert [g["key"] for g in merged[1]["body"]["generatedAssets"]] == ["p1", "p2"]
-    assert merged[2] == {"status": "SUCCESS", "transcoded": [{"key": "t1"}, {"key": "t2"}]}
+    # the transcodes as the Map gives them: one result per video, in the videos' order
+    assert merged[2] == [chunk("t1"), chunk("t2")]
     no_videos = merge_parallel_results({"hasVideos": False}, {})
     assert no_videos[1:] == [
         {"status": "no_videos_to_thumbnail"},

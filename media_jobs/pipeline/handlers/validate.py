@@ -20,7 +20,7 @@ from media_jobs.pipeline.handlers._runtime import (
     setup_logging,
     storage_for,
 )
-from media_jobs.pipeline.keys import transcode_folder
+from media_jobs.pipeline.keys import transcode_folder, transcode_key
 from media_jobs.pipeline.logs import log_context
 from media_jobs.pipeline.types import ProcessingInput, ValidationResult
 from media_jobs.pipeline.validate import normalize_processing_input, validate_assets
@@ -42,11 +42,14 @@ def is_sqs_event(event: Any) -> bool:
 
 def with_video_paths(result: ValidationResult, bucket: str) -> ValidationResult:
     """Give every valid video its own MediaConvert input and destination, so the state
-    machine's Map transcodes each video (the top-level pair names only the first)."""
+    machine's Map transcodes each video (the top-level pair names only the first), and the
+    key MediaConvert writes (``transcodeKey``), which the Map reports as the video's
+    ``original`` output."""
     for asset in result["videoAssets"]:
         key = asset["key"]
         asset["videoInput"] = f"s3://{bucket}/{key}"  # type: ignore[typeddict-unknown-key]
         asset["videoOutputPath"] = f"s3://{bucket}/{transcode_folder(key)}"  # type: ignore[typeddict-unknown-key]
+        asset["transcodeKey"] = transcode_key(key)  # type: ignore[typeddict-unknown-key]
     return result
 
 

@@ -6,9 +6,11 @@ that resource (and usable as a Lambda with an ffmpeg layer for short clips). It 
 
 - the MediaConvert ``createJob`` parameters the state machine sends (``Settings.Inputs[].
   FileInput`` = ``s3://bucket/key``) and answers like ``.sync`` does: ``{"Job": {...}}``;
-- a validation result, transcoding every valid video (``transcode_videos``).
+- a validation result, transcoding every valid video (``transcode_videos``), answered in
+  the branch shape ``{"body": {"generatedAssets", "errors"}}`` of the other steps.
 
-Neither answer has a ``body``: consolidation skips this branch, as it skips MediaConvert's.
+A MediaConvert job that fails fails the task (the state machine's Catch inside the per-video
+iteration turns that into an error of that video); so does this handler's job form.
 """
 
 from __future__ import annotations
@@ -72,7 +74,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         storage = storage_for(config)
         if "Settings" in event:
             result = run_media_convert_job(event, storage=storage, config=config)
-        else:
-            result = transcode_videos(event, storage=storage, config=config)
-        summary["transcoded"] = len(result["transcoded"])
-        return result
+            summary["transcoded"] = len(result["transcoded"])
+            return result
+        branch = transcode_videos(event, storage=storage, config=config)
+        summary.update(
+            transcoded=len(branch["body"]["generatedAssets"]),
+            errors=len(branch["body"]["errors"]),
+        )
+        return dict(branch)
