@@ -45,7 +45,7 @@ from media_jobs.pipeline.decode_budget import (
 )
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import IMAGE_SIZES, derivative_key
-from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from media_jobs.pipeline.storage import InvalidKey, ObjectInfo, ObjectNotFound, Storage
 from media_jobs.pipeline.types import (
     AssetError,
     BranchResult,
@@ -150,8 +150,11 @@ def generate_thumbnails(
             try:
                 fetched = fetch.result()
                 derivatives = _render_fetched(fetched, limits)
-            except ObjectNotFound as exc:
-                code, message = ErrorCode.OBJECT_NOT_FOUND, f"not found: {exc}"
+            except (ObjectNotFound, InvalidKey) as exc:
+                if isinstance(exc, InvalidKey):
+                    code, message = ErrorCode.INVALID_KEY, str(exc)
+                else:
+                    code, message = ErrorCode.OBJECT_NOT_FOUND, f"not found: {exc}"
                 errors.append(_asset_error(raw_key, code, message))
                 _log_failure(log_context, raw_key, code, started, cpu_started)
                 continue
