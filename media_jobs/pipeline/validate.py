@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.consolidate import job_reference
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import (
     IMAGE_SIZES,
@@ -44,18 +45,6 @@ def step_log_fields(event: Mapping[str, Any], step: str, **fields: Any) -> dict[
     return {name: value for name, value in base.items() if value is not None}
 
 
-def _check_id(message: Mapping[str, Any], name: str) -> int | str:
-    value = message.get(name)
-    if isinstance(value, bool) or not (
-        (isinstance(value, int) and value >= 0) or (isinstance(value, str) and value.isdigit())
-    ):
-        raise PipelineError(
-            ErrorCode.VALIDATION_ERROR,
-            f"{name} must be a number or a numeric string, got {value!r}",
-        )
-    return value
-
-
 def _asset_ref(entry: Any) -> AssetRef:
     if isinstance(entry, str) and entry:
         return {"key": entry, "type": coarse_type_from_key(entry)}
@@ -78,8 +67,8 @@ def normalize_processing_input(message: Mapping[str, Any]) -> ProcessingInput:
     """
     if not isinstance(message, Mapping):
         raise PipelineError(ErrorCode.VALIDATION_ERROR, "the message must be a JSON object")
-    _check_id(message, "jobId")
-    _check_id(message, "listingIdentityId")
+    job_reference(message, "jobId")
+    job_reference(message, "listingIdentityId")
     assets = message.get("assets") or []
     if not isinstance(assets, list):
         raise PipelineError(ErrorCode.VALIDATION_ERROR, "assets must be a list")
