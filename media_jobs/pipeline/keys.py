@@ -56,7 +56,8 @@ class RawKeyParts:
 
 
 def _invalid(raw_key: str, reason: str) -> PipelineError:
-    return PipelineError(ErrorCode.INVALID_KEY, f"invalid raw key {raw_key!r}: {reason}")
+    shown = repr(raw_key) if len(raw_key) <= 200 else repr(raw_key[:200]) + "..."
+    return PipelineError(ErrorCode.INVALID_KEY, f"invalid raw key {shown}: {reason}")
 
 
 def is_date_folder(part: str) -> bool:
@@ -67,11 +68,17 @@ def split_raw_key(raw_key: str) -> RawKeyParts:
     """Split at the first ``raw/`` folder and drop date folders.
 
     ``raw`` must be a whole path segment (``123/draw/x.jpg`` has no raw folder). Keys with a
-    leading ``/``, empty segments, or ``.``/``..`` segments are refused: they could not be
-    stored safely on a file system nor packed into a ZIP without ambiguity.
+    leading ``/``, empty segments, ``.``/``..`` segments or control characters are refused:
+    they could not be stored safely on a file system nor packed into a ZIP without
+    ambiguity.
     """
     if not isinstance(raw_key, str) or not raw_key:
         raise _invalid(str(raw_key), "empty key")
+    control = next((char for char in raw_key if ord(char) < 0x20 or ord(char) == 0x7F), None)
+    if control is not None:
+        # S3 lists such keys only URL-encoded, HTTP tools and file systems choke on them
+        # (NUL ends a C string), and no upload legitimately has one.
+        raise _invalid(raw_key, f"control character {control!r}")
     parts = raw_key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise _invalid(raw_key, "empty, '.' or '..' path segment (or a leading '/')")

@@ -28,16 +28,11 @@ MAX_KEY_BYTES = 1024
 
 
 def check_key_common(key: str) -> None:
-    """The key rules every adapter shares; raise InvalidKey.
-
-    Beyond S3's own (non-empty, UTF-8, at most 1024 bytes), control characters are refused:
-    S3's XML listings cannot carry them unencoded, HTTP tools and file systems choke on them
-    (NUL ends a C string), and no upload legitimately has one.
-    """
+    """What S3 itself refuses, checked by every adapter: raise InvalidKey for an empty key,
+    one that is not valid UTF-8 (botocore fails deep inside the request), or one longer
+    than 1024 bytes (S3 answers KeyTooLongError; the local adapter keeps the same limit)."""
     if not isinstance(key, str) or not key:
         raise InvalidKey(f"invalid key {key!r}: empty")
-    if key.startswith("/"):
-        raise InvalidKey(f"invalid key {_shown(key)}: leading '/'")
     try:
         encoded = key.encode("utf-8")
     except UnicodeEncodeError:
@@ -46,9 +41,6 @@ def check_key_common(key: str) -> None:
         raise InvalidKey(
             f"invalid key {_shown(key)}: {len(encoded)} bytes, over the {MAX_KEY_BYTES}-byte limit"
         )
-    control = next((char for char in key if ord(char) < 0x20 or ord(char) == 0x7F), None)
-    if control is not None:
-        raise InvalidKey(f"invalid key {_shown(key)}: control character {control!r}")
 
 
 def _shown(key: str) -> str:

@@ -138,19 +138,24 @@ class LocalStorage:
     @staticmethod
     def check_key(key: str) -> None:
         """Raise InvalidKey for keys that could leave the bucket folder, alias another key,
-        use the temporary files' reserved prefix, or not fit in a file name."""
+        use the temporary files' reserved prefix, or not be a file name (NUL, too long)."""
         check_key_common(key)
+        if key.startswith("/"):
+            raise InvalidKey(f"invalid key {key!r}: leading '/'")
         parts = key.split("/")
         for index, part in enumerate(parts):
             if part in ("", ".", ".."):
                 raise InvalidKey(f"invalid key {key!r}: empty, '.' or '..' segment")
+            if "\x00" in part:
+                raise InvalidKey(f"invalid key {key!r}: NUL character")
             if part.startswith(TEMP_PREFIX):
                 raise InvalidKey(f"invalid key {key!r}: {TEMP_PREFIX!r} names are reserved")
             limit = NAME_MAX_BYTES - (len(SIDECAR_SUFFIX) if index == len(parts) - 1 else 0)
-            if len(part.encode("utf-8")) > limit:
+            size = len(part.encode("utf-8"))
+            if size > limit:
                 raise InvalidKey(
-                    f"invalid key: the path segment {part[:40]!r}... is "
-                    f"{len(part.encode('utf-8'))} bytes; a local file name holds {limit}"
+                    f"invalid key: the segment {part[:40]!r}... is {size} bytes; "
+                    f"a local file name holds {limit}"
                 )
 
     def path_for(self, key: str) -> Path:

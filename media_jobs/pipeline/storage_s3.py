@@ -297,8 +297,8 @@ class S3Storage:
 
     @staticmethod
     def check_key(key: str) -> None:
-        """S3's key rules (and no control characters): raise InvalidKey before botocore
-        fails deep inside a request (or S3 answers KeyTooLongError)."""
+        """S3's key rules: raise InvalidKey before botocore fails deep inside a request
+        (or S3 answers KeyTooLongError)."""
         check_key_common(key)
 
     def head(self, key: str) -> ObjectInfo:
