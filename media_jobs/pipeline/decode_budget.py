@@ -410,12 +410,17 @@ def png_expected_bytes(
     return total
 
 
-def check_png_complete(stream: IO[bytes], budget: CpuBudget | None = None) -> None:
+def check_png_complete(
+    stream: IO[bytes], budget: CpuBudget | None = None, *, stop_after: int | None = None
+) -> bool:
     """CORRUPT_IMAGE unless the image data inflates to exactly the rows the header declares.
 
     Pillow's PNG decoder stops silently when the zlib stream ends early and leaves the rest
     of the image black (a 181-byte file can claim 13000 x 13000). Inflating once more,
-    discarding the output, costs a fraction of decoding and no memory.
+    discarding the output, costs a fraction of decoding and no memory. ``stop_after`` makes
+    it a cheap probe: it returns once that many bytes came out (the data may still be
+    complete), so a short stream is told apart from a bomb before the memory check. True
+    when the whole stream was checked, False when the probe stopped early.
     """
     position = stream.tell()
     try:
@@ -444,9 +449,12 @@ def check_png_complete(stream: IO[bytes], budget: CpuBudget | None = None) -> No
                 if not data:
                     break
                 remaining -= len(data)
-                produced += _inflate_count(inflater, data, expected - produced)
+                wanted = min(expected, stop_after or expected)
+                produced += _inflate_count(inflater, data, wanted - produced)
                 if budget is not None:
                     budget.check("checking the PNG data")
+                if stop_after is not None and stop_after <= produced < expected:
+                    return False
             stream.seek(4, 1)  # CRC
             if inflater.eof:
                 break
@@ -461,6 +469,7 @@ def check_png_complete(stream: IO[bytes], budget: CpuBudget | None = None) -> No
             f"truncated PNG: the image data ends after {produced} of {expected} bytes "
             f"(about {rows} of {height} rows)",
         )
+    return True
 
 
 def _inflate_count(inflater: Any, data: bytes, wanted: int) -> int:

@@ -407,6 +407,8 @@ LARGEST_WIDTH = max(IMAGE_SIZES.values())
 # A progressive JPEG is fed to the decoder in blocks this size, so a CPU check runs between
 # them (each block may hold many scans, each a pass over the image).
 PROGRESSIVE_DECODE_BLOCK_BYTES = 64 * 1024
+# Inflated to tell a truncated PNG from a bomb before the memory check (~10 ms).
+PNG_PROBE_BYTES = 16 * 1024 * 1024
 # Modes resized as they are; every other mode is converted strip by strip (_reduce_opaque),
 # reduced to within this factor of the target (a smaller gap than REDUCING_GAP keeps the
 # converted reduction small; bicubic from 2-4x the target is still fair resampling).
@@ -436,8 +438,12 @@ def _render(
     else:
         # PNG/WebP/TIFF may only expose their EXIF after loading: budget for either way.
         orientations = (1, 6)
+    # a short PNG stream is corrupt whatever its size claims; a bomb is judged by memory
+    png_checked = image.format == "PNG" and check_png_complete(
+        stream, budget, stop_after=PNG_PROBE_BYTES
+    )
     _check_memory(image, stored_size, orientations, jpeg, limits, _stream_size(stream))
-    if image.format == "PNG":
+    if image.format == "PNG" and not png_checked:
         check_png_complete(stream, budget)
     image.load()
     budget.check("decoding")
