@@ -296,10 +296,11 @@ def _skip_entropy_coded_data(stream: IO[bytes]) -> None:
 _PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # Pixels Pillow's strip conversions and our row reductions hold at once, beside the image.
 STRIP_BYTES = 8 * MIB
-# What a decoder holds beside the image, in bytes per pixel of the full image (measured:
-# libwebp keeps two RGBA canvases and Pillow a bytes copy, ~10 B/px; libheif its planes and
-# an interleaved copy, ~3 B/px for 8-bit, more for 10/12-bit).
-_DECODER_BYTES_PER_PIXEL = {"WEBP": 12.0, "HEIF": 6.0, "AVIF": 6.0}
+# What WebP's decoder holds beside the image, per pixel (measured ~10): libwebp's two RGBA
+# canvases and Pillow's bytes copy, kept until the image is closed.
+_WEBP_DECODER_BYTES_PER_PIXEL = 12.0
+# libheif's planes per pixel by chroma subsampling (luma 1 + two chroma planes).
+_HEIF_PLANES = {420: 1.5, 422: 2.0, 444: 3.0}
 # Interpreter and library working memory of one decode that does not scale with pixels
 # (libjpeg's row buffers, zlib's window, lcms transforms, the encoded derivatives).
 FIXED_OVERHEAD_BYTES = 24 * MIB
@@ -312,13 +313,18 @@ def pixel_bytes(mode: str) -> int:
 @dataclass(frozen=True)
 class MemoryEstimate:
     decoded: int  # the decoded image (at the DCT scale for a JPEG)
-    decoder: int  # what the decoder holds beside it
-    working: int  # reductions, conversions and the derivatives
+    decoder: int  # what the decoder holds beside it while decoding
+    working: int  # reductions, conversions and the derivatives, after decoding
+    decoder_persists: bool = False  # the decoder's memory lives on while reducing (WebP)
     fixed: int = FIXED_OVERHEAD_BYTES
 
     @property
     def total(self) -> int:
-        return self.decoded + self.decoder + self.working + self.fixed
+        """libjpeg, libtiff and libheif free their buffers when the decode ends, before the
+        reduction starts: their peak is the larger of the two phases, not the sum."""
+        if self.decoder_persists:
+            return self.decoded + self.decoder + self.working + self.fixed
+        return self.decoded + max(self.decoder, self.working) + self.fixed
 
 
 def estimate_peak_bytes(
@@ -330,25 +336,45 @@ def estimate_peak_bytes(
     file_size: int,
     working_bytes: int,
     jpeg: JpegLayout | None = None,
-    tiff_tags: Mapping[int, Any] | None = None,
+    info: Mapping[str, Any] | None = None,
 ) -> MemoryEstimate:
     """An upper bound of the memory one photo takes while it is decoded and reduced.
 
     ``decoded_size`` is what the decoder produces (smaller than ``full_size`` for a drafted
     JPEG); ``working_bytes`` is what reducing it to the derivatives holds at most (the
-    thumbnails step computes it from its own pipeline).
+    thumbnails step computes it from its own pipeline); ``info`` is what the header said
+    (TIFF tags, HEIF bit depth and chroma).
     """
+    info = info or {}
     width, height = decoded_size
     full_pixels = full_size[0] * full_size[1]
     decoded = width * height * pixel_bytes(mode)
-    decoder = int(full_pixels * _DECODER_BYTES_PER_PIXEL.get(image_format, 0.0))
+    decoder = 0
     if jpeg is not None:
-        decoder += jpeg.coefficient_bytes()
-    if image_format == "TIFF":
-        decoder += _tiff_strip_bytes(tiff_tags or {}, full_size) + file_size
-    elif image_format in ("WEBP", "HEIF", "AVIF"):
-        decoder += file_size  # read whole, then handed to the decoder
-    return MemoryEstimate(decoded=decoded, decoder=decoder, working=working_bytes)
+        decoder = jpeg.coefficient_bytes()
+    elif image_format == "TIFF":
+        decoder = _tiff_strip_bytes(info, full_size) + file_size
+    elif image_format == "WEBP":
+        decoder = int(full_pixels * _WEBP_DECODER_BYTES_PER_PIXEL) + file_size
+    elif image_format in ("HEIF", "AVIF"):
+        decoder = int(full_pixels * _heif_bytes_per_pixel(info, mode)) + file_size
+    return MemoryEstimate(
+        decoded=decoded,
+        decoder=decoder,
+        working=working_bytes,
+        decoder_persists=image_format == "WEBP",
+    )
+
+
+def _heif_bytes_per_pixel(info: Mapping[str, Any], mode: str) -> float:
+    """libheif's decoded planes (two bytes a sample above 8 bits), then the interleaved
+    8-bit copy pillow_heif hands to Pillow."""
+    depth = info.get("bit_depth")
+    sample_bytes = 2 if not isinstance(depth, int) or depth > 8 else 1
+    planes = _HEIF_PLANES.get(info.get("chroma") or 0, 3.0)  # unknown: assume 4:4:4
+    if "A" in mode:
+        planes += 1
+    return sample_bytes * planes + len(mode)
 
 
 def _tiff_strip_bytes(tags: Mapping[int, Any], full_size: tuple[int, int]) -> int:

@@ -475,7 +475,7 @@ def _check_memory(
     """MEMORY_BUDGET_EXCEEDED unless the largest estimate (over the possible orientations)
     fits; called after ``draft``, so ``image.size`` is what the decoder will produce."""
     image_format = image.format or ""
-    tags = getattr(image, "tag_v2", None) if image_format == "TIFF" else None
+    info = dict(getattr(image, "tag_v2", None) or {}) if image_format == "TIFF" else image.info
     worst = None
     for orientation in orientations:
         large = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
@@ -488,7 +488,7 @@ def _check_memory(
             file_size=file_size,
             working_bytes=_working_bytes(image.size, image.mode, large_stored),
             jpeg=jpeg,
-            tiff_tags=tags,
+            info=info,
         )
         if worst is None or estimate.total > worst.total:
             worst = estimate
