@@ -15,23 +15,24 @@ GIB = 1024**3
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    return int(_number(environ, name, default, int))
 
 
 def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    return float(_number(environ, name, default, float))
+
+
+def _number(
+    environ: Mapping[str, str], name: str, default: float, cast: type[int] | type[float]
+) -> float:
     raw = environ.get(name)
     if raw in (None, ""):
         return default
     try:
-        return float(raw)
+        return cast(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        kind = "an integer" if cast is int else "a number"
+        raise ValueError(f"{name} must be {kind}, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
