@@ -81,6 +81,9 @@ CASES: dict[str, Case] = {
     "tiff-6000x6000-strips": Case(
         lambda: hostile.tiff_bomb(6000, 6000, rows_per_strip=64), OK, (6000, 6000)
     ),
+    # 28 KB: 625 grid tiles that all point at one coded tile
+    "heic-grid-12800x12800": Case(lambda: hostile.heic_grid_bomb(25, 25), "MEMORY_BUDGET_EXCEEDED"),
+    "heic-grid-5120x5120": Case(lambda: hostile.heic_grid_bomb(10, 10), OK, (5120, 5120)),
     "png-20x70000-extreme-aspect": Case(
         lambda: hostile.png_bomb(20, 70000, colour_type=0), "EXTREME_ASPECT_RATIO"
     ),
