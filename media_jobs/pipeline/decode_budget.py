@@ -28,6 +28,7 @@ photo, whatever its format (the tests measure it on the worst admitted inputs).
 from __future__ import annotations
 
 import math
+import os
 import re
 import struct
 import time
@@ -496,6 +497,47 @@ def check_png_complete(
             f"(about {rows} of {height} rows)",
         )
     return True
+
+
+# Pixels of a PNG's last row marked before decoding (at least 64 bits of randomness).
+_MARKED_PIXELS = 64
+
+
+def load_png_verified(image: Any, stream: IO[bytes], budget: CpuBudget) -> None:
+    """Decode a PNG, CORRUPT_IMAGE when its image data ends before its last row.
+
+    Pillow's decoder writes rows in order and stops silently when the zlib stream ends, so
+    the first pixels of the last row are set to random values before decoding: if they are
+    still there afterwards, the data never reached that row (a complete row matches 64
+    random bits with odds of 2**-64). No second inflate. Interlaced PNGs (whose last row
+    is written early) and rows too narrow to hold 64 bits are checked by inflating the
+    stream once more instead (``check_png_complete``).
+    """
+    width, height = image.size
+    count = min(width, _MARKED_PIXELS)
+    marker_bytes = len(_blank_row(image.mode, count))
+    if image.info.get("interlace") or marker_bytes * 8 < _MARKED_PIXELS:
+        check_png_complete(stream, budget)
+        image.load()
+        return
+    from PIL import Image
+
+    image.load_prepare()  # the image memory, which the decoder fills
+    marker = Image.frombytes(image.mode, (count, 1), os.urandom(marker_bytes))
+    box = (0, height - 1, count, height)
+    image.im.paste(marker.im, box)
+    image.load()
+    if image.crop(box).tobytes() == marker.tobytes():
+        raise PipelineError(
+            ErrorCode.CORRUPT_IMAGE,
+            f"truncated PNG: the image data ends before the last of its {height} rows",
+        )
+
+
+def _blank_row(mode: str, count: int) -> bytes:
+    from PIL import Image
+
+    return Image.new(mode, (count, 1)).tobytes()
 
 
 def _inflate_count(inflater: Any, data: bytes, wanted: int) -> int:

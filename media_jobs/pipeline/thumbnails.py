@@ -41,6 +41,7 @@ from media_jobs.pipeline.decode_budget import (
     check_memory,
     check_png_complete,
     estimate_peak_bytes,
+    load_png_verified,
     read_jpeg_layout,
 )
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
@@ -444,8 +445,9 @@ def _render(
     )
     _check_memory(image, stored_size, orientations, jpeg, limits, _stream_size(stream))
     if image.format == "PNG" and not png_checked:
-        check_png_complete(stream, budget)
-    image.load()
+        load_png_verified(image, stream, budget)
+    else:
+        image.load()
     budget.check("decoding")
     if jpeg is None:
         orientation = _orientation(image)

@@ -16,6 +16,7 @@ from media_jobs.pipeline.decode_budget import (
     BudgetedReader,
     CpuBudget,
     check_png_complete,
+    load_png_verified,
     png_expected_bytes,
     read_jpeg_layout,
 )
@@ -23,9 +24,9 @@ from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from tests.fixtures import hostile
 
 
-def _png(image: Image.Image) -> bytes:
+def _png(image: Image.Image, level: int = 6) -> bytes:
     out = io.BytesIO()
-    image.save(out, "PNG")
+    image.save(out, "PNG", compress_level=level)
     return out.getvalue()
 
 
@@ -169,3 +170,53 @@ def test_a_reader_over_its_cpu_budget_stops_the_next_read() -> None:
     with pytest.raises(PipelineError) as caught:
         reader.read(1)
     assert caught.value.code == ErrorCode.CPU_BUDGET_EXCEEDED
+
+
+LARGE_COMPLETE_PNGS = {
+    # well over the probe's 16 MiB of rows, so the last-row marker decides
+    "rgb-photo": lambda: _png(sample_media.photographic(1400, 1200).resize((2800, 2400)), level=1),
+    "rgba-zeros": lambda: hostile.png_bomb(3000, 2000),
+    "grey-zeros": lambda: hostile.png_bomb(5000, 5000, colour_type=0),
+    "grey16-zeros": lambda: hostile.png_bomb(3500, 3500, colour_type=0, bit_depth=16),
+    "palette-zeros": lambda: hostile.png_bomb(5000, 5000, colour_type=3),
+    "one-bit-zeros": lambda: hostile.png_bomb(12000, 12000, colour_type=0, bit_depth=1),
+}
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("name", list(LARGE_COMPLETE_PNGS))
+def test_a_large_complete_png_is_decoded_once_and_passes(name: str) -> None:
+    data = LARGE_COMPLETE_PNGS[name]()
+    stream = io.BytesIO(data)
+    assert check_png_complete(stream, stop_after=16 << 20) is False  # too big to probe
+    image = Image.open(io.BytesIO(data))
+    load_png_verified(image, io.BytesIO(data), CpuBudget(60))
+    reference = Image.open(io.BytesIO(data))
+    reference.load()
+    assert image.tobytes() == reference.tobytes()  # the marker was overwritten everywhere
+
+
+def test_a_large_png_one_row_short_is_corrupt() -> None:
+    data = hostile.png_claiming(4000, 3000, rows=2999)
+    image = Image.open(io.BytesIO(data))
+    with pytest.raises(PipelineError) as caught:
+        load_png_verified(image, io.BytesIO(data), CpuBudget(60))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert "before the last of its 3000 rows" in caught.value.message
+
+
+def test_an_interlaced_png_is_checked_by_inflating() -> None:
+    complete = _interlaced_rgb_png(37, 29)
+    load_png_verified(Image.open(io.BytesIO(complete)), io.BytesIO(complete), CpuBudget(60))
+    idat_start, length = _chunks(complete, b"IDAT")[0]
+    payload = zlib.compress(
+        zlib.decompress(complete[idat_start + 8 : idat_start + 8 + length])[:-40]
+    )
+    short = (
+        complete[:idat_start]
+        + hostile.png_chunk(b"IDAT", payload)
+        + hostile.png_chunk(b"IEND", b"")
+    )
+    with pytest.raises(PipelineError) as caught:
+        load_png_verified(Image.open(io.BytesIO(short)), io.BytesIO(short), CpuBudget(60))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
