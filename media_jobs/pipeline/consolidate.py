@@ -71,6 +71,13 @@ def job_reference(event: Mapping[str, Any], name: str) -> int | str:
     return value
 
 
+def job_reference_value(event: Mapping[str, Any], name: str) -> int:
+    """``job_reference`` as an int (leading zeros dropped before ``int()``, so "0" * 5000 +
+    "1" is 1, not int's digit-limit error)."""
+    value = job_reference(event, name)
+    return value if isinstance(value, int) else int(value.lstrip("0") or "0")
+
+
 def _shown(value: Any) -> str:
     """A value for a message, cut short: a hostile id can be thousands of characters."""
     text = repr(value)

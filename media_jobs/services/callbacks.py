@@ -48,7 +48,7 @@ from ..models import (
     MediaProcessingJob,
 )
 from ..pipeline.callback import verify_signature
-from ..pipeline.consolidate import MAX_ID, InvalidJobReference, job_reference
+from ..pipeline.consolidate import MAX_ID, InvalidJobReference, job_reference_value
 from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
 from .errors import ApplicationError, ConflictError, NotFoundError
@@ -162,7 +162,7 @@ def parse_callback_body(raw_body: bytes) -> dict[str, Any]:
 
 def _id(body: Mapping[str, Any], name: str) -> int:
     try:
-        value = int(job_reference(body, name))
+        value = job_reference_value(body, name)
     except InvalidJobReference as exc:
         raise ApplicationError(exc.message) from None
     return value

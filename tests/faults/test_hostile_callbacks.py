@@ -48,6 +48,7 @@ def running_job(listing: int) -> MediaProcessingJob:
         (2**32, "REAL"),
         ("REAL", -1),
         ("REAL", "0" * 4000 + "1x"),
+        ("0" * 5000 + "99999999999", "REAL"),
     ],
     ids=[
         "5000-digit-jobId",
@@ -56,6 +57,7 @@ def running_job(listing: int) -> MediaProcessingJob:
         "just-over-INT-UNSIGNED",
         "negative",
         "4000-zeros-then-garbage",
+        "5000-zeros-then-too-big",
     ],
 )
 def test_an_id_no_column_can_hold_is_400_with_a_message(
@@ -77,6 +79,23 @@ def test_an_id_no_column_can_hold_is_400_with_a_message(
     assert len(response.content) < 2000  # the hostile id is not echoed back whole
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING and job.callback_body is None
+
+
+def test_leading_zeros_never_reach_ints_digit_limit(live_server: Any) -> None:
+    """5000 leading zeros are still the job's id: applied, not a 500."""
+    job = running_job(9003)
+    body = {
+        "jobId": "0" * 5000 + str(job.pk),
+        "listingIdentityId": "0" * 5000 + "9003",
+        "status": "FAILED",
+        "error": {"code": "X", "message": "m"},
+        "outputs": [],
+    }
+    response = post(live_server, serialise_payload(body))
+
+    assert response.status_code == 200, response.text[:500]
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
 
 
 def test_replays_of_a_large_body_are_stored_by_reference(live_server: Any) -> None:
