@@ -513,31 +513,28 @@ def load_png_verified(image: Any, stream: IO[bytes], budget: CpuBudget) -> None:
     is written early) and rows too narrow to hold 64 bits are checked by inflating the
     stream once more instead (``check_png_complete``).
     """
+    from PIL import Image
+
     width, height = image.size
     count = min(width, _MARKED_PIXELS)
-    marker_bytes = len(_blank_row(image.mode, count))
-    if image.info.get("interlace") or marker_bytes * 8 < _MARKED_PIXELS:
+    box = (0, height - 1, count, height)
+    try:
+        marker_bytes = len(Image.new(image.mode, (count, 1)).tobytes())
+        if image.info.get("interlace") or marker_bytes * 8 < _MARKED_PIXELS:
+            raise ValueError("no room for a marker in the last row")
+        marker = Image.frombytes(image.mode, (count, 1), os.urandom(marker_bytes))
+        image.load_prepare()  # the image memory, which the decoder fills
+        image.im.paste(marker.im, box)
+    except (ValueError, AttributeError):
         check_png_complete(stream, budget)
         image.load()
         return
-    from PIL import Image
-
-    image.load_prepare()  # the image memory, which the decoder fills
-    marker = Image.frombytes(image.mode, (count, 1), os.urandom(marker_bytes))
-    box = (0, height - 1, count, height)
-    image.im.paste(marker.im, box)
     image.load()
     if image.crop(box).tobytes() == marker.tobytes():
         raise PipelineError(
             ErrorCode.CORRUPT_IMAGE,
             f"truncated PNG: the image data ends before the last of its {height} rows",
         )
-
-
-def _blank_row(mode: str, count: int) -> bytes:
-    from PIL import Image
-
-    return Image.new(mode, (count, 1)).tobytes()
 
 
 def _inflate_count(inflater: Any, data: bytes, wanted: int) -> int:
