@@ -18,7 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .models import MediaProcessingJob
 from .pipeline.callback import SIGNATURE_HEADER
-from .services.callbacks import MAX_ID, callback_apply
+from .pipeline.consolidate import InvalidJobReference, job_reference_value
+from .services.callbacks import callback_apply
 from .services.dispatch import dispatch_detail, listing_start_finalization, listing_start_processing
 from .services.errors import ApplicationError
 
@@ -107,13 +108,13 @@ class _TooLarge(ApplicationError):
 
 
 def _listing_identity_id(body: dict[str, Any]) -> int:
-    value = body.get("listingIdentityId")
-    if isinstance(value, bool):
-        raise ApplicationError(MSG_LISTING)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or not 0 < value <= MAX_ID:
-        raise ApplicationError(MSG_LISTING, extra={"given": repr(value)[:100]})
+    try:
+        value = job_reference_value(body, "listingIdentityId")
+    except InvalidJobReference:
+        value = 0
+    if value == 0:
+        given = repr(body.get("listingIdentityId"))
+        raise ApplicationError(MSG_LISTING, extra={"given": given[:100]})
     return value
 
 

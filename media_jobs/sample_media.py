@@ -57,6 +57,12 @@ def with_marker(img: Image.Image) -> Image.Image:
     return img
 
 
+def stored_for_orientation(displayed: Image.Image, orientation: int) -> Image.Image:
+    """The pixels a camera stores for ``displayed`` when it writes EXIF ``orientation``."""
+    transpose = _STORE_TRANSPOSE[orientation]
+    return displayed.transpose(transpose) if transpose is not None else displayed
+
+
 def jpeg_bytes(
     width: int = 640,
     height: int = 480,
@@ -68,9 +74,9 @@ def jpeg_bytes(
 ) -> bytes:
     """A JPEG that *displays* as width x height with the marker top-left, stored rotated
     for the given EXIF orientation (1-8)."""
-    displayed = with_marker(photographic(width, height, seed=seed))
-    transpose = _STORE_TRANSPOSE[orientation]
-    stored = displayed.transpose(transpose) if transpose is not None else displayed
+    stored = stored_for_orientation(
+        with_marker(photographic(width, height, seed=seed)), orientation
+    )
     exif = Image.Exif()
     exif[0x0112] = orientation
     exif[0x010F] = "TOQ sample camera"

@@ -15,13 +15,24 @@ GIB = 1024**3
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    return int(_number(environ, name, default, int))
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    return float(_number(environ, name, default, float))
+
+
+def _number(
+    environ: Mapping[str, str], name: str, default: float, cast: type[int] | type[float]
+) -> float:
     raw = environ.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        return cast(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        kind = "an integer" if cast is int else "a number"
+        raise ValueError(f"{name} must be {kind}, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,11 @@ class PipelineConfig:
     max_file_bytes: int = 5 * GIB
     # 100 MP camera originals must pass; a decompression bomb must not.
     max_image_pixels: int = 180_000_000
+    # What decoding one photo may cost (media_jobs/pipeline/decode_budget.py): the default
+    # memory keeps a worker under 512 MiB peak RSS for any admitted photo.
+    decode_memory_bytes: int = 320 * 1024**2
+    decode_cpu_seconds: float = 10.0
+    max_jpeg_scans: int = 100
     ffmpeg_path: str = "ffmpeg"
     ffprobe_path: str = "ffprobe"
     ffmpeg_timeout_s: int = 900
@@ -61,6 +77,9 @@ class PipelineConfig:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             max_file_bytes=_int(env, "MEDIA_MAX_FILE_BYTES", 5 * GIB),
             max_image_pixels=_int(env, "MEDIA_MAX_IMAGE_PIXELS", 180_000_000),
+            decode_memory_bytes=_int(env, "MEDIA_DECODE_MEMORY_BYTES", 320 * 1024**2),
+            decode_cpu_seconds=_float(env, "MEDIA_DECODE_CPU_SECONDS", 10.0),
+            max_jpeg_scans=_int(env, "MEDIA_MAX_JPEG_SCANS", 100),
             ffmpeg_path=env.get("FFMPEG_PATH") or "ffmpeg",
             ffprobe_path=env.get("FFPROBE_PATH") or "ffprobe",
             ffmpeg_timeout_s=_int(env, "FFMPEG_TIMEOUT_SECONDS", 900),

@@ -44,6 +44,8 @@ MAX_DETAILED_FAILURES = 50
 FailureStatus = Literal["VALIDATION_FAILED", "PROCESSING_FAILED"]
 
 _NUMERIC = re.compile(r"[0-9]+")
+# The ids' columns are INT UNSIGNED: an id outside 0..MAX_ID cannot exist.
+MAX_ID = 2**32 - 1
 
 
 class InvalidJobReference(PipelineError, ValueError):
@@ -54,13 +56,35 @@ class InvalidJobReference(PipelineError, ValueError):
 
 
 def job_reference(event: Mapping[str, Any], name: str) -> int | str:
-    """The id as given, after checking it is an integer or a string of digits."""
+    """The id as given (a number or a string of digits), after checking that it is an
+    integer the ids' columns can hold (0..MAX_ID). A 5000-digit string is refused by its
+    length, never handed to ``int()`` (which refuses more than 4300 digits with an error
+    of its own)."""
     value = event.get(name)
-    if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, str) and _NUMERIC.fullmatch(value))
-    ):
-        raise InvalidJobReference(f"{name} must be a number or a numeric string, got {value!r}")
+    digits: str | None = None
+    if isinstance(value, str) and _NUMERIC.fullmatch(value):
+        digits = value.lstrip("0") or "0"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        digits = str(value) if 0 <= value <= MAX_ID else None
+    if digits is None or len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+        raise InvalidJobReference(
+            f"{name} must be an integer from 0 to {MAX_ID}, as a number or a string of "
+            f"digits; got {_shown(value)}"
+        )
     return value
+
+
+def job_reference_value(event: Mapping[str, Any], name: str) -> int:
+    """``job_reference`` as an int (leading zeros dropped before ``int()``, so "0" * 5000 +
+    "1" is 1, not int's digit-limit error)."""
+    value = job_reference(event, name)
+    return value if isinstance(value, int) else int(value.lstrip("0") or "0")
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, cut short: a hostile id can be thousands of characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
 
 def derivative_size(key: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -55,7 +56,8 @@ class RawKeyParts:
 
 
 def _invalid(raw_key: str, reason: str) -> PipelineError:
-    return PipelineError(ErrorCode.INVALID_KEY, f"invalid raw key {raw_key!r}: {reason}")
+    shown = repr(raw_key) if len(raw_key) <= 200 else repr(raw_key[:200]) + "..."
+    return PipelineError(ErrorCode.INVALID_KEY, f"invalid raw key {shown}: {reason}")
 
 
 def is_date_folder(part: str) -> bool:
@@ -66,11 +68,17 @@ def split_raw_key(raw_key: str) -> RawKeyParts:
     """Split at the first ``raw/`` folder and drop date folders.
 
     ``raw`` must be a whole path segment (``123/draw/x.jpg`` has no raw folder). Keys with a
-    leading ``/``, empty segments, or ``.``/``..`` segments are refused: they could not be
-    stored safely on a file system nor packed into a ZIP without ambiguity.
+    leading ``/``, empty segments, ``.``/``..`` segments or control characters are refused:
+    they could not be stored safely on a file system nor packed into a ZIP without
+    ambiguity.
     """
     if not isinstance(raw_key, str) or not raw_key:
         raise _invalid(str(raw_key), "empty key")
+    control = next((char for char in raw_key if ord(char) < 0x20 or ord(char) == 0x7F), None)
+    if control is not None:
+        # S3 lists such keys only URL-encoded, HTTP tools and file systems choke on them
+        # (NUL ends a C string), and no upload legitimately has one.
+        raise _invalid(raw_key, f"control character {control!r}")
     parts = raw_key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise _invalid(raw_key, "empty, '.' or '..' path segment (or a leading '/')")
@@ -161,12 +169,53 @@ def zip_key(listing_identity_id: int | str) -> str:
     return f"{listing_identity_id}/{_PROCESSED}/zip/{ZIP_FILENAME}"
 
 
-def _safe_name_part(part: str) -> str:
+# Characters an extractor must never see in a name: Windows refuses <>:"|?* (and reads
+# "C:" as a drive), and control, line-separator and bidi-override characters break tools,
+# logs and what a person reads ("photo\u202egpj.exe" shows as "photoexe.jpg").
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
+_INVISIBLE = frozenset("\u200b\u200c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\ufeff")
+_INVISIBLE |= frozenset("\u2066\u2067\u2068\u2069")
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Device names Windows reserves, whatever the extension ("nul.jpg" too).
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(1, 10))}
+    | {f"LPT{n}" for n in range(1, 10)}
+)
+# A name segment longer than this (in UTF-8) cannot be extracted on common file systems.
+MAX_ENTRY_SEGMENT_BYTES = 255
+
+
+def _is_unsafe(char: str) -> bool:
+    return (
+        char in _WINDOWS_FORBIDDEN
+        or char in _INVISIBLE
+        or unicodedata.category(char) in _UNSAFE_CATEGORIES
+    )
+
+
+def _portable_name_part(part: str) -> str:
+    """One path segment as every common extractor can create it (NFC, see zip_entry_name)."""
+    part = unicodedata.normalize("NFC", part)
+    part = "".join("_" if _is_unsafe(char) else char for char in part)
     # ".." must never appear in an entry name, not even inside a file name ("a..b.jpg"):
     # some extractors treat any ".." as traversal, so collapse runs of dots.
     while ".." in part:
         part = part.replace("..", ".")
-    return part
+    part = part.rstrip(" .")  # Windows drops trailing dots and spaces: "a.jpg." is "a.jpg"
+    if part.split(".", 1)[0].strip().upper() in _WINDOWS_DEVICES:
+        part = "_" + part
+    return _fit_segment(part)
+
+
+def _fit_segment(segment: str, limit: int = MAX_ENTRY_SEGMENT_BYTES) -> str:
+    """``segment`` cut to ``limit`` UTF-8 bytes, keeping its extension."""
+    if len(segment.encode("utf-8")) <= limit:
+        return segment
+    stem, ext = posixpath.splitext(segment)
+    if len(ext.encode("utf-8")) > limit // 2:
+        stem, ext = segment, ""
+    room = limit - len(ext.encode("utf-8"))
+    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + ext
 
 
 def zip_entry_name(key: str, listing_identity_id: int | str) -> str:
@@ -176,6 +225,9 @@ def zip_entry_name(key: str, listing_identity_id: int | str) -> str:
     every date folder: ``photo/vertical/vertical-03-IMG_2705.jpg``. Backslashes count as
     separators (Windows extractors treat them so); empty, ``.`` and ``..`` segments are
     dropped, so the name is always relative and never climbs out of the extraction folder.
+    Each segment is made portable: Unicode NFC (macOS and Linux then agree on what a name
+    is), no control or bidi characters and none Windows refuses (``C:`` is ``C_``), no
+    trailing dots or spaces, no device names, at most 255 bytes.
     """
     parts = [p for p in key.replace("\\", "/").split("/") if p not in ("", ".", "..")]
     if parts and parts[0] == str(listing_identity_id):
@@ -184,30 +236,51 @@ def zip_entry_name(key: str, listing_identity_id: int | str) -> str:
         parts = parts[1:]
     if len(parts) > 1:
         parts = [p for p in parts[:-1] if not is_date_folder(p)] + parts[-1:]
-    parts = [safe for safe in (_safe_name_part(p) for p in parts) if safe not in ("", ".")]
+    parts = [safe for safe in (_portable_name_part(p) for p in parts) if safe not in ("", ".")]
     return "/".join(parts) or "unnamed"
+
+
+def entry_name_identity(name: str) -> str:
+    """What decides whether two entry names are the same file once extracted: macOS and
+    Windows ignore case, macOS ignores Unicode normalisation (NFC vs NFD "café")."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def _taken(name: str, used: set[str], folders: set[str]) -> bool:
+    identity = entry_name_identity(name)
+    return identity in used or identity in folders
 
 
 def unique_entry_names(names: Iterable[str]) -> list[str]:
     """Make names unique by suffixing `` (2)``, `` (3)``... before the extension.
 
-    Uniqueness is case-insensitive: ``IMG.jpg`` and ``img.jpg`` would overwrite each other
-    when the ZIP is extracted on macOS or Windows.
+    Uniqueness is by ``entry_name_identity``: ``IMG.jpg`` and ``img.jpg`` (or an NFC and an
+    NFD ``café.jpg``) would overwrite each other when the ZIP is extracted on macOS or
+    Windows. A file never takes the name of a folder another entry needs either.
     """
+    names = list(names)
+    folders = {
+        entry_name_identity(name.rsplit("/", count)[0])
+        for name in names
+        for count in range(1, name.count("/") + 1)
+    }
     used: set[str] = set()
     unique: list[str] = []
     for name in names:
         candidate = name
-        if candidate.casefold() in used:
+        if _taken(candidate, used, folders):
             folder, filename = posixpath.split(name)
             stem, ext = posixpath.splitext(filename)
             number = 2
             while True:
-                candidate = posixpath.join(folder, f"{stem} ({number}){ext}")
-                if candidate.casefold() not in used:
+                suffix = f" ({number}){ext}"
+                room = MAX_ENTRY_SEGMENT_BYTES - len(suffix.encode("utf-8"))
+                numbered = stem.encode("utf-8")[:room].decode("utf-8", "ignore") + suffix
+                candidate = posixpath.join(folder, numbered)
+                if not _taken(candidate, used, folders):
                     break
                 number += 1
-        used.add(candidate.casefold())
+        used.add(entry_name_identity(candidate))
         unique.append(candidate)
     return unique
 

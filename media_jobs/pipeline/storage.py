@@ -18,6 +18,36 @@ class ObjectNotFound(Exception):
     """The key does not exist in the bucket."""
 
 
+class InvalidKey(ValueError):
+    """The adapter cannot store or read this key (a problem of that one asset)."""
+
+
+# S3's limit on a key, in UTF-8 bytes; the local adapter keeps it too, so that a key one
+# adapter accepts the other accepts as well.
+MAX_KEY_BYTES = 1024
+
+
+def check_key_common(key: str) -> None:
+    """What S3 itself refuses, checked by every adapter: raise InvalidKey for an empty key,
+    one that is not valid UTF-8 (botocore fails deep inside the request), or one longer
+    than 1024 bytes (S3 answers KeyTooLongError; the local adapter keeps the same limit)."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey(f"invalid key {key!r}: empty")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKey(f"invalid key {_shown(key)}: not valid UTF-8 (lone surrogate)") from None
+    if len(encoded) > MAX_KEY_BYTES:
+        raise InvalidKey(
+            f"invalid key {_shown(key)}: {len(encoded)} bytes, over the {MAX_KEY_BYTES}-byte limit"
+        )
+
+
+def _shown(key: str) -> str:
+    """The key for a message: quoted, escaped, and cut if it is long."""
+    return repr(key) if len(key) <= 120 else repr(key[:100]) + f"... ({len(key)} characters)"
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -39,6 +69,9 @@ class MultipartWriter(Protocol):
 
 class Storage(Protocol):
     bucket: str
+
+    def check_key(self, key: str) -> None:
+        """Raise InvalidKey when this adapter cannot store ``key`` (every method checks)."""
 
     def head(self, key: str) -> ObjectInfo:
         """Raise ObjectNotFound when absent."""

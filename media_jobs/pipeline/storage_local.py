@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from media_jobs.pipeline.config import PipelineConfig
-from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound
+from media_jobs.pipeline.storage import InvalidKey, ObjectInfo, ObjectNotFound, check_key_common
 
 CHUNK = 1024 * 1024
 META_FOLDER = ".meta"
 # Temporary files of writes in progress; never listed, and no key may use the prefix.
 TEMP_PREFIX = ".toq-tmp-"
+# File names are at most 255 bytes (NAME_MAX); an object's sidecar adds ".json".
+NAME_MAX_BYTES = 255
+SIDECAR_SUFFIX = ".json"
 
 
 def _md5_of_file(path: Path) -> str:
@@ -134,14 +137,26 @@ class LocalStorage:
 
     @staticmethod
     def check_key(key: str) -> None:
-        """Refuse keys that could leave the bucket folder or alias another key."""
-        if not key or key.startswith("/"):
-            raise ValueError(f"invalid key {key!r}: empty or leading '/'")
-        for part in key.split("/"):
+        """Raise InvalidKey for keys that could leave the bucket folder, alias another key,
+        use the temporary files' reserved prefix, or not be a file name (NUL, too long)."""
+        check_key_common(key)
+        if key.startswith("/"):
+            raise InvalidKey(f"invalid key {key!r}: leading '/'")
+        parts = key.split("/")
+        for index, part in enumerate(parts):
             if part in ("", ".", ".."):
-                raise ValueError(f"invalid key {key!r}: empty, '.' or '..' segment")
-            if part.startswith(TEMP_PREFIX) or "\x00" in part:
-                raise ValueError(f"invalid key {key!r}: reserved name")
+                raise InvalidKey(f"invalid key {key!r}: empty, '.' or '..' segment")
+            if "\x00" in part:
+                raise InvalidKey(f"invalid key {key!r}: NUL character")
+            if part.startswith(TEMP_PREFIX):
+                raise InvalidKey(f"invalid key {key!r}: {TEMP_PREFIX!r} names are reserved")
+            limit = NAME_MAX_BYTES - (len(SIDECAR_SUFFIX) if index == len(parts) - 1 else 0)
+            size = len(part.encode("utf-8"))
+            if size > limit:
+                raise InvalidKey(
+                    f"invalid key: the segment {part[:40]!r}... is {size} bytes; "
+                    f"a local file name holds {limit}"
+                )
 
     def path_for(self, key: str) -> Path:
         self.check_key(key)
@@ -149,7 +164,7 @@ class LocalStorage:
         # belt and braces: the normalised path must stay inside the bucket folder
         bucket_root = os.path.normpath(self.bucket_root)
         if os.path.commonpath([os.path.normpath(path), bucket_root]) != bucket_root:
-            raise ValueError(f"invalid key {key!r}: outside the bucket")
+            raise InvalidKey(f"invalid key {key!r}: outside the bucket")
         return path
 
     def _meta_path(self, key: str) -> Path:

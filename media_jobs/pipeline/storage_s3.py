@@ -20,7 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from media_jobs.pipeline.config import PipelineConfig
-from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound
+from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, check_key_common
 
 MIB = 1024**2
 GIB = 1024**3
@@ -295,7 +295,14 @@ class S3Storage:
             config.bucket, endpoint_url=config.s3_endpoint_url, region=config.region, **options
         )
 
+    @staticmethod
+    def check_key(key: str) -> None:
+        """S3's key rules: raise InvalidKey before botocore fails deep inside a request
+        (or S3 answers KeyTooLongError)."""
+        check_key_common(key)
+
     def head(self, key: str) -> ObjectInfo:
+        self.check_key(key)
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
@@ -332,6 +339,7 @@ class S3Storage:
         self._bucket_seen = True
 
     def _get(self, key: str, **options: Any) -> dict[str, Any]:
+        self.check_key(key)
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key, **options)
         except ClientError as error:
@@ -374,6 +382,7 @@ class S3Storage:
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
+        self.check_key(key)
         extra = object_args(content_type, metadata)
         response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return ObjectInfo(
@@ -393,6 +402,7 @@ class S3Storage:
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
         """Managed upload: multipart with parallel parts above the part size."""
+        self.check_key(key)
         extra = object_args(content_type, metadata)
         transfer = TransferConfig(
             multipart_threshold=self.part_size,
@@ -410,6 +420,7 @@ class S3Storage:
         metadata: dict[str, str] | None = None,
         part_size: int | None = None,
     ) -> S3MultipartWriter:
+        self.check_key(key)
         base = part_size or self.part_size
         if base < MIN_PART_SIZE:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes (5 MiB)")
@@ -438,6 +449,7 @@ class S3Storage:
                 )
 
     def delete(self, key: str) -> None:
+        self.check_key(key)
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def uri(self, key: str) -> str:

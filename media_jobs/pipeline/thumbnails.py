@@ -22,7 +22,7 @@ import tempfile
 import time
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
@@ -31,9 +31,22 @@ import pillow_heif
 from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError
 
 from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.decode_budget import (
+    JPEG_MAX_DIMENSION,
+    STRIP_BYTES,
+    BudgetedReader,
+    CpuBudget,
+    DecodeLimits,
+    JpegLayout,
+    check_memory,
+    check_png_complete,
+    estimate_peak_bytes,
+    load_png_verified,
+    read_jpeg_layout,
+)
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import IMAGE_SIZES, derivative_key
-from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from media_jobs.pipeline.storage import InvalidKey, ObjectInfo, ObjectNotFound, Storage
 from media_jobs.pipeline.types import (
     AssetError,
     BranchResult,
@@ -53,7 +66,8 @@ JPEG_QUALITY = 85
 SOURCE_ETAG_METADATA = "source-etag"
 ORIENTATION_TAG = 0x0112
 # Sources larger than this are spooled to disk instead of memory (the stream is not seekable).
-SPOOL_MAX_MEMORY_BYTES = 64 * 1024 * 1024
+# Two are held at once (this photo and the next one's download), beside the decode budget.
+SPOOL_MAX_MEMORY_BYTES = 16 * 1024 * 1024
 # The one big step, decoded (or DCT-scaled) image -> large: integer box reduction down to 3x
 # the target, then bicubic. Bicubic here is ~10% faster than Lanczos for an SSIM loss of
 # 0.001 (0.984 vs 0.985 against a full decode + Lanczos); the smaller sizes use Lanczos.
@@ -81,6 +95,7 @@ _TRANSPOSE_FOR_ORIENTATION: dict[int, Image.Transpose] = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+DEFAULT_LIMITS = DecodeLimits()
 # Errors Pillow and pillow-heif raise while decoding damaged data.
 _DECODE_ERRORS = (
     OSError,
@@ -117,6 +132,7 @@ def generate_thumbnails(
     all four writes have succeeded.
     """
     log_context = _log_context(validation)
+    limits = DecodeLimits.from_config(config)
     photos = [asset for asset in validation.get("imageAssets", []) if not asset.get("error")]
     generated: list[GeneratedAsset] = []
     errors: list[AssetError] = []
@@ -131,17 +147,21 @@ def generate_thumbnails(
             assert fetch is not None
             wait([fetch])  # then the next download starts: one photo ahead, never two
             next_fetch = _prefetch(pool, storage, photos, index + 1)
+            cpu_started = time.thread_time()
             try:
                 fetched = fetch.result()
-                derivatives = _render_fetched(fetched, max_pixels=config.max_image_pixels)
-            except ObjectNotFound as exc:
-                code, message = ErrorCode.OBJECT_NOT_FOUND, f"not found: {exc}"
+                derivatives = _render_fetched(fetched, limits)
+            except (ObjectNotFound, InvalidKey) as exc:
+                if isinstance(exc, InvalidKey):
+                    code, message = ErrorCode.INVALID_KEY, str(exc)
+                else:
+                    code, message = ErrorCode.OBJECT_NOT_FOUND, f"not found: {exc}"
                 errors.append(_asset_error(raw_key, code, message))
-                _log_failure(log_context, raw_key, code, started)
+                _log_failure(log_context, raw_key, code, started, cpu_started)
                 continue
             except PipelineError as exc:
                 errors.append(_asset_error(raw_key, exc.code, exc.message))
-                _log_failure(log_context, raw_key, exc.code, started)
+                _log_failure(log_context, raw_key, exc.code, started, cpu_started)
                 continue
             except _RenderFailure as exc:
                 cause = exc.__cause__
@@ -158,6 +178,7 @@ def generate_thumbnails(
                 asset=asset,
                 keys=fetched.keys,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                cpu_ms=round((time.thread_time() - cpu_started) * 1000, 1),
                 skipped=derivatives is None,
                 futures=[
                     pool.submit(
@@ -205,6 +226,7 @@ class _Writes:
     asset: ValidatedAsset
     keys: dict[str, str]
     duration_ms: float  # waiting for the download + rendering; the writes overlap the next
+    cpu_ms: float  # CPU time of rendering (the budget MEDIA_DECODE_CPU_SECONDS bounds it)
     skipped: bool
     futures: list[Future[ObjectInfo]]
 
@@ -241,12 +263,12 @@ def _fetch(storage: Storage, asset: ValidatedAsset) -> _Fetched:
     return _Fetched(keys, etag, spool)
 
 
-def _render_fetched(fetched: _Fetched, *, max_pixels: int) -> list[Derivative] | None:
+def _render_fetched(fetched: _Fetched, limits: DecodeLimits) -> list[Derivative] | None:
     if fetched.source is None:
         return None
     with fetched.source as spool:
         try:
-            return render_derivatives(spool, max_pixels=max_pixels)  # type: ignore[arg-type]
+            return render_derivatives(spool, limits=limits)  # type: ignore[arg-type]
         except PipelineError:
             raise
         except Exception as exc:
@@ -266,6 +288,7 @@ def _finish(writes: _Writes, log_context: dict[str, Any]) -> list[GeneratedAsset
             "source_key": raw_key,
             "skipped": writes.skipped,
             "duration_ms": writes.duration_ms,
+            "cpu_ms": writes.cpu_ms,
         },
     )
     return [
@@ -317,7 +340,9 @@ def _log_context(validation: ValidationResult) -> dict[str, Any]:
     }
 
 
-def _log_failure(context: dict[str, Any], raw_key: str, code: str, started: float) -> None:
+def _log_failure(
+    context: dict[str, Any], raw_key: str, code: str, started: float, cpu_started: float
+) -> None:
     logger.warning(
         "thumbnail failed",
         extra={
@@ -325,19 +350,25 @@ def _log_failure(context: dict[str, Any], raw_key: str, code: str, started: floa
             "source_key": raw_key,
             "error_code": str(code),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "cpu_ms": round((time.thread_time() - cpu_started) * 1000, 1),
         },
     )
 
 
-def render_derivatives(source: BinaryIO, *, max_pixels: int) -> list[Derivative]:
-    """Decode one image and return its derivatives, largest target first.
+def render_derivatives(
+    source: BinaryIO, *, limits: DecodeLimits = DEFAULT_LIMITS
+) -> list[Derivative]:
+    """Decode one image within ``limits`` and return its derivatives, largest target first.
 
-    Raises PipelineError with UNSUPPORTED_FORMAT (not an image), TOO_MANY_PIXELS (checked
-    from the header, before any pixel is decoded) or CORRUPT_IMAGE (damaged or truncated).
+    Raises PipelineError with UNSUPPORTED_FORMAT (not an image), CORRUPT_IMAGE (damaged or
+    truncated), or - from the header, before any pixel is decoded - TOO_MANY_PIXELS,
+    TOO_MANY_SCANS or MEMORY_BUDGET_EXCEEDED; CPU_BUDGET_EXCEEDED stops the decode at its
+    next read once the photo has used its CPU time (see decode_budget).
     """
+    budget = CpuBudget(limits.cpu_seconds)
     with _SeekableSource(source) as stream:
         try:
-            image = Image.open(stream, formats=_DECODABLE_FORMATS)
+            image = Image.open(BudgetedReader(stream, budget), formats=_DECODABLE_FORMATS)
         except UnidentifiedImageError as exc:
             stream.seek(0)
             if _has_image_signature(stream.read(32)):
@@ -352,45 +383,157 @@ def render_derivatives(source: BinaryIO, *, max_pixels: int) -> list[Derivative]
             raise PipelineError(ErrorCode.CORRUPT_IMAGE, f"unreadable image header: {exc}") from exc
         with image:
             stored_width, stored_height = image.size
-            if stored_width * stored_height > max_pixels:
+            if stored_width * stored_height > limits.max_pixels:
                 raise PipelineError(
                     ErrorCode.TOO_MANY_PIXELS,
                     f"{stored_width}x{stored_height} = {stored_width * stored_height} pixels "
-                    f"exceeds the limit of {max_pixels}",
+                    f"exceeds the limit of {limits.max_pixels}",
                 )
             try:
-                return _render(image)
+                return _render(image, stream, limits, budget)
             except PipelineError:
                 raise
+            except MemoryError as exc:
+                raise PipelineError(
+                    ErrorCode.MEMORY_BUDGET_EXCEEDED,
+                    f"out of memory decoding this {image.format} image",
+                ) from exc
             except _DECODE_ERRORS as exc:
                 raise PipelineError(
                     ErrorCode.CORRUPT_IMAGE, f"cannot decode {image.format} image: {exc}"
                 ) from exc
 
 
-def _render(image: Image.Image) -> list[Derivative]:
+LARGEST_WIDTH = max(IMAGE_SIZES.values())
+# A progressive JPEG is fed to the decoder in blocks this size, so a CPU check runs between
+# them (each block may hold many scans, each a pass over the image).
+PROGRESSIVE_DECODE_BLOCK_BYTES = 64 * 1024
+# Inflated to tell a truncated PNG from a bomb before the memory check (~10 ms).
+PNG_PROBE_BYTES = 16 * 1024 * 1024
+# Modes resized as they are; every other mode is converted strip by strip (_reduce_opaque),
+# reduced to within this factor of the target (a smaller gap than REDUCING_GAP keeps the
+# converted reduction small; bicubic from 2-4x the target is still fair resampling).
+_OPAQUE_MODES = ("L", "RGB", "CMYK")
+STRIP_REDUCING_GAP = 2.0
+
+
+def _render(
+    image: Image.Image, stream: IO[bytes], limits: DecodeLimits, budget: CpuBudget
+) -> list[Derivative]:
     stored_size = image.size
     image.decodermaxblock = DECODE_BLOCK_BYTES  # type: ignore[attr-defined]
     box: tuple[float, float, float, float] | None = None
+    jpeg: JpegLayout | None = None
     if isinstance(image, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (camera JPEGs)
+        jpeg = read_jpeg_layout(stream, max_scans=limits.max_jpeg_scans)
+        if jpeg.progressive:
+            image.decodermaxblock = PROGRESSIVE_DECODE_BLOCK_BYTES  # type: ignore[attr-defined]
         # Decode at the smallest DCT scale whose width (as displayed) still covers `large`.
         orientation = _orientation(image)
-        large_width, _ = _fit(*_displayed(stored_size, orientation), max(IMAGE_SIZES.values()))
+        large_width, _ = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
         wanted = (1, large_width) if orientation in (5, 6, 7, 8) else (large_width, 1)
-        drafted = image.draft("RGB", wanted)
+        drafted = None if jpeg.lossless else image.draft("RGB", wanted)
         if drafted is not None:
             box = drafted[1]
-        image.load()
+        orientations: tuple[int, ...] = (orientation,)
+    else:
+        # PNG/WebP/TIFF may only expose their EXIF after loading: budget for either way.
+        orientations = (1, 6)
+    # a short PNG stream is corrupt whatever its size claims; a bomb is judged by memory
+    png_checked = image.format == "PNG" and check_png_complete(
+        stream, budget, stop_after=PNG_PROBE_BYTES
+    )
+    _check_memory(image, stored_size, orientations, jpeg, limits, _stream_size(stream))
+    if image.format == "PNG" and not png_checked:
+        load_png_verified(image, stream, budget)
     else:
         image.load()
-        # PNG/WebP/TIFF may only expose their EXIF after loading.
+    budget.check("decoding")
+    if jpeg is None:
         orientation = _orientation(image)
     width, height = _displayed(stored_size, orientation)
     targets = [
         (size, *_fit(width, height, target))
         for size, target in sorted(IMAGE_SIZES.items(), key=lambda item: -item[1])
     ]
-    return _render_loaded(image, orientation, targets, box)
+    _, large_width, large_height = targets[0]
+    if max(large_width, large_height) > JPEG_MAX_DIMENSION:
+        raise PipelineError(
+            ErrorCode.EXTREME_ASPECT_RATIO,
+            f"{width}x{height} (as displayed): the large derivative would be "
+            f"{large_width}x{large_height}, over JPEG's {JPEG_MAX_DIMENSION} px limit",
+        )
+    return _render_loaded(image, orientation, targets, box, budget)
+
+
+def _check_memory(
+    image: Image.Image,
+    stored_size: tuple[int, int],
+    orientations: tuple[int, ...],
+    jpeg: JpegLayout | None,
+    limits: DecodeLimits,
+    file_size: int,
+) -> None:
+    """MEMORY_BUDGET_EXCEEDED unless the largest estimate (over the possible orientations)
+    fits; called after ``draft``, so ``image.size`` is what the decoder will produce."""
+    image_format = image.format or ""
+    info = dict(getattr(image, "tag_v2", None) or {}) if image_format == "TIFF" else image.info
+    worst = None
+    for orientation in orientations:
+        large = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
+        large_stored = (large[1], large[0]) if orientation in (5, 6, 7, 8) else large
+        estimate = estimate_peak_bytes(
+            image_format=image_format,
+            mode=image.mode,
+            decoded_size=image.size,
+            full_size=stored_size,
+            file_size=file_size,
+            working_bytes=_working_bytes(image.size, image.mode, large_stored),
+            jpeg=jpeg,
+            info=info,
+        )
+        if worst is None or estimate.total > worst.total:
+            worst = estimate
+    assert worst is not None
+    kind = "progressive JPEG" if jpeg is not None and jpeg.progressive else image_format
+    description = f"{stored_size[0]}x{stored_size[1]} {image.mode} {kind} image"
+    check_memory(worst, limits, description)
+
+
+def _working_bytes(decoded: tuple[int, int], mode: str, large: tuple[int, int]) -> int:
+    """What ``_render_loaded`` holds beside the decoded image, at most: the reduction (a
+    converted one for non-opaque modes), the resampler's intermediate (output width x input
+    height), three images of the large size (resampled, sRGB, rotated) and, for converted
+    modes, a few strips."""
+    opaque = mode in _OPAQUE_MODES
+    gap = REDUCING_GAP if opaque else STRIP_REDUCING_GAP
+    factor_x, factor_y = _reduction_factors(decoded, large, gap)
+    reduced = (-(-decoded[0] // factor_x), -(-decoded[1] // factor_y))
+    copies = (factor_x, factor_y) != (1, 1) or not opaque
+    working = reduced[0] * reduced[1] * 4 if copies else 0
+    working += large[0] * reduced[1] * 4 + 3 * large[0] * large[1] * 4
+    if not opaque:
+        working += 3 * STRIP_BYTES
+    return working
+
+
+def _reduction_factors(
+    size: tuple[int, int], target: tuple[int, int], gap: float
+) -> tuple[int, int]:
+    """The integer reduction made before resampling to within ``gap`` x the target (what
+    Pillow's ``resize(reducing_gap=gap)`` does first)."""
+    return (
+        max(1, int(size[0] / target[0] / gap)),
+        max(1, int(size[1] / target[1] / gap)),
+    )
+
+
+def _stream_size(stream: IO[bytes]) -> int:
+    position = stream.tell()
+    try:
+        return stream.seek(0, 2)
+    finally:
+        stream.seek(position)
 
 
 def _render_loaded(
@@ -398,17 +541,20 @@ def _render_loaded(
     orientation: int,
     targets: list[tuple[str, int, int]],
     box: tuple[float, float, float, float] | None,
+    budget: CpuBudget,
 ) -> list[Derivative]:
     icc_profile = image.info.get("icc_profile")
-    colour = _flatten(image)
     _, large_width, large_height = targets[0]
     transpose = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
     stored_size = (
         (large_height, large_width) if orientation in (5, 6, 7, 8) else (large_width, large_height)
     )
-    if stored_size != colour.size or box is not None:
-        colour = colour.resize(stored_size, FIRST_STEP_FILTER, box=box, reducing_gap=REDUCING_GAP)
+    colour = _reduce_opaque(image, stored_size, box)
+    if colour is not image:
+        image.close()  # the full-size decode is no longer needed: free it now
+    budget.check("reducing")
     current = _to_srgb(colour, icc_profile)
+    del colour
     if transpose is not None:
         current = current.transpose(transpose)
 
@@ -422,7 +568,38 @@ def _render_loaded(
             current = current.resize((width, height), Image.Resampling.LANCZOS)
         previous = Derivative(size, width, height, _encode_jpeg(current))
         derivatives.append(previous)
+        budget.check(f"encoding {size}")
     return derivatives
+
+
+def _reduce_opaque(
+    image: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None
+) -> Image.Image:
+    """``image`` at ``size`` in an opaque mode (L, RGB or CMYK), never holding a second
+    full-size copy: L/RGB/CMYK are resized directly (Pillow reduces first, then resamples);
+    any other mode is reduced and converted a strip at a time (alpha composited on white,
+    palettes expanded, 16-bit and float scaled to 8 bits), then resampled."""
+    if image.mode in _OPAQUE_MODES:
+        if image.size != size or box is not None:
+            return image.resize(size, FIRST_STEP_FILTER, box=box, reducing_gap=REDUCING_GAP)
+        return image
+    to_opaque = _opaque_converter(image)
+    width, height = image.size
+    factor_x, factor_y = _reduction_factors(image.size, size, STRIP_REDUCING_GAP)
+    rows = max(1, STRIP_BYTES // (4 * width) // factor_y) * factor_y
+    reduced: Image.Image | None = None
+    for top in range(0, height, rows):
+        strip = to_opaque(image.crop((0, top, width, min(height, top + rows))))
+        if (factor_x, factor_y) != (1, 1):
+            strip = strip.reduce((factor_x, factor_y))
+        if reduced is None:
+            reduced_size = (-(-width // factor_x), -(-height // factor_y))
+            reduced = Image.new(strip.mode, reduced_size)
+        reduced.paste(strip, (0, top // factor_y))
+    assert reduced is not None
+    if reduced.size != size:
+        reduced = reduced.resize(size, FIRST_STEP_FILTER)
+    return reduced
 
 
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif"}
@@ -458,35 +635,46 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _flatten(image: Image.Image) -> Image.Image:
-    """8-bit L, RGB or CMYK without alpha: transparency composited on white."""
-    mode = image.mode
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
-    elif mode == "PA":
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    elif mode == "1":
-        return image.convert("L")
-    elif mode.startswith("I;16"):
-        # Pillow's I;16 -> L conversion clips at 255 instead of scaling: scale explicitly.
-        return image.convert("I").point(lambda value: value * (255 / 65535)).convert("L")
-    elif mode in ("I", "F"):
+def _opaque_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image]:
+    """A function making a strip of ``image`` 8-bit L or RGB without alpha (transparency
+    composited on white). 32-bit integer and float images are scaled by the maximum of the
+    whole image, measured once, so every strip gets the same scale."""
+    scale = 1.0
+    if image.mode in ("I", "F"):
         _, high = image.getextrema()
         if isinstance(high, (int, float)) and high > 255:
-            image = image.point(lambda value: value * (255 / 65535))
-        return image.convert("L")
-    if mode in ("RGBA", "LA", "RGBa", "La"):
-        opaque = "L" if mode in ("LA", "La") else "RGB"
-        if mode in ("RGBa", "La"):
-            image = image.convert("RGBA" if opaque == "RGB" else "LA")
-        background = Image.new(opaque, image.size, 255 if opaque == "L" else (255, 255, 255))
-        background.paste(image.convert(opaque), mask=image.getchannel("A"))
-        return background
-    if mode in ("L", "RGB", "CMYK"):
-        return image
-    return image.convert("RGB")
+            scale = 255 / 65535
+
+    def to_opaque(strip: Image.Image) -> Image.Image:
+        mode = strip.mode
+        if mode == "P":
+            strip = strip.convert("RGBA" if "transparency" in strip.info else "RGB")
+            mode = strip.mode
+        elif mode == "PA":
+            strip = strip.convert("RGBA")
+            mode = "RGBA"
+        elif mode == "1":
+            return strip.convert("L")
+        elif mode.startswith("I;16"):
+            # Pillow's I;16 -> L conversion clips at 255 instead of scaling: scale explicitly.
+            return strip.convert("I").point(lambda value: value * (255 / 65535)).convert("L")
+        elif mode in ("I", "F"):
+            if scale != 1.0:
+                strip = strip.point(lambda value: value * scale)
+            return strip.convert("L")
+        if mode in ("RGBA", "LA", "RGBa", "La"):
+            opaque = "L" if mode in ("LA", "La") else "RGB"
+            if mode in ("RGBa", "La"):
+                strip = strip.convert("RGBA" if opaque == "RGB" else "LA")
+            white = 255 if opaque == "L" else (255, 255, 255)
+            background = Image.new(opaque, strip.size, white)
+            background.paste(strip.convert(opaque), mask=strip.getchannel("A"))
+            return background
+        if mode in _OPAQUE_MODES:
+            return strip
+        return strip.convert("RGB")
+
+    return to_opaque
 
 
 def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:

@@ -14,15 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.consolidate import job_reference
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import (
+    IMAGE_SIZES,
     coarse_type_from_key,
+    derivative_key,
     is_video_type,
+    poster_key,
     split_raw_key,
     transcode_folder,
+    transcode_key,
 )
 from media_jobs.pipeline.sniff import SNIFF_BYTES, is_image_format, is_video_format, sniff
-from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage import InvalidKey, ObjectNotFound, Storage
 from media_jobs.pipeline.types import AssetRef, ProcessingInput, ValidatedAsset, ValidationResult
 
 logger = logging.getLogger("toq.pipeline.validate")
@@ -38,18 +43,6 @@ def step_log_fields(event: Mapping[str, Any], step: str, **fields: Any) -> dict[
         **fields,
     }
     return {name: value for name, value in base.items() if value is not None}
-
-
-def _check_id(message: Mapping[str, Any], name: str) -> int | str:
-    value = message.get(name)
-    if isinstance(value, bool) or not (
-        (isinstance(value, int) and value >= 0) or (isinstance(value, str) and value.isdigit())
-    ):
-        raise PipelineError(
-            ErrorCode.VALIDATION_ERROR,
-            f"{name} must be a number or a numeric string, got {value!r}",
-        )
-    return value
 
 
 def _asset_ref(entry: Any) -> AssetRef:
@@ -74,8 +67,8 @@ def normalize_processing_input(message: Mapping[str, Any]) -> ProcessingInput:
     """
     if not isinstance(message, Mapping):
         raise PipelineError(ErrorCode.VALIDATION_ERROR, "the message must be a JSON object")
-    _check_id(message, "jobId")
-    _check_id(message, "listingIdentityId")
+    job_reference(message, "jobId")
+    job_reference(message, "listingIdentityId")
     assets = message.get("assets") or []
     if not isinstance(assets, list):
         raise PipelineError(ErrorCode.VALIDATION_ERROR, "assets must be a list")
@@ -90,12 +83,31 @@ def _fail(asset: ValidatedAsset, code: ErrorCode, message: str) -> ValidatedAsse
     return asset
 
 
+def output_keys(raw_key: str, asset_type: str) -> list[str]:
+    """The keys the processing steps will write for this asset (SPEC §2)."""
+    if is_video_type(asset_type):
+        return [poster_key(raw_key), transcode_key(raw_key)]
+    return [derivative_key(raw_key, size) for size in IMAGE_SIZES]
+
+
+def check_asset_keys(key: str, asset_type: str, storage: Storage) -> None:
+    """PipelineError(INVALID_KEY) unless the raw key and every key derived from it follow
+    SPEC §2 and are keys this storage can hold: a key the adapter refuses is that asset's
+    problem, found here rather than as a failed write in a later step."""
+    try:
+        split_raw_key(key)
+        for checked in [key, *output_keys(key, asset_type)]:
+            storage.check_key(checked)
+    except InvalidKey as error:
+        raise PipelineError(ErrorCode.INVALID_KEY, str(error)) from None
+
+
 def validate_asset(ref: AssetRef, *, storage: Storage, config: PipelineConfig) -> ValidatedAsset:
     """One asset: key rules, HEAD (size, etag), size limits, then the magic number."""
     key = ref["key"]
     asset: ValidatedAsset = {"key": key, "type": ref["type"], "sourceKey": key}
     try:
-        split_raw_key(key)
+        check_asset_keys(key, ref["type"], storage)
     except PipelineError as error:
         return _fail(asset, ErrorCode.INVALID_KEY, error.message)
     try:

@@ -42,7 +42,13 @@ from typing import Any, BinaryIO, Protocol
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import unique_entry_names, zip_entry_name, zip_key
-from media_jobs.pipeline.storage import MultipartWriter, ObjectInfo, ObjectNotFound, Storage
+from media_jobs.pipeline.storage import (
+    InvalidKey,
+    MultipartWriter,
+    ObjectInfo,
+    ObjectNotFound,
+    Storage,
+)
 
 logger = logging.getLogger("toq.pipeline.zipper")
 
@@ -725,6 +731,8 @@ def _stat_all(
             return storage.head(key)
         except ObjectNotFound:
             return None
+        except InvalidKey as exc:
+            raise PipelineError(ErrorCode.INVALID_KEY, f"cannot zip {key!r}: {exc}") from exc
         except Exception as exc:
             raise PipelineError(
                 ErrorCode.ZIP_FAILED, f"cannot read {key}: {type(exc).__name__}: {exc}"

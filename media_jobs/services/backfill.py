@@ -18,6 +18,7 @@ from django.db import transaction
 from ..models import TERMINAL_JOB_STATUSES, AssetStatus, MediaAsset, MediaProcessingJob
 from ..pipeline import keys
 from ..pipeline.consolidate import consolidate_outputs
+from ..pipeline.decode_budget import DecodeLimits
 from ..pipeline.errors import ErrorCode, PipelineError
 from ..pipeline.storage import ObjectNotFound, Storage
 from ..pipeline.thumbnails import SOURCE_ETAG_METADATA, generate_thumbnails, render_derivatives
@@ -104,13 +105,13 @@ def derivative_state(*, storage: Storage, raw_key: str, asset_type: str) -> Deri
 
 
 def _rewrite_photo_derivatives(
-    *, storage: Storage, raw_key: str, raw_etag: str, max_pixels: int
+    *, storage: Storage, raw_key: str, raw_etag: str, limits: DecodeLimits
 ) -> None:
     """``--force`` for a photo: render and overwrite even when the derivatives are current
     (generate_thumbnails would skip them). Same keys, metadata and content type as the step,
     and the objects are overwritten in place, so they are never missing in between."""
     with storage.open_read(raw_key) as source:
-        derivatives = render_derivatives(source, max_pixels=max_pixels)
+        derivatives = render_derivatives(source, limits=limits)
     for derivative in derivatives:
         storage.write(
             keys.derivative_key(raw_key, derivative.size),
@@ -158,7 +159,7 @@ def _run_steps(
             storage=storage,
             raw_key=validated["sourceKey"],
             raw_etag=validated.get("etag") or state.raw_etag,
-            max_pixels=config.max_image_pixels,
+            limits=DecodeLimits.from_config(config),
         )
     return [generate_thumbnails(validation, storage=storage, config=config)]
 

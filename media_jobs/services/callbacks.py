@@ -15,8 +15,10 @@ Decisions where SPEC leaves room (docs/workers.md repeats them):
 - A progress (non-terminal) callback for a finished job: recorded, ignored, 200.
 - ``callback_body`` is a TEXT column (64 KiB). A larger body is stored there cut at a UTF-8
   boundary with a marker naming its size and sha256; the whole body is kept in the
-  callback's event (``detail["rawBody"]``). The HTTP endpoint refuses bodies over
-  ``CALLBACK_MAX_BODY_BYTES`` (413) before any of this.
+  callback's event (``detail["rawBody"]``), once per job: a later callback with the same
+  body points at that event (``detail["rawBodyEventId"]``) instead of storing it again.
+  The HTTP endpoint refuses bodies over ``CALLBACK_MAX_BODY_BYTES`` (413) before any of
+  this.
 - "FAILED with no outputs fails the listing's PROCESSING assets" applies to processing
   jobs only (a finalization (ZIP) failure says nothing about the photos), and to the
   job's own assets when the portal dispatched it (see ``job_fail_processing_assets``).
@@ -42,10 +44,11 @@ from ..models import (
     AssetStatus,
     JobStatus,
     MediaAsset,
+    MediaJobEvent,
     MediaProcessingJob,
 )
 from ..pipeline.callback import verify_signature
-from ..pipeline.consolidate import InvalidJobReference, job_reference
+from ..pipeline.consolidate import MAX_ID, InvalidJobReference, job_reference_value
 from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
 from .errors import ApplicationError, ConflictError, NotFoundError
@@ -72,8 +75,6 @@ STATUS_MAP: dict[str, str] = {
 }
 SUCCESS = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS})
 
-# INT UNSIGNED: ids outside this range cannot exist.
-MAX_ID = 2**32 - 1
 # TIMESTAMP columns hold 1970-01-01 00:00:01 .. 2038-01-19 03:14:07 UTC.
 TIMESTAMP_MIN = datetime(1970, 1, 2, tzinfo=UTC)
 TIMESTAMP_MAX = datetime(2038, 1, 19, tzinfo=UTC)
@@ -91,7 +92,6 @@ MSG_BAD_SIGNATURE = (
 )
 MSG_TOO_LARGE = "callback body is {size} bytes; the limit is {limit} (CALLBACK_MAX_BODY_BYTES)"
 MSG_NOT_JSON = "callback body must be a UTF-8 JSON object: {reason}"
-MSG_BAD_ID = "{name} must be a number or a numeric string: {reason}"
 MSG_UNKNOWN_JOB = "no media processing job with id {job_id}"
 MSG_WRONG_LISTING = (
     "job {job_id} belongs to listing {expected}, but the callback says listingIdentityId "
@@ -162,9 +162,9 @@ def parse_callback_body(raw_body: bytes) -> dict[str, Any]:
 
 def _id(body: Mapping[str, Any], name: str) -> int:
     try:
-        value = int(job_reference(body, name))
+        value = job_reference_value(body, name)
     except InvalidJobReference as exc:
-        raise ApplicationError(MSG_BAD_ID.format(name=name, reason=exc.message[:200])) from None
+        raise ApplicationError(exc.message) from None
     return value
 
 
@@ -370,6 +370,23 @@ def _payload(job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any) -> 
     return {"assetsTotal": len(outputs), "assetsFailed": failed}
 
 
+def _raw_body_detail(job: MediaProcessingJob, raw_body: bytes, digest: str) -> dict[str, Any]:
+    """Where the event keeps a body too large for ``callback_body``: the body itself the
+    first time, else a pointer to the event that holds it (``rawBodyEventId``) - a replayed
+    2 MiB body must not add 2 MiB to the job's timeline at every replay."""
+    holder = (
+        MediaJobEvent.objects.filter(
+            job_id=job.pk, step=STEP_CALLBACK, detail__sha256=digest, detail__has_key="rawBody"
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if holder is not None:
+        return {"rawBodyEventId": holder}
+    return {"rawBody": raw_body.decode("utf-8")}
+
+
 # --- the receiver -------------------------------------------------------------------------
 
 
@@ -448,15 +465,16 @@ def _apply(
     raw_status = _text(body.get("status")).strip().upper()[:100]
     new_status = STATUS_MAP.get(raw_status, JobStatus.RUNNING)
     stored_text, truncated = stored_callback_text(raw_body)
+    digest = hashlib.sha256(raw_body).hexdigest()
     detail: dict[str, Any] = {
         "source": source,
         "callbackStatus": raw_status,
         "bodyBytes": len(raw_body),
-        "sha256": hashlib.sha256(raw_body).hexdigest(),
+        "sha256": digest,
         "previousStatus": job.status,
     }
     if truncated:
-        detail["rawBody"] = raw_body.decode("utf-8")
+        detail.update(_raw_body_detail(job, raw_body, digest))
 
     def outcome(code: int, applied: bool, message: str, kind: str, **extra: Any) -> CallbackOutcome:
         event = event_record(

@@ -118,6 +118,7 @@ def test_without_configured_tokens_every_call_is_refused(
         {"listingIdentityId": 1.5},
         {"listingIdentityId": 2**40},
         {"listingIdentityId": "٣"},
+        {"listingIdentityId": "1" * 5000},  # int() refuses it with an error of its own
     ],
 )
 @pytest.mark.parametrize("url", [PROCESS, COMPLETE])

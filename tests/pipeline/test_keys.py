@@ -183,6 +183,47 @@ def test_zip_entry_names_never_escape(key: str) -> None:
     assert "\\" not in name
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("C:/Windows/drive.jpg", "C_/Windows/drive.jpg"),
+        ("123/raw/photo/line\r\nbreak.jpg", "photo/line__break.jpg"),
+        ("123/raw/photo/tab\tnul\x00del\x7f.jpg", "photo/tab_nul_del_.jpg"),
+        ('123/raw/photo/a<b>c:d"e|f?g*h.jpg', "photo/a_b_c_d_e_f_g_h.jpg"),
+        ("123/raw/photo/cafe\u0301.jpg", "photo/caf\u00e9.jpg"),  # NFD -> NFC
+        ("123/raw/photo/x\u202egpj.exe", "photo/x_gpj.exe"),  # no bidi override
+        ("123/raw/photo/a\u2028b.jpg", "photo/a_b.jpg"),  # no line separator
+        ("123/raw/photo/nul.jpg", "photo/_nul.jpg"),  # Windows device names
+        ("123/raw/photo/COM1", "photo/_COM1"),
+        ("123/raw/photo/a.jpg. . ", "photo/a.jpg"),  # Windows drops trailing dots/spaces
+    ],
+)
+def test_zip_entry_names_are_portable(key: str, expected: str) -> None:
+    assert keys.zip_entry_name(key, 123) == expected
+
+
+def test_zip_entry_name_segments_fit_a_file_name() -> None:
+    name = keys.zip_entry_name("123/raw/photo/" + "\u00e9" * 200 + ".jpeg", 123)
+    folder, filename = name.rsplit("/", 1)
+    assert folder == "photo"
+    assert filename.endswith(".jpeg") and len(filename.encode()) <= 255
+    many = keys.unique_entry_names([name, name])
+    assert many[1].endswith(" (2).jpeg") and len(many[1].rsplit("/", 1)[1].encode()) <= 255
+
+
+def test_unique_entry_names_collide_like_macos_and_windows() -> None:
+    nfc, nfd = "photo/caf\u00e9.jpg", "photo/cafe\u0301.jpg"
+    assert nfc != nfd
+    unique = keys.unique_entry_names([nfc, nfd, "PHOTO/CAF\u00c9.JPG"])
+    assert unique == [nfc, "photo/cafe\u0301 (2).jpg", "PHOTO/CAF\u00c9 (3).JPG"]
+    assert len({keys.entry_name_identity(name) for name in unique}) == 3
+
+
+def test_a_file_never_takes_the_name_of_a_folder() -> None:
+    # "photo" (a file) and "photo/x.jpg" (a file in a folder) cannot both be extracted
+    assert keys.unique_entry_names(["photo", "Photo/x.jpg"]) == ["photo (2)", "Photo/x.jpg"]
+
+
 def test_unique_entry_names_suffix_before_the_extension() -> None:
     names = [
         "photo/a.jpg",

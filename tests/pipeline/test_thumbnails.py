@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from media_jobs import sample_media
 from media_jobs.pipeline import thumbnails
 from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.decode_budget import DecodeLimits
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import IMAGE_SIZES, derivative_key
 from media_jobs.pipeline.storage import Storage
@@ -25,7 +26,8 @@ LISTING = 4242
 
 
 def render(data: bytes, *, max_pixels: int = MAX_PIXELS) -> dict[str, Derivative]:
-    return {d.size: d for d in render_derivatives(io.BytesIO(data), max_pixels=max_pixels)}
+    limits = DecodeLimits(max_pixels=max_pixels)
+    return {d.size: d for d in render_derivatives(io.BytesIO(data), limits=limits)}
 
 
 def decoded(derivative: Derivative) -> Image.Image:
@@ -306,7 +308,7 @@ class _ForwardOnly(io.RawIOBase):
 
 def test_non_seekable_source_is_accepted(jpeg_by_orientation: dict[int, bytes]) -> None:
     stream: BinaryIO = io.BufferedReader(_ForwardOnly(jpeg_by_orientation[8]))  # type: ignore[assignment]
-    derivatives = render_derivatives(stream, max_pixels=MAX_PIXELS)
+    derivatives = render_derivatives(stream)
 
     assert [d.size for d in derivatives] == ["large", "medium", "small", "thumbnail"]
     assert is_marker_red(decoded(derivatives[-1]).getpixel((2, 2)))
@@ -450,11 +452,11 @@ def test_unexpected_render_error_fails_only_that_photo(
     local_storage.write(odd, odd_bytes)
     real_render = thumbnails.render_derivatives
 
-    def render_or_explode(source: BinaryIO, *, max_pixels: int) -> list[Derivative]:
+    def render_or_explode(source: BinaryIO, *, limits: DecodeLimits) -> list[Derivative]:
         data = source.read()
         if data == odd_bytes:
             raise KeyError("an encoder bug")
-        return real_render(io.BytesIO(data), max_pixels=max_pixels)
+        return real_render(io.BytesIO(data), limits=limits)
 
     monkeypatch.setattr(thumbnails, "render_derivatives", render_or_explode)
     result = generate_thumbnails(

@@ -26,6 +26,11 @@ MEDIA_PRESIGNED_URL_TTL = typed("MEDIA_PRESIGNED_URL_TTL", int, 900)
 # Limits the pipeline enforces (also read by Lambda from the same variable names).
 MEDIA_MAX_FILE_BYTES = typed("MEDIA_MAX_FILE_BYTES", int, 5 * 1024**3)
 MEDIA_MAX_IMAGE_PIXELS = typed("MEDIA_MAX_IMAGE_PIXELS", int, 180_000_000)
+# What decoding one photo may cost (media_jobs/pipeline/decode_budget.py). 320 MiB keeps a
+# worker process under 512 MiB peak RSS for any admitted photo, whatever its format.
+MEDIA_DECODE_MEMORY_BYTES = typed("MEDIA_DECODE_MEMORY_BYTES", int, 320 * 1024**2)
+MEDIA_DECODE_CPU_SECONDS = typed("MEDIA_DECODE_CPU_SECONDS", float, 10.0)
+MEDIA_MAX_JPEG_SCANS = typed("MEDIA_MAX_JPEG_SCANS", int, 100)
 FFMPEG_PATH = env.str("FFMPEG_PATH", default="ffmpeg")
 FFPROBE_PATH = env.str("FFPROBE_PATH", default="ffprobe")
 FFMPEG_TIMEOUT_SECONDS = typed("FFMPEG_TIMEOUT_SECONDS", int, 900)

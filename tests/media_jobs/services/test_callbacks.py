@@ -448,7 +448,11 @@ def test_signature_secret_and_size_are_checked_first(settings: Any) -> None:
         (b'{"jobId": 1.5, "listingIdentityId": 1}', ApplicationError),
         (b'{"jobId": 1, "listingIdentityId": null}', ApplicationError),
         (b'{"jobId": NaN, "listingIdentityId": 1}', ApplicationError),
-        (b'{"jobId": 99999999999, "listingIdentityId": 1}', NotFoundError),
+        # outside INT UNSIGNED: not an id at all (400), not an unknown one (404)
+        (b'{"jobId": 99999999999, "listingIdentityId": 1}', ApplicationError),
+        (b'{"jobId": "' + b"9" * 5000 + b'", "listingIdentityId": 1}', ApplicationError),
+        (b'{"jobId": 1, "listingIdentityId": "' + b"1" * 5000 + b'"}', ApplicationError),
+        (b'{"jobId": -1, "listingIdentityId": 1}', ApplicationError),
         (b'{"jobId": 987654, "listingIdentityId": 1}', NotFoundError),
         (b"\xff", ApplicationError),
         (b"[" * 100_000, ApplicationError),

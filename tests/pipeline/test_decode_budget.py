@@ -1,0 +1,222 @@
+"""The header checks of decode_budget on real files: they must refuse what they are for and
+never a valid photo."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import pytest
+from PIL import Image
+
+from media_jobs import sample_media
+from media_jobs.pipeline.decode_budget import (
+    BudgetedReader,
+    CpuBudget,
+    check_png_complete,
+    load_png_verified,
+    png_expected_bytes,
+    read_jpeg_layout,
+)
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from tests.fixtures import hostile
+
+
+def _png(image: Image.Image, level: int = 6) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=level)
+    return out.getvalue()
+
+
+def _interlaced_rgb_png(width: int, height: int) -> bytes:
+    """An Adam7-interlaced 8-bit RGB PNG (Pillow cannot write one)."""
+    pixels = sample_media.photographic(width, height).load()
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4))
+    passes += ((1, 0, 2, 2), (0, 1, 1, 2))
+    raw = bytearray()
+    for x0, y0, dx, dy in passes:
+        for y in range(y0, height, dy):
+            columns = range(x0, width, dx)
+            if not columns:
+                continue
+            raw.append(0)
+            for x in columns:
+                raw.extend(pixels[x, y])
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return (
+        hostile.PNG_SIGNATURE
+        + hostile.png_chunk(b"IHDR", header)
+        + hostile.png_chunk(b"IDAT", zlib.compress(bytes(raw)))
+        + hostile.png_chunk(b"IEND", b"")
+    )
+
+
+VALID_PNGS = {
+    "rgb": lambda: _png(sample_media.photographic(301, 203)),
+    "rgba": lambda: _png(sample_media.photographic(301, 203).convert("RGBA")),
+    "grey": lambda: _png(sample_media.photographic(301, 203).convert("L")),
+    "grey-alpha": lambda: _png(sample_media.photographic(301, 203).convert("LA")),
+    "palette": lambda: _png(sample_media.photographic(301, 203).convert("P")),
+    "one-bit": lambda: _png(sample_media.photographic(301, 203).convert("1")),
+    "sixteen-bit": sample_media.png16_bytes,
+    "many-idat-chunks": lambda: _png(sample_media.photographic(800, 600)),
+    "interlaced": lambda: _interlaced_rgb_png(37, 29),
+    "interlaced-tiny": lambda: _interlaced_rgb_png(3, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(VALID_PNGS))
+def test_a_complete_png_passes_and_the_image_still_decodes(name: str) -> None:
+    data = VALID_PNGS[name]()
+    if name == "many-idat-chunks":
+        assert len(_chunks(data, b"IDAT")) > 1
+    stream = io.BytesIO(data)
+    stream.seek(17)
+    assert check_png_complete(stream) is True
+    assert stream.tell() == 17  # position restored
+    Image.open(io.BytesIO(data)).load()
+
+
+def test_png_expected_bytes_match_what_pillow_writes() -> None:
+    for mode, colour_type, depth in [("RGB", 2, 8), ("L", 0, 8), ("RGBA", 6, 8), ("1", 0, 1)]:
+        data = _png(sample_media.photographic(97, 31).convert(mode))
+        idat = b"".join(
+            data[start + 8 : start + 8 + length] for start, length in _chunks(data, b"IDAT")
+        )
+        expected = png_expected_bytes(97, 31, depth, colour_type, interlaced=False)
+        assert len(zlib.decompress(idat)) == expected, mode
+
+
+def _chunks(data: bytes, kind: bytes) -> list[tuple[int, int]]:
+    found, position = [], 8
+    while position < len(data):
+        length, name = struct.unpack(">I4s", data[position : position + 8])
+        if name == kind:
+            found.append((position, length))
+        position += 12 + length
+    return found
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.95])
+def test_a_png_cut_short_is_corrupt_with_the_rows_it_has(fraction: float) -> None:
+    data = _png(sample_media.photographic(400, 300))
+    with pytest.raises(PipelineError) as caught:
+        check_png_complete(io.BytesIO(hostile.truncated(data, fraction)))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert "of 300 rows" in caught.value.message
+
+
+def test_a_short_zlib_stream_behind_a_complete_file_is_corrupt() -> None:
+    with pytest.raises(PipelineError) as caught:
+        check_png_complete(io.BytesIO(hostile.png_claiming(13000, 13000)))
+    assert "about 2 of 13000 rows" in caught.value.message
+
+
+def test_the_probe_stops_early_on_a_bomb() -> None:
+    bomb = hostile.png_bomb(6000, 6000)  # 144 MB of pixels
+    started = time.process_time()
+    assert check_png_complete(io.BytesIO(bomb), stop_after=1 << 20) is False
+    assert time.process_time() - started < 0.5  # inflated ~1 MiB, not 144
+
+
+def test_jpeg_layouts_of_real_files() -> None:
+    baseline = read_jpeg_layout(io.BytesIO(sample_media.jpeg_bytes(640, 480)), max_scans=100)
+    assert (baseline.width, baseline.height, baseline.scans) == (640, 480, 1)
+    assert not baseline.multi_scan and baseline.coefficient_bytes() == 0
+    assert baseline.sampling == ((2, 2), (1, 1), (1, 1))  # 4:2:0
+
+    data = hostile.progressive_jpeg(640, 480)
+    progressive = read_jpeg_layout(io.BytesIO(data), max_scans=100)
+    assert progressive.progressive and progressive.scans == hostile.scan_count(data) == 10
+    # 80x60 luma blocks + 2 x 40x30 chroma blocks, 128 bytes each
+    assert progressive.coefficient_bytes() == (80 * 60 + 2 * 40 * 30) * 128
+
+
+def test_scans_are_counted_up_to_the_limit_only() -> None:
+    bomb = hostile.progressive_scan_bomb(64, 64, 5000)
+    with pytest.raises(PipelineError) as caught:
+        read_jpeg_layout(io.BytesIO(bomb), max_scans=100)
+    assert caught.value.code == ErrorCode.TOO_MANY_SCANS
+    assert read_jpeg_layout(io.BytesIO(bomb), max_scans=10_000).scans == hostile.scan_count(bomb)
+
+
+def test_an_exif_thumbnail_is_not_counted_as_a_scan() -> None:
+    """A camera JPEG carries a whole JPEG (SOS included) inside its EXIF segment."""
+    thumbnail = sample_media.jpeg_bytes(160, 120)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    payload = exif.tobytes() + thumbnail
+    photo = sample_media.jpeg_bytes(640, 480)
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    layout = read_jpeg_layout(io.BytesIO(photo[:2] + app1 + photo[2:]), max_scans=1)
+    assert layout.scans == 1 and (layout.width, layout.height) == (640, 480)
+
+
+def test_a_damaged_jpeg_structure_is_corrupt() -> None:
+    with pytest.raises(PipelineError) as caught:
+        read_jpeg_layout(io.BytesIO(b"\xff\xd8\xff\xc0\x00"), max_scans=100)
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+
+
+def test_a_reader_over_its_cpu_budget_stops_the_next_read() -> None:
+    budget = CpuBudget(0.01)
+    reader = BudgetedReader(io.BytesIO(b"x" * 10), budget)
+    assert reader.read(1) == b"x"
+    deadline = time.thread_time() + 0.05
+    while time.thread_time() < deadline:
+        pass  # burn this thread's CPU
+    with pytest.raises(PipelineError) as caught:
+        reader.read(1)
+    assert caught.value.code == ErrorCode.CPU_BUDGET_EXCEEDED
+
+
+LARGE_COMPLETE_PNGS = {
+    # well over the probe's 16 MiB of rows, so the last-row marker decides
+    "rgb-photo": lambda: _png(sample_media.photographic(1400, 1200).resize((2800, 2400)), level=1),
+    "rgba-zeros": lambda: hostile.png_bomb(3000, 2000),
+    "grey-zeros": lambda: hostile.png_bomb(5000, 5000, colour_type=0),
+    "grey16-zeros": lambda: hostile.png_bomb(3500, 3500, colour_type=0, bit_depth=16),
+    "palette-zeros": lambda: hostile.png_bomb(5000, 5000, colour_type=3),
+    "one-bit-zeros": lambda: hostile.png_bomb(12000, 12000, colour_type=0, bit_depth=1),
+}
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("name", list(LARGE_COMPLETE_PNGS))
+def test_a_large_complete_png_is_decoded_once_and_passes(name: str) -> None:
+    data = LARGE_COMPLETE_PNGS[name]()
+    stream = io.BytesIO(data)
+    assert check_png_complete(stream, stop_after=16 << 20) is False  # too big to probe
+    image = Image.open(io.BytesIO(data))
+    load_png_verified(image, io.BytesIO(data), CpuBudget(60))
+    reference = Image.open(io.BytesIO(data))
+    reference.load()
+    assert image.tobytes() == reference.tobytes()  # the marker was overwritten everywhere
+
+
+def test_a_large_png_one_row_short_is_corrupt() -> None:
+    data = hostile.png_claiming(4000, 3000, rows=2999)
+    image = Image.open(io.BytesIO(data))
+    with pytest.raises(PipelineError) as caught:
+        load_png_verified(image, io.BytesIO(data), CpuBudget(60))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert "before the last of its 3000 rows" in caught.value.message
+
+
+def test_an_interlaced_png_is_checked_by_inflating() -> None:
+    complete = _interlaced_rgb_png(37, 29)
+    load_png_verified(Image.open(io.BytesIO(complete)), io.BytesIO(complete), CpuBudget(60))
+    idat_start, length = _chunks(complete, b"IDAT")[0]
+    payload = zlib.compress(
+        zlib.decompress(complete[idat_start + 8 : idat_start + 8 + length])[:-40]
+    )
+    short = (
+        complete[:idat_start]
+        + hostile.png_chunk(b"IDAT", payload)
+        + hostile.png_chunk(b"IEND", b"")
+    )
+    with pytest.raises(PipelineError) as caught:
+        load_png_verified(Image.open(io.BytesIO(short)), io.BytesIO(short), CpuBudget(60))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
