@@ -138,6 +138,14 @@ def _section(result: dict[str, Any]) -> list[str]:
         )
     if result.get("targets"):
         lines.append("")
+    for table in result.get("tables", []):
+        lines += [f"**{table['title']}**", ""]
+        lines.append("| " + " | ".join(str(h) for h in table["header"]) + " |")
+        lines.append("|" + " --- |" * len(table["header"]))
+        lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in table["rows"]]
+        lines.append("")
+        if table.get("note"):
+            lines += [table["note"], ""]
     for note in result.get("notes", []):
         lines += [f"Note: {note}", ""]
     return lines
