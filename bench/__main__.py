@@ -24,10 +24,10 @@ from bench.report import crashed_result, write_report
 # key -> (module, timeout of the full run in seconds)
 BENCHMARKS: dict[str, tuple[str, int]] = {
     "derivatives": ("bench.derivatives", 900),
-    "zip": ("bench.zip", 2400),
-    "admin": ("bench.admin", 3600),
-    "callback": ("bench.callback", 1200),
-    "pipeline": ("bench.pipeline", 2400),
+    "zip": ("bench.zip", 1200),
+    "callback": ("bench.callback", 900),
+    "pipeline": ("bench.pipeline", 900),
+    "admin": ("bench.admin", 600),
 }
 
 
