@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.presign import GetUrlSigner
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound
 
 MIB = 1024**2
@@ -276,6 +277,7 @@ class S3Storage:
         self.list_page_size = 1000  # S3's maximum; tests lower it to cross pages
         # Set by the first successful bucket check: every later 404 is a missing key.
         self._bucket_seen = False
+        self._signer: GetUrlSigner | None = None
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -444,6 +446,8 @@ class S3Storage:
         return f"s3://{self.bucket}/{key}"
 
     def presigned_url(self, key: str, ttl_seconds: int) -> str | None:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds
-        )
+        """The same URL as botocore's ``generate_presigned_url``, ~8x cheaper (a page of
+        500 assets presigns ~2,500 links): see ``media_jobs.pipeline.presign``."""
+        if self._signer is None:
+            self._signer = GetUrlSigner(self.client, self.bucket)
+        return self._signer.url(key, ttl_seconds)
