@@ -46,6 +46,8 @@ class GetUrlSigner:
         self._host = probe.netloc
         self._region = client.meta.region_name
         self._keys: dict[tuple[str, str], bytes] = {}
+        self._query_cache: tuple[Any, tuple[str, str, str]] = (None, ("", "", ""))
+        self._stamp_cache: tuple[int, str] = (-1, "")
 
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
@@ -57,12 +59,13 @@ class GetUrlSigner:
             cached = key
         return cached
 
-    def url(self, key: str, ttl_seconds: int) -> str:
-        credentials = self._client._request_signer._credentials.get_frozen_credentials()
-        moment = _now()
-        stamp = moment.strftime("%Y%m%dT%H%M%SZ")
-        day = stamp[:8]
-        scope = f"{day}/{self._region}/s3/aws4_request"
+    def _query(self, credentials: Any, stamp: str, ttl_seconds: int) -> tuple[str, str, str]:
+        """(canonical query, URL query, scope) for one second: the same for every key,
+        so a page of links encodes them once."""
+        cache_key = (credentials.access_key, credentials.token, stamp, ttl_seconds)
+        if self._query_cache[0] == cache_key:
+            return self._query_cache[1]
+        scope = f"{stamp[:8]}/{self._region}/s3/aws4_request"
         params = {
             "X-Amz-Algorithm": ALGORITHM,
             "X-Amz-Credential": f"{credentials.access_key}/{scope}",
@@ -73,8 +76,23 @@ class GetUrlSigner:
         if credentials.token:
             params["X-Amz-Security-Token"] = credentials.token
         # Signed sorted; the URL keeps botocore's order (the token after SignedHeaders).
-        canonical_query = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in sorted(params.items()))
+        canonical = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in sorted(params.items()))
         query = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in params.items())
+        value = (canonical, query, scope)
+        self._query_cache = (cache_key, value)
+        return value
+
+    def _stamp(self, moment: datetime) -> str:
+        """SigV4's timestamp, formatted once per second."""
+        second = int(moment.timestamp())
+        if self._stamp_cache[0] != second:
+            self._stamp_cache = (second, moment.strftime("%Y%m%dT%H%M%SZ"))
+        return self._stamp_cache[1]
+
+    def url(self, key: str, ttl_seconds: int) -> str:
+        credentials = self._client._request_signer._credentials.get_frozen_credentials()
+        stamp = self._stamp(_now())
+        canonical_query, query, scope = self._query(credentials, stamp, ttl_seconds)
         path = self._path + quote(key, safe="/~")
         canonical = "\n".join(
             ["GET", path, canonical_query, f"host:{self._host}\n", "host", UNSIGNED_PAYLOAD]
@@ -82,7 +100,7 @@ class GetUrlSigner:
         to_sign = "\n".join(
             [ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
         )
-        signing_key = self._signing_key(credentials.secret_key, day)
+        signing_key = self._signing_key(credentials.secret_key, stamp[:8])
         signature = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
         return f"{self._prefix}{path}?{query}&X-Amz-Signature={signature}"
 
