@@ -200,6 +200,19 @@ def one_run(
     return {"job": job.pk, "status": status, "wall": wall, "derivatives": derivatives}
 
 
+def timeline_gaps(job_id: int) -> dict[str, float]:
+    """Milliseconds between the job's consecutive timeline events (dispatch, each step's
+    start and end, the callback): where an empty job's time goes."""
+    from media_jobs.models import MediaJobEvent
+
+    events = list(MediaJobEvent.objects.filter(job_id=job_id).order_by("at", "id"))
+    gaps = {}
+    for before, after in zip(events, events[1:], strict=False):
+        name = f"{before.step} {before.kind} -> {after.step} {after.kind}"
+        gaps[name] = (after.at - before.at).total_seconds() * 1000
+    return gaps
+
+
 def renderer_cpu_per_photo(photos: list[bytes], runs: int) -> float:
     """The renderer alone: CPU seconds of render_derivatives per photo (median of runs)."""
     from media_jobs.pipeline.thumbnails import render_derivatives
@@ -213,6 +226,26 @@ def renderer_cpu_per_photo(photos: list[bytes], runs: int) -> float:
             render_derivatives(io.BytesIO(data), max_pixels=180_000_000)
             samples.append(time.process_time() - started)
     return statistics.median(samples)
+
+
+def step_cpu_per_photo(storage: Any, count: int) -> float:
+    """The thumbnails step on ``count`` photos in this process (S3 I/O included, no Celery,
+    no database): CPU seconds per photo, its I/O threads included. Splits the worker's
+    overhead into storage (this minus the renderer's) and orchestration (the rest)."""
+    from media_jobs.pipeline.thumbnails import generate_thumbnails
+    from media_jobs.storage import pipeline_config
+
+    keys = [raw_key(index) for index in range(1, count + 1)]
+    validation: Any = {
+        "jobId": 0,
+        "listingIdentityId": LISTING,
+        "imageAssets": [{"key": k, "type": "PHOTO_HORIZONTAL", "sourceKey": k} for k in keys],
+    }
+    for info in list(storage.list(f"{LISTING}/processed/")):
+        storage.delete(info.key)
+    started = time.process_time()
+    generate_thumbnails(validation, storage=storage, config=pipeline_config())
+    return (time.process_time() - started) / count
 
 
 def redis_commands_during(fn: Any, redis_url: str) -> tuple[Any, Counter[str]]:
@@ -391,6 +424,8 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
             ).pk
         ]
         renderer_cpu = renderer_cpu_per_photo(originals, 2 if smoke else 4)
+        step_cpu_per_photo(storage, min(photos, 8))  # warm-up: connections, imports
+        step_cpu = step_cpu_per_photo(storage, min(photos, 16))
         worker_env = django_env(DATABASE, BENCH_COUNTS_DIR=str(counts_dir), **extra)
         timeout = 120 + photos * 10
 
@@ -419,6 +454,8 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
                 result.timing("empty job: dispatch -> callback applied", "ms").runs.append(
                     outcome["wall"] * 1000
                 )
+                for hop, ms in timeline_gaps(outcome["job"]).items():
+                    result.timing(f"empty job timeline: {hop}", "ms").runs.append(ms)
             _, redis_counts = redis_commands_during(
                 lambda: one_run(LISTING, asset_ids, storage, timeout), REDIS_URL
             )
@@ -453,6 +490,9 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
     cpu_per_photo = result.timing("worker CPU seconds per photo, 1 worker").median
     wall_1 = result.timing("wall time, 1 worker").median
     result.figures["renderer alone: CPU seconds per photo"] = renderer_cpu
+    result.figures["thumbnails step in process (S3 I/O, no Celery/DB): CPU s per photo"] = (
+        step_cpu
+    )
     result.figures["photos per second, 1 worker"] = photos / wall_1
     result.figures["photos per second, 2 workers"] = (
         photos / result.timing("wall time, 2 workers").median
