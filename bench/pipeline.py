@@ -147,13 +147,15 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def worker_cpu_seconds(workers: list[subprocess.Popen]) -> float:
-    """User + system CPU of the workers and their pool processes so far."""
+def worker_cpu_seconds(workers: list[subprocess.Popen], *, main_only: bool = False) -> float:
+    """User + system CPU of the workers and their pool processes so far (``main_only``: the
+    workers' main processes, which receive and hand out the tasks)."""
     total = 0.0
     for proc in workers:
         try:
             main = psutil.Process(proc.pid)
-            for process in [main, *main.children(recursive=True)]:
+            processes = [main] if main_only else [main, *main.children(recursive=True)]
+            for process in processes:
                 times = process.cpu_times()
                 total += times.user + times.system
         except psutil.Error:
@@ -438,8 +440,12 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
             cpu_runs = []
             for _ in range(runs):
                 cpu_before = worker_cpu_seconds(workers)
+                main_before = worker_cpu_seconds(workers, main_only=True)
                 outcome = one_run(LISTING, asset_ids, storage, timeout)
                 cpu_runs.append(worker_cpu_seconds(workers) - cpu_before)
+                result.timing("of which the worker's main process, per photo").runs.append(
+                    (worker_cpu_seconds(workers, main_only=True) - main_before) / photos
+                )
                 _check(outcome, photos, 1)
                 result.timing("wall time, 1 worker").runs.append(outcome["wall"])
                 result.timing("worker CPU seconds per photo, 1 worker").runs.append(
@@ -490,9 +496,7 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
     cpu_per_photo = result.timing("worker CPU seconds per photo, 1 worker").median
     wall_1 = result.timing("wall time, 1 worker").median
     result.figures["renderer alone: CPU seconds per photo"] = renderer_cpu
-    result.figures["thumbnails step in process (S3 I/O, no Celery/DB): CPU s per photo"] = (
-        step_cpu
-    )
+    result.figures["thumbnails step in process (S3 I/O, no Celery/DB): CPU s per photo"] = step_cpu
     result.figures["photos per second, 1 worker"] = photos / wall_1
     result.figures["photos per second, 2 workers"] = (
         photos / result.timing("wall time, 2 workers").median
