@@ -576,6 +576,7 @@ def _apply(
             payload=_payload(job, body, outputs) or None,
             callback_body=stored_text,
             allow_late_success=late_success,
+            locked=True,  # selected FOR UPDATE above, in this transaction
         )
     if late_success:
         message = f"late {new_status} applied over FAILED (the reconciler or an operator gave up)"
