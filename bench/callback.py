@@ -133,7 +133,8 @@ def encoded(job_id: int) -> bytes:
 
 
 def seed(product_jobs: int, reference_jobs: int) -> None:
-    """Jobs 1..product_jobs with their assets; then ``reference_jobs`` jobs without any."""
+    """Jobs 1..product_jobs with their assets; then ``reference_jobs`` jobs without any. A
+    RUNNING job has its execution id and start time, as the dispatch recorded them."""
     total = product_jobs + reference_jobs
     conn = mysql_connect(DATABASE)
     try:
@@ -141,8 +142,10 @@ def seed(product_jobs: int, reference_jobs: int) -> None:
         cursor.execute(
             f"""
             INSERT INTO media_processing_jobs
-                (id, listing_identity_id, status, provider, retry_count, created_at)
-            SELECT seq, {FIRST_LISTING} + seq, 'RUNNING', 'STEP_FUNCTIONS', 0, NOW()
+                (id, listing_identity_id, status, provider, external_id, retry_count,
+                 started_at, created_at)
+            SELECT seq, {FIRST_LISTING} + seq, 'RUNNING', 'STEP_FUNCTIONS',
+                   CONCAT('celery:bench-', seq), 0, NOW(), NOW()
             FROM seq_1_to_{total}
             """
         )
