@@ -30,15 +30,7 @@ FIRST_FILTER = getattr(thumbnails, "FIRST_STEP_FILTER", Image.Resampling.BICUBIC
 REDUCING_GAP = getattr(thumbnails, "REDUCING_GAP", 3.0)
 DECODE_BLOCK = getattr(thumbnails, "DECODE_BLOCK_BYTES", 64 * 1024)
 ORIENTATION_TAG = 0x0112
-TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+TRANSPOSE = thumbnails._TRANSPOSE_FOR_ORIENTATION  # the step's own map
 _SRGB = ImageCms.createProfile("sRGB")
 # What an embedded ICC profile costs (a photo with a camera or Display P3 profile): an
 # lcms matrix-shaper transform of the same shape, run at ``large``.
