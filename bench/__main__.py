@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     cwd=ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    timeout=timeout // (10 if args.smoke else 1),
+                    timeout=timeout // (4 if args.smoke else 1),
                     check=False,
                 )
             status = proc.returncode
