@@ -191,7 +191,9 @@ class S3MultipartWriter:
         self._size += len(data)
         while len(self._buffer) >= self._next_part_size():
             size = self._next_part_size()
-            part = bytes(self._buffer[:size])
+            # One copy of the part (a slice of the bytearray would be a second, transient one)
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:size])
             del self._buffer[:size]
             self._upload_part(part)
         return len(data)
