@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -34,6 +34,7 @@ class GetUrlSigner:
 
     def __init__(self, client: Any, bucket: str) -> None:
         self._client = client
+        self._bucket = bucket
         probe = urlsplit(
             client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
@@ -44,7 +45,9 @@ class GetUrlSigner:
         self._prefix = f"{probe.scheme}://{probe.netloc}"
         self._path = probe.path[: -len(_PROBE_KEY)]  # "/bucket/" (path style) or "/"
         self._host = probe.netloc
-        self._region = client.meta.region_name
+        # The signing region as botocore resolved it: the credential scope's third part.
+        scope = parse_qs(probe.query)["X-Amz-Credential"][0].split("/")
+        self._region, self._service = scope[2], scope[3]
         self._keys: dict[tuple[str, str], bytes] = {}
         self._query_cache: tuple[Any, tuple[str, str, str]] = (None, ("", "", ""))
         self._stamp_cache: tuple[int, str] = (-1, "")
@@ -53,7 +56,7 @@ class GetUrlSigner:
         cached = self._keys.get((secret, day))
         if cached is None:
             key = _hmac(("AWS4" + secret).encode(), day)
-            for part in (self._region, "s3", "aws4_request"):
+            for part in (self._region, self._service, "aws4_request"):
                 key = _hmac(key, part)
             self._keys = {(secret, day): key}  # one day, one secret: nothing piles up
             cached = key
@@ -65,7 +68,7 @@ class GetUrlSigner:
         cache_key = (credentials.access_key, credentials.token, stamp, ttl_seconds)
         if self._query_cache[0] == cache_key:
             return self._query_cache[1]
-        scope = f"{stamp[:8]}/{self._region}/s3/aws4_request"
+        scope = f"{stamp[:8]}/{self._region}/{self._service}/aws4_request"
         params = {
             "X-Amz-Algorithm": ALGORITHM,
             "X-Amz-Credential": f"{credentials.access_key}/{scope}",
@@ -90,7 +93,12 @@ class GetUrlSigner:
         return self._stamp_cache[1]
 
     def url(self, key: str, ttl_seconds: int) -> str:
-        credentials = self._client._request_signer._credentials.get_frozen_credentials()
+        source = self._client._request_signer._credentials
+        if source is None:  # no credentials: botocore raises its own NoCredentialsError
+            return self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=ttl_seconds
+            )
+        credentials = source.get_frozen_credentials()
         stamp = self._stamp(_now())
         canonical_query, query, scope = self._query(credentials, stamp, ttl_seconds)
         path = self._path + quote(key, safe="/~")

@@ -68,3 +68,19 @@ def test_a_client_without_sigv4_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="SigV4"):
         presign.GetUrlSigner(client, "toq-media")
+
+
+def test_without_credentials_it_fails_like_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import NoCredentialsError
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    signer = presign.GetUrlSigner(client, "toq-media")
+    monkeypatch.setattr(client._request_signer, "_credentials", None)
+    with pytest.raises(NoCredentialsError):
+        client.generate_presigned_url(
+            "get_object", Params={"Bucket": "toq-media", "Key": "k"}, ExpiresIn=60
+        )
+    with pytest.raises(NoCredentialsError):
+        signer.url("k", 60)
