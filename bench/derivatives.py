@@ -70,7 +70,7 @@ SSIM_MARGIN = 0.005  # project may be this much below sharp
 BYTES_TARGET = 1.05  # project / sharp
 # The seed method is a reference figure, several times slower: fewer rounds of it.
 SEED_RUNS = 3
-PROFILE_RUNS = 3
+PROFILE_RUNS = 2
 
 
 # ---------------------------------------------------------------- inputs
@@ -453,7 +453,7 @@ def _measure_heic(
             else "decodes it (not timed)"
         )
     _check_outputs("project", contenders["project"](), item.width, item.height)
-    for _ in range(min(runs, SEED_RUNS)):  # figures only: fewer rounds
+    for _ in range(min(runs, PROFILE_RUNS)):  # figures only: fewer rounds
         for key, fn in contenders.items():
             began = time.perf_counter()
             fn()
