@@ -87,6 +87,8 @@ class BenchResult:
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     load: dict[str, Any] = field(default_factory=dict)
+    # Extra tables for the report: {"title": str, "header": [str], "rows": [[...]], "note": str}
+    tables: list[dict[str, Any]] = field(default_factory=list)
 
     def timing(self, label: str, unit: str = "s") -> Timing:
         for timing in self.timings:
@@ -106,6 +108,7 @@ class BenchResult:
             "targets": [t.as_dict() for t in self.targets],
             "notes": self.notes,
             "load": self.load,
+            "tables": self.tables,
         }
 
 
@@ -145,6 +148,11 @@ def print_result(result: BenchResult) -> None:
             f"(target {target.op} {_fmt(target.threshold)}{target.unit})"
             + (f" - {target.detail}" if target.detail else "")
         )
+    for table in result.tables:
+        print(f"   -- {table['title']}")
+        print("   " + " | ".join(str(h) for h in table["header"]))
+        for row in table["rows"]:
+            print("   " + " | ".join(_fmt(c) if isinstance(c, float) else str(c) for c in row))
     for note in result.notes:
         print(f"   note: {note}")
     sys.stdout.flush()

@@ -61,6 +61,7 @@ def write_report(
     *,
     smoke: bool,
     elapsed_s: float,
+    when: str | None = None,
 ) -> None:
     lines: list[str] = ["# Benchmarks", ""]
     if smoke:
@@ -70,7 +71,7 @@ def write_report(
         ]
     lines += [
         "Produced by `make bench` (`python -m bench`); every figure below is from one run on "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, which took {elapsed_s / 60:.1f} min. "
+        f"{when or f'{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}'} UTC, which took {elapsed_s / 60:.1f} min. "
         "Each benchmark compares the project's code with a reference measured in the same run "
         "(medians of several runs, contenders interleaved), because absolute times on a shared "
         "machine drift. Timing assertions never go into the test suite.",
@@ -138,6 +139,14 @@ def _section(result: dict[str, Any]) -> list[str]:
         )
     if result.get("targets"):
         lines.append("")
+    for table in result.get("tables", []):
+        lines += [f"**{table['title']}**", ""]
+        lines.append("| " + " | ".join(str(h) for h in table["header"]) + " |")
+        lines.append("|" + " --- |" * len(table["header"]))
+        lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in table["rows"]]
+        lines.append("")
+        if table.get("note"):
+            lines += [table["note"], ""]
     for note in result.get("notes", []):
         lines += [f"Note: {note}", ""]
     return lines

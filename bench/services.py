@@ -7,6 +7,7 @@ fixture and the benchmarks.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -27,14 +28,17 @@ class BenchMoto(MotoServer):
 
 
 @contextmanager
-def moto_server() -> Iterator[BenchMoto]:
-    """moto_server on a free loopback port; credentials exported for this process' children."""
+def moto_server(*, lean: bool = False) -> Iterator[BenchMoto]:
+    """moto_server on a free loopback port; credentials exported for this process' children.
+    ``lean``: moto with a streaming CompleteMultipartUpload (bench/moto_lean.py), for
+    archives of several GiB."""
     log = Path(tempfile.gettempdir()) / f"bench-moto-{uuid.uuid4().hex[:8]}.log"
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION
     )
+    command = [sys.executable, "-m", "bench.moto_lean"] if lean else None
     try:
-        with moto_server_process(log) as (endpoint, pid):
+        with moto_server_process(log, command) as (endpoint, pid):
             yield BenchMoto(endpoint, pid=pid)
     finally:
         log.unlink(missing_ok=True)

@@ -36,3 +36,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q -r requirements-dev.txt -r requirements-bench.txt
   echo "$want" > "$stamp"
 fi
+
+# sharp, the derivatives benchmark's contender (bench/sharp, pinned in its package-lock.json),
+# when node is present: without it the benchmark reports sharp as not run.
+if command -v npm >/dev/null 2>&1; then
+  lock=bench/sharp/package-lock.json
+  stamp=bench/sharp/node_modules/.lock.sha
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum "$lock" | cut -d' ' -f1)" ]; then
+    echo "setup: installing sharp for the benchmarks (npm ci in bench/sharp)"
+    (cd bench/sharp && npm ci --no-audit --no-fund --loglevel=error) &&
+      sha256sum "$lock" | cut -d' ' -f1 > "$stamp"
+  fi
+else
+  echo "setup: node/npm not found: the derivatives benchmark will run without sharp" >&2
+fi

@@ -670,11 +670,9 @@ def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str,
     from .views import asset_cards  # noqa: PLC0415 - views imports this module
 
     assets = selectors.listing_assets(listing_identity_id=job.listing_identity_id)
-    cards = asset_cards(assets)
     # The assets this job took (recorded at dispatch); None for a job started elsewhere.
     taken = job_asset_ids(job=job)
-    for card in cards:
-        card["in_job"] = taken is not None and card["asset"].pk in taken
+    cards = asset_cards(assets, taken=taken)
     is_sfn = (job.external_id or "").startswith("arn:")
     return {
         "job": job,

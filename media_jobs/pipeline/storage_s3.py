@@ -20,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.presign import GetUrlSigner
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, check_key_common
 
 MIB = 1024**2
@@ -190,7 +191,9 @@ class S3MultipartWriter:
         self._size += len(data)
         while len(self._buffer) >= self._next_part_size():
             size = self._next_part_size()
-            part = bytes(self._buffer[:size])
+            # One copy of the part (a slice of the bytearray would be a second, transient one)
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:size])
             del self._buffer[:size]
             self._upload_part(part)
         return len(data)
@@ -276,6 +279,7 @@ class S3Storage:
         self.list_page_size = 1000  # S3's maximum; tests lower it to cross pages
         # Set by the first successful bucket check: every later 404 is a missing key.
         self._bucket_seen = False
+        self._signer: GetUrlSigner | None = None
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -456,6 +460,8 @@ class S3Storage:
         return f"s3://{self.bucket}/{key}"
 
     def presigned_url(self, key: str, ttl_seconds: int) -> str | None:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds
-        )
+        """The same URL as botocore's ``generate_presigned_url``, ~8x cheaper (a page of
+        500 assets presigns ~2,500 links): see ``media_jobs.pipeline.presign``."""
+        if self._signer is None:
+            self._signer = GetUrlSigner(self.client, self.bucket)
+        return self._signer.url(key, ttl_seconds)

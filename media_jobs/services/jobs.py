@@ -154,16 +154,20 @@ def job_complete(
     callback_body: str | None = None,
     completed_at: datetime | None = None,
     allow_late_success: bool = False,
+    locked: bool = False,
 ) -> MediaProcessingJob:
     """Move a job to a terminal status.
 
     A job already in that same status is left as it is (replays are harmless). A failure never
     replaces a success (JobStateError). A success replaces a failure only with
     ``allow_late_success`` - the callback receiver's case of a job the reconciler gave up on.
+    ``locked``: the caller selected ``job`` FOR UPDATE in this transaction (the callback
+    receiver), so it is not read again. Only the columns it sets are written.
     """
     if status not in TERMINAL_JOB_STATUSES:
         raise JobStateError(f"{status} is not a terminal status")
-    job = _lock(job)
+    if not locked:
+        job = _lock(job)
     if job.status in TERMINAL_JOB_STATUSES:
         if job.status == status:
             return job
@@ -173,17 +177,22 @@ def job_complete(
             raise JobStateError(f"job {job.pk} already {job.status}")
     job.status = status
     job.completed_at = completed_at or now_seconds()
+    fields = ["status", "completed_at"]
     if job.started_at is None:
         job.started_at = job.completed_at
+        fields.append("started_at")
     if error_line:
         job.last_error = truncate_text(error_line)
+        fields.append("last_error")
     if payload:
         merged = dict(job.payload) if isinstance(job.payload, dict) else {}
         merged.update(payload)
         job.payload = merged
+        fields.append("payload")
     if callback_body is not None:
         job.callback_body = callback_body
-    job.save()
+        fields.append("callback_body")
+    job.save(update_fields=fields)
     return job
 
 

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from bench.sharp_client import unavailable_reason
+
 ROOT = Path(__file__).resolve().parents[2]
 TITLES = {
     "derivatives": "1. Derivatives",
     "zip": "2. ZIP",
-    "admin": "3. Admin at scale",
-    "callback": "4. Callback receiver",
-    "pipeline": "5. Pipeline scaling",
+    "callback": "3. Callback receiver",
+    "pipeline": "4. Pipeline efficiency",
+    "admin": "5. Admin job page",
 }
 
 
@@ -28,7 +30,7 @@ def _benchmarks() -> list[str]:
     """The database and worker benchmarks need MariaDB and Redis (what make test picks)."""
     keys = ["derivatives", "zip"]
     if os.environ.get("DATABASE_URL", "").startswith(("mysql://", "mariadb://")):
-        keys += ["admin", "callback"]
+        keys += ["callback", "admin"]
         if os.environ.get("TEST_REDIS_URL"):
             keys.append("pipeline")
     return keys
@@ -63,7 +65,7 @@ def test_bench_smoke_writes_a_results_table(tmp_path: Path) -> None:
             env=env,
             capture_output=True,
             text=True,
-            timeout=540,
+            timeout=900,  # a ceiling for a loaded machine; ~2 min on a quiet one
         )
     finally:
         if "admin" in keys:
@@ -76,11 +78,14 @@ def test_bench_smoke_writes_a_results_table(tmp_path: Path) -> None:
         title = TITLES[key]
         rows = [line for line in text.splitlines() if line.startswith(f"| {title}")]
         assert rows, f"no target rows for {key}"
-        assert all(("**PASS**" in row) or ("**MISS**" in row) for row in rows), rows
+        verdicts = ["**PASS**", "**MISS**"]
+        if key == "derivatives" and unavailable_reason() is not None:
+            verdicts.append("**N/A**")  # no node here: sharp is reported as not run
+        assert all(any(v in row for v in verdicts) for row in rows), rows
 
 
 def _drop_databases(suffix: str) -> None:
     from bench.common import drop_database
 
-    for name in ("toq_bench_admin_smoke", "toq_bench_callback", "toq_bench_pipeline"):
+    for name in ("bench_admin_smoke", "bench_callback", "bench_pipeline"):
         drop_database(name + suffix)

@@ -392,17 +392,14 @@ def test_started_at_outside_a_timestamp_is_ignored(started_at: str, kept: dateti
 
 
 def test_one_transaction_per_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asset rows are written, then the job's event fails: nothing stays."""
     job, (first, second) = processing_job(listing=509)
-    real = callbacks.asset_apply_output
-    calls = []
 
-    def failing_second(*, asset: MediaAsset, output: dict[str, Any]) -> MediaAsset:
-        calls.append(asset.pk)
-        if len(calls) == 2:
-            raise RuntimeError("database went away")
-        return real(asset=asset, output=output)
+    def failing_event(**kwargs: Any) -> MediaJobEvent:
+        assert MediaAsset.objects.get(pk=first.pk).status == AssetStatus.PROCESSED
+        raise RuntimeError("database went away")
 
-    monkeypatch.setattr(callbacks, "asset_apply_output", failing_second)
+    monkeypatch.setattr(callbacks, "event_record", failing_event)
     with pytest.raises(RuntimeError):
         deliver(body_for(job, "SUCCEEDED", [output(first), output(second)]))
     first.refresh_from_db()
@@ -464,3 +461,29 @@ def test_malformed_bodies_are_refused(raw: bytes, error: type[Exception]) -> Non
     assert type(raised.value) is error
     assert raised.value.status_code in (400, 404)
     json.dumps(raised.value.message)
+
+
+def test_outputs_are_written_in_batches_with_their_own_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several statements (batch of 2 here), failures (no processed key) and non-ASCII
+    metadata among them: every row gets exactly its own output."""
+    monkeypatch.setattr(callbacks, "OUTPUT_BATCH", 2)
+    job, assets = processing_job(listing=540, assets=5)
+    assets[0].metadata = {"filename": "fachada-água.jpg"}
+    assets[0].save()
+    outputs = [output(a) for a in assets]
+    outputs[3] = output(assets[3], processedKey=None, errorCode="CORRUPT_IMAGE", errorMessage="ã")
+    outcome = deliver(body_for(job, "PARTIAL_SUCCESS", outputs))
+    assert (outcome.status_code, outcome.assets_updated) == (200, 5)
+    for index, asset in enumerate(assets):
+        asset.refresh_from_db()
+        if index == 3:
+            assert asset.status == AssetStatus.FAILED and asset.s3_key_processed is None
+            assert asset.metadata["errorCode"] == "CORRUPT_IMAGE"
+            assert asset.metadata["error"] == "ã"
+            continue
+        assert asset.status == AssetStatus.PROCESSED
+        assert asset.s3_key_processed == outputs[index]["processedKey"]
+        assert asset.metadata["thumbnailKey"] == outputs[index]["thumbnailKey"]
+    assert assets[0].metadata["filename"] == "fachada-água.jpg"

@@ -1,0 +1,86 @@
+"""Presigned GET URLs: byte for byte what botocore makes, at a fraction of the cost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from unittest import mock
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from media_jobs.pipeline import presign
+
+KEYS = [
+    "300500/processed/photo/horizontal/large/horizontal-01-IMG_1.jpg",
+    "300500/raw/photo/vertical/a b+c~d (1).jpg",
+    "x/ção/ü é#?&=%.jpg",
+    "plain",
+]
+CLIENTS = [
+    {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"},  # path style
+    {"endpoint_url": "https://s3.example.com:8443", "region_name": "eu-west-1"},
+    {"region_name": "sa-east-1"},  # AWS, virtual host
+    {"region_name": "us-east-1"},
+]
+
+
+def _client(token: str | None, **kwargs: str):  # noqa: ANN202 - boto3 clients have no public type
+    return boto3.client(
+        "s3",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret/key+example",
+        aws_session_token=token,
+        config=Config(signature_version="s3v4"),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("kwargs", CLIENTS)
+@pytest.mark.parametrize("token", [None, "session/token+=="])
+def test_urls_are_botocores(kwargs: dict[str, str], token: str | None) -> None:
+    client = _client(token, **kwargs)
+    signer = presign.GetUrlSigner(client, "toq-media")
+    # two days: the cached signing key must follow the date
+    for moment in (datetime(2026, 11, 30, 5, 0, 7, tzinfo=UTC), datetime(2026, 12, 1, 0, 0, 1)):
+        moment = moment.replace(tzinfo=UTC)
+        with (
+            mock.patch(
+                "botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)
+            ),
+            mock.patch.object(presign, "_now", return_value=moment),
+        ):
+            for key in KEYS:
+                want = client.generate_presigned_url(
+                    "get_object", Params={"Bucket": "toq-media", "Key": key}, ExpiresIn=900
+                )
+                assert signer.url(key, 900) == want
+
+
+def test_a_client_without_sigv4_is_refused() -> None:
+    client = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        config=Config(signature_version="s3"),
+    )
+    with pytest.raises(ValueError, match="SigV4"):
+        presign.GetUrlSigner(client, "toq-media")
+
+
+def test_without_credentials_it_fails_like_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import NoCredentialsError
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    signer = presign.GetUrlSigner(client, "toq-media")
+    monkeypatch.setattr(client._request_signer, "_credentials", None)
+    with pytest.raises(NoCredentialsError):
+        client.generate_presigned_url(
+            "get_object", Params={"Bucket": "toq-media", "Key": "k"}, ExpiresIn=60
+        )
+    with pytest.raises(NoCredentialsError):
+        signer.url("k", 60)
