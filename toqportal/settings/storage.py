@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .env import BASE_DIR, ConfigError, env, typed
+from .env import VAR_DIR, ConfigError, env, typed
 
 MEDIA_BUCKET = env.str("MEDIA_BUCKET", default="")
 MEDIA_STORAGE_BACKEND = env.str("MEDIA_STORAGE_BACKEND", default="s3" if MEDIA_BUCKET else "local")
 if MEDIA_STORAGE_BACKEND not in {"s3", "local"}:
     raise ConfigError(f"MEDIA_STORAGE_BACKEND: must be s3 or local, got {MEDIA_STORAGE_BACKEND!r}")
 MEDIA_BUCKET = MEDIA_BUCKET or "toq-listing-medias"
-MEDIA_LOCAL_ROOT = Path(env.str("MEDIA_LOCAL_ROOT", default=str(BASE_DIR / "var" / "media")))
+MEDIA_LOCAL_ROOT = Path(env.str("MEDIA_LOCAL_ROOT", default=str(VAR_DIR / "media")))
 
 AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
 AWS_S3_REGION_NAME = env.str("AWS_REGION", default="") or env.str("AWS_DEFAULT_REGION", default="")
