@@ -21,6 +21,7 @@ from django.utils import formats, timezone
 from django.utils.html import conditional_escape, escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
+from django.utils.translation import gettext_lazy as _
 
 from media_jobs import stepfunctions
 from media_jobs.models import (
@@ -31,6 +32,7 @@ from media_jobs.models import (
 )
 from media_jobs.pipeline import keys
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors import errors as error_selectors
 from media_jobs.services.dispatch import job_asset_ids
 
 from .common import (
@@ -48,6 +50,8 @@ from .common import (
 from .operations import mark_failed, plan_for, retry_jobs
 
 OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
+# The error-code filter offers the documented codes and those seen in this many days.
+ERROR_CODE_CHOICE_DAYS = 30
 # Labels by value for the list's cells: Model.get_FOO_display() rebuilds the choices dict on
 # every call, twice per row. An unknown value (a backend's newer status) shows as it is.
 STATUS_LABELS: dict[str, str] = dict(JobStatus.choices)
@@ -69,13 +73,15 @@ class StuckFilter(admin.SimpleListFilter):
 
 
 class ErrorCodeFilter(admin.SimpleListFilter):
-    """The ``code=X`` of last_error, matched as a prefix (never a substring scan)."""
+    """Jobs that ended with a code - their own or one of their assets' (media_job_errors)."""
 
-    title = "error code"
+    title = _("error code")
     parameter_name = "error_code"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        choices = selectors.error_code_choices()
+        choices = error_selectors.error_code_choices(
+            recent_since=timezone.now() - datetime.timedelta(days=ERROR_CODE_CHOICE_DAYS)
+        )
         current = self.value()
         if current and current not in choices:
             choices.append(current)
@@ -83,7 +89,7 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value():
-            return queryset.filter(selectors.error_code_q(self.value()))
+            return queryset.filter(error_selectors.job_error_code_q(self.value()))
         return queryset
 
 

@@ -32,6 +32,7 @@ from media_jobs.models import AssetStatus, MediaAsset, MediaProcessingJob
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors import errors as error_selectors
 from media_jobs.storage import pipeline_storage
 
 from .charts import daily_bar_chart
@@ -202,7 +203,7 @@ def _window(request: HttpRequest) -> tuple[str, int]:
 def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     require_view(request)
     days_param, days = _window(request)
-    report = selectors.error_groups(since=timezone.now() - timedelta(days=days))
+    report = error_selectors.error_groups(since=timezone.now() - timedelta(days=days))
     changelist = reverse("admin:media_jobs_mediaprocessingjob_changelist")
     groups = []
     for group in report.groups:
@@ -221,9 +222,7 @@ def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
                 "listings": format_html("{} (+{} more)", listing_links, more)
                 if more > 0
                 else listing_links,
-                "jobs_url": f"{changelist}?error_code={quote(group.code)}"
-                if group.code != "(no code)"
-                else None,
+                "jobs_url": f"{changelist}?error_code={quote(group.code)}" if group.code else None,
                 "retry_url": reverse("admin:media_jobs_error_group_retry", args=[group.key])
                 + f"?days={days_param}",
             }
@@ -248,12 +247,12 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
     """Retry a whole group: the newest failed job per listing and kind not retried yet."""
     require_operate(request)
     days_param, days = _window(request)
-    group = selectors.error_group(key=key, since=timezone.now() - timedelta(days=days))
+    group = error_selectors.error_group(key=key, since=timezone.now() - timedelta(days=days))
     back = reverse("admin:media_jobs_error_groups") + f"?days={days_param}"
     if group is None:
         messages.warning(request, "That error group has no failures in this window any more.")
         return HttpResponseRedirect(back)
-    targets = selectors.error_group_retry_targets(group=group)
+    targets = error_selectors.error_group_retry_targets(group=group)
     if request.method == "POST":
         outcomes = retry_jobs(request=request, jobs=targets)
         done = [o for o in outcomes if not o.error]

@@ -7,9 +7,7 @@ the table, no ``LIKE '%…%'``, no per-row queries. What the indexes are: see th
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +31,9 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.pipeline import keys
-from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.errors import PipelineError
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from media_jobs.selectors.errors import top_error_codes
 from media_jobs.selectors.jobs import stale_job_filter
 
 # The list page counts at most this many rows; above it shows "more than N" (operators narrow
@@ -43,12 +42,8 @@ LIST_COUNT_CAP = 1_000
 STUCK_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
 FAILURE_STATUSES = (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS)
 CHART_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS, JobStatus.FAILED)
-# Error codes: the ``code=X`` head of last_error's first line (services.jobs.format_last_error).
-_CODE_HEAD = re.compile(r"code=([A-Za-z0-9_.:\-]+)")
-_VALID_CODE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
-# How much of last_error the aggregates read per row (the first line is what they group on).
+# How much of last_error the jobs list reads per row (the column shows the first line).
 ERROR_HEAD_CHARS = 300
-ERROR_SCAN_LIMIT = 5_000
 
 
 # -- pagination -------------------------------------------------------------------------------
@@ -108,59 +103,6 @@ def prefix_q(field: str, prefix: str) -> Q:
     index range and the exact match.
     """
     return Q(**{f"{field}__istartswith": prefix}) & Q(**{f"{field}__startswith": prefix})
-
-
-def error_code_of(last_error: str | None) -> str | None:
-    """The ``code=X`` of last_error's first line, or None."""
-    if not last_error:
-        return None
-    match = _CODE_HEAD.match(last_error)
-    return match.group(1) if match else None
-
-
-def error_code_q(code: str) -> Q:
-    """Jobs whose last_error starts with ``code=<code>``: prefix matches only (``LIKE 'x%'``).
-
-    The code must end where the field separator (`` | ``), the line or the text ends, so
-    ``code=ZIP`` does not also match ``code=ZIP_FAILED``. The prefix index on last_error
-    (``idx_mpj_error_head``, migration 0003) serves these ranges (see ``prefix_q``).
-    """
-    if not _VALID_CODE.fullmatch(code or ""):
-        return Q(pk__in=[])
-    head = f"code={code}"
-    return (
-        Q(last_error=head)
-        | prefix_q("last_error", f"{head} ")
-        | prefix_q("last_error", f"{head}\n")
-    )
-
-
-ERROR_CODE_CHOICES_CACHE_KEY = "media_jobs:admin:error-code-choices"
-ERROR_CODE_CHOICES_TTL_SECONDS = 60
-
-
-def error_code_choices(*, recent: int = 250) -> list[str]:
-    """The documented codes plus those seen in the newest failures: per failure status, the
-    newest ``recent`` rows of idx_mpj_status_created, first 120 characters of last_error.
-    Kept a minute in the cache: the filter's choices need not be fresher than that."""
-    cached = cache.get(ERROR_CODE_CHOICES_CACHE_KEY)
-    if cached is not None:
-        return list(cached)
-    seen = {str(code) for code in ErrorCode}
-    for status in FAILURE_STATUSES:
-        heads = (
-            MediaProcessingJob.objects.filter(status=status)
-            .order_by("-created_at")
-            .annotate(head=Substr("last_error", 1, 120))
-            .values_list("head", flat=True)[:recent]
-        )
-        for head in heads:
-            code = error_code_of(head)
-            if code:
-                seen.add(code)
-    choices = sorted(seen)
-    cache.set(ERROR_CODE_CHOICES_CACHE_KEY, choices, ERROR_CODE_CHOICES_TTL_SECONDS)
-    return choices
 
 
 JOB_CREATED_BOUNDS_CACHE_KEY = "media_jobs:admin:job-created-bounds"
@@ -564,26 +506,6 @@ def jobs_per_day(*, days: int = 14, now: datetime | None = None) -> list[DayCoun
     return result
 
 
-def failure_heads(*, since: datetime, limit: int = ERROR_SCAN_LIMIT) -> QuerySet:
-    """The newest failures since ``since`` with only the head of last_error read."""
-    return (
-        MediaProcessingJob.objects.filter(status__in=FAILURE_STATUSES, created_at__gte=since)
-        .order_by("-created_at", "-pk")
-        .annotate(head=Substr("last_error", 1, ERROR_HEAD_CHARS))
-        .values("pk", "listing_identity_id", "provider", "status", "created_at", "head")[:limit]
-    )
-
-
-def top_error_codes(
-    *, since: datetime, limit: int = 8, sample: int = 2_000
-) -> list[tuple[str, int]]:
-    """The most frequent codes among the newest ``sample`` failures since ``since``."""
-    counter: Counter[str] = Counter()
-    for row in failure_heads(since=since, limit=sample):
-        counter[error_code_of(row["head"]) or "(no code)"] += 1
-    return counter.most_common(limit)
-
-
 def celery_queue_depth() -> int | None:
     """Messages waiting in the default queue, when the broker can tell (else None)."""
     url = settings.CELERY_BROKER_URL
@@ -637,133 +559,3 @@ def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
         queue_name=settings.CELERY_TASK_DEFAULT_QUEUE,
         queue_depth=celery_queue_depth(),
     )
-
-
-# -- error groups -----------------------------------------------------------------------------
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_UUID = re.compile(
-    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
-)
-_HEX = re.compile(r"\b[0-9a-fA-F]{12,}\b")
-_PATH = re.compile(r"\S*/\S+")
-_NUMBER = re.compile(r"\d+")
-_SPACES = re.compile(r"\s+")
-
-
-def normalize_error_message(message: str) -> str:
-    """The message with what varies per job replaced: quoted values, keys, ids, numbers."""
-    text = _QUOTED.sub("'…'", message)
-    text = _UUID.sub("<id>", text)
-    text = _HEX.sub("<hex>", text)
-    text = _PATH.sub("<key>", text)
-    text = _NUMBER.sub("#", text)
-    return _SPACES.sub(" ", text).strip()[:200]
-
-
-def split_error_head(head: str | None) -> tuple[str, str]:
-    """(code, normalized message) of last_error's first line."""
-    line = (head or "").split("\n", 1)[0]
-    code = error_code_of(line) or "(no code)"
-    parts = [part.strip() for part in line.split(" | ")]
-    if parts and parts[0].startswith("code="):
-        parts = parts[1:]
-    parts = [part for part in parts if not part.startswith("meta=")]
-    message = normalize_error_message(parts[0]) if parts else ""
-    return code, message or "(no message)"
-
-
-def error_group_key(code: str, message: str) -> str:
-    return hashlib.sha256(f"{code}\x00{message}".encode()).hexdigest()[:16]
-
-
-@dataclass
-class ErrorGroup:
-    key: str
-    code: str
-    message: str
-    count: int = 0
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    listing_ids: list[int] = field(default_factory=list)
-    job_ids: list[int] = field(default_factory=list)
-    sample: str = ""
-
-
-@dataclass
-class ErrorGroupReport:
-    since: datetime
-    groups: list[ErrorGroup]
-    scanned: int
-    truncated: bool
-
-
-def error_groups(
-    *, since: datetime, limit: int = ERROR_SCAN_LIMIT, search_code: str | None = None
-) -> ErrorGroupReport:
-    """Failures since ``since`` grouped by error code and normalized message, biggest first.
-
-    Reads at most ``limit`` of the newest failures (an indexed range), 300 characters each.
-    """
-    groups: dict[str, ErrorGroup] = {}
-    scanned = 0
-    for row in failure_heads(since=since, limit=limit):
-        scanned += 1
-        code, message = split_error_head(row["head"])
-        if search_code and code != search_code:
-            continue
-        key = error_group_key(code, message)
-        group = groups.get(key)
-        if group is None:
-            first_line = (row["head"] or "").split("\n", 1)[0]
-            group = groups[key] = ErrorGroup(key, code, message, sample=first_line)
-        group.count += 1
-        created = row["created_at"]
-        group.first_seen = created if group.first_seen is None else min(group.first_seen, created)
-        group.last_seen = created if group.last_seen is None else max(group.last_seen, created)
-        if row["listing_identity_id"] not in group.listing_ids:
-            group.listing_ids.append(row["listing_identity_id"])
-        group.job_ids.append(row["pk"])
-    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.code, g.message))
-    return ErrorGroupReport(since, ordered, scanned, scanned >= limit)
-
-
-def error_group(*, key: str, since: datetime) -> ErrorGroup | None:
-    for group in error_groups(since=since).groups:
-        if group.key == key:
-            return group
-    return None
-
-
-def error_group_retry_targets(*, group: ErrorGroup, limit: int = 100) -> list[MediaProcessingJob]:
-    """The newest failed job of the group per listing and kind, unless a newer job of that
-    listing and kind exists (it was retried already, or ran again since); at most ``limit``
-    (newest first: a group retry goes in batches, and a page of plans stays readable)."""
-    jobs = list(
-        MediaProcessingJob.objects.filter(pk__in=group.job_ids)
-        .defer("payload", "callback_body")
-        .order_by("-pk")
-    )
-    newest_in_group: dict[tuple[int, str], MediaProcessingJob] = {}
-    for job in jobs:
-        newest_in_group.setdefault((job.listing_identity_id, job.provider), job)
-    if not newest_in_group:
-        return []
-    # Only jobs newer than the group's oldest can supersede it: idx_mpj_listing holds the
-    # id too, so the id range is checked in the index before any row is read.
-    oldest = min(job.pk for job in newest_in_group.values())
-    latest = {
-        (row["listing_identity_id"], row["provider"]): row["latest"]
-        for row in MediaProcessingJob.objects.filter(
-            listing_identity_id__in={listing for listing, _ in newest_in_group}, pk__gte=oldest
-        )
-        .order_by()
-        .values("listing_identity_id", "provider")
-        .annotate(latest=Max("pk"))
-    }
-    targets = [
-        job
-        for pair, job in sorted(newest_in_group.items(), key=lambda item: -item[1].pk)
-        if latest.get(pair) == job.pk
-    ]
-    return targets[:limit]

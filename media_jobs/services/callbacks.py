@@ -50,6 +50,7 @@ from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
 from .errors import ApplicationError, ConflictError, NotFoundError
 from .events import STEP_CALLBACK, event_record, json_safe
+from .job_errors import JobErrorEntry, entries_of_last_error, entries_of_outputs, job_errors_record
 from .jobs import (
     ZIP_FIGURES,
     format_last_error,
@@ -370,6 +371,23 @@ def _payload(job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any) -> 
     return {"assetsTotal": len(outputs), "assetsFailed": failed}
 
 
+def _error_entries(
+    status: str, error_line: str, outputs: Any, assets_updated: int
+) -> list[JobErrorEntry]:
+    """The codes this outcome leaves on the job: none for a success; the job's own code and
+    its failed assets' codes otherwise (a failure without outputs failed ``assets_updated``
+    assets with the job's code)."""
+    if status == JobStatus.SUCCEEDED:
+        return []
+    per_asset = entries_of_outputs(outputs)
+    own = entries_of_last_error(error_line, assets=0 if per_asset else assets_updated)
+    # The per-asset codes counted in the line are the outputs' own, with their messages.
+    own = [entry for entry in own if entry.scope == "job"]
+    if status == JobStatus.FAILED and not own:
+        own = [JobErrorEntry("job", "", "", 0 if per_asset else assets_updated)]
+    return own + per_asset
+
+
 # --- the receiver -------------------------------------------------------------------------
 
 
@@ -523,6 +541,7 @@ def _apply(
         code, message = _error_code_and_message(body)
         updated = job_fail_processing_assets(job=job, code=code, message=message)
     error_parts = _error_parts(body)
+    error_line = format_last_error(**error_parts)
     if failure_update:
         # Same terminal status, new facts (the pipeline's own failure after the reconciler's).
         job.callback_body = stored_text
@@ -532,11 +551,16 @@ def _apply(
         job = job_complete(
             job=job,
             status=new_status,
-            error_line=format_last_error(**error_parts) or None,
+            error_line=error_line or None,
             payload=_payload(job, body, outputs) or None,
             callback_body=stored_text,
             allow_late_success=late_success,
         )
+    job_errors_record(
+        job=job,
+        entries=_error_entries(new_status, error_line, outputs, updated),
+        replace=not failure_update,
+    )
     if late_success:
         message = f"late {new_status} applied over FAILED (the reconciler or an operator gave up)"
     elif failure_update:

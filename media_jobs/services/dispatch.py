@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 
+from ..errorcodes import DISPATCH_FAILED
 from ..models import (
     AssetStatus,
     AssetType,
@@ -43,7 +44,7 @@ from .jobs import job_mark_running, job_start
 logger = logging.getLogger("toq.media.dispatch")
 
 # last_error code of a job that could not be started (the broker, or its first task).
-DISPATCH_FAILED_CODE = "DISPATCH_FAILED"
+DISPATCH_FAILED_CODE = DISPATCH_FAILED
 ENGINE_CELERY = "celery"
 ENGINE_STEPFUNCTIONS = "stepfunctions"
 # Assets a processing job picks up by default.

@@ -193,7 +193,10 @@ def test_date_hierarchy_offers_the_calendar_without_distinct_scans(viewer_client
     with CaptureQueriesContext(connection) as captured:
         html = viewer_client.get(LIST_URL).content.decode()
     assert "created_at__year=2024" in html and "created_at__year=2025" in html
-    assert not any("DISTINCT" in q["sql"].upper() for q in captured.captured_queries)
+    assert not any(
+        "DISTINCT" in q["sql"].upper() and "media_processing_jobs" in q["sql"]
+        for q in captured.captured_queries
+    )
     year = viewer_client.get(LIST_URL, {"created_at__year": "2025"})
     assert "created_at__month=12" in year.content.decode()
     month = viewer_client.get(LIST_URL, {"created_at__year": "2025", "created_at__month": "7"})

@@ -15,6 +15,7 @@ from django.utils import timezone
 from media_jobs.models import JobProvider, JobStatus
 from media_jobs.pipeline import keys
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors import errors as error_selectors
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -205,7 +206,7 @@ def test_error_groups_group_by_code_and_normalized_message(viewer_client):
         last_error="code=OLD | only in the 30-day window",
     )
 
-    report = selectors.error_groups(since=now - timedelta(days=7))
+    report = error_selectors.error_groups(since=now - timedelta(days=7))
     assert [(g.code, g.count) for g in report.groups] == [
         ("CORRUPT_IMAGE", 3),
         ("DERIVATIVE_ERRORS_DETECTED", 1),
@@ -232,9 +233,11 @@ def test_error_group_retry_targets_skip_listings_that_ran_again():
     a_newer = JobFactory(listing_identity_id=21, status=JobStatus.FAILED, last_error="code=E | m")
     b = JobFactory(listing_identity_id=22, status=JobStatus.FAILED, last_error="code=E | m")
     JobFactory(listing_identity_id=22, status=JobStatus.RUNNING)
-    group = selectors.error_groups(since=timezone.now() - timedelta(days=1)).groups[0]
+    group = error_selectors.error_groups(since=timezone.now() - timedelta(days=1)).groups[0]
     assert sorted(group.job_ids) == sorted([a.pk, a_newer.pk, b.pk])
-    assert [job.pk for job in selectors.error_group_retry_targets(group=group)] == [a_newer.pk]
+    assert [job.pk for job in error_selectors.error_group_retry_targets(group=group)] == [
+        a_newer.pk
+    ]
 
 
 # -- files -------------------------------------------------------------------------------------

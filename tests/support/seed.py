@@ -19,6 +19,7 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.pipeline import keys
+from media_jobs.services.job_errors import job_errors_backfill
 from media_jobs.storage import pipeline_storage
 
 FAILED_ERROR = "code=CORRUPT_IMAGE | image file is truncated | derivative processing failed"
@@ -66,6 +67,7 @@ def failed_jobs(*, count: int, first_listing: int = 70_000) -> list[int]:
             }
         )
         job.save(update_fields=["callback_body"])
+        job_errors_backfill(jobs=[job])
         job_ids.append(job.pk)
     return job_ids
 
