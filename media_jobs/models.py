@@ -214,7 +214,11 @@ class MediaJobEvent(models.Model):
     class Meta:
         db_table = "media_job_events"
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["job", "at"], name="idx_mje_job_at")]
+        indexes = [
+            models.Index(fields=["job", "at"], name="idx_mje_job_at"),
+            # A page of jobs reads one step of each (dispatch, retry) without their timelines.
+            models.Index(fields=["job", "step"], name="idx_mje_job_step"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.step} {self.kind} (job #{self.job_id})"

@@ -21,14 +21,23 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     HttpResponseRedirect,
+    JsonResponse,
     StreamingHttpResponse,
 )
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 
-from media_jobs.models import AssetStatus, MediaAsset, MediaProcessingJob
+from media_jobs.models import (
+    TERMINAL_JOB_STATUSES,
+    AssetStatus,
+    JobStatus,
+    MediaAsset,
+    MediaProcessingJob,
+)
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.selectors import admin as selectors
@@ -36,7 +45,14 @@ from media_jobs.selectors import errors as error_selectors
 from media_jobs.storage import pipeline_storage
 
 from .charts import daily_bar_chart
-from .common import can_operate, object_url, require_operate, require_view, status_badge
+from .common import (
+    can_operate,
+    object_url,
+    require_operate,
+    require_view,
+    s3_console_url,
+    status_badge,
+)
 from .operations import plan_for, retry_jobs
 
 ERROR_GROUP_WINDOWS = {"1": 1, "7": 7, "30": 30}
@@ -107,7 +123,98 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         ],
         "jobs_url": changelist,
         "error_groups_url": reverse("admin:media_jobs_error_groups"),
+        "live_url": reverse("admin:media_jobs_job_status") + "?dashboard=1",
+        "undelivered_oldest_url": reverse(
+            "admin:media_jobs_mediaprocessingjob_change",
+            args=[summary.undelivered.oldest_job_id],
+        )
+        if summary.undelivered and summary.undelivered.oldest_job_id
+        else None,
     }
+
+
+def dashboard_live(summary: selectors.Dashboard) -> dict[str, Any]:
+    """The dashboard's figures that change while jobs run, for the page's script."""
+    undelivered = summary.undelivered
+    return {
+        "active": summary.active,
+        "status": {
+            status: [summary.last_24h.get(status, 0), summary.last_7d.get(status, 0)]
+            for status in JobStatus.values
+        },
+        "stuck": f"{summary.stuck_count}{'+' if summary.stuck_more else ''}",
+        "unresolved": f"{summary.unresolved_count}{'+' if summary.unresolved_more else ''}",
+        "undelivered": f"{undelivered.count}{'+' if undelivered.more else ''}"
+        if undelivered
+        else "0",
+        "queue": "" if summary.queue_depth is None else summary.queue_depth,
+    }
+
+
+# -- live updates -----------------------------------------------------------------------------
+
+# What the jobs list and the job page replace in place: the cells of a row, the fields of the
+# job page's summary (names of the job admin's display methods).
+LIST_CELLS = ("status_badge", "started", "completed", "duration", "assets", "error_summary")
+PAGE_FIELDS = (
+    "status_badge",
+    "started_time",
+    "completed_time",
+    "duration",
+    "asset_figures_text",
+    "resolution_text",
+    "delivery_text",
+    "what_to_do",
+    "last_error_full",
+)
+LIVE_MAX_JOBS = 200
+
+
+def _ids(value: str) -> list[int]:
+    ids = [int(part) for part in value.split(",") if part.strip().isdigit()]
+    return ids[:LIVE_MAX_JOBS]
+
+
+def job_status_view(site: AdminSite, request: HttpRequest) -> JsonResponse:
+    """GET: the state of running jobs as JSON, for the page's script (staff with the view
+    permission; pages work without it). ``?ids=1,2`` the list's rows, ``?job=1&events=N``
+    the job page (its timeline again when it has more than N events), ``?dashboard=1``
+    the dashboard's figures. Every piece of HTML is what the page itself renders."""
+    require_view(request)
+    from .jobs import annotate_job_rows, job_list_row_queryset, timeline_context
+
+    model_admin = site._registry[MediaProcessingJob]
+    data: dict[str, Any] = {}
+    if request.GET.get("dashboard") == "1":
+        data["dashboard"] = dashboard_live(selectors.dashboard_summary())
+    page_job = request.GET.get("job", "")
+    ids = _ids(request.GET.get("ids", "")) + ([int(page_job)] if page_job.isdigit() else [])
+    if ids:
+        jobs = list(job_list_row_queryset().filter(pk__in=ids))
+        annotate_job_rows(jobs, operate=can_operate(request))
+        data["jobs"] = {
+            str(job.pk): {
+                "status": job.status,
+                "terminal": job.status in TERMINAL_JOB_STATUSES,
+                "cells": {name: str(getattr(model_admin, name)(job)) for name in LIST_CELLS},
+            }
+            for job in jobs
+        }
+    if page_job.isdigit():
+        job = MediaProcessingJob.objects.filter(pk=int(page_job)).first()
+        if job is not None:
+            annotate_job_rows([job], operate=can_operate(request))
+            entry = data["jobs"].setdefault(str(job.pk), {})
+            entry["fields"] = {name: str(getattr(model_admin, name)(job)) for name in PAGE_FIELDS}
+            timeline = timeline_context(job)
+            entry["events"] = timeline["event_count"]
+            if str(timeline["event_count"]) != request.GET.get("events"):
+                entry["timeline"] = render_to_string(
+                    "media_jobs/includes/timeline.html", timeline, request=request
+                )
+    response = JsonResponse(data)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # -- listing page and storage check -----------------------------------------------------------
@@ -119,7 +226,9 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
     assets = selectors.listing_assets(listing_identity_id=listing_identity_id)
     jobs = selectors.listing_jobs(listing_identity_id=listing_identity_id, limit=100)
     if not assets and not jobs:
-        raise Http404(f"Listing {listing_identity_id} has no assets and no jobs.")
+        raise Http404(
+            _("Listing %(listing)s has no assets and no jobs.") % {"listing": listing_identity_id}
+        )
     zip_job = selectors.listing_zip_job(listing_identity_id=listing_identity_id)
     zip_key = keys.zip_key(listing_identity_id)
     zip_info, zip_problem = None, None
@@ -127,10 +236,10 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
         zip_info = storage.head(zip_key)
     except ObjectNotFound:
         zip_problem = (
-            "No ZIP in storage." if zip_job is None else "The ZIP is MISSING from storage."
+            _("No ZIP in storage.") if zip_job is None else _("The ZIP is MISSING from storage.")
         )
     except Exception as exc:  # noqa: BLE001 - storage down: say so on the page
-        zip_problem = f"Storage could not be asked: {exc}"
+        zip_problem = _("Storage could not be asked: %(error)s") % {"error": exc}
     payload = zip_job.payload if zip_job and isinstance(zip_job.payload, dict) else {}
     return TemplateResponse(
         request,
@@ -138,7 +247,7 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
         _page(
             site,
             request,
-            f"Listing {listing_identity_id}",
+            _("Listing %(listing)s") % {"listing": listing_identity_id},
             listing_identity_id=listing_identity_id,
             asset_cards=asset_cards(assets, storage=storage),
             jobs=jobs,
@@ -167,6 +276,7 @@ def storage_check_view(
         {
             "obj": obj,
             "url": object_url(obj.key, storage=storage) if obj.present else None,
+            "console_url": s3_console_url(obj.key) if obj.present else None,
             "state": "present" if obj.present else ("missing" if obj.required else "absent"),
         }
         for obj in check.expected
@@ -184,7 +294,11 @@ def storage_check_view(
     if request.GET.get("fragment") == "1":
         return TemplateResponse(request, template, context)
     context.update(
-        _page(site, request, f"Storage check of listing {listing_identity_id}"),
+        _page(
+            site,
+            request,
+            _("Storage check of listing %(listing)s") % {"listing": listing_identity_id},
+        ),
         fragment_template=template,
     )
     return TemplateResponse(request, "media_jobs/fragment_page.html", context)
@@ -233,7 +347,7 @@ def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
         _page(
             site,
             request,
-            "Error groups",
+            _("Error groups"),
             report=report,
             groups=groups,
             days=days_param,
@@ -250,7 +364,7 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
     group = error_selectors.error_group(key=key, since=timezone.now() - timedelta(days=days))
     back = reverse("admin:media_jobs_error_groups") + f"?days={days_param}"
     if group is None:
-        messages.warning(request, "That error group has no failures in this window any more.")
+        messages.warning(request, _("That error group has no failures in this window any more."))
         return HttpResponseRedirect(back)
     targets = error_selectors.error_group_retry_targets(group=group)
     if request.method == "POST":
@@ -269,12 +383,16 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
                     for o in done
                 ),
             )
-            messages.success(request, format_html("Retried {} job(s): {}.", len(done), links))
+            messages.success(
+                request, format_html("{} {}: {}.", _("Retried job(s):"), len(done), links)
+            )
         for outcome in outcomes:
             if outcome.error:
                 messages.error(request, f"#{outcome.source.pk}: {outcome.error}")
         if not outcomes:
-            messages.info(request, "Nothing to retry: every listing of the group ran again since.")
+            messages.info(
+                request, _("Nothing to retry: every listing of the group ran again since.")
+            )
         return HttpResponseRedirect(back)
     items = []
     for job in targets:
@@ -286,7 +404,7 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
         _page(
             site,
             request,
-            f"Retry error group {group.code}?",
+            _("Retry error group %(code)s?") % {"code": group.code_label},
             opts=MediaProcessingJob._meta,
             group=group,
             items=items,

@@ -7,18 +7,18 @@ the table, no ``LIKE '%…%'``, no per-row queries. What the indexes are: see th
 
 from __future__ import annotations
 
+import json
 import os
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, Q, QuerySet
-from django.db.models.functions import Substr, TruncDate
+from django.db.models.functions import Substr
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -33,8 +33,10 @@ from media_jobs.models import (
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.errors import PipelineError
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from media_jobs.selectors.deliveries import UndeliveredSummary, undelivered_summary
 from media_jobs.selectors.errors import top_error_codes
 from media_jobs.selectors.jobs import stale_job_filter
+from media_jobs.selectors.resolution import payload_figures_columns, unresolved_failures_q
 
 # The list page counts at most this many rows; above it shows "more than N" (operators narrow
 # with filters instead of paging through a million rows with a growing OFFSET).
@@ -123,6 +125,62 @@ def job_created_bounds() -> tuple[datetime | None, datetime | None]:
     return found
 
 
+CALENDAR_CACHE_KEY = "media_jobs:admin:job-calendar:{}"
+
+
+def _next_created(start: datetime, end: datetime) -> datetime | None:
+    """The first created_at in [start, end): one step down idx_mpj_created_at."""
+    return (
+        MediaProcessingJob.objects.filter(created_at__gte=start, created_at__lt=end)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
+def _local_midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
+
+
+def job_created_days(*, year: int, month: int) -> list[int]:
+    """The days of a month (in the portal's time zone) on which jobs were created: a loose
+    index scan - jump to the first job at or after each day with jobs, one index look-up
+    per such day, never the month's rows. Cached a minute, like the other calendar links."""
+    key = CALENDAR_CACHE_KEY.format(f"{timezone.get_current_timezone_name()}:{year}-{month}")
+    cached = cache.get(key)
+    if cached is not None:
+        return list(cached)
+    first = date(year, month, 1)
+    end = _local_midnight(date(year + month // 12, month % 12 + 1, 1))
+    days: list[int] = []
+    cursor = _local_midnight(first)
+    while (found := _next_created(cursor, end)) is not None:
+        day = timezone.localtime(found).date()
+        days.append(day.day)
+        cursor = _local_midnight(day + timedelta(days=1))
+    cache.set(key, days, JOB_CREATED_BOUNDS_TTL_SECONDS)
+    return days
+
+
+def job_created_months(*, year: int) -> list[int]:
+    """The months of a year with jobs (the same loose scan, one look-up per month found)."""
+    key = CALENDAR_CACHE_KEY.format(f"{timezone.get_current_timezone_name()}:{year}")
+    cached = cache.get(key)
+    if cached is not None:
+        return list(cached)
+    end = _local_midnight(date(year + 1, 1, 1))
+    months: list[int] = []
+    cursor = _local_midnight(date(year, 1, 1))
+    while (found := _next_created(cursor, end)) is not None:
+        month = timezone.localtime(found).month
+        months.append(month)
+        if month == 12:
+            break
+        cursor = _local_midnight(date(year, month + 1, 1))
+    cache.set(key, months, JOB_CREATED_BOUNDS_TTL_SECONDS)
+    return months
+
+
 def job_search(*, queryset: QuerySet, term: str) -> QuerySet:
     """Search the jobs list with index-friendly exact and prefix matches only.
 
@@ -185,47 +243,13 @@ def asset_search(*, queryset: QuerySet, term: str) -> QuerySet:
 # -- list page aggregates ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AssetCounts:
-    total: int = 0
-    processed: int = 0
-    failed: int = 0
-
-
-def listing_asset_counts(*, listing_ids: Iterable[int]) -> dict[int, AssetCounts]:
-    """Assets per listing by outcome: ONE grouped query for a whole page of jobs, by (listing,
-    status) so that ``idx_ma_listing_status`` answers it alone (at most a few rows per listing,
-    summed here)."""
-    ids = sorted(set(listing_ids))
-    if not ids:
-        return {}
-    rows = (
-        MediaAsset.objects.filter(listing_identity_id__in=ids)
-        .order_by()
-        .values_list("listing_identity_id", "status")
-        .annotate(n=Count("pk"))
-    )
-    totals: Counter[int] = Counter()
-    processed: Counter[int] = Counter()
-    failed: Counter[int] = Counter()
-    for listing_id, status, n in rows:
-        totals[listing_id] += n
-        if status == AssetStatus.PROCESSED:
-            processed[listing_id] += n
-        elif status == AssetStatus.FAILED:
-            failed[listing_id] += n
-    return {
-        listing_id: AssetCounts(total, processed[listing_id], failed[listing_id])
-        for listing_id, total in totals.items()
-    }
-
-
 def job_list_columns(*, queryset: QuerySet) -> QuerySet:
     """The jobs list's columns: never the big TEXT/JSON ones (last_error and callback_body may
     each hold 64 KiB); the first ERROR_HEAD_CHARS characters of last_error come with the page's
-    rows as ``error_head`` (counting and the other aggregates leave the unused head out)."""
+    rows as ``error_head`` (counting and the other aggregates leave the unused head out), and
+    the payload's asset figures as ``payload_<figure>``."""
     return queryset.defer("payload", "callback_body", "last_error").annotate(
-        error_head=Substr("last_error", 1, ERROR_HEAD_CHARS)
+        error_head=Substr("last_error", 1, ERROR_HEAD_CHARS), **payload_figures_columns()
     )
 
 
@@ -296,6 +320,37 @@ def asset_error(asset: MediaAsset) -> tuple[str | None, str | None]:
     return (str(code) if code else None, str(message) if message else None)
 
 
+@dataclass(frozen=True)
+class AssetOutcome:
+    """What one job did with one of its assets: processed, or failed with a code."""
+
+    processed: bool
+    code: str = ""
+    message: str = ""
+
+
+def job_asset_outcomes(*, job: MediaProcessingJob) -> dict[str, AssetOutcome]:
+    """raw key -> the job's own outcome for that asset, from its callback body's outputs
+    (SPEC §6) - what this job did, whatever later jobs did since. A failure without
+    outputs failed every asset it took with the job's code: the caller knows which. Empty
+    when the body is absent, not JSON, or cut at the column's 64 KiB."""
+    try:
+        body = json.loads(job.callback_body) if job.callback_body else None
+    except ValueError:
+        return {}
+    outputs = body.get("outputs") if isinstance(body, dict) else None
+    if not isinstance(outputs, list):
+        return {}
+    found = {}
+    for output in outputs:
+        if not isinstance(output, dict) or not isinstance(output.get("rawKey"), str):
+            continue
+        code = str(output.get("errorCode") or "")
+        message = str(output.get("errorMessage") or "")
+        found[output["rawKey"]] = AssetOutcome(not (code or message), code, message)
+    return found
+
+
 # -- storage check ----------------------------------------------------------------------------
 
 
@@ -326,7 +381,21 @@ class StorageCheck:
 
     @property
     def ok(self) -> bool:
+        """Nothing required is missing (absent derivatives of a failed asset are fine)."""
         return self.error is None and not self.missing
+
+    @property
+    def present(self) -> int:
+        return sum(1 for obj in self.expected if obj.present)
+
+    @property
+    def absent_optional(self) -> int:
+        return sum(1 for obj in self.expected if not obj.present and not obj.required)
+
+    @property
+    def complete(self) -> bool:
+        """Every expected object is there: the only state the badge calls "complete"."""
+        return self.error is None and self.present == len(self.expected)
 
 
 def expected_objects(
@@ -455,6 +524,14 @@ class Dashboard:
     stuck_jobs: list[MediaProcessingJob]
     queue_name: str
     queue_depth: int | None
+    unresolved_count: int = 0
+    unresolved_more: bool = False
+    undelivered: UndeliveredSummary | None = None
+
+    @property
+    def active(self) -> int:
+        """PENDING and RUNNING jobs of the week: while there are any, the page updates."""
+        return self.last_7d.get(JobStatus.PENDING, 0) + self.last_7d.get(JobStatus.RUNNING, 0)
 
 
 def jobs_by_status(
@@ -477,33 +554,34 @@ def jobs_by_status(
 
 
 def jobs_per_day(*, days: int = 14, now: datetime | None = None) -> list[DayCounts]:
-    """Succeeded / partial / failed jobs per UTC day of creation, the last ``days`` days."""
-    now = now or timezone.now()
-    first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
-    start = datetime.combine(first_day, datetime.min.time(), tzinfo=UTC)
-    rows = (
-        MediaProcessingJob.objects.filter(status__in=CHART_STATUSES, created_at__gte=start)
-        .order_by()
-        .annotate(day=TruncDate("created_at", tzinfo=UTC))
-        .values("day", "status")
-        .annotate(n=Count("pk"))
-    )
-    table: dict[date, dict[str, int]] = {}
-    for row in rows:
-        table.setdefault(row["day"], {})[row["status"]] = row["n"]
-    result = []
-    for offset in range(days):
-        day = first_day + timedelta(days=offset)
-        counts = table.get(day, {})
-        result.append(
-            DayCounts(
-                day,
-                counts.get(JobStatus.SUCCEEDED, 0),
-                counts.get(JobStatus.PARTIAL_SUCCESS, 0),
-                counts.get(JobStatus.FAILED, 0),
-            )
+    """Succeeded / partial / failed jobs per day of creation in the portal's time zone, the
+    last ``days`` days: one query counting each day's range of idx_mpj_status_created (the
+    day boundaries are computed here, so MySQL needs no time zone tables)."""
+    now = timezone.localtime(now or timezone.now())
+    first_day = now.date() - timedelta(days=days - 1)
+    bounds = [_local_midnight(first_day + timedelta(days=offset)) for offset in range(days + 1)]
+    aggregates = {
+        f"d{offset}_{status}": Count(
+            "pk",
+            filter=Q(
+                status=status, created_at__gte=bounds[offset], created_at__lt=bounds[offset + 1]
+            ),
         )
-    return result
+        for offset in range(days)
+        for status in CHART_STATUSES
+    }
+    counts = MediaProcessingJob.objects.filter(
+        status__in=CHART_STATUSES, created_at__gte=bounds[0], created_at__lt=bounds[-1]
+    ).aggregate(**aggregates)
+    return [
+        DayCounts(
+            first_day + timedelta(days=offset),
+            counts[f"d{offset}_{JobStatus.SUCCEEDED}"],
+            counts[f"d{offset}_{JobStatus.PARTIAL_SUCCESS}"],
+            counts[f"d{offset}_{JobStatus.FAILED}"],
+        )
+        for offset in range(days)
+    ]
 
 
 def celery_queue_depth() -> int | None:
@@ -538,10 +616,13 @@ def celery_queue_depth() -> int | None:
 
 
 def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
-    """Everything the admin index shows, from indexed created_at ranges only."""
+    """Everything the admin index shows, from indexed ranges only (created_at ranges; the
+    unresolved failures and the undelivered results are counted to a cap)."""
     now = now or timezone.now()
     stuck = MediaProcessingJob.objects.filter(job_stuck_q(now=now))
     stuck_count, stuck_more = bounded_count(stuck, 1000)
+    unresolved = MediaProcessingJob.objects.filter(unresolved_failures_q()).values("pk")
+    unresolved_count, unresolved_more = bounded_count(unresolved, LIST_COUNT_CAP)
     last_7d, last_24h = jobs_by_status(
         since=now - timedelta(days=7), recent_since=now - timedelta(hours=24)
     )
@@ -558,4 +639,7 @@ def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
         ),
         queue_name=settings.CELERY_TASK_DEFAULT_QUEUE,
         queue_depth=celery_queue_depth(),
+        unresolved_count=unresolved_count,
+        unresolved_more=unresolved_more,
+        undelivered=undelivered_summary(),
     )

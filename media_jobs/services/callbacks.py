@@ -356,19 +356,39 @@ def _fill_identity(job: MediaProcessingJob, body: Mapping[str, Any]) -> None:
         job.save(update_fields=fields)
 
 
-def _payload(job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any) -> dict[str, Any]:
-    """What ``payload`` keeps: the zip figures when present, a processing summary else."""
+def _payload(
+    job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any, assets_failed: int
+) -> dict[str, Any]:
+    """What ``payload`` keeps: the zip figures when present, else the job's own asset
+    figures - from the outputs, or for a failure without outputs (validation, a failed
+    branch) from the assets the job took, all failed (``assets_failed`` of them)."""
     figures = json_safe({k: body[k] for k in ZIP_FIGURES if k in body})
     if figures or job.is_finalization:
         return figures
-    if not isinstance(outputs, list):
+    if isinstance(outputs, list) and outputs:
+        failed = sum(
+            1
+            for o in outputs
+            if isinstance(o, Mapping) and (o.get("errorCode") or o.get("errorMessage"))
+        )
+        return {
+            "assetsTotal": len(outputs),
+            "assetsProcessed": len(outputs) - failed,
+            "assetsFailed": failed,
+        }
+    return job_failure_figures(job=job, assets_failed=assets_failed)
+
+
+def job_failure_figures(*, job: MediaProcessingJob, assets_failed: int) -> dict[str, Any]:
+    """The asset figures of a processing job that failed as a whole: it processed none of
+    the assets it took (its dispatch record; ``assets_failed`` when it has none)."""
+    from .dispatch import job_asset_ids
+
+    if job.is_finalization:
         return {}
-    failed = sum(
-        1
-        for o in outputs
-        if isinstance(o, Mapping) and (o.get("errorCode") or o.get("errorMessage"))
-    )
-    return {"assetsTotal": len(outputs), "assetsFailed": failed}
+    taken = job_asset_ids(job=job)
+    total = len(taken) if taken is not None else assets_failed
+    return {"assetsTotal": total, "assetsProcessed": 0, "assetsFailed": assets_failed}
 
 
 def _error_entries(
@@ -552,7 +572,7 @@ def _apply(
             job=job,
             status=new_status,
             error_line=error_line or None,
-            payload=_payload(job, body, outputs) or None,
+            payload=_payload(job, body, outputs, updated) or None,
             callback_body=stored_text,
             allow_late_success=late_success,
         )

@@ -24,7 +24,7 @@ from ..models import (
     MediaAsset,
     MediaProcessingJob,
 )
-from .callbacks import job_fail_processing_assets
+from .callbacks import job_fail_processing_assets, job_failure_figures
 from .dispatch import (
     OUTPUT_ASSET_TYPES,
     _fresh,
@@ -271,6 +271,11 @@ def job_mark_failed(
     failed_assets = 0
     if not job.is_finalization:
         failed_assets = job_fail_processing_assets(job=job, code=code, message=reason)
+        job.payload = {
+            **(job.payload if isinstance(job.payload, dict) else {}),
+            **job_failure_figures(job=job, assets_failed=failed_assets),
+        }
+        job.save(update_fields=["payload"])
     job_errors_record(job=job, entries=entries_of_last_error(job.last_error, assets=failed_assets))
     event_record(
         job=job,

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from media_jobs import errorcodes
-from media_jobs.admin.charts import _nice_max, daily_bar_chart
+from media_jobs.admin.charts import _ticks, daily_bar_chart
 from media_jobs.models import AssetStatus
 from media_jobs.selectors import admin as selectors
 from media_jobs.selectors import errors as error_selectors
@@ -90,8 +90,26 @@ def test_error_code_filter_refuses_odd_codes():
     )
 
 
+@pytest.mark.parametrize(
+    ("tallest", "ticks"),
+    [
+        (0, [0, 1]),
+        (1, [0, 1]),
+        (3, [0, 1, 2, 3]),
+        (5, [0, 2, 4, 6]),
+        (7, [0, 2, 4, 6, 8]),
+        (11, [0, 5, 10, 15]),
+        (240, [0, 100, 200, 300]),
+    ],
+)
+def test_chart_ticks_are_whole_numbers(tallest, ticks):
+    top, values = _ticks(tallest)
+    assert values == ticks and top == ticks[-1]
+    chart = daily_bar_chart([selectors.DayCounts(date(2026, 1, 1), succeeded=tallest)])
+    assert [tick.label for tick in chart.ticks] == [str(v) for v in ticks]
+
+
 def test_chart_geometry():
-    assert [_nice_max(v) for v in (0, 1, 3, 7, 11, 240)] == [1, 1, 5, 10, 20, 500]
     days = [selectors.DayCounts(date(2026, 1, 1) + timedelta(days=i)) for i in range(14)]
     days[13] = selectors.DayCounts(date(2026, 1, 14), succeeded=6, partial=1, failed=3)
     chart = daily_bar_chart(days)
@@ -131,25 +149,3 @@ def test_asset_list_filters_and_searches(viewer_client, processed_listing):
         reverse("admin:media_jobs_mediaasset_change", args=[built["assets"][0].pk])
     ).content.decode()
     assert "thumbnail_photo_horizontal" in detail and "&quot;filename&quot;" in detail
-
-
-@pytest.mark.django_db
-def test_listing_asset_counts_by_outcome():
-    for status in (
-        AssetStatus.PROCESSED,
-        AssetStatus.PROCESSED,
-        AssetStatus.FAILED,
-        AssetStatus.PROCESSING,
-        AssetStatus.PENDING_UPLOAD,
-    ):
-        AssetFactory(listing_identity_id=7001, status=status)
-    AssetFactory(listing_identity_id=7002, status=AssetStatus.FAILED)
-    AssetFactory(listing_identity_id=7003, status=AssetStatus.PROCESSED)  # not asked for
-
-    counts = selectors.listing_asset_counts(listing_ids=[7001, 7002, 7001, 7004])
-
-    assert counts == {
-        7001: selectors.AssetCounts(total=5, processed=2, failed=1),
-        7002: selectors.AssetCounts(total=1, processed=0, failed=1),
-    }
-    assert selectors.listing_asset_counts(listing_ids=[]) == {}

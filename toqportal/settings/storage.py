@@ -20,6 +20,8 @@ MEDIA_LOCAL_ROOT = Path(env.str("MEDIA_LOCAL_ROOT", default=str(VAR_DIR / "media
 AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
 AWS_S3_REGION_NAME = env.str("AWS_REGION", default="") or env.str("AWS_DEFAULT_REGION", default="")
 AWS_S3_REGION_NAME = AWS_S3_REGION_NAME or "us-east-1"
+# The job and storage pages link objects to this S3 console (empty: no console links).
+AWS_S3_CONSOLE_URL = env.str("AWS_S3_CONSOLE_URL", default="https://s3.console.aws.amazon.com/s3")
 # Presigned download links in the admin live this long.
 MEDIA_PRESIGNED_URL_TTL = typed("MEDIA_PRESIGNED_URL_TTL", int, 900)
 
