@@ -212,9 +212,7 @@ def job_status_view(site: AdminSite, request: HttpRequest) -> JsonResponse:
                 entry["timeline"] = render_to_string(
                     "media_jobs/includes/timeline.html", timeline, request=request
                 )
-    response = JsonResponse(data)
-    response["Cache-Control"] = "no-store"
-    return response
+    return JsonResponse(data)  # admin_view adds never_cache
 
 
 # -- listing page and storage check -----------------------------------------------------------

@@ -359,3 +359,16 @@ def test_nobody_edits_a_job_not_even_a_superuser(admin_client_):
         ).status_code
         == 403
     )
+
+
+def test_staff_without_a_group_gets_a_styled_403_that_explains_the_groups(
+    staff_client, local_media
+):
+    response = staff_client.get(reverse("admin:media_jobs_mediaprocessingjob_changelist"))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "<html" in html and "media_jobs/portal.css" in html  # the portal's own layout
+    assert "You are not in a portal group yet" in html
+    assert "media viewers" in html and "media operators" in html
+    index = staff_client.get(INDEX).content.decode()
+    assert "You are not in a portal group yet" in index
