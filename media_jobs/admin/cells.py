@@ -9,6 +9,7 @@ from typing import Any
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from media_jobs.models import JobStatus, MediaProcessingJob
@@ -27,6 +28,18 @@ def job_url(pk: int) -> str:
 
 def replay_url(delivery_id: int) -> str:
     return reverse("admin:media_jobs_callbackdelivery_replay", args=[delivery_id])
+
+
+def time_html(value: Any) -> SafeString:
+    """The one timestamp format, allowed to wrap between the date and the time (a list of
+    ten columns needs the room): ``2026-11-30 | 02:15:29 -03``."""
+    text = format_time(value)
+    date, _space, clock = text.partition(" ")
+    if not clock:
+        return format_html("{}", text)
+    return format_html(
+        '<span class="toq-nowrap">{}</span> <span class="toq-nowrap">{}</span>', date, clock
+    )
 
 
 def _count(value: int | None) -> Any:
@@ -181,7 +194,7 @@ def delivery_html(job: MediaProcessingJob, delivery: JobDelivery | None) -> Safe
         log,
         _("%(n)s attempt(s)") % {"n": delivery.attempts},
         _("the last one failed with"),
-        delivery.last_problem or "?",
+        Truncator(delivery.last_problem or "?").chars(300),
         format_time(delivery.last_attempt_at),
         replay,
     )

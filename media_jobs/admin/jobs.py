@@ -38,7 +38,13 @@ from media_jobs.selectors import resolution as resolution_selectors
 from media_jobs.services.dispatch import job_asset_ids
 from media_jobs.templatetags.portal import code_spans
 
-from .cells import asset_figures_html, delivery_html, resolution_html, undelivered_html
+from .cells import (
+    asset_figures_html,
+    delivery_html,
+    resolution_html,
+    time_html,
+    undelivered_html,
+)
 from .cells import job_url as _job_url_of
 from .common import (
     OPERATE_PERMISSION,
@@ -432,11 +438,11 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def started(self, obj: MediaProcessingJob) -> str:
         if obj.started_at is None and obj.status in TERMINAL_JOB_STATUSES:
             return format_html('<span class="toq-muted">{}</span>', _("never started"))
-        return format_time(obj.started_at)
+        return time_html(obj.started_at)
 
     @admin.display(description=_("completed"))
     def completed(self, obj: MediaProcessingJob) -> str:
-        return format_time(obj.completed_at)
+        return time_html(obj.completed_at)
 
     @admin.display(description=_("duration"))
     def duration(self, obj: MediaProcessingJob) -> str:
@@ -843,7 +849,8 @@ def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str,
     first_line = (parse_last_error(job.last_error) or [None])[0]
     for card in cards:
         asset = card["asset"]
-        card["in_job"] = taken is not None and asset.pk in taken
+        # None: the job was started elsewhere and did not record which assets it took.
+        card["in_job"] = None if taken is None else asset.pk in taken
         outcome = outcomes.get(asset.s3_key_raw or "")
         if outcome is None and card["in_job"] and job.status == JobStatus.FAILED and first_line:
             # A failure without outputs failed every asset the job took, with its own code.
