@@ -123,19 +123,18 @@ def resolution_html(resolution: Resolution | None, *, lineage: bool = True) -> S
     return mark_safe("".join(parts))  # noqa: S308 - each part is format_html output
 
 
+def _replay_link(job: MediaProcessingJob, delivery: JobDelivery, markup: str) -> SafeString:
+    """The link to replay the last attempt, for operators (``markup`` takes url and label)."""
+    if not (getattr(job, "can_operate", False) and delivery.last_attempt_id):
+        return EMPTY
+    return format_html(markup, replay_url(delivery.last_attempt_id), _("Replay…"))
+
+
 def undelivered_html(job: MediaProcessingJob, delivery: JobDelivery | None) -> SafeString:
     """The list's marker of a result the backend has not received, with its replay."""
     if delivery is None or not delivery.undelivered:
         return EMPTY
-    replay = (
-        format_html(
-            ' <a class="toq-replay" href="{}">{}</a>',
-            replay_url(delivery.last_attempt_id),
-            _("replay…"),
-        )
-        if getattr(job, "can_operate", False) and delivery.last_attempt_id
-        else EMPTY
-    )
+    replay = _replay_link(job, delivery, ' <a class="toq-replay" href="{}">{}</a>')
     return format_html(
         '<span class="toq-undelivered" title="{}">⚠ {}{}</span>',
         delivery.last_problem,
@@ -177,14 +176,8 @@ def delivery_html(job: MediaProcessingJob, delivery: JobDelivery | None) -> Safe
             log,
             _("%(n)s attempt(s)") % {"n": delivery.attempts},
         )
-    replay = (
-        format_html(
-            ' <a class="button toq-action" id="toq-replay-last" href="{}">{}</a>',
-            replay_url(delivery.last_attempt_id),
-            _("Replay…"),
-        )
-        if getattr(job, "can_operate", False) and delivery.last_attempt_id
-        else EMPTY
+    replay = _replay_link(
+        job, delivery, ' <a class="button toq-action" id="toq-replay-last" href="{}">{}</a>'
     )
     return format_html(
         '<span class="toq-badge toq-badge--failed">{}</span> {} <a href="{}">{}</a>; '

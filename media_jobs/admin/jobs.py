@@ -64,6 +64,18 @@ from .common import (
 from .operations import mark_failed, plan_for, retry_jobs
 
 OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
+# The job page's summary fields that change while a job runs: the live view sends them again.
+LIVE_PAGE_FIELDS = (
+    "status_badge",
+    "started_time",
+    "completed_time",
+    "duration",
+    "asset_figures_text",
+    "resolution_text",
+    "delivery_text",
+    "what_to_do",
+    "last_error_full",
+)
 # The error-code filter offers the documented codes and those seen in this many days.
 ERROR_CODE_CHOICE_DAYS = 30
 # Labels by value for the list's cells: Model.get_FOO_display() rebuilds the choices dict on
@@ -362,20 +374,12 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = (
         "job_id",
-        "status_badge",
         "listing_text",
         "kind",
         "retry_count",
         "external_id_text",
         "created_time",
-        "started_time",
-        "completed_time",
-        "duration",
-        "asset_figures_text",
-        "resolution_text",
-        "delivery_text",
-        "what_to_do",
-        "last_error_full",
+        *LIVE_PAGE_FIELDS,
         "payload_json",
         "callback_body_json",
     )

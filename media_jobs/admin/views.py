@@ -153,20 +153,9 @@ def dashboard_live(summary: selectors.Dashboard) -> dict[str, Any]:
 
 # -- live updates -----------------------------------------------------------------------------
 
-# What the jobs list and the job page replace in place: the cells of a row, the fields of the
-# job page's summary (names of the job admin's display methods).
+# What the jobs list replaces in place: the cells of a row (names of the job admin's display
+# methods); the job page's fields are LIVE_PAGE_FIELDS.
 LIST_CELLS = ("status_badge", "started", "completed", "duration", "assets", "error_summary")
-PAGE_FIELDS = (
-    "status_badge",
-    "started_time",
-    "completed_time",
-    "duration",
-    "asset_figures_text",
-    "resolution_text",
-    "delivery_text",
-    "what_to_do",
-    "last_error_full",
-)
 LIVE_MAX_JOBS = 200
 
 
@@ -181,7 +170,12 @@ def job_status_view(site: AdminSite, request: HttpRequest) -> JsonResponse:
     the job page (its timeline again when it has more than N events), ``?dashboard=1``
     the dashboard's figures. Every piece of HTML is what the page itself renders."""
     require_view(request)
-    from .jobs import annotate_job_rows, job_list_row_queryset, timeline_context
+    from .jobs import (
+        LIVE_PAGE_FIELDS,
+        annotate_job_rows,
+        job_list_row_queryset,
+        timeline_context,
+    )
 
     model_admin = site._registry[MediaProcessingJob]
     data: dict[str, Any] = {}
@@ -205,7 +199,9 @@ def job_status_view(site: AdminSite, request: HttpRequest) -> JsonResponse:
         if job is not None:
             annotate_job_rows([job], operate=can_operate(request))
             entry = data["jobs"].setdefault(str(job.pk), {})
-            entry["fields"] = {name: str(getattr(model_admin, name)(job)) for name in PAGE_FIELDS}
+            entry["fields"] = {
+                name: str(getattr(model_admin, name)(job)) for name in LIVE_PAGE_FIELDS
+            }
             timeline = timeline_context(job)
             entry["events"] = timeline["event_count"]
             if str(timeline["event_count"]) != request.GET.get("events"):

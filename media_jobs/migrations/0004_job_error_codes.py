@@ -27,7 +27,7 @@ def _readable(schema_editor, table):
 
 
 def backfill_error_codes(apps, schema_editor):
-    from media_jobs.services.job_errors import entries_of_last_error
+    from media_jobs.services.job_errors import entries_of_last_error, error_rows, merged_entries
 
     Job = apps.get_model("media_jobs", "MediaProcessingJob")
     if not _readable(schema_editor, Job._meta.db_table):
@@ -45,25 +45,8 @@ def backfill_error_codes(apps, schema_editor):
             return
         rows = []
         for job in batch:
-            merged = {}
-            for entry in entries_of_last_error(job.last_error):
-                key = (entry.scope, entry.code[:100], entry.message)
-                if key not in merged:
-                    merged[key] = entry
-            rows += [
-                Error(
-                    job_id=job.pk,
-                    listing_identity_id=job.listing_identity_id,
-                    scope=scope,
-                    code=code,
-                    message=message,
-                    sample=entry.sample[:300],
-                    assets=entry.assets,
-                    job_created_at=job.created_at,
-                    job_completed_at=job.completed_at,
-                )
-                for (scope, code, message), entry in merged.items()
-            ]
+            merged = merged_entries(entries_of_last_error(job.last_error))
+            rows += error_rows(model=Error, job=job, merged=merged)
         Error.objects.bulk_create(rows)
         last = batch[-1].pk
 

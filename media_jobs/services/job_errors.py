@@ -72,13 +72,8 @@ def entries_of_outputs(outputs: Any) -> list[JobErrorEntry]:
     return entries
 
 
-def job_errors_record(
-    *, job: MediaProcessingJob, entries: Iterable[JobErrorEntry], replace: bool = True
-) -> list[MediaJobError]:
-    """Keep ``entries`` as the job's error codes, merged per (scope, code, message) with
-    their assets added up. ``replace`` (a new outcome): the job's earlier codes go;
-    otherwise they stay (the reconciler's failure, then the pipeline's own). Call it inside
-    the transaction that records the outcome."""
+def merged_entries(entries: Iterable[JobErrorEntry]) -> dict[tuple[str, str, str], JobErrorEntry]:
+    """The entries merged per (scope, code, normalized message), their assets added up."""
     merged: dict[tuple[str, str, str], JobErrorEntry] = {}
     for entry in entries:
         key = (entry.scope, entry.code[:CODE_MAX], entry.message)
@@ -86,16 +81,17 @@ def job_errors_record(
         merged[key] = (
             entry
             if known is None
-            else JobErrorEntry(*key[:2], known.sample, known.assets + entry.assets)
+            else JobErrorEntry(key[0], key[1], known.sample, known.assets + entry.assets)
         )
-    existing = MediaJobError.objects.filter(job_id=job.pk)
-    if replace:
-        existing.delete()
-    else:
-        for key in existing.values_list("scope", "code", "message"):
-            merged.pop(key, None)
-    rows = [
-        MediaJobError(
+    return merged
+
+
+def error_rows(
+    *, model: Any, job: Any, merged: dict[tuple[str, str, str], JobErrorEntry]
+) -> list[Any]:
+    """Unsaved rows of ``model`` (MediaJobError, or migration 0004's historical model)."""
+    return [
+        model(
             job_id=job.pk,
             listing_identity_id=job.listing_identity_id,
             scope=scope,
@@ -108,6 +104,23 @@ def job_errors_record(
         )
         for (scope, code, message), entry in merged.items()
     ]
+
+
+def job_errors_record(
+    *, job: MediaProcessingJob, entries: Iterable[JobErrorEntry], replace: bool = True
+) -> list[MediaJobError]:
+    """Keep ``entries`` as the job's error codes, merged per (scope, code, message) with
+    their assets added up. ``replace`` (a new outcome): the job's earlier codes go;
+    otherwise they stay (the reconciler's failure, then the pipeline's own). Call it inside
+    the transaction that records the outcome."""
+    merged = merged_entries(entries)
+    existing = MediaJobError.objects.filter(job_id=job.pk)
+    if replace:
+        existing.delete()
+    else:
+        for key in existing.values_list("scope", "code", "message"):
+            merged.pop(key, None)
+    rows = error_rows(model=MediaJobError, job=job, merged=merged)
     return MediaJobError.objects.bulk_create(rows) if rows else []
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from media_jobs.models import CallbackDelivery, JobStatus, MediaProcessingJob
 from media_jobs.selectors.deliveries import DeliveryState, job_delivery_states
+from tests.admin.html import job_ids_in
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -89,10 +90,7 @@ def test_an_undelivered_result_on_the_page_the_list_and_the_dashboard(
     assert "not delivered" in viewer_page and "toq-replay-last" not in viewer_page
 
     listed = operator_client.get(LIST_URL, {"callback": "undelivered"}).content.decode()
-    ids = [
-        int(i) for i in re.findall(r'/mediaprocessingjob/(\d+)/change/[^"]*">\d+</a></th>', listed)
-    ]
-    assert sorted(ids) == sorted([old.pk, job.pk])
+    assert sorted(job_ids_in(listed)) == sorted([old.pk, job.pk])
     assert listed.count("result not delivered") == 2 and f'href="{replay}"' in listed
 
     dashboard = viewer_client.get(reverse("admin:index")).content.decode()

@@ -5,7 +5,6 @@ as well as by its own DERIVATIVE_ERRORS_DETECTED; one catalogue says what to do 
 from __future__ import annotations
 
 import io
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from media_jobs.selectors import errors as error_selectors
 from media_jobs.selectors.operations import jobs_for_requeue
 from media_jobs.services.callbacks import callback_apply
 from media_jobs.services.retry import job_mark_failed
+from tests.admin.html import job_ids_in
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -98,10 +98,7 @@ def test_the_error_code_filter_finds_a_job_by_its_assets_code(viewer_client: Cli
     other = JobFactory(status=JobStatus.FAILED, last_error="code=ZIP_FAILED | x")
 
     def ids(code: str) -> list[int]:
-        html = viewer_client.get(LIST_URL, {"error_code": code}).content.decode()
-        return [
-            int(i) for i in re.findall(r'<th class="field-id"><a href="[^"]*/(\d+)/change/', html)
-        ]
+        return job_ids_in(viewer_client.get(LIST_URL, {"error_code": code}).content.decode())
 
     assert ids("CORRUPT_IMAGE") == [job.pk]
     assert ids("DERIVATIVE_ERRORS_DETECTED") == [job.pk]

@@ -22,6 +22,7 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.selectors.admin import BoundedCountPaginator
+from tests.admin.html import job_ids_in, row_of
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -29,15 +30,7 @@ LIST_URL = reverse("admin:media_jobs_mediaprocessingjob_changelist")
 
 
 def result_ids(response) -> list[int]:
-    """Job ids in the order the list shows them (the id column links to the job page)."""
-    html = response.content.decode()
-    return [
-        int(i)
-        for i in re.findall(
-            r'<th class="field-id"><a href="/admin/media_jobs/mediaprocessingjob/(\d+)/change/',
-            html,
-        )
-    ]
+    return job_ids_in(response.content.decode())
 
 
 def test_columns_show_status_badge_duration_assets_and_error_first_line(viewer_client):
@@ -81,12 +74,11 @@ def test_assets_column_counts_the_jobs_own_assets_not_the_listing_now(viewer_cli
 
     html = viewer_client.get(LIST_URL).content.decode()
 
-    rows = dict(zip(result_ids_html(html), html.split('<th class="field-id">')[1:], strict=True))
     assert re.search(
         r'toq-ok">2</span> / <span class="toq-failed">1</span> <span class="toq-muted">of 3',
-        rows[failed.pk],
+        row_of(html, failed.pk),
     )
-    assert '<span class="toq-muted">of 4</span>' in rows[running.pk]  # nothing known yet
+    assert '<span class="toq-muted">of 4</span>' in row_of(html, running.pk)  # nothing known yet
 
 
 def listing_start_processing_with(*, listing: int, assets: int) -> MediaProcessingJob:
@@ -97,16 +89,6 @@ def listing_start_processing_with(*, listing: int, assets: int) -> MediaProcessi
     )
     with override_settings(MEDIA_PIPELINE_ENGINE="celery"):
         return listing_start_processing(listing_identity_id=listing)  # queued after commit
-
-
-def result_ids_html(html: str) -> list[int]:
-    return [
-        int(i)
-        for i in re.findall(
-            r'<th class="field-id"><a href="/admin/media_jobs/mediaprocessingjob/(\d+)/change/',
-            html,
-        )
-    ]
 
 
 def test_status_kind_stuck_and_error_code_filters(viewer_client, settings):

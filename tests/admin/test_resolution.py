@@ -18,6 +18,7 @@ from media_jobs.pipeline.callback import serialise_payload
 from media_jobs.selectors import resolution
 from media_jobs.services.callbacks import callback_apply
 from media_jobs.services.retry import job_retry_and_dispatch
+from tests.admin.html import job_ids_in, row_of
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -27,23 +28,6 @@ LIST_URL = reverse("admin:media_jobs_mediaprocessingjob_changelist")
 @pytest.fixture(autouse=True)
 def _celery(settings):
     settings.MEDIA_PIPELINE_ENGINE = "celery"  # queued after commit: never, in these tests
-
-
-def ids_in(html: str) -> list[int]:
-    return [
-        int(i)
-        for i in re.findall(
-            r'<th class="field-id"><a href="/admin/media_jobs/mediaprocessingjob/(\d+)/change/',
-            html,
-        )
-    ]
-
-
-def row_of(html: str, job_id: int) -> str:
-    rows = html.split('<th class="field-id">')[1:]
-    return next(
-        row for row in rows if f"/mediaprocessingjob/{job_id}/change/" in row.split("</th>")[0]
-    )
 
 
 def finish(job: MediaProcessingJob, status: str) -> MediaProcessingJob:
@@ -115,9 +99,11 @@ def test_the_unresolved_filter_is_the_failed_shortcut_and_the_dashboard_count(vi
     )
     assert earlier.pk < after.pk
 
-    unresolved = ids_in(viewer_client.get(LIST_URL, {"resolution": "unresolved"}).content.decode())
+    unresolved = job_ids_in(
+        viewer_client.get(LIST_URL, {"resolution": "unresolved"}).content.decode()
+    )
     assert sorted(unresolved) == sorted([partial.pk, failed.pk, after.pk])
-    assert ids_in(viewer_client.get(LIST_URL, {"resolution": "resolved"}).content.decode()) == [
+    assert job_ids_in(viewer_client.get(LIST_URL, {"resolution": "resolved"}).content.decode()) == [
         resolved.pk
     ]
 
@@ -149,7 +135,7 @@ def test_job_resolutions_cost_a_fixed_number_of_queries(viewer_client, monkeypat
     make(45, 20_000)
     with CaptureQueriesContext(connection) as many:
         html = viewer_client.get(LIST_URL, {"resolution": "unresolved"}).content.decode()
-    assert len(ids_in(html)) >= 20
+    assert len(job_ids_in(html)) >= 20
     assert len(few) == len(many)
 
 

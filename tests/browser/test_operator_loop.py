@@ -158,6 +158,8 @@ def test_pages_stay_inside_the_screen_and_keep_readable_links(
     assert page.locator(".toq-grid-item").count() == 3
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
+        page.reload()  # links fade to a new colour (a CSS transition): measure the settled page
+        page.locator(".toq-grid-item").first.wait_for()
         for links in ("div.breadcrumbs a", ".toq-grid-item a", ".toq-nav a"):
             assert not low_contrast(page, links), (scheme, links, low_contrast(page, links))
     page.emulate_media(color_scheme="light")

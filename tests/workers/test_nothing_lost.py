@@ -46,13 +46,6 @@ def test_twenty_jobs_retried_at_once_on_the_embedded_default_all_end(
     assert "database is locked" not in portal.worker.log()
 
 
-def _locked(portal: EmbeddedPortal) -> sqlite3.Connection:
-    """Another writer holding the SQLite write lock (in WAL mode readers still read)."""
-    lock = sqlite3.connect(portal.database, isolation_level=None, timeout=30)
-    lock.execute("BEGIN EXCLUSIVE")
-    return lock
-
-
 def _retry_one_with_the_worker_stopped(portal: EmbeddedPortal) -> int:
     old = portal.query("failed_jobs(count=1)", SEED)
     portal.manage("requeue_jobs", "--status", "FAILED")
@@ -64,54 +57,50 @@ def _status(portal: EmbeddedPortal, job_id: int) -> str:
     return portal.query(f"job_statuses([{job_id}])", SEED)[str(job_id)]
 
 
-def test_a_locked_database_at_the_first_task_is_retried_not_lost(
-    embedded_portal: EmbeddedPortal,
-) -> None:
-    portal = embedded_portal
+def _first_task_under_a_write_lock(
+    portal: EmbeddedPortal, *, until_log: str, worker_env: dict[str, str]
+) -> int:
+    """A retried job whose first task meets another process holding SQLite's write lock
+    (readers still read in WAL mode), until the worker logs ``until_log``; then the lock
+    goes and the job finishes one way or the other. Returns the job id."""
     job_id = _retry_one_with_the_worker_stopped(portal)
-    lock = _locked(portal)
+    lock = sqlite3.connect(portal.database, isolation_level=None, timeout=30)
+    lock.execute("BEGIN EXCLUSIVE")
     try:
-        portal.worker.start(
-            extra_env={"SQLITE_BUSY_TIMEOUT_SECONDS": "1", "PIPELINE_RETRY_DELAY_SCALE": "1"}
-        )
+        portal.worker.start(extra_env={"SQLITE_BUSY_TIMEOUT_SECONDS": "1", **worker_env})
         wait_until(
-            lambda: "first task of the job failed, retrying" in portal.worker.log(),
-            timeout=120,
-            interval=0.1,
-            what="the first task to meet the locked database",
+            lambda: until_log in portal.worker.log(), timeout=120, interval=0.1, what=until_log
         )
         assert _status(portal, job_id) == JobStatus.PENDING
     finally:
         lock.execute("ROLLBACK")
         lock.close()
     wait_until(lambda: _status(portal, job_id) in TERMINAL, timeout=180, interval=1, what="the job")
-    assert _status(portal, job_id) == JobStatus.SUCCEEDED
+    return job_id
+
+
+def test_a_locked_database_at_the_first_task_is_retried_not_lost(
+    embedded_portal: EmbeddedPortal,
+) -> None:
+    job_id = _first_task_under_a_write_lock(
+        embedded_portal,
+        until_log="first task of the job failed, retrying",
+        worker_env={"PIPELINE_RETRY_DELAY_SCALE": "1"},  # 2 s before the next attempt
+    )
+    assert _status(embedded_portal, job_id) == JobStatus.SUCCEEDED
 
 
 def test_a_first_task_that_cannot_run_fails_the_job_with_dispatch_failed(
     embedded_portal: EmbeddedPortal,
 ) -> None:
-    portal = embedded_portal
-    job_id = _retry_one_with_the_worker_stopped(portal)
-    lock = _locked(portal)
-    gave_up = '"message":"first task of the job failed"'
-    try:
-        portal.worker.start(extra_env={"SQLITE_BUSY_TIMEOUT_SECONDS": "1"})
-        wait_until(
-            lambda: gave_up in portal.worker.log(),
-            timeout=120,
-            interval=0.1,
-            what="the first task to use up its retries",
-        )
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-    wait_until(lambda: _status(portal, job_id) in TERMINAL, timeout=120, interval=1, what="the job")
-    last_error = portal.query(
+    job_id = _first_task_under_a_write_lock(
+        embedded_portal, until_log='"message":"first task of the job failed"', worker_env={}
+    )
+    last_error = embedded_portal.query(
         f"MediaProcessingJob.objects.get(pk={job_id}).last_error",
         "from media_jobs.models import MediaProcessingJob",
     )
-    assert _status(portal, job_id) == JobStatus.FAILED
+    assert _status(embedded_portal, job_id) == JobStatus.FAILED
     assert last_error.startswith("code=DISPATCH_FAILED | the job's first step (validate)")
     assert "database is locked" in last_error
 
