@@ -292,7 +292,8 @@ class MediaJobError(models.Model):
         db_table = "media_job_errors"
         ordering = ["-job_created_at", "-id"]
         indexes = [
-            models.Index(fields=["code", "job_created_at"], name="idx_mjerr_code_created"),
+            # The error-code filter reads job ids newest first from this index alone.
+            models.Index(fields=["code", "job_created_at", "job"], name="idx_mjerr_code_created"),
             models.Index(fields=["job_created_at"], name="idx_mjerr_created"),
             models.Index(fields=["job_completed_at"], name="idx_mjerr_completed"),
         ]

@@ -87,7 +87,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='mediajoberror',
-            index=models.Index(fields=['code', 'job_created_at'], name='idx_mjerr_code_created'),
+            index=models.Index(fields=['code', 'job_created_at', 'job'], name='idx_mjerr_code_created'),
         ),
         migrations.AddIndex(
             model_name='mediajoberror',

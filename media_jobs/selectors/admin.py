@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Case, Count, IntegerField, Max, Min, Q, QuerySet, Value, When
 from django.db.models.functions import Substr
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -555,30 +555,35 @@ def jobs_by_status(
 
 def jobs_per_day(*, days: int = 14, now: datetime | None = None) -> list[DayCounts]:
     """Succeeded / partial / failed jobs per day of creation in the portal's time zone, the
-    last ``days`` days: one query counting each day's range of idx_mpj_status_created (the
-    day boundaries are computed here, so MySQL needs no time zone tables)."""
+    last ``days`` days: one query over the range of idx_mpj_status_created, grouped by status
+    and by the day a CASE of the day boundaries gives (the boundaries are computed here, so
+    MySQL needs no time zone tables, and a day with a DST change is still one day)."""
     now = timezone.localtime(now or timezone.now())
     first_day = now.date() - timedelta(days=days - 1)
     bounds = [_local_midnight(first_day + timedelta(days=offset)) for offset in range(days + 1)]
-    aggregates = {
-        f"d{offset}_{status}": Count(
-            "pk",
-            filter=Q(
-                status=status, created_at__gte=bounds[offset], created_at__lt=bounds[offset + 1]
-            ),
+    day_of = Case(
+        *(When(created_at__lt=bounds[offset + 1], then=Value(offset)) for offset in range(days)),
+        default=Value(days - 1),
+        output_field=IntegerField(),
+    )
+    rows = (
+        MediaProcessingJob.objects.filter(
+            status__in=CHART_STATUSES, created_at__gte=bounds[0], created_at__lt=bounds[-1]
         )
-        for offset in range(days)
-        for status in CHART_STATUSES
-    }
-    counts = MediaProcessingJob.objects.filter(
-        status__in=CHART_STATUSES, created_at__gte=bounds[0], created_at__lt=bounds[-1]
-    ).aggregate(**aggregates)
+        .order_by()
+        .annotate(day=day_of)
+        .values("day", "status")
+        .annotate(n=Count("pk"))
+    )
+    table: dict[int, dict[str, int]] = {}
+    for row in rows:
+        table.setdefault(row["day"], {})[row["status"]] = row["n"]
     return [
         DayCounts(
             first_day + timedelta(days=offset),
-            counts[f"d{offset}_{JobStatus.SUCCEEDED}"],
-            counts[f"d{offset}_{JobStatus.PARTIAL_SUCCESS}"],
-            counts[f"d{offset}_{JobStatus.FAILED}"],
+            table.get(offset, {}).get(JobStatus.SUCCEEDED, 0),
+            table.get(offset, {}).get(JobStatus.PARTIAL_SUCCESS, 0),
+            table.get(offset, {}).get(JobStatus.FAILED, 0),
         )
         for offset in range(days)
     ]

@@ -143,12 +143,13 @@ class UndeliveredSummary:
 def undelivered_summary() -> UndeliveredSummary:
     """For the dashboard: how many jobs wait for delivery (counted to COUNT_CAP), and the
     one waiting longest."""
-    rows = _undelivered_attempts()
-    found = rows.values_list("job_id", flat=True)[: COUNT_CAP + 1].count()
-    oldest = rows.order_by("first").values("job_id", "first").first()
+    rows = list(
+        _undelivered_attempts().order_by("first").values_list("job_id", "first")[: COUNT_CAP + 1]
+    )
+    oldest = rows[0] if rows else (None, None)
     return UndeliveredSummary(
-        count=min(found, COUNT_CAP),
-        more=found > COUNT_CAP,
-        oldest_job_id=oldest["job_id"] if oldest else None,
-        oldest_since=oldest["first"] if oldest else None,
+        count=min(len(rows), COUNT_CAP),
+        more=len(rows) > COUNT_CAP,
+        oldest_job_id=oldest[0],
+        oldest_since=oldest[1],
     )

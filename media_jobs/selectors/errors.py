@@ -23,8 +23,8 @@ from media_jobs.models import ErrorScope, MediaJobError, MediaProcessingJob
 NO_CODE = "(no code)"
 NO_MESSAGE = "(no message)"
 # The error-code filter of the jobs list shows the newest jobs with the code, at most this
-# many (the list counts to 1,000 anyway); a command's selection is not bounded.
-FILTER_LIMIT = 5_000
+# many: the list counts to 1,000 and pages no further; a command's selection is unbounded.
+FILTER_LIMIT = 1_001
 GROUP_SCAN_LIMIT = 5_000
 ERROR_CODE_CHOICES_CACHE_KEY = "media_jobs:admin:error-code-choices"
 ERROR_CODE_CHOICES_TTL_SECONDS = 60
@@ -37,17 +37,15 @@ def code_label(code: str) -> str:
 def job_error_code_q(code: str, *, limit: int | None = FILTER_LIMIT) -> Q:
     """Jobs that ended with ``code`` - their own or one of their assets'. With ``limit``:
     the newest ``limit`` such jobs, as a list of ids read from ``idx_mjerr_code_created``
-    (MySQL allows no LIMIT in an IN subquery); without, a subquery (the commands)."""
+    alone (MySQL allows no LIMIT in an IN subquery); without, a subquery (the commands)."""
     if not is_error_code(code):
         return Q(pk__in=[])
     rows = MediaJobError.objects.filter(code=code)
     if limit is None:
         return Q(pk__in=rows.values("job_id"))
-    ids = (
-        rows.order_by("-job_created_at", "-job_id")
-        .values_list("job_id", flat=True)
-        .distinct()[:limit]
-    )
+    # No DISTINCT (a temporary table): a job listed twice (its own code and an asset's)
+    # matches once all the same.
+    ids = rows.order_by("-job_created_at", "-job_id").values_list("job_id", flat=True)[:limit]
     return Q(pk__in=list(ids))
 
 

@@ -65,27 +65,19 @@ def resolved_failures_q() -> Q:
 
 def retried_as(*, job_ids: Sequence[int]) -> dict[int, int]:
     """failed job id -> the job it was last retried as (its ``retry`` events)."""
-    if not job_ids:
-        return {}
-    found: dict[int, int] = {}
-    events = MediaJobEvent.objects.filter(
-        job_id__in=list(job_ids), step=STEP_RETRY, kind=EventKind.RETRIED
-    ).order_by("id")
-    for job_id, new_job in events.annotate(new_job=KT("detail__newJobId")).values_list(
-        "job_id", "new_job"
-    ):
-        if new_job and str(new_job).isdigit():
-            found[job_id] = int(new_job)
-    return found
+    return page_events(job_ids=job_ids)[1]
 
 
-def job_resolutions(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, Resolution]:
+def job_resolutions(
+    *, jobs: Sequence[MediaProcessingJob], lineage: dict[int, int] | None = None
+) -> dict[int, Resolution]:
     """The resolution of every failed job among ``jobs`` (others are left out): at most
-    three queries for the whole page."""
+    three queries for the whole page (two when ``lineage``, the retries, is given)."""
     failed = [job for job in jobs if job.status in FAILURE_STATUSES]
     if not failed:
         return {}
-    lineage = retried_as(job_ids=[job.pk for job in failed])
+    if lineage is None:
+        lineage = retried_as(job_ids=[job.pk for job in failed])
     statuses = (
         dict(
             MediaProcessingJob.objects.filter(pk__in=set(lineage.values())).values_list(
@@ -189,31 +181,39 @@ def _payload_figures(job: MediaProcessingJob) -> dict[str, int | None]:
     return {name: _int(payload.get(name)) for name in PAYLOAD_FIGURES}
 
 
-def assets_taken(*, job_ids: Sequence[int]) -> dict[int, int]:
-    """job id -> how many assets its dispatch record lists (jobs started here)."""
+def page_events(*, job_ids: Sequence[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """(assets taken, retried as) of a page of jobs from their dispatch and retry events: one
+    query on idx_mje_job_step reading two small members of the details (never the input)."""
     if not job_ids:
-        return {}
+        return {}, {}
     rows = (
-        MediaJobEvent.objects.filter(job_id__in=list(job_ids), step=STEP_DISPATCH)
-        .order_by("id")
-        .annotate(asset_ids=KT("detail__assetIds"))
-        .values_list("job_id", "asset_ids")
+        MediaJobEvent.objects.filter(job_id__in=list(job_ids), step__in=[STEP_DISPATCH, STEP_RETRY])
+        .order_by()  # no ORDER BY: MySQL would walk the primary key instead of the index
+        .annotate(asset_ids=KT("detail__assetIds"), new_job=KT("detail__newJobId"))
+        .values_list("job_id", "step", "kind", "asset_ids", "new_job")
     )
-    taken = {}
-    for job_id, asset_ids in rows:
-        try:
-            ids = json.loads(asset_ids) if asset_ids else None
-        except ValueError:
-            ids = None
-        if isinstance(ids, list):
-            taken[job_id] = len(ids)
-    return taken
+    taken: dict[int, int] = {}
+    lineage: dict[int, int] = {}
+    for job_id, step, kind, asset_ids, new_job in rows:
+        if step == STEP_DISPATCH:
+            try:
+                ids = json.loads(asset_ids) if asset_ids else None
+            except ValueError:
+                ids = None
+            if isinstance(ids, list):
+                taken[job_id] = len(ids)
+        elif kind == EventKind.RETRIED and new_job and str(new_job).isdigit():
+            lineage[job_id] = max(lineage.get(job_id, 0), int(new_job))  # the latest retry
+    return taken, lineage
 
 
-def job_asset_figures(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, JobAssetFigures]:
-    """Each job's own figures: one query for the page's dispatch records; the payload
-    figures come with the rows (``payload_figures_columns``) or from a loaded payload."""
-    taken = assets_taken(job_ids=[job.pk for job in jobs])
+def job_asset_figures(
+    *, jobs: Sequence[MediaProcessingJob], taken: dict[int, int] | None = None
+) -> dict[int, JobAssetFigures]:
+    """Each job's own figures: the page's dispatch records (``taken``, or one query), the
+    payload figures with the rows (``payload_figures_columns``) or from a loaded payload."""
+    if taken is None:
+        taken, _lineage = page_events(job_ids=[job.pk for job in jobs])
     figures = {}
     for job in jobs:
         payload = _payload_figures(job)
@@ -227,3 +227,12 @@ def job_asset_figures(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, JobAss
             zipped=payload["assetsZipped"],
         )
     return figures
+
+
+def job_list_facts(
+    *, jobs: Sequence[MediaProcessingJob]
+) -> tuple[dict[int, JobAssetFigures], dict[int, Resolution]]:
+    """A page's own asset figures and resolutions: one events query for both, then what
+    ``job_resolutions`` needs."""
+    taken, lineage = page_events(job_ids=[job.pk for job in jobs])
+    return job_asset_figures(jobs=jobs, taken=taken), job_resolutions(jobs=jobs, lineage=lineage)
