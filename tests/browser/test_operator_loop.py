@@ -16,6 +16,7 @@ from media_jobs.models import TERMINAL_JOB_STATUSES, CallbackDelivery, JobStatus
 from media_jobs.models import MediaProcessingJob as Job
 from tests.admin.users import OPERATORS, PASSWORD, make_user
 from tests.browser.conftest import DESKTOP, PHONE, login, low_contrast
+from tests.factories import JobFactory
 from tests.fixtures.s3server import free_port
 from tests.fixtures.worker import wait_until
 from tests.support.seed import failed_jobs
@@ -30,6 +31,13 @@ def status_column_on_screen(page) -> bool:
     box = page.locator("#result_list thead th.column-status_badge").bounding_box()
     page.set_viewport_size(DESKTOP)
     return box is not None and box["width"] > 0 and box["x"] + box["width"] <= PHONE["width"]
+
+
+def follow(page, link) -> None:
+    """Click a link or button that loads another page, and wait until that page is loaded
+    (a count right after a bare click can still read the old page)."""
+    with page.expect_navigation():
+        link.click()
 
 
 def row_status(page, job_id: int) -> str:
@@ -55,8 +63,8 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
     assert page.locator("#toq-unresolved-count").inner_text().strip() == "10"
     shot.both("dashboard")
 
-    page.locator("nav.toq-nav").get_by_role("link", name="Failed (unresolved)").click()
-    page.wait_for_url(re.compile(r".*resolution=unresolved.*"))
+    follow(page, page.locator("nav.toq-nav").get_by_role("link", name="Failed (unresolved)"))
+    assert "resolution=unresolved" in page.url
     assert page.locator("#result_list tbody tr").count() == 10
     assert page.locator("#result_list .toq-unresolved").count() == 10
     assert status_column_on_screen(page)
@@ -70,10 +78,10 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
 
     page.locator("#result_list thead input#action-toggle").check()
     page.select_option("select[name=action]", "retry_selected")
-    page.locator("button[name=index], .actions button[type=submit]").first.click()
+    follow(page, page.locator("button[name=index], .actions button[type=submit]").first)
     assert page.locator(".toq-plan").count() == 10
     shot.both("bulk-retry-confirmation")
-    page.click("#toq-confirm-retry")  # the worker is not running yet: the jobs wait queued
+    follow(page, page.locator("#toq-confirm-retry"))  # no worker yet: the jobs wait queued
     messages = page.locator("ul.messagelist").inner_text()
     assert messages.count("retried as") == 10
     new = sorted(set(Job.objects.values_list("pk", flat=True)) - set(old))
@@ -100,7 +108,8 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
     }
     shot.both("retried-jobs-succeeded-live")
 
-    page.locator("nav.toq-nav").get_by_role("link", name="Failed (unresolved)").click()
+    follow(page, page.locator("nav.toq-nav").get_by_role("link", name="Failed (unresolved)"))
+    assert "resolution=unresolved" in page.url and "0 media processing jobs" in page.content()
     assert page.locator("#result_list tbody tr").count() == 0
     page.goto(f"{base}{JOBS}?resolution=resolved")
     assert page.locator("#result_list .toq-resolved").count() == 10
@@ -120,7 +129,7 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
         timeout=120,
         what="two failed delivery attempts per job",
     )
-    page.locator("nav.toq-nav").get_by_role("link", name="Not delivered").click()
+    follow(page, page.locator("nav.toq-nav").get_by_role("link", name="Not delivered"))
     assert page.locator("#result_list .toq-undelivered").count() == 10
     shot.both("not-delivered")
 
@@ -132,7 +141,7 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
     assert page.locator("#toq-timeline tbody tr").count() >= 4
     assert "processed" in page.locator("#toq-assets").inner_text()
     shot.both("job-page")
-    page.click("#toq-replay-last")
+    follow(page, page.locator("#toq-replay-last"))
     assert "Replay callback delivery" in page.locator("h1").inner_text()
     shot.both("replay-confirmation")
 
@@ -183,6 +192,28 @@ def test_pages_stay_inside_the_screen_and_keep_readable_links(
     page.goto(f"{base}/admin/media_jobs/callbackdelivery/")
     assert "CALLBACK_URL is not set" in page.locator("#toq-no-callback-url").inner_text()
     shot.both("delivery-log-without-callback-url")
+
+    # the remaining pages, kept at both widths too
+    page.goto(f"{base}/admin/media_jobs/error-groups/")
+    follow(page, page.locator("a.toq-action", has_text="Retry this group").first)
+    assert page.locator("#toq-confirm-retry").count() == 1
+    shot.both("error-group-retry-confirmation")
+    page.goto(f"{base}/admin/media_jobs/listing/{listing}/storage-check/")
+    shot.both("storage-check")
+    page.goto(f"{base}/admin/media_jobs/mediaasset/")
+    assert page.locator("#result_list tbody tr").count() == 3
+    shot.both("assets")
+    follow(page, page.locator("#result_list tbody tr th a").first)
+    shot.both("asset-page")
+    page.goto(f"{base}{JOBS}{job}/execution/")
+    assert "ran on Celery" in page.locator("#content-main").inner_text()
+    shot.both("execution")
+    running = JobFactory(listing_identity_id=listing, status=JobStatus.RUNNING)
+    page.goto(f"{base}{JOBS}{running.pk}/mark-failed/")
+    assert page.locator("#toq-confirm-mark-failed").count() == 1
+    shot.both("mark-failed-confirmation")
+    page.goto(f"{base}{JOBS}{job}/history/")
+    shot.both("history")
 
     page.goto(f"{base}{JOBS}")
     assert status_column_on_screen(page)
