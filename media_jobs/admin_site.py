@@ -61,5 +61,6 @@ class PortalAdminSite(AdminSite):
             path(
                 "media_jobs/media-file/", page(views.media_file_view), name="media_jobs_media_file"
             ),
+            path("media_jobs/live/", page(views.job_status_view), name="media_jobs_job_status"),
         ]
         return own + super().get_urls()

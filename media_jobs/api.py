@@ -131,13 +131,19 @@ def _start_body(request: HttpRequest) -> tuple[int, str | None]:
 
 
 def job_json(job: MediaProcessingJob) -> dict[str, Any]:
-    """The job as the start endpoints answer it."""
+    """The job as the start endpoints answer it.
+
+    ``provider`` is SPEC §3's column of that name, kept as the backend reads it: it names
+    the kind of job (STEP_FUNCTIONS = processing, STEP_FUNCTIONS_FINALIZATION = the ZIP),
+    not what runs it - ``kind`` says the same in words. ``engine`` is what runs it:
+    ``celery`` or ``stepfunctions`` (MEDIA_PIPELINE_ENGINE when it was dispatched)."""
     detail = dispatch_detail(job=job) or {}
     workflow = detail.get("input") if isinstance(detail.get("input"), dict) else {}
     return {
         "jobId": job.pk,
         "listingIdentityId": job.listing_identity_id,
         "status": job.status,
+        "kind": "finalization" if job.is_finalization else "processing",
         "provider": job.provider,
         "externalId": job.external_id,
         "retryCount": job.retry_count,

@@ -8,7 +8,9 @@ ranges instead - the same answer whichever web process is scraped:
 - ``toq_media_jobs_stuck``: of those, older than RECONCILER_TIMEOUT_SECONDS;
 - ``toq_media_jobs_recent{status,provider}``: jobs created in the last 24 h (created_at index);
 - ``toq_media_job_failures_recent{error_code}``: FAILED/PARTIAL_SUCCESS jobs completed in
-  the last 24 h by the ``code=`` of their last_error (completed_at index);
+  the last 24 h, by each code they ended with: their own and their assets' (a job with a
+  corrupt photo counts under DERIVATIVE_ERRORS_DETECTED and CORRUPT_IMAGE);
+- ``toq_media_asset_failures_recent{error_code}``: of those, the assets that failed, by code;
 - ``toq_media_step_duration_seconds{step,kind}``: a histogram of the Celery engine's step
   durations over the last hour (a sliding window: use ``histogram_quantile`` on the
   buckets directly, not on ``rate()``);
@@ -24,14 +26,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q, Sum
-from django.db.models.functions import Substr
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -39,14 +39,15 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from . import errorcodes
 from .models import (
     ACTIVE_JOB_STATUSES,
     CallbackDelivery,
     EventKind,
-    JobStatus,
     MediaJobEvent,
     MediaProcessingJob,
 )
+from .selectors.errors import failures_by_code
 from .selectors.jobs import job_list_stuck
 
 logger = logging.getLogger("toq.media.metrics")
@@ -54,15 +55,14 @@ logger = logging.getLogger("toq.media.metrics")
 RECENT = timedelta(hours=24)
 DURATION_WINDOW = timedelta(hours=1)
 DURATION_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
-_CODE = re.compile(r"code=([A-Za-z0-9_.\-]+)")
 
 
 def error_code_of(last_error: str | None) -> str:
-    """The ``code=X`` of the first line of last_error (``unknown`` when there is none)."""
+    """The metric label of a last_error: its first line's code (``errorcodes``' one parser),
+    ``none`` without an error, ``unknown`` for an error without a code."""
     if not last_error:
         return "none"
-    match = _CODE.match(last_error.strip())
-    return match.group(1) if match else "unknown"
+    return errorcodes.error_code_of(last_error) or "unknown"
 
 
 def broker_queue_depth(queue: str | None = None) -> int | None:
@@ -91,7 +91,7 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
         yield from self._jobs(now)
-        yield self._failures(now)
+        yield from self._failures(now)
         yield self._durations(now)
         yield from self._callbacks(now)
         depth = broker_queue_depth()
@@ -138,27 +138,25 @@ class DatabaseCollector(Collector):
             recent.add_metric([row["status"], row["provider"]], row["n"])
         yield recent
 
-    def _failures(self, now: Any) -> Metric:
-        failures = GaugeMetricFamily(
+    def _failures(self, now: Any) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily(
             "toq_media_job_failures_recent",
-            "FAILED or PARTIAL_SUCCESS jobs completed in the last 24 h, by error code.",
+            "FAILED or PARTIAL_SUCCESS jobs completed in the last 24 h, by each error code "
+            "they ended with (their own and their assets').",
             labels=["error_code"],
         )
-        heads = (
-            MediaProcessingJob.objects.filter(
-                completed_at__gte=now - RECENT,
-                status__in=[JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS],
-            )
-            .annotate(head=Substr("last_error", 1, 120))
-            .values_list("head", flat=True)
+        assets = GaugeMetricFamily(
+            "toq_media_asset_failures_recent",
+            "Assets that failed in jobs completed in the last 24 h, by error code.",
+            labels=["error_code"],
         )
-        counts: dict[str, int] = {}
-        for head in heads.iterator(chunk_size=2000):
-            code = error_code_of(head)
-            counts[code] = counts.get(code, 0) + 1
-        for code, n in sorted(counts.items()):
-            failures.add_metric([code], n)
-        return failures
+        counts = failures_by_code(completed_since=now - RECENT)
+        for code, count in sorted(counts.items()):
+            jobs.add_metric([code or "unknown"], count.jobs)
+            if count.assets:
+                assets.add_metric([code or "unknown"], count.assets)
+        yield jobs
+        yield assets
 
     def _durations(self, now: Any) -> Metric:
         histogram = HistogramMetricFamily(

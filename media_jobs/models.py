@@ -117,6 +117,12 @@ class MediaProcessingJob(models.Model):
             models.Index(fields=["status", "created_at"], name="idx_mpj_status_created"),
             models.Index(fields=["provider", "created_at"], name="idx_mpj_provider_created"),
             models.Index(fields=["external_id"], name="idx_mpj_external_id"),
+            # "Resolved": a later job of the same listing and kind SUCCEEDED - answered from
+            # this index alone (InnoDB adds the id), never by reading job rows.
+            models.Index(
+                fields=["listing_identity_id", "provider", "status"],
+                name="idx_mpj_listing_kind_status",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -208,7 +214,11 @@ class MediaJobEvent(models.Model):
     class Meta:
         db_table = "media_job_events"
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["job", "at"], name="idx_mje_job_at")]
+        indexes = [
+            models.Index(fields=["job", "at"], name="idx_mje_job_at"),
+            # A page of jobs reads one step of each (dispatch, retry) without their timelines.
+            models.Index(fields=["job", "step"], name="idx_mje_job_step"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.step} {self.kind} (job #{self.job_id})"
@@ -245,3 +255,48 @@ class CallbackDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"callback of job #{self.job_id} attempt {self.attempt}"
+
+
+class ErrorScope(models.TextChoices):
+    JOB = "job", "Job"
+    ASSET = "asset", "Asset"
+
+
+class MediaJobError(models.Model):
+    """One error code a failed or partially successful job ended with: the job's own code
+    (scope job, the ``code=`` of a ``last_error`` line) or the code some of its assets
+    failed with (scope asset, from the callback's outputs), with its message normalized.
+
+    The portal's own table, written with the job's outcome (``services.job_errors``), so the
+    error-code filter, the error groups, the dashboard and ``/metrics`` find a job by any of
+    its codes through an index instead of reading ``last_error`` texts."""
+
+    job = models.ForeignKey(
+        MediaProcessingJob,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="error_codes",
+    )
+    listing_identity_id = models.PositiveIntegerField(verbose_name="listing")
+    scope = models.CharField(max_length=8, choices=ErrorScope.choices)
+    code = models.CharField(max_length=100, blank=True, help_text="Empty when none was given.")
+    message = models.CharField(
+        max_length=255, blank=True, help_text="Normalized: what varies per job is masked."
+    )
+    sample = models.CharField(max_length=300, blank=True, help_text="One message as it was.")
+    assets = models.PositiveIntegerField(default=0, help_text="Assets that failed with it.")
+    job_created_at = models.DateTimeField()
+    job_completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "media_job_errors"
+        ordering = ["-job_created_at", "-id"]
+        indexes = [
+            # The error-code filter reads job ids newest first from this index alone.
+            models.Index(fields=["code", "job_created_at", "job"], name="idx_mjerr_code_created"),
+            models.Index(fields=["job_created_at"], name="idx_mjerr_created"),
+            models.Index(fields=["job_completed_at"], name="idx_mjerr_completed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code or '(no code)'} ({self.scope}) of job #{self.job_id}"

@@ -37,9 +37,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Retry
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from kombu import pools
+from kombu.exceptions import OperationalError as BrokerError
 
 from toqportal.celery import app
 
@@ -54,7 +57,7 @@ from .pipeline.consolidate import (
 )
 from .pipeline.logs import log_context
 from .services.callbacks import callback_apply
-from .services.dispatch import workflow_id_of, workflow_input
+from .services.dispatch import job_dispatch_failed, workflow_id_of, workflow_input
 from .services.errors import ApplicationError, JobStateError
 from .services.events import (
     STEP_CONSOLIDATE,
@@ -102,6 +105,10 @@ VALIDATE_RETRY = RetryPolicy(2, 2, 2.0)
 BRANCH_RETRY = RetryPolicy(2, 5, 2.0)
 CONSOLIDATE_RETRY = RetryPolicy(2, 2, 2.0)
 ZIP_RETRY = RetryPolicy(2, 10, 2.0)
+# The first task of a job, when something outside the pipeline step fails (a locked or lost
+# database, the broker while fanning out): 3 retries, 2 s x2, then DISPATCH_FAILED.
+FIRST_TASK_RETRY = RetryPolicy(3, 2, 2.0)
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError, ConnectionError)
 
 _FFMPEG_LIMIT = int(settings.FFMPEG_TIMEOUT_SECONDS)
 # (soft, hard) seconds: a step past its soft limit raises inside the task and is retried.
@@ -383,6 +390,40 @@ def _step_run(job_id: int, step: str, **log_fields: Any) -> Iterator[StepRun | N
         yield StepRun(job, input, workflow_id)
 
 
+@contextmanager
+def _first_task(task: Task, job_id: int, step: str) -> Iterator[None]:
+    """Guard the first task of a job: an error that escapes it is retried while it looks
+    transient (a locked SQLite file, a dropped connection, the broker), and otherwise - or
+    when the retries run out - the job fails with DISPATCH_FAILED at once. Without this the
+    task would end in Celery's log and the job would stay PENDING until the reconciler."""
+    try:
+        yield
+    except Retry:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever escaped, the job must not be lost
+        retries = task.request.retries or 0
+        if isinstance(exc, TRANSIENT_ERRORS) and retries < FIRST_TASK_RETRY.max_retries:
+            countdown = FIRST_TASK_RETRY.countdown(retries)
+            logger.warning(
+                "first task of the job failed, retrying in %.1fs: %s: %s",
+                countdown,
+                type(exc).__name__,
+                exc,
+                extra={"job_id": job_id, "step": step},
+            )
+            raise task.retry(
+                exc=exc, countdown=countdown, max_retries=FIRST_TASK_RETRY.max_retries
+            ) from exc
+        logger.exception("first task of the job failed", extra={"job_id": job_id, "step": step})
+        job_dispatch_failed(
+            job_id=job_id,
+            reason=(
+                f"the job's first step ({step}) could not run after {retries + 1} attempt(s): "
+                f"{type(exc).__name__}: {exc}"
+            ),
+        )
+
+
 def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | None:
     try:
         return job_mark_running(job=job, external_id=workflow_id)
@@ -402,7 +443,7 @@ def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | No
 )
 def run_processing(self: Task, job_id: int) -> None:
     """First step of a processing job: RUNNING, validate, fan the parallel parts out."""
-    with _step_run(job_id, STEP_VALIDATE) as run:
+    with _first_task(self, job_id, STEP_VALIDATE), _step_run(job_id, STEP_VALIDATE) as run:
         if run is None:
             return
         input, workflow_id = run.input, run.workflow_id
@@ -582,7 +623,7 @@ def consolidate_processing(self: Task, job_id: int) -> None:
 )
 def run_finalization(self: Task, job_id: int) -> None:
     """CreateZipBundle + FinalizeAndCallback (SPEC §5)."""
-    with _step_run(job_id, STEP_ZIP) as run:
+    with _first_task(self, job_id, STEP_ZIP), _step_run(job_id, STEP_ZIP) as run:
         if run is None:
             return
         input, workflow_id = run.input, run.workflow_id

@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.media",
     "tests.fixtures.storage",
     "tests.fixtures.worker",
+    "tests.fixtures.embedded",
     "tests.support.callback_receiver",
 ]

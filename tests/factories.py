@@ -13,17 +13,28 @@ from media_jobs.models import (
     MediaAsset,
     MediaProcessingJob,
 )
+from media_jobs.services.job_errors import job_errors_backfill
+
+FAILURE_STATUSES = (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS)
 
 
 class JobFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = MediaProcessingJob
+        skip_postgeneration_save = True
 
     listing_identity_id = factory.Sequence(lambda n: 1000 + n)
     status = JobStatus.PENDING
     provider = JobProvider.STEP_FUNCTIONS
     retry_count = 0
     created_at = factory.LazyFunction(timezone.now)
+
+    @factory.post_generation
+    def error_codes(job: MediaProcessingJob, create: bool, extracted: object, **kwargs: object):
+        """A failed job as the portal keeps it: its codes in media_job_errors too, read from
+        last_error the way migration 0004 fills them in for older jobs."""
+        if create and job.status in FAILURE_STATUSES and job.last_error:
+            job_errors_backfill(jobs=[job])
 
 
 class AssetFactory(factory.django.DjangoModelFactory):

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
 from media_jobs.selectors.admin import DayCounts
 
 WIDTH = 640
@@ -14,9 +17,9 @@ MARGIN_RIGHT = 10
 MARGIN_TOP = 10
 MARGIN_BOTTOM = 30
 SERIES = (
-    ("succeeded", "Succeeded", "ok"),
-    ("partial", "Partial success", "partial"),
-    ("failed", "Failed", "failed"),
+    ("succeeded", _("Succeeded"), "ok"),
+    ("partial", _("Partial success"), "partial"),
+    ("failed", _("Failed"), "failed"),
 )
 
 
@@ -57,30 +60,40 @@ class BarChart:
     description: str = ""
 
 
-def _nice_max(value: int) -> int:
-    """The smallest 1/2/5 x 10^n at or above ``value`` (at least 1)."""
-    if value <= 1:
-        return 1
+def _nice_step(value: int) -> int:
+    """The smallest 1/2/5 x 10^n at or above a quarter of ``value`` (at least 1): an
+    integer tick step, so no tick reads 1.25 jobs."""
+    target = max(value, 1) / 4
     step = 1
     while True:
         for factor in (1, 2, 5):
-            if step * factor >= value:
+            if step * factor >= target:
                 return step * factor
         step *= 10
 
 
+def _ticks(value: int) -> tuple[int, list[int]]:
+    """(axis top, tick values): whole-number ticks from 0 up to the first at or above the
+    tallest bar (1 for an empty chart)."""
+    step = _nice_step(value)
+    ticks = [0]
+    while ticks[-1] < max(value, 1):
+        ticks.append(ticks[-1] + step)
+    return ticks[-1], ticks
+
+
 def daily_bar_chart(days: Sequence[DayCounts]) -> BarChart:
-    """Stacked bars (succeeded, partial, failed) per day, with a 0..max axis of 4 ticks."""
-    chart = BarChart(legend=[(label, css) for _, label, css in SERIES])
-    top = _nice_max(max((day.total for day in days), default=0))
+    """Stacked bars (succeeded, partial, failed) per day, on an axis of whole-number ticks."""
+    chart = BarChart(legend=[(str(label), css) for _, label, css in SERIES])
+    top, values = _ticks(max((day.total for day in days), default=0))
     plot_height = chart.plot_bottom - MARGIN_TOP
     plot_width = chart.plot_right - chart.plot_left
     slot = plot_width / max(len(days), 1)
     bar = slot * 0.7
-    for index in range(5):
-        value = top * index / 4
-        label = f"{value:g}" if top >= 4 or value.is_integer() else ""
-        chart.ticks.append(Tick(chart.plot_bottom - plot_height * index / 4, label))
+    for value in values:
+        chart.ticks.append(
+            Tick(round(chart.plot_bottom - plot_height * value / top, 1), str(value))
+        )
     for index, day in enumerate(days):
         x = chart.plot_left + slot * index + (slot - bar) / 2
         y = float(chart.plot_bottom)
@@ -97,13 +110,21 @@ def daily_bar_chart(days: Sequence[DayCounts]) -> BarChart:
                     round(bar, 1),
                     round(height, 1),
                     css,
-                    f"{day.day:%Y-%m-%d}: {count} {label.lower()}",
+                    f"{day.day:%Y-%m-%d}: {count} {str(label).lower()}",
                 )
             )
         chart.labels.append(XLabel(round(x + bar / 2, 1), f"{day.day:%m-%d}"))
         chart.total += day.total
     first, last = (days[0].day, days[-1].day) if days else (None, None)
     chart.description = (
-        f"Jobs per day from {first} to {last} (UTC): {chart.total} finished" if days else "No data"
+        _("Jobs per day from %(first)s to %(last)s (%(zone)s): %(total)s finished")
+        % {
+            "first": first,
+            "last": last,
+            "zone": timezone.get_current_timezone_name(),
+            "total": chart.total,
+        }
+        if days
+        else str(_("No data"))
     )
     return chart

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils import formats, timezone
+from django.utils.html import escape, format_html
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext_lazy as _
 
 from media_jobs.pipeline.storage import Storage
 from media_jobs.storage import pipeline_storage
@@ -49,14 +53,50 @@ def require_view(request: HttpRequest) -> None:
         raise PermissionDenied("You need the permission to view media processing jobs.")
 
 
-@functools.lru_cache(maxsize=128)
-def status_badge(status: str | None, label: str | None = None) -> SafeString:
-    """The badge HTML of a status; a few distinct (status, label) pairs, so each is built
-    once (a list page shows 50 of them)."""
+def status_badge(status: str | None, label: Any = None) -> SafeString:
+    """The badge HTML of a status, in the active language."""
+    return _badge(status, str(label) if label else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _badge(status: str | None, label: str | None) -> SafeString:
+    # A few distinct (status, label text) pairs, so each is built once (a list page shows 50).
     modifier = BADGE_CLASSES.get(status or "", "unknown")
     return format_html(
         '<span class="toq-badge toq-badge--{}">{}</span>', modifier, label or status or "-"
     )
+
+
+def format_time(value: datetime | None, *, empty: Any = "-") -> str:
+    """The portal's one timestamp format: ``2026-11-30 02:15:29 -03`` (seconds and the zone
+    of TIME_ZONE; the format is DATETIME_FORMAT of toqportal/formats)."""
+    if value is None:
+        return str(empty)
+    if timezone.is_aware(value):
+        value = timezone.localtime(value)
+    django_format = formats.get_format("DATETIME_FORMAT")
+    pattern = _strftime_pattern(django_format)
+    if pattern is None:
+        return formats.date_format(value, django_format)
+    return value.strftime(pattern)
+
+
+# Django's date format characters that strftime says the same way: a list page formats a
+# hundred times, and Django's DateFormat costs ten times strftime.
+_STRFTIME = {"Y": "%Y", "m": "%m", "d": "%d", "H": "%H", "i": "%M", "s": "%S", "T": "%Z"}
+
+
+@functools.lru_cache(maxsize=16)
+def _strftime_pattern(django_format: str) -> str | None:
+    pattern = []
+    for char in django_format:
+        if char in _STRFTIME:
+            pattern.append(_STRFTIME[char])
+        elif char.isalpha() or char in "\\%":
+            return None  # something strftime would not say the same: Django's own formatter
+        else:
+            pattern.append(char)
+    return "".join(pattern)
 
 
 def object_url(key: str, *, storage: Storage | None = None, download: bool = False) -> str:
@@ -70,6 +110,37 @@ def object_url(key: str, *, storage: Storage | None = None, download: bool = Fal
     if download:
         query["download"] = "1"
     return f"{reverse('admin:media_jobs_media_file')}?{urlencode(query)}"
+
+
+def s3_console_url(key: str, *, folder: bool = False) -> str | None:
+    """The object (or, with ``folder``, the prefix) in the AWS S3 console, when storage is
+    S3 and AWS_S3_CONSOLE_URL is not emptied; None otherwise."""
+    base = settings.AWS_S3_CONSOLE_URL
+    if settings.MEDIA_STORAGE_BACKEND != "s3" or not base:
+        return None
+    query = urlencode({"region": settings.AWS_S3_REGION_NAME, "prefix": key})
+    page = "buckets" if folder else "object"
+    return f"{base.rstrip('/')}/{page}/{quote(settings.MEDIA_BUCKET, safe='')}?{query}"
+
+
+_BACKTICKS = re.compile(r"`([^`]+)`")
+
+
+def code_spans(text: Any) -> SafeString:
+    """Escaped text with its `backticked` parts as <code> (the error-code catalogue)."""
+    return mark_safe(_BACKTICKS.sub(r"<code>\1</code>", escape(str(text or ""))))  # noqa: S308
+
+
+def copy_button(value: Any) -> SafeString:
+    """A "copy" button for an id or a key; hidden until the page's script can copy."""
+    if value in (None, ""):
+        return mark_safe("")
+    return format_html(
+        '<button type="button" class="toq-copy" data-copy="{}" title="{}" hidden>{}</button>',
+        value,
+        _("Copy %(value)s") % {"value": value},
+        _("copy"),
+    )
 
 
 def pretty_json(value: Any) -> str:

@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from media_jobs.models import CallbackDelivery
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors.deliveries import callback_configured
 
 from .common import ReadOnlyAdminMixin, can_operate, json_block, require_operate
 
@@ -45,6 +46,7 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = selectors.BoundedCountPaginator
     change_form_template = "admin/media_jobs/delivery_change_form.html"
+    change_list_template = "admin/media_jobs/delivery_change_list.html"
     fields = (
         "id",
         "job_link",
@@ -61,6 +63,13 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "replay_of_link",
     )
     readonly_fields = fields
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # An empty log with CALLBACK_URL unset is expected: the page says so.
+        context = {"callback_configured": callback_configured(), **(extra_context or {})}
+        return super().changelist_view(request, context)
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
         term = search_term.strip().lstrip("#")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import datetime
 from typing import Any
 
@@ -21,8 +20,11 @@ from django.utils import formats, timezone
 from django.utils.html import conditional_escape, escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
-from media_jobs import stepfunctions
+from media_jobs import errorcodes, stepfunctions
+from media_jobs.errorcodes import error_code_of, parse_last_error
 from media_jobs.models import (
     TERMINAL_JOB_STATUSES,
     JobProvider,
@@ -31,23 +33,52 @@ from media_jobs.models import (
 )
 from media_jobs.pipeline import keys
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors import deliveries as delivery_selectors
+from media_jobs.selectors import errors as error_selectors
+from media_jobs.selectors import resolution as resolution_selectors
 from media_jobs.services.dispatch import job_asset_ids
+from media_jobs.templatetags.portal import code_spans
 
+from .cells import (
+    asset_figures_html,
+    delivery_html,
+    resolution_html,
+    time_html,
+    undelivered_html,
+)
+from .cells import job_url as _job_url_of
 from .common import (
     OPERATE_PERMISSION,
     ReadOnlyAdminMixin,
     can_operate,
+    copy_button,
     duration_text,
+    format_time,
     json_block,
     object_url,
     pretty_json,
     require_operate,
     require_view,
+    s3_console_url,
     status_badge,
 )
 from .operations import mark_failed, plan_for, retry_jobs
 
 OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
+# The job page's summary fields that change while a job runs: the live view sends them again.
+LIVE_PAGE_FIELDS = (
+    "status_badge",
+    "started_time",
+    "completed_time",
+    "duration",
+    "asset_figures_text",
+    "resolution_text",
+    "delivery_text",
+    "what_to_do",
+    "last_error_full",
+)
+# The error-code filter offers the documented codes and those seen in this many days.
+ERROR_CODE_CHOICE_DAYS = 30
 # Labels by value for the list's cells: Model.get_FOO_display() rebuilds the choices dict on
 # every call, twice per row. An unknown value (a backend's newer status) shows as it is.
 STATUS_LABELS: dict[str, str] = dict(JobStatus.choices)
@@ -55,12 +86,12 @@ KIND_LABELS: dict[str, str] = dict(JobProvider.choices)
 
 
 class StuckFilter(admin.SimpleListFilter):
-    title = "stuck"
+    title = _("stuck")
     parameter_name = "stuck"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         minutes = settings.RECONCILER_TIMEOUT_SECONDS // 60
-        return [("yes", f"Running or pending > {minutes} min")]
+        return [("yes", _("Running or pending > %(minutes)s min") % {"minutes": minutes})]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "yes":
@@ -68,14 +99,52 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ErrorCodeFilter(admin.SimpleListFilter):
-    """The ``code=X`` of last_error, matched as a prefix (never a substring scan)."""
+class ResolutionFilter(admin.SimpleListFilter):
+    """Failures no later job of the same listing and kind has made good (the "Failed"
+    shortcut and the dashboard link here), or those that one has."""
 
-    title = "error code"
+    title = _("failures")
+    parameter_name = "resolution"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("unresolved", _("Unresolved (no later success)")),
+            ("resolved", _("Resolved by a later success")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "unresolved":
+            return queryset.filter(resolution_selectors.unresolved_failures_q())
+        if self.value() == "resolved":
+            return queryset.filter(resolution_selectors.resolved_failures_q())
+        return queryset
+
+
+class CallbackFilter(admin.SimpleListFilter):
+    """Jobs whose result the TOQ backend has not received (selectors.deliveries decides)."""
+
+    title = _("callback to the backend")
+    parameter_name = "callback"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("undelivered", _("Not delivered"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "undelivered":
+            return queryset.filter(delivery_selectors.undelivered_q())
+        return queryset
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """Jobs that ended with a code - their own or one of their assets' (media_job_errors)."""
+
+    title = _("error code")
     parameter_name = "error_code"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        choices = selectors.error_code_choices()
+        choices = error_selectors.error_code_choices(
+            recent_since=timezone.now() - datetime.timedelta(days=ERROR_CODE_CHOICE_DAYS)
+        )
         current = self.value()
         if current and current not in choices:
             choices.append(current)
@@ -83,25 +152,20 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value():
-            return queryset.filter(selectors.error_code_q(self.value()))
+            return queryset.filter(error_selectors.job_error_code_q(self.value()))
         return queryset
 
 
 class JobChangeList(ChangeList):
-    """Adds, per page, ONE grouped query for the listings' asset counts, and a date
-    hierarchy that never runs ``SELECT DISTINCT YEAR(created_at)`` over the table."""
+    """Adds, per page, a fixed number of queries for what the rows show besides their own
+    columns - each job's own asset figures, the resolution of its failure, whether the
+    backend received its result - and a date hierarchy that never runs
+    ``SELECT DISTINCT YEAR(created_at)`` over the table."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         self.result_list = list(self.result_list)
-        counts = selectors.listing_asset_counts(
-            listing_ids=[job.listing_identity_id for job in self.result_list]
-        )
-        # One reverse() for the page, not one per row (the listing column links every row).
-        listing_url = reverse("admin:media_jobs_listing", args=[0]).replace("/0/", "/{}/")
-        for job in self.result_list:
-            job.asset_counts = counts.get(job.listing_identity_id, selectors.AssetCounts())
-            job.listing_url = listing_url.format(job.listing_identity_id)
+        annotate_job_rows(self.result_list, operate=can_operate(request))
 
     def result_table(self) -> dict[str, Any]:
         """The context Django's ``result_list`` tag gives ``change_list_results.html``, built
@@ -150,8 +214,9 @@ class JobChangeList(ChangeList):
         }
 
     def cheap_date_hierarchy(self) -> dict[str, Any]:
-        """Same links as Django's date hierarchy; choices come from the calendar (and the
-        Min/Max of created_at, two index look-ups), not from DISTINCT over the rows."""
+        """Same links as Django's date hierarchy, for the months and days that have jobs:
+        found by index look-ups (the table's first and last created_at, then a loose scan
+        of a year or a month), never DISTINCT over the rows."""
         field = self.date_hierarchy
         year_field, month_field, day_field = (f"{field}__{p}" for p in ("year", "month", "day"))
         year, month, day = (self.params.get(f) for f in (year_field, month_field, day_field))
@@ -183,7 +248,6 @@ class JobChangeList(ChangeList):
                 "choices": [{"title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT"))}],
             }
         if year and month:
-            days = calendar.monthrange(year, month)[1]
             return {
                 "show": True,
                 "back": {"link": link({year_field: year}), "title": str(year)},
@@ -192,13 +256,13 @@ class JobChangeList(ChangeList):
                         "link": link({year_field: year, month_field: month, day_field: d}),
                         "title": formats.date_format(datetime.date(year, month, d), "M j"),
                     }
-                    for d in range(1, days + 1)
+                    for d in selectors.job_created_days(year=year, month=month)
                 ],
             }
         if year:
             return {
                 "show": True,
-                "back": {"link": link({}), "title": "All dates"},
+                "back": {"link": link({}), "title": _("All dates")},
                 "choices": [
                     {
                         "link": link({year_field: year, month_field: m}),
@@ -206,7 +270,7 @@ class JobChangeList(ChangeList):
                             formats.date_format(datetime.date(year, m, 1), "YEAR_MONTH_FORMAT")
                         ),
                     }
-                    for m in range(1, 13)
+                    for m in selectors.job_created_months(year=year)
                 ],
             }
         if first and last:
@@ -230,6 +294,26 @@ def _int_param(value: Any) -> int | None:
         return None
 
 
+def job_list_row_queryset() -> QuerySet:
+    """The jobs as the list reads them (the live view reads a page's rows again)."""
+    return selectors.job_list_columns(queryset=MediaProcessingJob.objects.all())
+
+
+def annotate_job_rows(jobs: list[MediaProcessingJob], *, operate: bool = False) -> None:
+    """What a row shows besides its own columns, for a page of jobs in a fixed number of
+    queries: its own asset figures, the resolution of a failure, the delivery of its
+    result; and the link to its listing (one reverse() for the page)."""
+    figures, resolutions = resolution_selectors.job_list_facts(jobs=jobs)
+    deliveries = delivery_selectors.job_delivery_states(jobs=jobs)
+    listing_url = reverse("admin:media_jobs_listing", args=[0]).replace("/0/", "/{}/")
+    for job in jobs:
+        job.asset_figures = figures.get(job.pk)
+        job.resolution = resolutions.get(job.pk)
+        job.delivery = deliveries.get(job.pk)
+        job.listing_url = listing_url.format(job.listing_identity_id)
+        job.can_operate = operate
+
+
 @admin.register(MediaProcessingJob)
 class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -247,6 +331,8 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = (
         "status",
         ("provider", admin.ChoicesFieldListFilter),
+        ResolutionFilter,
+        CallbackFilter,
         StuckFilter,
         ErrorCodeFilter,
     )
@@ -255,7 +341,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-created_at", "-id")
     sortable_by = ("id",)
     search_fields = ("=id",)  # shows the search box; get_search_results does the work
-    search_help_text = (
+    search_help_text = _(
         "Job id or listing id (exact), external id (prefix) or raw key (prefix, with a '/')."
     )
     list_per_page = 50
@@ -270,31 +356,30 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     change_form_template = "admin/media_jobs/job_change_form.html"
     fieldsets = (
         (
-            "Summary",
+            _("Summary"),
             {
                 "fields": (
-                    ("id", "status_badge"),
-                    ("listing", "kind"),
-                    ("retry_count", "external_id"),
-                    ("created_at", "started_at", "completed_at", "duration"),
+                    ("job_id", "status_badge"),
+                    ("listing_text", "kind"),
+                    ("retry_count", "external_id_text"),
+                    ("created_time", "started_time", "completed_time", "duration"),
+                    "asset_figures_text",
+                    "resolution_text",
+                    "delivery_text",
                 )
             },
         ),
-        ("Last error", {"fields": ("last_error_full",)}),
-        ("Data", {"fields": ("payload_json", "callback_body_json")}),
+        (_("Last error"), {"fields": ("what_to_do", "last_error_full")}),
+        (_("Data"), {"fields": ("payload_json", "callback_body_json")}),
     )
     readonly_fields = (
-        "id",
-        "status_badge",
-        "listing",
+        "job_id",
+        "listing_text",
         "kind",
         "retry_count",
-        "external_id",
-        "created_at",
-        "started_at",
-        "completed_at",
-        "duration",
-        "last_error_full",
+        "external_id_text",
+        "created_time",
+        *LIVE_PAGE_FIELDS,
         "payload_json",
         "callback_body_json",
     )
@@ -329,73 +414,172 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             require_operate(request)  # a forged action POST is a 403, not "no action"
         return super().changelist_view(request, extra_context)
 
-    @admin.display(description="listing", ordering="listing_identity_id")
+    @admin.display(description=_("listing"), ordering="listing_identity_id")
     def listing(self, obj: MediaProcessingJob) -> str:
         url = getattr(obj, "listing_url", None) or reverse(
             "admin:media_jobs_listing", args=[obj.listing_identity_id]
         )
         return format_html('<a href="{}">{}</a>', url, obj.listing_identity_id)
 
-    @admin.display(description="kind")
+    @admin.display(description=_("kind"))
     def kind(self, obj: MediaProcessingJob) -> str:
         return KIND_LABELS.get(obj.provider, obj.provider)
 
-    @admin.display(description="status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: MediaProcessingJob) -> str:
-        return status_badge(obj.status, STATUS_LABELS.get(obj.status, obj.status))
+        """The badge (live: the page's script updates a PENDING/RUNNING one), then what
+        became of a failure and whether the backend has the result."""
+        badge = status_badge(obj.status, STATUS_LABELS.get(obj.status, obj.status))
+        extra = resolution_html(getattr(obj, "resolution", None)) + undelivered_html(
+            obj, getattr(obj, "delivery", None)
+        )
+        # Every part is escaped (badge and extra are safe HTML): one string, fifty times a page.
+        return mark_safe(  # noqa: S308
+            f'<span class="toq-live" data-job="{int(obj.pk)}" data-status="{escape(obj.status)}">'
+            f"{badge}</span>{extra}"
+        )
 
-    @admin.display(description="started")
+    @admin.display(description=_("started"))
     def started(self, obj: MediaProcessingJob) -> str:
-        return _short_time(obj.started_at)
+        if obj.started_at is None and obj.status in TERMINAL_JOB_STATUSES:
+            return format_html('<span class="toq-muted">{}</span>', gettext("never started"))
+        return time_html(obj.started_at)
 
-    @admin.display(description="completed")
+    @admin.display(description=_("completed"))
     def completed(self, obj: MediaProcessingJob) -> str:
-        return _short_time(obj.completed_at)
+        return time_html(obj.completed_at)
 
-    @admin.display(description="duration")
+    @admin.display(description=_("duration"))
     def duration(self, obj: MediaProcessingJob) -> str:
         if not obj.started_at:
             return "-"
         end = obj.completed_at or timezone.now()
         return duration_text((end - obj.started_at).total_seconds())
 
-    @admin.display(description="assets ok / failed")
+    @admin.display(description=_("assets ok / failed"))
     def assets(self, obj: MediaProcessingJob) -> str:
-        counts = getattr(obj, "asset_counts", None)
-        if counts is None or not counts.total:
-            return "-"
-        return format_html(
-            '<span class="toq-ok">{}</span> / <span class="{}">{}</span> <span class="toq-muted">of {}</span>',
-            counts.processed,
-            "toq-failed" if counts.failed else "toq-muted",
-            counts.failed,
-            counts.total,
-        )
+        """The job's own assets: what it took and what came of them (not the listing now)."""
+        return asset_figures_html(obj, getattr(obj, "asset_figures", None))
 
-    @admin.display(description="last error")
+    @admin.display(description=_("last error"))
     def error_summary(self, obj: MediaProcessingJob) -> str:
         head = obj.error_head if hasattr(obj, "error_head") else obj.last_error
         if not head:
             return ""
         first_line = head.split("\n", 1)[0]
-        short = first_line if len(first_line) <= 120 else first_line[:119] + "…"
-        return format_html('<span class="toq-error" title="{}">{}</span>', first_line, short)
+        return format_html(
+            '<span class="toq-error toq-clamp" title="{}">{}</span>', first_line, first_line
+        )
 
     # -- job page ---------------------------------------------------------------------------
 
-    @admin.display(description="last error")
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        job = super().get_object(request, object_id, from_field)
+        if job is not None:
+            annotate_job_rows([job], operate=can_operate(request))
+        return job
+
+    @admin.display(description=_("job id"))
+    def job_id(self, obj: MediaProcessingJob) -> str:
+        return format_html("{} {}", obj.pk, copy_button(obj.pk))
+
+    @admin.display(description=_("listing"))
+    def listing_text(self, obj: MediaProcessingJob) -> str:
+        return format_html("{} {}", self.listing(obj), copy_button(obj.listing_identity_id))
+
+    @admin.display(description=_("external id"))
+    def external_id_text(self, obj: MediaProcessingJob) -> str:
+        if not obj.external_id:
+            return format_html('<span class="toq-muted">{}</span>', _("none yet"))
+        return format_html("<code>{}</code> {}", obj.external_id, copy_button(obj.external_id))
+
+    @admin.display(description=_("started"))
+    def started_time(self, obj: MediaProcessingJob) -> str:
+        if obj.started_at is not None:
+            return format_time(obj.started_at)
+        if obj.status in TERMINAL_JOB_STATUSES:
+            return _("never started (it ended before a worker took it)")
+        return _("not yet")
+
+    @admin.display(description=_("completed"))
+    def completed_time(self, obj: MediaProcessingJob) -> str:
+        if obj.completed_at is not None:
+            return format_time(obj.completed_at)
+        return _("not finished")
+
+    @admin.display(description=_("created"))
+    def created_time(self, obj: MediaProcessingJob) -> str:
+        return format_time(obj.created_at)
+
+    @admin.display(description=_("assets of this job"))
+    def asset_figures_text(self, obj: MediaProcessingJob) -> str:
+        return asset_figures_html(obj, getattr(obj, "asset_figures", None), long=True)
+
+    @admin.display(description=_("what became of it"))
+    def resolution_text(self, obj: MediaProcessingJob) -> str:
+        parts = []
+        retried = resolution_selectors.retry_of(job=obj)
+        if retried:
+            parts.append(
+                format_html(
+                    '<span class="toq-lineage">{} <a href="{}">#{}</a></span>',
+                    _("a retry of"),
+                    _job_url_of(retried),
+                    retried,
+                )
+            )
+        chain = resolution_selectors.job_lineage(job=obj)
+        if chain:
+            steps = format_html_join(
+                " → ",
+                '<a href="{}">#{}</a> {}',
+                (
+                    (
+                        _job_url_of(job.pk),
+                        job.pk,
+                        status_badge(job.status, STATUS_LABELS.get(job.status, job.status)),
+                    )
+                    for job in chain
+                ),
+            )
+            parts.append(
+                format_html('<span class="toq-lineage">{} {}</span>', _("retried as"), steps)
+            )
+        resolution = getattr(obj, "resolution", None)
+        if resolution is not None:
+            parts.append(resolution_html(resolution, lineage=False))
+        if not parts:
+            return format_html('<span class="toq-muted">{}</span>', "-")
+        return format_html_join(mark_safe("<br>"), "{}", ((p,) for p in parts))
+
+    @admin.display(description=_("result sent to the backend"))
+    def delivery_text(self, obj: MediaProcessingJob) -> str:
+        return delivery_html(obj, getattr(obj, "delivery", None))
+
+    @admin.display(description=_("what to do"))
+    def what_to_do(self, obj: MediaProcessingJob) -> str:
+        code = error_code_of(obj.last_error)
+        if not obj.last_error:
+            return format_html('<span class="toq-muted">{}</span>', "-")
+        return format_html(
+            '<span class="toq-advice"><code>{}</code> {}</span>',
+            code or _("(no code)"),
+            code_spans(errorcodes.what_to_do(code)),
+        )
+
+    @admin.display(description=_("last error"))
     def last_error_full(self, obj: MediaProcessingJob) -> str:
         if not obj.last_error:
-            return format_html('<span class="toq-muted">{}</span>', "(none)")
+            return format_html('<span class="toq-muted">{}</span>', _("(none)"))
         return format_html('<pre class="toq-pre">{}</pre>', obj.last_error)
 
-    @admin.display(description="payload")
+    @admin.display(description=_("payload"))
     def payload_json(self, obj: MediaProcessingJob) -> str:
-        return json_block(obj.payload, summary="payload", open_=True)
+        return json_block(obj.payload, summary=_("payload"), open_=True)
 
-    @admin.display(description="callback body")
+    @admin.display(description=_("callback body"))
     def callback_body_json(self, obj: MediaProcessingJob) -> str:
-        return json_block(obj.callback_body, summary="callback body")
+        return json_block(obj.callback_body, summary=_("callback body"))
 
     def render_change_form(
         self,
@@ -606,13 +790,6 @@ def execution_display(execution: dict[str, Any], history: list[dict[str, Any]]) 
     }
 
 
-def _short_time(value: datetime.datetime | None) -> str:
-    """``2026-03-09 14:05:09`` in the portal's time zone: a list of ten columns needs room."""
-    if value is None:
-        return "-"
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _job_url(job: MediaProcessingJob) -> str:
     return reverse("admin:media_jobs_mediaprocessingjob_change", args=[job.pk])
 
@@ -667,25 +844,40 @@ def _result_label(result: Any) -> str:
 
 def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str, Any]:
     """Everything the job page shows below the summary; a fixed number of queries."""
-    from .views import asset_cards  # noqa: PLC0415 - views imports this module
+    from .views import asset_cards, asset_rows  # noqa: PLC0415 - views imports this module
 
     assets = selectors.listing_assets(listing_identity_id=job.listing_identity_id)
     # The assets this job took (recorded at dispatch); None for a job started elsewhere.
     taken = job_asset_ids(job=job)
-    cards = asset_cards(assets, taken=taken)
+    cards = asset_cards(assets)
+    outcomes = selectors.job_asset_outcomes(job=job)
+    first_line = (parse_last_error(job.last_error) or [None])[0]
+    for card in cards:
+        asset = card["asset"]
+        # None: the job was started elsewhere and did not record which assets it took.
+        card["in_job"] = None if taken is None else asset.pk in taken
+        outcome = outcomes.get(asset.s3_key_raw or "")
+        if outcome is None and card["in_job"] and job.status == JobStatus.FAILED and first_line:
+            # A failure without outputs failed every asset the job took, with its own code.
+            outcome = selectors.AssetOutcome(False, first_line.code or "", first_line.message)
+        card["job_outcome"] = outcome
+        if outcome is not None and not outcome.processed:
+            card["job_advice"] = errorcodes.what_to_do(outcome.code)
+        card["copy_key"] = asset.s3_key_raw
+    asset_rows(cards)
     is_sfn = (job.external_id or "").startswith("arn:")
     return {
         "job": job,
         "can_operate": can_operate(request),
         "operate_permission": OPERATE_PERMISSION,
         "is_terminal": job.status in TERMINAL_JOB_STATUSES,
+        "can_retry": job.status in (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS),
         "is_active": job.status in (JobStatus.PENDING, JobStatus.RUNNING),
         "is_finalization": job.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION,
         "is_stepfunctions": is_sfn,
-        "events": [
-            (event, pretty_json(event.detail)) for event in job.events.order_by("at", "id")[:500]
-        ],
+        **timeline_context(job),
         "deliveries": list(job.callback_deliveries.order_by("-created_at", "-id")[:20]),
+        "callback_configured": delivery_selectors.callback_configured(),
         "asset_cards": cards,
         "job_asset_count": None if taken is None else len(taken),
         "other_jobs": [
@@ -703,8 +895,20 @@ def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str,
         "storage_check_url": reverse(
             "admin:media_jobs_storage_check", args=[job.listing_identity_id]
         ),
+        "live_url": reverse("admin:media_jobs_job_status") + f"?job={job.pk}",
         "listing_url": reverse("admin:media_jobs_listing", args=[job.listing_identity_id]),
+        "listing_console_url": s3_console_url(f"{job.listing_identity_id}/", folder=True),
         "zip_url": object_url(keys.zip_key(job.listing_identity_id), download=True)
         if job.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION
         else None,
+    }
+
+
+def timeline_context(job: MediaProcessingJob) -> dict[str, Any]:
+    """The step timeline (the page's section, and what the live view sends again)."""
+    events = list(job.events.order_by("at", "id")[:500])
+    return {
+        "events": [(event, pretty_json(event.detail)) for event in events],
+        "event_count": len(events),
+        "is_stepfunctions": (job.external_id or "").startswith("arn:"),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import mimetypes
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -22,23 +22,41 @@ from django.http import (
     HttpResponse,
     HttpResponseBadRequest,
     HttpResponseRedirect,
+    JsonResponse,
     StreamingHttpResponse,
 )
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _
 
-from media_jobs.models import AssetStatus, MediaAsset, MediaProcessingJob
+from media_jobs.models import (
+    TERMINAL_JOB_STATUSES,
+    AssetStatus,
+    JobStatus,
+    MediaAsset,
+    MediaProcessingJob,
+)
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors import errors as error_selectors
 from media_jobs.storage import pipeline_storage
 
 from .charts import daily_bar_chart
-from .common import can_operate, object_url, require_operate, require_view, status_badge
+from .common import (
+    can_operate,
+    code_spans,
+    copy_button,
+    object_url,
+    require_operate,
+    require_view,
+    s3_console_url,
+    status_badge,
+)
 from .operations import plan_for, retry_jobs
 
 ERROR_GROUP_WINDOWS = {"1": 1, "7": 7, "30": 30}
@@ -64,26 +82,9 @@ def _page(site: AdminSite, request: HttpRequest, title: str, **context: Any) -> 
 # -- shared pieces ----------------------------------------------------------------------------
 
 
-def asset_cards(
-    assets: Sequence[MediaAsset],
-    *,
-    storage: Storage | None = None,
-    taken: Collection[int] | None = None,
-) -> list[dict]:
-    """What the job and listing pages show per asset (links are presigned or portal URLs).
-
-    ``taken``: the ids of the assets the job took (``in_job``). Each card also carries its
-    table row as one escaped string (``row``): a listing of 500 assets rendered through
-    template tags cost ~100 ms of a job page; formatted here, a few ms.
-    """
+def asset_cards(assets: Sequence[MediaAsset], *, storage: Storage | None = None) -> list[dict]:
+    """What the job and listing pages show per asset (links are presigned or portal URLs)."""
     storage = storage or pipeline_storage()
-    taken = set(taken or ())
-    change_url = AssetChangeUrl()
-    text = {
-        "preview_of": _("preview of %(name)s"),
-        "no_preview": _("no preview"),
-        "in_job": _("in this job"),
-    }
     # Labels looked up once (get_FOO_display rebuilds its choices map on every call), and
     # each key presigned once (the preview is also one of the links).
     type_labels = dict(MediaAsset._meta.get_field("asset_type").flatchoices)
@@ -99,21 +100,22 @@ def asset_cards(
     for asset in assets:
         thumbnail = selectors.asset_thumbnail_key(asset)
         code, message = selectors.asset_error(asset)
-        card = {
-            "asset": asset,
-            "type_label": type_labels.get(asset.asset_type, asset.asset_type),
-            "badge": status_badge(asset.status, status_labels.get(asset.status, asset.status)),
-            "name": asset.meta.get("filename") or asset.title or asset.s3_key_raw or "-",
-            "preview_url": (
-                url_of(thumbnail) if thumbnail and asset.status == AssetStatus.PROCESSED else None
-            ),
-            "links": [(label, url_of(key)) for label, key in selectors.asset_links(asset)],
-            "error_code": code,
-            "error_message": message,
-            "in_job": asset.pk in taken,
-        }
-        card["row"] = _asset_row(card, change_url(asset.pk), text)
-        cards.append(card)
+        cards.append(
+            {
+                "asset": asset,
+                "type_label": type_labels.get(asset.asset_type, asset.asset_type),
+                "badge": status_badge(asset.status, status_labels.get(asset.status, asset.status)),
+                "name": asset.meta.get("filename") or asset.title or asset.s3_key_raw or "-",
+                "preview_url": (
+                    url_of(thumbnail)
+                    if thumbnail and asset.status == AssetStatus.PROCESSED
+                    else None
+                ),
+                "links": [(label, url_of(key)) for label, key in selectors.asset_links(asset)],
+                "error_code": code,
+                "error_message": message,
+            }
+        )
     return cards
 
 
@@ -130,10 +132,35 @@ class AssetChangeUrl:
         return f"{self._head}{int(pk)}{self._tail}"
 
 
+def asset_rows(cards: list[dict[str, Any]]) -> None:
+    """Give each job-page card its table row as one escaped string (``row``).
+
+    A listing of 500 assets rendered through template tags cost ~100 ms of a job page;
+    formatted here, a few ms. The cards carry the job's view of each asset (``in_job``,
+    ``job_outcome``, ``job_advice``, ``copy_key``: see ``jobs.job_page_context``).
+    """
+    change_url = AssetChangeUrl()
+    text = {
+        "preview_of": str(_("preview of %(name)s")),
+        "no_preview": str(_("no preview")),
+        "in_job": str(_("in this job")),
+        "processed": str(_("processed")),
+        "failed": str(_("failed")),
+        "no_code": str(_("(no code)")),
+        "what_to_do": str(_("What to do:")),
+        "now": str(_("now:")),
+        "no_result": str(_("no result yet")),
+        "unknown": str(_("unknown (the job was started elsewhere)")),
+        "not_in_job": str(_("not in this job")),
+    }
+    for card in cards:
+        card["row"] = _asset_row(card, change_url(card["asset"].pk), text)
+
+
 def _asset_row(card: dict[str, Any], change_url: str, text: dict[str, str]) -> SafeString:
-    """One row of the asset table (templates/media_jobs/includes/asset_table.html), every
-    value escaped with ``html.escape`` (what Django's ``escape`` does, without its lazy-text
-    wrapper: ~30 values a row, 500 rows)."""
+    """One row of the job page's asset table (templates/media_jobs/includes/asset_table.html),
+    every value escaped with ``html.escape`` (what Django's ``escape`` does, without its
+    lazy-text wrapper: ~30 values a row, 500 rows)."""
     asset = card["asset"]
     if card["preview_url"]:
         alt = text["preview_of"] % {"name": card["name"]}
@@ -143,26 +170,57 @@ def _asset_row(card: dict[str, Any], change_url: str, text: dict[str, str]) -> S
         )
     else:
         preview = f'<span class="toq-muted">{_esc(text["no_preview"])}</span>'
-    in_job = (
+    in_job = card.get("in_job")
+    badge = (
         f'<br><span class="toq-badge toq-badge--running toq-in-job">{_esc(text["in_job"])}</span>'
-        if card["in_job"]
+        if in_job
         else ""
     )
-    error = ""
-    if card["error_code"]:
-        error += f'<code class="toq-failed">{_esc(card["error_code"])}</code>'
-    if card["error_message"]:
-        error += f'<div class="toq-error">{_esc(card["error_message"])}</div>'
+    copy = copy_button(card.get("copy_key"))
     links = "".join(
         f'<li><a href="{_esc(url)}">{_esc(label)}</a></li>' for label, url in card["links"]
     )
+    row_class = ' class="toq-in-job-row"' if in_job else ""
     return mark_safe(  # noqa: S308 - every value above is escaped
-        f'<tr><td class="toq-preview-cell">{preview}</td><td><a href="{_esc(change_url)}">'
-        f"#{asset.pk}</a> {_esc(card['type_label'])} {asset.sequence}<br>"
-        f'<span class="toq-filename">{_esc(card["name"])}</span>{in_job}</td>'
-        f"<td>{card['badge']}</td><td>{error}</td>"
+        f'<tr{row_class}><td class="toq-preview-cell">{preview}</td><td><a href="'
+        f'{_esc(change_url)}">#{asset.pk}</a> {_esc(card["type_label"])} {asset.sequence}<br>'
+        f'<span class="toq-filename">{_esc(card["name"])}</span>'
+        f"{' ' + copy if copy else ''}{badge}</td>"
+        f"<td>{card['badge']}</td>"
+        f'<td class="toq-job-outcome">{_job_outcome_cell(card, text)}</td>'
         f'<td><ul class="toq-links">{links}</ul></td></tr>'
     )
+
+
+def _job_outcome_cell(card: dict[str, Any], text: dict[str, str]) -> str:
+    """What this job did to the asset: its own outcome, else the asset's current error."""
+    outcome = card.get("job_outcome")
+    if outcome is not None:
+        if outcome.processed:
+            return f'<span class="toq-badge toq-badge--ok">{_esc(text["processed"])}</span>'
+        cell = (
+            f'<span class="toq-badge toq-badge--failed">{_esc(text["failed"])}</span> '
+            f'<code class="toq-failed">{_esc(outcome.code or text["no_code"])}</code>'
+        )
+        if outcome.message:
+            cell += f'<div class="toq-error">{_esc(outcome.message)}</div>'
+        if card.get("job_advice"):
+            advice = code_spans(card["job_advice"])
+            cell += f'<div class="toq-advice">{_esc(text["what_to_do"])} {advice}</div>'
+        return cell
+    if card["error_code"]:
+        cell = (
+            f'<span class="toq-muted">{_esc(text["now"])}</span> '
+            f'<code class="toq-failed">{_esc(card["error_code"])}</code>'
+        )
+        if card["error_message"]:
+            cell += f'<div class="toq-error">{_esc(card["error_message"])}</div>'
+        return cell
+    if card.get("in_job"):
+        return f'<span class="toq-muted">{_esc(text["no_result"])}</span>'
+    if card.get("in_job") is None:
+        return f'<span class="toq-muted">{_esc(text["unknown"])}</span>'
+    return f'<span class="toq-muted">{_esc(text["not_in_job"])}</span>'
 
 
 def _esc(value: Any) -> str:
@@ -186,7 +244,92 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         ],
         "jobs_url": changelist,
         "error_groups_url": reverse("admin:media_jobs_error_groups"),
+        "live_url": reverse("admin:media_jobs_job_status") + "?dashboard=1",
+        "undelivered_oldest_url": reverse(
+            "admin:media_jobs_mediaprocessingjob_change",
+            args=[summary.undelivered.oldest_job_id],
+        )
+        if summary.undelivered and summary.undelivered.oldest_job_id
+        else None,
     }
+
+
+def dashboard_live(summary: selectors.Dashboard) -> dict[str, Any]:
+    """The dashboard's figures that change while jobs run, for the page's script."""
+    undelivered = summary.undelivered
+    return {
+        "active": summary.active,
+        "status": {
+            status: [summary.last_24h.get(status, 0), summary.last_7d.get(status, 0)]
+            for status in JobStatus.values
+        },
+        "stuck": f"{summary.stuck_count}{'+' if summary.stuck_more else ''}",
+        "unresolved": f"{summary.unresolved_count}{'+' if summary.unresolved_more else ''}",
+        "undelivered": f"{undelivered.count}{'+' if undelivered.more else ''}"
+        if undelivered
+        else "0",
+        "queue": "" if summary.queue_depth is None else summary.queue_depth,
+    }
+
+
+# -- live updates -----------------------------------------------------------------------------
+
+# What the jobs list replaces in place: the cells of a row (names of the job admin's display
+# methods); the job page's fields are LIVE_PAGE_FIELDS.
+LIST_CELLS = ("status_badge", "started", "completed", "duration", "assets", "error_summary")
+LIVE_MAX_JOBS = 200
+
+
+def _ids(value: str) -> list[int]:
+    ids = [int(part) for part in value.split(",") if part.strip().isdigit()]
+    return ids[:LIVE_MAX_JOBS]
+
+
+def job_status_view(site: AdminSite, request: HttpRequest) -> JsonResponse:
+    """GET: the state of running jobs as JSON, for the page's script (staff with the view
+    permission; pages work without it). ``?ids=1,2`` the list's rows, ``?job=1&events=N``
+    the job page (its timeline again when it has more than N events), ``?dashboard=1``
+    the dashboard's figures. Every piece of HTML is what the page itself renders."""
+    require_view(request)
+    from .jobs import (
+        LIVE_PAGE_FIELDS,
+        annotate_job_rows,
+        job_list_row_queryset,
+        timeline_context,
+    )
+
+    model_admin = site._registry[MediaProcessingJob]
+    data: dict[str, Any] = {}
+    if request.GET.get("dashboard") == "1":
+        data["dashboard"] = dashboard_live(selectors.dashboard_summary())
+    page_job = request.GET.get("job", "")
+    ids = _ids(request.GET.get("ids", "")) + ([int(page_job)] if page_job.isdigit() else [])
+    if ids:
+        jobs = list(job_list_row_queryset().filter(pk__in=ids))
+        annotate_job_rows(jobs, operate=can_operate(request))
+        data["jobs"] = {
+            str(job.pk): {
+                "status": job.status,
+                "terminal": job.status in TERMINAL_JOB_STATUSES,
+                "cells": {name: str(getattr(model_admin, name)(job)) for name in LIST_CELLS},
+            }
+            for job in jobs
+        }
+    if page_job.isdigit():
+        job = MediaProcessingJob.objects.filter(pk=int(page_job)).first()
+        if job is not None:
+            annotate_job_rows([job], operate=can_operate(request))
+            entry = data["jobs"].setdefault(str(job.pk), {})
+            entry["fields"] = {
+                name: str(getattr(model_admin, name)(job)) for name in LIVE_PAGE_FIELDS
+            }
+            timeline = timeline_context(job)
+            entry["events"] = timeline["event_count"]
+            if str(timeline["event_count"]) != request.GET.get("events"):
+                entry["timeline"] = render_to_string(
+                    "media_jobs/includes/timeline.html", timeline, request=request
+                )
+    return JsonResponse(data)  # admin_view adds never_cache
 
 
 # -- listing page and storage check -----------------------------------------------------------
@@ -198,7 +341,9 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
     assets = selectors.listing_assets(listing_identity_id=listing_identity_id)
     jobs = selectors.listing_jobs(listing_identity_id=listing_identity_id, limit=100)
     if not assets and not jobs:
-        raise Http404(f"Listing {listing_identity_id} has no assets and no jobs.")
+        raise Http404(
+            _("Listing %(listing)s has no assets and no jobs.") % {"listing": listing_identity_id}
+        )
     zip_job = selectors.listing_zip_job(listing_identity_id=listing_identity_id)
     zip_key = keys.zip_key(listing_identity_id)
     zip_info, zip_problem = None, None
@@ -206,10 +351,10 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
         zip_info = storage.head(zip_key)
     except ObjectNotFound:
         zip_problem = (
-            "No ZIP in storage." if zip_job is None else "The ZIP is MISSING from storage."
+            _("No ZIP in storage.") if zip_job is None else _("The ZIP is MISSING from storage.")
         )
     except Exception as exc:  # noqa: BLE001 - storage down: say so on the page
-        zip_problem = f"Storage could not be asked: {exc}"
+        zip_problem = _("Storage could not be asked: %(error)s") % {"error": exc}
     payload = zip_job.payload if zip_job and isinstance(zip_job.payload, dict) else {}
     return TemplateResponse(
         request,
@@ -217,7 +362,7 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
         _page(
             site,
             request,
-            f"Listing {listing_identity_id}",
+            _("Listing %(listing)s") % {"listing": listing_identity_id},
             listing_identity_id=listing_identity_id,
             asset_cards=asset_cards(assets, storage=storage),
             jobs=jobs,
@@ -246,6 +391,7 @@ def storage_check_view(
         {
             "obj": obj,
             "url": object_url(obj.key, storage=storage) if obj.present else None,
+            "console_url": s3_console_url(obj.key) if obj.present else None,
             "state": "present" if obj.present else ("missing" if obj.required else "absent"),
         }
         for obj in check.expected
@@ -263,7 +409,11 @@ def storage_check_view(
     if request.GET.get("fragment") == "1":
         return TemplateResponse(request, template, context)
     context.update(
-        _page(site, request, f"Storage check of listing {listing_identity_id}"),
+        _page(
+            site,
+            request,
+            _("Storage check of listing %(listing)s") % {"listing": listing_identity_id},
+        ),
         fragment_template=template,
     )
     return TemplateResponse(request, "media_jobs/fragment_page.html", context)
@@ -282,7 +432,7 @@ def _window(request: HttpRequest) -> tuple[str, int]:
 def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     require_view(request)
     days_param, days = _window(request)
-    report = selectors.error_groups(since=timezone.now() - timedelta(days=days))
+    report = error_selectors.error_groups(since=timezone.now() - timedelta(days=days))
     changelist = reverse("admin:media_jobs_mediaprocessingjob_changelist")
     groups = []
     for group in report.groups:
@@ -301,9 +451,7 @@ def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
                 "listings": format_html("{} (+{} more)", listing_links, more)
                 if more > 0
                 else listing_links,
-                "jobs_url": f"{changelist}?error_code={quote(group.code)}"
-                if group.code != "(no code)"
-                else None,
+                "jobs_url": f"{changelist}?error_code={quote(group.code)}" if group.code else None,
                 "retry_url": reverse("admin:media_jobs_error_group_retry", args=[group.key])
                 + f"?days={days_param}",
             }
@@ -314,7 +462,7 @@ def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
         _page(
             site,
             request,
-            "Error groups",
+            _("Error groups"),
             report=report,
             groups=groups,
             days=days_param,
@@ -328,12 +476,12 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
     """Retry a whole group: the newest failed job per listing and kind not retried yet."""
     require_operate(request)
     days_param, days = _window(request)
-    group = selectors.error_group(key=key, since=timezone.now() - timedelta(days=days))
+    group = error_selectors.error_group(key=key, since=timezone.now() - timedelta(days=days))
     back = reverse("admin:media_jobs_error_groups") + f"?days={days_param}"
     if group is None:
-        messages.warning(request, "That error group has no failures in this window any more.")
+        messages.warning(request, _("That error group has no failures in this window any more."))
         return HttpResponseRedirect(back)
-    targets = selectors.error_group_retry_targets(group=group)
+    targets = error_selectors.error_group_retry_targets(group=group)
     if request.method == "POST":
         outcomes = retry_jobs(request=request, jobs=targets)
         done = [o for o in outcomes if not o.error]
@@ -350,12 +498,16 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
                     for o in done
                 ),
             )
-            messages.success(request, format_html("Retried {} job(s): {}.", len(done), links))
+            messages.success(
+                request, format_html("{} {}: {}.", _("Retried job(s):"), len(done), links)
+            )
         for outcome in outcomes:
             if outcome.error:
                 messages.error(request, f"#{outcome.source.pk}: {outcome.error}")
         if not outcomes:
-            messages.info(request, "Nothing to retry: every listing of the group ran again since.")
+            messages.info(
+                request, _("Nothing to retry: every listing of the group ran again since.")
+            )
         return HttpResponseRedirect(back)
     items = []
     for job in targets:
@@ -367,7 +519,7 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
         _page(
             site,
             request,
-            f"Retry error group {group.code}?",
+            _("Retry error group %(code)s?") % {"code": group.code_label},
             opts=MediaProcessingJob._meta,
             group=group,
             items=items,

@@ -7,20 +7,18 @@ the table, no ``LIKE '%…%'``, no per-row queries. What the indexes are: see th
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Min, Q, QuerySet
-from django.db.models.functions import Substr, TruncDate
+from django.db.models import Case, Count, IntegerField, Max, Min, Q, QuerySet, Value, When
+from django.db.models.functions import Substr
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -33,9 +31,12 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.pipeline import keys
-from media_jobs.pipeline.errors import ErrorCode, PipelineError
+from media_jobs.pipeline.errors import PipelineError
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from media_jobs.selectors.deliveries import UndeliveredSummary, undelivered_summary
+from media_jobs.selectors.errors import top_error_codes
 from media_jobs.selectors.jobs import stale_job_filter
+from media_jobs.selectors.resolution import payload_figures_columns, unresolved_failures_q
 
 # The list page counts at most this many rows; above it shows "more than N" (operators narrow
 # with filters instead of paging through a million rows with a growing OFFSET).
@@ -43,12 +44,8 @@ LIST_COUNT_CAP = 1_000
 STUCK_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
 FAILURE_STATUSES = (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS)
 CHART_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS, JobStatus.FAILED)
-# Error codes: the ``code=X`` head of last_error's first line (services.jobs.format_last_error).
-_CODE_HEAD = re.compile(r"code=([A-Za-z0-9_.:\-]+)")
-_VALID_CODE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
-# How much of last_error the aggregates read per row (the first line is what they group on).
+# How much of last_error the jobs list reads per row (the column shows the first line).
 ERROR_HEAD_CHARS = 300
-ERROR_SCAN_LIMIT = 5_000
 
 
 # -- pagination -------------------------------------------------------------------------------
@@ -110,59 +107,6 @@ def prefix_q(field: str, prefix: str) -> Q:
     return Q(**{f"{field}__istartswith": prefix}) & Q(**{f"{field}__startswith": prefix})
 
 
-def error_code_of(last_error: str | None) -> str | None:
-    """The ``code=X`` of last_error's first line, or None."""
-    if not last_error:
-        return None
-    match = _CODE_HEAD.match(last_error)
-    return match.group(1) if match else None
-
-
-def error_code_q(code: str) -> Q:
-    """Jobs whose last_error starts with ``code=<code>``: prefix matches only (``LIKE 'x%'``).
-
-    The code must end where the field separator (`` | ``), the line or the text ends, so
-    ``code=ZIP`` does not also match ``code=ZIP_FAILED``. The prefix index on last_error
-    (``idx_mpj_error_head``, migration 0003) serves these ranges (see ``prefix_q``).
-    """
-    if not _VALID_CODE.fullmatch(code or ""):
-        return Q(pk__in=[])
-    head = f"code={code}"
-    return (
-        Q(last_error=head)
-        | prefix_q("last_error", f"{head} ")
-        | prefix_q("last_error", f"{head}\n")
-    )
-
-
-ERROR_CODE_CHOICES_CACHE_KEY = "media_jobs:admin:error-code-choices"
-ERROR_CODE_CHOICES_TTL_SECONDS = 60
-
-
-def error_code_choices(*, recent: int = 250) -> list[str]:
-    """The documented codes plus those seen in the newest failures: per failure status, the
-    newest ``recent`` rows of idx_mpj_status_created, first 120 characters of last_error.
-    Kept a minute in the cache: the filter's choices need not be fresher than that."""
-    cached = cache.get(ERROR_CODE_CHOICES_CACHE_KEY)
-    if cached is not None:
-        return list(cached)
-    seen = {str(code) for code in ErrorCode}
-    for status in FAILURE_STATUSES:
-        heads = (
-            MediaProcessingJob.objects.filter(status=status)
-            .order_by("-created_at")
-            .annotate(head=Substr("last_error", 1, 120))
-            .values_list("head", flat=True)[:recent]
-        )
-        for head in heads:
-            code = error_code_of(head)
-            if code:
-                seen.add(code)
-    choices = sorted(seen)
-    cache.set(ERROR_CODE_CHOICES_CACHE_KEY, choices, ERROR_CODE_CHOICES_TTL_SECONDS)
-    return choices
-
-
 JOB_CREATED_BOUNDS_CACHE_KEY = "media_jobs:admin:job-created-bounds"
 JOB_CREATED_BOUNDS_TTL_SECONDS = 60
 
@@ -179,6 +123,62 @@ def job_created_bounds() -> tuple[datetime | None, datetime | None]:
     if found[0] is not None:  # an empty table is not remembered: its first job shows at once
         cache.set(JOB_CREATED_BOUNDS_CACHE_KEY, found, JOB_CREATED_BOUNDS_TTL_SECONDS)
     return found
+
+
+CALENDAR_CACHE_KEY = "media_jobs:admin:job-calendar:{}"
+
+
+def _next_created(start: datetime, end: datetime) -> datetime | None:
+    """The first created_at in [start, end): one step down idx_mpj_created_at."""
+    return (
+        MediaProcessingJob.objects.filter(created_at__gte=start, created_at__lt=end)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
+def _local_midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
+
+
+def job_created_days(*, year: int, month: int) -> list[int]:
+    """The days of a month (in the portal's time zone) on which jobs were created: a loose
+    index scan - jump to the first job at or after each day with jobs, one index look-up
+    per such day, never the month's rows. Cached a minute, like the other calendar links."""
+    key = CALENDAR_CACHE_KEY.format(f"{timezone.get_current_timezone_name()}:{year}-{month}")
+    cached = cache.get(key)
+    if cached is not None:
+        return list(cached)
+    first = date(year, month, 1)
+    end = _local_midnight(date(year + month // 12, month % 12 + 1, 1))
+    days: list[int] = []
+    cursor = _local_midnight(first)
+    while (found := _next_created(cursor, end)) is not None:
+        day = timezone.localtime(found).date()
+        days.append(day.day)
+        cursor = _local_midnight(day + timedelta(days=1))
+    cache.set(key, days, JOB_CREATED_BOUNDS_TTL_SECONDS)
+    return days
+
+
+def job_created_months(*, year: int) -> list[int]:
+    """The months of a year with jobs (the same loose scan, one look-up per month found)."""
+    key = CALENDAR_CACHE_KEY.format(f"{timezone.get_current_timezone_name()}:{year}")
+    cached = cache.get(key)
+    if cached is not None:
+        return list(cached)
+    end = _local_midnight(date(year + 1, 1, 1))
+    months: list[int] = []
+    cursor = _local_midnight(date(year, 1, 1))
+    while (found := _next_created(cursor, end)) is not None:
+        month = timezone.localtime(found).month
+        months.append(month)
+        if month == 12:
+            break
+        cursor = _local_midnight(date(year, month + 1, 1))
+    cache.set(key, months, JOB_CREATED_BOUNDS_TTL_SECONDS)
+    return months
 
 
 def job_search(*, queryset: QuerySet, term: str) -> QuerySet:
@@ -243,47 +243,13 @@ def asset_search(*, queryset: QuerySet, term: str) -> QuerySet:
 # -- list page aggregates ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AssetCounts:
-    total: int = 0
-    processed: int = 0
-    failed: int = 0
-
-
-def listing_asset_counts(*, listing_ids: Iterable[int]) -> dict[int, AssetCounts]:
-    """Assets per listing by outcome: ONE grouped query for a whole page of jobs, by (listing,
-    status) so that ``idx_ma_listing_status`` answers it alone (at most a few rows per listing,
-    summed here)."""
-    ids = sorted(set(listing_ids))
-    if not ids:
-        return {}
-    rows = (
-        MediaAsset.objects.filter(listing_identity_id__in=ids)
-        .order_by()
-        .values_list("listing_identity_id", "status")
-        .annotate(n=Count("pk"))
-    )
-    totals: Counter[int] = Counter()
-    processed: Counter[int] = Counter()
-    failed: Counter[int] = Counter()
-    for listing_id, status, n in rows:
-        totals[listing_id] += n
-        if status == AssetStatus.PROCESSED:
-            processed[listing_id] += n
-        elif status == AssetStatus.FAILED:
-            failed[listing_id] += n
-    return {
-        listing_id: AssetCounts(total, processed[listing_id], failed[listing_id])
-        for listing_id, total in totals.items()
-    }
-
-
 def job_list_columns(*, queryset: QuerySet) -> QuerySet:
     """The jobs list's columns: never the big TEXT/JSON ones (last_error and callback_body may
     each hold 64 KiB); the first ERROR_HEAD_CHARS characters of last_error come with the page's
-    rows as ``error_head`` (counting and the other aggregates leave the unused head out)."""
+    rows as ``error_head`` (counting and the other aggregates leave the unused head out), and
+    the payload's asset figures as ``payload_<figure>``."""
     return queryset.defer("payload", "callback_body", "last_error").annotate(
-        error_head=Substr("last_error", 1, ERROR_HEAD_CHARS)
+        error_head=Substr("last_error", 1, ERROR_HEAD_CHARS), **payload_figures_columns()
     )
 
 
@@ -354,6 +320,37 @@ def asset_error(asset: MediaAsset) -> tuple[str | None, str | None]:
     return (str(code) if code else None, str(message) if message else None)
 
 
+@dataclass(frozen=True)
+class AssetOutcome:
+    """What one job did with one of its assets: processed, or failed with a code."""
+
+    processed: bool
+    code: str = ""
+    message: str = ""
+
+
+def job_asset_outcomes(*, job: MediaProcessingJob) -> dict[str, AssetOutcome]:
+    """raw key -> the job's own outcome for that asset, from its callback body's outputs
+    (SPEC §6) - what this job did, whatever later jobs did since. A failure without
+    outputs failed every asset it took with the job's code: the caller knows which. Empty
+    when the body is absent, not JSON, or cut at the column's 64 KiB."""
+    try:
+        body = json.loads(job.callback_body) if job.callback_body else None
+    except ValueError:
+        return {}
+    outputs = body.get("outputs") if isinstance(body, dict) else None
+    if not isinstance(outputs, list):
+        return {}
+    found = {}
+    for output in outputs:
+        if not isinstance(output, dict) or not isinstance(output.get("rawKey"), str):
+            continue
+        code = str(output.get("errorCode") or "")
+        message = str(output.get("errorMessage") or "")
+        found[output["rawKey"]] = AssetOutcome(not (code or message), code, message)
+    return found
+
+
 # -- storage check ----------------------------------------------------------------------------
 
 
@@ -384,7 +381,21 @@ class StorageCheck:
 
     @property
     def ok(self) -> bool:
+        """Nothing required is missing (absent derivatives of a failed asset are fine)."""
         return self.error is None and not self.missing
+
+    @property
+    def present(self) -> int:
+        return sum(1 for obj in self.expected if obj.present)
+
+    @property
+    def absent_optional(self) -> int:
+        return sum(1 for obj in self.expected if not obj.present and not obj.required)
+
+    @property
+    def complete(self) -> bool:
+        """Every expected object is there: the only state the badge calls "complete"."""
+        return self.error is None and self.present == len(self.expected)
 
 
 def expected_objects(
@@ -513,6 +524,14 @@ class Dashboard:
     stuck_jobs: list[MediaProcessingJob]
     queue_name: str
     queue_depth: int | None
+    unresolved_count: int = 0
+    unresolved_more: bool = False
+    undelivered: UndeliveredSummary | None = None
+
+    @property
+    def active(self) -> int:
+        """PENDING and RUNNING jobs of the week: while there are any, the page updates."""
+        return self.last_7d.get(JobStatus.PENDING, 0) + self.last_7d.get(JobStatus.RUNNING, 0)
 
 
 def jobs_by_status(
@@ -535,53 +554,39 @@ def jobs_by_status(
 
 
 def jobs_per_day(*, days: int = 14, now: datetime | None = None) -> list[DayCounts]:
-    """Succeeded / partial / failed jobs per UTC day of creation, the last ``days`` days."""
-    now = now or timezone.now()
-    first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
-    start = datetime.combine(first_day, datetime.min.time(), tzinfo=UTC)
+    """Succeeded / partial / failed jobs per day of creation in the portal's time zone, the
+    last ``days`` days: one query over the range of idx_mpj_status_created, grouped by status
+    and by the day a CASE of the day boundaries gives (the boundaries are computed here, so
+    MySQL needs no time zone tables, and a day with a DST change is still one day)."""
+    now = timezone.localtime(now or timezone.now())
+    first_day = now.date() - timedelta(days=days - 1)
+    bounds = [_local_midnight(first_day + timedelta(days=offset)) for offset in range(days + 1)]
+    day_of = Case(
+        *(When(created_at__lt=bounds[offset + 1], then=Value(offset)) for offset in range(days)),
+        default=Value(days - 1),
+        output_field=IntegerField(),
+    )
     rows = (
-        MediaProcessingJob.objects.filter(status__in=CHART_STATUSES, created_at__gte=start)
+        MediaProcessingJob.objects.filter(
+            status__in=CHART_STATUSES, created_at__gte=bounds[0], created_at__lt=bounds[-1]
+        )
         .order_by()
-        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .annotate(day=day_of)
         .values("day", "status")
         .annotate(n=Count("pk"))
     )
-    table: dict[date, dict[str, int]] = {}
+    table: dict[int, dict[str, int]] = {}
     for row in rows:
         table.setdefault(row["day"], {})[row["status"]] = row["n"]
-    result = []
-    for offset in range(days):
-        day = first_day + timedelta(days=offset)
-        counts = table.get(day, {})
-        result.append(
-            DayCounts(
-                day,
-                counts.get(JobStatus.SUCCEEDED, 0),
-                counts.get(JobStatus.PARTIAL_SUCCESS, 0),
-                counts.get(JobStatus.FAILED, 0),
-            )
+    return [
+        DayCounts(
+            first_day + timedelta(days=offset),
+            table.get(offset, {}).get(JobStatus.SUCCEEDED, 0),
+            table.get(offset, {}).get(JobStatus.PARTIAL_SUCCESS, 0),
+            table.get(offset, {}).get(JobStatus.FAILED, 0),
         )
-    return result
-
-
-def failure_heads(*, since: datetime, limit: int = ERROR_SCAN_LIMIT) -> QuerySet:
-    """The newest failures since ``since`` with only the head of last_error read."""
-    return (
-        MediaProcessingJob.objects.filter(status__in=FAILURE_STATUSES, created_at__gte=since)
-        .order_by("-created_at", "-pk")
-        .annotate(head=Substr("last_error", 1, ERROR_HEAD_CHARS))
-        .values("pk", "listing_identity_id", "provider", "status", "created_at", "head")[:limit]
-    )
-
-
-def top_error_codes(
-    *, since: datetime, limit: int = 8, sample: int = 2_000
-) -> list[tuple[str, int]]:
-    """The most frequent codes among the newest ``sample`` failures since ``since``."""
-    counter: Counter[str] = Counter()
-    for row in failure_heads(since=since, limit=sample):
-        counter[error_code_of(row["head"]) or "(no code)"] += 1
-    return counter.most_common(limit)
+        for offset in range(days)
+    ]
 
 
 def celery_queue_depth() -> int | None:
@@ -616,10 +621,13 @@ def celery_queue_depth() -> int | None:
 
 
 def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
-    """Everything the admin index shows, from indexed created_at ranges only."""
+    """Everything the admin index shows, from indexed ranges only (created_at ranges; the
+    unresolved failures and the undelivered results are counted to a cap)."""
     now = now or timezone.now()
     stuck = MediaProcessingJob.objects.filter(job_stuck_q(now=now))
     stuck_count, stuck_more = bounded_count(stuck, 1000)
+    unresolved = MediaProcessingJob.objects.filter(unresolved_failures_q()).values("pk")
+    unresolved_count, unresolved_more = bounded_count(unresolved, LIST_COUNT_CAP)
     last_7d, last_24h = jobs_by_status(
         since=now - timedelta(days=7), recent_since=now - timedelta(hours=24)
     )
@@ -636,134 +644,7 @@ def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
         ),
         queue_name=settings.CELERY_TASK_DEFAULT_QUEUE,
         queue_depth=celery_queue_depth(),
+        unresolved_count=unresolved_count,
+        unresolved_more=unresolved_more,
+        undelivered=undelivered_summary(),
     )
-
-
-# -- error groups -----------------------------------------------------------------------------
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_UUID = re.compile(
-    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
-)
-_HEX = re.compile(r"\b[0-9a-fA-F]{12,}\b")
-_PATH = re.compile(r"\S*/\S+")
-_NUMBER = re.compile(r"\d+")
-_SPACES = re.compile(r"\s+")
-
-
-def normalize_error_message(message: str) -> str:
-    """The message with what varies per job replaced: quoted values, keys, ids, numbers."""
-    text = _QUOTED.sub("'…'", message)
-    text = _UUID.sub("<id>", text)
-    text = _HEX.sub("<hex>", text)
-    text = _PATH.sub("<key>", text)
-    text = _NUMBER.sub("#", text)
-    return _SPACES.sub(" ", text).strip()[:200]
-
-
-def split_error_head(head: str | None) -> tuple[str, str]:
-    """(code, normalized message) of last_error's first line."""
-    line = (head or "").split("\n", 1)[0]
-    code = error_code_of(line) or "(no code)"
-    parts = [part.strip() for part in line.split(" | ")]
-    if parts and parts[0].startswith("code="):
-        parts = parts[1:]
-    parts = [part for part in parts if not part.startswith("meta=")]
-    message = normalize_error_message(parts[0]) if parts else ""
-    return code, message or "(no message)"
-
-
-def error_group_key(code: str, message: str) -> str:
-    return hashlib.sha256(f"{code}\x00{message}".encode()).hexdigest()[:16]
-
-
-@dataclass
-class ErrorGroup:
-    key: str
-    code: str
-    message: str
-    count: int = 0
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    listing_ids: list[int] = field(default_factory=list)
-    job_ids: list[int] = field(default_factory=list)
-    sample: str = ""
-
-
-@dataclass
-class ErrorGroupReport:
-    since: datetime
-    groups: list[ErrorGroup]
-    scanned: int
-    truncated: bool
-
-
-def error_groups(
-    *, since: datetime, limit: int = ERROR_SCAN_LIMIT, search_code: str | None = None
-) -> ErrorGroupReport:
-    """Failures since ``since`` grouped by error code and normalized message, biggest first.
-
-    Reads at most ``limit`` of the newest failures (an indexed range), 300 characters each.
-    """
-    groups: dict[str, ErrorGroup] = {}
-    scanned = 0
-    for row in failure_heads(since=since, limit=limit):
-        scanned += 1
-        code, message = split_error_head(row["head"])
-        if search_code and code != search_code:
-            continue
-        key = error_group_key(code, message)
-        group = groups.get(key)
-        if group is None:
-            first_line = (row["head"] or "").split("\n", 1)[0]
-            group = groups[key] = ErrorGroup(key, code, message, sample=first_line)
-        group.count += 1
-        created = row["created_at"]
-        group.first_seen = created if group.first_seen is None else min(group.first_seen, created)
-        group.last_seen = created if group.last_seen is None else max(group.last_seen, created)
-        if row["listing_identity_id"] not in group.listing_ids:
-            group.listing_ids.append(row["listing_identity_id"])
-        group.job_ids.append(row["pk"])
-    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.code, g.message))
-    return ErrorGroupReport(since, ordered, scanned, scanned >= limit)
-
-
-def error_group(*, key: str, since: datetime) -> ErrorGroup | None:
-    for group in error_groups(since=since).groups:
-        if group.key == key:
-            return group
-    return None
-
-
-def error_group_retry_targets(*, group: ErrorGroup, limit: int = 100) -> list[MediaProcessingJob]:
-    """The newest failed job of the group per listing and kind, unless a newer job of that
-    listing and kind exists (it was retried already, or ran again since); at most ``limit``
-    (newest first: a group retry goes in batches, and a page of plans stays readable)."""
-    jobs = list(
-        MediaProcessingJob.objects.filter(pk__in=group.job_ids)
-        .defer("payload", "callback_body")
-        .order_by("-pk")
-    )
-    newest_in_group: dict[tuple[int, str], MediaProcessingJob] = {}
-    for job in jobs:
-        newest_in_group.setdefault((job.listing_identity_id, job.provider), job)
-    if not newest_in_group:
-        return []
-    # Only jobs newer than the group's oldest can supersede it: idx_mpj_listing holds the
-    # id too, so the id range is checked in the index before any row is read.
-    oldest = min(job.pk for job in newest_in_group.values())
-    latest = {
-        (row["listing_identity_id"], row["provider"]): row["latest"]
-        for row in MediaProcessingJob.objects.filter(
-            listing_identity_id__in={listing for listing, _ in newest_in_group}, pk__gte=oldest
-        )
-        .order_by()
-        .values("listing_identity_id", "provider")
-        .annotate(latest=Max("pk"))
-    }
-    targets = [
-        job
-        for pair, job in sorted(newest_in_group.items(), key=lambda item: -item[1].pk)
-        if latest.get(pair) == job.pk
-    ]
-    return targets[:limit]

@@ -6,7 +6,6 @@ Querysets only select; the commands walk them in primary-key order in batches (s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
@@ -20,6 +19,7 @@ from ..models import (
     MediaProcessingJob,
 )
 from ..pipeline.storage import Storage
+from .errors import job_error_code_q
 
 RAW_FOLDER = "raw"
 
@@ -81,11 +81,6 @@ def assets_for_backfill(
     return assets
 
 
-def error_code_pattern(code: str) -> str:
-    """A regex finding ``code=<code>`` as a whole code in ``last_error`` (any line)."""
-    return rf"code={re.escape(code)}([^A-Za-z0-9_.]|$)"
-
-
 def jobs_for_requeue(
     *,
     statuses: Iterable[str],
@@ -111,7 +106,7 @@ def jobs_for_requeue(
     if created_after is not None:
         jobs = jobs.filter(created_at__gte=created_after)
     if error_code:
-        jobs = jobs.filter(last_error__regex=error_code_pattern(error_code))
+        jobs = jobs.filter(job_error_code_q(error_code, limit=None))
     if listing_ids:
         jobs = jobs.filter(listing_identity_id__in=list(listing_ids))
     if job_ids:

@@ -53,6 +53,7 @@ from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
 from .errors import ApplicationError, ConflictError, NotFoundError
 from .events import STEP_CALLBACK, event_record, json_safe
+from .job_errors import JobErrorEntry, entries_of_last_error, entries_of_outputs, job_errors_record
 from .jobs import (
     ZIP_FIGURES,
     format_last_error,
@@ -395,19 +396,56 @@ def _fill_identity(job: MediaProcessingJob, body: Mapping[str, Any]) -> None:
         job.save(update_fields=fields)
 
 
-def _payload(job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any) -> dict[str, Any]:
-    """What ``payload`` keeps: the zip figures when present, a processing summary else."""
+def _payload(
+    job: MediaProcessingJob, body: Mapping[str, Any], outputs: Any, assets_failed: int
+) -> dict[str, Any]:
+    """What ``payload`` keeps: the zip figures when present, else the job's own asset
+    figures - from the outputs, or for a failure without outputs (validation, a failed
+    branch) from the assets the job took, all failed (``assets_failed`` of them)."""
     figures = json_safe({k: body[k] for k in ZIP_FIGURES if k in body})
     if figures or job.is_finalization:
         return figures
-    if not isinstance(outputs, list):
+    if isinstance(outputs, list) and outputs:
+        failed = sum(
+            1
+            for o in outputs
+            if isinstance(o, Mapping) and (o.get("errorCode") or o.get("errorMessage"))
+        )
+        return {
+            "assetsTotal": len(outputs),
+            "assetsProcessed": len(outputs) - failed,
+            "assetsFailed": failed,
+        }
+    return job_failure_figures(job=job, assets_failed=assets_failed)
+
+
+def job_failure_figures(*, job: MediaProcessingJob, assets_failed: int) -> dict[str, Any]:
+    """The asset figures of a processing job that failed as a whole: it processed none of
+    the assets it took (its dispatch record; ``assets_failed`` when it has none)."""
+    from .dispatch import job_asset_ids
+
+    if job.is_finalization:
         return {}
-    failed = sum(
-        1
-        for o in outputs
-        if isinstance(o, Mapping) and (o.get("errorCode") or o.get("errorMessage"))
-    )
-    return {"assetsTotal": len(outputs), "assetsFailed": failed}
+    taken = job_asset_ids(job=job)
+    total = len(taken) if taken is not None else assets_failed
+    return {"assetsTotal": total, "assetsProcessed": 0, "assetsFailed": assets_failed}
+
+
+def _error_entries(
+    status: str, error_line: str, outputs: Any, assets_updated: int
+) -> list[JobErrorEntry]:
+    """The codes this outcome leaves on the job: none for a success; the job's own code and
+    its failed assets' codes otherwise (a failure without outputs failed ``assets_updated``
+    assets with the job's code)."""
+    if status == JobStatus.SUCCEEDED:
+        return []
+    per_asset = entries_of_outputs(outputs)
+    own = entries_of_last_error(error_line, assets=0 if per_asset else assets_updated)
+    # The per-asset codes counted in the line are the outputs' own, with their messages.
+    own = [entry for entry in own if entry.scope == "job"]
+    if status == JobStatus.FAILED and not own:
+        own = [JobErrorEntry("job", "", "", 0 if per_asset else assets_updated)]
+    return own + per_asset
 
 
 def _raw_body_detail(job: MediaProcessingJob, raw_body: bytes, digest: str) -> dict[str, Any]:
@@ -581,6 +619,7 @@ def _apply(
         code, message = _error_code_and_message(body)
         updated = job_fail_processing_assets(job=job, code=code, message=message)
     error_parts = _error_parts(body)
+    error_line = format_last_error(**error_parts)
     if failure_update:
         # Same terminal status, new facts (the pipeline's own failure after the reconciler's).
         job.callback_body = stored_text
@@ -590,12 +629,17 @@ def _apply(
         job = job_complete(
             job=job,
             status=new_status,
-            error_line=format_last_error(**error_parts) or None,
-            payload=_payload(job, body, outputs) or None,
+            error_line=error_line or None,
+            payload=_payload(job, body, outputs, updated) or None,
             callback_body=stored_text,
             allow_late_success=late_success,
             locked=True,  # selected FOR UPDATE above, in this transaction
         )
+    job_errors_record(
+        job=job,
+        entries=_error_entries(new_status, error_line, outputs, updated),
+        replace=not failure_update,
+    )
     if late_success:
         message = f"late {new_status} applied over FAILED (the reconciler or an operator gave up)"
     elif failure_update:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 
+from ..errorcodes import DISPATCH_FAILED
 from ..models import (
     AssetStatus,
     AssetType,
@@ -41,6 +43,8 @@ from .jobs import job_mark_running, job_start
 
 logger = logging.getLogger("toq.media.dispatch")
 
+# last_error code of a job that could not be started (the broker, or its first task).
+DISPATCH_FAILED_CODE = DISPATCH_FAILED
 ENGINE_CELERY = "celery"
 ENGINE_STEPFUNCTIONS = "stepfunctions"
 # Assets a processing job picks up by default.
@@ -174,14 +178,49 @@ def _enqueue_or_fail(entry: str, job_id: int) -> None:
         tasks.enqueue(getattr(tasks, entry), job_id)
     except Exception as exc:  # noqa: BLE001 - any broker error ends the same way
         logger.exception("could not queue job", extra={"job_id": job_id})
-        from .retry import job_mark_failed
-
-        job = MediaProcessingJob.objects.get(pk=job_id)
-        job_mark_failed(
-            job=job,
+        job_dispatch_failed(
+            job_id=job_id,
             reason=f"could not queue the job on the Celery broker: {type(exc).__name__}: {exc}",
-            code="DISPATCH_FAILED",
         )
+
+
+def job_dispatch_failed(
+    *, job_id: int, reason: str, attempts: int = 5, pause_s: float = 0.5
+) -> MediaProcessingJob | None:
+    """The job could not be started - the broker refused it, or its first task could not run
+    - so it becomes FAILED with ``code=DISPATCH_FAILED`` now, never a silent PENDING that
+    only the reconciler would notice an hour later.
+
+    A database error while recording that (a locked SQLite file, a dropped connection) is
+    retried ``attempts`` times with a growing pause; returns the failed job, or None when it
+    is gone, already finished, or the database stayed unreachable (logged; the reconciler is
+    then the last resort).
+    """
+    from .retry import job_mark_failed
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                job = MediaProcessingJob.objects.select_for_update().filter(pk=job_id).first()
+                if job is None or job.is_terminal:
+                    return None
+                return job_mark_failed(
+                    job=job, reason=reason, code=DISPATCH_FAILED_CODE, actor="dispatch"
+                )
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning(
+                "could not record the dispatch failure (attempt %d of %d): %s",
+                attempt,
+                attempts,
+                exc,
+                extra={"job_id": job_id},
+            )
+            if not transaction.get_connection().in_atomic_block:
+                close_old_connections()  # a dropped connection is opened again
+            if attempt < attempts:
+                time.sleep(pause_s * 2 ** (attempt - 1))
+    logger.error("job left unchanged: the database refused every attempt", extra={"job_id": job_id})
+    return None
 
 
 def _fresh(job: MediaProcessingJob) -> MediaProcessingJob:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from ..errorcodes import RECONCILER_TIMEOUT
 from ..models import MediaProcessingJob
 from ..selectors.jobs import job_list_cleanable, stale_job_filter
 from .errors import ApplicationError
@@ -19,7 +20,7 @@ from .retry import job_mark_failed
 
 logger = logging.getLogger("toq.media.housekeeping")
 
-RECONCILER_CODE = "RECONCILER_TIMEOUT"
+RECONCILER_CODE = RECONCILER_TIMEOUT
 RECONCILER_ACTOR = "reconciler"
 
 

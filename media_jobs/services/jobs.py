@@ -178,9 +178,9 @@ def job_complete(
     job.status = status
     job.completed_at = completed_at or now_seconds()
     fields = ["status", "completed_at"]
-    if job.started_at is None:
-        job.started_at = job.completed_at
-        fields.append("started_at")
+    # started_at stays empty for a job that never started (failed at dispatch, marked failed
+    # while PENDING): the page says "never started" instead of a made-up time (the Go
+    # backend's MarkCompleted leaves it alone too).
     if error_line:
         job.last_error = truncate_text(error_line)
         fields.append("last_error")

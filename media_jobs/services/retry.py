@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
+from ..errorcodes import MARKED_FAILED
 from ..models import (
     ACTIVE_JOB_STATUSES,
     AssetStatus,
@@ -23,7 +24,7 @@ from ..models import (
     MediaAsset,
     MediaProcessingJob,
 )
-from .callbacks import job_fail_processing_assets
+from .callbacks import job_fail_processing_assets, job_failure_figures
 from .dispatch import (
     OUTPUT_ASSET_TYPES,
     _fresh,
@@ -35,13 +36,14 @@ from .dispatch import (
 )
 from .errors import ApplicationError, ConflictError, JobStateError, NotFoundError
 from .events import STEP_MARK_FAILED, STEP_REPROCESS, STEP_RETRY, event_record
+from .job_errors import entries_of_last_error, job_errors_record
 from .jobs import format_last_error, job_complete
 
 logger = logging.getLogger("toq.media.retry")
 
 KIND_PROCESSING = "processing"
 KIND_FINALIZATION = "finalization"
-MARKED_FAILED_CODE = "MARKED_FAILED"
+MARKED_FAILED_CODE = MARKED_FAILED
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,12 @@ def job_mark_failed(
     failed_assets = 0
     if not job.is_finalization:
         failed_assets = job_fail_processing_assets(job=job, code=code, message=reason)
+        job.payload = {
+            **(job.payload if isinstance(job.payload, dict) else {}),
+            **job_failure_figures(job=job, assets_failed=failed_assets),
+        }
+        job.save(update_fields=["payload"])
+    job_errors_record(job=job, entries=entries_of_last_error(job.last_error, assets=failed_assets))
     event_record(
         job=job,
         step=STEP_MARK_FAILED,

@@ -96,7 +96,10 @@ def test_retry_creates_a_new_job_and_records_it(operator_client, operator, proce
     ).content.decode()
     assert f"Retried as job #{new.pk}" in history and "olga-operator" in history
     page = operator_client.get(job_url(new)).content.decode()
-    assert "1 taken by this job" in page and page.count("toq-in-job") == 1
+    assert (
+        "1 taken by this job" in page
+        and page.count('class="toq-badge toq-badge--running toq-in-job"') == 1
+    )
     assert "retried as" in operator_client.get(job_url(old)).content.decode()
     assert "retry of" in page
     assert MediaAsset.objects.get(pk=built["assets"][2].pk).status == AssetStatus.PROCESSING

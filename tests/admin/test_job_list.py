@@ -9,12 +9,20 @@ import pytest
 from django.contrib import admin
 from django.contrib.admin.templatetags.admin_list import items_for_result
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import resolve, reverse
 from django.utils import timezone
 
-from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaProcessingJob
+from media_jobs.models import (
+    AssetStatus,
+    JobProvider,
+    JobStatus,
+    MediaAsset,
+    MediaProcessingJob,
+)
 from media_jobs.selectors.admin import BoundedCountPaginator
+from tests.admin.html import job_ids_in, row_of
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -22,15 +30,7 @@ LIST_URL = reverse("admin:media_jobs_mediaprocessingjob_changelist")
 
 
 def result_ids(response) -> list[int]:
-    """Job ids in the order the list shows them (the id column links to the job page)."""
-    html = response.content.decode()
-    return [
-        int(i)
-        for i in re.findall(
-            r'<th class="field-id"><a href="/admin/media_jobs/mediaprocessingjob/(\d+)/change/',
-            html,
-        )
-    ]
+    return job_ids_in(response.content.decode())
 
 
 def test_columns_show_status_badge_duration_assets_and_error_first_line(viewer_client):
@@ -43,9 +43,6 @@ def test_columns_show_status_badge_duration_assets_and_error_first_line(viewer_c
         completed_at=now,
         last_error="code=ZIP_FAILED | the zip broke | bucket unreachable\nsecond line never shown",
     )
-    AssetFactory(listing_identity_id=777, status=AssetStatus.PROCESSED)
-    AssetFactory(listing_identity_id=777, status=AssetStatus.PROCESSED)
-    AssetFactory(listing_identity_id=777, status=AssetStatus.FAILED)
 
     response = viewer_client.get(LIST_URL)
 
@@ -55,12 +52,43 @@ def test_columns_show_status_badge_duration_assets_and_error_first_line(viewer_c
     assert 'class="toq-badge toq-badge--failed">Failed<' in html
     assert "Finalization (ZIP)" in html
     assert "2m 05s" in html
-    assert re.search(
-        r'toq-ok">2</span> / <span class="toq-failed">1</span> <span class="toq-muted">of 3', html
-    )
     assert "code=ZIP_FAILED | the zip broke | bucket unreachable" in html
     assert "second line never shown" not in html
     assert reverse("admin:media_jobs_listing", args=[777]) in html
+    # one timestamp format: seconds and the zone (TIME_ZONE, America/Sao_Paulo by default)
+    text = re.sub(r"<[^>]+>", "", html)
+    assert timezone.localtime(now).strftime("%Y-%m-%d %H:%M:%S -03") in text
+
+
+def test_assets_column_counts_the_jobs_own_assets_not_the_listing_now(viewer_client):
+    """The failed job took 3 assets and processed 2; the listing has 5 now, all processed
+    by a later job: the failed job's row still says 2 / 1 of 3."""
+    failed = listing_start_processing_with(listing=778, assets=3)
+    payload = {"assetsTotal": 3, "assetsProcessed": 2, "assetsFailed": 1}
+    MediaProcessingJob.objects.filter(pk=failed.pk).update(
+        status=JobStatus.PARTIAL_SUCCESS, payload=payload
+    )
+    AssetFactory.create_batch(2, listing_identity_id=778, status=AssetStatus.PROCESSED)
+    MediaAsset.objects.filter(listing_identity_id=778).update(status=AssetStatus.PROCESSED)
+    running = listing_start_processing_with(listing=779, assets=4)
+
+    html = viewer_client.get(LIST_URL).content.decode()
+
+    assert re.search(
+        r'toq-ok">2</span> / <span class="toq-failed">1</span> <span class="toq-muted">of 3',
+        row_of(html, failed.pk),
+    )
+    assert '<span class="toq-muted">of 4</span>' in row_of(html, running.pk)  # nothing known yet
+
+
+def listing_start_processing_with(*, listing: int, assets: int) -> MediaProcessingJob:
+    from media_jobs.services.dispatch import listing_start_processing
+
+    AssetFactory.create_batch(
+        assets, listing_identity_id=listing, status=AssetStatus.PENDING_UPLOAD
+    )
+    with override_settings(MEDIA_PIPELINE_ENGINE="celery"):
+        return listing_start_processing(listing_identity_id=listing)  # queued after commit
 
 
 def test_status_kind_stuck_and_error_code_filters(viewer_client, settings):
@@ -160,8 +188,8 @@ def test_query_count_is_the_same_for_10_and_100_rows(viewer_client, params, sett
     shown = len(result_ids(viewer_client.get(LIST_URL, params)))
     assert shown >= 30  # (the filters keep a share of the 100 rows; all 100 unfiltered)
     assert few == many
-    # the asset counts are one grouped query for the page
-    assert sum("media_assets" in q for q in sql) == 1
+    # the assets column is the job's own figures: the listing's assets are never read
+    assert sum("media_assets" in q for q in sql) == 0
 
 
 def test_no_full_count_on_the_list(viewer_client):
@@ -193,12 +221,17 @@ def test_date_hierarchy_offers_the_calendar_without_distinct_scans(viewer_client
     with CaptureQueriesContext(connection) as captured:
         html = viewer_client.get(LIST_URL).content.decode()
     assert "created_at__year=2024" in html and "created_at__year=2025" in html
-    assert not any("DISTINCT" in q["sql"].upper() for q in captured.captured_queries)
-    year = viewer_client.get(LIST_URL, {"created_at__year": "2025"})
-    assert "created_at__month=12" in year.content.decode()
+    assert not any(
+        "DISTINCT" in q["sql"].upper() and "media_processing_jobs" in q["sql"]
+        for q in captured.captured_queries
+    )
+    # only the months and days that have jobs
+    year = viewer_client.get(LIST_URL, {"created_at__year": "2025"}).content.decode()
+    assert "created_at__month=7" in year and "created_at__month=12" not in year
     month = viewer_client.get(LIST_URL, {"created_at__year": "2025", "created_at__month": "7"})
     assert len(result_ids(month)) == 1
-    assert "created_at__day=31" in month.content.decode()
+    days = re.findall(r"created_at__day=(\d+)", month.content.decode())
+    assert set(days) == {"9"}
 
 
 def test_list_is_sorted_newest_first_and_only_by_indexed_columns(viewer_client):

@@ -20,6 +20,7 @@ from media_jobs.models import (
     MediaJobEvent,
 )
 from media_jobs.pipeline import keys
+from media_jobs.services.job_errors import job_errors_backfill
 from tests.factories import AssetFactory, JobFactory
 from tests.fixtures.s3server import free_port
 
@@ -102,6 +103,7 @@ def test_hostile_strings_are_escaped(viewer_client, processed_listing):
 
     job.status = JobStatus.FAILED  # so it shows in the error groups too
     job.save(update_fields=["status"])
+    job_errors_backfill(jobs=[job])
     urls = [
         job_url(job),
         reverse("admin:media_jobs_mediaprocessingjob_changelist"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from django.utils import timezone
 from media_jobs.models import JobProvider, JobStatus
 from media_jobs.pipeline import keys
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors import errors as error_selectors
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -60,12 +62,14 @@ def test_dashboard_counts_chart_top_codes_and_stuck(viewer_client, settings):
     table = html.split('id="toq-status-table"', 1)[1].split("</table>", 1)[0]
     rows = dict(
         re.findall(
-            r">([A-Za-z ]+)</a></td>\s*<td class=\"toq-num\">\d+</td>\s*<td class=\"toq-num\">(\d+)<",
+            r">([A-Za-z ]+)</a></td>\s*<td class=\"toq-num[^\"]*\">\d+</td>\s*<td class=\"toq-num[^\"]*\">(\d+)<",
             table,
         )
     )
     assert rows["Succeeded"] == "3" and rows["Failed"] == "2" and rows["Partial success"] == "1"
-    day_counts = dict(re.findall(r">([A-Za-z ]+)</a></td>\s*<td class=\"toq-num\">(\d+)<", table))
+    day_counts = dict(
+        re.findall(r">([A-Za-z ]+)</a></td>\s*<td class=\"toq-num[^\"]*\">(\d+)<", table)
+    )
     assert day_counts["Succeeded"] == "3" and day_counts["Failed"] == "1"
     # 14 days of stacked bars, server-rendered SVG
     svg = html.split('<svg id="toq-daily-chart"', 1)[1].split("</svg>", 1)[0]
@@ -122,13 +126,18 @@ def test_dashboard_not_shown_without_permission(staff_client):
     assert "You don’t have permission to view or edit anything" in html
 
 
-def test_jobs_per_day_buckets_by_utc_day():
+def test_jobs_per_day_buckets_by_day_in_the_portals_time_zone():
+    """Days are those of TIME_ZONE (America/Sao_Paulo, UTC-3): 02:30 UTC on the 10th is
+    still the 9th there. The boundaries are computed in Python: MariaDB without time zone
+    tables (CONVERT_TZ gives NULL) counts the same."""
+    sao_paulo = zoneinfo.ZoneInfo("America/Sao_Paulo")
     now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-    JobFactory(status=JobStatus.SUCCEEDED, created_at=datetime(2026, 3, 10, 0, 30, tzinfo=UTC))
-    JobFactory(status=JobStatus.FAILED, created_at=datetime(2026, 3, 9, 23, 59, tzinfo=UTC))
-    JobFactory(status=JobStatus.PARTIAL_SUCCESS, created_at=datetime(2026, 2, 25, 1, 0, tzinfo=UTC))
-    JobFactory(status=JobStatus.RUNNING, created_at=datetime(2026, 3, 10, 1, 0, tzinfo=UTC))
-    days = selectors.jobs_per_day(days=14, now=now)
+    JobFactory(status=JobStatus.SUCCEEDED, created_at=datetime(2026, 3, 10, 3, 30, tzinfo=UTC))
+    JobFactory(status=JobStatus.FAILED, created_at=datetime(2026, 3, 10, 2, 30, tzinfo=UTC))
+    JobFactory(status=JobStatus.PARTIAL_SUCCESS, created_at=datetime(2026, 2, 25, 4, 0, tzinfo=UTC))
+    JobFactory(status=JobStatus.RUNNING, created_at=datetime(2026, 3, 10, 5, 0, tzinfo=UTC))
+    with timezone.override(sao_paulo):
+        days = selectors.jobs_per_day(days=14, now=now)
     assert len(days) == 14 and days[-1].day.isoformat() == "2026-03-10"
     assert (days[-1].succeeded, days[-1].failed) == (1, 0)
     assert (days[-2].succeeded, days[-2].failed) == (0, 1)
@@ -205,7 +214,7 @@ def test_error_groups_group_by_code_and_normalized_message(viewer_client):
         last_error="code=OLD | only in the 30-day window",
     )
 
-    report = selectors.error_groups(since=now - timedelta(days=7))
+    report = error_selectors.error_groups(since=now - timedelta(days=7))
     assert [(g.code, g.count) for g in report.groups] == [
         ("CORRUPT_IMAGE", 3),
         ("DERIVATIVE_ERRORS_DETECTED", 1),
@@ -232,9 +241,11 @@ def test_error_group_retry_targets_skip_listings_that_ran_again():
     a_newer = JobFactory(listing_identity_id=21, status=JobStatus.FAILED, last_error="code=E | m")
     b = JobFactory(listing_identity_id=22, status=JobStatus.FAILED, last_error="code=E | m")
     JobFactory(listing_identity_id=22, status=JobStatus.RUNNING)
-    group = selectors.error_groups(since=timezone.now() - timedelta(days=1)).groups[0]
+    group = error_selectors.error_groups(since=timezone.now() - timedelta(days=1)).groups[0]
     assert sorted(group.job_ids) == sorted([a.pk, a_newer.pk, b.pk])
-    assert [job.pk for job in selectors.error_group_retry_targets(group=group)] == [a_newer.pk]
+    assert [job.pk for job in error_selectors.error_group_retry_targets(group=group)] == [
+        a_newer.pk
+    ]
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -348,3 +359,16 @@ def test_nobody_edits_a_job_not_even_a_superuser(admin_client_):
         ).status_code
         == 403
     )
+
+
+def test_staff_without_a_group_gets_a_styled_403_that_explains_the_groups(
+    staff_client, local_media
+):
+    response = staff_client.get(reverse("admin:media_jobs_mediaprocessingjob_changelist"))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "<html" in html and "media_jobs/portal.css" in html  # the portal's own layout
+    assert "You are not in a portal group yet" in html
+    assert "media viewers" in html and "media operators" in html
+    index = staff_client.get(INDEX).content.decode()
+    assert "You are not in a portal group yet" in index

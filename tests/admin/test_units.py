@@ -8,9 +8,11 @@ from datetime import date, timedelta
 import pytest
 from django.urls import reverse
 
-from media_jobs.admin.charts import _nice_max, daily_bar_chart
+from media_jobs import errorcodes
+from media_jobs.admin.charts import _ticks, daily_bar_chart
 from media_jobs.models import AssetStatus
 from media_jobs.selectors import admin as selectors
+from media_jobs.selectors import errors as error_selectors
 from tests.factories import AssetFactory
 
 
@@ -20,33 +22,94 @@ from tests.factories import AssetFactory
         ("code=ZIP_FAILED | boom", "ZIP_FAILED"),
         ("code=States.TaskFailed | x", "States.TaskFailed"),
         ("code=A\nsecond line", "A"),
+        ("code=A:B | colon allowed", "A:B"),
+        ("code=A;B | not a code", None),
         ("reconciler marked failed after 1h0m0s without callback", None),
         ("", None),
         (None, None),
     ],
 )
 def test_error_code_of(last_error, code):
-    assert selectors.error_code_of(last_error) == code
+    assert errorcodes.error_code_of(last_error) == code
 
 
-def test_split_error_head_normalizes_what_varies():
-    head = 'code=OBJECT_NOT_FOUND | raw object 12/raw/photo/a.jpg missing after 3 tries (etag 9f8e7d6c5b4a3f2e) | reason | meta={"k": 1}'
-    code, message = selectors.split_error_head(head)
-    assert code == "OBJECT_NOT_FOUND"
-    assert message == "raw object <key> missing after # tries (etag <hex>)"
-    same = selectors.split_error_head(
-        "code=OBJECT_NOT_FOUND | raw object 99/raw/x/b.jpg missing after 5 tries (etag 0123456789abcdef)"
+def test_a_line_names_its_assets_codes_from_meta_or_failure_reason():
+    line = (
+        "code=DERIVATIVE_ERRORS_DETECTED | derivative errors detected | 3 of 5 assets failed: "
+        'CORRUPT_IMAGE x2, OBJECT_NOT_FOUND x1 | meta={"errorCodes": {"CORRUPT_IMAGE": 2, '
+        '"OBJECT_NOT_FOUND": 1}, "failedAssets": 3}'
     )
-    assert selectors.error_group_key(*same) == selectors.error_group_key(code, message)
-    assert selectors.split_error_head(None) == ("(no code)", "(no message)")
+    (parsed,) = errorcodes.parse_last_error(line)
+    assert parsed.code == "DERIVATIVE_ERRORS_DETECTED"
+    assert parsed.message == "derivative errors detected"
+    assert parsed.failure_reason.startswith("3 of 5 assets failed")
+    assert parsed.asset_codes == {"CORRUPT_IMAGE": 2, "OBJECT_NOT_FOUND": 1}
+    # the head only (meta cut off): the failureReason still names them
+    head = line[: line.index('"OBJECT_NOT_FOUND": 1}')]
+    assert errorcodes.parse_last_error(head)[0].asset_codes == {
+        "CORRUPT_IMAGE": 2,
+        "OBJECT_NOT_FOUND": 1,
+    }
+    assert errorcodes.error_codes_of(line + "\ncode=RECONCILER_TIMEOUT | late") == [
+        "DERIVATIVE_ERRORS_DETECTED",
+        "CORRUPT_IMAGE",
+        "OBJECT_NOT_FOUND",
+        "RECONCILER_TIMEOUT",
+    ]
 
 
-def test_error_code_q_refuses_odd_codes():
-    assert str(selectors.error_code_q("x' OR 1=1 --")) == str(selectors.error_code_q(""))
+@pytest.mark.parametrize(
+    ("message", "normalized"),
+    [
+        (
+            "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d5c8a0b2c0] moov atom not found",
+            "[mov,mp4,m4a,3gp,3g2,mj2 @ <addr>] moov atom not found",
+        ),
+        (
+            "raw object 12/raw/photo/a.jpg missing after 3 tries (etag 9f8e7d6c5b4a3f2e)",
+            "raw object <key> missing after # tries (etag <hex>)",
+        ),
+        (
+            "/tmp/tmpab12cd/input.mp4: Invalid data found when processing input",
+            "<tmp>: Invalid data found when processing input",
+        ),
+        ("image '12/raw/x5.jpg' is truncated at byte 35.", "image '…' is truncated at byte #."),
+        ("job 0af76519-16cd-43dd-8448-eb211c80319c took 1.5s", "job <id> took 1.5s"),
+        ("6000x4000 is over 180000000 pixels", "#x# is over # pixels"),
+        ("HTTP 503 from http://backend:8080/api/v2/x, retry", "HTTP # from <url>, retry"),
+        ("can't decode H264 in mp4", "can't decode H264 in mp4"),
+    ],
+)
+def test_messages_are_masked_as_whole_tokens(message, normalized):
+    assert errorcodes.normalize_error_message(message) == normalized
+
+
+def test_error_code_filter_refuses_odd_codes():
+    assert str(error_selectors.job_error_code_q("x' OR 1=1 --")) == str(
+        error_selectors.job_error_code_q("")
+    )
+
+
+@pytest.mark.parametrize(
+    ("tallest", "ticks"),
+    [
+        (0, [0, 1]),
+        (1, [0, 1]),
+        (3, [0, 1, 2, 3]),
+        (5, [0, 2, 4, 6]),
+        (7, [0, 2, 4, 6, 8]),
+        (11, [0, 5, 10, 15]),
+        (240, [0, 100, 200, 300]),
+    ],
+)
+def test_chart_ticks_are_whole_numbers(tallest, ticks):
+    top, values = _ticks(tallest)
+    assert values == ticks and top == ticks[-1]
+    chart = daily_bar_chart([selectors.DayCounts(date(2026, 1, 1), succeeded=tallest)])
+    assert [tick.label for tick in chart.ticks] == [str(v) for v in ticks]
 
 
 def test_chart_geometry():
-    assert [_nice_max(v) for v in (0, 1, 3, 7, 11, 240)] == [1, 1, 5, 10, 20, 500]
     days = [selectors.DayCounts(date(2026, 1, 1) + timedelta(days=i)) for i in range(14)]
     days[13] = selectors.DayCounts(date(2026, 1, 14), succeeded=6, partial=1, failed=3)
     chart = daily_bar_chart(days)
@@ -86,25 +149,3 @@ def test_asset_list_filters_and_searches(viewer_client, processed_listing):
         reverse("admin:media_jobs_mediaasset_change", args=[built["assets"][0].pk])
     ).content.decode()
     assert "thumbnail_photo_horizontal" in detail and "&quot;filename&quot;" in detail
-
-
-@pytest.mark.django_db
-def test_listing_asset_counts_by_outcome():
-    for status in (
-        AssetStatus.PROCESSED,
-        AssetStatus.PROCESSED,
-        AssetStatus.FAILED,
-        AssetStatus.PROCESSING,
-        AssetStatus.PENDING_UPLOAD,
-    ):
-        AssetFactory(listing_identity_id=7001, status=status)
-    AssetFactory(listing_identity_id=7002, status=AssetStatus.FAILED)
-    AssetFactory(listing_identity_id=7003, status=AssetStatus.PROCESSED)  # not asked for
-
-    counts = selectors.listing_asset_counts(listing_ids=[7001, 7002, 7001, 7004])
-
-    assert counts == {
-        7001: selectors.AssetCounts(total=5, processed=2, failed=1),
-        7002: selectors.AssetCounts(total=1, processed=0, failed=1),
-    }
-    assert selectors.listing_asset_counts(listing_ids=[]) == {}

@@ -52,6 +52,8 @@ def test_process_starts_a_job_for_pending_and_failed_assets(
         77,
     )
     assert body["assets"] == 2 and body["traceparent"] == TRACE and body["engine"] == "celery"
+    # provider is SPEC's column (the kind of job); kind says it in words, engine what runs it
+    assert (body["provider"], body["kind"]) == ("STEP_FUNCTIONS", "processing")
     assert len(queued) == 1  # the Celery task is queued once the transaction commits
     statuses = dict(MediaAsset.objects.filter(listing_identity_id=77).values_list("id", "status"))
     assert statuses == {

@@ -25,6 +25,16 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts" / "screenshots"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """The portal caches calendar links and filter choices a minute: each test starts clean."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     if not shutil.which(CHROMIUM):
@@ -59,8 +69,16 @@ def page(browser) -> Iterator:
         context.close()
 
 
+DESKTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+# Rendered width of the page beyond the viewport (0: nothing scrolls sideways).
+OVERFLOW_JS = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
 class Screenshots:
-    """``shot("name")`` saves ``<test>-<nn>-<name>.png`` and returns its path."""
+    """``shot("name")`` saves ``<test>-<nn>-<name>.png`` and returns its path;
+    ``shot.both("name")`` saves the page at 1366 px and at 390 px (and checks that the wide
+    one does not scroll sideways)."""
 
     def __init__(self, page, test_name: str) -> None:
         self.page = page
@@ -75,6 +93,49 @@ class Screenshots:
         self.page.screenshot(path=str(path), full_page=True)
         self.paths.append(path)
         return path
+
+    def both(self, name: str) -> None:
+        """The page at 1366 px (no horizontal scroll) and at 390 px, then back to 1366."""
+        self.page.set_viewport_size(DESKTOP)
+        overflow = self.page.evaluate(OVERFLOW_JS)
+        assert overflow <= 0, f"{name}: the page scrolls {overflow} px sideways at 1366 px"
+        self(f"{name}-1366")
+        self.page.set_viewport_size(PHONE)
+        self(f"{name}-390")
+        self.page.set_viewport_size(DESKTOP)
+
+
+# WCAG contrast of each matching element's text against the background it is drawn on (the
+# first ancestor with an opaque background colour).
+CONTRAST_JS = """
+(selector) => {
+  const rgba = (value) => (value.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  const background = (el) => {
+    for (let node = el; node; node = node.parentElement) {
+      const [r, g, b, a] = rgba(getComputedStyle(node).backgroundColor);
+      if (a === undefined || a > 0.9) { return [r, g, b]; }
+    }
+    return [255, 255, 255];
+  };
+  return Array.from(document.querySelectorAll(selector))
+    .filter((el) => el.offsetParent !== null && el.textContent.trim())
+    .map((el) => {
+      const fg = lum(rgba(getComputedStyle(el).color));
+      const bg = lum(background(el));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      return { text: el.textContent.trim().slice(0, 40), ratio: Math.round(ratio * 100) / 100 };
+    });
+}
+"""
+
+
+def low_contrast(page, selector: str, minimum: float = 4.5) -> list[dict]:
+    """The elements matching ``selector`` whose text is below the WCAG AA contrast."""
+    return [found for found in page.evaluate(CONTRAST_JS, selector) if found["ratio"] < minimum]
 
 
 @pytest.fixture
@@ -95,3 +156,18 @@ def login(page, base_url: str, username: str, password: str) -> None:
 def local_storage_settings(settings, tmp_path):
     settings.MEDIA_STORAGE_BACKEND = "local"
     settings.MEDIA_LOCAL_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def processed_media(local_storage_settings, transactional_db) -> tuple[int, int]:
+    """(listing, job): a listing of two processed photos and a corrupt one, long derivative
+    names included, and its PARTIAL_SUCCESS job with its error codes recorded."""
+    from media_jobs.services.job_errors import job_errors_backfill
+    from media_jobs.storage import pipeline_storage
+    from tests.support.listing import processed_listing_in
+
+    built = processed_listing_in(
+        pipeline_storage(), 8282, filename="{n}-living-room-with-a-view-of-the-garden.jpg"
+    )
+    job_errors_backfill(jobs=[built["job"]])
+    return built["listing"], built["job"].pk

@@ -40,7 +40,7 @@ def test_a_clean_listing_succeeds_with_a_full_timeline() -> None:
     job = listing_start_processing(listing_identity_id=5001)
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.last_error
-    assert job.payload == {"assetsTotal": 2, "assetsFailed": 0}
+    assert job.payload == {"assetsTotal": 2, "assetsProcessed": 2, "assetsFailed": 0}
     assert events(job.pk, "validate") == ["started", "succeeded"]
     assert events(job.pk, "thumbnails") == ["started", "succeeded"]
     assert events(job.pk, "consolidate") == ["started", "succeeded"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zoneinfo
+
 from .env import BASE_DIR, ConfigError, env, typed
 
 DJANGO_ENV = env.str("DJANGO_ENV", default="development")
@@ -56,9 +58,19 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+# Data is stored in UTC (USE_TZ, the MySQL session in +00:00); the portal shows every time in
+# this zone, one format with seconds and the zone (toqportal/formats).
+TIME_ZONE = env.str("TIME_ZONE", default="America/Sao_Paulo")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ConfigError(
+        f"TIME_ZONE: unknown time zone {TIME_ZONE!r}; use an IANA name such as "
+        "America/Sao_Paulo or UTC"
+    ) from None
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["toqportal.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .env import ConfigError, env, var_path
+from .env import ConfigError, env, typed, var_path
 
 _DEFAULT_URL = f"sqlite:///{var_path() / 'portal.sqlite3'}"
 _SCHEMES = ("sqlite", "mysql", "mariadb")
@@ -28,7 +28,19 @@ if _db["ENGINE"] == "django.db.backends.mysql":
     _db["CONN_HEALTH_CHECKS"] = True
     _db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 else:
-    _db["OPTIONS"] = {"timeout": 20}
+    # The embedded default has a web process and a worker pool writing to one file. WAL lets
+    # readers run beside the writer; IMMEDIATE takes the write lock when a transaction begins,
+    # so two writers queue on the busy timeout instead of one failing at once with "database
+    # is locked" (a deferred transaction that reads first and then writes cannot wait).
+    _timeout = typed("SQLITE_BUSY_TIMEOUT_SECONDS", float, 30.0)
+    _db["OPTIONS"] = {
+        "timeout": _timeout,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": (
+            f"PRAGMA busy_timeout = {int(_timeout * 1000)}; "
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+        ),
+    }
 # Parallel test runs (and CI beside a developer) need distinct test databases.
 if env.str("DATABASE_TEST_NAME", default=""):
     _db.setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME")

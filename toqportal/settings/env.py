@@ -13,9 +13,12 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+
+# Where the embedded default keeps its state (SQLite file, local media, the filesystem broker's
+# queue): var/ in the checkout, or PORTAL_VAR_DIR (a second instance, the embedded tests).
+VAR_DIR = Path(env.str("PORTAL_VAR_DIR", default="") or BASE_DIR / "var")
 
 
 class ConfigError(ImproperlyConfigured):

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .env import BASE_DIR, ConfigError, env, typed
+from .env import VAR_DIR, ConfigError, env, typed
 
 MEDIA_BUCKET = env.str("MEDIA_BUCKET", default="")
 MEDIA_STORAGE_BACKEND = env.str("MEDIA_STORAGE_BACKEND", default="s3" if MEDIA_BUCKET else "local")
 if MEDIA_STORAGE_BACKEND not in {"s3", "local"}:
     raise ConfigError(f"MEDIA_STORAGE_BACKEND: must be s3 or local, got {MEDIA_STORAGE_BACKEND!r}")
 MEDIA_BUCKET = MEDIA_BUCKET or "toq-listing-medias"
-MEDIA_LOCAL_ROOT = Path(env.str("MEDIA_LOCAL_ROOT", default=str(BASE_DIR / "var" / "media")))
+MEDIA_LOCAL_ROOT = Path(env.str("MEDIA_LOCAL_ROOT", default=str(VAR_DIR / "media")))
 
 AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
 AWS_S3_REGION_NAME = env.str("AWS_REGION", default="") or env.str("AWS_DEFAULT_REGION", default="")
 AWS_S3_REGION_NAME = AWS_S3_REGION_NAME or "us-east-1"
+# The job and storage pages link objects to this S3 console (empty: no console links).
+AWS_S3_CONSOLE_URL = env.str("AWS_S3_CONSOLE_URL", default="https://s3.console.aws.amazon.com/s3")
 # Presigned download links in the admin live this long.
 MEDIA_PRESIGNED_URL_TTL = typed("MEDIA_PRESIGNED_URL_TTL", int, 900)
 

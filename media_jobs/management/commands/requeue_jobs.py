@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandParser
 from django.utils import timezone
 
+from ...errorcodes import is_error_code
 from ...models import TERMINAL_JOB_STATUSES, JobStatus
 from ...selectors.operations import jobs_for_requeue
 from ..base import (
@@ -24,8 +24,6 @@ from ..base import (
     queryset_batches,
     usage_error,
 )
-
-ERROR_CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 class Command(OperationCommand):
@@ -64,7 +62,11 @@ class Command(OperationCommand):
             "--newer-than", type=duration, help="Created at most this long ago (30m, 2h, 7d)."
         )
         parser.add_argument(
-            "--error-code", help="Only jobs whose last_error has code=<this> (e.g. ZIP_FAILED)."
+            "--error-code",
+            help=(
+                "Only jobs that ended with this code, their own or one of their assets' "
+                "(e.g. ZIP_FAILED, CORRUPT_IMAGE): the admin's error-code filter."
+            ),
         )
         add_listing_argument(parser, "Only these listings (repeat or comma-separate).")
         parser.add_argument(
@@ -91,7 +93,7 @@ class Command(OperationCommand):
                 "(use reconcile_stuck_jobs for jobs stuck PENDING or RUNNING)"
             )
         code = options["error_code"]
-        if code is not None and not ERROR_CODE.match(code):
+        if code is not None and not is_error_code(code):
             raise usage_error(f"--error-code {code!r}: letters, digits, '_', '.', ':' or '-' only")
         now = timezone.now()
         options["created_before"] = now - options["older_than"] if options["older_than"] else None

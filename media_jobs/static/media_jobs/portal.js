@@ -24,6 +24,7 @@
       .then(function (html) {
         container.innerHTML = html;
         container.setAttribute("data-loaded", "1");
+        showCopyButtons(container);
       })
       .catch(function (error) {
         var message = document.createElement("p");
@@ -40,7 +41,32 @@
       });
   }
 
+  // Copy buttons (ids, keys): hidden in the markup, shown here when the page can copy.
+  function showCopyButtons(root) {
+    if (!navigator.clipboard) {
+      return;
+    }
+    root.querySelectorAll("button.toq-copy[hidden]").forEach(function (button) {
+      button.hidden = false;
+    });
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button.toq-copy") : null;
+    if (!button) {
+      return;
+    }
+    event.preventDefault();
+    navigator.clipboard.writeText(button.getAttribute("data-copy") || "").then(function () {
+      button.setAttribute("data-copied", "1");
+      window.setTimeout(function () { button.removeAttribute("data-copied"); }, 1500);
+    });
+  });
+
+  window.toqShowCopyButtons = showCopyButtons;
+
   document.addEventListener("DOMContentLoaded", function () {
+    showCopyButtons(document);
     document.querySelectorAll(".toq-fragment").forEach(function (container) {
       if (container.getAttribute("data-autoload") === "1") {
         load(container);

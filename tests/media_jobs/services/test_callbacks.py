@@ -106,7 +106,7 @@ def test_success_updates_every_asset_and_the_job() -> None:
     assert job.callback_body == serialise_payload(body).decode()
     assert job.external_id == ARN
     assert job.started_at == datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
-    assert job.payload == {"assetsTotal": 2, "assetsFailed": 0}
+    assert job.payload == {"assetsTotal": 2, "assetsProcessed": 2, "assetsFailed": 0}
     assert job.last_error is None
     first.refresh_from_db()
     assert first.status == AssetStatus.PROCESSED
@@ -164,7 +164,7 @@ def test_outputs_with_errors_or_without_processed_key_fail_their_asset() -> None
     assert job.last_error == (
         'code=DERIVATIVE_ERRORS_DETECTED | derivative errors detected | 2 of 3 assets failed | meta={"failedAssets": 2}'
     )
-    assert job.payload == {"assetsTotal": 5, "assetsFailed": 1}
+    assert job.payload == {"assetsTotal": 5, "assetsProcessed": 4, "assetsFailed": 1}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from media_jobs.models import AssetStatus, AssetType, JobProvider, JobStatus, Me
 from media_jobs.services.dispatch import (
     dispatch_detail,
     job_asset_ids,
+    job_dispatch_failed,
     listing_finalization_blockers,
     listing_start_finalization,
     listing_start_processing,
@@ -19,7 +20,7 @@ from media_jobs.services.dispatch import (
     workflow_input,
 )
 from media_jobs.services.errors import ApplicationError, NotFoundError
-from tests.factories import AssetFactory
+from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -136,3 +137,31 @@ def test_finalization_is_running_at_once_with_every_asset_in_its_input(queued: l
         "assets": [{"key": a.s3_key_raw, "type": a.asset_type} for a in assets],
         "traceparent": VALID,
     }
+
+
+def test_dispatch_failure_fails_the_job_and_its_assets_at_once(queued: list[Any]) -> None:
+    asset = AssetFactory(listing_identity_id=807, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(listing_identity_id=807)
+
+    failed = job_dispatch_failed(job_id=job.pk, reason="the broker said no")
+
+    assert failed is not None and failed.status == JobStatus.FAILED
+    assert failed.last_error == "code=DISPATCH_FAILED | the broker said no"
+    asset.refresh_from_db()
+    assert asset.status == AssetStatus.FAILED and asset.metadata["errorCode"] == "DISPATCH_FAILED"
+    # a finished job is left alone
+    assert job_dispatch_failed(job_id=job.pk, reason="again") is None
+    assert job_dispatch_failed(job_id=999_999, reason="gone") is None
+
+
+def test_a_first_task_that_cannot_start_fails_the_job_with_dispatch_failed() -> None:
+    """A PENDING job without the dispatch record its first task reads (nothing to retry):
+    FAILED with DISPATCH_FAILED by the task itself, not left PENDING for the reconciler."""
+    job = JobFactory(listing_identity_id=808, status=JobStatus.PENDING)
+
+    tasks.run_processing.apply(args=[job.pk])
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert job.last_error.startswith("code=DISPATCH_FAILED | the job's first step (validate)")
+    assert "no dispatch record" in job.last_error

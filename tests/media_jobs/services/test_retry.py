@@ -116,6 +116,8 @@ def test_mark_failed_fails_the_job_and_its_processing_assets() -> None:
     other_job_asset.refresh_from_db()
     assert asset.status == AssetStatus.FAILED and asset.metadata["errorCode"] == "MARKED_FAILED"
     assert other_job_asset.status == AssetStatus.PROCESSING
+    # its own figures: it processed none of the one asset it took
+    assert failed.payload == {"assetsTotal": 1, "assetsProcessed": 0, "assetsFailed": 1}
     event = MediaJobEvent.objects.get(job_id=job.pk, step="mark_failed")
     assert event.detail == {
         "code": "MARKED_FAILED",
