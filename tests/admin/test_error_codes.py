@@ -39,21 +39,7 @@ def partial_job(listing: int = 5150) -> MediaProcessingJob:
     bad = AssetFactory(listing_identity_id=listing, sequence=2)
     ffmpeg = AssetFactory(listing_identity_id=listing, sequence=3)
     job = JobFactory(listing_identity_id=listing, status=JobStatus.RUNNING)
-    assets = [
-        {"key": good.s3_key_raw, "type": good.asset_type},
-        {
-            "key": bad.s3_key_raw,
-            "type": bad.asset_type,
-            "errorCode": "CORRUPT_IMAGE",
-            "error": f"image file '{bad.s3_key_raw}' is truncated at byte 4096",
-        },
-        {
-            "key": ffmpeg.s3_key_raw,
-            "type": ffmpeg.asset_type,
-            "errorCode": "VIDEO_THUMBNAIL_FAILED",
-            "error": "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d5c8a0b2c0] moov atom not found",
-        },
-    ]
+    assets = [{"key": a.s3_key_raw, "type": a.asset_type} for a in (good, bad, ffmpeg)]
     generated = [
         {
             "sourceKey": good.s3_key_raw,
@@ -62,13 +48,26 @@ def partial_job(listing: int = 5150) -> MediaProcessingJob:
         }
         for size in ("thumbnail", "large")
     ]
+    # Branch errors (validation errors alone would leave the run SUCCEEDED).
+    errors = [
+        {
+            "sourceKey": bad.s3_key_raw,
+            "errorCode": "CORRUPT_IMAGE",
+            "errorMessage": f"image file '{bad.s3_key_raw}' is truncated at byte 4096",
+        },
+        {
+            "sourceKey": ffmpeg.s3_key_raw,
+            "errorCode": "VIDEO_THUMBNAIL_FAILED",
+            "errorMessage": "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d5c8a0b2c0] moov atom not found",
+        },
+    ]
     body = consolidate(
         {
             "jobId": job.pk,
             "listingIdentityId": listing,
             "executionArn": "celery-x",
             "assets": assets,
-            "parallelResults": [{"body": {"generatedAssets": generated, "errors": []}}],
+            "parallelResults": [{"body": {"generatedAssets": generated, "errors": errors}}],
         }
     )["body"]
     outcome = callback_apply(raw_body=serialise_payload(body), verify=False, source="test")
