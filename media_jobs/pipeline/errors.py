@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_PIXELS = "TOO_MANY_PIXELS"
     VIDEO_TRANSCODE_FAILED = "VIDEO_TRANSCODE_FAILED"
     ZIP_FAILED = "ZIP_FAILED"
+    WORKER_LOST = "WORKER_LOST"
 
 
 class PipelineError(Exception):

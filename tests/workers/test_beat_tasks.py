@@ -42,5 +42,7 @@ def test_the_beat_schedule() -> None:
 
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
     assert schedule["media_jobs.tasks.reconcile_stuck_jobs"] == 300.0
+    assert schedule["media_jobs.tasks.watch_stalled_jobs"] == 60.0
+    assert schedule["media_jobs.tasks.send_pending_callbacks"] == 30.0
     daily = schedule["media_jobs.tasks.clean_old_jobs"]
     assert (daily.hour, daily.minute) == ({3}, {17})
