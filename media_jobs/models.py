@@ -261,7 +261,19 @@ class CallbackOutbox(models.Model):
         verbose_name=_("next attempt"),
         help_text=_("When a pending result is sent again."),
     )
+    claimed_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        verbose_name=_("claimed until"),
+        help_text=_("A sender is making an attempt; others leave the entry alone until then."),
+    )
     last_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last attempt"))
+    last_status = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        verbose_name=_("last HTTP status"),
+        help_text=_("The backend's answer to the last attempt (empty: no answer)."),
+    )
     delivered_at = models.DateTimeField(null=True, blank=True, verbose_name=_("delivered at"))
     expires_at = models.DateTimeField(
         verbose_name=_("expires at"),

@@ -15,15 +15,18 @@ for the backend, and then:
 
 Rules:
 
-- One sender per entry at a time: an attempt first claims the entry with a conditional
-  UPDATE that moves its next attempt past the attempt's own timeout, so a drain and the
-  task, or two drains, never send one result twice at once; a sender that dies leaves a
-  claim that simply runs out.
+- One sender per entry at a time: an attempt first claims the entry (``claimed_until``,
+  a conditional UPDATE), so a drain and the task, or two drains, never send one result
+  twice at once; a sender that dies leaves a claim that simply runs out.
 - In order per job: an entry is not sent while an older entry of the same job is pending.
-- Oldest first: a drain sends due entries in the order they were produced and stops at the
-  first attempt that finds the backend unreachable (no answer, 5xx, 429). When the backend
-  is back, the results go out in order, and a backend that is down is not hit by every
-  pending result on every pass.
+- Oldest first, even across an outage: a drain sends due entries in the order they were
+  produced and stops at the first attempt that finds the backend unreachable (no answer,
+  5xx, 429). That failure holds every newer result back until its own next attempt, and a
+  new result skips its quick attempts while older ones wait, so only the oldest result
+  probes a backend that is down (a few hundred attempts a day, whatever the backlog).
+  The first result the backend accepts again brings every waiting result forward, and
+  the pass sends them in order. A body the backend refuses (another 4xx) keeps its own
+  backoff and holds nothing back.
 - Each attempt is a ``CallbackDelivery`` row (the log the admin shows); the entry's
   ``state`` is ``pending``, ``delivered`` or ``expired``.
 """
@@ -39,6 +42,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ..models import CallbackDelivery, CallbackOutbox, EventKind, MediaProcessingJob, OutboxState
@@ -108,10 +112,12 @@ def result_apply(
 
 def _claim(entry_id: int, *, hold_s: float) -> CallbackOutbox | None:
     """The entry, claimed for ``hold_s`` seconds; None when it is not pending, not due,
-    waits behind an older result of its job, or another sender claimed it first."""
+    waits behind an older result of its job, or another sender holds it."""
     now = timezone.now()
     entry = CallbackOutbox.objects.filter(pk=entry_id).first()
     if entry is None or entry.state != OutboxState.PENDING or entry.next_attempt_at > now:
+        return None
+    if entry.claimed_until is not None and entry.claimed_until > now:
         return None
     older = CallbackOutbox.objects.filter(
         job_id=entry.job_id, state=OutboxState.PENDING, id__lt=entry.pk
@@ -119,12 +125,14 @@ def _claim(entry_id: int, *, hold_s: float) -> CallbackOutbox | None:
     if older.exists():
         return None
     until = now + timedelta(seconds=hold_s)
-    claimed = CallbackOutbox.objects.filter(
-        pk=entry.pk, state=OutboxState.PENDING, next_attempt_at=entry.next_attempt_at
-    ).update(next_attempt_at=until)
+    claimed = (
+        CallbackOutbox.objects.filter(pk=entry.pk, state=OutboxState.PENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .update(claimed_until=until)
+    )
     if not claimed:
         return None
-    entry.next_attempt_at = until
+    entry.claimed_until = until
     return entry
 
 
@@ -141,17 +149,53 @@ def _attempt(entry: CallbackOutbox, *, url: str, secret: str) -> CallbackDeliver
     now = timezone.now()
     entry.attempts += 1
     entry.last_attempt_at = now
-    fields = ["attempts", "last_attempt_at", "last_error"]
+    entry.last_status = delivery.response_status
+    fields = ["attempts", "last_attempt_at", "last_status", "last_error"]
     if delivery.succeeded:
         entry.state = OutboxState.DELIVERED
         entry.delivered_at = now
+        entry.claimed_until = None
         entry.last_error = ""
-        fields += ["state", "delivered_at"]
+        fields += ["state", "delivered_at", "claimed_until"]
     else:
         error = delivery.error or f"HTTP {delivery.response_status}"
         entry.last_error = error[:LAST_ERROR_CHARS]
     entry.save(update_fields=fields)
     return delivery
+
+
+# The backend refused the body itself (a 4xx other than 429): that result keeps its own
+# backoff; every other failure says the backend is down or overloaded.
+REFUSED = Q(last_status__gte=400, last_status__lt=500) & ~Q(last_status=429)
+
+
+def _backend_down_before(entry_id: int) -> bool:
+    """An older result is waiting because the backend was unreachable: it is down, and
+    the drain sends the results in order when it is back."""
+    return (
+        CallbackOutbox.objects.filter(state=OutboxState.PENDING, id__lt=entry_id, attempts__gt=0)
+        .exclude(REFUSED)
+        .exists()
+    )
+
+
+def _hold_back_newer(entry: CallbackOutbox) -> None:
+    """The backend is unreachable: no newer result is due before this one's next attempt,
+    so the oldest result probes the backend and, when it is back, goes first."""
+    CallbackOutbox.objects.filter(
+        state=OutboxState.PENDING, id__gt=entry.pk, next_attempt_at__lt=entry.next_attempt_at
+    ).update(next_attempt_at=entry.next_attempt_at)
+
+
+def _bring_forward() -> int:
+    """The backend accepted a result: every result that waited for it is due now.
+    Results it refused keep their backoff."""
+    now = timezone.now()
+    return (
+        CallbackOutbox.objects.filter(state=OutboxState.PENDING, next_attempt_at__gt=now)
+        .exclude(REFUSED)
+        .update(next_attempt_at=now)
+    )
 
 
 def _unreachable(delivery: CallbackDelivery) -> bool:
@@ -208,15 +252,20 @@ def _expire(entry: CallbackOutbox, delivery: CallbackDelivery | None) -> None:
 
 
 def _reschedule(entry: CallbackOutbox, delivery: CallbackDelivery) -> None:
-    """After a failed attempt: the next one after the backoff, or expired past the TTL."""
+    """After a failed attempt: the next one after the backoff, or expired past the TTL;
+    either way the claim ends."""
     now = timezone.now()
+    entry.claimed_until = None
     if now >= entry.expires_at:
+        entry.save(update_fields=["claimed_until"])
         _expire(entry, delivery)
         return
     entry.next_attempt_at = min(
         now + timedelta(seconds=outbox_backoff(entry.attempts)), entry.expires_at
     )
-    entry.save(update_fields=["next_attempt_at"])
+    entry.save(update_fields=["next_attempt_at", "claimed_until"])
+    if _unreachable(delivery):
+        _hold_back_newer(entry)
 
 
 def outbox_send(
@@ -228,9 +277,16 @@ def outbox_send(
 ) -> CallbackDelivery | None:
     """The first attempts at a new result (SPEC §4 step 4): up to CALLBACK_MAX_ATTEMPTS,
     waiting the backoff in between; returns the last attempt, or None when the entry was
-    not this sender's to send (delivered, claimed, behind an older result, not due).
+    not this sender's to send (delivered, claimed, behind an older result, not due, or
+    older results already wait for an unreachable backend: the drain keeps the order).
     The job's timeline gets ``succeeded``, or ``retried`` when the outbox keeps trying."""
     url, secret = delivery_target()
+    if _backend_down_before(entry_id):
+        logger.info(
+            "the backend is unreachable; the outbox sends this result after the older ones",
+            extra={"outbox_id": entry_id},
+        )
+        return None
     attempts = max(1, max_attempts or settings.CALLBACK_MAX_ATTEMPTS)
     timeout = settings.CALLBACK_TIMEOUT_SECONDS + CLAIM_MARGIN_S
     waits = [outbox_backoff(n, interval_s=interval_s) for n in range(1, attempts)]
@@ -249,6 +305,7 @@ def outbox_send(
         logger.info(
             "callback delivered after %d attempt(s)", entry.attempts, extra={"job_id": entry.job_id}
         )
+        _bring_forward()
         return delivery
     _reschedule(entry, delivery)
     if entry.state == OutboxState.PENDING:
@@ -268,6 +325,18 @@ def outbox_send(
     return delivery
 
 
+def _due(sent: set[int], limit: int) -> list[int]:
+    now = timezone.now()
+    due = (
+        CallbackOutbox.objects.filter(state=OutboxState.PENDING, next_attempt_at__lte=now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .exclude(pk__in=sent)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    return list(due[:limit])
+
+
 def outbox_drain(*, limit: int = DRAIN_BATCH) -> dict[str, int]:
     """One pass over the outbox (beat): expire what is past its retry period, then send
     each due result once, oldest first, until the backend looks unreachable. Returns
@@ -282,20 +351,29 @@ def outbox_drain(*, limit: int = DRAIN_BATCH) -> dict[str, int]:
         return counts
     url, secret = delivery_target()
     hold = settings.CALLBACK_TIMEOUT_SECONDS + CLAIM_MARGIN_S
-    due = CallbackOutbox.objects.filter(state=OutboxState.PENDING, next_attempt_at__lte=now)
-    for entry_id in list(due.order_by("id").values_list("id", flat=True)[:limit]):
-        entry = _claim(entry_id, hold_s=hold)
-        if entry is None:
-            continue
-        delivery = _attempt(entry, url=url, secret=secret)
-        if delivery.succeeded:
-            counts["delivered"] += 1
-            _record(entry, delivery, EventKind.SUCCEEDED, "callback delivered by the outbox")
-            continue
-        counts["failed"] += 1
-        _reschedule(entry, delivery)
-        counts["expired"] += entry.state == OutboxState.EXPIRED
-        if _unreachable(delivery):
+    sent: set[int] = set()
+    brought_forward = False
+    while len(sent) < limit:
+        restart = False
+        for entry_id in _due(sent, limit - len(sent)):
+            entry = _claim(entry_id, hold_s=hold)
+            if entry is None:
+                continue  # claimed elsewhere, or behind an older result of its job
+            sent.add(entry_id)
+            delivery = _attempt(entry, url=url, secret=secret)
+            if delivery.succeeded:
+                counts["delivered"] += 1
+                _record(entry, delivery, EventKind.SUCCEEDED, "callback delivered by the outbox")
+                if not brought_forward and _bring_forward():
+                    brought_forward = restart = True
+                    break  # the results that waited are due now: take them in order
+                continue
+            counts["failed"] += 1
+            _reschedule(entry, delivery)
+            counts["expired"] += entry.state == OutboxState.EXPIRED
+            if _unreachable(delivery):
+                break
+        if not restart:
             break
     if any(counts.values()):
         logger.info("callback outbox pass: %s", counts, extra=counts)

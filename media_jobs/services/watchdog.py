@@ -1,25 +1,28 @@
-"""The watchdog: notices a Celery job whose work stopped moving and queues only what is
-missing, minutes after the loss instead of at the reconciler's timeout (1 h).
+"""The watchdog: notices Celery work that a broker or a worker lost and queues only that,
+minutes after the loss instead of at the reconciler's timeout (1 h).
 
-The rule (docs/workers.md "The watchdog"):
+The rule (docs/workers.md "The watchdog"), for PENDING/RUNNING jobs this portal dispatched
+to the Celery engine. A running step (validation, a part, the ZIP) writes a heartbeat every
+WATCHDOG_HEARTBEAT_SECONDS however long it runs, so with T = WATCHDOG_STALL_SECONDS:
 
-- Candidates are PENDING/RUNNING jobs that this portal dispatched to the Celery engine.
-- A job is *stalled* when nothing of it moved for WATCHDOG_STALL_SECONDS: no event in its
-  timeline and no heartbeat. A running step writes a heartbeat every
-  WATCHDOG_HEARTBEAT_SECONDS however long it runs (a 15-minute transcode, a 3-hour ZIP),
-  so a stalled job has no live step: its messages were lost (Redis restarted without
-  persistence; a worker killed while the broker holds its message for the visibility
-  timeout; a task that died on a database outage longer than its retries).
-- For a stalled job it queues what the workflow still lacks and nothing else (finished
-  work is never redone: parts with a result are skipped, photos and videos skip outputs
-  whose source etag matches): no validation -> ``run_processing``; parts without a result
-  -> those ``processing_part`` tasks; every part done -> ``consolidate_processing``; a
-  finalization -> ``run_finalization`` (which reuses a ZIP already recorded).
-- Each time it records a ``watchdog`` note. When nothing happens after it (no worker is
-  consuming), it waits twice as long before queueing the same work again (at most 32
-  stall periods), so a fleet that is down does not fill the queue.
-- A queued copy that finds the step alive under another copy stands down
-  (``services.attempts``): a part that was only waiting in a busy queue is not run twice.
+1. **A dead step**: its latest attempt started and never ended, and its heartbeat is older
+   than T - the worker running it died (killed, out of memory, the machine gone) and the
+   broker did not hand the message to another worker (Redis keeps it for the visibility
+   timeout). That step alone is queued again, even while the job's other parts run.
+2. **A stalled job**: nothing of it moved for T - no event, no heartbeat. Its queued
+   messages were lost (Redis restarted without persistence; a worker died holding
+   prefetched messages; a task gave up on a database outage). What the workflow still
+   lacks is queued again: no validation -> ``run_processing``; parts without a result ->
+   those ``processing_part`` tasks; every part done -> ``consolidate_processing``; a
+   finalization -> ``run_finalization`` (which reuses a ZIP already recorded).
+
+Finished work is never redone (parts with a result are skipped; photos and videos skip
+outputs whose source etag matches), and a step that is alive is never run twice: a copy
+queued again stands down when it finds an alive attempt of another copy
+(``services.attempts``). Each requeue is a ``watchdog`` note in the job's timeline; when
+nothing consumes the work after a note (no worker is running), the same work is queued
+again only after twice as long (at most 32 periods), so a fleet that is down does not
+fill the queue.
 """
 
 from __future__ import annotations
@@ -35,89 +38,158 @@ from django.utils import timezone
 
 from ..models import ACTIVE_JOB_STATUSES, EventKind, MediaJobEvent, MediaProcessingJob
 from ..pipeline.logs import log_context
-from .attempts import last_seen
+from .attempts import ENDING_KINDS, last_seen
 from .dispatch import ENGINE_CELERY, dispatch_detail
 from .events import STEP_CONSOLIDATE, STEP_VALIDATE, STEP_WATCHDOG, STEP_ZIP, event_record
-from .workflow import step_result, workflow_parts_done
+from .workflow import PART_STEPS, step_result, workflow_parts_done
 
 logger = logging.getLogger("toq.media.watchdog")
 
-# Backoff of repeated requeues while nothing consumes them: stall x 2**n, n at most this.
+# Backoff of repeated requeues while nothing consumes them: T x 2**n, n at most this.
 MAX_BACKOFF_DOUBLINGS = 5
+REASON_DEAD = "dead"
+REASON_STALLED = "stalled"
+WORK_STEPS = (STEP_VALIDATE, *PART_STEPS, STEP_ZIP)
 
 Enqueue = Callable[[str, list[tuple[Any, ...]]], None]
 
 
 @dataclass(frozen=True)
 class StallPlan:
-    """What the watchdog queues again for one stalled job."""
+    """What the watchdog queues again for one job, and why."""
 
     job_id: int
     workflow_id: str
+    reason: str  # REASON_DEAD or REASON_STALLED
     idle_seconds: float
-    task: str  # the name of the function in media_jobs.tasks
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    work: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # task -> args
+    missing: list[str] = field(default_factory=list)  # steps and parts, for people
 
 
-def _last_work(job: MediaProcessingJob) -> datetime:
-    """The last moment the job's work moved: any event but the watchdog's own notes, a
-    running step's heartbeat, its start or creation."""
+def _backoff_due(notes: list[datetime], now: datetime, stall_seconds: float) -> bool:
+    """True when no note asked for this work yet, or the newest is old enough: the wait
+    doubles with every note nothing answered."""
+    if not notes:
+        return True
+    wait = stall_seconds * 2 ** min(len(notes), MAX_BACKOFF_DOUBLINGS)
+    return (now - max(notes)).total_seconds() >= wait
+
+
+def _open_attempts(job: MediaProcessingJob, workflow_id: str) -> dict[str, datetime]:
+    """Step or part name -> when its open attempt (started, never ended) was last seen."""
+    rows = (
+        MediaJobEvent.objects.filter(
+            job_id=job.pk,
+            step__in=WORK_STEPS,
+            kind__in=(EventKind.STARTED, *ENDING_KINDS),
+            detail__workflowId=workflow_id,
+        )
+        .order_by("id")
+        .values_list("step", "kind", "at", "detail__part", "detail__heartbeatAt")
+    )
+    latest: dict[str, tuple[str, datetime]] = {}
+    for step, kind, at, part, heartbeat in rows:
+        latest[str(part or step)] = (kind, last_seen(at, heartbeat))
+    return {name: seen for name, (kind, seen) in latest.items() if kind == EventKind.STARTED}
+
+
+def _notes(job: MediaProcessingJob) -> list[tuple[datetime, str, list[str]]]:
+    """The watchdog's earlier notes on the job: (when, reason, what it queued)."""
+    rows = MediaJobEvent.objects.filter(job_id=job.pk, step=STEP_WATCHDOG).values_list(
+        "at", "detail__reason", "detail__requeued"
+    )
+    return [(at, str(reason or REASON_STALLED), list(names or [])) for at, reason, names in rows]
+
+
+def _last_work(job: MediaProcessingJob, open_attempts: dict[str, datetime]) -> datetime:
+    """The last moment the job's work moved: any event but the watchdog's own notes, an
+    open step's heartbeat, the job's start or creation."""
     moments = [job.created_at, *([job.started_at] if job.started_at else [])]
-    events = MediaJobEvent.objects.filter(job_id=job.pk).exclude(step=STEP_WATCHDOG)
-    newest = events.aggregate(newest=Max("at"))["newest"]
-    if newest:
-        moments.append(newest)
-    heartbeats = events.filter(kind=EventKind.STARTED, detail__heartbeatAt__isnull=False)
-    for at, heartbeat in heartbeats.values_list("at", "detail__heartbeatAt"):
-        moments.append(last_seen(at, heartbeat))
+    newest = (
+        MediaJobEvent.objects.filter(job_id=job.pk)
+        .exclude(step=STEP_WATCHDOG)
+        .aggregate(newest=Max("at"))["newest"]
+    )
+    moments += [newest] if newest else []
+    moments += list(open_attempts.values())
     return max(moments)
 
 
-def _stalled_for(job: MediaProcessingJob, now: datetime, stall_seconds: float) -> float | None:
-    """Seconds without progress when the job is due for a requeue, else None."""
-    last_work = _last_work(job)
-    notes = MediaJobEvent.objects.filter(job_id=job.pk, step=STEP_WATCHDOG, at__gt=last_work)
-    summary = notes.aggregate(newest=Max("at"))
-    count = notes.count() if summary["newest"] else 0
-    since = summary["newest"] or last_work
-    wait = stall_seconds * 2 ** min(count, MAX_BACKOFF_DOUBLINGS)
-    if (now - since).total_seconds() < wait:
-        return None
-    return (now - last_work).total_seconds()
+def _missing_work(
+    job: MediaProcessingJob, workflow_id: str
+) -> tuple[str, list[tuple[Any, ...]], list[str]]:
+    """(task, calls, names) for everything the workflow still lacks."""
+    if job.is_finalization:
+        return "run_finalization", [(job.pk,)], [STEP_ZIP]
+    validation = step_result(job.pk, STEP_VALIDATE, workflow_id)
+    if validation is None:
+        return "run_processing", [(job.pk,)], [STEP_VALIDATE]
+    done = workflow_parts_done(job.pk, workflow_id)
+    missing = [part for part in validation.get("parts") or [] if part not in done]
+    if missing:
+        return "processing_part", [(job.pk, part) for part in missing], missing
+    return "consolidate_processing", [(job.pk,)], [STEP_CONSOLIDATE]
+
+
+def _dead_work(job: MediaProcessingJob, name: str) -> tuple[str, tuple[Any, ...]]:
+    if name == STEP_VALIDATE:
+        return "run_processing", (job.pk,)
+    if name == STEP_ZIP:
+        return "run_finalization", (job.pk,)
+    return "processing_part", (job.pk, name)
 
 
 def job_stall_plan(
     *, job: MediaProcessingJob, stall_seconds: float, now: datetime | None = None
 ) -> StallPlan | None:
-    """What to queue again for ``job``, or None when it is not a stalled Celery job."""
+    """What to queue again for ``job`` (see the module docstring), or None."""
     dispatch = dispatch_detail(job=job) or {}
     workflow_id = dispatch.get("workflowId")
     if dispatch.get("engine") != ENGINE_CELERY or not workflow_id or job.is_terminal:
         return None
-    idle = _stalled_for(job, now or timezone.now(), stall_seconds)
-    if idle is None:
+    now = now or timezone.now()
+    stall = timedelta(seconds=stall_seconds)
+    open_attempts = _open_attempts(job, workflow_id)
+    notes = _notes(job)
+    last_work = _last_work(job, open_attempts)
+    idle = round((now - last_work).total_seconds(), 1)
+
+    stalled_notes = [at for at, reason, _ in notes if reason == REASON_STALLED and at > last_work]
+    if now - last_work >= stall and _backoff_due(stalled_notes, now, stall_seconds):
+        task, calls, missing = _missing_work(job, workflow_id)
+        return StallPlan(job.pk, workflow_id, REASON_STALLED, idle, {task: calls}, missing)
+
+    work: dict[str, list[tuple[Any, ...]]] = {}
+    dead = []
+    for name, seen in open_attempts.items():
+        if now - seen < stall:
+            continue
+        asked = [at for at, _, names in notes if name in names and at > seen]
+        if _backoff_due(asked, now, stall_seconds):
+            task, args = _dead_work(job, name)
+            work.setdefault(task, []).append(args)
+            dead.append(name)
+    if not dead:
         return None
+    return StallPlan(job.pk, workflow_id, REASON_DEAD, idle, work, dead)
 
-    def plan(task: str, calls: list[tuple[Any, ...]], missing: list[str]) -> StallPlan:
-        return StallPlan(job.pk, workflow_id, round(idle, 1), task, calls, missing)
 
-    if job.is_finalization:
-        return plan("run_finalization", [(job.pk,)], [STEP_ZIP])
-    validation = step_result(job.pk, STEP_VALIDATE, workflow_id)
-    if validation is None:
-        return plan("run_processing", [(job.pk,)], [STEP_VALIDATE])
-    done = workflow_parts_done(job.pk, workflow_id)
-    missing = [part for part in validation.get("parts") or [] if part not in done]
-    if missing:
-        return plan("processing_part", [(job.pk, part) for part in missing], missing)
-    return plan("consolidate_processing", [(job.pk,)], [STEP_CONSOLIDATE])
+def _message(plan: StallPlan) -> str:
+    names = ", ".join(plan.missing[:20])
+    if len(plan.missing) > 20:
+        names += f" and {len(plan.missing) - 20} more"
+    if plan.reason == REASON_DEAD:
+        return f"no heartbeat from {names} (its worker died); queued again"
+    return (
+        f"no progress for {plan.idle_seconds:.0f}s (the broker or a worker lost the work); "
+        f"queued again: {names}"
+    )
 
 
 def jobs_watch(
     *, stall_seconds: float, enqueue: Enqueue, now: datetime | None = None
 ) -> list[StallPlan]:
-    """One watchdog pass: queue the missing work of every stalled Celery job (through
+    """One watchdog pass: queue again what every Celery job lost (through
     ``enqueue(task name, [args, ...])``) and note it in the job's timeline. A job whose
     work cannot be queued (the broker is down) is tried again on the next pass."""
     now = now or timezone.now()
@@ -137,28 +209,24 @@ def jobs_watch(
             workflow_id=plan.workflow_id,
         ):
             try:
-                enqueue(plan.task, plan.calls)
+                for task, calls in plan.work.items():
+                    enqueue(task, calls)
             except Exception:  # noqa: BLE001 - any broker error: the next pass tries again
-                logger.exception("stalled job's work could not be queued; next pass retries")
+                logger.exception("lost work could not be queued; the next pass retries")
                 continue
-            message = (
-                f"no progress for {plan.idle_seconds:.0f}s (broker or worker lost the work); "
-                f"queued again: {', '.join(plan.missing[:20])}"
-                + (f" and {len(plan.missing) - 20} more" if len(plan.missing) > 20 else "")
-            )
+            message = _message(plan)
             event_record(
                 job=job,
                 step=STEP_WATCHDOG,
                 kind=EventKind.NOTE,
                 detail={
                     "message": message,
+                    "reason": plan.reason,
                     "workflowId": plan.workflow_id,
                     "idleSeconds": plan.idle_seconds,
                     "requeued": plan.missing,
                 },
             )
-            logger.warning(
-                "stalled job: %s", message, extra={"idle_s": plan.idle_seconds, "task": plan.task}
-            )
+            logger.warning(message, extra={"idle_s": plan.idle_seconds, "reason": plan.reason})
         plans.append(plan)
     return plans

@@ -58,12 +58,24 @@ def test_a_backend_that_is_down_gets_every_result_once_in_order_when_back(
     receiver.plan(PlannedResponse(status=503))
 
     first = outbox_drain()
-    # The first attempt found the backend down: the pass stops there, the others wait.
+    # The first attempt found the backend down: the pass stops there, and the newer
+    # results are held back behind the oldest one, which alone probes the backend.
     assert first == {"delivered": 0, "failed": 1, "expired": 0}
     assert len(receiver.received) == 1
-    assert CallbackOutbox.objects.get(pk=entries[0].pk).next_attempt_at > timezone.now()
+    probe = CallbackOutbox.objects.get(pk=entries[0].pk).next_attempt_at
+    assert probe > timezone.now()
+    assert all(
+        e.next_attempt_at >= probe for e in CallbackOutbox.objects.filter(pk__gt=entries[0].pk)
+    )
+    # A new result skips its quick attempts while the backend is known to be down.
+    newcomer = pending(JobFactory(), {"jobId": 0})
+    assert outbox_send(entry_id=newcomer.pk) is None and len(receiver.received) == 1
+    newcomer.delete()
 
-    CallbackOutbox.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    # The backend is back when the oldest result's backoff ends: the others follow.
+    CallbackOutbox.objects.filter(pk=entries[0].pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
     second = outbox_drain()
     assert second == {"delivered": 3, "failed": 0, "expired": 0}
     delivered = [json.loads(r.body)["jobId"] for r in receiver.received[1:]]
@@ -74,6 +86,24 @@ def test_a_backend_that_is_down_gets_every_result_once_in_order_when_back(
     assert len(receiver.received) == 4  # nothing is sent twice
     event = MediaJobEvent.objects.get(job_id=jobs[0].pk, step="callback_delivery")
     assert event.kind == "succeeded" and event.detail["attempts"] == 2
+
+
+def test_when_the_backend_is_back_the_waiting_results_follow_at_once(
+    receiver: CallbackReceiver,
+) -> None:
+    later = timezone.now() + timedelta(hours=1)
+    jobs = [JobFactory() for _ in range(4)]
+    entries = [pending(job, body_of(job)) for job in jobs]
+    # All but the first wait out a long backoff after the backend was unreachable; the
+    # last one was refused (400) rather than unreachable.
+    for entry, status in zip(entries[1:], (None, 503, 400), strict=True):
+        CallbackOutbox.objects.filter(pk=entry.pk).update(
+            attempts=1, last_status=status, next_attempt_at=later
+        )
+    assert outbox_drain() == {"delivered": 3, "failed": 0, "expired": 0}
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [j.pk for j in jobs[:3]]
+    refused = CallbackOutbox.objects.get(pk=entries[3].pk)
+    assert refused.state == OutboxState.PENDING and refused.next_attempt_at == later
 
 
 def test_a_refused_body_does_not_hold_back_the_other_results(receiver: CallbackReceiver) -> None:
@@ -108,6 +138,8 @@ def test_one_sender_at_a_time(receiver: CallbackReceiver) -> None:
     assert _claim(entry.pk, hold_s=40) is not None
     assert _claim(entry.pk, hold_s=40) is None  # the second sender finds it claimed
     assert outbox_drain()["delivered"] == 0
+    CallbackOutbox.objects.filter(pk=entry.pk).update(claimed_until=timezone.now())
+    assert outbox_drain()["delivered"] == 1  # a claim whose sender died runs out
 
 
 def test_past_the_retry_period_a_result_expires_and_can_still_be_replayed(

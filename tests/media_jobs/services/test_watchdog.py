@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from media_jobs.models import EventKind, JobProvider, JobStatus, MediaJobEvent
+from media_jobs.models import (
+    EventKind,
+    JobProvider,
+    JobStatus,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
 from media_jobs.services.attempts import attempt_start
 from media_jobs.services.events import event_record
 from media_jobs.services.watchdog import jobs_watch
@@ -107,6 +113,43 @@ def test_a_slow_step_that_beats_is_never_queued_again() -> None:
     # When the heartbeat stops (the worker died), the part is queued again.
     assert jobs_watch(stall_seconds=STALL, enqueue=queue, now=later(STALL + 5))
     assert queue.calls == [("processing_part", (job.pk, "video_transcode:0"))]
+
+
+def open_attempt(job: Any, part: str, heartbeat_age: float) -> None:
+    attempt = attempt_start(
+        job=job,
+        step=part.split(":")[0],
+        workflow_id=WORKFLOW,
+        part=part,
+        task_id=f"task-{part}",
+        stall_seconds=STALL,
+    )
+    seen = timezone.now() - timedelta(seconds=heartbeat_age)
+    MediaJobEvent.objects.filter(pk=attempt.event_id).update(
+        at=seen, detail={**attempt.detail, "heartbeatAt": seen.isoformat()}
+    )
+
+
+def test_a_dead_part_is_queued_again_while_the_others_run() -> None:
+    job = celery_job()
+    MediaProcessingJob.objects.filter(pk=job.pk).update(
+        created_at=timezone.now() - timedelta(minutes=10)
+    )
+    validated(job, ["thumbnails:0", "thumbnails:1", "thumbnails:2"], [])
+    open_attempt(job, "thumbnails:0", heartbeat_age=STALL + 30)  # its worker was killed
+    open_attempt(job, "thumbnails:1", heartbeat_age=1)  # running, beating
+    # thumbnails:2 is waiting in the queue: not dead, and the job is not stalled.
+    queue = Queue()
+    plans = jobs_watch(stall_seconds=STALL, enqueue=queue)
+    assert queue.calls == [("processing_part", (job.pk, "thumbnails:0"))]
+    assert plans[0].reason == "dead"
+    note = MediaJobEvent.objects.get(job_id=job.pk, step="watchdog")
+    assert (
+        note.detail["message"] == "no heartbeat from thumbnails:0 (its worker died); queued again"
+    )
+    # Queued once: not again on the next pass while nothing took it.
+    assert jobs_watch(stall_seconds=STALL, enqueue=queue, now=later(5)) == []
+    assert len(queue.calls) == 1
 
 
 def test_what_is_queued_follows_the_workflow() -> None:
