@@ -7,9 +7,9 @@ Processing workflow of a job (``run_processing`` is what dispatch queues)::
                                  └─ processing_part "video_transcode:i"  (one per video)
                                          │ each part, once all parts have a result
                                          ▼
-                         consolidate_processing ── callback_apply ── deliver_callback
+                 consolidate_processing ── callback_apply + outbox ── deliver_callback
 
-Finalization: ``run_finalization`` ── zip ── callback_apply ── deliver_callback.
+Finalization: ``run_finalization`` ── zip ── callback_apply + outbox ── deliver_callback.
 
 Fan-in without chords: every step stores its result in the job's timeline
 (``media_job_events``, ``detail["result"]``), and a part that finishes checks, after its
