@@ -153,21 +153,28 @@ class ResilientTask(Task):
 # --- queueing ------------------------------------------------------------------------------
 
 
-def enqueue(task: Task, *args: Any, countdown: float | None = None) -> None:
-    """Queue ``task(*args)`` on the default queue of the broker configured *now*.
+def enqueue(
+    task: Task, *args: Any, countdown: float | None = None, queue: str | None = None
+) -> None:
+    """Queue ``task(*args)`` on the default queue (or ``queue``) of the broker configured
+    *now*.
 
     A fresh connection per call (not the app's cached producer pool), so a process whose
     broker settings change at run time (the worker tests) sends where it is told.
     """
-    enqueue_each(task, [args], countdown=countdown)
+    enqueue_each(task, [args], countdown=countdown, queue=queue)
 
 
 def enqueue_each(
-    task: Task, calls: Iterable[tuple[Any, ...]], *, countdown: float | None = None
+    task: Task,
+    calls: Iterable[tuple[Any, ...]],
+    *,
+    countdown: float | None = None,
+    queue: str | None = None,
 ) -> None:
     """Queue ``task(*args)`` for every ``args`` in ``calls`` over one fresh connection: a
     fan-out of parts pays one connection (~2.5 ms to Redis), not one per part."""
-    options: dict[str, Any] = {"queue": app.conf.task_default_queue}
+    options: dict[str, Any] = {"queue": queue or app.conf.task_default_queue}
     if countdown:
         options["countdown"] = countdown
     if app.conf.task_always_eager:
@@ -185,12 +192,12 @@ def enqueue_each(
             )
 
 
-def enqueue_or_leave(task: Task, *args: Any) -> None:
+def enqueue_or_leave(task: Task, *args: Any, queue: str | None = None) -> None:
     """Queue a follow-up task; when the broker refuses it, log and leave it to the
-    watchdog (it queues what a stalled job lacks) rather than fail a task whose work is
-    already recorded."""
+    watchdog (it queues what a stalled job lacks) or to the callback outbox's drain,
+    rather than fail a task whose work is already recorded."""
     try:
-        enqueue(task, *args)
+        enqueue(task, *args, queue=queue)
     except Exception:  # noqa: BLE001 - any broker error ends the same way
         logger.exception("%s not queued; the watchdog will queue it", task.name)
 
@@ -349,7 +356,7 @@ def _retry_or_give_up(
 
 
 def _queue_delivery(entry_id: int) -> None:
-    enqueue_or_leave(deliver_callback, entry_id)
+    enqueue_or_leave(deliver_callback, entry_id, queue=settings.CELERY_HOUSEKEEPING_QUEUE or None)
 
 
 def apply_result(job: MediaProcessingJob, body: dict[str, Any]) -> None:

@@ -112,7 +112,10 @@ def test_rabbitmq_restarted_mid_job(
     celery_worker.stop()
 
 
-def part_on(worker, *, exclude_done: bool = True) -> dict | None:  # noqa: ANN001
+PHOTOS_TO_HAND_OVER = 6
+
+
+def part_on(worker) -> dict | None:  # noqa: ANN001
     """An open part attempt running in one of ``worker``'s pool processes, or None."""
     pool = worker.pool_pids()
     for part in running_parts():
@@ -132,12 +135,14 @@ def test_killed_worker_hands_its_part_to_another(
     the part's heartbeat is older than WATCHDOG_STALL_SECONDS; the part the dead worker had
     prefetched follows when the job has been idle that long."""
     listing_identity_id = 6203 if broker == "redis" else 6204
-    listing = seed(listing_identity_id, photos=6)
+    listing = seed(listing_identity_id, photos=PHOTOS_TO_HAND_OVER)
     if broker == "rabbitmq":
         celery_worker.use_broker(request.getfixturevalue("private_rabbitmq").url)
     else:
         celery_worker.visibility_timeout = 3600
-    s3_proxy.set_faults(delay=1.0, delay_s=1.5)
+    # The victim reaches S3 through a proxy that delays every request by 4 s: its first
+    # part outlasts the survivor's work on all the others.
+    s3_proxy.set_faults(delay=1.0, delay_s=4.0)
     victim, survivor = celery_worker, celery_worker.sibling()
     victim.start(concurrency=1, extra_env={**ONE_PHOTO_PARTS, "AWS_S3_ENDPOINT_URL": s3_proxy.url})
     survivor.start(concurrency=1, extra_env=ONE_PHOTO_PARTS)
@@ -146,7 +151,7 @@ def test_killed_worker_hands_its_part_to_another(
         job = listing_start_processing(listing_identity_id=listing_identity_id)
         # The survivor drains the queue; the victim is still on its first (slow) part.
         lost = wait_until(
-            lambda: parts_done(job.pk) >= 4 and part_on(victim),
+            lambda: parts_done(job.pk) >= PHOTOS_TO_HAND_OVER - 1 and part_on(victim),
             timeout=120,
             what="the survivor idle while the victim runs a part",
         )
@@ -205,4 +210,5 @@ def test_killed_pool_process_part_is_redelivered(
         "kill -9 of a pool process (Redis)",
         part_restarted_after=restarted,
         job_done_after=killed(),
+        watchdog=watchdog_notes(job.pk),
     )

@@ -16,7 +16,7 @@ from tests.workers.listing import seed_listing
 
 pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.slow]
 
-STALL_S = 5
+STALL_S = 8
 
 
 def test_slow_parts_are_not_run_twice(
@@ -49,7 +49,7 @@ def test_slow_parts_are_not_run_twice(
         ).values_list("detail__part", "at")
     )
     longest = max((ends[part] - at).total_seconds() for part, at in starts)
-    assert longest > 2 * STALL_S, f"the parts were not slow enough ({longest:.1f}s)"
+    assert longest > 1.5 * STALL_S, f"the parts were not slow enough ({longest:.1f}s)"
     assert sorted(part for part, _ in starts) == sorted(ends), "a part was started twice"
     assert not MediaJobEvent.objects.filter(job_id=job.pk, step="watchdog").exists()
     report(

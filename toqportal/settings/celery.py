@@ -130,23 +130,40 @@ PROCESSING_STATE_MACHINE_ARN = env.str("PROCESSING_STATE_MACHINE_ARN", default="
 FINALIZATION_STATE_MACHINE_ARN = env.str("FINALIZATION_STATE_MACHINE_ARN", default="")
 AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="") or None
 
+# Beat's tasks and the callback sends on a queue of their own when set: a small worker for it
+# (`celery -A toqportal worker -Q <name> -c 1`) keeps the watchdog and the callbacks running
+# while every pipeline worker is busy with long transcodes. Empty: the pipeline's queue.
+CELERY_HOUSEKEEPING_QUEUE = env.str("CELERY_HOUSEKEEPING_QUEUE", default="")
+
+
+def _beat_entry(task: str, schedule: object, expires_s: float | None = None) -> dict:
+    """A schedule entry; a frequent pass that waited in the queue longer than its
+    interval expires (the next one is already on its way) instead of piling up."""
+    options: dict[str, object] = {}
+    if expires_s:
+        options["expires"] = expires_s
+    if CELERY_HOUSEKEEPING_QUEUE:
+        options["queue"] = CELERY_HOUSEKEEPING_QUEUE
+    return {"task": task, "schedule": schedule, "options": options}
+
+
 # SPEC §8: the reconciler every few minutes, the cleaner once a day (03:17 UTC); the
 # watchdog and the callback outbox every minute or less.
 CELERY_BEAT_SCHEDULE = {
-    "reconcile stuck media jobs": {
-        "task": "media_jobs.tasks.reconcile_stuck_jobs",
-        "schedule": float(RECONCILER_INTERVAL_SECONDS),
-    },
-    "watch stalled media jobs": {
-        "task": "media_jobs.tasks.watch_stalled_jobs",
-        "schedule": WATCHDOG_INTERVAL_SECONDS,
-    },
-    "send undelivered callbacks": {
-        "task": "media_jobs.tasks.send_pending_callbacks",
-        "schedule": CALLBACK_OUTBOX_INTERVAL_SECONDS,
-    },
-    "clean old media jobs": {
-        "task": "media_jobs.tasks.clean_old_jobs",
-        "schedule": crontab(hour=3, minute=17),
-    },
+    "reconcile stuck media jobs": _beat_entry(
+        "media_jobs.tasks.reconcile_stuck_jobs",
+        float(RECONCILER_INTERVAL_SECONDS),
+        float(RECONCILER_INTERVAL_SECONDS),
+    ),
+    "watch stalled media jobs": _beat_entry(
+        "media_jobs.tasks.watch_stalled_jobs", WATCHDOG_INTERVAL_SECONDS, WATCHDOG_INTERVAL_SECONDS
+    ),
+    "send undelivered callbacks": _beat_entry(
+        "media_jobs.tasks.send_pending_callbacks",
+        CALLBACK_OUTBOX_INTERVAL_SECONDS,
+        CALLBACK_OUTBOX_INTERVAL_SECONDS,
+    ),
+    "clean old media jobs": _beat_entry(
+        "media_jobs.tasks.clean_old_jobs", crontab(hour=3, minute=17)
+    ),
 }
