@@ -12,8 +12,11 @@ step does:
 - another task id holds an alive attempt: this copy is a duplicate (the watchdog queued
   again a part that was only waiting in a busy queue) and stands down - a slow step is
   never run twice;
-- the open attempt carries this task's own id: the broker redelivered this very message
-  because its worker died or lost the connection, so this copy takes over;
+- the open attempt carries this task's own id: the broker delivered this very message
+  again. When the attempt's process still runs on this machine, the message only came
+  back because the step outlasted Redis's visibility timeout, and this copy stands down;
+  otherwise its worker died (or lost its connection: RabbitMQ then cancels it), and this
+  copy takes over;
 - the open attempt's heartbeat stopped: its worker died; this copy takes over.
 
 Every attempt taken over counts as lost. After LOST_ATTEMPTS_LIMIT lost attempts the step
@@ -31,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
@@ -89,6 +93,30 @@ def last_seen(at: datetime, heartbeat_at: Any) -> datetime:
     return max(at, heartbeat) if heartbeat else at
 
 
+def running_here(worker: str) -> bool:
+    """True when ``worker`` (``host:pid``) is another process on this machine that is
+    still alive: the attempt it holds may still be running."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, run by another user
+    return not _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has reaped yet still answers kill(pid, 0) (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
+
+
 def _attempt_rows(
     job_id: int, step: str, workflow_id: str, part: str | None
 ) -> list[dict[str, Any]]:
@@ -135,8 +163,10 @@ def attempt_start(
         if open_row is not None:
             seen = last_seen(open_row["at"], open_row["detail__heartbeatAt"])
             holder = str(open_row["detail__taskId"] or "")
-            if holder != task_id and now - seen < timedelta(seconds=stall_seconds):
-                return Busy(task_id=holder, worker=str(open_row["detail__worker"] or ""))
+            worker = str(open_row["detail__worker"] or "")
+            alive = now - seen < timedelta(seconds=stall_seconds)
+            if alive and (holder != task_id or running_here(worker)):
+                return Busy(task_id=holder, worker=worker)
             lost += 1
         detail: dict[str, Any] = {"workflowId": workflow_id}
         if part is not None:

@@ -3,8 +3,12 @@ orphaned one takes over, lost attempts are counted, and the heartbeat keeps a st
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +61,33 @@ def test_a_redelivered_message_takes_over_its_own_attempt() -> None:
     again = start(job, "task-a")  # the broker redelivered it: its worker is gone
     assert isinstance(again, Attempt) and again.lost_before == 1
     assert again.detail["lostAttempts"] == 1
+
+
+@pytest.mark.django_db
+def test_a_message_back_from_redis_while_its_step_still_runs_stands_down() -> None:
+    """Redis hands an unacknowledged message out again after its visibility timeout even
+    when the step still runs: the process that holds it is alive on this machine."""
+    job = JobFactory(status=JobStatus.RUNNING)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        first = start(job, "task-a")
+        assert isinstance(first, Attempt)
+        MediaJobEvent.objects.filter(pk=first.event_id).update(
+            detail={**first.detail, "worker": f"{socket.gethostname()}:{holder.pid}"}
+        )
+        again = start(job, "task-a")
+        assert isinstance(again, Busy) and again.worker.endswith(f":{holder.pid}")
+        # Its pool process was killed (and nobody reaped it yet): the copy takes over.
+        holder.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{holder.pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        taken = start(job, "task-a")
+        assert isinstance(taken, Attempt) and taken.lost_before == 1
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.django_db
