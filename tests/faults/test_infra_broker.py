@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 
@@ -54,62 +55,58 @@ def running_parts() -> list[dict]:
     return list(found.values())
 
 
-def restarted_after(part: str, event_id: int) -> bool:
-    return MediaJobEvent.objects.filter(
-        kind=EventKind.STARTED, detail__part=part, id__gt=event_id
-    ).exists()
-
-
-def test_redis_restarted_without_persistence_mid_job(
-    private_redis, celery_worker, celery_beat, moto_server, s3_bucket
-) -> None:
-    listing = seed(6201, photos=12)
-    celery_worker.use_broker(private_redis.url)
-    celery_worker.start(concurrency=1, extra_env=ONE_PHOTO_PARTS)
-    celery_beat.start(extra_env=FAULT_ENV)
-
-    job = listing_start_processing(listing_identity_id=6201)
-    wait_parts(job.pk, 2)
-    private_redis.restart()  # every queued and unacknowledged part is gone
-    cleared = Stopwatch()
-    done = wait_terminal(job.pk)
-    recovered = cleared()
-    assert done.status == JobStatus.SUCCEEDED, done.last_error
-    assert_outputs_exact(moto_server, s3_bucket, listing)
-    notes = watchdog_notes(job.pk)
-    assert notes, "only the watchdog can bring back parts a Redis restart lost"
-    report("Redis restart without persistence", recovered_after_restart=recovered, watchdog=notes)
-    celery_beat.stop()
-    celery_worker.stop()
-
-
-def test_rabbitmq_restarted_mid_job(
-    private_rabbitmq, celery_worker, celery_beat, moto_server, s3_bucket
-) -> None:
-    listing = seed(6202, photos=12)
-    # Quorum queues: what docs/workers.md recommends for a RabbitMQ cluster.
-    celery_worker.use_broker(private_rabbitmq.url, queue_type="quorum")
-    celery_worker.start(concurrency=1, extra_env=ONE_PHOTO_PARTS)
-    celery_beat.start(extra_env=FAULT_ENV)
-
-    job = listing_start_processing(listing_identity_id=6202)
-    wait_parts(job.pk, 2)
-    down = Stopwatch()
-    private_rabbitmq.restart()
-    downtime = down()
-    cleared = Stopwatch()
-    done = wait_terminal(job.pk)
-    recovered = cleared()
-    assert done.status == JobStatus.SUCCEEDED, done.last_error
-    assert_outputs_exact(moto_server, s3_bucket, listing)
-    report(
-        "RabbitMQ restart (quorum queue)",
-        broker_down=downtime,
-        recovered_after_restart=recovered,
-        watchdog_requeues=len(watchdog_notes(job.pk)),
+def kill_and_time_restart(kill: Callable[[], None], lost: dict) -> float:
+    """Kill, then seconds until the ``lost`` part (an open attempt) starts again."""
+    kill()
+    killed = Stopwatch()
+    wait_until(
+        lambda: MediaJobEvent.objects.filter(
+            kind=EventKind.STARTED, detail__part=lost["detail__part"], id__gt=lost["id"]
+        ).exists(),
+        timeout=120,
+        interval=0.05,
+        what=f"{lost['detail__part']} to start again after the kill",
     )
-    celery_beat.stop()
-    celery_worker.stop()
+    return killed()
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_broker_restarted_mid_job(
+    broker, request, celery_worker, celery_beat, moto_server, s3_bucket
+) -> None:
+    """Redis restarted without persistence loses every queued and unacknowledged part:
+    the watchdog queues them again. RabbitMQ (quorum queues, what docs/workers.md
+    recommends for a cluster) keeps them across a restart."""
+    listing_identity_id = 6201 if broker == "redis" else 6202
+    listing = seed(listing_identity_id, photos=12)
+    server = request.getfixturevalue(f"private_{broker}")
+    celery_worker.use_broker(server.url, queue_type="quorum" if broker == "rabbitmq" else "classic")
+    celery_worker.start(concurrency=1, extra_env=ONE_PHOTO_PARTS)
+    celery_beat.start(extra_env=FAULT_ENV)
+    try:
+        job = listing_start_processing(listing_identity_id=listing_identity_id)
+        wait_parts(job.pk, 2)
+        down = Stopwatch()
+        server.restart()
+        downtime = down()
+        restarted = Stopwatch()
+        done = wait_terminal(job.pk)
+        recovered = restarted()
+        assert done.status == JobStatus.SUCCEEDED, done.last_error
+        assert_outputs_exact(moto_server, s3_bucket, listing)
+        notes = watchdog_notes(job.pk)
+        if broker == "redis":
+            assert notes, "only the watchdog can bring back parts a Redis restart lost"
+        report(
+            f"{broker} restarted mid-job",
+            broker_down=downtime,
+            recovered_after_restart=recovered,
+            watchdog=notes,
+        )
+    finally:
+        # Before the private server goes: a worker cut off from its broker stops slowly.
+        celery_beat.stop()
+        celery_worker.stop()
 
 
 PHOTOS_TO_HAND_OVER = 6
@@ -155,15 +152,8 @@ def test_killed_worker_hands_its_part_to_another(
             timeout=120,
             what="the survivor idle while the victim runs a part",
         )
-        victim.kill()
         killed = Stopwatch()
-        wait_until(
-            lambda: restarted_after(lost["detail__part"], lost["id"]),
-            timeout=120,
-            interval=0.05,
-            what="the killed worker's part to start again",
-        )
-        handed_over = killed()
+        handed_over = kill_and_time_restart(victim.kill, lost)
         if broker == "rabbitmq":  # the broker itself handed it over, not the watchdog
             assert not watchdog_notes(job.pk)
         done = wait_terminal(job.pk)
@@ -192,15 +182,9 @@ def test_killed_pool_process_part_is_redelivered(
 
     job = listing_start_processing(listing_identity_id=6205)
     lost = wait_until(lambda: part_on(celery_worker), timeout=60, what="a running part")
-    os.kill(int(str(lost["detail__worker"]).rsplit(":", 1)[1]), signal.SIGKILL)
+    pid = int(str(lost["detail__worker"]).rsplit(":", 1)[1])
     killed = Stopwatch()
-    wait_until(
-        lambda: restarted_after(lost["detail__part"], lost["id"]),
-        timeout=120,
-        interval=0.05,
-        what="the killed pool process's part to start again",
-    )
-    restarted = killed()
+    restarted = kill_and_time_restart(lambda: os.kill(pid, signal.SIGKILL), lost)
     done = wait_terminal(job.pk)
     assert done.status == JobStatus.SUCCEEDED, done.last_error
     assert_outputs_exact(moto_server, s3_bucket, listing)
