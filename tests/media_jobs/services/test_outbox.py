@@ -193,3 +193,20 @@ def test_nothing_is_queued_without_a_backend(settings: Any) -> None:
     assert result_apply(job=job, body=body_of(job)).applied
     assert not CallbackOutbox.objects.exists()
     assert outbox_drain() == {"delivered": 0, "failed": 0, "expired": 0}
+
+
+def test_a_delivery_queued_before_the_outbox_existed_goes_through_it(
+    receiver: CallbackReceiver,
+) -> None:
+    """A message from before the upgrade carries (job_id, body): it is put in the outbox
+    and sent like any other result."""
+    from media_jobs.tasks import deliver_callback
+
+    job = JobFactory()
+    deliver_callback.apply(args=[job.pk, body_of(job)])
+    entry = CallbackOutbox.objects.get(job_id=job.pk)
+    assert entry.state == OutboxState.DELIVERED and entry.attempts == 1
+    assert [r.body.decode() for r in receiver.received] == [entry.body]
+    # The current message carries the outbox id; a delivered result is not sent again.
+    deliver_callback.apply(args=[entry.pk])
+    assert len(receiver.received) == 1
