@@ -347,6 +347,20 @@ CATALOGUE: dict[str, CodeInfo] = {
             _("Read the last error; retry the finalization."),
         ),
         _info(
+            ErrorCode.WORKER_LOST,
+            "job",
+            "any Celery step",
+            _(
+                "the step's worker died 3 times while running it (killed, out of memory, past "
+                "its hard time limit); the job fails instead of killing workers until the "
+                "reconciler"
+            ),
+            _(
+                "Read the step's `started` events (worker, lost attempts); check the input and "
+                "the worker's memory, then retry."
+            ),
+        ),
+        _info(
             DISPATCH_FAILED,
             "job",
             "dispatch, first task",

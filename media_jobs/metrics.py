@@ -16,6 +16,9 @@ ranges instead - the same answer whichever web process is scraped:
   buckets directly, not on ``rate()``);
 - ``toq_media_callbacks_sent_recent{outcome}``: delivery attempts to CALLBACK_URL in 24 h;
 - ``toq_media_callbacks_received_recent{kind}``: callbacks applied by the receiver in 24 h;
+- ``toq_media_callbacks_undelivered{state}``: results in the callback outbox the backend has
+  not accepted - ``pending`` (still retried: alert when it stays above 0) and ``expired``
+  (retries over: replay them) - (state index);
 - ``toq_media_queue_depth{queue}``: messages waiting in the Celery queue, when the broker
   can tell (Redis, the filesystem broker, RabbitMQ); absent otherwise.
 
@@ -43,10 +46,12 @@ from . import errorcodes
 from .models import (
     ACTIVE_JOB_STATUSES,
     CallbackDelivery,
+    CallbackOutbox,
     EventKind,
     MediaJobEvent,
     MediaProcessingJob,
 )
+from .selectors.deliveries import UNDELIVERED_STATES
 from .selectors.errors import failures_by_code
 from .selectors.jobs import job_list_stuck
 
@@ -221,6 +226,22 @@ class DatabaseCollector(Collector):
         for row in rows:
             received.add_metric([row["kind"]], row["n"])
         yield received
+
+        undelivered = GaugeMetricFamily(
+            "toq_media_callbacks_undelivered",
+            "Results in the callback outbox the backend has not accepted, by state.",
+            labels=["state"],
+        )
+        counts = dict(
+            CallbackOutbox.objects.filter(state__in=UNDELIVERED_STATES)
+            .values("state")
+            .annotate(n=Count("id"))
+            .order_by()
+            .values_list("state", "n")
+        )
+        for state in UNDELIVERED_STATES:
+            undelivered.add_metric([str(state)], counts.get(state, 0))
+        yield undelivered
 
 
 def render_metrics() -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .fields import (
     CurrentTimestamp,
@@ -224,6 +225,93 @@ class MediaJobEvent(models.Model):
         return f"{self.step} {self.kind} (job #{self.job_id})"
 
 
+class OutboxState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    EXPIRED = "expired", _("Expired")
+
+
+class CallbackOutbox(models.Model):
+    """A job result the TOQ backend must hear about (the portal's own table).
+
+    Written in the transaction that applies the result, so a result is never applied
+    without being queued for the backend; sent until the backend accepts it or its retry
+    period (``expires_at``) is over. Each attempt is a ``CallbackDelivery`` row.
+    """
+
+    job = models.ForeignKey(
+        MediaProcessingJob,
+        on_delete=models.CASCADE,
+        db_constraint=False,  # the job table may belong to the backend's database
+        related_name="callback_outbox",
+        verbose_name=_("job"),
+    )
+    listing_identity_id = UnsignedIntegerField(
+        verbose_name=_("listing"), help_text=_("The job's listing, for filtering.")
+    )
+    body = models.TextField(
+        verbose_name=_("body"),
+        help_text=_("The canonical JSON of the result: every attempt sends these bytes."),
+    )
+    state = models.CharField(
+        max_length=16,
+        choices=OutboxState.choices,
+        default=OutboxState.PENDING,
+        verbose_name=_("state"),
+        help_text=_(
+            "pending: not accepted yet, sent again with backoff; delivered: the backend "
+            "accepted it; expired: not accepted within the retry period (replay it)."
+        ),
+    )
+    attempts = models.PositiveIntegerField(
+        default=0, verbose_name=_("attempts"), help_text=_("Attempts made so far.")
+    )
+    next_attempt_at = models.DateTimeField(
+        default=timezone.now,
+        verbose_name=_("next attempt"),
+        help_text=_("When a pending result is sent again."),
+    )
+    claimed_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        verbose_name=_("claimed until"),
+        help_text=_("A sender is making an attempt; others leave the entry alone until then."),
+    )
+    last_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last attempt"))
+    last_status = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        verbose_name=_("last HTTP status"),
+        help_text=_("The backend's answer to the last attempt (empty: no answer)."),
+    )
+    delivered_at = models.DateTimeField(null=True, blank=True, verbose_name=_("delivered at"))
+    expires_at = models.DateTimeField(
+        verbose_name=_("expires at"),
+        help_text=_("After this the result is no longer sent (CALLBACK_OUTBOX_TTL_SECONDS)."),
+    )
+    last_error = models.TextField(
+        blank=True,
+        default="",
+        verbose_name=_("last error"),
+        help_text=_("Why the last attempt failed."),
+    )
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+
+    class Meta:
+        db_table = "media_callback_outbox"
+        ordering = ["id"]
+        verbose_name = _("callback outbox entry")
+        verbose_name_plural = _("callback outbox")
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="idx_mco_state_next"),
+            models.Index(fields=["job", "state"], name="idx_mco_job_state"),
+            models.Index(fields=["listing_identity_id", "state"], name="idx_mco_listing_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"callback of job #{self.job_id} ({self.state})"
+
+
 class CallbackDelivery(models.Model):
     """One attempt to send a job's signed callback to CALLBACK_URL (the delivery log)."""
 
@@ -244,6 +332,15 @@ class CallbackDelivery(models.Model):
     succeeded = models.BooleanField(default=False)
     replay_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+    )
+    outbox = models.ForeignKey(
+        CallbackOutbox,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+        verbose_name=_("outbox entry"),
+        help_text=_("The result this attempt sent (empty for replays and older attempts)."),
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

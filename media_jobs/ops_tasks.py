@@ -23,6 +23,8 @@ from .services.backfill import ItemResult, asset_backfill_derivatives, failed, j
 from .services.errors import ApplicationError
 from .services.raw_import import raw_asset_import
 from .services.storage_audit import listing_verify, listing_zip_rebuild
+from .services.transient import db_retry
+from .tasks import ResilientTask
 
 logger = logging.getLogger("toq.operations")
 
@@ -71,9 +73,13 @@ OPERATIONS: dict[str, ItemRunner] = {
 
 
 def run_item(operation: str, ref: Any, params: dict[str, Any], *, dry_run: bool) -> ItemResult:
-    """One item; any error becomes a ``failed`` result, so one item never stops the others."""
+    """One item; any error becomes a ``failed`` result, so one item never stops the others.
+    A lost database connection is not an item's error: the item runs again on a fresh one
+    (items are idempotent)."""
     try:
-        return OPERATIONS[operation](ref, params, dry_run)
+        return db_retry(
+            lambda: OPERATIONS[operation](ref, params, dry_run), what=f"{operation} {ref}"
+        )
     except ApplicationError as exc:
         return failed(f"{ref}: {exc.message}", error=type(exc).__name__)
     except PipelineError as exc:
@@ -101,14 +107,14 @@ def operation_run_batch(operation: str, refs: list[Any], params: dict[str, Any])
     return {**summary, "items": items}
 
 
-@shared_task(name="media_jobs.ops.reconcile_jobs", acks_late=True)
+@shared_task(name="media_jobs.ops.reconcile_jobs", acks_late=True, base=ResilientTask)
 def reconcile_jobs_task(timeout_seconds: int, limit: int | None = None) -> list[int]:
     from .services.housekeeping import jobs_reconcile
 
     return jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit)
 
 
-@shared_task(name="media_jobs.ops.clean_jobs", acks_late=True)
+@shared_task(name="media_jobs.ops.clean_jobs", acks_late=True, base=ResilientTask)
 def clean_jobs_task(completed_before: str, limit: int, batch_size: int) -> int:
     from .services.housekeeping import jobs_clean
 

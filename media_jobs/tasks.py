@@ -7,9 +7,9 @@ Processing workflow of a job (``run_processing`` is what dispatch queues)::
                                  └─ processing_part "video_transcode:i"  (one per video)
                                          │ each part, once all parts have a result
                                          ▼
-                         consolidate_processing ── callback_apply ── deliver_callback
+                 consolidate_processing ── callback_apply + outbox ── deliver_callback
 
-Finalization: ``run_finalization`` ── zip ── callback_apply ── deliver_callback.
+Finalization: ``run_finalization`` ── zip ── callback_apply + outbox ── deliver_callback.
 
 Fan-in without chords: every step stores its result in the job's timeline
 (``media_job_events``, ``detail["result"]``), and a part that finishes checks, after its
@@ -20,6 +20,18 @@ alone; the same body applied twice is a replay). Redelivery after a killed worke
 (``acks_late`` + ``reject_on_worker_lost``) re-runs a step; steps skip what is already
 done: the validate result is reused, a part with a result is not run again, and the photo
 and video steps skip outputs whose ``source-etag`` matches the raw object's etag.
+
+Nothing is lost when the infrastructure misbehaves (docs/workers.md "Reliability"):
+
+- every task runs on a fresh database connection when its own is killed (``ResilientTask``,
+  ``services.transient``), and the writes it repeats are idempotent;
+- each work step holds a lease with a heartbeat (``services.attempts``): a duplicate copy
+  stands down, a redelivered one takes over, and a step whose worker died 3 times fails
+  with WORKER_LOST;
+- beat's watchdog (``services.watchdog``) queues again what a lost broker message or a
+  dead worker left undone, minutes later, long before the reconciler's hour;
+- results reach the backend through the callback outbox (``services.outbox``), retried for
+  CALLBACK_OUTBOX_TTL_SECONDS.
 
 Tasks take ids; they call the pipeline (Django-free) and the services, nothing else
 decides a status. Results reach job state through ``services.callbacks.callback_apply``,
@@ -46,8 +58,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from toqportal.celery import app
 
-from .models import EventKind, MediaJobEvent, MediaProcessingJob
-from .pipeline.callback import serialise_payload
+from .models import EventKind, MediaProcessingJob
 from .pipeline.consolidate import (
     consolidate,
     describe_failure,
@@ -55,8 +66,9 @@ from .pipeline.consolidate import (
     finalization_failure_body,
     finalization_success_body,
 )
+from .pipeline.errors import ErrorCode, PipelineError
 from .pipeline.logs import log_context
-from .services.callbacks import callback_apply
+from .services.attempts import LOST_ATTEMPTS_LIMIT, Attempt, Busy, attempt_heartbeat, attempt_start
 from .services.dispatch import job_dispatch_failed, workflow_id_of, workflow_input
 from .services.errors import ApplicationError, JobStateError
 from .services.events import (
@@ -69,11 +81,18 @@ from .services.events import (
     event_record,
 )
 from .services.jobs import job_mark_running
+from .services.outbox import result_apply
+from .services.transient import db_retry
+from .services.workflow import (
+    PART_STEPS,
+    step_result,
+    step_result_record,
+    workflow_part_results,
+    workflow_parts_done,
+)
 from .storage import pipeline_config, pipeline_storage
 
 logger = logging.getLogger("toq.media.tasks")
-
-PART_STEPS = (STEP_THUMBNAILS, STEP_POSTERS, STEP_TRANSCODE)
 
 
 def retry_delay_scale() -> float:
@@ -128,6 +147,56 @@ PART_LIMITS = (
 )
 
 
+class ResilientTask(Task):
+    """A task whose body runs again on a fresh database connection when its connection
+    is killed (``services.transient.db_retry``). Every task here is idempotent - finished
+    steps, parts and outputs are skipped - so running the body again resumes it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return db_retry(
+            lambda: super(ResilientTask, self).__call__(*args, **kwargs), what=self.name
+        )
+
+
+class FirstTask(ResilientTask):
+    """The first task of a job (``run_processing``, ``run_finalization``). What escapes it -
+    after ResilientTask has rerun it on fresh connections - is retried while it looks
+    transient (a locked SQLite file, the database, the broker), and otherwise, or when the
+    retries run out, the job fails with DISPATCH_FAILED at once: without this the job would
+    stay PENDING, silent, until the reconciler."""
+
+    first_step = ""  # the step it runs, for the message (set by @app.task)
+
+    def __call__(self, job_id: int, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(job_id, *args, **kwargs)
+        except Retry:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever escaped, the job must not be lost
+            retries = self.request.retries or 0
+            if isinstance(exc, TRANSIENT_ERRORS) and retries < FIRST_TASK_RETRY.max_retries:
+                countdown = FIRST_TASK_RETRY.countdown(retries)
+                logger.warning(
+                    "first task of the job failed, retrying in %.1fs: %s: %s",
+                    countdown,
+                    type(exc).__name__,
+                    exc,
+                    extra={"job_id": job_id, "step": self.first_step},
+                )
+                raise self.retry(
+                    exc=exc, countdown=countdown, max_retries=FIRST_TASK_RETRY.max_retries
+                ) from exc
+            logger.exception("first task of the job failed", extra={"job_id": job_id})
+            job_dispatch_failed(
+                job_id=job_id,
+                reason=(
+                    f"the job's first step ({self.first_step}) could not run after "
+                    f"{retries + 1} attempt(s): {type(exc).__name__}: {exc}"
+                ),
+            )
+            return None
+
+
 # --- queueing ------------------------------------------------------------------------------
 
 
@@ -135,13 +204,20 @@ PART_LIMITS = (
 BROKER_POOL_TIMEOUT_S = 30
 
 
-def enqueue(task: Task, *args: Any, countdown: float | None = None) -> None:
-    """Queue ``task(*args)`` on the default queue of the broker configured *now*."""
-    enqueue_each(task, [args], countdown=countdown)
+def enqueue(
+    task: Task, *args: Any, countdown: float | None = None, queue: str | None = None
+) -> None:
+    """Queue ``task(*args)`` on the default queue (or ``queue``) of the broker configured
+    *now*."""
+    enqueue_each(task, [args], countdown=countdown, queue=queue)
 
 
 def enqueue_each(
-    task: Task, calls: Iterable[tuple[Any, ...]], *, countdown: float | None = None
+    task: Task,
+    calls: Iterable[tuple[Any, ...]],
+    *,
+    countdown: float | None = None,
+    queue: str | None = None,
 ) -> None:
     """Queue ``task(*args)`` for every ``args`` in ``calls`` over one connection.
 
@@ -150,7 +226,7 @@ def enqueue_each(
     it is told, and a workflow hop reuses an open connection instead of opening one
     (~1 ms instead of ~7 ms to Redis). kombu empties the pools in a forked child.
     """
-    options: dict[str, Any] = {"queue": app.conf.task_default_queue}
+    options: dict[str, Any] = {"queue": queue or app.conf.task_default_queue}
     if countdown:
         options["countdown"] = countdown
     if app.conf.task_always_eager:
@@ -169,6 +245,16 @@ def enqueue_each(
             )
 
 
+def enqueue_or_leave(task: Task, *args: Any, queue: str | None = None) -> None:
+    """Queue a follow-up task; when the broker refuses it, log and leave it to the
+    watchdog (it queues what a stalled job lacks) or to the callback outbox's drain,
+    rather than fail a task whose work is already recorded."""
+    try:
+        enqueue(task, *args, queue=queue)
+    except Exception:  # noqa: BLE001 - any broker error ends the same way
+        logger.exception("%s not queued; the watchdog will queue it", task.name)
+
+
 # --- workflow state in the timeline ------------------------------------------------------------
 
 
@@ -179,42 +265,8 @@ def _iso(moment: datetime | None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _results(job_id: int, steps: Iterable[str], workflow_id: str) -> list[dict[str, Any]]:
-    """The succeeded-event details of these steps in this workflow, oldest first."""
-    events = MediaJobEvent.objects.filter(
-        job_id=job_id, step__in=list(steps), kind=EventKind.SUCCEEDED
-    ).order_by("id")
-    return [
-        e.detail
-        for e in events.only("detail")
-        if isinstance(e.detail, dict) and e.detail.get("workflowId") == workflow_id
-    ]
-
-
 def _validation(job_id: int, workflow_id: str) -> dict[str, Any] | None:
-    found = _results(job_id, [STEP_VALIDATE], workflow_id)
-    return found[-1] if found else None
-
-
-def _part_results(job_id: int, workflow_id: str) -> dict[str, Any]:
-    """part name -> its latest result (every result loaded: the consolidation's read)."""
-    return {d["part"]: d.get("result") for d in _results(job_id, PART_STEPS, workflow_id)}
-
-
-def _parts_done(job_id: int, workflow_id: str) -> set[str]:
-    """The names of the parts with a result, without loading the results: every part asks
-    this once, so a listing of thousands of photos must not read every result each time."""
-    names = (
-        MediaJobEvent.objects.filter(
-            job_id=job_id,
-            step__in=PART_STEPS,
-            kind=EventKind.SUCCEEDED,
-            detail__workflowId=workflow_id,
-        )
-        .values_list("detail__part", flat=True)
-        .distinct()
-    )
-    return {str(name) for name in names}
+    return step_result(job_id, STEP_VALIDATE, workflow_id)
 
 
 def plan_parts(validation: dict[str, Any], chunk_size: int) -> list[str]:
@@ -290,6 +342,32 @@ def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _give_up(
+    job: MediaProcessingJob,
+    step: str,
+    exc: Exception,
+    started: float,
+    detail: dict[str, Any],
+    attempt: int,
+) -> None:
+    """Record the step as failed for good (the caller then reports the failure)."""
+    code, message = describe_failure(exc)
+    error = {"code": code, "message": message[:2000]}
+    db_retry(
+        lambda: event_record(
+            job=job,
+            step=step,
+            kind=EventKind.FAILED,
+            duration_ms=_elapsed_ms(started),
+            detail={**detail, "error": error, "attempt": attempt},
+        ),
+        what=f"{step} failure",
+    )
+    logger.error(
+        "%s failed after %d attempts: %s", step, attempt, message, extra={"error_code": code}
+    )
+
+
 def _retry_or_give_up(
     task: Task,
     job: MediaProcessingJob,
@@ -303,38 +381,40 @@ def _retry_or_give_up(
     used up, after recording the step as failed."""
     code, message = describe_failure(exc)
     retries = task.request.retries or 0
-    error = {"code": code, "message": message[:2000]}
     if retries < policy.max_retries:
         countdown = policy.countdown(retries)
-        event_record(
-            job=job,
-            step=step,
-            kind=EventKind.RETRIED,
-            duration_ms=_elapsed_ms(started),
-            detail={**detail, "error": error, "attempt": retries + 1, "retryInSeconds": countdown},
+        error = {"code": code, "message": message[:2000]}
+        db_retry(
+            lambda: event_record(
+                job=job,
+                step=step,
+                kind=EventKind.RETRIED,
+                duration_ms=_elapsed_ms(started),
+                detail={
+                    **detail,
+                    "error": error,
+                    "attempt": retries + 1,
+                    "retryInSeconds": countdown,
+                },
+            ),
+            what=f"{step} retry",
         )
         logger.warning(
             "%s failed, retrying in %.1fs: %s", step, countdown, message, extra={"error_code": code}
         )
         raise task.retry(exc=exc, countdown=countdown, max_retries=policy.max_retries)
-    event_record(
-        job=job,
-        step=step,
-        kind=EventKind.FAILED,
-        duration_ms=_elapsed_ms(started),
-        detail={**detail, "error": error, "attempt": retries + 1},
-    )
-    logger.error(
-        "%s failed after %d attempts: %s", step, retries + 1, message, extra={"error_code": code}
-    )
+    _give_up(job, step, exc, started, detail, retries + 1)
+
+
+def _queue_delivery(entry_id: int) -> None:
+    enqueue_or_leave(deliver_callback, entry_id, queue=settings.CELERY_HOUSEKEEPING_QUEUE or None)
 
 
 def apply_result(job: MediaProcessingJob, body: dict[str, Any]) -> None:
-    """Apply a workflow's callback body through the receiver's service, then - when the
-    portal talks to a TOQ backend - send it there too."""
-    outcome = callback_apply(raw_body=serialise_payload(body), verify=False, source="celery")
-    if outcome.applied and settings.CALLBACK_URL:
-        enqueue(deliver_callback, job.pk, body)
+    """Apply a workflow's callback body through the receiver's service and, when the
+    portal talks to a TOQ backend, put it in the callback outbox and send it (one
+    transaction, repeated on a fresh connection when the database drops it)."""
+    db_retry(lambda: result_apply(job=job, body=body, deliver=_queue_delivery), what="apply result")
 
 
 def _context(job: MediaProcessingJob, input: dict[str, Any], workflow_id: str) -> dict[str, Any]:
@@ -390,40 +470,6 @@ def _step_run(job_id: int, step: str, **log_fields: Any) -> Iterator[StepRun | N
         yield StepRun(job, input, workflow_id)
 
 
-@contextmanager
-def _first_task(task: Task, job_id: int, step: str) -> Iterator[None]:
-    """Guard the first task of a job: an error that escapes it is retried while it looks
-    transient (a locked SQLite file, a dropped connection, the broker), and otherwise - or
-    when the retries run out - the job fails with DISPATCH_FAILED at once. Without this the
-    task would end in Celery's log and the job would stay PENDING until the reconciler."""
-    try:
-        yield
-    except Retry:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever escaped, the job must not be lost
-        retries = task.request.retries or 0
-        if isinstance(exc, TRANSIENT_ERRORS) and retries < FIRST_TASK_RETRY.max_retries:
-            countdown = FIRST_TASK_RETRY.countdown(retries)
-            logger.warning(
-                "first task of the job failed, retrying in %.1fs: %s: %s",
-                countdown,
-                type(exc).__name__,
-                exc,
-                extra={"job_id": job_id, "step": step},
-            )
-            raise task.retry(
-                exc=exc, countdown=countdown, max_retries=FIRST_TASK_RETRY.max_retries
-            ) from exc
-        logger.exception("first task of the job failed", extra={"job_id": job_id, "step": step})
-        job_dispatch_failed(
-            job_id=job_id,
-            reason=(
-                f"the job's first step ({step}) could not run after {retries + 1} attempt(s): "
-                f"{type(exc).__name__}: {exc}"
-            ),
-        )
-
-
 def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | None:
     try:
         return job_mark_running(job=job, external_id=workflow_id)
@@ -431,11 +477,62 @@ def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | No
         return None  # finished meanwhile (a late duplicate of this task)
 
 
+def _claim(
+    task: Task, job: MediaProcessingJob, step: str, workflow_id: str, part: str | None = None
+) -> Attempt | None:
+    """This task's attempt at the step (``services.attempts``), or None when another copy
+    is running it and alive - this one then has nothing to do."""
+    task_id = str(task.request.id or "")
+    claim = db_retry(
+        lambda: attempt_start(
+            job=job,
+            step=step,
+            workflow_id=workflow_id,
+            part=part,
+            task_id=task_id,
+            stall_seconds=settings.WATCHDOG_STALL_SECONDS,
+        ),
+        what=f"{step} start",
+    )
+    if isinstance(claim, Busy):
+        logger.info(
+            "%s is running under another task (%s on %s); this copy stands down",
+            part or step,
+            claim.task_id,
+            claim.worker,
+        )
+        return None
+    if claim.lost_before:
+        logger.warning(
+            "%s taken over after %d lost attempt(s) (worker killed or connection lost)",
+            part or step,
+            claim.lost_before,
+        )
+    return claim
+
+
+def _worker_lost(attempt: Attempt, step: str) -> PipelineError | None:
+    """WORKER_LOST once the step's worker died LOST_ATTEMPTS_LIMIT times running it."""
+    if attempt.lost_before < LOST_ATTEMPTS_LIMIT:
+        return None
+    return PipelineError(
+        ErrorCode.WORKER_LOST,
+        f"{attempt.detail.get('part') or step}: the worker running it was lost "
+        f"{attempt.lost_before} times (killed, out of memory or past its time limit)",
+    )
+
+
+def _heartbeat(attempt: Attempt) -> Any:
+    return attempt_heartbeat(attempt, interval_s=settings.WATCHDOG_HEARTBEAT_SECONDS)
+
+
 # --- processing ---------------------------------------------------------------------------------
 
 
 @app.task(
     bind=True,
+    base=FirstTask,
+    first_step=STEP_VALIDATE,
     name="media_jobs.tasks.run_processing",
     ignore_result=True,
     soft_time_limit=TIME_LIMITS[STEP_VALIDATE][0],
@@ -443,7 +540,7 @@ def _start(job: MediaProcessingJob, workflow_id: str) -> MediaProcessingJob | No
 )
 def run_processing(self: Task, job_id: int) -> None:
     """First step of a processing job: RUNNING, validate, fan the parallel parts out."""
-    with _first_task(self, job_id, STEP_VALIDATE), _step_run(job_id, STEP_VALIDATE) as run:
+    with _step_run(job_id, STEP_VALIDATE) as run:
         if run is None:
             return
         input, workflow_id = run.input, run.workflow_id
@@ -453,30 +550,43 @@ def run_processing(self: Task, job_id: int) -> None:
         validation = _validation(job.pk, workflow_id)
         chunk_size = thumbnail_chunk_size()
         if validation is None:
+            attempt = _claim(self, job, STEP_VALIDATE, workflow_id)
+            if attempt is None:
+                return
             started = time.perf_counter()
             detail = {"workflowId": workflow_id}
-            event_record(job=job, step=STEP_VALIDATE, kind=EventKind.STARTED, detail=detail)
-            event = {**input, "executionArn": workflow_id, "startedAt": _iso(job.started_at)}
-            try:
-                result = dict(validate_step(event))
-            except Exception as exc:  # noqa: BLE001 - the state machine catches States.ALL
-                _retry_or_give_up(self, job, STEP_VALIDATE, exc, VALIDATE_RETRY, started, detail)
-                _fail_processing(job, input, workflow_id, "VALIDATION_FAILED", exc)
+            lost = _worker_lost(attempt, STEP_VALIDATE)
+            if lost is not None:
+                _give_up(job, STEP_VALIDATE, lost, started, detail, attempt.lost_before)
+                _fail_processing(job, input, workflow_id, "VALIDATION_FAILED", lost)
                 return
+            event = {**input, "executionArn": workflow_id, "startedAt": _iso(job.started_at)}
+            with _heartbeat(attempt):
+                try:
+                    result = dict(validate_step(event))
+                except Exception as exc:  # noqa: BLE001 - the state machine catches States.ALL
+                    _retry_or_give_up(
+                        self, job, STEP_VALIDATE, exc, VALIDATE_RETRY, started, detail
+                    )
+                    _fail_processing(job, input, workflow_id, "VALIDATION_FAILED", exc)
+                    return
             parts = plan_parts(result, chunk_size)
-            event_record(
-                job=job,
-                step=STEP_VALIDATE,
-                kind=EventKind.SUCCEEDED,
-                duration_ms=_elapsed_ms(started),
-                detail={
-                    **detail,
-                    "result": result,
-                    "parts": parts,
-                    "chunkSize": chunk_size,
-                    "assets": len(result.get("assets") or []),
-                    "failedAssets": sum(1 for a in result.get("assets") or [] if a.get("error")),
-                },
+            summary = {
+                "result": result,
+                "parts": parts,
+                "chunkSize": chunk_size,
+                "assets": len(result.get("assets") or []),
+                "failedAssets": sum(1 for a in result.get("assets") or [] if a.get("error")),
+            }
+            db_retry(
+                lambda: step_result_record(
+                    job=job,
+                    step=STEP_VALIDATE,
+                    workflow_id=workflow_id,
+                    detail=summary,
+                    duration_ms=_elapsed_ms(started),
+                ),
+                what="validate result",
             )
             validation = _validation(job.pk, workflow_id)
             assert validation is not None
@@ -484,11 +594,15 @@ def run_processing(self: Task, job_id: int) -> None:
                 "validate finished",
                 extra={"duration_ms": round(_elapsed_ms(started), 1), "parts": len(parts)},
             )
-        done = _parts_done(job.pk, workflow_id)
+        done = workflow_parts_done(job.pk, workflow_id)
         pending = [p for p in validation["parts"] if p not in done]
-        enqueue_each(processing_part, [(job.pk, part) for part in pending])
+        try:
+            enqueue_each(processing_part, [(job.pk, part) for part in pending])
+        except Exception:  # noqa: BLE001 - the parts are recorded as planned
+            logger.exception("parts not queued; the watchdog will queue them")
+            return
         if not pending:
-            enqueue(consolidate_processing, job.pk)
+            enqueue_or_leave(consolidate_processing, job.pk)
 
 
 def validate_step(event: dict[str, Any]) -> dict[str, Any]:
@@ -524,6 +638,7 @@ def _part_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(
     bind=True,
+    base=ResilientTask,
     name="media_jobs.tasks.processing_part",
     ignore_result=True,
     soft_time_limit=PART_LIMITS[0],
@@ -545,31 +660,44 @@ def processing_part(self: Task, job_id: int, part: str) -> None:
                 "part without a validated workflow; dropped", extra={"workflow_id": workflow_id}
             )
             return
-        if part not in _parts_done(job.pk, workflow_id):
+        if part not in workflow_parts_done(job.pk, workflow_id):
+            attempt = _claim(self, job, step, workflow_id, part)
+            if attempt is None:
+                return
             started = time.perf_counter()
             detail = {"workflowId": workflow_id, "part": part}
-            event_record(job=job, step=step, kind=EventKind.STARTED, detail=detail)
-            subset = _part_input(validation["result"], part, validation.get("chunkSize") or 1)
-            try:
-                result = _run_part(step, subset)
-            except Exception as exc:  # noqa: BLE001 - any uncaught error -> ReportFailure
-                _retry_or_give_up(self, job, step, exc, BRANCH_RETRY, started, detail)
-                _fail_processing(job, input, workflow_id, "PROCESSING_FAILED", exc)
+            lost = _worker_lost(attempt, step)
+            if lost is not None:
+                _give_up(job, step, lost, started, detail, attempt.lost_before)
+                _fail_processing(job, input, workflow_id, "PROCESSING_FAILED", lost)
                 return
-            event_record(
-                job=job,
-                step=step,
-                kind=EventKind.SUCCEEDED,
-                duration_ms=_elapsed_ms(started),
-                detail={**detail, "result": result, **_part_summary(result)},
+            subset = _part_input(validation["result"], part, validation.get("chunkSize") or 1)
+            with _heartbeat(attempt):
+                try:
+                    result = _run_part(step, subset)
+                except Exception as exc:  # noqa: BLE001 - any uncaught error -> ReportFailure
+                    _retry_or_give_up(self, job, step, exc, BRANCH_RETRY, started, detail)
+                    _fail_processing(job, input, workflow_id, "PROCESSING_FAILED", exc)
+                    return
+            # The result is the part's whole work: a lost connection must not lose it.
+            db_retry(
+                lambda: step_result_record(
+                    job=job,
+                    step=step,
+                    workflow_id=workflow_id,
+                    detail={**detail, "result": result, **_part_summary(result)},
+                    duration_ms=_elapsed_ms(started),
+                ),
+                what=f"{part} result",
             )
         # Fan-in: after this part's commit, the last part to finish sees every result.
-        if set(validation["parts"]) <= _parts_done(job.pk, workflow_id):
-            enqueue(consolidate_processing, job.pk)
+        if set(validation["parts"]) <= workflow_parts_done(job.pk, workflow_id):
+            enqueue_or_leave(consolidate_processing, job.pk)
 
 
 @app.task(
     bind=True,
+    base=ResilientTask,
     name="media_jobs.tasks.consolidate_processing",
     ignore_result=True,
     soft_time_limit=TIME_LIMITS[STEP_CONSOLIDATE][0],
@@ -582,7 +710,7 @@ def consolidate_processing(self: Task, job_id: int) -> None:
             return
         job, input, workflow_id = run.job, run.input, run.workflow_id
         validation = _validation(job.pk, workflow_id)
-        parts = _part_results(job.pk, workflow_id)
+        parts = workflow_part_results(job.pk, workflow_id)
         if validation is None or not set(validation["parts"]) <= set(parts):
             logger.warning("consolidation before every part finished; skipped")
             return
@@ -601,12 +729,15 @@ def consolidate_processing(self: Task, job_id: int) -> None:
             _retry_or_give_up(self, job, STEP_CONSOLIDATE, exc, CONSOLIDATE_RETRY, started, detail)
             _fail_processing(job, input, workflow_id, "PROCESSING_FAILED", exc)
             return
-        event_record(
-            job=job,
-            step=STEP_CONSOLIDATE,
-            kind=EventKind.SUCCEEDED,
-            duration_ms=_elapsed_ms(started),
-            detail={**detail, "status": body["status"], "outputs": len(body["outputs"])},
+        db_retry(
+            lambda: event_record(
+                job=job,
+                step=STEP_CONSOLIDATE,
+                kind=EventKind.SUCCEEDED,
+                duration_ms=_elapsed_ms(started),
+                detail={**detail, "status": body["status"], "outputs": len(body["outputs"])},
+            ),
+            what="consolidation result",
         )
         apply_result(job, body)
 
@@ -616,71 +747,134 @@ def consolidate_processing(self: Task, job_id: int) -> None:
 
 @app.task(
     bind=True,
+    base=FirstTask,
+    first_step=STEP_ZIP,
     name="media_jobs.tasks.run_finalization",
     ignore_result=True,
     soft_time_limit=TIME_LIMITS[STEP_ZIP][0],
     time_limit=TIME_LIMITS[STEP_ZIP][1],
 )
 def run_finalization(self: Task, job_id: int) -> None:
-    """CreateZipBundle + FinalizeAndCallback (SPEC §5)."""
-    with _first_task(self, job_id, STEP_ZIP), _step_run(job_id, STEP_ZIP) as run:
+    """CreateZipBundle + FinalizeAndCallback (docs/contract.md §5). A ZIP already recorded
+    for this workflow (its result written, then the task lost) is not built again."""
+    with _step_run(job_id, STEP_ZIP) as run:
         if run is None:
             return
         input, workflow_id = run.input, run.workflow_id
         job = _start(run.job, workflow_id)
         if job is None:
             return
+        recorded = step_result(job.pk, STEP_ZIP, workflow_id)
+        if recorded is not None:
+            apply_result(job, finalization_success_body(input, recorded["result"]))
+            return
+        attempt = _claim(self, job, STEP_ZIP, workflow_id)
+        if attempt is None:
+            return
         started = time.perf_counter()
         detail = {"workflowId": workflow_id}
-        event_record(job=job, step=STEP_ZIP, kind=EventKind.STARTED, detail=detail)
-        from .pipeline.zipper import create_zip_bundle
-
-        try:
-            result = create_zip_bundle(
-                dict(input), storage=pipeline_storage(), config=pipeline_config()
-            )
-        except Exception as exc:  # noqa: BLE001 - the state machine catches States.ALL
-            _retry_or_give_up(self, job, STEP_ZIP, exc, ZIP_RETRY, started, detail)
-            code, message = describe_failure(exc)
+        lost = _worker_lost(attempt, STEP_ZIP)
+        if lost is not None:
+            _give_up(job, STEP_ZIP, lost, started, detail, attempt.lost_before)
+            code, message = describe_failure(lost)
             apply_result(job, finalization_failure_body(input, error=code, cause=message))
             return
-        event_record(
-            job=job,
-            step=STEP_ZIP,
-            kind=EventKind.SUCCEEDED,
-            duration_ms=_elapsed_ms(started),
-            detail={**detail, "result": result},
+        from .pipeline.zipper import create_zip_bundle
+
+        with _heartbeat(attempt):
+            try:
+                result = create_zip_bundle(
+                    dict(input), storage=pipeline_storage(), config=pipeline_config()
+                )
+            except Exception as exc:  # noqa: BLE001 - the state machine catches States.ALL
+                _retry_or_give_up(self, job, STEP_ZIP, exc, ZIP_RETRY, started, detail)
+                code, message = describe_failure(exc)
+                apply_result(job, finalization_failure_body(input, error=code, cause=message))
+                return
+        db_retry(
+            lambda: step_result_record(
+                job=job,
+                step=STEP_ZIP,
+                workflow_id=workflow_id,
+                detail={"result": result},
+                duration_ms=_elapsed_ms(started),
+            ),
+            what="zip result",
         )
         apply_result(job, finalization_success_body(input, result))
 
 
-# --- callback delivery and housekeeping -----------------------------------------------------
+# --- callback delivery, watchdog and housekeeping ---------------------------------------------
 
 
 @app.task(
+    base=ResilientTask,
     name="media_jobs.tasks.deliver_callback",
     ignore_result=True,
     soft_time_limit=TIME_LIMITS["deliver"][0],
     time_limit=TIME_LIMITS["deliver"][1],
 )
-def deliver_callback(job_id: int, body: dict[str, Any]) -> None:
-    """Send a job's callback to CALLBACK_URL (retries and the delivery log in the service)."""
+def deliver_callback(outbox_id: int, body: dict[str, Any] | None = None) -> None:
+    """Send a result from the callback outbox to CALLBACK_URL now, with the SPEC's quick
+    retries; what is still undelivered is left to ``send_pending_callbacks``. (A message
+    queued before the outbox existed carries ``(job_id, body)``: it is put in the outbox.)"""
     from .services.deliveries import callback_deliver
+    from .services.outbox import outbox_send
 
-    job = MediaProcessingJob.objects.filter(pk=job_id).first()
-    if job is None:
-        return
-    interval = settings.CALLBACK_RETRY_INTERVAL_SECONDS
-    with log_context(
-        job_id=job.pk, listing_identity_id=job.listing_identity_id, step="callback_delivery"
-    ):
+    with log_context(step="callback_delivery", outbox_id=outbox_id):
         try:
-            callback_deliver(job=job, body=body, interval_s=interval * retry_delay_scale())
+            if body is not None:
+                job = MediaProcessingJob.objects.filter(pk=outbox_id).first()
+                if job is not None:
+                    callback_deliver(job=job, body=body)
+                return
+            outbox_send(entry_id=outbox_id)
         except ApplicationError as exc:
             logger.error("callback not delivered: %s", exc.message)
 
 
 @app.task(
+    base=ResilientTask,
+    name="media_jobs.tasks.send_pending_callbacks",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS["housekeeping"][0],
+    time_limit=TIME_LIMITS["housekeeping"][1],
+)
+def send_pending_callbacks() -> dict[str, int]:
+    """Celery beat, every CALLBACK_OUTBOX_INTERVAL_SECONDS: the callback outbox's pass."""
+    from .services.outbox import outbox_drain
+
+    with log_context(step="callback_outbox"):
+        return outbox_drain()
+
+
+def _requeue(task_name: str, calls: list[tuple[Any, ...]]) -> None:
+    task = {
+        "run_processing": run_processing,
+        "processing_part": processing_part,
+        "consolidate_processing": consolidate_processing,
+        "run_finalization": run_finalization,
+    }[task_name]
+    enqueue_each(task, calls)
+
+
+@app.task(
+    base=ResilientTask,
+    name="media_jobs.tasks.watch_stalled_jobs",
+    ignore_result=True,
+    soft_time_limit=TIME_LIMITS["housekeeping"][0],
+    time_limit=TIME_LIMITS["housekeeping"][1],
+)
+def watch_stalled_jobs() -> int:
+    """Celery beat, every WATCHDOG_INTERVAL_SECONDS: queue again what stalled jobs lack."""
+    from .services.watchdog import jobs_watch
+
+    plans = jobs_watch(stall_seconds=settings.WATCHDOG_STALL_SECONDS, enqueue=_requeue)
+    return len(plans)
+
+
+@app.task(
+    base=ResilientTask,
     name="media_jobs.tasks.reconcile_stuck_jobs",
     ignore_result=True,
     soft_time_limit=TIME_LIMITS["housekeeping"][0],
@@ -694,6 +888,7 @@ def reconcile_stuck_jobs() -> int:
 
 
 @app.task(
+    base=ResilientTask,
     name="media_jobs.tasks.clean_old_jobs",
     ignore_result=True,
     soft_time_limit=TIME_LIMITS["housekeeping"][0],

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # mysqlclient builds against libmariadb-dev (+pkg-config); ffmpeg makes poster frames and
 # transcodes; chromium drives the admin browser tests; unzip/7z/bsdtar check our ZIPs;
-# libvips is for the benchmarks' reference.
-PACKAGES=(libmariadb-dev pkg-config ffmpeg chromium chromium-driver unzip p7zip-full libarchive-tools libvips42)
+# libvips is for the benchmarks' reference; redis-server and rabbitmq-server are the
+# private brokers the fault suite restarts (tests/fixtures/faults.py).
+PACKAGES=(libmariadb-dev pkg-config ffmpeg chromium chromium-driver unzip p7zip-full libarchive-tools libvips42 redis-server rabbitmq-server)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,7 +1,8 @@
 """The Celery app: configured from Django settings (``CELERY_*``), tasks in media_jobs.tasks.
 
-The beat schedule (reconciler every RECONCILER_INTERVAL_SECONDS, cleaner daily) is the
-``CELERY_BEAT_SCHEDULE`` setting in toqportal/settings/celery.py.
+The beat schedule (watchdog every WATCHDOG_INTERVAL_SECONDS, callback outbox every
+CALLBACK_OUTBOX_INTERVAL_SECONDS, reconciler every RECONCILER_INTERVAL_SECONDS, cleaner daily)
+is the ``CELERY_BEAT_SCHEDULE`` setting in toqportal/settings/celery.py.
 
 Broker transport options (polling, visibility timeout, overrides) are settings:
 toqportal/settings/celery.py.

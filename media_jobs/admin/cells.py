@@ -180,25 +180,47 @@ def delivery_html(job: MediaProcessingJob, delivery: JobDelivery | None) -> Safe
             ),
         )
     log = reverse("admin:media_jobs_callbackdelivery_changelist") + f"?q={job.pk}"
+    attempts = _("%(n)s attempt(s)") % {"n": delivery.attempts}
     if state == DeliveryState.DELIVERED:
         return format_html(
             '<span class="toq-badge toq-badge--ok">{}</span> <a href="{}">{}</a>',
             _("delivered"),
             log,
-            _("%(n)s attempt(s)") % {"n": delivery.attempts},
+            attempts,
+        )
+    if state == DeliveryState.SENDING:
+        return format_html(
+            '<span class="toq-badge toq-badge--running">{}</span> {}',
+            _("sending"),
+            _("the result is queued for the backend."),
         )
     replay = _replay_link(
         job, delivery, ' <a class="button toq-action" id="toq-replay-last" href="{}">{}</a>'
     )
+    if delivery.next_attempt_at is not None:
+        outlook = _("sent again automatically at %(next)s (until %(until)s)") % {
+            "next": format_time(delivery.next_attempt_at),
+            "until": format_time(delivery.expires_at),
+        }
+    else:
+        outlook = _("automatic retries are over; replay it")
+    problem = (
+        format_html(
+            '{} <span class="toq-error">{}</span> ({})',
+            _("the last one failed with"),
+            Truncator(delivery.last_problem or "?").chars(300),
+            format_time(delivery.last_attempt_at),
+        )
+        if delivery.attempts
+        else _("no attempt yet")
+    )
     return format_html(
-        '<span class="toq-badge toq-badge--failed">{}</span> {} <a href="{}">{}</a>; '
-        '{} <span class="toq-error">{}</span> ({}){}',
+        '<span class="toq-badge toq-badge--failed">{}</span> {} <a href="{}">{}</a>; {}; {}{}',
         _("not delivered"),
         _("the backend has not received this result:"),
         log,
-        _("%(n)s attempt(s)") % {"n": delivery.attempts},
-        _("the last one failed with"),
-        Truncator(delivery.last_problem or "?").chars(300),
-        format_time(delivery.last_attempt_at),
+        attempts,
+        problem,
+        outlook,
         replay,
     )

@@ -1,16 +1,20 @@
 """Has the TOQ backend received this job's result? The one place in the portal that decides.
 
-The jobs list (a column marker and the "callback" filter), the job page's summary and the
-dashboard all ask here, so the answer can move from the delivery log
-(``media_callback_deliveries``, one row per attempt, today) to another source - a durable
-outbox - by changing this module alone.
+The jobs list (a column marker and the "callback" filter), the job page's summary, the
+dashboard and ``/metrics`` all ask here. The answer comes from the callback outbox
+(``media_callback_outbox``, one entry per result to send; ``services.outbox``), whose
+attempts are the rows of the delivery log (``media_callback_deliveries``).
 
-A finished job's result is:
+A job's result is:
 
-- **delivered**: an attempt to ``CALLBACK_URL`` was accepted (2xx);
-- **undelivered**: attempts were made and none was accepted (the backend still waits);
-- **not sent**: no attempt is recorded (the Step Functions engine's own callback Lambda
-  reports to the backend; or the delivery has not run yet);
+- **delivered**: the backend accepted every result of the job;
+- **sending**: queued a moment ago, no attempt has failed yet;
+- **undelivered**: the backend has not accepted it - attempts failed and it is being sent
+  again with backoff (``retrying``), or the retry period is over (``expired``: replay it),
+  or it has waited in the queue longer than ``STALE_AFTER`` without an attempt (no worker
+  sends it);
+- **not sent**: there is no entry (the Step Functions engine's own callback Lambda reports
+  to the backend);
 - **not configured**: ``CALLBACK_URL`` is empty, so the portal sends nothing at all.
 
 A job that is not finished has nothing to deliver yet (**not due**).
@@ -24,14 +28,22 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from media_jobs.models import TERMINAL_JOB_STATUSES, CallbackDelivery, MediaProcessingJob
+from media_jobs.models import (
+    TERMINAL_JOB_STATUSES,
+    CallbackDelivery,
+    CallbackOutbox,
+    MediaProcessingJob,
+    OutboxState,
+)
 
-# Undelivered jobs are looked for among the attempts of this many days (the delivery log's
-# created_at index); the list filter shows the newest FILTER_LIMIT of them.
-WINDOW_DAYS = 30
+UNDELIVERED_STATES = (OutboxState.PENDING, OutboxState.EXPIRED)
+# A pending result nobody has tried to send for this long is undelivered too.
+STALE_AFTER = timedelta(minutes=5)
+# The list filter shows the newest FILTER_LIMIT undelivered jobs; the dashboard counts to
+# COUNT_CAP.
 FILTER_LIMIT = 5_000
 COUNT_CAP = 1_000
 
@@ -40,20 +52,23 @@ class DeliveryState(StrEnum):
     NOT_CONFIGURED = "not_configured"
     NOT_DUE = "not_due"
     NOT_SENT = "not_sent"
+    SENDING = "sending"
     DELIVERED = "delivered"
     UNDELIVERED = "undelivered"
 
 
 @dataclass(frozen=True)
 class JobDelivery:
-    """A job's delivery state, its attempts, and the last attempt (what failed, and the
-    delivery to replay)."""
+    """A job's delivery state, the attempts of the result it is about, and the last
+    attempt (what failed, and the delivery to replay)."""
 
     state: DeliveryState
     attempts: int = 0
     last_attempt_id: int | None = None
     last_attempt_at: datetime | None = None
     last_problem: str = ""
+    next_attempt_at: datetime | None = None  # set while it is retried automatically
+    expires_at: datetime | None = None
 
     @property
     def undelivered(self) -> bool:
@@ -64,47 +79,70 @@ def callback_configured() -> bool:
     return bool(settings.CALLBACK_URL)
 
 
-def _problem(delivery: CallbackDelivery) -> str:
-    if delivery.error:
-        return delivery.error
-    if delivery.response_status is not None:
-        return f"HTTP {delivery.response_status}"
+def undelivered_entries(*, now: datetime | None = None) -> QuerySet[CallbackOutbox]:
+    """Outbox entries the backend has not accepted and that are no longer just queued."""
+    now = now or timezone.now()
+    return CallbackOutbox.objects.filter(
+        Q(state=OutboxState.EXPIRED)
+        | Q(state=OutboxState.PENDING, attempts__gt=0)
+        | Q(state=OutboxState.PENDING, created_at__lt=now - STALE_AFTER)
+    )
+
+
+def _problem(entry: CallbackOutbox) -> str:
+    if entry.last_error:
+        return entry.last_error
+    if entry.last_status is not None:
+        return f"HTTP {entry.last_status}"
     return ""
 
 
+def _entry_delivery(entry: CallbackOutbox, last_attempt: int | None, now: datetime) -> JobDelivery:
+    if entry.state == OutboxState.DELIVERED:
+        state = DeliveryState.DELIVERED
+    elif (
+        entry.state == OutboxState.EXPIRED
+        or entry.attempts > 0
+        or entry.created_at < now - STALE_AFTER
+    ):
+        state = DeliveryState.UNDELIVERED
+    else:
+        state = DeliveryState.SENDING
+    return JobDelivery(
+        state,
+        attempts=entry.attempts,
+        last_attempt_id=last_attempt,
+        last_attempt_at=entry.last_attempt_at,
+        last_problem=_problem(entry),
+        next_attempt_at=entry.next_attempt_at if entry.state == OutboxState.PENDING else None,
+        expires_at=entry.expires_at,
+    )
+
+
 def job_delivery_states(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, JobDelivery]:
-    """The delivery state of each job: one grouped query over the page's attempts, and one
-    for the last attempt of the undelivered ones."""
+    """The delivery state of each job: two queries for a page of jobs (its outbox entries,
+    then the last attempt of each). A job with several results is judged by its oldest
+    result not yet accepted, else by its newest."""
     ids = [job.pk for job in jobs]
-    attempts = {
-        row["job_id"]: row
-        for row in CallbackDelivery.objects.filter(job_id__in=ids)
+    relevant: dict[int, CallbackOutbox] = {}
+    for entry in CallbackOutbox.objects.filter(job_id__in=ids).defer("body").order_by("id"):
+        held = relevant.get(entry.job_id)
+        if held is None or held.state == OutboxState.DELIVERED:
+            relevant[entry.job_id] = entry
+    last_attempts = dict(
+        CallbackDelivery.objects.filter(outbox_id__in=[e.pk for e in relevant.values()])
         .order_by()
-        .values("job_id")
-        .annotate(n=Count("pk"), delivered=Max("succeeded"), last_id=Max("pk"))
-    }
-    undelivered_last = [row["last_id"] for row in attempts.values() if not row["delivered"]]
-    last = (
-        {
-            d.pk: d
-            for d in CallbackDelivery.objects.filter(pk__in=undelivered_last).defer("request_body")
-        }
-        if undelivered_last
-        else {}
+        .values("outbox_id")
+        .annotate(last=Max("pk"))
+        .values_list("outbox_id", "last")
     )
     configured = callback_configured()
+    now = timezone.now()
     states = {}
     for job in jobs:
-        row = attempts.get(job.pk)
-        if row is not None:
-            delivery = last.get(row["last_id"])
-            states[job.pk] = JobDelivery(
-                DeliveryState.DELIVERED if row["delivered"] else DeliveryState.UNDELIVERED,
-                attempts=row["n"],
-                last_attempt_id=row["last_id"],
-                last_attempt_at=delivery.created_at if delivery else None,
-                last_problem=_problem(delivery) if delivery else "",
-            )
+        entry = relevant.get(job.pk)
+        if entry is not None:
+            states[job.pk] = _entry_delivery(entry, last_attempts.get(entry.pk), now)
         elif job.status not in TERMINAL_JOB_STATUSES:
             states[job.pk] = JobDelivery(DeliveryState.NOT_DUE)
         else:
@@ -114,21 +152,14 @@ def job_delivery_states(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, JobD
     return states
 
 
-def _undelivered_attempts(*, now: datetime | None = None) -> QuerySet:
-    """Per job with attempts in the window and none accepted: (job_id, first, last)."""
-    since = (now or timezone.now()) - timedelta(days=WINDOW_DAYS)
-    return (
-        CallbackDelivery.objects.filter(created_at__gte=since)
-        .order_by()
-        .values("job_id")
-        .annotate(delivered=Max("succeeded"), first=Min("created_at"), last=Max("created_at"))
-        .filter(delivered=False)
-    )
-
-
 def undelivered_q(*, limit: int = FILTER_LIMIT) -> Q:
     """Jobs whose result the backend has not received: the newest ``limit`` of them."""
-    ids = _undelivered_attempts().order_by("-last").values_list("job_id", flat=True)[:limit]
+    ids = (
+        undelivered_entries()
+        .order_by("-job_id")
+        .values_list("job_id", flat=True)
+        .distinct()[:limit]
+    )
     return Q(pk__in=list(ids))
 
 
@@ -137,19 +168,35 @@ class UndeliveredSummary:
     count: int
     more: bool
     oldest_job_id: int | None
-    oldest_since: datetime | None  # its first failed attempt
+    oldest_since: datetime | None  # when its result was queued
 
 
 def undelivered_summary() -> UndeliveredSummary:
     """For the dashboard: how many jobs wait for delivery (counted to COUNT_CAP), and the
     one waiting longest."""
-    rows = list(
-        _undelivered_attempts().order_by("first").values_list("job_id", "first")[: COUNT_CAP + 1]
-    )
-    oldest = rows[0] if rows else (None, None)
+    entries = undelivered_entries().order_by("created_at", "id")
+    oldest = entries.values_list("job_id", "created_at").first() or (None, None)
+    jobs = list(entries.order_by().values_list("job_id", flat=True).distinct()[: COUNT_CAP + 1])
     return UndeliveredSummary(
-        count=min(len(rows), COUNT_CAP),
-        more=len(rows) > COUNT_CAP,
+        count=min(len(jobs), COUNT_CAP),
+        more=len(jobs) > COUNT_CAP,
         oldest_job_id=oldest[0],
         oldest_since=oldest[1],
     )
+
+
+def outbox_list(
+    *,
+    state: str | None = None,
+    job_id: int | None = None,
+    listing_identity_id: int | None = None,
+) -> QuerySet[CallbackOutbox]:
+    """Outbox entries, oldest first, optionally of one state, job or listing."""
+    entries = CallbackOutbox.objects.all()
+    if state is not None:
+        entries = entries.filter(state=state)
+    if job_id is not None:
+        entries = entries.filter(job_id=job_id)
+    if listing_identity_id is not None:
+        entries = entries.filter(listing_identity_id=listing_identity_id)
+    return entries.order_by("id")

@@ -1,10 +1,12 @@
 """Sending a job's signed callback to the TOQ backend (``CALLBACK_URL``), with a log.
 
 Every attempt is a ``CallbackDelivery`` row: the exact bytes signed and sent, the signature,
-the answer (status, first 2 KB), the latency, the network error if any. Retries follow the
-state machine's callback policy (SPEC §4 step 4: 3 retries, 5 s, backoff 2; the number of
-attempts is ``CALLBACK_MAX_ATTEMPTS``). Nothing here runs inside a database transaction:
-each attempt is committed on its own, so the log survives a crash mid-retry.
+the answer (status, first 2 KB), the latency, the network error if any, and the outbox entry
+it belongs to. What is sent when, and until when, is the outbox's business
+(``services.outbox``: the SPEC §4 step 4 retries first - 3 retries, 5 s, backoff 2, the
+number of attempts is ``CALLBACK_MAX_ATTEMPTS`` - then backoff for
+``CALLBACK_OUTBOX_TTL_SECONDS``). Nothing here runs inside a database transaction: each
+attempt is committed on its own, so the log survives a crash mid-retry.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 from django.conf import settings
 
-from ..models import CallbackDelivery, EventKind, MediaProcessingJob
-from ..pipeline.callback import CallbackAttempt, CallbackFailed, send_callback
+from ..models import CallbackDelivery, CallbackOutbox, EventKind, MediaProcessingJob, OutboxState
+from ..pipeline.callback import CallbackAttempt, CallbackFailed, send_callback, serialise_payload
 from .errors import ApplicationError
 from .events import STEP_DELIVERY, event_record
 
@@ -28,7 +30,8 @@ BACKOFF_RATE = 2.0
 URL_MAX_LENGTH = CallbackDelivery._meta.get_field("url").max_length or 500
 
 
-def _target() -> tuple[str, str]:
+def delivery_target() -> tuple[str, str]:
+    """(CALLBACK_URL, CALLBACK_SECRET), or ApplicationError naming the one missing."""
     url = settings.CALLBACK_URL
     secret = settings.CALLBACK_SECRET
     if not url:
@@ -38,15 +41,18 @@ def _target() -> tuple[str, str]:
     return url, secret
 
 
-def _send_once(
+def delivery_send(
     *,
-    job: MediaProcessingJob,
+    job_id: int,
     body: Any,
     url: str,
     secret: str,
     attempt_number: int,
     replay_of: CallbackDelivery | None = None,
+    outbox: CallbackOutbox | None = None,
 ) -> CallbackDelivery:
+    """POST ``body`` signed, once, and log the attempt (a network error is a failed
+    attempt, not an exception)."""
     try:
         # Wrapped in {"body": ...}: send_callback posts the body member, whatever it holds.
         attempt: CallbackAttempt = send_callback(
@@ -55,7 +61,7 @@ def _send_once(
     except CallbackFailed as failed:
         attempt = failed.attempt
     return CallbackDelivery.objects.create(
-        job_id=job.pk,
+        job_id=job_id,
         url=attempt.url[:URL_MAX_LENGTH],
         request_body=attempt.request_body.decode("utf-8"),
         signature=attempt.signature,
@@ -66,6 +72,7 @@ def _send_once(
         attempt=attempt_number,
         succeeded=attempt.delivered,
         replay_of=replay_of,
+        outbox=outbox,
     )
 
 
@@ -76,58 +83,46 @@ def callback_deliver(
     max_attempts: int | None = None,
     interval_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> CallbackDelivery:
-    """Send ``body`` signed to CALLBACK_URL until it is accepted or the attempts run out;
-    returns the last attempt (``succeeded`` says which). The job's timeline gets one event
-    with the outcome. The job's own state is not touched: the portal applied the result
-    already; this only tells the backend."""
-    url, secret = _target()
-    attempts = max(1, max_attempts or settings.CALLBACK_MAX_ATTEMPTS)
-    interval = interval_s if interval_s is not None else settings.CALLBACK_RETRY_INTERVAL_SECONDS
-    started = time.perf_counter()
-    delivery: CallbackDelivery | None = None
-    for number in range(1, attempts + 1):
-        delivery = _send_once(job=job, body=body, url=url, secret=secret, attempt_number=number)
-        if delivery.succeeded or number == attempts:
-            break
-        sleep(interval * BACKOFF_RATE ** (number - 1))
-    assert delivery is not None
-    event_record(
-        job=job,
-        step=STEP_DELIVERY,
-        kind=EventKind.SUCCEEDED if delivery.succeeded else EventKind.FAILED,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        detail={
-            "url": delivery.url,
-            "attempts": delivery.attempt,
-            "deliveryId": delivery.pk,
-            "responseStatus": delivery.response_status,
-            "error": delivery.error,
-        },
+) -> CallbackDelivery | None:
+    """Put ``body`` in the outbox and make the first attempts at once (SPEC §4 step 4:
+    until accepted or CALLBACK_MAX_ATTEMPTS are used, ``interval_s`` apart, backoff 2).
+    Returns the last attempt (``succeeded`` says which), or None when an older result of
+    the job is still pending and this one waits behind it. The job's own state is not
+    touched: the portal applied the result already; this only tells the backend."""
+    from .outbox import outbox_add, outbox_send
+
+    delivery_target()
+    entry = outbox_add(job=job, raw_body=serialise_payload(body))
+    return outbox_send(
+        entry_id=entry.pk, max_attempts=max_attempts, interval_s=interval_s, sleep=sleep
     )
-    logger.log(
-        logging.INFO if delivery.succeeded else logging.ERROR,
-        "callback delivery %s after %d attempt(s)",
-        "succeeded" if delivery.succeeded else "failed",
-        delivery.attempt,
-        extra={"job_id": job.pk, "listing_identity_id": job.listing_identity_id},
-    )
-    return delivery
 
 
 def delivery_replay(*, delivery: CallbackDelivery) -> CallbackDelivery:
     """Send a recorded callback again, once: the same bytes, signed with today's secret (a
     rotated secret would make the old signature useless). The new attempt is logged with
-    ``replay_of`` pointing at the original."""
-    url, secret = _target()
+    ``replay_of`` pointing at the original; when it is accepted, the result's outbox entry
+    (pending or expired) becomes delivered."""
+    url, secret = delivery_target()
     try:
         body = json.loads(delivery.request_body)
     except ValueError as exc:
         raise ApplicationError(f"delivery {delivery.pk} has no JSON body to replay: {exc}") from exc
     job = MediaProcessingJob.objects.get(pk=delivery.job_id)
-    replay = _send_once(
-        job=job, body=body, url=url, secret=secret, attempt_number=1, replay_of=delivery
+    outbox = delivery.outbox
+    replay = delivery_send(
+        job_id=job.pk,
+        body=body,
+        url=url,
+        secret=secret,
+        attempt_number=1,
+        replay_of=delivery,
+        outbox=outbox,
     )
+    if replay.succeeded and outbox is not None:
+        CallbackOutbox.objects.filter(pk=outbox.pk).exclude(state=OutboxState.DELIVERED).update(
+            state=OutboxState.DELIVERED, delivered_at=replay.created_at, last_error=""
+        )
     event_record(
         job=job,
         step=STEP_DELIVERY,
@@ -136,6 +131,7 @@ def delivery_replay(*, delivery: CallbackDelivery) -> CallbackDelivery:
             "message": f"replay of delivery #{delivery.pk}",
             "deliveryId": replay.pk,
             "replayOf": delivery.pk,
+            "outboxId": outbox.pk if outbox else None,
             "url": replay.url,
             "responseStatus": replay.response_status,
             "error": replay.error,

@@ -27,6 +27,7 @@ STEP_RETRY = "retry"
 STEP_MARK_FAILED = "mark_failed"
 STEP_RECONCILE = "reconcile"
 STEP_REPROCESS = "reprocess"
+STEP_WATCHDOG = "watchdog"
 
 MAX_STEP_LENGTH = MediaJobEvent._meta.get_field("step").max_length or 64
 # duration_ms is an unsigned INT column.

@@ -13,7 +13,13 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from media_jobs.models import CallbackDelivery, JobStatus, MediaProcessingJob
+from media_jobs.models import (
+    CallbackDelivery,
+    CallbackOutbox,
+    JobStatus,
+    MediaProcessingJob,
+    OutboxState,
+)
 from media_jobs.selectors.deliveries import DeliveryState, job_delivery_states
 from tests.admin.html import job_ids_in
 from tests.factories import JobFactory
@@ -22,11 +28,29 @@ pytestmark = pytest.mark.django_db
 LIST_URL = reverse("admin:media_jobs_mediaprocessingjob_changelist")
 
 
-def attempts(job: MediaProcessingJob, *outcomes: bool | str, at: Any = None) -> None:
-    """One delivery row per outcome: True accepted, a string the network error."""
+def attempts(job: MediaProcessingJob, *outcomes: bool | str, at: Any = None) -> CallbackOutbox:
+    """The job's result in the outbox, and one delivery row per outcome: True accepted, a
+    string the network error (the outbox entry says what the last one did)."""
+    at = at or timezone.now()
+    last = outcomes[-1]
+    entry = CallbackOutbox.objects.create(
+        job_id=job.pk,
+        listing_identity_id=job.listing_identity_id,
+        body=f'{{"jobId": {job.pk}}}',
+        state=OutboxState.DELIVERED if last is True else OutboxState.PENDING,
+        attempts=len(outcomes),
+        next_attempt_at=at + timedelta(minutes=4),
+        last_attempt_at=at,
+        last_status=200 if last is True else None,
+        last_error="" if last is True else last,
+        delivered_at=at if last is True else None,
+        expires_at=at + timedelta(hours=24),
+        created_at=at,
+    )
     for number, outcome in enumerate(outcomes, start=1):
         CallbackDelivery.objects.create(
             job=job,
+            outbox=entry,
             url="http://backend.invalid/callback",
             request_body=f'{{"jobId": {job.pk}}}',
             signature="ab" * 32,
@@ -34,8 +58,9 @@ def attempts(job: MediaProcessingJob, *outcomes: bool | str, at: Any = None) -> 
             error="" if outcome is True else outcome,
             attempt=number,
             succeeded=outcome is True,
-            created_at=at or timezone.now(),
+            created_at=at,
         )
+    return entry
 
 
 @pytest.fixture
@@ -61,6 +86,23 @@ def test_delivery_states_of_a_page_of_jobs(callback_url: str, settings: Any):
     assert states[undelivered.pk].last_problem == "Connection refused"
     assert states[not_sent.pk].state == DeliveryState.NOT_SENT
     assert states[running.pk].state == DeliveryState.NOT_DUE
+    # Queued a moment ago, no attempt yet: sending; the same after five minutes: undelivered.
+    queued = JobFactory(status=JobStatus.SUCCEEDED)
+    entry = CallbackOutbox.objects.create(
+        job_id=queued.pk,
+        listing_identity_id=queued.listing_identity_id,
+        body="{}",
+        expires_at=timezone.now() + timedelta(hours=24),
+    )
+    assert job_delivery_states(jobs=[queued])[queued.pk].state == DeliveryState.SENDING
+    CallbackOutbox.objects.filter(pk=entry.pk).update(
+        created_at=timezone.now() - timedelta(minutes=6)
+    )
+    assert job_delivery_states(jobs=[queued])[queued.pk].state == DeliveryState.UNDELIVERED
+    # Retries over: still undelivered, and no longer retried automatically.
+    CallbackOutbox.objects.filter(job_id=undelivered.pk).update(state=OutboxState.EXPIRED)
+    expired = job_delivery_states(jobs=[undelivered])[undelivered.pk]
+    assert expired.undelivered and expired.next_attempt_at is None
     settings.CALLBACK_URL = ""
     assert job_delivery_states(jobs=[not_sent])[not_sent.pk].state == DeliveryState.NOT_CONFIGURED
 

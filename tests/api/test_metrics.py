@@ -12,7 +12,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from media_jobs.metrics import error_code_of
-from media_jobs.models import CallbackDelivery, JobProvider, JobStatus
+from media_jobs.models import CallbackDelivery, CallbackOutbox, JobProvider, JobStatus
 from media_jobs.services.events import event_record
 from tests.factories import JobFactory
 
@@ -65,6 +65,14 @@ def test_metrics_from_the_database(client: Client, token: str) -> None:
     CallbackDelivery.objects.create(
         job=partial, url="http://x", request_body="{}", signature="s", succeeded=False
     )
+    for state in ("pending", "pending", "expired", "delivered"):
+        CallbackOutbox.objects.create(
+            job=partial,
+            listing_identity_id=partial.listing_identity_id,
+            body="{}",
+            state=state,
+            expires_at=timezone.now(),
+        )
 
     metrics = scrape(client, token)
     active = metrics["toq_media_jobs_active"]
@@ -99,6 +107,9 @@ def test_metrics_from_the_database(client: Client, token: str) -> None:
     assert value(sent, "toq_media_callbacks_sent_recent", outcome="failed") == 1
     received = metrics["toq_media_callbacks_received_recent"]
     assert value(received, "toq_media_callbacks_received_recent", kind="succeeded") == 1
+    undelivered = metrics["toq_media_callbacks_undelivered"]
+    assert value(undelivered, "toq_media_callbacks_undelivered", state="pending") == 2
+    assert value(undelivered, "toq_media_callbacks_undelivered", state="expired") == 1
 
 
 def test_queue_depth_from_a_redis_broker(client: Client, token: str, settings: Any) -> None:

@@ -44,6 +44,8 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ({**PROD, "CALLBACK_SECRET": ""}, "CALLBACK_SECRET"),
         ({"CELERY_BROKER_URL": "kafka://broker"}, "CELERY_BROKER_URL"),
         ({"MEDIA_PIPELINE_ENGINE": "lambda"}, "MEDIA_PIPELINE_ENGINE"),
+        ({"WATCHDOG_STALL_SECONDS": "30"}, "WATCHDOG_STALL_SECONDS"),
+        ({"CELERY_TASK_DEFAULT_QUEUE_TYPE": "lazy"}, "CELERY_TASK_DEFAULT_QUEUE_TYPE"),
     ],
 )
 def test_bad_value_stops_startup_with_one_line(env: dict[str, str], variable: str) -> None:

@@ -17,10 +17,12 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+
+from tests.support.loopback import LoopbackHTTPServer
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class PlannedResponse:
     delay_s: float = 0.0
 
 
-class CallbackReceiver:
+class CallbackReceiver(LoopbackHTTPServer):
     """Records every POST; answers with the planned responses in order, then 200."""
 
     def __init__(self, *, backend_rules: bool = False) -> None:
@@ -50,28 +52,15 @@ class CallbackReceiver:
         self.received: list[ReceivedCallback] = []
         self._planned: deque[PlannedResponse] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__()
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/v2/listings/media/callback"
+        return f"{self.base_url}/api/v2/listings/media/callback"
 
     def plan(self, *responses: PlannedResponse) -> None:
         with self._lock:
             self._planned.extend(responses)
-
-    def start(self) -> CallbackReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def clear(self) -> None:
         with self._lock:

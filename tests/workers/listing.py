@@ -20,6 +20,11 @@ def small_jpeg(seed: int, orientation: int = 1) -> bytes:
 
 
 @cache
+def large_jpeg(seed: int, width: int, height: int) -> bytes:
+    return sample_media.jpeg_bytes(width, height, seed=seed)
+
+
+@cache
 def short_mp4() -> bytes:
     return sample_media.mp4_bytes(1.0, 320, 240)
 
@@ -57,11 +62,12 @@ def seed_listing(
     corrupt: int = 0,
     corrupt_videos: int = 0,
     status: str = AssetStatus.PENDING_UPLOAD,
+    photo_size: tuple[int, int] | None = None,
 ) -> SeededListing:
-    """``photos`` good JPEGs (horizontal-NN), ``videos`` short MP4s, ``corrupt`` truncated
-    JPEGs (vertical-NN), ``corrupt_videos`` truncated MP4s (vertical-NN: the MP4 magic
-    passes validation, ffmpeg cannot decode them), all written to storage with
-    PENDING_UPLOAD rows."""
+    """``photos`` good JPEGs (horizontal-NN; 480x360 unless ``photo_size`` asks for more
+    work per photo), ``videos`` short MP4s, ``corrupt`` truncated JPEGs (vertical-NN),
+    ``corrupt_videos`` truncated MP4s (vertical-NN: the MP4 magic passes validation, ffmpeg
+    cannot decode them), all written to storage with PENDING_UPLOAD rows."""
     seeded = SeededListing(listing_identity_id)
     for number in range(1, photos + 1):
         raw = keys.raw_key(
@@ -70,7 +76,8 @@ def seed_listing(
             f"horizontal-{number:02d}",
             f"IMG_{number}.jpg",
         )
-        storage.write(raw, small_jpeg(number), content_type="image/jpeg")
+        photo = large_jpeg(number, *photo_size) if photo_size else small_jpeg(number)
+        storage.write(raw, photo, content_type="image/jpeg")
         seeded.photos.append(
             _asset(listing_identity_id, AssetType.PHOTO_HORIZONTAL, number, raw, status)
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -40,7 +43,43 @@ def test_beat_tasks_run_on_a_worker_with_plain_delay(celery_worker) -> None:
 def test_the_beat_schedule() -> None:
     from toqportal.celery import app
 
+    entries = {entry["task"]: entry for entry in app.conf.beat_schedule.values()}
+    # A frequent pass that waited in a busy queue longer than its interval expires.
+    assert entries["media_jobs.tasks.watch_stalled_jobs"]["options"] == {"expires": 60.0}
+    assert entries["media_jobs.tasks.clean_old_jobs"]["options"] == {}
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
     assert schedule["media_jobs.tasks.reconcile_stuck_jobs"] == 300.0
+    assert schedule["media_jobs.tasks.watch_stalled_jobs"] == 60.0
+    assert schedule["media_jobs.tasks.send_pending_callbacks"] == 30.0
     daily = schedule["media_jobs.tasks.clean_old_jobs"]
     assert (daily.hour, daily.minute) == ({3}, {17})
+
+
+def test_a_housekeeping_queue_takes_beats_tasks_and_the_callback_sends(
+    settings, monkeypatch
+) -> None:
+    from media_jobs import tasks
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from toqportal.celery import app; "
+            "print(sorted({e['options'].get('queue') for e in app.conf.beat_schedule.values()}))",
+        ],
+        env={**os.environ, "CELERY_HOUSEKEEPING_QUEUE": "media-housekeeping"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "['media-housekeeping']", result.stderr[-2000:]
+
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        tasks,
+        "enqueue_each",
+        lambda task, calls, **options: sent.append((task.name, options["queue"])),
+    )
+    settings.CELERY_HOUSEKEEPING_QUEUE = "media-housekeeping"
+    tasks._queue_delivery(7)
+    assert sent == [("media_jobs.tasks.deliver_callback", "media-housekeeping")]

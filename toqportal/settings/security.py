@@ -26,6 +26,12 @@ CALLBACK_TIMEOUT_SECONDS = typed("CALLBACK_TIMEOUT_SECONDS", int, 10)
 CALLBACK_MAX_BODY_BYTES = typed("CALLBACK_MAX_BODY_BYTES", int, 2 * 1024 * 1024)
 CALLBACK_MAX_ATTEMPTS = typed("CALLBACK_MAX_ATTEMPTS", int, 4)
 CALLBACK_RETRY_INTERVAL_SECONDS = typed("CALLBACK_RETRY_INTERVAL_SECONDS", float, 5.0)
+# After CALLBACK_MAX_ATTEMPTS a result stays in the outbox and is sent again with the same
+# backoff until CALLBACK_OUTBOX_TTL_SECONDS after it was produced; then it is "expired" (an
+# operator can still replay it). The cap keeps a backend that comes back waiting at most
+# this long (plus the drain interval) for its results.
+CALLBACK_RETRY_MAX_INTERVAL_SECONDS = typed("CALLBACK_RETRY_MAX_INTERVAL_SECONDS", float, 240.0)
+CALLBACK_OUTBOX_TTL_SECONDS = typed("CALLBACK_OUTBOX_TTL_SECONDS", int, 24 * 3600)
 # Bearer tokens accepted by the start endpoints (comma-separated).
 API_TOKENS = [t for t in env.list("API_TOKENS", default=[]) if t]
 # Token for /metrics (staff sessions are accepted too).

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
-from media_jobs.models import CallbackDelivery, MediaJobEvent
+from media_jobs.models import CallbackDelivery, CallbackOutbox, MediaJobEvent
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, sign, verify_signature
 from media_jobs.services.deliveries import callback_deliver, delivery_replay
 from media_jobs.services.errors import ApplicationError
@@ -18,19 +18,6 @@ from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
 pytestmark = pytest.mark.django_db
 
 BODY = {"jobId": 1, "listingIdentityId": 2, "status": "SUCCEEDED", "outputs": [], "note": "çà"}
-
-
-@pytest.fixture
-def receiver(settings: Any) -> Iterator[CallbackReceiver]:
-    running = CallbackReceiver().start()
-    settings.CALLBACK_URL = running.url
-    settings.CALLBACK_SECRET = "delivery-secret"
-    settings.CALLBACK_MAX_ATTEMPTS = 4
-    settings.CALLBACK_TIMEOUT_SECONDS = 2
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_retries_with_backoff_until_accepted(receiver: CallbackReceiver) -> None:
@@ -56,14 +43,24 @@ def test_retries_with_backoff_until_accepted(receiver: CallbackReceiver) -> None
     assert event.kind == "succeeded" and event.detail["attempts"] == 3
 
 
-def test_gives_up_after_the_configured_attempts(receiver: CallbackReceiver, settings: Any) -> None:
+def test_after_the_quick_attempts_the_result_stays_in_the_outbox(
+    receiver: CallbackReceiver, settings: Any
+) -> None:
     settings.CALLBACK_MAX_ATTEMPTS = 2
     receiver.plan(*[PlannedResponse(status=503)] * 5)
     job = JobFactory()
+    before = timezone.now()
     delivery = callback_deliver(job=job, body=BODY, sleep=lambda _: None)
     assert not delivery.succeeded and delivery.attempt == 2
     assert CallbackDelivery.objects.filter(job_id=job.pk).count() == 2
-    assert MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery").kind == "failed"
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert event.kind == "retried" and "sends it again" in event.detail["message"]
+    entry = CallbackOutbox.objects.get(job_id=job.pk)
+    assert (entry.state, entry.attempts, entry.last_error) == ("pending", 2, "HTTP 503")
+    # The next attempt waits the backoff after the second failure (10 s), not forever.
+    wait = (entry.next_attempt_at - before).total_seconds()
+    assert 10 <= wait < 15, wait
+    assert set(entry.deliveries.values_list("attempt", flat=True)) == {1, 2}
 
 
 def test_network_errors_are_logged_as_failed_attempts(settings: Any) -> None:

@@ -1,0 +1,129 @@
+"""Step attempts: a duplicate copy stands down while the step is alive, a redelivered or
+orphaned one takes over, lost attempts are counted, and the heartbeat keeps a step alive."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from media_jobs.models import EventKind, JobStatus, MediaJobEvent
+from media_jobs.services.attempts import Attempt, Busy, attempt_heartbeat, attempt_start
+from media_jobs.services.events import event_record
+from tests.factories import JobFactory
+
+STALL = 60.0
+
+
+def start(job: Any, task_id: str, part: str | None = "thumbnails:0") -> Attempt | Busy:
+    return attempt_start(
+        job=job,
+        step="thumbnails",
+        workflow_id="wf-1",
+        part=part,
+        task_id=task_id,
+        stall_seconds=STALL,
+    )
+
+
+def age(attempt: Attempt, seconds: float) -> None:
+    """Make the attempt look as if its worker stopped beating ``seconds`` ago."""
+    past = timezone.now() - timedelta(seconds=seconds)
+    MediaJobEvent.objects.filter(pk=attempt.event_id).update(
+        at=past, detail={**attempt.detail, "heartbeatAt": past.isoformat()}
+    )
+
+
+@pytest.mark.django_db
+def test_a_duplicate_stands_down_while_the_step_is_alive() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    first = start(job, "task-a")
+    assert isinstance(first, Attempt) and first.lost_before == 0
+    assert first.detail["taskId"] == "task-a" and first.detail["worker"]
+    duplicate = start(job, "task-b")
+    assert isinstance(duplicate, Busy) and duplicate.task_id == "task-a"
+    # Another part of the same job is not affected.
+    assert isinstance(start(job, "task-c", part="thumbnails:1"), Attempt)
+    assert MediaJobEvent.objects.filter(job_id=job.pk, kind=EventKind.STARTED).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_redelivered_message_takes_over_its_own_attempt() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    start(job, "task-a")
+    again = start(job, "task-a")  # the broker redelivered it: its worker is gone
+    assert isinstance(again, Attempt) and again.lost_before == 1
+    assert again.detail["lostAttempts"] == 1
+
+
+@pytest.mark.django_db
+def test_a_message_back_from_redis_while_its_step_still_runs_stands_down() -> None:
+    """Redis hands an unacknowledged message out again after its visibility timeout even
+    when the step still runs: the process that holds it is alive on this machine."""
+    job = JobFactory(status=JobStatus.RUNNING)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        first = start(job, "task-a")
+        assert isinstance(first, Attempt)
+        MediaJobEvent.objects.filter(pk=first.event_id).update(
+            detail={**first.detail, "worker": f"{socket.gethostname()}:{holder.pid}"}
+        )
+        again = start(job, "task-a")
+        assert isinstance(again, Busy) and again.worker.endswith(f":{holder.pid}")
+        # Its pool process was killed (and nobody reaped it yet): the copy takes over.
+        holder.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{holder.pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        taken = start(job, "task-a")
+        assert isinstance(taken, Attempt) and taken.lost_before == 1
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.django_db
+def test_an_attempt_whose_heartbeat_stopped_is_taken_over_and_counted() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    lost = 0
+    for number in range(4):
+        attempt = start(job, f"watchdog-copy-{number}")
+        assert isinstance(attempt, Attempt) and attempt.lost_before == lost
+        age(attempt, STALL + 1)
+        lost += 1
+    assert lost == 4
+
+
+@pytest.mark.django_db
+def test_an_ended_attempt_is_not_lost() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    first = start(job, "task-a")
+    assert isinstance(first, Attempt)
+    event_record(job=job, step="thumbnails", kind=EventKind.RETRIED, detail=first.detail)
+    retry = start(job, "task-a")  # Celery's retry keeps the task id
+    assert isinstance(retry, Attempt) and retry.lost_before == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_refreshes_the_attempt_while_the_step_runs() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    attempt = start(job, "task-a")
+    assert isinstance(attempt, Attempt)
+    age(attempt, STALL + 1)
+    with attempt_heartbeat(attempt, interval_s=0.1):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            beat = MediaJobEvent.objects.get(pk=attempt.event_id).detail["heartbeatAt"]
+            if timezone.now() - timezone.datetime.fromisoformat(beat) < timedelta(seconds=5):
+                break
+            time.sleep(0.05)
+    # Alive again: a duplicate stands down.
+    assert isinstance(start(job, "task-b"), Busy)
