@@ -11,8 +11,9 @@ A job's result is:
 - **sending**: queued a moment ago, no attempt has failed yet;
 - **undelivered**: the backend has not accepted it - attempts failed and it is being sent
   again with backoff (``retrying``), or the retry period is over (``expired``: replay it),
-  or it has waited in the queue longer than ``STALE_AFTER`` without an attempt (no worker
-  sends it);
+  or it waits behind an older result that found the backend unreachable (the outbox
+  probes a backend that is down with its oldest result only), or it has waited in the queue
+  longer than ``STALE_AFTER`` without an attempt (no worker sends it);
 - **not sent**: there is no entry (the Step Functions engine's own callback Lambda reports
   to the backend);
 - **not configured**: ``CALLBACK_URL`` is empty, so the portal sends nothing at all.
@@ -30,6 +31,7 @@ from enum import StrEnum
 from django.conf import settings
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from media_jobs.models import (
     TERMINAL_JOB_STATUSES,
@@ -79,32 +81,38 @@ def callback_configured() -> bool:
     return bool(settings.CALLBACK_URL)
 
 
+def backend_unreachable() -> bool:
+    """A pending result has failed attempts: every pending result waits for the backend."""
+    return CallbackOutbox.objects.filter(state=OutboxState.PENDING, attempts__gt=0).exists()
+
+
 def undelivered_entries(*, now: datetime | None = None) -> QuerySet[CallbackOutbox]:
     """Outbox entries the backend has not accepted and that are no longer just queued."""
+    if backend_unreachable():
+        return CallbackOutbox.objects.filter(state__in=UNDELIVERED_STATES)
     now = now or timezone.now()
     return CallbackOutbox.objects.filter(
         Q(state=OutboxState.EXPIRED)
-        | Q(state=OutboxState.PENDING, attempts__gt=0)
         | Q(state=OutboxState.PENDING, created_at__lt=now - STALE_AFTER)
     )
 
 
-def _problem(entry: CallbackOutbox) -> str:
+def _problem(entry: CallbackOutbox, waiting: bool) -> str:
     if entry.last_error:
         return entry.last_error
     if entry.last_status is not None:
         return f"HTTP {entry.last_status}"
+    if waiting and not entry.attempts:
+        return str(_("waiting: the backend did not answer an older result"))
     return ""
 
 
-def _entry_delivery(entry: CallbackOutbox, last_attempt: int | None, now: datetime) -> JobDelivery:
+def _entry_delivery(
+    entry: CallbackOutbox, last_attempt: int | None, *, now: datetime, unreachable: bool
+) -> JobDelivery:
     if entry.state == OutboxState.DELIVERED:
         state = DeliveryState.DELIVERED
-    elif (
-        entry.state == OutboxState.EXPIRED
-        or entry.attempts > 0
-        or entry.created_at < now - STALE_AFTER
-    ):
+    elif entry.state == OutboxState.EXPIRED or unreachable or entry.created_at < now - STALE_AFTER:
         state = DeliveryState.UNDELIVERED
     else:
         state = DeliveryState.SENDING
@@ -113,15 +121,15 @@ def _entry_delivery(entry: CallbackOutbox, last_attempt: int | None, now: dateti
         attempts=entry.attempts,
         last_attempt_id=last_attempt,
         last_attempt_at=entry.last_attempt_at,
-        last_problem=_problem(entry),
+        last_problem=_problem(entry, unreachable),
         next_attempt_at=entry.next_attempt_at if entry.state == OutboxState.PENDING else None,
         expires_at=entry.expires_at,
     )
 
 
 def job_delivery_states(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, JobDelivery]:
-    """The delivery state of each job: two queries for a page of jobs (its outbox entries,
-    then the last attempt of each). A job with several results is judged by its oldest
+    """The delivery state of each job: two or three queries for a page of jobs (its outbox
+    entries, the last attempt of each, whether the backend is unreachable). A job with several results is judged by its oldest
     result not yet accepted, else by its newest."""
     ids = [job.pk for job in jobs]
     relevant: dict[int, CallbackOutbox] = {}
@@ -138,11 +146,15 @@ def job_delivery_states(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, JobD
     )
     configured = callback_configured()
     now = timezone.now()
+    pending = any(e.state == OutboxState.PENDING for e in relevant.values())
+    unreachable = pending and backend_unreachable()
     states = {}
     for job in jobs:
         entry = relevant.get(job.pk)
         if entry is not None:
-            states[job.pk] = _entry_delivery(entry, last_attempts.get(entry.pk), now)
+            states[job.pk] = _entry_delivery(
+                entry, last_attempts.get(entry.pk), now=now, unreachable=unreachable
+            )
         elif job.status not in TERMINAL_JOB_STATUSES:
             states[job.pk] = JobDelivery(DeliveryState.NOT_DUE)
         else:

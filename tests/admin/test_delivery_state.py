@@ -20,7 +20,7 @@ from media_jobs.models import (
     MediaProcessingJob,
     OutboxState,
 )
-from media_jobs.selectors.deliveries import DeliveryState, job_delivery_states
+from media_jobs.selectors.deliveries import DeliveryState, job_delivery_states, undelivered_q
 from tests.admin.html import job_ids_in
 from tests.factories import JobFactory
 
@@ -86,7 +86,17 @@ def test_delivery_states_of_a_page_of_jobs(callback_url: str, settings: Any):
     assert states[undelivered.pk].last_problem == "Connection refused"
     assert states[not_sent.pk].state == DeliveryState.NOT_SENT
     assert states[running.pk].state == DeliveryState.NOT_DUE
-    # Queued a moment ago, no attempt yet: sending; the same after five minutes: undelivered.
+    # Retries over: still undelivered, and no longer retried automatically.
+    CallbackOutbox.objects.filter(job_id=undelivered.pk).update(state=OutboxState.EXPIRED)
+    expired = job_delivery_states(jobs=[undelivered])[undelivered.pk]
+    assert expired.undelivered and expired.next_attempt_at is None
+    settings.CALLBACK_URL = ""
+    assert job_delivery_states(jobs=[not_sent])[not_sent.pk].state == DeliveryState.NOT_CONFIGURED
+
+
+def test_a_queued_result_is_sending_until_it_waits_too_long_or_the_backend_is_down(
+    callback_url: str,
+):
     queued = JobFactory(status=JobStatus.SUCCEEDED)
     entry = CallbackOutbox.objects.create(
         job_id=queued.pk,
@@ -95,16 +105,22 @@ def test_delivery_states_of_a_page_of_jobs(callback_url: str, settings: Any):
         expires_at=timezone.now() + timedelta(hours=24),
     )
     assert job_delivery_states(jobs=[queued])[queued.pk].state == DeliveryState.SENDING
+    assert not MediaProcessingJob.objects.filter(undelivered_q()).exists()
+    # Another result found the backend unreachable: this one waits behind it.
+    probe = JobFactory(status=JobStatus.SUCCEEDED)
+    attempts(probe, "Connection refused")
+    waiting = job_delivery_states(jobs=[queued])[queued.pk]
+    assert waiting.undelivered and waiting.last_problem.startswith("waiting")
+    assert set(MediaProcessingJob.objects.filter(undelivered_q())) == {queued, probe}
+    # With the backend back, a result queued for five minutes without an attempt is still
+    # undelivered (no worker sends it).
+    CallbackOutbox.objects.filter(job_id=probe.pk).update(state=OutboxState.DELIVERED)
+    assert job_delivery_states(jobs=[queued])[queued.pk].state == DeliveryState.SENDING
     CallbackOutbox.objects.filter(pk=entry.pk).update(
         created_at=timezone.now() - timedelta(minutes=6)
     )
     assert job_delivery_states(jobs=[queued])[queued.pk].state == DeliveryState.UNDELIVERED
-    # Retries over: still undelivered, and no longer retried automatically.
-    CallbackOutbox.objects.filter(job_id=undelivered.pk).update(state=OutboxState.EXPIRED)
-    expired = job_delivery_states(jobs=[undelivered])[undelivered.pk]
-    assert expired.undelivered and expired.next_attempt_at is None
-    settings.CALLBACK_URL = ""
-    assert job_delivery_states(jobs=[not_sent])[not_sent.pk].state == DeliveryState.NOT_CONFIGURED
+    assert list(MediaProcessingJob.objects.filter(undelivered_q())) == [queued]
 
 
 def test_an_undelivered_result_on_the_page_the_list_and_the_dashboard(

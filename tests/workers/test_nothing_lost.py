@@ -67,7 +67,15 @@ def _first_task_under_a_write_lock(
     lock = sqlite3.connect(portal.database, isolation_level=None, timeout=30)
     lock.execute("BEGIN EXCLUSIVE")
     try:
-        portal.worker.start(extra_env={"SQLITE_BUSY_TIMEOUT_SECONDS": "1", **worker_env})
+        # The engine first reruns the task on fresh connections (2 s here), then the first
+        # task's own retries take over.
+        portal.worker.start(
+            extra_env={
+                "SQLITE_BUSY_TIMEOUT_SECONDS": "1",
+                "PIPELINE_DB_RETRY_SECONDS": "2",
+                **worker_env,
+            }
+        )
         wait_until(
             lambda: until_log in portal.worker.log(), timeout=120, interval=0.1, what=until_log
         )
