@@ -1,4 +1,4 @@
-"""The Celery engine: SPEC §4 and §5 as tasks, with the state machines' semantics.
+"""The Celery engine: docs/contract.md §4 and §5 as tasks, with the state machines' semantics.
 
 Processing workflow of a job (``run_processing`` is what dispatch queues)::
 
@@ -118,7 +118,7 @@ class RetryPolicy:
         return self.interval_s * self.backoff**retries * retry_delay_scale()
 
 
-# SPEC §4/§5: validate 2x 2 s x2; branches 2x 5 s x2; zip 2x 10 s x2. The consolidation is a
+# docs/contract.md §4/§5: validate 2x 2 s x2; branches 2x 5 s x2; zip 2x 10 s x2. The consolidation is a
 # pure function; it retries like the state machine's Lambda errors (2x 2 s x2).
 VALIDATE_RETRY = RetryPolicy(2, 2, 2.0)
 BRANCH_RETRY = RetryPolicy(2, 5, 2.0)
@@ -835,7 +835,7 @@ def run_finalization(self: Task, job_id: int) -> None:
     time_limit=TIME_LIMITS["deliver"][1],
 )
 def deliver_callback(outbox_id: int, body: dict[str, Any] | None = None) -> None:
-    """Send a result from the callback outbox to CALLBACK_URL now, with the SPEC's quick
+    """Send a result from the callback outbox to CALLBACK_URL now, with the contract's quick
     retries; what is still undelivered is left to ``send_pending_callbacks``. (A message
     queued before the outbox existed carries ``(job_id, body)``: it is put in the outbox.)"""
     from .services.deliveries import callback_deliver
@@ -901,7 +901,7 @@ def watch_stalled_jobs() -> int:
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
 def reconcile_stuck_jobs() -> int:
-    """Celery beat, every RECONCILER_INTERVAL_SECONDS: SPEC §8 reconciler."""
+    """Celery beat, every RECONCILER_INTERVAL_SECONDS: docs/contract.md §8 reconciler."""
     from .services.housekeeping import jobs_reconcile
 
     return len(jobs_reconcile(timeout_seconds=settings.RECONCILER_TIMEOUT_SECONDS))
@@ -915,7 +915,7 @@ def reconcile_stuck_jobs() -> int:
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
 def clean_old_jobs() -> int:
-    """Celery beat, daily: SPEC §8 cleaner (CLEANER_RETENTION_DAYS, CLEANER_MAX_PER_RUN)."""
+    """Celery beat, daily: docs/contract.md §8 cleaner (CLEANER_RETENTION_DAYS, CLEANER_MAX_PER_RUN)."""
     from .services.housekeeping import jobs_clean
 
     cutoff = timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)

@@ -1,4 +1,4 @@
-"""The job lifecycle (SPEC §3): the only code that changes a job's status.
+"""The job lifecycle (docs/contract.md §3): the only code that changes a job's status.
 
 PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED. A terminal job changes again only
 through ``job_complete`` (an identical replay, or a late success over a reconciler failure)

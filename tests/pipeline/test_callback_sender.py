@@ -1,4 +1,4 @@
-"""The callback sender (SPEC §6) against a real HTTP server on 127.0.0.1."""
+"""The callback sender (docs/contract.md §6) against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Consolidation and callback bodies (SPEC §4 steps 3 and 5, §5 steps 2 and 3)."""
+"""Consolidation and callback bodies (docs/contract.md §4 steps 3 and 5, §5 steps 2 and 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Key rules of SPEC §2 (pure functions, no storage)."""
+"""Key rules of docs/contract.md §2 (pure functions, no storage)."""
 
 from __future__ import annotations
 

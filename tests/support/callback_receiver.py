@@ -1,4 +1,4 @@
-"""A tiny HTTP server on a free 127.0.0.1 port that records callbacks (SPEC §6).
+"""A tiny HTTP server on a free 127.0.0.1 port that records callbacks (docs/contract.md §6).
 
 Tests point ``CALLBACK_URL`` at it and read back exactly what was POSTed: raw body bytes
 and headers, so the signature can be verified the way the Django receiver does. Planned

@@ -1,4 +1,4 @@
-"""The callback receiver service (SPEC §6), called directly: what each callback changes."""
+"""The callback receiver service (docs/contract.md §6), called directly: what each callback changes."""
 
 from __future__ import annotations
 
