@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -640,3 +641,128 @@ def test_a_completing_callback_fills_started_at_only_when_empty() -> None:
     deliver(body_for(job, "FAILED"))
     job.refresh_from_db()
     assert job.started_at == datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+def test_status_is_read_trimmed_and_in_any_case() -> None:
+    job, (asset,) = processing_job(listing=550, assets=1)
+    outcome = deliver(body_for(job, " succeeded ", [output(asset)]))
+    assert (outcome.status_code, outcome.job_status, outcome.message) == (
+        200,
+        "SUCCEEDED",
+        "job SUCCEEDED",
+    )
+    event = MediaJobEvent.objects.get(pk=outcome.event_id)
+    assert event.detail["callbackStatus"] == "SUCCEEDED"
+    assert (event.kind, event.detail["previousStatus"], event.detail["source"]) == (
+        "succeeded",
+        "RUNNING",
+        "http",
+    )
+    assert event.detail["bodyBytes"] == len(
+        serialise_payload(body_for(job, " succeeded ", [output(asset)]))
+    )
+
+
+def test_a_different_success_after_a_success_is_a_409() -> None:
+    job, (asset,) = processing_job(listing=551, assets=1)
+    deliver(body_for(job, "SUCCEEDED", [output(asset)]))
+    outcome = deliver(body_for(job, "PARTIAL_SUCCESS", [output(asset)]))
+    assert (outcome.status_code, outcome.applied) == (409, False)
+    assert outcome.message == "job already SUCCEEDED; PARTIAL_SUCCESS does not replace it"
+    failure = deliver(body_for(job, "TIMED_OUT"))
+    assert failure.message == (
+        "job already SUCCEEDED; a TIMED_OUT callback does not replace a success"
+    )
+    assert MediaJobEvent.objects.get(pk=failure.event_id).kind == "failed"
+
+
+def test_job_zero_is_unknown_and_an_unknown_job_is_a_404_with_its_id() -> None:
+    with pytest.raises(NotFoundError) as zero:
+        deliver({"jobId": 0, "listingIdentityId": 1, "status": "SUCCEEDED"})
+    assert zero.value.message == "no media processing job with id 0"
+    with pytest.raises(NotFoundError) as missing:
+        deliver({"jobId": 4294967295, "listingIdentityId": 1, "status": "SUCCEEDED"})
+    assert missing.value.message == "no media processing job with id 4294967295"
+
+
+def test_error_text_from_every_shape_of_error() -> None:
+    """A string error, a finalization's Error/Cause, a code without a message: last_error
+    and the failed assets' codes say what the body said, with the status as fallback."""
+    job, (asset,) = processing_job(listing=552, assets=1)
+    deliver(body_for(job, "VALIDATION_FAILED", error="plain words", failureReason="bad input"))
+    job.refresh_from_db()
+    asset.refresh_from_db()
+    assert job.last_error == "plain words | bad input"
+    assert (asset.metadata["errorCode"], asset.metadata["error"]) == (
+        "VALIDATION_FAILED",
+        "plain words",
+    )
+    other, (bare,) = processing_job(listing=553, assets=1)
+    deliver(body_for(other, "FAILED", error={"code": "", "message": ""}, failureReason=""))
+    other.refresh_from_db()
+    bare.refresh_from_db()
+    assert (bare.metadata["errorCode"], bare.metadata["error"]) == ("FAILED", "FAILED")
+    assert other.last_error is None
+    third, (reasoned,) = processing_job(listing=554, assets=1)
+    deliver(body_for(third, "PROCESSING_FAILED", error={"Error": "E1"}, failureReason="why"))
+    reasoned.refresh_from_db()
+    third.refresh_from_db()
+    assert (reasoned.metadata["errorCode"], reasoned.metadata["error"]) == ("E1", "why")
+    assert third.last_error == "code=E1 | why"
+
+
+def test_asset_output_merges_outputs_and_skips_an_empty_thumbnail() -> None:
+    asset = AssetFactory.build(metadata={"filename": "a.jpg", "errorCode": "X", "error": "old"})
+    callbacks.asset_set_output(
+        asset=asset,
+        output={
+            "processedKey": "1/processed/photo/horizontal/large/a.jpg",
+            "thumbnailKey": "",
+            "outputs": {"large_photo_horizontal": "k", "n": 5},
+        },
+    )
+    assert asset.status == AssetStatus.PROCESSED
+    assert asset.metadata == {"filename": "a.jpg", "large_photo_horizontal": "k", "n": "5"}
+    failed = AssetFactory.build(metadata={})
+    callbacks.asset_set_output(asset=failed, output={"errorMessage": "only words"})
+    assert (failed.status, failed.metadata) == (
+        AssetStatus.FAILED,
+        {"errorCode": "VALIDATION_ERROR", "error": "only words"},
+    )
+    coded = AssetFactory.build(metadata={})
+    callbacks.asset_set_output(asset=coded, output={"errorCode": "E", "outputs": "not a map"})
+    assert coded.metadata == {"errorCode": "E", "error": "E"}
+
+
+def test_stored_text_keeps_a_body_of_exactly_64_kib() -> None:
+    body = b'"' + b"a" * (TEXT_MAX_BYTES - 2) + b'"'
+    assert callbacks.stored_callback_text(body) == (body.decode(), False)
+    longer = body + b" "
+    text, truncated = callbacks.stored_callback_text(longer)
+    assert truncated and len(text.encode()) == TEXT_MAX_BYTES
+    assert text.endswith(
+        f"\n...[truncated by the portal: the body is {len(longer)} bytes, sha256 "
+        f"{hashlib.sha256(longer).hexdigest()}; the full body is in the job's "
+        "callback event]"
+    )
+
+
+def test_malformed_and_unknown_outputs_are_counted_in_the_event() -> None:
+    job, (asset,) = processing_job(listing=555, assets=1)
+    unknown = [output(asset, rawKey=f"555/raw/photo/horizontal/u-{n:02d}.jpg") for n in range(25)]
+    outcome = deliver(body_for(job, "SUCCEEDED", [output(asset), *unknown, 7, {"rawKey": ""}]))
+    assert outcome.assets_updated == 1
+    assert outcome.unknown_raw_keys == [u["rawKey"] for u in unknown[:20]]
+    detail = MediaJobEvent.objects.get(pk=outcome.event_id).detail
+    assert detail["unknownRawKeyCount"] == 25
+    assert detail["malformedOutputs"] == ["7", '{"rawKey": ""}']
+    assert (detail["truncated"], detail["lateSuccess"], detail["applied"]) == (False, False, True)
+    assert outcome.as_json() == {
+        "jobId": job.pk,
+        "status": "SUCCEEDED",
+        "applied": True,
+        "replay": False,
+        "message": "job SUCCEEDED",
+        "assetsUpdated": 1,
+        "unknownRawKeys": [u["rawKey"] for u in unknown[:20]],
+    }
