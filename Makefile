@@ -23,6 +23,7 @@ seed: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 format: setup
 	.venv/bin/ruff format .

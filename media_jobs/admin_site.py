@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin import AdminSite
-from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.http import HttpRequest, HttpResponseBase
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path
 
 
 class PortalAdminSite(AdminSite):
@@ -20,19 +21,19 @@ class PortalAdminSite(AdminSite):
 
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
+    ) -> TemplateResponse:
         from media_jobs.admin.views import dashboard_context
 
         context = {**dashboard_context(request), **(extra_context or {})}
         return super().index(request, context)
 
-    def get_urls(self) -> list:
+    def get_urls(self) -> list[URLResolver | URLPattern]:
         # The views live in the admin package, which registers models on this site: import
         # them when the URLconf is built, after app loading, never at module import.
         from media_jobs.admin import views
 
         def page(view: Any) -> Any:
-            def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
                 return view(self, request, *args, **kwargs)
 
             return self.admin_view(bound)

@@ -138,7 +138,8 @@ def job_json(job: MediaProcessingJob) -> dict[str, Any]:
     not what runs it - ``kind`` says the same in words. ``engine`` is what runs it:
     ``celery`` or ``stepfunctions`` (MEDIA_PIPELINE_ENGINE when it was dispatched)."""
     detail = dispatch_detail(job=job) or {}
-    workflow = detail.get("input") if isinstance(detail.get("input"), dict) else {}
+    started_with = detail.get("input")
+    workflow = started_with if isinstance(started_with, dict) else {}
     return {
         "jobId": job.pk,
         "listingIdentityId": job.listing_identity_id,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -82,7 +82,9 @@ def broker_queue_depth(queue: str | None = None) -> int | None:
             connection.ensure_connection(max_retries=1)
             channel = connection.default_channel
             try:
-                return int(channel.queue_declare(queue=name, passive=True).message_count)
+                # kombu's StdChannel declares no queue_declare; every transport's channel has it
+                declared = channel.queue_declare(queue=name, passive=True)  # type: ignore[attr-defined]
+                return int(declared.message_count)
             except connection.channel_errors:
                 return 0
     except Exception as exc:  # noqa: BLE001 - an unreachable broker means "unknown"
@@ -184,8 +186,9 @@ class DatabaseCollector(Collector):
             .order_by()
         )
         for row in rows:
+            counts: Mapping[str, Any] = row  # with the le_<i> keys of bucket_aggregates
             buckets = [
-                (floatToGoString(bound), row[f"le_{i}"])
+                (floatToGoString(bound), counts[f"le_{i}"])
                 for i, bound in enumerate(DURATION_BUCKETS_S)
             ] + [("+Inf", row["total"])]
             histogram.add_metric(
@@ -217,14 +220,14 @@ class DatabaseCollector(Collector):
             "Callbacks handled by the receiver (HTTP and Celery) in the last 24 h, by outcome.",
             labels=["kind"],
         )
-        rows = (
+        received_rows = (
             MediaJobEvent.objects.filter(at__gte=now - RECENT, step="callback")
             .values("kind")
             .annotate(n=Count("id"))
             .order_by()
         )
-        for row in rows:
-            received.add_metric([row["kind"]], row["n"])
+        for received_row in received_rows:
+            received.add_metric([received_row["kind"]], received_row["n"])
         yield received
 
         undelivered = GaugeMetricFamily(

@@ -60,6 +60,7 @@ from toqportal.celery import app
 
 from .models import EventKind, MediaProcessingJob
 from .pipeline.consolidate import (
+    FailureStatus,
     consolidate,
     describe_failure,
     failure_body,
@@ -236,7 +237,8 @@ def enqueue_each(
     pool = pools.connections[app.connection_for_write()]
     with pool.acquire(block=True, timeout=BROKER_POOL_TIMEOUT_S) as connection:
         for args in calls:
-            task.apply_async(
+            # celery-types lacks apply_async's connection option (Celery sends on it)
+            task.apply_async(  # type: ignore[call-arg]
                 args=args,
                 connection=connection,
                 retry=True,
@@ -429,14 +431,18 @@ def _context(job: MediaProcessingJob, input: dict[str, Any], workflow_id: str) -
 
 
 def _fail_processing(
-    job: MediaProcessingJob, input: dict[str, Any], workflow_id: str, status: str, exc: Exception
+    job: MediaProcessingJob,
+    input: dict[str, Any],
+    workflow_id: str,
+    status: FailureStatus,
+    exc: Exception,
 ) -> None:
     code, message = describe_failure(exc)
     body = failure_body(
         _context(job, input, workflow_id),
         status=status,
         error_code=code,
-        message=message,  # type: ignore[arg-type]
+        message=message,
     )
     apply_result(job, body)
 
@@ -616,6 +622,7 @@ def _run_part(step: str, validation: dict[str, Any]) -> dict[str, Any]:
     if step == STEP_THUMBNAILS:
         from .pipeline.thumbnails import generate_thumbnails
 
+        # the stored validation result is plain JSON of the ValidationResult shape
         return dict(generate_thumbnails(validation, storage=storage, config=config))  # type: ignore[arg-type]
     if step == STEP_POSTERS:
         from .pipeline.video import generate_poster_frames

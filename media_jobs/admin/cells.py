@@ -120,7 +120,7 @@ def resolution_html(resolution: Resolution | None, *, lineage: bool = True) -> S
                 status_badge(status, STATUS_LABELS.get(status or "", status)) if status else "",
             )
         )
-    if resolution.resolved:
+    if resolution.resolved_by is not None:
         parts.append(
             format_html(
                 '<span class="toq-resolved">✓ {} <a href="{}">#{}</a></span>',

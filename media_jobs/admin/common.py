@@ -6,7 +6,7 @@ import functools
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
@@ -20,6 +20,9 @@ from django.utils.translation import gettext_lazy as _
 
 from media_jobs.pipeline.storage import Storage
 from media_jobs.storage import pipeline_storage
+
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
 
 OPERATE_PERMISSION = "media_jobs.operate_mediaprocessingjob"
 VIEW_PERMISSION = "media_jobs.view_mediaprocessingjob"
@@ -155,7 +158,7 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def json_block(value: Any, *, summary: str, open_: bool = False) -> SafeString:
+def json_block(value: Any, *, summary: StrOrPromise, open_: bool = False) -> SafeString:
     """Collapsible, escaped, pretty-printed JSON (``<details><pre>``)."""
     text = pretty_json(value)
     if not text:

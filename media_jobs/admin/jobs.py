@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -64,6 +64,9 @@ from .common import (
 )
 from .operations import mark_failed, plan_for, retry_jobs
 
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
+
 OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
 # The job page's summary fields that change while a job runs: the live view sends them again.
 LIVE_PAGE_FIELDS = (
@@ -106,7 +109,7 @@ class ResolutionFilter(admin.SimpleListFilter):
     title = _("failures")
     parameter_name = "resolution"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [
             ("unresolved", _("Unresolved (no later success)")),
             ("resolved", _("Resolved by a later success")),
@@ -126,7 +129,7 @@ class CallbackFilter(admin.SimpleListFilter):
     title = _("callback to the backend")
     parameter_name = "callback"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [("undelivered", _("Not delivered"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -151,8 +154,9 @@ class ErrorCodeFilter(admin.SimpleListFilter):
         return [(code, code) for code in choices]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value():
-            return queryset.filter(error_selectors.job_error_code_q(self.value()))
+        code = self.value()
+        if code:
+            return queryset.filter(error_selectors.job_error_code_q(code))
         return queryset
 
 
@@ -187,7 +191,7 @@ class JobChangeList(ChangeList):
         columns = [
             (f'<td class="field-{name}">', getattr(self.model_admin, name))
             for name in self.list_display
-            if name not in ("action_checkbox", "id")
+            if isinstance(name, str) and name not in ("action_checkbox", "id")
         ]
         rows = []
         for job in self.result_list:
@@ -306,12 +310,13 @@ def annotate_job_rows(jobs: list[MediaProcessingJob], *, operate: bool = False) 
     figures, resolutions = resolution_selectors.job_list_facts(jobs=jobs)
     deliveries = delivery_selectors.job_delivery_states(jobs=jobs)
     listing_url = reverse("admin:media_jobs_listing", args=[0]).replace("/0/", "/{}/")
+    # Attributes of this page's rows only, read by the row cells: not model fields.
     for job in jobs:
-        job.asset_figures = figures.get(job.pk)
-        job.resolution = resolutions.get(job.pk)
-        job.delivery = deliveries.get(job.pk)
-        job.listing_url = listing_url.format(job.listing_identity_id)
-        job.can_operate = operate
+        job.asset_figures = figures.get(job.pk)  # type: ignore[attr-defined]
+        job.resolution = resolutions.get(job.pk)  # type: ignore[attr-defined]
+        job.delivery = deliveries.get(job.pk)  # type: ignore[attr-defined]
+        job.listing_url = listing_url.format(job.listing_identity_id)  # type: ignore[attr-defined]
+        job.can_operate = operate  # type: ignore[attr-defined]
 
 
 @admin.register(MediaProcessingJob)
@@ -494,7 +499,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html("<code>{}</code> {}", obj.external_id, copy_button(obj.external_id))
 
     @admin.display(description=_("started"))
-    def started_time(self, obj: MediaProcessingJob) -> str:
+    def started_time(self, obj: MediaProcessingJob) -> StrOrPromise:
         if obj.started_at is not None:
             return format_time(obj.started_at)
         if obj.status in TERMINAL_JOB_STATUSES:
@@ -502,7 +507,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return _("not yet")
 
     @admin.display(description=_("completed"))
-    def completed_time(self, obj: MediaProcessingJob) -> str:
+    def completed_time(self, obj: MediaProcessingJob) -> StrOrPromise:
         if obj.completed_at is not None:
             return format_time(obj.completed_at)
         return _("not finished")
@@ -690,12 +695,13 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             MediaProcessingJob.objects.defer("payload", "callback_body"), pk=object_id
         )
         context: dict[str, Any] = {"job": job, "execution": None, "history": [], "problem": None}
-        if not (job.external_id or "").startswith("arn:"):
+        execution_arn = job.external_id or ""
+        if not execution_arn.startswith("arn:"):
             context["problem"] = "This job has no Step Functions execution (it ran on Celery)."
         else:
             try:
-                execution = stepfunctions.describe_execution(job.external_id)
-                history = stepfunctions.execution_history(job.external_id)
+                execution = stepfunctions.describe_execution(execution_arn)
+                history = stepfunctions.execution_history(execution_arn)
                 context.update(execution_display(execution, history))
             except stepfunctions.ExecutionNotFound as exc:
                 context["problem"] = f"Step Functions does not know this execution: {exc}"
@@ -851,7 +857,7 @@ def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str,
     taken = job_asset_ids(job=job)
     cards = asset_cards(assets)
     outcomes = selectors.job_asset_outcomes(job=job)
-    first_line = (parse_last_error(job.last_error) or [None])[0]
+    first_line = next(iter(parse_last_error(job.last_error)), None)
     for card in cards:
         asset = card["asset"]
         # None: the job was started elsewhere and did not record which assets it took.

@@ -10,7 +10,7 @@ import html
 import mimetypes
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from django.conf import settings
@@ -21,6 +21,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseBase,
     HttpResponseRedirect,
     JsonResponse,
     StreamingHttpResponse,
@@ -41,7 +42,7 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.pipeline import keys
-from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
 from media_jobs.selectors import admin as selectors
 from media_jobs.selectors import errors as error_selectors
 from media_jobs.storage import pipeline_storage
@@ -59,6 +60,9 @@ from .common import (
 )
 from .operations import plan_for, retry_jobs
 
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
+
 ERROR_GROUP_WINDOWS = {"1": 1, "7": 7, "30": 30}
 # Served inline by the file view; anything else is a download (never rendered by the browser
 # on the admin's origin: an uploaded .html or .svg must not run script as the operator).
@@ -75,7 +79,9 @@ INLINE_TYPES = {
 STREAM_CHUNK = 256 * 1024
 
 
-def _page(site: AdminSite, request: HttpRequest, title: str, **context: Any) -> dict[str, Any]:
+def _page(
+    site: AdminSite, request: HttpRequest, title: StrOrPromise, **context: Any
+) -> dict[str, Any]:
     return {**site.each_context(request), "title": title, **context}
 
 
@@ -240,7 +246,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         "chart": daily_bar_chart(summary.days),
         "status_rows": [
             (status, label, summary.last_24h.get(status, 0), summary.last_7d.get(status, 0))
-            for status, label in MediaProcessingJob._meta.get_field("status").choices
+            for status, label in JobStatus.choices
         ],
         "jobs_url": changelist,
         "error_groups_url": reverse("admin:media_jobs_error_groups"),
@@ -346,7 +352,8 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
         )
     zip_job = selectors.listing_zip_job(listing_identity_id=listing_identity_id)
     zip_key = keys.zip_key(listing_identity_id)
-    zip_info, zip_problem = None, None
+    zip_info: ObjectInfo | None = None
+    zip_problem: StrOrPromise | None = None
     try:
         zip_info = storage.head(zip_key)
     except ObjectNotFound:
@@ -540,7 +547,7 @@ def _safe_key(key: str) -> bool:
     return all(part not in ("", ".", "..") for part in key.split("/")) and ".." not in key
 
 
-def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
+def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponseBase:
     """Stream one object to a staff user: the local-storage stand-in for a presigned URL."""
     require_view(request)
     key = request.GET.get("key", "")

@@ -26,10 +26,10 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import close_old_connections, connections
@@ -107,7 +107,7 @@ def id_list(what: str) -> Any:
     return parse
 
 
-def choice_list(what: str, valid: Iterable[str], aliases: dict[str, str] | None = None) -> Any:
+def choice_list(what: str, valid: Iterable[str], aliases: Mapping[str, str] | None = None) -> Any:
     """Comma-separated values from ``valid`` (case-insensitive; ``aliases`` map to values)."""
     valid = list(valid)
     aliases = aliases or {}
@@ -270,8 +270,10 @@ class Progress:
         if enabled and stderr.isatty():
             from tqdm import tqdm
 
+            # The stream OutputWrapper wraps (its stubs type unknown attributes as callables).
+            stream: TextIO = stderr._out  # type: ignore[assignment]
             self.bar = tqdm(
-                total=total, unit=f" {unit}", file=stderr._out, dynamic_ncols=True, leave=True
+                total=total, unit=f" {unit}", file=stream, dynamic_ncols=True, leave=True
             )
 
     def item_done(self) -> None:
@@ -473,7 +475,7 @@ class OperationCommand(BaseCommand):
         notable = result.outcome == "failed" or dry_run or bool(result.tags)
         if not (self.verbosity >= 2 or (self.verbosity >= 1 and notable)):
             return
-        tag = "FAILED" if result.outcome == "failed" else result.outcome
+        tag: str = "FAILED" if result.outcome == "failed" else result.outcome
         if dry_run and result.outcome == "done":
             tag = "would"
         if result.tags:

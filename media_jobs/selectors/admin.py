@@ -613,7 +613,10 @@ def celery_queue_depth() -> int | None:
             from kombu import Connection
 
             with Connection(url, connect_timeout=1) as conn:
-                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+                # kombu's StdChannel declares no queue_declare; every transport's channel has it
+                declared = conn.default_channel.queue_declare(  # type: ignore[attr-defined]
+                    queue=queue, passive=True
+                )
                 return int(declared.message_count)
     except Exception:  # noqa: BLE001 - unknown beats a broken dashboard
         return None
