@@ -1,4 +1,4 @@
-"""Structured JSON logs (SPEC §10), shared by Lambda, Celery and Django.
+"""Structured JSON logs (docs/contract.md §10), shared by Lambda, Celery and Django.
 
 One JSON object per line, so CloudWatch Logs Insights and any log shipper can filter on
 ``job_id``, ``listing_identity_id``, ``step`` or ``traceparent`` without parsing text.

@@ -1,4 +1,4 @@
-"""JSON shapes at the edges of the pipeline steps (SPEC §4-§6).
+"""JSON shapes at the edges of the pipeline steps (docs/contract.md §4-§6).
 
 TypedDicts rather than classes: the steps take and return exactly the JSON that the state
 machines pass between Lambda functions, so the same dicts cross both engines unchanged.

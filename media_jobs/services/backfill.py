@@ -1,4 +1,4 @@
-"""Backfills and repairs that engineers run from the shell (issue 6), one item at a time.
+"""Backfills and repairs that engineers run from the shell, one item at a time.
 
 Each ``*`` function here handles ONE item (an asset, a job) and returns an ``ItemResult``:
 the commands and the ``ops_tasks`` worker task loop over items and count the outcomes, so a
@@ -80,7 +80,7 @@ class DerivativeState:
 
 
 def expected_outputs(*, raw_key: str, asset_type: str) -> dict[str, str]:
-    """The derivative keys the pipeline writes for a raw object (SPEC §2 key rules)."""
+    """The derivative keys the pipeline writes for a raw object (docs/contract.md §2 key rules)."""
     if keys.is_video_type(asset_type):
         return {"poster": keys.poster_key(raw_key), "transcode": keys.transcode_key(raw_key)}
     return {size: keys.derivative_key(raw_key, size) for size in keys.IMAGE_SIZES}

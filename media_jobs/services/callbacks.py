@@ -1,11 +1,11 @@
-"""The callback receiver (SPEC §6): a pipeline result becomes job and asset state.
+"""The callback receiver (docs/contract.md §6): a pipeline result becomes job and asset state.
 
 One function, :func:`callback_apply`, used by both engines: the HTTP endpoint calls it with
 the signed body the Step Functions callback Lambda POSTed; the Celery engine calls it with
 the body its consolidation built (``verify=False``: it never left the process). Both
 engines therefore change state in exactly the same way, in one transaction per callback.
 
-Decisions where SPEC leaves room (docs/workers.md repeats them):
+Decisions where docs/contract.md leaves room (docs/workers.md repeats them):
 
 - A replay is a body byte-identical to the one stored: 200, nothing changes.
 - A different body with the job's current terminal status: for FAILED (typically the
@@ -65,7 +65,7 @@ from .jobs import (
 
 logger = logging.getLogger("toq.media.callbacks")
 
-# SPEC §6 status map; anything else means "still running".
+# docs/contract.md §6 status map; anything else means "still running".
 STATUS_MAP: dict[str, str] = {
     "SUCCEEDED": JobStatus.SUCCEEDED,
     "PARTIAL_SUCCESS": JobStatus.PARTIAL_SUCCESS,
@@ -255,7 +255,7 @@ OUTPUT_BATCH = 500
 
 
 def asset_set_output(*, asset: MediaAsset, output: Mapping[str, Any]) -> MediaAsset:
-    """Apply one consolidated output (SPEC §6) to its asset, in memory (``OUTPUT_FIELDS``).
+    """Apply one consolidated output (docs/contract.md §6) to its asset, in memory (``OUTPUT_FIELDS``).
 
     Without errorCode/errorMessage the asset is PROCESSED and needs a processedKey (else
     FAILED with MISSING_PROCESSED_KEY); ``outputs`` and ``thumbnailKey`` are merged into the
@@ -365,7 +365,7 @@ def _apply_outputs(job: MediaProcessingJob, outputs: list[Any]) -> tuple[int, li
 def job_fail_processing_assets(*, job: MediaProcessingJob, code: str, message: str) -> int:
     """The job's PROCESSING assets become FAILED with ``errorCode``/``error``; returns how many.
 
-    SPEC says "the listing's PROCESSING assets". When the portal dispatched the job it knows
+    docs/contract.md §6 says "the listing's PROCESSING assets". When the portal dispatched the job it knows
     exactly which assets the job took (its dispatch event), and only those fail: another
     job running for the same listing keeps its assets. For jobs started elsewhere (the
     backend) it falls back to every PROCESSING asset of the listing. Call it inside a
@@ -485,7 +485,7 @@ def callback_apply(
     verify: bool = True,
     source: str = "http",
 ) -> CallbackOutcome:
-    """Apply one callback (SPEC §6) in one transaction.
+    """Apply one callback (docs/contract.md §6) in one transaction.
 
     Raises CallbackUnauthorized (401: no secret configured, missing or wrong signature),
     CallbackTooLarge (413), ApplicationError (400: not a JSON object, bad ids),

@@ -1,6 +1,6 @@
 """Rows for raw uploads that never reached the database (``import_raw_assets``).
 
-A raw key says everything a row needs (SPEC §2):
+A raw key says everything a row needs (docs/contract.md §2):
 ``{listingIdentityId}/raw/[YYYY-MM-DD/]{segment}/{reference}-{filename}``. The asset type is
 the segment read backwards through ``keys.SEGMENT_BY_TYPE``; the sequence is the number of
 a numeric reference (``horizontal-03`` -> 3). A reference that is not ``<word>-<number>``

@@ -29,7 +29,7 @@ from .backfill import ItemResult, done, failed, skipped
 from .dispatch import listing_finalization_blockers, listing_start_finalization
 from .errors import ApplicationError
 
-# metadata members that hold output keys: ``{size}_{type}`` (SPEC §4 step 3) and thumbnailKey
+# metadata members that hold output keys: ``{size}_{type}`` (docs/contract.md §4 step 3) and thumbnailKey
 OUTPUT_FIELD = re.compile(rf"^(?:{'|'.join(SIZE_PREFERENCE)})_[a-z_]+$")
 THUMBNAIL_FIELD = "thumbnailKey"
 PROCESSED_FIELD = "s3_key_processed"

@@ -1,4 +1,4 @@
-"""GenerateThumbnails (SPEC §4 step 2): the four JPEG derivatives of every valid photo.
+"""GenerateThumbnails (docs/contract.md §4 step 2): the four JPEG derivatives of every valid photo.
 
 Input: the validation result (``InputPath: $.validation``). Output: ``{"body": {...}}``.
 """

@@ -1,4 +1,4 @@
-"""ValidateRawAssets (SPEC §4 step 1), and the SQS entry point that starts executions.
+"""ValidateRawAssets (docs/contract.md §4 step 1), and the SQS entry point that starts executions.
 
 Invoked by the state machine, it validates the raw objects. Invoked by an SQS event source
 (``Records[].eventSource == "aws:sqs"``), it turns each queue message into a state machine
