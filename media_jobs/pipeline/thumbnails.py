@@ -427,7 +427,7 @@ def _render(
     if isinstance(image, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (camera JPEGs)
         jpeg = read_jpeg_layout(stream, max_scans=limits.max_jpeg_scans)
         if jpeg.progressive:
-            image.decodermaxblock = PROGRESSIVE_DECODE_BLOCK_BYTES  # type: ignore[attr-defined]
+            image.decodermaxblock = PROGRESSIVE_DECODE_BLOCK_BYTES
         # Decode at the smallest DCT scale whose width (as displayed) still covers `large`.
         orientation = _orientation(image)
         large_width, _ = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
@@ -477,7 +477,7 @@ def _check_memory(
     """MEMORY_BUDGET_EXCEEDED unless the largest estimate (over the possible orientations)
     fits; called after ``draft``, so ``image.size`` is what the decoder will produce."""
     image_format = image.format or ""
-    info = dict(getattr(image, "tag_v2", None) or {}) if image_format == "TIFF" else image.info
+    tiff_tags = dict(getattr(image, "tag_v2", None) or {}) if image_format == "TIFF" else None
     worst = None
     for orientation in orientations:
         large = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
@@ -490,7 +490,8 @@ def _check_memory(
             file_size=file_size,
             working_bytes=_working_bytes(image.size, image.mode, large_stored),
             jpeg=jpeg,
-            info=info,
+            info=image.info,
+            tiff_tags=tiff_tags,
         )
         if worst is None or estimate.total > worst.total:
             worst = estimate
