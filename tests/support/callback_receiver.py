@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.go_callback import BackendRejects, decode_callback
 from tests.support.loopback import LoopbackHTTPServer
 
 
@@ -79,7 +80,6 @@ class CallbackReceiver(LoopbackHTTPServer):
 
     @staticmethod
     def _backend_refusal(body: bytes) -> str | None:
-        from tests.support.go_callback import BackendRejects, decode_callback
 
         try:
             decode_callback(body)
@@ -91,7 +91,7 @@ class CallbackReceiver(LoopbackHTTPServer):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 received = ReceivedCallback(self.path, dict(self.headers.items()), body)
@@ -107,7 +107,7 @@ class CallbackReceiver(LoopbackHTTPServer):
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         return Handler
