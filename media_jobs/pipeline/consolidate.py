@@ -61,17 +61,19 @@ def job_reference(event: Mapping[str, Any], name: str) -> int | str:
     length, never handed to ``int()`` (which refuses more than 4300 digits with an error
     of its own)."""
     value = event.get(name)
-    digits: str | None = None
+    reference: int | str | None = None
     if isinstance(value, str) and _NUMERIC.fullmatch(value):
         digits = value.lstrip("0") or "0"
-    elif isinstance(value, int) and not isinstance(value, bool):
-        digits = str(value) if 0 <= value <= MAX_ID else None
-    if digits is None or len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+        if len(digits) <= len(str(MAX_ID)) and int(digits) <= MAX_ID:
+            reference = value
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+        reference = value
+    if reference is None:
         raise InvalidJobReference(
             f"{name} must be an integer from 0 to {MAX_ID}, as a number or a string of "
             f"digits; got {_shown(value)}"
         )
-    return value
+    return reference
 
 
 def job_reference_value(event: Mapping[str, Any], name: str) -> int:

@@ -30,6 +30,10 @@ class ValidatedAsset(TypedDict):
     # set when validation failed for this asset; the asset is kept, never dropped
     error: NotRequired[str]
     errorCode: NotRequired[str]
+    # set on each valid video for the Step Functions Map (handlers/validate.with_video_paths)
+    videoInput: NotRequired[str]
+    videoOutputPath: NotRequired[str]
+    transcodeKey: NotRequired[str]
 
 
 class ValidationResult(TypedDict):

@@ -22,7 +22,7 @@ from ..pipeline.decode_budget import DecodeLimits
 from ..pipeline.errors import ErrorCode, PipelineError
 from ..pipeline.storage import ObjectNotFound, Storage
 from ..pipeline.thumbnails import SOURCE_ETAG_METADATA, generate_thumbnails, render_derivatives
-from ..pipeline.types import ValidatedAsset
+from ..pipeline.types import BranchResult, GeneratedAsset, ValidatedAsset
 from ..pipeline.validate import validate_assets
 from ..pipeline.video import POSTER_TYPE, TRANSCODE_TYPE, generate_poster_frames, transcode_videos
 from ..selectors.operations import job_superseded_by
@@ -127,7 +127,7 @@ def _rewrite_photo_derivatives(
 
 def _run_steps(
     *, asset: MediaAsset, state: DerivativeState, storage: Storage, force: bool
-) -> list[dict[str, Any]]:
+) -> list[BranchResult]:
     """The processing workflow's steps for one asset: validate, then the branches for its
     kind. Returns the parallel results for consolidation."""
 
@@ -165,7 +165,7 @@ def _run_steps(
     return [generate_thumbnails(validation, storage=storage, config=config)]
 
 
-def _output_for(asset: MediaAsset, parallel_results: list[dict[str, Any]]) -> dict[str, Any]:
+def _output_for(asset: MediaAsset, parallel_results: list[BranchResult]) -> dict[str, Any]:
     outputs = consolidate_outputs(
         [{"key": asset.s3_key_raw, "sourceKey": asset.s3_key_raw, "type": asset.asset_type}],
         parallel_results,
@@ -183,9 +183,9 @@ def _row_matches(asset: MediaAsset, output: dict[str, Any]) -> bool:
     return all(meta.get(name) == key for name, key in output["outputs"].items())
 
 
-def _existing_output(asset: MediaAsset, state: DerivativeState) -> dict[str, Any]:
+def _existing_output(asset: MediaAsset, state: DerivativeState, raw_key: str) -> dict[str, Any]:
     """The consolidated output of derivatives that are already current in storage."""
-    raw_key = asset.s3_key_raw
+    generated: list[GeneratedAsset]
     if keys.is_video_type(asset.asset_type):
         generated = [
             {"key": state.expected["poster"], "type": POSTER_TYPE, "sourceKey": raw_key},
@@ -253,7 +253,7 @@ def asset_backfill_derivatives(
     if not reason:
         # Nothing to render; the row may still not reference the derivatives.
         if state.current:
-            output = _existing_output(asset, state)
+            output = _existing_output(asset, state, asset.s3_key_raw)
             if not _row_matches(asset, output):
                 if dry_run:
                     return done(f"{label}: would update the row (derivatives current)", **facts)

@@ -94,9 +94,10 @@ def dispatch_detail(*, job: MediaProcessingJob) -> dict[str, Any] | None:
 def workflow_input(*, job: MediaProcessingJob) -> dict[str, Any]:
     """The input a job was started with (docs/contract.md §4/§5 shape)."""
     detail = dispatch_detail(job=job) or {}
-    if not isinstance(detail.get("input"), dict):
+    started_with = detail.get("input")
+    if not isinstance(started_with, dict):
         raise NotFoundError(f"job {job.pk} has no dispatch record; it was not started here")
-    return detail["input"]
+    return started_with
 
 
 def job_asset_ids(*, job: MediaProcessingJob) -> list[int] | None:

@@ -344,8 +344,8 @@ def outbox_drain(*, limit: int = DRAIN_BATCH) -> dict[str, int]:
     counts = {"delivered": 0, "failed": 0, "expired": 0}
     now = timezone.now()
     overdue = CallbackOutbox.objects.filter(state=OutboxState.PENDING, expires_at__lte=now)
-    for entry in overdue.order_by("id")[:limit]:
-        _expire(entry, None)
+    for overdue_entry in overdue.order_by("id")[:limit]:
+        _expire(overdue_entry, None)
         counts["expired"] += 1
     if not settings.CALLBACK_URL:
         return counts
