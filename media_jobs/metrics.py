@@ -42,6 +42,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from toqportal.celery import app
+
 from . import errorcodes
 from .models import (
     ACTIVE_JOB_STATUSES,
@@ -74,7 +76,6 @@ def broker_queue_depth(queue: str | None = None) -> int | None:
     """Messages waiting in ``queue`` (the default queue), or None when the broker cannot be
     asked. A passive declare works the same on Redis, the filesystem broker and RabbitMQ;
     a queue that does not exist yet is empty."""
-    from toqportal.celery import app
 
     name = queue or app.conf.task_default_queue
     try:
@@ -103,8 +104,6 @@ class DatabaseCollector(Collector):
         yield from self._callbacks(now)
         depth = broker_queue_depth()
         if depth is not None:
-            from toqportal.celery import app
-
             gauge = GaugeMetricFamily(
                 "toq_media_queue_depth", "Messages waiting in the Celery queue.", labels=["queue"]
             )

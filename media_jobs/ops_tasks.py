@@ -21,6 +21,7 @@ from django.db import transaction
 from .pipeline.errors import PipelineError
 from .services.backfill import ItemResult, asset_backfill_derivatives, failed, job_requeue
 from .services.errors import ApplicationError
+from .services.housekeeping import jobs_clean, jobs_reconcile
 from .services.raw_import import raw_asset_import
 from .services.storage_audit import listing_verify, listing_zip_rebuild
 from .services.transient import db_retry
@@ -84,7 +85,7 @@ def run_item(operation: str, ref: Any, params: dict[str, Any], *, dry_run: bool)
         return failed(f"{ref}: {exc.message}", error=type(exc).__name__)
     except PipelineError as exc:
         return failed(f"{ref}: {exc.code}: {exc.message}", error_code=str(exc.code))
-    except Exception as exc:  # noqa: BLE001 - reported per item, the run goes on
+    except Exception as exc:
         logger.exception("operation %s failed on %r", operation, ref, extra={"step": operation})
         return failed(f"{ref}: {type(exc).__name__}: {exc}", error=type(exc).__name__)
 
@@ -109,14 +110,12 @@ def operation_run_batch(operation: str, refs: list[Any], params: dict[str, Any])
 
 @shared_task(name="media_jobs.ops.reconcile_jobs", acks_late=True, base=ResilientTask)
 def reconcile_jobs_task(timeout_seconds: int, limit: int | None = None) -> list[int]:
-    from .services.housekeeping import jobs_reconcile
 
     return jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit)
 
 
 @shared_task(name="media_jobs.ops.clean_jobs", acks_late=True, base=ResilientTask)
 def clean_jobs_task(completed_before: str, limit: int, batch_size: int) -> int:
-    from .services.housekeeping import jobs_clean
 
     return jobs_clean(
         completed_before=datetime.fromisoformat(completed_before),

@@ -69,7 +69,12 @@ from .pipeline.consolidate import (
 )
 from .pipeline.errors import ErrorCode, PipelineError
 from .pipeline.logs import log_context
+from .pipeline.thumbnails import generate_thumbnails
+from .pipeline.validate import validate_assets
+from .pipeline.video import generate_poster_frames, transcode_videos
+from .pipeline.zipper import create_zip_bundle
 from .services.attempts import LOST_ATTEMPTS_LIMIT, Attempt, Busy, attempt_heartbeat, attempt_start
+from .services.deliveries import callback_deliver
 from .services.dispatch import job_dispatch_failed, workflow_id_of, workflow_input
 from .services.errors import ApplicationError, JobStateError
 from .services.events import (
@@ -81,9 +86,11 @@ from .services.events import (
     STEP_ZIP,
     event_record,
 )
+from .services.housekeeping import jobs_clean, jobs_reconcile
 from .services.jobs import job_mark_running
-from .services.outbox import result_apply
+from .services.outbox import outbox_drain, outbox_send, result_apply
 from .services.transient import db_retry
+from .services.watchdog import jobs_watch
 from .services.workflow import (
     PART_STEPS,
     step_result,
@@ -173,7 +180,7 @@ class FirstTask(ResilientTask):
             return super().__call__(job_id, *args, **kwargs)
         except Retry:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever escaped, the job must not be lost
+        except Exception as exc:
             retries = self.request.retries or 0
             if isinstance(exc, TRANSIENT_ERRORS) and retries < FIRST_TASK_RETRY.max_retries:
                 countdown = FIRST_TASK_RETRY.countdown(retries)
@@ -253,7 +260,7 @@ def enqueue_or_leave(task: Task, *args: Any, queue: str | None = None) -> None:
     rather than fail a task whose work is already recorded."""
     try:
         enqueue(task, *args, queue=queue)
-    except Exception:  # noqa: BLE001 - any broker error ends the same way
+    except Exception:
         logger.exception("%s not queued; the watchdog will queue it", task.name)
 
 
@@ -604,7 +611,7 @@ def run_processing(self: Task, job_id: int) -> None:
         pending = [p for p in validation["parts"] if p not in done]
         try:
             enqueue_each(processing_part, [(job.pk, part) for part in pending])
-        except Exception:  # noqa: BLE001 - the parts are recorded as planned
+        except Exception:
             logger.exception("parts not queued; the watchdog will queue them")
             return
         if not pending:
@@ -612,7 +619,6 @@ def run_processing(self: Task, job_id: int) -> None:
 
 
 def validate_step(event: dict[str, Any]) -> dict[str, Any]:
-    from .pipeline.validate import validate_assets
 
     return dict(validate_assets(event, storage=pipeline_storage(), config=pipeline_config()))
 
@@ -620,17 +626,11 @@ def validate_step(event: dict[str, Any]) -> dict[str, Any]:
 def _run_part(step: str, validation: dict[str, Any]) -> dict[str, Any]:
     storage, config = pipeline_storage(), pipeline_config()
     if step == STEP_THUMBNAILS:
-        from .pipeline.thumbnails import generate_thumbnails
-
         # the stored validation result is plain JSON of the ValidationResult shape
         return dict(generate_thumbnails(validation, storage=storage, config=config))  # type: ignore[arg-type]
     if step == STEP_POSTERS:
-        from .pipeline.video import generate_poster_frames
-
         return dict(generate_poster_frames(validation, storage=storage, config=config))
     if step == STEP_TRANSCODE:
-        from .pipeline.video import transcode_videos
-
         return dict(transcode_videos(validation, storage=storage, config=config))
     raise ValueError(f"unknown part step {step!r}")
 
@@ -722,7 +722,7 @@ def consolidate_or_queue(job_id: int) -> None:
     retry policy; a duplicate run is harmless (the receiver's service applies a body once)."""
     try:
         _consolidate(job_id, None)
-    except Exception:  # noqa: BLE001 - whatever failed, the task retries it
+    except Exception:
         logger.warning("consolidation in place failed; queued", exc_info=True)
         enqueue_or_leave(consolidate_processing, job_id)
 
@@ -750,7 +750,7 @@ def _consolidate(job_id: int, task: Task | None) -> None:
         }
         try:
             body = consolidate(event)["body"]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if task is None:
                 raise
             _retry_or_give_up(task, job, STEP_CONSOLIDATE, exc, CONSOLIDATE_RETRY, started, detail)
@@ -806,7 +806,6 @@ def run_finalization(self: Task, job_id: int) -> None:
             code, message = describe_failure(lost)
             apply_result(job, finalization_failure_body(input, error=code, cause=message))
             return
-        from .pipeline.zipper import create_zip_bundle
 
         with _heartbeat(attempt):
             try:
@@ -845,8 +844,6 @@ def deliver_callback(outbox_id: int, body: dict[str, Any] | None = None) -> None
     """Send a result from the callback outbox to CALLBACK_URL now, with the contract's quick
     retries; what is still undelivered is left to ``send_pending_callbacks``. (A message
     queued before the outbox existed carries ``(job_id, body)``: it is put in the outbox.)"""
-    from .services.deliveries import callback_deliver
-    from .services.outbox import outbox_send
 
     with log_context(step="callback_delivery", outbox_id=outbox_id):
         try:
@@ -869,7 +866,6 @@ def deliver_callback(outbox_id: int, body: dict[str, Any] | None = None) -> None
 )
 def send_pending_callbacks() -> dict[str, int]:
     """Celery beat, every CALLBACK_OUTBOX_INTERVAL_SECONDS: the callback outbox's pass."""
-    from .services.outbox import outbox_drain
 
     with log_context(step="callback_outbox"):
         return outbox_drain()
@@ -894,7 +890,6 @@ def _requeue(task_name: str, calls: list[tuple[Any, ...]]) -> None:
 )
 def watch_stalled_jobs() -> int:
     """Celery beat, every WATCHDOG_INTERVAL_SECONDS: queue again what stalled jobs lack."""
-    from .services.watchdog import jobs_watch
 
     plans = jobs_watch(stall_seconds=settings.WATCHDOG_STALL_SECONDS, enqueue=_requeue)
     return len(plans)
@@ -909,7 +904,6 @@ def watch_stalled_jobs() -> int:
 )
 def reconcile_stuck_jobs() -> int:
     """Celery beat, every RECONCILER_INTERVAL_SECONDS: docs/contract.md §8 reconciler."""
-    from .services.housekeeping import jobs_reconcile
 
     return len(jobs_reconcile(timeout_seconds=settings.RECONCILER_TIMEOUT_SECONDS))
 
@@ -923,7 +917,6 @@ def reconcile_stuck_jobs() -> int:
 )
 def clean_old_jobs() -> int:
     """Celery beat, daily: docs/contract.md §8 cleaner (CLEANER_RETENTION_DAYS, CLEANER_MAX_PER_RUN)."""
-    from .services.housekeeping import jobs_clean
 
     cutoff = timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
     return jobs_clean(completed_before=cutoff, limit=settings.CLEANER_MAX_PER_RUN)

@@ -131,7 +131,7 @@ def resolution_html(resolution: Resolution | None, *, lineage: bool = True) -> S
         )
     else:
         parts.append(format_html('<span class="toq-unresolved">{}</span>', _("unresolved")))
-    return mark_safe("".join(parts))  # noqa: S308 - each part is format_html output
+    return mark_safe("".join(parts))
 
 
 def _replay_link(job: MediaProcessingJob, delivery: JobDelivery, markup: str) -> SafeString:

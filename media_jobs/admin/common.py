@@ -131,7 +131,7 @@ _BACKTICKS = re.compile(r"`([^`]+)`")
 
 def code_spans(text: Any) -> SafeString:
     """Escaped text with its `backticked` parts as <code> (the error-code catalogue)."""
-    return mark_safe(_BACKTICKS.sub(r"<code>\1</code>", escape(str(text or ""))))  # noqa: S308
+    return mark_safe(_BACKTICKS.sub(r"<code>\1</code>", escape(str(text or ""))))
 
 
 def copy_button(value: Any) -> SafeString:

@@ -16,6 +16,7 @@ from media_jobs.selectors import admin as selectors
 from media_jobs.selectors.deliveries import callback_configured
 
 from .common import ReadOnlyAdminMixin, can_operate, json_block, require_operate
+from .operations import replay_delivery
 
 
 def _delivery_url(delivery: CallbackDelivery) -> str:
@@ -144,7 +145,6 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def replay_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Send the same signed body again (confirmation first); the replay is a new row."""
-        from .operations import replay_delivery
 
         require_operate(request)
         delivery = get_object_or_404(CallbackDelivery, pk=object_id)

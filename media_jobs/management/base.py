@@ -34,8 +34,11 @@ from typing import Any, ClassVar, NoReturn, TextIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import close_old_connections, connections
 from django.utils import timezone
+from tqdm import tqdm
 
 from ..models import AssetType, JobProvider, JobStatus
+from ..ops_tasks import operation_enqueue, run_item
+from ..selectors.operations import ids_in_batches
 from ..services.backfill import ItemResult
 
 logger = logging.getLogger("toq.operations")
@@ -268,8 +271,6 @@ class Progress:
         self._last_line: float | None = None
         self.bar = None
         if enabled and stderr.isatty():
-            from tqdm import tqdm
-
             # The stream OutputWrapper wraps (its stubs type unknown attributes as callables).
             stream: TextIO = stderr._out  # type: ignore[assignment]
             self.bar = tqdm(
@@ -437,7 +438,6 @@ class OperationCommand(BaseCommand):
         self, options: dict[str, Any], params: dict[str, Any], summary: Summary, progress: Progress
     ) -> None:
         """Walk the selection; each item through its service, or each batch to a worker."""
-        from ..ops_tasks import operation_enqueue, run_item
 
         limit = options["limit"]
         for batch in self.select(options, options["batch_size"]):
@@ -500,7 +500,6 @@ def release_stale_connections() -> None:
 
 def queryset_batches(queryset: Any, batch_size: int, field: str = "pk") -> Iterator[list[Any]]:
     """Keyset batches of a queryset (see selectors.operations.ids_in_batches)."""
-    from ..selectors.operations import ids_in_batches
 
     yield from ids_in_batches(queryset, batch_size=batch_size, field=field)
 

@@ -37,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from PIL import Image
+
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 
 if TYPE_CHECKING:
@@ -522,7 +524,6 @@ def load_png_verified(image: Any, stream: IO[bytes], budget: CpuBudget) -> None:
     is written early) and rows too narrow to hold 64 bits are checked by inflating the
     stream once more instead (``check_png_complete``).
     """
-    from PIL import Image
 
     width, height = image.size
     count = min(width, _MARKED_PIXELS)

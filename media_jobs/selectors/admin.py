@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
@@ -21,6 +22,7 @@ from django.db.models import Case, Count, IntegerField, Max, Min, Q, QuerySet, V
 from django.db.models.functions import Substr
 from django.utils import timezone
 from django.utils.functional import cached_property
+from kombu import Connection
 
 from media_jobs.models import (
     AssetStatus,
@@ -595,8 +597,6 @@ def celery_queue_depth() -> int | None:
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     try:
         if url.startswith(("redis://", "rediss://")):
-            import redis
-
             client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
             try:
                 return int(client.llen(queue))
@@ -610,8 +610,6 @@ def celery_queue_depth() -> int | None:
             with os.scandir(folder) as entries:
                 return sum(1 for entry in entries if entry.name.endswith(suffix))
         if url.startswith(("amqp://", "pyamqp://")):
-            from kombu import Connection
-
             with Connection(url, connect_timeout=1) as conn:
                 # kombu's StdChannel declares no queue_declare; every transport's channel has it
                 declared = conn.default_channel.queue_declare(  # type: ignore[attr-defined]

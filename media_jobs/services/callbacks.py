@@ -371,7 +371,7 @@ def job_fail_processing_assets(*, job: MediaProcessingJob, code: str, message: s
     backend) it falls back to every PROCESSING asset of the listing. Call it inside a
     transaction.
     """
-    from .dispatch import job_asset_ids
+    from .dispatch import job_asset_ids  # noqa: PLC0415 - a cycle: dispatch imports this module through retry
 
     assets = MediaAsset.objects.select_for_update().filter(
         listing_identity_id=job.listing_identity_id, status=AssetStatus.PROCESSING
@@ -432,7 +432,7 @@ def _payload(
 def job_failure_figures(*, job: MediaProcessingJob, assets_failed: int) -> dict[str, Any]:
     """The asset figures of a processing job that failed as a whole: it processed none of
     the assets it took (its dispatch record; ``assets_failed`` when it has none)."""
-    from .dispatch import job_asset_ids
+    from .dispatch import job_asset_ids  # noqa: PLC0415 - a cycle: dispatch imports this module through retry
 
     if job.is_finalization:
         return {}

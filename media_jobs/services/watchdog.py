@@ -211,7 +211,7 @@ def jobs_watch(
             try:
                 for task, calls in plan.work.items():
                     enqueue(task, calls)
-            except Exception:  # noqa: BLE001 - any broker error: the next pass tries again
+            except Exception:
                 logger.exception("lost work could not be queued; the next pass retries")
                 continue
             message = _message(plan)

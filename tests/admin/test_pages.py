@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -86,10 +89,6 @@ def test_dashboard_counts_chart_top_codes_and_stuck(viewer_client, settings):
 
 
 def test_dashboard_queue_depth_from_redis(viewer_client, settings):
-    import os
-    import uuid
-
-    import redis
 
     url = os.environ.get("TEST_REDIS_URL")
     if not url:

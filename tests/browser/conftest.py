@@ -12,6 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
+from playwright.sync_api import sync_playwright
+
+from media_jobs.services.job_errors import job_errors_backfill
+from media_jobs.storage import pipeline_storage
+from tests.support.listing import processed_listing_in
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -28,7 +34,6 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts" /
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     """The portal caches calendar links and filter choices a minute: each test starts clean."""
-    from django.core.cache import cache
 
     cache.clear()
     yield
@@ -39,7 +44,6 @@ def _fresh_cache() -> Iterator[None]:
 def browser() -> Iterator:
     if not shutil.which(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop in this thread; the ORM calls the tests make
     # between browser steps are plain synchronous calls, which Django would otherwise refuse.
@@ -162,9 +166,6 @@ def local_storage_settings(settings, tmp_path):
 def processed_media(local_storage_settings, transactional_db) -> tuple[int, int]:
     """(listing, job): a listing of two processed photos and a corrupt one, long derivative
     names included, and its PARTIAL_SUCCESS job with its error codes recorded."""
-    from media_jobs.services.job_errors import job_errors_backfill
-    from media_jobs.storage import pipeline_storage
-    from tests.support.listing import processed_listing_in
 
     built = processed_listing_in(
         pipeline_storage(), 8282, filename="{n}-living-room-with-a-view-of-the-garden.jpg"

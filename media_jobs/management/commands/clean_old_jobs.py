@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandParser
 from django.utils import timezone
 
+from ...ops_tasks import clean_enqueue
+from ...services.housekeeping import jobs_clean
 from ..base import OperationCommand, Progress, Summary, duration, since_moment, usage_error
 
 
@@ -51,10 +53,6 @@ class Command(OperationCommand):
     def run(
         self, options: dict[str, Any], params: dict[str, Any], summary: Summary, progress: Progress
     ) -> None:
-        from datetime import datetime
-
-        from ...ops_tasks import clean_enqueue
-        from ...services.housekeeping import jobs_clean
 
         cutoff = datetime.fromisoformat(params["completed_before"])
         limit = options["limit"]

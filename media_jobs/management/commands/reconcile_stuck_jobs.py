@@ -8,7 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandParser
 
+from ...ops_tasks import reconcile_enqueue
 from ...services.backfill import done
+from ...services.housekeeping import jobs_reconcile
 from ..base import OperationCommand, Progress, Summary, duration, usage_error
 
 
@@ -39,8 +41,6 @@ class Command(OperationCommand):
     def run(
         self, options: dict[str, Any], params: dict[str, Any], summary: Summary, progress: Progress
     ) -> None:
-        from ...ops_tasks import reconcile_enqueue
-        from ...services.housekeeping import jobs_reconcile
 
         timeout_seconds = params["timeout_seconds"]
         limit = options["limit"]

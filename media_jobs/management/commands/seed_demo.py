@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from media_jobs import sample_media
 from media_jobs.models import AssetType, MediaAsset, MediaProcessingJob
 from media_jobs.pipeline import keys
+from media_jobs.services.dispatch import listing_start_processing
 from media_jobs.storage import pipeline_storage
 
 DEMO_LISTING_ID = 900001
@@ -66,7 +67,6 @@ class Command(BaseCommand):
         if MediaProcessingJob.objects.filter(listing_identity_id=listing).exists():
             self.stdout.write("demo listing already has a job; nothing started")
             return
-        from media_jobs.services.dispatch import listing_start_processing
 
         job = listing_start_processing(listing_identity_id=listing)
         self.stdout.write(self.style.SUCCESS(f"started processing job #{job.pk}"))
