@@ -41,7 +41,8 @@ from bench.common import (
 FIRST_LISTING = 100_000  # the background rows' listings
 BIG_LISTING = 300_500
 SMALL_LISTING = 300_050
-MAX_TEXT_BYTES = 65_535  # callback_body is TEXT (SPEC §3): this is all the column can hold
+# callback_body is TEXT (docs/contract.md §3): this is all the column can hold
+MAX_TEXT_BYTES = 65_535
 PAGE_BUDGET_MS = 150
 ASSET_KINDS = (  # (type, share of the listing)
     ("PHOTO_HORIZONTAL", 0.6),
@@ -309,7 +310,7 @@ def run(
         ),
     ]
     result.notes.append(
-        "callback_body is TEXT (SPEC §3), at most 65,535 bytes on MariaDB: each job holds the "
+        "callback_body is TEXT (docs/contract.md §3), at most 65,535 bytes on MariaDB: each job holds the "
         "largest real-shaped body that fits."
     )
     if smoke:

@@ -1,7 +1,7 @@
 """Benchmark 3: the callback receiver against the stack's own limit (gunicorn + MariaDB).
 
 Two receivers on one gunicorn (2 workers), one MariaDB database of its own, one load:
-(project)   ``/api/v2/listings/media/callback``: the product's receiver (SPEC §6);
+(project)   ``/api/v2/listings/media/callback``: the product's receiver (docs/contract.md §6);
 (reference) ``/bench/reference-callback`` (bench/callback_reference.py, mounted only by the
             bench's settings): HMAC check, ``SELECT ... FOR UPDATE`` of the job, one UPDATE;
             the least any receiver of a signed callback can do on this stack.
@@ -79,7 +79,7 @@ def is_partial(job_id: int) -> bool:
 
 
 def callback_body(job_id: int) -> dict[str, Any]:
-    """What the pipeline sends for this job (SPEC §4.3/§6)."""
+    """What the pipeline sends for this job (docs/contract.md §4.3/§6)."""
     outputs = []
     for index in range(1, ASSETS_PER_JOB + 1):
         if is_partial(job_id) and index == ASSETS_PER_JOB:

@@ -44,7 +44,7 @@ class Timing:
 
 @dataclass
 class Target:
-    """One target of the issue: ``measured <op> threshold`` (op is "<=" or ">=")."""
+    """One target: ``measured <op> threshold`` (op is "<=" or ">=")."""
 
     name: str
     measured: float | None

@@ -1,4 +1,4 @@
-"""Benchmark 1: the four web derivatives of a photo (SPEC §2) against sharp, in one run.
+"""Benchmark 1: the four web derivatives of a photo (docs/contract.md §2) against sharp, in one run.
 
 Contenders, interleaved (the order rotates every round, so a load spike or a warm cache
 favours none of them):
@@ -59,7 +59,7 @@ from media_jobs.pipeline.thumbnails import render_derivatives
 
 JPEG_QUALITY = 85
 SIZES_LARGEST_FIRST = sorted(IMAGE_SIZES.items(), key=lambda item: -item[1])
-# Any height: the width decides (SPEC §2), libvips' box must not limit a portrait photo.
+# Any height: the width decides (docs/contract.md §2), libvips' box must not limit a portrait photo.
 UNBOUNDED = 10_000_000
 # Bump to regenerate the cached inputs (bench/results/inputs) after changing how they are made.
 INPUTS_VERSION = 1

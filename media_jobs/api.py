@@ -1,4 +1,4 @@
-"""The JSON API (SPEC §6-§7): start processing, start finalization, receive callbacks.
+"""The JSON API (docs/contract.md §6-§7): start processing, start finalization, receive callbacks.
 
 Thin views: parse and check the request, call one service, present its answer. Every
 refusal is JSON ``{"error": {"status", "code", "message", ...}}`` with a message that says
@@ -149,7 +149,7 @@ def _start_body(request: HttpRequest) -> tuple[int, str | None]:
 def job_json(job: MediaProcessingJob) -> dict[str, Any]:
     """The job as the start endpoints answer it.
 
-    ``provider`` is SPEC §3's column of that name, kept as the backend reads it: it names
+    ``provider`` is docs/contract.md §3's column of that name, kept as the backend reads it: it names
     the kind of job (STEP_FUNCTIONS = processing, STEP_FUNCTIONS_FINALIZATION = the ZIP),
     not what runs it - ``kind`` says the same in words. ``engine`` is what runs it:
     ``celery`` or ``stepfunctions`` (MEDIA_PIPELINE_ENGINE when it was dispatched)."""
@@ -199,14 +199,14 @@ def _start_view(start: Callable[..., MediaProcessingJob]) -> Callable[[HttpReque
 
 
 process_uploads = _start_view(listing_start_processing)
-process_uploads.__doc__ = "POST /api/v2/listings/media/uploads/process (SPEC §7)."
+process_uploads.__doc__ = "POST /api/v2/listings/media/uploads/process (docs/contract.md §7)."
 complete_uploads = _start_view(listing_start_finalization)
-complete_uploads.__doc__ = "POST /api/v2/listings/media/uploads/complete (SPEC §7)."
+complete_uploads.__doc__ = "POST /api/v2/listings/media/uploads/complete (docs/contract.md §7)."
 
 
 @csrf_exempt
 def media_callback(request: HttpRequest) -> JsonResponse:
-    """POST /api/v2/listings/media/callback: the signed pipeline result (SPEC §6)."""
+    """POST /api/v2/listings/media/callback: the signed pipeline result (docs/contract.md §6)."""
     if request.method != "POST":
         return _method_not_allowed(request)
     try:

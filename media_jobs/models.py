@@ -1,4 +1,4 @@
-"""The two tables of SPEC §3, shared with the TOQ backend, and the portal's own tables.
+"""The two tables of docs/contract.md §3, shared with the TOQ backend, and the portal's own tables.
 
 ``media_processing_jobs`` and ``media_assets`` may belong to the backend's live database: with
 ``MEDIA_JOBS_MANAGE_TABLES=false`` both models are unmanaged and migrate leaves them alone.

@@ -184,7 +184,7 @@ def duration_text(seconds: float | None) -> str:
 
 class ReadOnlyAdminMixin:
     """Nobody adds, edits or deletes these rows by hand: they change only through services
-    (SPEC §3 statuses, the callback log), so the admin shows them read-only to everyone."""
+    (docs/contract.md §3 statuses, the callback log), so the admin shows them read-only to everyone."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

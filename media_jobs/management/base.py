@@ -1,4 +1,4 @@
-"""The common base of the operations commands (issue 6).
+"""The common base of the operations commands (docs/operations.md).
 
 Every command built on :class:`OperationCommand`:
 

@@ -1,4 +1,4 @@
-"""The GenerateThumbnails step (SPEC §2, §4.2): four sRGB JPEG derivatives per raw photo.
+"""The GenerateThumbnails step (docs/contract.md §2, §4.2): four sRGB JPEG derivatives per raw photo.
 
 Speed comes from never decoding more pixels than the largest derivative needs: a JPEG is
 decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers the ``large`` width, is

@@ -331,7 +331,7 @@ class AssetOutcome:
 
 def job_asset_outcomes(*, job: MediaProcessingJob) -> dict[str, AssetOutcome]:
     """raw key -> the job's own outcome for that asset, from its callback body's outputs
-    (SPEC §6) - what this job did, whatever later jobs did since. A failure without
+    (docs/contract.md §6) - what this job did, whatever later jobs did since. A failure without
     outputs failed every asset it took with the job's code: the caller knows which. Empty
     when the body is absent, not JSON, or cut at the column's 64 KiB."""
     try:

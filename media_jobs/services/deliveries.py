@@ -3,7 +3,7 @@
 Every attempt is a ``CallbackDelivery`` row: the exact bytes signed and sent, the signature,
 the answer (status, first 2 KB), the latency, the network error if any, and the outbox entry
 it belongs to. What is sent when, and until when, is the outbox's business
-(``services.outbox``: the SPEC §4 step 4 retries first - 3 retries, 5 s, backoff 2, the
+(``services.outbox``: the docs/contract.md §4 step 4 retries first - 3 retries, 5 s, backoff 2, the
 number of attempts is ``CALLBACK_MAX_ATTEMPTS`` - then backoff for
 ``CALLBACK_OUTBOX_TTL_SECONDS``). Nothing here runs inside a database transaction: each
 attempt is committed on its own, so the log survives a crash mid-retry.
@@ -89,7 +89,7 @@ def callback_deliver(
     interval_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CallbackDelivery | None:
-    """Put ``body`` in the outbox and make the first attempts at once (SPEC §4 step 4:
+    """Put ``body`` in the outbox and make the first attempts at once (docs/contract.md §4 step 4:
     until accepted or CALLBACK_MAX_ATTEMPTS are used, ``interval_s`` apart, backoff 2).
     Returns the last attempt (``succeeded`` says which), or None when an older result of
     the job is still pending and this one waits behind it. The job's own state is not

@@ -1,15 +1,15 @@
-"""Starting jobs (SPEC §7): pick the listing's assets, create the job, hand it to an engine.
+"""Starting jobs (docs/contract.md §7): pick the listing's assets, create the job, hand it to an engine.
 
 One service per kind of job, whichever engine runs it (``settings.MEDIA_PIPELINE_ENGINE``):
 
 - ``celery`` (default): the job is queued on the broker once the transaction commits (the
   worker must see the rows). The workflow id ``celery-<job>-<random>`` becomes the job's
-  ``external_id`` when its first step starts (finalization: right away, SPEC §7).
+  ``external_id`` when its first step starts (finalization: right away, docs/contract.md §7).
 - ``stepfunctions``: StartExecution on the configured state machine inside the transaction;
   ``external_id`` = the execution ARN. When AWS does not answer, nothing is created and the
   caller gets a 503 that says so.
 
-The workflow input (SPEC §4/§5 ``{"jobId", "listingIdentityId", "assets", "traceparent"}``)
+The workflow input (docs/contract.md §4/§5 ``{"jobId", "listingIdentityId", "assets", "traceparent"}``)
 is kept in the job's ``dispatch`` event: the Celery tasks read it from there (tasks take
 ids), and the admin shows what a job was started with.
 """
@@ -91,11 +91,12 @@ def dispatch_detail(*, job: MediaProcessingJob) -> dict[str, Any] | None:
 
 
 def workflow_input(*, job: MediaProcessingJob) -> dict[str, Any]:
-    """The input a job was started with (SPEC §4/§5 shape)."""
+    """The input a job was started with (docs/contract.md §4/§5 shape)."""
     detail = dispatch_detail(job=job) or {}
-    if not isinstance(detail.get("input"), dict):
+    started_with = detail.get("input")
+    if not isinstance(started_with, dict):
         raise NotFoundError(f"job {job.pk} has no dispatch record; it was not started here")
-    return detail["input"]
+    return started_with
 
 
 def job_asset_ids(*, job: MediaProcessingJob) -> list[int] | None:
@@ -151,7 +152,7 @@ def _dispatch(
             kind=EventKind.STARTED,
             detail={**detail, "engine": engine, "executionArn": execution_arn, "input": input},
         )
-        # The execution runs from now on: RUNNING with its ARN (SPEC §7).
+        # The execution runs from now on: RUNNING with its ARN (docs/contract.md §7).
         return job_mark_running(job=job, external_id=execution_arn)
 
     workflow_id = f"celery-{job.pk}-{secrets.token_hex(6)}"
@@ -313,7 +314,7 @@ def listing_start_processing(
     asset_ids: list[int] | None = None,
     retry_count: int = 0,
 ) -> MediaProcessingJob:
-    """SPEC §7 process: the listing's PENDING_UPLOAD/FAILED assets (or exactly ``asset_ids``)
+    """docs/contract.md §7 process: the listing's PENDING_UPLOAD/FAILED assets (or exactly ``asset_ids``)
     become PROCESSING and a new processing job is dispatched.
 
     Assets without a raw key are left alone (nothing to process yet). Raises NotFoundError
@@ -422,7 +423,7 @@ def listing_start_finalization(
     traceparent: str | None = None,
     retry_count: int = 0,
 ) -> MediaProcessingJob:
-    """SPEC §7 complete: every asset PROCESSED with raw and processed keys (else
+    """docs/contract.md §7 complete: every asset PROCESSED with raw and processed keys (else
     ConflictError, 409, naming what is not ready), a new finalization job, dispatched and
     RUNNING with ``external_id`` and ``started_at``; logs ``service.media.complete.started_zip``
     with ``job_id`` and ``execution_arn``."""

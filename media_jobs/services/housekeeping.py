@@ -1,4 +1,4 @@
-"""Housekeeping (SPEC §8): the reconciler and the cleaner.
+"""Housekeeping (docs/contract.md §8): the reconciler and the cleaner.
 
 Celery beat runs both (``media_jobs.tasks``), the management commands ``reconcile_stuck_jobs``
 and ``clean_old_jobs`` call the same functions.

@@ -57,7 +57,7 @@ def entries_of_last_error(text: str | None, *, assets: int = 0) -> list[JobError
 
 
 def entries_of_outputs(outputs: Any) -> list[JobErrorEntry]:
-    """One entry per asset that failed in a callback's ``outputs`` (SPEC §6)."""
+    """One entry per asset that failed in a callback's ``outputs`` (docs/contract.md §6)."""
     if not isinstance(outputs, list):
         return []
     entries = []

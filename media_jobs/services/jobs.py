@@ -1,4 +1,4 @@
-"""The job lifecycle (SPEC §3): the only code that changes a job's status.
+"""The job lifecycle (docs/contract.md §3): the only code that changes a job's status.
 
 PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED. A terminal job changes again only
 through ``job_complete`` (an identical replay, or a late success over a reconciler failure)
@@ -144,7 +144,6 @@ def job_append_error(
     return job
 
 
-@transaction.atomic
 def job_complete(
     *,
     job: MediaProcessingJob,
@@ -162,12 +161,23 @@ def job_complete(
     replaces a success (JobStateError). A success replaces a failure only with
     ``allow_late_success`` - the callback receiver's case of a job the reconciler gave up on.
     ``locked``: the caller selected ``job`` FOR UPDATE in this transaction (the callback
-    receiver), so it is not read again. Only the columns it sets are written.
+    receiver), so it is not read again and no savepoint is opened (two round trips of
+    the receiver's eleven). Only the columns it sets are written.
     """
     if status not in TERMINAL_JOB_STATUSES:
         raise JobStateError(f"{status} is not a terminal status")
     if not locked:
-        job = _lock(job)
+        with transaction.atomic():
+            return job_complete(
+                job=_lock(job),
+                status=status,
+                error_line=error_line,
+                payload=payload,
+                callback_body=callback_body,
+                completed_at=completed_at,
+                allow_late_success=allow_late_success,
+                locked=True,
+            )
     if job.status in TERMINAL_JOB_STATUSES:
         if job.status == status:
             return job

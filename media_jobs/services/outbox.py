@@ -1,11 +1,11 @@
 """Durable callback delivery: the outbox of results the TOQ backend has not accepted yet.
 
-SPEC §4 step 4 retries a callback 3 times within 35 s; a backend down for longer would never
+docs/contract.md §4 step 4 retries a callback 3 times within 35 s; a backend down for longer would never
 hear about the result. Here a result the Celery engine applies is written to the outbox in
 the same transaction (:func:`result_apply`), so no result is applied without being queued
 for the backend, and then:
 
-1. the ``deliver_callback`` task sends it at once with the SPEC's quick retries
+1. the ``deliver_callback`` task sends it at once with the contract's quick retries
    (CALLBACK_MAX_ATTEMPTS attempts, CALLBACK_RETRY_INTERVAL_SECONDS, backoff 2);
 2. while it is not accepted, beat's ``send_pending_callbacks`` (every
    CALLBACK_OUTBOX_INTERVAL_SECONDS) sends it again with the same backoff, capped at
@@ -65,7 +65,7 @@ def _scale() -> float:
 
 
 def outbox_backoff(attempts: int, *, interval_s: float | None = None) -> float:
-    """Seconds to wait after the ``attempts``-th failed attempt: the SPEC's interval
+    """Seconds to wait after the ``attempts``-th failed attempt: the contract's interval
     doubling each time (5, 10, 20, 40 s ...), capped at CALLBACK_RETRY_MAX_INTERVAL_SECONDS;
     both scaled by PIPELINE_RETRY_DELAY_SCALE unless ``interval_s`` is given."""
     first = (
@@ -275,7 +275,7 @@ def outbox_send(
     interval_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CallbackDelivery | None:
-    """The first attempts at a new result (SPEC §4 step 4): up to CALLBACK_MAX_ATTEMPTS,
+    """The first attempts at a new result (docs/contract.md §4 step 4): up to CALLBACK_MAX_ATTEMPTS,
     waiting the backoff in between; returns the last attempt, or None when the entry was
     not this sender's to send (delivered, claimed, behind an older result, not due, or
     older results already wait for an unreachable backend: the drain keeps the order).
@@ -344,8 +344,8 @@ def outbox_drain(*, limit: int = DRAIN_BATCH) -> dict[str, int]:
     counts = {"delivered": 0, "failed": 0, "expired": 0}
     now = timezone.now()
     overdue = CallbackOutbox.objects.filter(state=OutboxState.PENDING, expires_at__lte=now)
-    for entry in overdue.order_by("id")[:limit]:
-        _expire(entry, None)
+    for overdue_entry in overdue.order_by("id")[:limit]:
+        _expire(overdue_entry, None)
         counts["expired"] += 1
     if not settings.CALLBACK_URL:
         return counts

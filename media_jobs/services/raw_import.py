@@ -1,6 +1,6 @@
 """Rows for raw uploads that never reached the database (``import_raw_assets``).
 
-A raw key says everything a row needs (SPEC §2):
+A raw key says everything a row needs (docs/contract.md §2):
 ``{listingIdentityId}/raw/[YYYY-MM-DD/]{segment}/{reference}-{filename}``. The asset type is
 the segment read backwards through ``keys.SEGMENT_BY_TYPE``; the sequence is the number of
 a numeric reference (``horizontal-03`` -> 3). A reference that is not ``<word>-<number>``
@@ -24,7 +24,7 @@ from .backfill import ItemResult, done, failed, skipped
 TYPE_BY_SEGMENT: dict[str, str] = {segment: kind for kind, segment in keys.SEGMENT_BY_TYPE.items()}
 # ``horizontal-03-IMG_2705.jpg``: reference ``horizontal-03`` (sequence 3), file ``IMG_2705.jpg``
 NUMERIC_REFERENCE = re.compile(r"^(?P<reference>[A-Za-z]+-(?P<sequence>\d{1,9}))-(?P<filename>.+)$")
-RAW_KEY_MAX_LENGTH = MediaAsset._meta.get_field("s3_key_raw").max_length
+RAW_KEY_MAX_LENGTH = MediaAsset._meta.get_field("s3_key_raw").max_length or 255
 # Concurrent imports of one listing may race for the same free sequence; try again this often.
 SEQUENCE_ATTEMPTS = 5
 

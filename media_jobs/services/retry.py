@@ -2,7 +2,7 @@
 
 The admin's actions and the commands call these; each is one transaction and leaves an
 event on the job(s) it touched, with the actor. A retry never changes the old job (it stays
-as history, SPEC §3): it creates a new one with ``retry_count + 1``.
+as history, docs/contract.md §3): it creates a new one with ``retry_count + 1``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from .backfill import ItemResult, done, failed, skipped
 from .dispatch import listing_finalization_blockers, listing_start_finalization
 from .errors import ApplicationError
 
-# metadata members that hold output keys: ``{size}_{type}`` (SPEC §4 step 3) and thumbnailKey
+# metadata members that hold output keys: ``{size}_{type}`` (docs/contract.md §4 step 3) and thumbnailKey
 OUTPUT_FIELD = re.compile(rf"^(?:{'|'.join(SIZE_PREFERENCE)})_[a-z_]+$")
 THUMBNAIL_FIELD = "thumbnailKey"
 PROCESSED_FIELD = "s3_key_processed"
@@ -90,6 +90,7 @@ def _zip_status(
     as current: S3 times have second resolution)."""
     zip_key = keys.zip_key(listing_identity_id)
     newest: ObjectInfo | None = None
+    newest_at: datetime | None = None
     for asset in assets:
         if asset.status != AssetStatus.PROCESSED:
             continue
@@ -97,16 +98,12 @@ def _zip_status(
             info = objects.get(key)
             if info is None or info.last_modified is None:
                 continue
-            if newest is None or info.last_modified > newest.last_modified:  # type: ignore[operator]
-                newest = info
+            if newest_at is None or info.last_modified > newest_at:
+                newest, newest_at = info, info.last_modified
     zip_info = objects.get(zip_key)
     if zip_info is None:
         state = ZIP_MISSING
-    elif (
-        newest is not None
-        and zip_info.last_modified
-        and newest.last_modified > zip_info.last_modified
-    ):  # type: ignore[operator]
+    elif newest_at is not None and zip_info.last_modified and newest_at > zip_info.last_modified:
         state = ZIP_STALE
     else:
         state = ZIP_CURRENT
@@ -114,7 +111,7 @@ def _zip_status(
         key=zip_key,
         state=state,
         zip_modified=zip_info.last_modified if zip_info else None,
-        newest_processed=newest.last_modified if newest else None,
+        newest_processed=newest_at,
         newest_processed_key=newest.key if newest else None,
     )
 

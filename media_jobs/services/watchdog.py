@@ -71,7 +71,7 @@ def _backoff_due(notes: list[datetime], now: datetime, stall_seconds: float) -> 
     doubles with every note nothing answered."""
     if not notes:
         return True
-    wait = stall_seconds * 2 ** min(len(notes), MAX_BACKOFF_DOUBLINGS)
+    wait = stall_seconds * (1 << min(len(notes), MAX_BACKOFF_DOUBLINGS))
     return (now - max(notes)).total_seconds() >= wait
 
 

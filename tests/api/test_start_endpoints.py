@@ -1,4 +1,4 @@
-"""POST /api/v2/listings/media/uploads/process and .../complete (SPEC §7)."""
+"""POST /api/v2/listings/media/uploads/process and .../complete (docs/contract.md §7)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_process_starts_a_job_for_pending_and_failed_assets(
         77,
     )
     assert body["assets"] == 2 and body["traceparent"] == TRACE and body["engine"] == "celery"
-    # provider is SPEC's column (the kind of job); kind says it in words, engine what runs it
+    # provider is the docs/contract.md §3 column (the kind of job); kind says it in words, engine what runs it
     assert (body["provider"], body["kind"]) == ("STEP_FUNCTIONS", "processing")
     assert len(queued) == 1  # the Celery task is queued once the transaction commits
     statuses = dict(MediaAsset.objects.filter(listing_identity_id=77).values_list("id", "status"))

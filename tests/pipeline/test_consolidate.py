@@ -1,4 +1,4 @@
-"""Consolidation and callback bodies (SPEC §4 steps 3 and 5, §5 steps 2 and 3)."""
+"""Consolidation and callback bodies (docs/contract.md §4 steps 3 and 5, §5 steps 2 and 3)."""
 
 from __future__ import annotations
 
@@ -381,3 +381,49 @@ def test_invalid_video_gets_no_original() -> None:
     [output] = consolidate(event([bad], [{"status": "no_videos_to_process"}]))["body"]["outputs"]
     assert output["outputs"] == {} and output["processedKey"] == ""
     assert output["errorCode"] == "UNSUPPORTED_FORMAT"
+
+
+def test_a_missing_string_is_empty_in_all_four_bodies() -> None:
+    """executionArn, startedAt and traceparent absent from the run's state: "" in every
+    body that has them (the backend decodes strings, and a missing key is not one)."""
+    state = {"jobId": 12, "listingIdentityId": 4711}
+    success = consolidate({**state, "assets": [], "parallelResults": []})["body"]
+    failure = failure_body(state, status="PROCESSING_FAILED", error_code="E", message="m")
+    for body in (success, failure):
+        assert (body["executionArn"], body["startedAt"], body["traceparent"]) == ("", "", "")
+    zip_body = {"assetsZipped": 0, "zipBundles": [], "zipSizeBytes": 0, "unzippedSizeBytes": 0}
+    assert finalization_success_body(state, zip_body)["traceparent"] == ""
+    assert finalization_failure_body(state, error="E", cause="c")["traceparent"] == ""
+    # null from a state machine is missing too
+    nulls = {**state, "executionArn": None, "startedAt": None}
+    assert consolidate(nulls)["body"]["executionArn"] == ""
+    assert consolidate(nulls)["body"]["startedAt"] == ""
+    failed = failure_body(nulls, status="VALIDATION_FAILED", error_code="E", message="m")
+    assert (failed["executionArn"], failed["startedAt"]) == ("", "")
+
+
+def test_the_source_key_names_the_output_over_the_key() -> None:
+    """A validated asset keeps the raw key it came from in sourceKey (its key may be a
+    normalised copy); the output and the branches' results are matched by sourceKey."""
+    copy = f"{L}/tmp/normalised-IMG_1.jpg"
+    validated = {"key": copy, "sourceKey": RAW_A, "type": "PHOTO_HORIZONTAL"}
+    body = consolidate(event([validated], [thumbnails_result(RAW_A, "PHOTO_HORIZONTAL")]))
+    [out] = body["body"]["outputs"]
+    assert out["rawKey"] == RAW_A
+    assert out["processedKey"] == derivative(RAW_A, "large")
+    # without a sourceKey the key is the raw key
+    plain = consolidate(event([{"key": RAW_B, "type": "PHOTO_VERTICAL"}], []))
+    assert plain["body"]["outputs"][0]["rawKey"] == RAW_B
+
+
+def test_an_output_without_a_thumbnail_has_an_empty_thumbnail_key() -> None:
+    result = thumbnails_result(RAW_A, "PHOTO_HORIZONTAL", sizes=("small", "medium"))
+    [out] = consolidate(event([asset(RAW_A, "PHOTO_HORIZONTAL")], [result]))["body"]["outputs"]
+    assert out["thumbnailKey"] == ""
+    assert out["processedKey"] == derivative(RAW_A, "medium")
+    assert out["outputs"] == {
+        "small_photo_horizontal": derivative(RAW_A, "small"),
+        "medium_photo_horizontal": derivative(RAW_A, "medium"),
+    }
+    [nothing] = consolidate(event([asset(RAW_B, "PHOTO_VERTICAL")], []))["body"]["outputs"]
+    assert (nothing["thumbnailKey"], nothing["processedKey"], nothing["outputs"]) == ("", "", {})

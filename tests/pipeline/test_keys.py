@@ -1,4 +1,4 @@
-"""Key rules of SPEC §2 (pure functions, no storage)."""
+"""Key rules of docs/contract.md §2 (pure functions, no storage)."""
 
 from __future__ import annotations
 
@@ -269,3 +269,130 @@ def test_types() -> None:
     assert not keys.is_video_type("PROJECT_RENDER")
     assert keys.coarse_type_from_key("1/raw/video/vertical/v.mp4") == "VIDEO"
     assert keys.coarse_type_from_key("1/raw/photo/vertical/video.jpg") == "PHOTO"
+
+
+# Written out, not read from keys.SEGMENT_BY_TYPE: a renamed folder must fail here.
+@pytest.mark.parametrize(
+    ("asset_type", "raw", "large", "poster", "transcode"),
+    [
+        (
+            "PHOTO_VERTICAL",
+            "5/raw/photo/vertical/ref-f.jpg",
+            "5/processed/photo/vertical/large/ref-f.jpg",
+            "5/processed/photo/vertical/thumbnail/ref-f.mp4",
+            "5/processed/photo/vertical/original/ref-f.mp4",
+        ),
+        (
+            "PHOTO_HORIZONTAL",
+            "5/raw/photo/horizontal/ref-f.jpg",
+            "5/processed/photo/horizontal/large/ref-f.jpg",
+            "5/processed/photo/horizontal/thumbnail/ref-f.mp4",
+            "5/processed/photo/horizontal/original/ref-f.mp4",
+        ),
+        (
+            "VIDEO_VERTICAL",
+            "5/raw/video/vertical/ref-f.jpg",
+            "5/processed/video/vertical/large/ref-f.jpg",
+            "5/processed/video/vertical/thumbnail/ref-f.mp4",
+            "5/processed/video/vertical/original/ref-f.mp4",
+        ),
+        (
+            "VIDEO_HORIZONTAL",
+            "5/raw/video/horizontal/ref-f.jpg",
+            "5/processed/video/horizontal/large/ref-f.jpg",
+            "5/processed/video/horizontal/thumbnail/ref-f.mp4",
+            "5/processed/video/horizontal/original/ref-f.mp4",
+        ),
+        (
+            "PROJECT_DOC",
+            "5/raw/project/doc/ref-f.jpg",
+            "5/processed/project/doc/large/ref-f.jpg",
+            "5/processed/project/doc/thumbnail/ref-f.mp4",
+            "5/processed/project/doc/original/ref-f.mp4",
+        ),
+        (
+            "PROJECT_RENDER",
+            "5/raw/project/render/ref-f.jpg",
+            "5/processed/project/render/large/ref-f.jpg",
+            "5/processed/project/render/thumbnail/ref-f.mp4",
+            "5/processed/project/render/original/ref-f.mp4",
+        ),
+    ],
+)
+def test_every_asset_type_maps_to_its_spec_folder(
+    asset_type: str, raw: str, large: str, poster: str, transcode: str
+) -> None:
+    assert keys.raw_key(5, asset_type, "ref", "f.jpg") == raw
+    assert keys.derivative_key(raw, "large") == large
+    assert keys.poster_key(raw) == poster
+    assert keys.transcode_key(raw) == transcode
+
+
+def test_there_are_exactly_the_six_spec_asset_types() -> None:
+    assert sorted(keys.SEGMENT_BY_TYPE) == [
+        "PHOTO_HORIZONTAL",
+        "PHOTO_VERTICAL",
+        "PROJECT_DOC",
+        "PROJECT_RENDER",
+        "VIDEO_HORIZONTAL",
+        "VIDEO_VERTICAL",
+    ]
+
+
+def test_derivatives_of_every_size_are_written_out() -> None:
+    raw = "9/raw/photo/horizontal/h-01-a.png"
+    assert [
+        keys.derivative_key(raw, size) for size in ("thumbnail", "small", "medium", "large")
+    ] == [
+        "9/processed/photo/horizontal/thumbnail/h-01-a.jpg",
+        "9/processed/photo/horizontal/small/h-01-a.jpg",
+        "9/processed/photo/horizontal/medium/h-01-a.jpg",
+        "9/processed/photo/horizontal/large/h-01-a.jpg",
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    [
+        "123/raw/2024-01-01",  # only a date folder after raw/: no file name
+        "123/raw/2024-01-01/2024-01-02",
+        "123/raw",
+    ],
+)
+def test_a_key_without_a_file_name_after_raw_is_invalid_key(bad_key: str) -> None:
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(bad_key)
+    assert err.value.code == ErrorCode.INVALID_KEY
+    assert repr(bad_key) in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        # Windows extractors split at backslashes: so does the entry name
+        ("123\\raw\\photo\\vertical\\a.jpg", "photo/vertical/a.jpg"),
+        ("123/raw/photo\\vertical/2024-05-17\\b.jpg", "photo/vertical/b.jpg"),
+        # a date folder directly above the file goes, like any other date folder
+        ("123/raw/photo/vertical/2024-05-18/a.jpg", "photo/vertical/a.jpg"),
+        ("123/raw/2024-05-18/a.jpg", "a.jpg"),
+        ("123/processed/photo/vertical/large/2024-05-18/a.jpg", "photo/vertical/large/a.jpg"),
+        # only the listing's own id is dropped, and only in front
+        ("124/raw/photo/a.jpg", "124/raw/photo/a.jpg"),
+        ("photo/123/a.jpg", "photo/123/a.jpg"),
+        ("", "unnamed"),
+        ("123/raw/", "unnamed"),
+    ],
+)
+def test_zip_entry_names_of_unusual_keys(key: str, expected: str) -> None:
+    assert keys.zip_entry_name(key, 123) == expected
+
+
+def test_unsafe_key_parts_are_shown_in_the_error() -> None:
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key("123/raw/photo/a\x01.jpg")
+    assert err.value.code == ErrorCode.INVALID_KEY
+    assert "control character '\\x01'" in err.value.message
+    long_key = "123/raw/" + "d/" * 150
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(long_key)
+    assert repr(long_key[:200]) + "..." in err.value.message

@@ -1,4 +1,4 @@
-"""A tiny HTTP server on a free 127.0.0.1 port that records callbacks (SPEC §6).
+"""A tiny HTTP server on a free 127.0.0.1 port that records callbacks (docs/contract.md §6).
 
 Tests point ``CALLBACK_URL`` at it and read back exactly what was POSTed: raw body bytes
 and headers, so the signature can be verified the way the Django receiver does. Planned
@@ -30,6 +30,7 @@ class ReceivedCallback:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -40,6 +41,7 @@ class PlannedResponse:
     status: int = 200
     body: bytes = b'{"ok":true}'
     delay_s: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers (a redirect's Location)
 
 
 class CallbackReceiver(LoopbackHTTPServer):
@@ -92,9 +94,15 @@ class CallbackReceiver(LoopbackHTTPServer):
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self._record("POST")
+
+            def do_GET(self) -> None:  # noqa: N802 - a followed 302 turns a POST into a GET
+                self._record("GET")
+
+            def _record(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                received = ReceivedCallback(self.path, dict(self.headers.items()), body)
+                received = ReceivedCallback(self.path, dict(self.headers.items()), body, method)
                 planned = receiver._next_response(received)
                 if planned.delay_s:
                     time.sleep(planned.delay_s)
@@ -102,6 +110,8 @@ class CallbackReceiver(LoopbackHTTPServer):
                     self.send_response(planned.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(planned.body)))
+                    for name, value in planned.headers:
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(planned.body)
                 except (BrokenPipeError, ConnectionResetError):

@@ -1,4 +1,4 @@
-"""``manage.py clean_old_jobs``: the cleaner of SPEC §8, by hand."""
+"""``manage.py clean_old_jobs``: the cleaner of docs/contract.md §8, by hand."""
 
 from __future__ import annotations
 

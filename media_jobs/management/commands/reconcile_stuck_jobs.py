@@ -1,4 +1,4 @@
-"""``manage.py reconcile_stuck_jobs``: the reconciler of SPEC §8, by hand."""
+"""``manage.py reconcile_stuck_jobs``: the reconciler of docs/contract.md §8, by hand."""
 
 from __future__ import annotations
 

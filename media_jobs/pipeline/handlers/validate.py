@@ -1,4 +1,4 @@
-"""ValidateRawAssets (SPEC §4 step 1), and the SQS entry point that starts executions.
+"""ValidateRawAssets (docs/contract.md §4 step 1), and the SQS entry point that starts executions.
 
 Invoked by the state machine, it validates the raw objects. Invoked by an SQS event source
 (``Records[].eventSource == "aws:sqs"``), it turns each queue message into a state machine
@@ -37,7 +37,9 @@ class StartExecutionFailed(Exception):
 
 def is_sqs_event(event: Any) -> bool:
     records = event.get("Records") if isinstance(event, dict) else None
-    return bool(records) and all(r.get("eventSource") == "aws:sqs" for r in records)
+    if not records:
+        return False
+    return all(r.get("eventSource") == "aws:sqs" for r in records)
 
 
 def with_video_paths(result: ValidationResult, bucket: str) -> ValidationResult:
@@ -47,9 +49,9 @@ def with_video_paths(result: ValidationResult, bucket: str) -> ValidationResult:
     ``original`` output."""
     for asset in result["videoAssets"]:
         key = asset["key"]
-        asset["videoInput"] = f"s3://{bucket}/{key}"  # type: ignore[typeddict-unknown-key]
-        asset["videoOutputPath"] = f"s3://{bucket}/{transcode_folder(key)}"  # type: ignore[typeddict-unknown-key]
-        asset["transcodeKey"] = transcode_key(key)  # type: ignore[typeddict-unknown-key]
+        asset["videoInput"] = f"s3://{bucket}/{key}"
+        asset["videoOutputPath"] = f"s3://{bucket}/{transcode_folder(key)}"
+        asset["transcodeKey"] = transcode_key(key)
     return result
 
 

@@ -25,7 +25,7 @@ def test_retries_with_backoff_until_accepted(receiver: CallbackReceiver) -> None
     slept: list[float] = []
     job = JobFactory()
     delivery = callback_deliver(job=job, body=BODY, sleep=slept.append)
-    assert slept == [5.0, 10.0]  # SPEC §4: 5 s, backoff 2
+    assert slept == [5.0, 10.0]  # docs/contract.md §4: 5 s, backoff 2
     rows = list(CallbackDelivery.objects.filter(job_id=job.pk).order_by("attempt"))
     assert [(r.attempt, r.response_status, r.succeeded) for r in rows] == [
         (1, 500, False),

@@ -1,4 +1,4 @@
-"""Starting jobs (SPEC §7) at the service level: which assets, which input, which engine."""
+"""Starting jobs (docs/contract.md §7) at the service level: which assets, which input, which engine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reconciler and the cleaner (SPEC §8)."""
+"""The reconciler and the cleaner (docs/contract.md §8)."""
 
 from __future__ import annotations
 

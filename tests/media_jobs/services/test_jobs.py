@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
-from media_jobs.models import JobProvider, JobStatus
+import pytest
+from django.db import connection, transaction
+
+from media_jobs.models import JobProvider, JobStatus, MediaProcessingJob
 from media_jobs.services import (
     JobStateError,
     format_last_error,
@@ -149,3 +157,139 @@ def test_retry_is_a_new_job_with_retry_count_plus_one() -> None:
 def test_running_job_cannot_be_retried() -> None:
     with pytest.raises(JobStateError):
         job_retry(job=JobFactory(status=JobStatus.RUNNING))
+
+
+def test_a_success_is_not_replaced_even_by_a_late_success() -> None:
+    """allow_late_success lets a success replace a FAILED job (the reconciler gave up
+    early); it never lets one success overwrite another."""
+    job = job_complete(
+        job=job_start(listing_identity_id=3),
+        status=JobStatus.SUCCEEDED,
+        payload={"assetsTotal": 2},
+        callback_body="first",
+    )
+    with pytest.raises(JobStateError, match="does not replace"):
+        job_complete(
+            job=job,
+            status=JobStatus.PARTIAL_SUCCESS,
+            payload={"assetsTotal": 9},
+            callback_body="second",
+            allow_late_success=True,
+        )
+    job.refresh_from_db()
+    assert (job.status, job.payload, job.callback_body) == (
+        "SUCCEEDED",
+        {"assetsTotal": 2},
+        "first",
+    )
+
+
+def test_completion_leaves_started_at_of_a_job_that_never_started_empty() -> None:
+    never = job_complete(job=job_start(listing_identity_id=3), status=JobStatus.FAILED)
+    never.refresh_from_db()
+    assert never.started_at is None and never.completed_at is not None
+    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ran = job_mark_running(job=job_start(listing_identity_id=3), started_at=started)
+    ran = job_complete(job=ran, status=JobStatus.SUCCEEDED)
+    ran.refresh_from_db()
+    assert ran.started_at == started
+
+
+def test_truncation_keeps_exactly_the_newest_64_kib() -> None:
+    assert truncate_text("old" + "n" * 65_535) == "n" * 65_535
+    assert truncate_text("x" * 65_535) == "x" * 65_535  # fits: unchanged
+    # 40,000 two-byte characters: the last 65,535 bytes start in the middle of one, which
+    # is dropped, leaving the newest 32,767 whole characters.
+    assert truncate_text("é" * 40_000) == "é" * 32_767
+
+
+def test_append_error_drops_the_oldest_lines_past_64_kib() -> None:
+    job = JobFactory(last_error="OLDEST\n" + "x" * 65_520)  # 65,527 bytes: full
+    job = job_append_error(job=job, code="NEW", message="the newest line")
+    job.refresh_from_db()
+    tail = "\ncode=NEW | the newest line"
+    assert job.last_error == "x" * (65_535 - len(tail)) + tail
+
+
+# --- a stale job object racing a second writer -----------------------------------------
+
+
+@contextmanager
+def second_writer(pk: int, **changes: Any) -> Iterator[None]:
+    """Another connection locks the job row, changes it and commits 0.3 s later, while the
+    body of the ``with`` calls a service with the job object it loaded before: the service
+    must wait for the row and act on the committed values, not on its stale copy."""
+    changed = threading.Event()
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with transaction.atomic():
+                MediaProcessingJob.objects.select_for_update().get(pk=pk)
+                MediaProcessingJob.objects.filter(pk=pk).update(**changes)
+                changed.set()
+                time.sleep(0.3)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failure.append(exc)
+            changed.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert changed.wait(10)
+    try:
+        yield
+    finally:
+        thread.join(20)
+        assert not failure, failure
+
+
+race = pytest.mark.django_db(transaction=True)
+
+
+@race
+def test_mark_running_reads_the_job_again_under_lock() -> None:
+    stale = JobFactory(status=JobStatus.PENDING)
+    with second_writer(stale.pk, status=JobStatus.SUCCEEDED), pytest.raises(JobStateError):
+        job_mark_running(job=stale, external_id="wf-late")
+    stale.refresh_from_db()
+    assert (stale.status, stale.external_id) == ("SUCCEEDED", None)
+
+
+@race
+def test_zip_figures_merge_into_the_fresh_payload() -> None:
+    stale = JobFactory(payload={"kept": True})
+    with second_writer(stale.pk, payload={"kept": True, "addedMeanwhile": 1}):
+        job_apply_zip_figures(job=stale, figures={"assetsZipped": 2})
+    stale.refresh_from_db()
+    assert stale.payload == {"kept": True, "addedMeanwhile": 1, "assetsZipped": 2}
+
+
+@race
+def test_append_error_appends_to_the_fresh_last_error() -> None:
+    stale = JobFactory(status=JobStatus.FAILED, last_error="code=A | first")
+    with second_writer(stale.pk, last_error="code=A | first\ncode=B | meanwhile"):
+        job = job_append_error(job=stale, code="C", message="mine")
+    expected = "code=A | first\ncode=B | meanwhile\ncode=C | mine"
+    assert job.last_error == expected
+    stale.refresh_from_db()
+    assert stale.last_error == expected
+
+
+@race
+def test_complete_does_not_overwrite_a_success_it_did_not_see() -> None:
+    stale = JobFactory(status=JobStatus.RUNNING)
+    with second_writer(stale.pk, status=JobStatus.SUCCEEDED), pytest.raises(JobStateError):
+        job_complete(job=stale, status=JobStatus.FAILED, error_line="code=LATE | too late")
+    stale.refresh_from_db()
+    assert (stale.status, stale.last_error) == ("SUCCEEDED", None)
+
+
+@race
+def test_retry_reads_status_and_retry_count_again_under_lock() -> None:
+    stale = JobFactory(status=JobStatus.RUNNING, retry_count=0)
+    with second_writer(stale.pk, status=JobStatus.FAILED, retry_count=4):
+        new = job_retry(job=stale)
+    new.refresh_from_db()
+    assert (new.status, new.retry_count) == ("PENDING", 5)
