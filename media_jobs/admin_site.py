@@ -9,12 +9,13 @@ from django.contrib.admin import AdminSite
 from django.http import HttpRequest, HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path
+from django.utils.translation import gettext_lazy as _
 
 
 class PortalAdminSite(AdminSite):
-    site_header = "TOQ media operations"
-    site_title = "TOQ media portal"
-    index_title = "Operations"
+    site_header = _("TOQ media operations")
+    site_title = _("TOQ media portal")
+    index_title = _("Operations")
     index_template = "admin/portal_index.html"
     # The header's portal links replace the model sidebar: the jobs list needs the width.
     enable_nav_sidebar = False

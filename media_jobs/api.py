@@ -14,6 +14,8 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 
 from .models import MediaProcessingJob
@@ -35,16 +37,19 @@ ERROR_CODES = {
     413: "PAYLOAD_TOO_LARGE",
     503: "UNAVAILABLE",
 }
-MSG_NO_TOKENS = (
+MSG_NO_TOKENS = _(
     "the API is disabled: no API_TOKENS are configured on the portal, so no bearer token "
     "can be accepted"
 )
-MSG_NO_BEARER = (
+MSG_NO_BEARER = _(
     "send the header 'Authorization: Bearer <token>' with one of the portal's API_TOKENS"
 )
-MSG_BAD_TOKEN = "the bearer token is not one of the portal's API_TOKENS"
-MSG_BODY_SHAPE = 'send a JSON object such as {"listingIdentityId": 123}'
-MSG_LISTING = 'listingIdentityId is required: a positive integer (or a string of digits) such as {"listingIdentityId": 123}'
+MSG_BAD_TOKEN = _("the bearer token is not one of the portal's API_TOKENS")
+MSG_BODY_SHAPE = _('send a JSON object such as {"listingIdentityId": 123}')
+MSG_LISTING = _(
+    "listingIdentityId is required: a positive integer (or a string of digits) such as "
+    '{"listingIdentityId": 123}'
+)
 
 
 def error_response(
@@ -65,7 +70,9 @@ def error_response(
 
 def _method_not_allowed(request: HttpRequest) -> JsonResponse:
     return error_response(
-        405, f"{request.method} is not allowed here; use POST", headers={"Allow": "POST"}
+        405,
+        gettext("%(method)s is not allowed here; use POST") % {"method": request.method},
+        headers={"Allow": "POST"},
     )
 
 
@@ -74,7 +81,7 @@ def _bearer_problem(request: HttpRequest) -> str | None:
     tokens = [t for t in getattr(settings, "API_TOKENS", []) if t]
     if not tokens:
         return MSG_NO_TOKENS
-    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    scheme, _space, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return MSG_NO_BEARER
@@ -91,7 +98,9 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
         try:
             length = int(declared)
         except ValueError:
-            raise ApplicationError(f"Content-Length {declared[:40]!r} is not a number") from None
+            raise ApplicationError(
+                gettext("Content-Length %(value)r is not a number") % {"value": declared[:40]}
+            ) from None
         if length > limit:
             raise _TooLarge(length, limit)
     data = request.read(limit + 1)
@@ -104,7 +113,10 @@ class _TooLarge(ApplicationError):
     status_code = 413
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the body is {size} bytes or more; the limit here is {limit} bytes")
+        super().__init__(
+            gettext("the body is %(size)s bytes or more; the limit here is %(limit)s bytes")
+            % {"size": size, "limit": limit}
+        )
 
 
 def _listing_identity_id(body: dict[str, Any]) -> int:
@@ -123,9 +135,13 @@ def _start_body(request: HttpRequest) -> tuple[int, str | None]:
     try:
         body = json.loads(raw.decode("utf-8") or "null")
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ApplicationError(f"the body is not valid JSON; {MSG_BODY_SHAPE}") from None
+        raise ApplicationError(
+            gettext("the body is not valid JSON; %(hint)s") % {"hint": MSG_BODY_SHAPE}
+        ) from None
     if not isinstance(body, dict):
-        raise ApplicationError(f"the body must be a JSON object; {MSG_BODY_SHAPE}")
+        raise ApplicationError(
+            gettext("the body must be a JSON object; %(hint)s") % {"hint": MSG_BODY_SHAPE}
+        )
     traceparent = request.headers.get("traceparent") or body.get("traceparent")
     return _listing_identity_id(body), traceparent if isinstance(traceparent, str) else None
 
@@ -173,7 +189,8 @@ def _start_view(start: Callable[..., MediaProcessingJob]) -> Callable[[HttpReque
             # The broker refused the job after the commit: say so rather than 202.
             return error_response(
                 503,
-                f"job {job.pk} could not be queued: {job.last_error or 'see the job'}",
+                gettext("job %(job)s could not be queued: %(error)s")
+                % {"job": job.pk, "error": job.last_error or gettext("see the job")},
                 extra={"job": job_json(job)},
             )
         return JsonResponse(job_json(job), status=202)

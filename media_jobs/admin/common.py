@@ -48,12 +48,12 @@ def can_operate(request: HttpRequest) -> bool:
 def require_operate(request: HttpRequest) -> None:
     """403 for a user without the permission, whatever the form or URL they forged."""
     if not can_operate(request):
-        raise PermissionDenied("You need the 'operate media jobs' permission for this action.")
+        raise PermissionDenied(_("You need the 'operate media jobs' permission for this action."))
 
 
 def require_view(request: HttpRequest) -> None:
     if not (request.user.is_active and request.user.has_perm(VIEW_PERMISSION)):
-        raise PermissionDenied("You need the permission to view media processing jobs.")
+        raise PermissionDenied(_("You need the permission to view media processing jobs."))
 
 
 def status_badge(status: str | None, label: Any = None) -> SafeString:
@@ -162,12 +162,12 @@ def json_block(value: Any, *, summary: StrOrPromise, open_: bool = False) -> Saf
     """Collapsible, escaped, pretty-printed JSON (``<details><pre>``)."""
     text = pretty_json(value)
     if not text:
-        return format_html('<span class="toq-muted">{}</span>', "(empty)")
+        return format_html('<span class="toq-muted">{}</span>', _("(empty)"))
     return format_html(
-        '<details class="toq-json"{}><summary>{} ({} lines)</summary><pre>{}</pre></details>',
+        '<details class="toq-json"{}><summary>{} ({})</summary><pre>{}</pre></details>',
         " open" if open_ else "",
         summary,
-        text.count("\n") + 1,
+        _("%(count)s lines") % {"count": text.count("\n") + 1},
         text,
     )
 

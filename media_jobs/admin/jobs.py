@@ -20,7 +20,7 @@ from django.utils import formats, timezone
 from django.utils.html import conditional_escape, escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext
 from django.utils.translation import gettext_lazy as _
 
 from media_jobs import errorcodes, stepfunctions
@@ -194,11 +194,12 @@ class JobChangeList(ChangeList):
             if isinstance(name, str) and name not in ("action_checkbox", "id")
         ]
         rows = []
+        select_label = gettext("Select this object for an action - %(job)s")
         for job in self.result_list:
             pk = int(job.pk)
             cells: list[str] = []
             if with_checkbox:
-                label = escape(f"Select this object for an action - {job}")
+                label = escape(select_label % {"job": job})
                 cells.append(
                     f'<td class="action-checkbox"><input type="checkbox" '
                     f'name="{ACTION_CHECKBOX_NAME}" value="{pk}" class="action-select" '
@@ -252,13 +253,16 @@ class JobChangeList(ChangeList):
                 "choices": [{"title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT"))}],
             }
         if year and month:
+            day_format = pgettext(
+                "date format of a day in the date bar (Django date syntax)", "M j"
+            )
             return {
                 "show": True,
                 "back": {"link": link({year_field: year}), "title": str(year)},
                 "choices": [
                     {
                         "link": link({year_field: year, month_field: month, day_field: d}),
-                        "title": formats.date_format(datetime.date(year, month, d), "M j"),
+                        "title": formats.date_format(datetime.date(year, month, d), day_format),
                     }
                     for d in selectors.job_created_days(year=year, month=month)
                 ],
@@ -629,14 +633,17 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             (outcome,) = retry_jobs(request=request, jobs=[job])
             if outcome.error:
                 self.message_user(
-                    request, f"Job #{job.pk} was not retried: {outcome.error}", messages.ERROR
+                    request,
+                    gettext("Job #%(job)s was not retried: %(error)s")
+                    % {"job": job.pk, "error": outcome.error},
+                    messages.ERROR,
                 )
                 return HttpResponseRedirect(_job_url(job))
             new_url = _job_url(outcome.result)
             self.message_user(
                 request,
                 format_html(
-                    'Job #{} retried as <a href="{}">job #{}</a>.',
+                    gettext('Job #{} retried as <a href="{}">job #{}</a>.'),
                     job.pk,
                     new_url,
                     outcome.result.pk,
@@ -651,7 +658,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Retry job #{job.pk}?",
+                "title": gettext("Retry job #%(job)s?") % {"job": job.pk},
                 "items": [{"job": job, "plan": plan, "problem": problem}],
                 "can_submit": problem is None,
                 "form_action": "",
@@ -667,10 +674,17 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             (outcome,) = mark_failed(request=request, jobs=[job], reason=reason)
             if outcome.error:
                 self.message_user(
-                    request, f"Job #{job.pk} not changed: {outcome.error}", messages.ERROR
+                    request,
+                    gettext("Job #%(job)s not changed: %(error)s")
+                    % {"job": job.pk, "error": outcome.error},
+                    messages.ERROR,
                 )
             else:
-                self.message_user(request, f"Job #{job.pk} marked failed.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    gettext("Job #%(job)s marked failed.") % {"job": job.pk},
+                    messages.SUCCESS,
+                )
             return HttpResponseRedirect(_job_url(job))
         return TemplateResponse(
             request,
@@ -678,11 +692,12 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Mark job #{job.pk} as failed?",
+                "title": gettext("Mark job #%(job)s as failed?") % {"job": job.pk},
                 "jobs": [job],
                 "problem": None
                 if job.status not in TERMINAL_JOB_STATUSES
-                else f"Job #{job.pk} is already {job.status}.",
+                else gettext("Job #%(job)s is already %(status)s.")
+                % {"job": job.pk, "status": job.status},
                 "default_reason": _default_reason(request),
                 "cancel_url": _job_url(job),
             },
@@ -697,34 +712,40 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         context: dict[str, Any] = {"job": job, "execution": None, "history": [], "problem": None}
         execution_arn = job.external_id or ""
         if not execution_arn.startswith("arn:"):
-            context["problem"] = "This job has no Step Functions execution (it ran on Celery)."
+            context["problem"] = gettext(
+                "This job has no Step Functions execution (it ran on Celery)."
+            )
         else:
             try:
                 execution = stepfunctions.describe_execution(execution_arn)
                 history = stepfunctions.execution_history(execution_arn)
                 context.update(execution_display(execution, history))
             except stepfunctions.ExecutionNotFound as exc:
-                context["problem"] = f"Step Functions does not know this execution: {exc}"
+                context["problem"] = gettext(
+                    "Step Functions does not know this execution: %(error)s"
+                ) % {"error": exc}
             except stepfunctions.AwsUnavailable as exc:
-                context["problem"] = f"AWS Step Functions could not be reached: {exc}"
+                context["problem"] = gettext(
+                    "AWS Step Functions could not be reached: %(error)s"
+                ) % {"error": exc}
         template = "media_jobs/fragments/execution.html"
         if request.GET.get("fragment") != "1":
             context.update(
                 self.admin_site.each_context(request),
                 opts=self.opts,
-                title=f"Execution of job #{job.pk}",
+                title=gettext("Execution of job #%(job)s") % {"job": job.pk},
                 fragment_template=template,
             )
             template = "media_jobs/fragment_page.html"
         return TemplateResponse(request, template, context)
 
-    @admin.action(description="Retry selected jobs", permissions=["operate"])
+    @admin.action(description=_("Retry selected jobs"), permissions=["operate"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
         if request.POST.get("post") == "yes":
             outcomes = retry_jobs(request=request, jobs=jobs)
-            report_outcomes(self, request, outcomes, verb="retried as")
+            report_outcomes(self, request, outcomes, verb=gettext("retried as"))
             return None
         items = []
         for job in jobs:
@@ -736,7 +757,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Retry {len(jobs)} job(s)?",
+                "title": gettext("Retry %(count)s job(s)?") % {"count": len(jobs)},
                 "items": items,
                 "can_submit": any(item["problem"] is None for item in items),
                 "action_name": "retry_selected",
@@ -745,13 +766,15 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             },
         )
 
-    @admin.action(description="Mark selected stuck jobs as failed", permissions=["operate"])
+    @admin.action(description=_("Mark selected stuck jobs as failed"), permissions=["operate"])
     def mark_failed_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
         if request.POST.get("post") == "yes":
             outcomes = mark_failed(request=request, jobs=jobs, reason=_reason(request))
-            report_outcomes(self, request, outcomes, verb="marked failed", link_result=False)
+            report_outcomes(
+                self, request, outcomes, verb=gettext("marked failed"), link_result=False
+            )
             return None
         finished = [job for job in jobs if job.status in TERMINAL_JOB_STATUSES]
         return TemplateResponse(
@@ -760,10 +783,11 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Mark {len(jobs)} job(s) as failed?",
+                "title": gettext("Mark %(count)s job(s) as failed?") % {"count": len(jobs)},
                 "jobs": jobs,
                 "problem": (
-                    "Already finished (left unchanged): "
+                    gettext("Already finished (left unchanged):")
+                    + " "
                     + ", ".join(f"#{job.pk} {job.status}" for job in finished)
                 )
                 if finished
@@ -801,7 +825,9 @@ def _job_url(job: MediaProcessingJob) -> str:
 
 
 def _default_reason(request: HttpRequest) -> str:
-    return f"marked failed by {request.user.get_username()} in the admin (stuck)"
+    return gettext("marked failed by %(user)s in the admin (stuck)") % {
+        "user": request.user.get_username()
+    }
 
 
 def _reason(request: HttpRequest) -> str:
@@ -827,7 +853,9 @@ def report_outcomes(
             '{} {} <a href="{}">{}</a>',
             ((label(o.source), verb, _result_url(o.result), _result_label(o.result)) for o in done),
         )
-        model_admin.message_user(request, format_html("Done: {}.", links), messages.SUCCESS)
+        model_admin.message_user(
+            request, format_html(gettext("Done: {}."), links), messages.SUCCESS
+        )
     elif done:
         names = ", ".join(label(o.source) for o in done)
         model_admin.message_user(request, f"{capfirst(verb)}: {names}.", messages.SUCCESS)
@@ -845,7 +873,9 @@ def _result_url(result: Any) -> str:
 
 
 def _result_label(result: Any) -> str:
-    return f"job #{result.pk}" if isinstance(result, MediaProcessingJob) else f"#{result.pk}"
+    if isinstance(result, MediaProcessingJob):
+        return gettext("job #%(job)s") % {"job": result.pk}
+    return f"#{result.pk}"
 
 
 def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str, Any]:

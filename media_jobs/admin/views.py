@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext
 
 from media_jobs.models import (
     TERMINAL_JOB_STATUSES,
@@ -156,8 +157,8 @@ def asset_rows(cards: list[dict[str, Any]]) -> None:
         "preview_of": str(_("preview of %(name)s")),
         "no_preview": str(_("no preview")),
         "in_job": str(_("in this job")),
-        "processed": str(_("processed")),
-        "failed": str(_("failed")),
+        "processed": pgettext("an asset's outcome in a job", "processed"),
+        "failed": pgettext("an asset's outcome in a job", "failed"),
         "no_code": str(_("(no code)")),
         "what_to_do": str(_("What to do:")),
         "now": str(_("now:")),
@@ -455,7 +456,7 @@ def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
         groups.append(
             {
                 "group": group,
-                "listings": format_html("{} (+{} more)", listing_links, more)
+                "listings": format_html(_("{} (+{} more)"), listing_links, more)
                 if more > 0
                 else listing_links,
                 "jobs_url": f"{changelist}?error_code={quote(group.code)}" if group.code else None,
@@ -552,7 +553,7 @@ def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponseBase:
     require_view(request)
     key = request.GET.get("key", "")
     if not _safe_key(key):
-        return HttpResponseBadRequest("invalid key")
+        return HttpResponseBadRequest(_("invalid key"))
     storage = pipeline_storage()
     presigned = storage.presigned_url(key, settings.MEDIA_PRESIGNED_URL_TTL)
     if presigned:
@@ -560,7 +561,7 @@ def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponseBase:
     try:
         info = storage.head(key)
     except (ObjectNotFound, ValueError):
-        raise Http404("no such object") from None
+        raise Http404(_("no such object")) from None
     content_type = info.content_type or mimetypes.guess_type(key)[0] or ""
     inline = content_type in INLINE_TYPES and request.GET.get("download") != "1"
 
