@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -24,6 +24,9 @@ from .pipeline.consolidate import InvalidJobReference, job_reference_value
 from .services.callbacks import callback_apply
 from .services.dispatch import dispatch_detail, listing_start_finalization, listing_start_processing
 from .services.errors import ApplicationError
+
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
 
 # The start endpoints take a tiny JSON object; anything bigger is a mistake.
 MAX_START_BODY_BYTES = 16 * 1024
@@ -76,7 +79,7 @@ def _method_not_allowed(request: HttpRequest) -> JsonResponse:
     )
 
 
-def _bearer_problem(request: HttpRequest) -> str | None:
+def _bearer_problem(request: HttpRequest) -> StrOrPromise | None:
     """None when the Authorization header carries one of API_TOKENS, else why not."""
     tokens = [t for t in getattr(settings, "API_TOKENS", []) if t]
     if not tokens:
@@ -179,7 +182,7 @@ def _start_view(start: Callable[..., MediaProcessingJob]) -> Callable[[HttpReque
             return _method_not_allowed(request)
         problem = _bearer_problem(request)
         if problem:
-            return error_response(401, problem, headers={"WWW-Authenticate": "Bearer"})
+            return error_response(401, str(problem), headers={"WWW-Authenticate": "Bearer"})
         try:
             listing_identity_id, traceparent = _start_body(request)
             job = start(listing_identity_id=listing_identity_id, traceparent=traceparent)

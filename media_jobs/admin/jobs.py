@@ -84,8 +84,8 @@ LIVE_PAGE_FIELDS = (
 ERROR_CODE_CHOICE_DAYS = 30
 # Labels by value for the list's cells: Model.get_FOO_display() rebuilds the choices dict on
 # every call, twice per row. An unknown value (a backend's newer status) shows as it is.
-STATUS_LABELS: dict[str, str] = dict(JobStatus.choices)
-KIND_LABELS: dict[str, str] = dict(JobProvider.choices)
+STATUS_LABELS: dict[str, StrOrPromise] = dict(JobStatus.choices)
+KIND_LABELS: dict[str, StrOrPromise] = dict(JobProvider.choices)
 
 
 class StuckFilter(admin.SimpleListFilter):
@@ -432,7 +432,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("kind"))
     def kind(self, obj: MediaProcessingJob) -> str:
-        return KIND_LABELS.get(obj.provider, obj.provider)
+        return str(KIND_LABELS.get(obj.provider, obj.provider))
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: MediaProcessingJob) -> str:

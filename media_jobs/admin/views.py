@@ -32,8 +32,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext, pgettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext
 
 from media_jobs.models import (
     TERMINAL_JOB_STATUSES,
@@ -456,7 +456,7 @@ def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
         groups.append(
             {
                 "group": group,
-                "listings": format_html(_("{} (+{} more)"), listing_links, more)
+                "listings": format_html(gettext("{} (+{} more)"), listing_links, more)
                 if more > 0
                 else listing_links,
                 "jobs_url": f"{changelist}?error_code={quote(group.code)}" if group.code else None,

@@ -370,28 +370,36 @@ class OperationCommand(TranslatedCommand):
         return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
-        common = parser.add_argument_group(_("operation options (every operations command)"))
+        common = parser.add_argument_group(gettext("operation options (every operations command)"))
         common.add_argument(
-            "--dry-run", action="store_true", help=_("Print what would be done; change nothing.")
+            "--dry-run",
+            action="store_true",
+            help=gettext("Print what would be done; change nothing."),
         )
         common.add_argument(
             "--batch-size",
             type=batch_size,
             default=self.default_batch_size,
-            help=_("Items per batch (a query, a progress line, a task). Default %(default)s."),
+            help=gettext(
+                "Items per batch (a query, a progress line, a task). Default %(default)s."
+            ),
         )
         common.add_argument(
             "--limit",
             type=positive_int,
-            help=_("Stop after this many items were worked on (skipped ones do not count)."),
+            help=gettext("Stop after this many items were worked on (skipped ones do not count)."),
         )
         common.add_argument(
-            "--json", action="store_true", help=_("Print a JSON summary instead of text lines.")
+            "--json",
+            action="store_true",
+            help=gettext("Print a JSON summary instead of text lines."),
         )
         common.add_argument(
             "--enqueue",
             action="store_true",
-            help=_("Queue the work in batches for the Celery workers instead of doing it here."),
+            help=gettext(
+                "Queue the work in batches for the Celery workers instead of doing it here."
+            ),
         )
         self.add_selection_arguments(parser)
 
@@ -581,7 +589,7 @@ def add_listing_argument(parser: CommandParser, help_text: str) -> None:
         "--listing",
         dest="listing_ids",
         action="extend",
-        type=id_list(_("listing id")),
+        type=id_list(gettext("listing id")),
         default=[],
         metavar="ID[,ID...]",
         help=help_text,

@@ -17,7 +17,7 @@ from ..base import OperationCommand, Progress, Summary, duration, since_moment, 
 
 
 class Command(OperationCommand):
-    help = _(
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
         "Delete finished jobs completed before a cutoff (and their timeline events), in "
         "batches, at most --limit per run - what Celery beat runs daily."
     )
@@ -29,14 +29,16 @@ class Command(OperationCommand):
         cutoff.add_argument(
             "--older-than",
             type=duration,
-            help=_(
+            help=gettext(
                 "Completed longer ago than this (e.g. 90d). Default CLEANER_RETENTION_DAYS "
                 "(%(days)s days)."
             )
             % {"days": settings.CLEANER_RETENTION_DAYS},
         )
         cutoff.add_argument(
-            "--before", type=since_moment, help=_("Completed before this date or time instead.")
+            "--before",
+            type=since_moment,
+            help=gettext("Completed before this date or time instead."),
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:

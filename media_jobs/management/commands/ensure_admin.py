@@ -14,7 +14,9 @@ from media_jobs.management.base import TranslatedCommand
 
 
 class Command(TranslatedCommand):
-    help = _("Create the admin user (ADMIN_USERNAME / ADMIN_PASSWORD, or generated) and print it.")
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+        "Create the admin user (ADMIN_USERNAME / ADMIN_PASSWORD, or generated) and print it."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         env = settings.ENV_ADMIN

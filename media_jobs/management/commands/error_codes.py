@@ -18,14 +18,14 @@ DOC_PATH = Path(settings.BASE_DIR) / "docs" / "error-codes.md"
 
 
 class Command(TranslatedCommand):
-    help = _(
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
         "Print docs/error-codes.md as media_jobs/errorcodes.py describes the codes (--write "
         "replaces the file). The job page's 'what to do' comes from the same catalogue."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--write", action="store_true", help=_("Write %(path)s.") % {"path": DOC_PATH}
+            "--write", action="store_true", help=gettext("Write %(path)s.") % {"path": DOC_PATH}
         )
 
     def handle(self, *args: Any, write: bool, **options: Any) -> None:

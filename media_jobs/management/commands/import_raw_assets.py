@@ -15,7 +15,7 @@ from ..base import OperationCommand, add_listing_argument, chunks, usage_error
 
 
 class Command(OperationCommand):
-    help = _(
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
         "Scan the raw prefix of listings (or the whole bucket with --all) and create the "
         "missing media_assets rows as PENDING_UPLOAD: type from the key's segment, sequence "
         "from a numeric reference (horizontal-03 -> 3) or else the next free one."
@@ -24,12 +24,14 @@ class Command(OperationCommand):
     item_label = "raw object"
 
     def add_selection_arguments(self, parser: CommandParser) -> None:
-        add_listing_argument(parser, _("Listings whose '<id>/raw/' prefix is scanned."))
+        add_listing_argument(parser, gettext("Listings whose '<id>/raw/' prefix is scanned."))
         parser.add_argument(
             "--all",
             dest="whole_bucket",
             action="store_true",
-            help=_("Scan the whole bucket (every '<listing>/raw/...' key) instead of --listing."),
+            help=gettext(
+                "Scan the whole bucket (every '<listing>/raw/...' key) instead of --listing."
+            ),
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:

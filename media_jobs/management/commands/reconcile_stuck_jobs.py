@@ -17,7 +17,7 @@ from ..base import OperationCommand, Progress, Summary, duration, usage_error
 
 
 class Command(OperationCommand):
-    help = _(
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
         "Mark jobs PENDING or RUNNING for longer than the timeout FAILED ('reconciler marked "
         "failed after <timeout> without callback') and their listing's PROCESSING assets "
         "FAILED - what Celery beat runs every RECONCILER_INTERVAL_SECONDS."
@@ -28,7 +28,7 @@ class Command(OperationCommand):
         parser.add_argument(
             "--timeout",
             type=duration,
-            help=_(
+            help=gettext(
                 "Stuck after this long (90, 30m, 2h). Default RECONCILER_TIMEOUT_SECONDS "
                 "(%(seconds)s s)."
             )

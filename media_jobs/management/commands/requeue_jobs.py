@@ -29,7 +29,7 @@ from ..base import (
 
 
 class Command(OperationCommand):
-    help = _(
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
         "Retry finished jobs selected by status, kind, age, error code and listing, through "
         "the same service as the admin's Retry (a new job per retried job, dispatched to the "
         "configured engine). A job that already has a newer job of the same listing and kind "
@@ -43,10 +43,10 @@ class Command(OperationCommand):
             "--status",
             dest="statuses",
             action="extend",
-            type=choice_list(_("status"), JOB_STATUSES),
+            type=choice_list(gettext("status"), JOB_STATUSES),
             default=[],
             metavar="STATUS[,STATUS...]",
-            help=_(
+            help=gettext(
                 "Finished statuses to retry (FAILED, PARTIAL_SUCCESS, SUCCEEDED). Default FAILED."
             ),
         )
@@ -54,40 +54,46 @@ class Command(OperationCommand):
             "--kind",
             dest="providers",
             action="extend",
-            type=choice_list(_("kind"), JOB_PROVIDERS, KIND_ALIASES),
+            type=choice_list(gettext("kind"), JOB_PROVIDERS, KIND_ALIASES),
             default=[],
             metavar="KIND[,KIND...]",
-            help=_("processing, finalization (zip), mediaconvert, or a provider name."),
+            help=gettext("processing, finalization (zip), mediaconvert, or a provider name."),
         )
         parser.add_argument(
-            "--older-than", type=duration, help=_("Created at least this long ago (30m, 2h, 7d).")
+            "--older-than",
+            type=duration,
+            help=gettext("Created at least this long ago (30m, 2h, 7d)."),
         )
         parser.add_argument(
-            "--newer-than", type=duration, help=_("Created at most this long ago (30m, 2h, 7d).")
+            "--newer-than",
+            type=duration,
+            help=gettext("Created at most this long ago (30m, 2h, 7d)."),
         )
         parser.add_argument(
             "--error-code",
             help=(
-                _(
+                gettext(
                     "Only jobs that ended with this code, their own or one of their assets' "
                     "(e.g. ZIP_FAILED, CORRUPT_IMAGE): the admin's error-code filter."
                 )
             ),
         )
-        add_listing_argument(parser, _("Only these listings (repeat or comma-separate)."))
+        add_listing_argument(parser, gettext("Only these listings (repeat or comma-separate)."))
         parser.add_argument(
             "--job",
             dest="job_ids",
             action="extend",
-            type=id_list(_("job id")),
+            type=id_list(gettext("job id")),
             default=[],
             metavar="ID[,ID...]",
-            help=_("Only these jobs."),
+            help=gettext("Only these jobs."),
         )
         parser.add_argument(
             "--include-superseded",
             action="store_true",
-            help=_("Also retry jobs that already have a newer job of the same listing and kind."),
+            help=gettext(
+                "Also retry jobs that already have a newer job of the same listing and kind."
+            ),
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:

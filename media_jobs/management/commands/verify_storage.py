@@ -25,7 +25,7 @@ SHOWN_PER_KIND = 10
 
 
 class Command(OperationCommand):
-    help = _(
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
         "Report drift between media_assets and the bucket, per listing: assets whose raw or "
         "processed object is missing, derivatives with no asset, raw objects with no row, and "
         "stale ZIPs. Read-only. Exit status 1 when drift is found."
@@ -36,7 +36,9 @@ class Command(OperationCommand):
     def add_selection_arguments(self, parser: CommandParser) -> None:
         add_listing_argument(
             parser,
-            _("Listings to check (repeat or comma-separate). Default: every listing with assets."),
+            gettext(
+                "Listings to check (repeat or comma-separate). Default: every listing with assets."
+            ),
         )
 
     def select(self, options: dict[str, Any], batch_size: int) -> Iterator[list[Any]]:
