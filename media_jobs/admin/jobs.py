@@ -370,7 +370,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "fields": (
                     ("job_id", "status_badge"),
                     ("listing_text", "kind"),
-                    ("retry_count", "external_id_text"),
+                    ("retry_count_text", "external_id_text"),
                     ("created_time", "started_time", "completed_time", "duration"),
                     "asset_figures_text",
                     "resolution_text",
@@ -385,7 +385,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "job_id",
         "listing_text",
         "kind",
-        "retry_count",
+        "retry_count_text",
         "external_id_text",
         "created_time",
         *LIVE_PAGE_FIELDS,
@@ -495,6 +495,11 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("listing"))
     def listing_text(self, obj: MediaProcessingJob) -> str:
         return format_html("{} {}", self.listing(obj), copy_button(obj.listing_identity_id))
+
+    @admin.display(description=_("retry count"))
+    def retry_count_text(self, obj: MediaProcessingJob) -> str:
+        """The model field has no translatable label; 0 for a first run, +1 per retry."""
+        return str(obj.retry_count or 0)
 
     @admin.display(description=_("external id"))
     def external_id_text(self, obj: MediaProcessingJob) -> str:
