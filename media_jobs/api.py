@@ -16,12 +16,13 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from .exceptions import ApplicationError
 from .models import MediaProcessingJob
 from .pipeline.callback import SIGNATURE_HEADER
 from .pipeline.consolidate import InvalidJobReference, job_reference_value
+from .selectors.dispatch import dispatch_detail
 from .services.callbacks import callback_apply
-from .services.dispatch import dispatch_detail, listing_start_finalization, listing_start_processing
-from .services.errors import ApplicationError
+from .services.dispatch import listing_start_finalization, listing_start_processing
 
 # The start endpoints take a tiny JSON object; anything bigger is a mistake.
 MAX_START_BODY_BYTES = 16 * 1024

@@ -18,9 +18,9 @@ from typing import Any
 from celery import shared_task
 from django.db import transaction
 
+from .exceptions import ApplicationError
 from .pipeline.errors import PipelineError
 from .services.backfill import ItemResult, asset_backfill_derivatives, failed, job_requeue
-from .services.errors import ApplicationError
 from .services.housekeeping import jobs_clean, jobs_reconcile
 from .services.raw_import import raw_asset_import
 from .services.storage_audit import listing_verify, listing_zip_rebuild

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from ...selectors.operations import raw_keys_in_storage
+from ...services.raw_import import raw_keys_in_storage
 from ...storage import pipeline_storage
 from ..base import OperationCommand, add_listing_argument, chunks, usage_error
 
