@@ -29,6 +29,7 @@ seed: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	.venv/bin/lint-imports
 
 format: setup

@@ -3,7 +3,10 @@ message. Below the services and selectors so both can raise them (CONTRIBUTING.m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
 
 
 class ApplicationError(Exception):
@@ -11,9 +14,10 @@ class ApplicationError(Exception):
 
     status_code = 400
 
-    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: StrOrPromise, *, extra: dict[str, Any] | None = None) -> None:
+        # Rendered now, in the language of the request or command that raised it.
+        self.message = str(message)
+        super().__init__(self.message)
         self.extra = extra or {}
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -165,8 +165,9 @@ class DatabaseCollector(Collector):
             .order_by()
         )
         for row in rows:
+            counts: Mapping[str, Any] = row  # with the le_<i> keys of bucket_aggregates
             buckets = [
-                (floatToGoString(bound), row[f"le_{i}"])
+                (floatToGoString(bound), counts[f"le_{i}"])
                 for i, bound in enumerate(DURATION_BUCKETS_S)
             ] + [("+Inf", row["total"])]
             histogram.add_metric(
@@ -198,14 +199,14 @@ class DatabaseCollector(Collector):
             "Callbacks handled by the receiver (HTTP and Celery) in the last 24 h, by outcome.",
             labels=["kind"],
         )
-        rows = (
+        received_rows = (
             MediaJobEvent.objects.filter(at__gte=now - RECENT, step="callback")
             .values("kind")
             .annotate(n=Count("id"))
             .order_by()
         )
-        for row in rows:
-            received.add_metric([row["kind"]], row["n"])
+        for received_row in received_rows:
+            received.add_metric([received_row["kind"]], received_row["n"])
         yield received
 
         undelivered = GaugeMetricFamily(

@@ -69,6 +69,7 @@ from .models import (
     MediaProcessingJob,
 )
 from .pipeline.consolidate import (
+    FailureStatus,
     consolidate,
     describe_failure,
     failure_body,
@@ -381,14 +382,18 @@ def _context(job: MediaProcessingJob, input: dict[str, Any], workflow_id: str) -
 
 
 def _fail_processing(
-    job: MediaProcessingJob, input: dict[str, Any], workflow_id: str, status: str, exc: Exception
+    job: MediaProcessingJob,
+    input: dict[str, Any],
+    workflow_id: str,
+    status: FailureStatus,
+    exc: Exception,
 ) -> None:
     code, message = describe_failure(exc)
     body = failure_body(
         _context(job, input, workflow_id),
         status=status,
         error_code=code,
-        message=message,  # type: ignore[arg-type]
+        message=message,
     )
     apply_result(job, body)
 
@@ -565,6 +570,7 @@ def validate_step(event: dict[str, Any]) -> dict[str, Any]:
 def _run_part(step: str, validation: dict[str, Any]) -> dict[str, Any]:
     storage, config = pipeline_storage(), pipeline_config()
     if step == STEP_THUMBNAILS:
+        # the stored validation result is plain JSON of the ValidationResult shape
         return dict(generate_thumbnails(validation, storage=storage, config=config))  # type: ignore[arg-type]
     if step == STEP_POSTERS:
         return dict(generate_poster_frames(validation, storage=storage, config=config))

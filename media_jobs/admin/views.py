@@ -10,7 +10,7 @@ import html
 import mimetypes
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from django.conf import settings
@@ -21,6 +21,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseBase,
     HttpResponseRedirect,
     JsonResponse,
     StreamingHttpResponse,
@@ -31,6 +32,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext, pgettext
 from django.utils.translation import gettext_lazy as _
 
 from media_jobs.models import (
@@ -41,7 +43,7 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.pipeline import keys
-from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
 from media_jobs.selectors import admin as selectors
 from media_jobs.selectors import errors as error_selectors
 from media_jobs.services.broker import default_queue, queue_depth
@@ -67,6 +69,9 @@ from .jobs import (
 )
 from .operations import plan_for, retry_jobs
 
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
+
 ERROR_GROUP_WINDOWS = {"1": 1, "7": 7, "30": 30}
 # Served inline by the file view; anything else is a download (never rendered by the browser
 # on the admin's origin: an uploaded .html or .svg must not run script as the operator).
@@ -83,7 +88,9 @@ INLINE_TYPES = {
 STREAM_CHUNK = 256 * 1024
 
 
-def _page(site: AdminSite, request: HttpRequest, title: str, **context: Any) -> dict[str, Any]:
+def _page(
+    site: AdminSite, request: HttpRequest, title: StrOrPromise, **context: Any
+) -> dict[str, Any]:
     return {**site.each_context(request), "title": title, **context}
 
 
@@ -152,8 +159,8 @@ def asset_rows(cards: list[dict[str, Any]]) -> None:
         "preview_of": str(_("preview of %(name)s")),
         "no_preview": str(_("no preview")),
         "in_job": str(_("in this job")),
-        "processed": str(_("processed")),
-        "failed": str(_("failed")),
+        "processed": pgettext("an asset's outcome in a job", "processed"),
+        "failed": pgettext("an asset's outcome in a job", "failed"),
         "no_code": str(_("(no code)")),
         "what_to_do": str(_("What to do:")),
         "now": str(_("now:")),
@@ -256,7 +263,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         "chart": daily_bar_chart(summary.days),
         "status_rows": [
             (status, label, summary.last_24h.get(status, 0), summary.last_7d.get(status, 0))
-            for status, label in MediaProcessingJob._meta.get_field("status").choices
+            for status, label in JobStatus.choices
         ],
         "jobs_url": changelist,
         "error_groups_url": reverse("admin:media_jobs_error_groups"),
@@ -356,7 +363,8 @@ def listing_view(site: AdminSite, request: HttpRequest, listing_identity_id: int
         )
     zip_job = selectors.listing_zip_job(listing_identity_id=listing_identity_id)
     zip_key = keys.zip_key(listing_identity_id)
-    zip_info, zip_problem = None, None
+    zip_info: ObjectInfo | None = None
+    zip_problem: StrOrPromise | None = None
     try:
         zip_info = storage.head(zip_key)
     except ObjectNotFound:
@@ -458,7 +466,7 @@ def error_groups_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
         groups.append(
             {
                 "group": group,
-                "listings": format_html("{} (+{} more)", listing_links, more)
+                "listings": format_html(gettext("{} (+{} more)"), listing_links, more)
                 if more > 0
                 else listing_links,
                 "jobs_url": f"{changelist}?error_code={quote(group.code)}" if group.code else None,
@@ -550,12 +558,12 @@ def _safe_key(key: str) -> bool:
     return all(part not in ("", ".", "..") for part in key.split("/")) and ".." not in key
 
 
-def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
+def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponseBase:
     """Stream one object to a staff user: the local-storage stand-in for a presigned URL."""
     require_view(request)
     key = request.GET.get("key", "")
     if not _safe_key(key):
-        return HttpResponseBadRequest("invalid key")
+        return HttpResponseBadRequest(_("invalid key"))
     storage = pipeline_storage()
     presigned = storage.presigned_url(key, settings.MEDIA_PRESIGNED_URL_TTL)
     if presigned:
@@ -563,7 +571,7 @@ def media_file_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     try:
         info = storage.head(key)
     except (ObjectNotFound, ValueError):
-        raise Http404("no such object") from None
+        raise Http404(_("no such object")) from None
     content_type = info.content_type or mimetypes.guess_type(key)[0] or ""
     inline = content_type in INLINE_TYPES and request.GET.get("download") != "1"
 

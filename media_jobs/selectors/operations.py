@@ -186,4 +186,5 @@ def raw_keys_known(keys: Iterable[str]) -> set[str]:
     keys = list(keys)
     if not keys:
         return set()
-    return set(MediaAsset.objects.filter(s3_key_raw__in=keys).values_list("s3_key_raw", flat=True))
+    known = MediaAsset.objects.filter(s3_key_raw__in=keys).values_list("s3_key_raw", flat=True)
+    return {key for key in known if key is not None}  # the column is NULL-able

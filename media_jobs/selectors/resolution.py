@@ -62,11 +62,12 @@ def later_success() -> Any:
 
 def unresolved_failures_q() -> Q:
     """FAILED or PARTIAL_SUCCESS with no later success of the same listing and kind."""
-    return Q(status__in=FAILURE_STATUSES) & ~Exists(later_success())
+    # Exists inside a Q: Q's ``&`` combines Q objects (the same SQL as ``Q & ~Exists``).
+    return Q(status__in=FAILURE_STATUSES) & Q(~Exists(later_success()))
 
 
 def resolved_failures_q() -> Q:
-    return Q(status__in=FAILURE_STATUSES) & Exists(later_success())
+    return Q(status__in=FAILURE_STATUSES) & Q(Exists(later_success()))
 
 
 def retried_as(*, job_ids: Sequence[int]) -> dict[int, int]:

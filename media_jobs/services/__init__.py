@@ -1,6 +1,6 @@
 """Business rules as ``<entity>_<action>`` functions; everything else calls these."""
 
-from .errors import ApplicationError, ConflictError, JobStateError, NotFoundError
+from ..exceptions import ApplicationError, ConflictError, JobStateError, NotFoundError
 from .jobs import (
     format_last_error,
     job_append_error,

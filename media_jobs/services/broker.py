@@ -23,7 +23,9 @@ def queue_depth(queue: str | None = None, *, timeout_s: float = 2.0) -> int | No
             connection.ensure_connection(max_retries=1)
             channel = connection.default_channel
             try:
-                return int(channel.queue_declare(queue=name, passive=True).message_count)
+                # kombu's StdChannel declares no queue_declare; every transport's channel has it
+                declared = channel.queue_declare(queue=name, passive=True)  # type: ignore[attr-defined]
+                return int(declared.message_count)
             except connection.channel_errors:
                 return 0
     except Exception as exc:  # noqa: BLE001 - an unreachable broker means "unknown"

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from ..exceptions import ApplicationError
 from ..models import (
@@ -40,9 +41,13 @@ def delivery_target() -> tuple[str, str]:
     url = settings.CALLBACK_URL
     secret = settings.CALLBACK_SECRET
     if not url:
-        raise ApplicationError("CALLBACK_URL is not configured: there is nowhere to send it")
+        raise ApplicationError(
+            gettext("CALLBACK_URL is not configured: there is nowhere to send it")
+        )
     if not secret:
-        raise ApplicationError("CALLBACK_SECRET is not configured: a callback must be signed")
+        raise ApplicationError(
+            gettext("CALLBACK_SECRET is not configured: a callback must be signed")
+        )
     return url, secret
 
 
@@ -90,7 +95,10 @@ def delivery_replay(*, delivery: CallbackDelivery) -> CallbackDelivery:
     try:
         body = json.loads(delivery.request_body)
     except ValueError as exc:
-        raise ApplicationError(f"delivery {delivery.pk} has no JSON body to replay: {exc}") from exc
+        raise ApplicationError(
+            gettext("delivery %(delivery)s has no JSON body to replay: %(error)s")
+            % {"delivery": delivery.pk, "error": exc}
+        ) from exc
     job = MediaProcessingJob.objects.get(pk=delivery.job_id)
     outbox = delivery.outbox
     replay = delivery_send(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from ..errorcodes import MARKED_FAILED
 from ..exceptions import ApplicationError, JobStateError
@@ -36,12 +37,15 @@ def job_mark_failed(
     success (the callback receiver's "late success")."""
     reason = (reason or "").strip()
     if not reason:
-        raise ApplicationError("say why the job is marked failed (reason is empty)")
+        raise ApplicationError(gettext("say why the job is marked failed (reason is empty)"))
     job = MediaProcessingJob.objects.select_for_update().get(pk=job.pk)
     if job.is_terminal:
         raise JobStateError(
-            f"job {job.pk} is already {job.status}; only a PENDING or RUNNING job can be "
-            "marked failed"
+            gettext(
+                "job %(job)s is already %(status)s; only a PENDING or RUNNING job can be "
+                "marked failed"
+            )
+            % {"job": job.pk, "status": job.status}
         )
     job = job_complete(
         job=job,

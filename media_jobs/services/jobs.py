@@ -14,6 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from ..exceptions import JobStateError
 from ..models import (
     TERMINAL_JOB_STATUSES,
     TEXT_MAX_BYTES,
@@ -21,7 +22,6 @@ from ..models import (
     JobStatus,
     MediaProcessingJob,
 )
-from .errors import JobStateError
 
 ZIP_FIGURES = ("zipBundles", "assetsZipped", "zipSizeBytes", "unzippedSizeBytes")
 SUCCESS_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS})

@@ -27,7 +27,7 @@ RUN_FINALIZATION = "media_jobs.tasks.run_finalization"
 BROKER_POOL_TIMEOUT_S = 30
 
 
-def task_named(name: str) -> Task:
+def task_named(name: str) -> Task[Any, Any]:
     """The registered task ``name``. Workers import the task modules at start-up (Celery's
     autodiscovery); any other process (web, commands) imports the module the name gives
     on first use, so the task's own options (eager mode, limits) apply as before."""
@@ -69,7 +69,8 @@ def enqueue_each(
     pool = pools.connections[app.connection_for_write()]
     with pool.acquire(block=True, timeout=BROKER_POOL_TIMEOUT_S) as connection:
         for args in calls:
-            task.apply_async(
+            # celery-types lacks apply_async's connection option (Celery sends on it)
+            task.apply_async(  # type: ignore[call-arg]
                 args=args,
                 connection=connection,
                 retry=True,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from ..errorcodes import MARKED_FAILED
 from ..exceptions import ApplicationError, ConflictError, JobStateError, NotFoundError
@@ -74,18 +75,33 @@ class RetryPlan:
     @property
     def summary(self) -> str:
         if not self.allowed:
-            return f"job #{self.job_id} cannot be retried: {self.blocked_reason}"
+            return gettext("job #%(job)s cannot be retried: %(reason)s") % {
+                "job": self.job_id,
+                "reason": self.blocked_reason,
+            }
         if self.kind == KIND_FINALIZATION:
             return (
-                f"a new finalization job re-creates the ZIP of listing "
-                f"{self.listing_identity_id} from its {len(self.assets)} assets "
-                f"(retry #{self.new_retry_count}, engine {self.engine})"
+                gettext(
+                    "a new finalization job re-creates the ZIP of listing %(listing)s from its "
+                    "%(assets)s assets (retry #%(retry)s, engine %(engine)s)"
+                )
+                % self._figures()
             )
         return (
-            f"a new processing job for the {len(self.assets)} assets of listing "
-            f"{self.listing_identity_id} that are not PROCESSED "
-            f"(retry #{self.new_retry_count}, engine {self.engine})"
+            gettext(
+                "a new processing job for the %(assets)s assets of listing %(listing)s that are "
+                "not PROCESSED (retry #%(retry)s, engine %(engine)s)"
+            )
+            % self._figures()
         )
+
+    def _figures(self) -> dict[str, Any]:
+        return {
+            "listing": self.listing_identity_id,
+            "assets": len(self.assets),
+            "retry": self.new_retry_count,
+            "engine": self.engine,
+        }
 
 
 def _planned(asset: MediaAsset) -> PlannedAsset:
@@ -123,10 +139,11 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         return RetryPlan(
             **plan,
             allowed=False,
-            blocked_reason=(
-                f"it is {job.status}; only a finished job can be retried "
-                "(mark it failed first if it is stuck)"
-            ),
+            blocked_reason=gettext(
+                "it is %(status)s; only a finished job can be retried (mark it failed first "
+                "if it is stuck)"
+            )
+            % {"status": job.status},
         )
     listing_assets = MediaAsset.objects.filter(listing_identity_id=job.listing_identity_id).exclude(
         asset_type__in=OUTPUT_ASSET_TYPES
@@ -135,16 +152,19 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         assets = [_planned(a) for a in listing_assets.order_by("asset_type", "sequence", "id")]
         blockers = listing_finalization_blockers(listing_identity_id=job.listing_identity_id)
         if not assets:
-            return RetryPlan(**plan, allowed=False, blocked_reason="the listing has no assets")
+            return RetryPlan(
+                **plan, allowed=False, blocked_reason=gettext("the listing has no assets")
+            )
         if blockers:
             return RetryPlan(
                 **plan,
                 assets=assets,
                 allowed=False,
-                blocked_reason=(
-                    f"{len(blockers)} assets of the listing are not PROCESSED with raw and "
-                    "processed keys; retry or reprocess them first"
-                ),
+                blocked_reason=gettext(
+                    "%(count)s assets of the listing are not PROCESSED with raw and processed "
+                    "keys; retry or reprocess them first"
+                )
+                % {"count": len(blockers)},
             )
         return RetryPlan(**plan, assets=assets)
     assets = [
@@ -158,7 +178,7 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         return RetryPlan(
             **plan,
             allowed=False,
-            blocked_reason=(
+            blocked_reason=gettext(
                 "every asset of the listing is already PROCESSED; reprocess chosen assets "
                 "instead to redo them"
             ),
@@ -169,7 +189,10 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
             **plan,
             assets=assets,
             allowed=False,
-            blocked_reason=f"job #{active} is still running for this listing; wait for it or mark it failed",
+            blocked_reason=gettext(
+                "job #%(job)s is still running for this listing; wait for it or mark it failed"
+            )
+            % {"job": active},
         )
     return RetryPlan(**plan, assets=assets)
 
@@ -244,22 +267,26 @@ def job_retry_and_dispatch(
 def _reprocess(asset_ids: list[int], actor: str | None) -> MediaProcessingJob:
     wanted = sorted({int(a) for a in asset_ids})
     if not wanted:
-        raise ApplicationError("choose at least one asset to reprocess")
+        raise ApplicationError(gettext("choose at least one asset to reprocess"))
     assets = list(MediaAsset.objects.select_for_update().filter(pk__in=wanted).order_by("id"))
     missing = sorted(set(wanted) - {a.pk for a in assets})
     if missing:
-        raise NotFoundError(f"assets {missing} do not exist")
+        raise NotFoundError(gettext("assets %(ids)s do not exist") % {"ids": missing})
     listings = sorted({a.listing_identity_id for a in assets})
     if len(listings) > 1:
         raise ApplicationError(
-            f"the assets belong to listings {listings}; reprocess one listing at a time"
+            gettext("the assets belong to listings %(ids)s; reprocess one listing at a time")
+            % {"ids": listings}
         )
     listing_identity_id = listings[0]
     active = _active_processing_job(listing_identity_id)
     if active is not None:
         raise ConflictError(
-            f"job #{active} is still running for listing {listing_identity_id}; wait for it "
-            "or mark it failed before reprocessing"
+            gettext(
+                "job #%(job)s is still running for listing %(listing)s; wait for it or mark it "
+                "failed before reprocessing"
+            )
+            % {"job": active, "listing": listing_identity_id}
         )
     job = processing_job_create(
         listing_identity_id=listing_identity_id,

@@ -29,6 +29,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts" / "screenshots"
+# axe-core from npm, pinned in tests/browser/axe/package-lock.json (`make setup` runs npm ci).
+AXE_JS = Path(__file__).resolve().parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+# The portal's two languages, as a browser asks for them (Accept-Language, navigator.language).
+LOCALES = {"en": "en-US", "pt-br": "pt-BR"}
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +67,16 @@ def browser() -> Iterator:
 
 
 @pytest.fixture
-def page(browser) -> Iterator:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def language() -> str:
+    """The portal language a test's browser asks for; tests parametrize it."""
+    return "en"
+
+
+@pytest.fixture
+def page(browser, language) -> Iterator:
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, locale=LOCALES[language]
+    )
     context.set_default_timeout(20_000)
     page = context.new_page()
     try:
@@ -140,6 +152,21 @@ CONTRAST_JS = """
 def low_contrast(page, selector: str, minimum: float = 4.5) -> list[dict]:
     """The elements matching ``selector`` whose text is below the WCAG AA contrast."""
     return [found for found in page.evaluate(CONTRAST_JS, selector) if found["ratio"] < minimum]
+
+
+def axe_violations(page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict]:
+    """axe-core's violations of the page as loaded, those of the given impacts: one entry per
+    rule with its help text and the first few offending elements."""
+    if not AXE_JS.exists():
+        pytest.fail(f"{AXE_JS} is missing: run `make setup` (npm ci in tests/browser/axe)")
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.add_script_tag(path=str(AXE_JS))
+    results = page.evaluate(
+        "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+        " return r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' '))})); }"
+    )
+    return [found for found in results if found["impact"] in impacts]
 
 
 @pytest.fixture

@@ -196,3 +196,47 @@ def test_missing_configuration_is_refused(receiver: CallbackReceiver) -> None:
     with pytest.raises(ValueError, match="CALLBACK_SECRET"):
         send_callback(BODY, url=receiver.url, secret="")
     assert receiver.received == []
+
+
+def test_a_body_member_given_as_bytes_is_parsed() -> None:
+    assert callback_payload({"body": json.dumps(BODY).encode()}) == BODY
+    assert callback_payload([1, 2]) == [1, 2]  # not a dict: the event itself
+
+
+def test_serialisation_keeps_unicode_as_utf8() -> None:
+    raw = serialise_payload({"b": "Çà ü", "a": [1, {"d": None, "c": 1.5}]})
+    assert raw == '{"a":[1,{"c":1.5,"d":null}],"b":"Çà ü"}'.encode()
+
+
+def test_verify_signature_ignores_surrounding_whitespace() -> None:
+    body = serialise_payload(BODY)
+    assert verify_signature(body, SECRET, f"  {sign(body, SECRET)}\n")
+
+
+def test_a_failed_attempt_is_logged_as_a_warning_with_its_figures(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.plan(PlannedResponse(status=503, body=b"\xffbusy"))
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.callback"):
+        with pytest.raises(CallbackFailed) as caught:
+            send_callback(BODY, url=receiver.url, secret=SECRET)
+    attempt = caught.value.attempt
+    assert str(caught.value) == f"callback to {receiver.url} failed: HTTP 503"
+    assert attempt.response_excerpt == "\ufffdbusy"  # undecodable bytes replaced
+    assert (attempt.url, attempt.signature) == (receiver.url, sign(attempt.request_body, SECRET))
+    [record] = [r for r in caplog.records if r.name == "toq.pipeline.callback"]
+    assert (record.getMessage(), record.levelno) == ("callback failed", logging.WARNING)
+    assert (record.callback_url, record.status_code, record.error) == (
+        receiver.url,
+        503,
+        "HTTP 503",
+    )
+
+
+def test_missing_configuration_messages() -> None:
+    with pytest.raises(ValueError) as no_url:
+        send_callback(BODY, url="", secret=SECRET)
+    assert str(no_url.value) == "callback URL is not configured (CALLBACK_URL)"
+    with pytest.raises(ValueError) as no_secret:
+        send_callback(BODY, url="http://127.0.0.1:9/x", secret="")
+    assert str(no_secret.value) == "callback secret is not configured (CALLBACK_SECRET)"

@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandParser
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from ...ops_tasks import clean_enqueue
 from ...services.housekeeping import jobs_clean
@@ -15,7 +17,7 @@ from ..base import OperationCommand, Progress, Summary, duration, since_moment, 
 
 
 class Command(OperationCommand):
-    help = (
+    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
         "Delete finished jobs completed before a cutoff (and their timeline events), in "
         "batches, at most --limit per run - what Celery beat runs daily."
     )
@@ -27,11 +29,16 @@ class Command(OperationCommand):
         cutoff.add_argument(
             "--older-than",
             type=duration,
-            help=f"Completed longer ago than this (e.g. 90d). Default CLEANER_RETENTION_DAYS "
-            f"({settings.CLEANER_RETENTION_DAYS} days).",
+            help=gettext(
+                "Completed longer ago than this (e.g. 90d). Default CLEANER_RETENTION_DAYS "
+                "(%(days)s days)."
+            )
+            % {"days": settings.CLEANER_RETENTION_DAYS},
         )
         cutoff.add_argument(
-            "--before", type=since_moment, help="Completed before this date or time instead."
+            "--before",
+            type=since_moment,
+            help=gettext("Completed before this date or time instead."),
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +46,9 @@ class Command(OperationCommand):
         if options["before"] is not None:
             cutoff = options["before"]
             if cutoff > now:
-                raise usage_error(f"--before {cutoff.isoformat()} is in the future")
+                raise usage_error(
+                    gettext("--before %(cutoff)s is in the future") % {"cutoff": cutoff.isoformat()}
+                )
         else:
             age = options["older_than"]
             if age is None:
@@ -69,7 +78,11 @@ class Command(OperationCommand):
             )
             summary.counts["done"] += count
             summary.limit_reached = count >= limit
-            self._line(progress, f"would delete {count} jobs completed before {cutoff.isoformat()}")
+            self._line(
+                progress,
+                gettext("would delete %(count)s jobs completed before %(cutoff)s")
+                % {"count": count, "cutoff": cutoff.isoformat()},
+            )
             return
         while True:
             size = min(batch_size, limit - summary.worked())

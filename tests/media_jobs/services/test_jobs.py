@@ -23,7 +23,7 @@ from media_jobs.services import (
     job_retry,
     job_start,
 )
-from media_jobs.services.jobs import truncate_text
+from media_jobs.services.jobs import now_seconds, truncate_text
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -293,3 +293,86 @@ def test_retry_reads_status_and_retry_count_again_under_lock() -> None:
         new = job_retry(job=stale)
     new.refresh_from_db()
     assert (new.status, new.retry_count) == ("PENDING", 5)
+
+
+def test_format_last_error_parts_and_meta() -> None:
+    assert format_last_error(code="C", message="m", failure_reason="why") == "code=C | m | why"
+    assert format_last_error(code="", message="", failure_reason="") == ""
+    assert format_last_error(code="C", message=None, meta={}) == "code=C"
+    assert format_last_error(code="C", message=None, meta=[]) == "code=C"
+    when = datetime(2025, 1, 2, tzinfo=UTC)
+    assert format_last_error(code=None, message="m", meta={"b": when, "a": 1}) == (
+        'm | meta={"a": 1, "b": "2025-01-02 00:00:00+00:00"}'
+    )
+    assert format_last_error(code=None, message=None, meta=0) == "meta=0"
+
+
+def test_now_seconds_has_no_fraction() -> None:
+    assert now_seconds().microsecond == 0
+
+
+def test_mark_running_keeps_the_given_start_and_fills_an_empty_external_id() -> None:
+    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    job = job_mark_running(job=job_start(listing_identity_id=4), started_at=started)
+    job = job_mark_running(job=job, external_id="wf-9")
+    job.refresh_from_db()
+    assert (job.status, job.started_at, job.external_id) == ("RUNNING", started, "wf-9")
+
+
+def test_zip_figures_on_an_empty_payload_and_without_figures() -> None:
+    job = JobFactory(payload=None)
+    job = job_apply_zip_figures(job=job, figures={"other": 1})
+    job.refresh_from_db()
+    assert job.payload is None
+    job = job_apply_zip_figures(job=job, figures={"zipSizeBytes": 5})
+    job.refresh_from_db()
+    assert job.payload == {"zipSizeBytes": 5}
+
+
+def test_append_nothing_changes_nothing() -> None:
+    job = JobFactory(last_error="code=A | first")
+    job = job_append_error(job=job, code=None, message=None)
+    job.refresh_from_db()
+    assert job.last_error == "code=A | first"
+    fresh = job_append_error(job=JobFactory(last_error=None), code="B", message="only")
+    fresh.refresh_from_db()
+    assert fresh.last_error == "code=B | only"
+
+
+def test_complete_with_a_given_time_an_empty_body_and_a_payload_over_none() -> None:
+    at = datetime(2025, 6, 7, 8, 9, 10, tzinfo=UTC)
+    job = JobFactory(status=JobStatus.RUNNING, payload=None)
+    job = job_complete(
+        job=job, status=JobStatus.SUCCEEDED, completed_at=at, callback_body="", payload={"a": 1}
+    )
+    job.refresh_from_db()
+    assert (job.completed_at, job.callback_body, job.payload) == (at, "", {"a": 1})
+    kept = JobFactory(status=JobStatus.RUNNING, payload={"old": 1}, callback_body="x")
+    kept = job_complete(job=kept, status=JobStatus.FAILED, payload={}, error_line="")
+    kept.refresh_from_db()
+    assert (kept.payload, kept.callback_body, kept.last_error) == ({"old": 1}, "x", None)
+
+
+def test_a_late_success_over_a_failure_replaces_its_details() -> None:
+    job = JobFactory(status=JobStatus.FAILED, last_error="code=RECONCILER_TIMEOUT | gave up")
+    job = job_complete(
+        job=job,
+        status=JobStatus.PARTIAL_SUCCESS,
+        error_line="code=DERIVATIVE_ERRORS_DETECTED | 1 of 2",
+        allow_late_success=True,
+    )
+    job.refresh_from_db()
+    assert (job.status, job.last_error) == (
+        "PARTIAL_SUCCESS",
+        "code=DERIVATIVE_ERRORS_DETECTED | 1 of 2",
+    )
+    with pytest.raises(JobStateError, match="already PARTIAL_SUCCESS"):
+        job_complete(job=job, status=JobStatus.FAILED, allow_late_success=True)
+    failed = JobFactory(status=JobStatus.FAILED)
+    with pytest.raises(JobStateError, match=f"job {failed.pk} already FAILED"):
+        job_complete(job=failed, status=JobStatus.SUCCEEDED)
+
+
+def test_retry_of_a_job_without_a_retry_count() -> None:
+    old = JobFactory(status=JobStatus.SUCCEEDED, retry_count=None)
+    assert job_retry(job=old).retry_count == 1
