@@ -846,10 +846,12 @@ def watch_stalled_jobs() -> int:
     soft_time_limit=TIME_LIMITS["housekeeping"][0],
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
-def reconcile_stuck_jobs() -> int:
-    """Celery beat, every RECONCILER_INTERVAL_SECONDS: docs/contract.md §8 reconciler."""
-
-    return len(jobs_reconcile(timeout_seconds=settings.RECONCILER_TIMEOUT_SECONDS))
+def reconcile_stuck_jobs(timeout_seconds: int | None = None, limit: int | None = None) -> int:
+    """docs/contract.md §8 reconciler: Celery beat every RECONCILER_INTERVAL_SECONDS with the
+    settings, or ``manage.py reconcile_stuck_jobs --enqueue`` with its own timeout and limit."""
+    if timeout_seconds is None:
+        timeout_seconds = settings.RECONCILER_TIMEOUT_SECONDS
+    return len(jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit))
 
 
 @app.task(
@@ -859,8 +861,19 @@ def reconcile_stuck_jobs() -> int:
     soft_time_limit=TIME_LIMITS["housekeeping"][0],
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
-def clean_old_jobs() -> int:
-    """Celery beat, daily: docs/contract.md §8 cleaner (CLEANER_RETENTION_DAYS, CLEANER_MAX_PER_RUN)."""
-
-    cutoff = timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
-    return jobs_clean(completed_before=cutoff, limit=settings.CLEANER_MAX_PER_RUN)
+def clean_old_jobs(
+    completed_before: str | None = None, limit: int | None = None, batch_size: int | None = None
+) -> int:
+    """docs/contract.md §8 cleaner: Celery beat daily with the settings (CLEANER_RETENTION_DAYS,
+    CLEANER_MAX_PER_RUN), or ``manage.py clean_old_jobs --enqueue`` with its own cutoff (ISO
+    8601), limit and batch size."""
+    cutoff = (
+        datetime.fromisoformat(completed_before)
+        if completed_before
+        else timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
+    )
+    if limit is None:
+        limit = settings.CLEANER_MAX_PER_RUN
+    if batch_size:
+        return jobs_clean(completed_before=cutoff, limit=limit, batch_size=batch_size)
+    return jobs_clean(completed_before=cutoff, limit=limit)

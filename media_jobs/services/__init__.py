@@ -7,7 +7,6 @@ from .jobs import (
     job_apply_zip_figures,
     job_complete,
     job_mark_running,
-    job_retry,
     job_start,
 )
 
@@ -21,6 +20,5 @@ __all__ = [
     "job_apply_zip_figures",
     "job_complete",
     "job_mark_running",
-    "job_retry",
     "job_start",
 ]

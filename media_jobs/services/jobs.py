@@ -2,7 +2,8 @@
 
 PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED. A terminal job changes again only
 through ``job_complete`` (an identical replay, or a late success over a reconciler failure)
-and is otherwise retried as a new job (``job_retry``); the old row stays as history.
+and is otherwise retried as a new job (``retry.job_retry_and_dispatch``); the old row stays
+as history.
 """
 
 from __future__ import annotations
@@ -204,16 +205,3 @@ def job_complete(
         fields.append("callback_body")
     job.save(update_fields=fields)
     return job
-
-
-@transaction.atomic
-def job_retry(*, job: MediaProcessingJob) -> MediaProcessingJob:
-    """A new PENDING job for the same listing and kind, with retry_count + 1."""
-    job = _lock(job)
-    if job.status not in TERMINAL_JOB_STATUSES:
-        raise JobStateError(f"job {job.pk} is {job.status}; only a finished job can be retried")
-    return job_start(
-        listing_identity_id=job.listing_identity_id,
-        provider=job.provider,
-        retry_count=(job.retry_count or 0) + 1,
-    )
