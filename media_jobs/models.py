@@ -201,6 +201,24 @@ class EventKind(models.TextChoices):
     NOTE = "note", _("Note")
 
 
+# The steps of the timeline (``MediaJobEvent.step``) used across the code base (free text is
+# allowed; these are the usual ones).
+STEP_DISPATCH = "dispatch"
+STEP_VALIDATE = "validate"
+STEP_THUMBNAILS = "thumbnails"
+STEP_POSTERS = "video_thumbnails"
+STEP_TRANSCODE = "video_transcode"
+STEP_CONSOLIDATE = "consolidate"
+STEP_ZIP = "zip"
+STEP_CALLBACK = "callback"
+STEP_DELIVERY = "callback_delivery"
+STEP_RETRY = "retry"
+STEP_MARK_FAILED = "mark_failed"
+STEP_RECONCILE = "reconcile"
+STEP_REPROCESS = "reprocess"
+STEP_WATCHDOG = "watchdog"
+
+
 class MediaJobEvent(models.Model):
     """The step timeline of a job (the portal's own table): written by the Celery engine at
     every step, by the callback receiver, and by operator actions (retry, mark failed)."""

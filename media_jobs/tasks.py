@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,12 +53,21 @@ from celery.exceptions import Retry
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from kombu import pools
 from kombu.exceptions import OperationalError as BrokerError
 
 from toqportal.celery import app
 
-from .models import EventKind, MediaProcessingJob
+from .exceptions import ApplicationError, JobStateError
+from .models import (
+    STEP_CONSOLIDATE,
+    STEP_POSTERS,
+    STEP_THUMBNAILS,
+    STEP_TRANSCODE,
+    STEP_VALIDATE,
+    STEP_ZIP,
+    EventKind,
+    MediaProcessingJob,
+)
 from .pipeline.consolidate import (
     FailureStatus,
     consolidate,
@@ -73,22 +82,14 @@ from .pipeline.thumbnails import generate_thumbnails
 from .pipeline.validate import validate_assets
 from .pipeline.video import generate_poster_frames, transcode_videos
 from .pipeline.zipper import create_zip_bundle
+from .selectors.dispatch import workflow_id_of, workflow_input
+from .services import queueing
 from .services.attempts import LOST_ATTEMPTS_LIMIT, Attempt, Busy, attempt_heartbeat, attempt_start
-from .services.deliveries import callback_deliver
-from .services.dispatch import job_dispatch_failed, workflow_id_of, workflow_input
-from .services.errors import ApplicationError, JobStateError
-from .services.events import (
-    STEP_CONSOLIDATE,
-    STEP_POSTERS,
-    STEP_THUMBNAILS,
-    STEP_TRANSCODE,
-    STEP_VALIDATE,
-    STEP_ZIP,
-    event_record,
-)
+from .services.dispatch import job_dispatch_failed
+from .services.events import event_record
 from .services.housekeeping import jobs_clean, jobs_reconcile
 from .services.jobs import job_mark_running
-from .services.outbox import outbox_drain, outbox_send, result_apply
+from .services.outbox import callback_deliver, outbox_drain, outbox_send, result_apply
 from .services.transient import db_retry
 from .services.watchdog import jobs_watch
 from .services.workflow import (
@@ -203,65 +204,6 @@ class FirstTask(ResilientTask):
                 ),
             )
             return None
-
-
-# --- queueing ------------------------------------------------------------------------------
-
-
-# How long a task waits for a free broker connection of the pool (every one in use).
-BROKER_POOL_TIMEOUT_S = 30
-
-
-def enqueue(
-    task: Task, *args: Any, countdown: float | None = None, queue: str | None = None
-) -> None:
-    """Queue ``task(*args)`` on the default queue (or ``queue``) of the broker configured
-    *now*."""
-    enqueue_each(task, [args], countdown=countdown, queue=queue)
-
-
-def enqueue_each(
-    task: Task,
-    calls: Iterable[tuple[Any, ...]],
-    *,
-    countdown: float | None = None,
-    queue: str | None = None,
-) -> None:
-    """Queue ``task(*args)`` for every ``args`` in ``calls`` over one connection.
-
-    The connection comes from kombu's pools, which are keyed by the broker's address: a
-    process whose broker settings change at run time (the worker tests) still sends where
-    it is told, and a workflow hop reuses an open connection instead of opening one
-    (~1 ms instead of ~7 ms to Redis). kombu empties the pools in a forked child.
-    """
-    options: dict[str, Any] = {"queue": queue or app.conf.task_default_queue}
-    if countdown:
-        options["countdown"] = countdown
-    if app.conf.task_always_eager:
-        for args in calls:
-            task.apply_async(args=args, **options)
-        return
-    pool = pools.connections[app.connection_for_write()]
-    with pool.acquire(block=True, timeout=BROKER_POOL_TIMEOUT_S) as connection:
-        for args in calls:
-            # celery-types lacks apply_async's connection option (Celery sends on it)
-            task.apply_async(  # type: ignore[call-arg]
-                args=args,
-                connection=connection,
-                retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-                **options,
-            )
-
-
-def enqueue_or_leave(task: Task, *args: Any, queue: str | None = None) -> None:
-    """Queue a follow-up task; when the broker refuses it, log and leave it to the
-    watchdog (it queues what a stalled job lacks) or to the callback outbox's drain,
-    rather than fail a task whose work is already recorded."""
-    try:
-        enqueue(task, *args, queue=queue)
-    except Exception:
-        logger.exception("%s not queued; the watchdog will queue it", task.name)
 
 
 # --- workflow state in the timeline ------------------------------------------------------------
@@ -416,7 +358,9 @@ def _retry_or_give_up(
 
 
 def _queue_delivery(entry_id: int) -> None:
-    enqueue_or_leave(deliver_callback, entry_id, queue=settings.CELERY_HOUSEKEEPING_QUEUE or None)
+    queueing.enqueue_or_leave(
+        deliver_callback.name, entry_id, queue=settings.CELERY_HOUSEKEEPING_QUEUE or None
+    )
 
 
 def apply_result(job: MediaProcessingJob, body: dict[str, Any]) -> None:
@@ -546,7 +490,7 @@ def _heartbeat(attempt: Attempt) -> Any:
     bind=True,
     base=FirstTask,
     first_step=STEP_VALIDATE,
-    name="media_jobs.tasks.run_processing",
+    name=queueing.RUN_PROCESSING,
     ignore_result=True,
     soft_time_limit=TIME_LIMITS[STEP_VALIDATE][0],
     time_limit=TIME_LIMITS[STEP_VALIDATE][1],
@@ -610,7 +554,7 @@ def run_processing(self: Task, job_id: int) -> None:
         done = workflow_parts_done(job.pk, workflow_id)
         pending = [p for p in validation["parts"] if p not in done]
         try:
-            enqueue_each(processing_part, [(job.pk, part) for part in pending])
+            queueing.enqueue_each(processing_part.name, [(job.pk, part) for part in pending])
         except Exception:
             logger.exception("parts not queued; the watchdog will queue them")
             return
@@ -724,7 +668,7 @@ def consolidate_or_queue(job_id: int) -> None:
         _consolidate(job_id, None)
     except Exception:
         logger.warning("consolidation in place failed; queued", exc_info=True)
-        enqueue_or_leave(consolidate_processing, job_id)
+        queueing.enqueue_or_leave(consolidate_processing.name, job_id)
 
 
 def _consolidate(job_id: int, task: Task | None) -> None:
@@ -776,7 +720,7 @@ def _consolidate(job_id: int, task: Task | None) -> None:
     bind=True,
     base=FirstTask,
     first_step=STEP_ZIP,
-    name="media_jobs.tasks.run_finalization",
+    name=queueing.RUN_FINALIZATION,
     ignore_result=True,
     soft_time_limit=TIME_LIMITS[STEP_ZIP][0],
     time_limit=TIME_LIMITS[STEP_ZIP][1],
@@ -878,7 +822,7 @@ def _requeue(task_name: str, calls: list[tuple[Any, ...]]) -> None:
         "consolidate_processing": consolidate_processing,
         "run_finalization": run_finalization,
     }[task_name]
-    enqueue_each(task, calls)
+    queueing.enqueue_each(task.name, calls)
 
 
 @app.task(
@@ -902,10 +846,12 @@ def watch_stalled_jobs() -> int:
     soft_time_limit=TIME_LIMITS["housekeeping"][0],
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
-def reconcile_stuck_jobs() -> int:
-    """Celery beat, every RECONCILER_INTERVAL_SECONDS: docs/contract.md §8 reconciler."""
-
-    return len(jobs_reconcile(timeout_seconds=settings.RECONCILER_TIMEOUT_SECONDS))
+def reconcile_stuck_jobs(timeout_seconds: int | None = None, limit: int | None = None) -> int:
+    """docs/contract.md §8 reconciler: Celery beat every RECONCILER_INTERVAL_SECONDS with the
+    settings, or ``manage.py reconcile_stuck_jobs --enqueue`` with its own timeout and limit."""
+    if timeout_seconds is None:
+        timeout_seconds = settings.RECONCILER_TIMEOUT_SECONDS
+    return len(jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit))
 
 
 @app.task(
@@ -915,8 +861,19 @@ def reconcile_stuck_jobs() -> int:
     soft_time_limit=TIME_LIMITS["housekeeping"][0],
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
-def clean_old_jobs() -> int:
-    """Celery beat, daily: docs/contract.md §8 cleaner (CLEANER_RETENTION_DAYS, CLEANER_MAX_PER_RUN)."""
-
-    cutoff = timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
-    return jobs_clean(completed_before=cutoff, limit=settings.CLEANER_MAX_PER_RUN)
+def clean_old_jobs(
+    completed_before: str | None = None, limit: int | None = None, batch_size: int | None = None
+) -> int:
+    """docs/contract.md §8 cleaner: Celery beat daily with the settings (CLEANER_RETENTION_DAYS,
+    CLEANER_MAX_PER_RUN), or ``manage.py clean_old_jobs --enqueue`` with its own cutoff (ISO
+    8601), limit and batch size."""
+    cutoff = (
+        datetime.fromisoformat(completed_before)
+        if completed_before
+        else timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
+    )
+    if limit is None:
+        limit = settings.CLEANER_MAX_PER_RUN
+    if batch_size:
+        return jobs_clean(completed_before=cutoff, limit=limit, batch_size=batch_size)
+    return jobs_clean(completed_before=cutoff, limit=limit)

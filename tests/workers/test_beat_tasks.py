@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from media_jobs import tasks
 from media_jobs.models import JobStatus, MediaProcessingJob
+from media_jobs.services import queueing
 from media_jobs.tasks import clean_old_jobs, reconcile_stuck_jobs
 from tests.factories import JobFactory
 from tests.fixtures.worker import wait_until
@@ -76,9 +77,9 @@ def test_a_housekeeping_queue_takes_beats_tasks_and_the_callback_sends(
 
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        tasks,
+        queueing,
         "enqueue_each",
-        lambda task, calls, **options: sent.append((task.name, options["queue"])),
+        lambda name, calls, **options: sent.append((name, options["queue"])),
     )
     settings.CELERY_HOUSEKEEPING_QUEUE = "media-housekeeping"
     tasks._queue_delivery(7)

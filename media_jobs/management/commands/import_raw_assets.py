@@ -9,7 +9,7 @@ from django.core.management.base import CommandParser
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from ...selectors.operations import raw_keys_in_storage
+from ...services.raw_import import raw_keys_in_storage
 from ...storage import pipeline_storage
 from ..base import OperationCommand, add_listing_argument, chunks, usage_error
 
