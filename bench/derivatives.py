@@ -190,7 +190,7 @@ def seed_method(data: bytes) -> list[Output]:
 
 def pyvips_thumbnail(data: bytes) -> list[Output]:
     """(c) libvips: shrink-on-load thumbnail to the largest width, smaller ones from it."""
-    import pyvips
+    import pyvips  # noqa: PLC0415 - optional, requirements-bench
 
     largest = SIZES_LARGEST_FIRST[0][1]
     current = pyvips.Image.thumbnail_buffer(data, largest, height=UNBOUNDED, size="down")
@@ -270,7 +270,7 @@ class Reference:
 
 
 def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -> BenchResult:
-    import pyvips
+    import pyvips  # noqa: PLC0415 - optional, requirements-bench
 
     runs = runs or (2 if smoke else 5)
     # One libvips thread: a worker process renders one photo per core, like Pillow does.
@@ -310,7 +310,7 @@ def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -
             per_input[item.name] = _measure_input(result, item, files[item.name], sharp, runs)
         _measure_heic(result, heic, files[heic.name], sharp, runs)
         if profile and sharp is not None:
-            from bench.derivatives_profile import sharp_stage_table
+            from bench.derivatives_profile import sharp_stage_table  # noqa: PLC0415 - a cycle: derivatives_profile imports this module
 
             result.tables.append(
                 sharp_stage_table(sharp, {i.name: files[i.name] for i in inputs}, PROFILE_RUNS)
@@ -319,7 +319,7 @@ def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -
         if sharp is not None:
             sharp.close()
     if profile:
-        from bench.derivatives_profile import profile_tables
+        from bench.derivatives_profile import profile_tables  # noqa: PLC0415 - a cycle: derivatives_profile imports this module
 
         try:
             result.tables.extend(profile_tables(inputs, files, min(runs, PROFILE_RUNS)))

@@ -23,8 +23,12 @@ from ..pipeline.errors import ErrorCode, PipelineError
 from ..pipeline.storage import ObjectNotFound, Storage
 from ..pipeline.thumbnails import SOURCE_ETAG_METADATA, generate_thumbnails, render_derivatives
 from ..pipeline.types import BranchResult, GeneratedAsset, ValidatedAsset
+from ..pipeline.validate import validate_assets
+from ..pipeline.video import POSTER_TYPE, TRANSCODE_TYPE, generate_poster_frames, transcode_videos
 from ..selectors.operations import job_superseded_by
 from ..storage import pipeline_config, pipeline_storage
+from .callbacks import asset_apply_output
+from .retry import job_retry_and_dispatch, retry_plan
 
 logger = logging.getLogger("toq.operations")
 
@@ -126,7 +130,6 @@ def _run_steps(
 ) -> list[BranchResult]:
     """The processing workflow's steps for one asset: validate, then the branches for its
     kind. Returns the parallel results for consolidation."""
-    from ..pipeline.validate import validate_assets
 
     config = pipeline_config()
     validation = validate_assets(
@@ -144,8 +147,6 @@ def _run_steps(
             validated.get("errorCode") or ErrorCode.VALIDATION_ERROR, validated["error"]
         )
     if keys.is_video_type(asset.asset_type):
-        from ..pipeline.video import generate_poster_frames, transcode_videos
-
         if force:
             # The video steps skip outputs made from the same source; forcing means
             # removing them first (a poster/transcode is briefly absent).
@@ -186,8 +187,6 @@ def _existing_output(asset: MediaAsset, state: DerivativeState, raw_key: str) ->
     """The consolidated output of derivatives that are already current in storage."""
     generated: list[GeneratedAsset]
     if keys.is_video_type(asset.asset_type):
-        from ..pipeline.video import POSTER_TYPE, TRANSCODE_TYPE
-
         generated = [
             {"key": state.expected["poster"], "type": POSTER_TYPE, "sourceKey": raw_key},
             {"key": state.expected["transcode"], "type": TRANSCODE_TYPE, "sourceKey": raw_key},
@@ -288,7 +287,6 @@ def asset_backfill_derivatives(
 @transaction.atomic
 def _apply_output(asset: MediaAsset, output: dict[str, Any]) -> None:
     """The callback receiver's own asset update, on the row locked like a callback does."""
-    from .callbacks import asset_apply_output
 
     locked = MediaAsset.objects.select_for_update().get(pk=asset.pk)
     asset_apply_output(asset=locked, output=output)
@@ -307,7 +305,6 @@ def job_requeue(
     now (tagged ``blocked``, with the plan's reason: nothing left to process, a job still
     running, assets not ready for a ZIP).
     """
-    from .retry import job_retry_and_dispatch, retry_plan
 
     job = MediaProcessingJob.objects.filter(pk=job_id).first()
     if job is None:

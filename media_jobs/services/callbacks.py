@@ -40,7 +40,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Field
 
+from ..exceptions import ApplicationError, ConflictError, NotFoundError
 from ..models import (
+    STEP_CALLBACK,
     TEXT_MAX_BYTES,
     AssetStatus,
     JobStatus,
@@ -52,8 +54,8 @@ from ..pipeline.callback import verify_signature
 from ..pipeline.consolidate import MAX_ID, InvalidJobReference, job_reference_value
 from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
-from .errors import ApplicationError, ConflictError, NotFoundError
-from .events import STEP_CALLBACK, event_record, json_safe
+from ..selectors.dispatch import job_asset_ids
+from .events import event_record, json_safe
 from .job_errors import JobErrorEntry, entries_of_last_error, entries_of_outputs, job_errors_record
 from .jobs import (
     ZIP_FIGURES,
@@ -371,7 +373,6 @@ def job_fail_processing_assets(*, job: MediaProcessingJob, code: str, message: s
     backend) it falls back to every PROCESSING asset of the listing. Call it inside a
     transaction.
     """
-    from .dispatch import job_asset_ids
 
     assets = MediaAsset.objects.select_for_update().filter(
         listing_identity_id=job.listing_identity_id, status=AssetStatus.PROCESSING
@@ -432,7 +433,6 @@ def _payload(
 def job_failure_figures(*, job: MediaProcessingJob, assets_failed: int) -> dict[str, Any]:
     """The asset figures of a processing job that failed as a whole: it processed none of
     the assets it took (its dispatch record; ``assets_failed`` when it has none)."""
-    from .dispatch import job_asset_ids
 
     if job.is_finalization:
         return {}

@@ -10,8 +10,9 @@ import pytest
 from django.test import Client
 
 from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset, MediaProcessingJob
-from media_jobs.services.dispatch import workflow_input
+from media_jobs.selectors.dispatch import workflow_input
 from tests.factories import AssetFactory
+from toqportal.celery import app
 
 PROCESS = "/api/v2/listings/media/uploads/process"
 COMPLETE = "/api/v2/listings/media/uploads/complete"
@@ -203,7 +204,6 @@ def test_complete_without_assets_is_404(client: Client, auth: dict[str, str]) ->
 def test_a_broker_that_refuses_the_job_gives_503_and_a_failed_job(
     client: Client, auth: dict[str, str]
 ) -> None:
-    from toqportal.celery import app
 
     asset = AssetFactory(listing_identity_id=31, status=AssetStatus.PENDING_UPLOAD)
     saved = app.conf.broker_url, app.conf.task_always_eager

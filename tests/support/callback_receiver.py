@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.go_callback import BackendRejects, decode_callback
 from tests.support.loopback import LoopbackHTTPServer
 
 
@@ -81,7 +82,6 @@ class CallbackReceiver(LoopbackHTTPServer):
 
     @staticmethod
     def _backend_refusal(body: bytes) -> str | None:
-        from tests.support.go_callback import BackendRejects, decode_callback
 
         try:
             decode_callback(body)
@@ -93,10 +93,10 @@ class CallbackReceiver(LoopbackHTTPServer):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 self._record("POST")
 
-            def do_GET(self) -> None:  # noqa: N802 - a followed 302 turns a POST into a GET
+            def do_GET(self) -> None:  # a followed 302 turns a POST into a GET
                 self._record("GET")
 
             def _record(self, method: str) -> None:
@@ -117,7 +117,7 @@ class CallbackReceiver(LoopbackHTTPServer):
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         return Handler

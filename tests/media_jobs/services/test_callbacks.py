@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from media_jobs.exceptions import ApplicationError, ConflictError, NotFoundError
 from media_jobs.models import (
+    STEP_DISPATCH,
     TEXT_MAX_BYTES,
     AssetStatus,
     JobProvider,
@@ -27,8 +29,7 @@ from media_jobs.services.callbacks import (
     CallbackUnauthorized,
     callback_apply,
 )
-from media_jobs.services.errors import ApplicationError, ConflictError, NotFoundError
-from media_jobs.services.events import STEP_DISPATCH, event_record
+from media_jobs.services.events import event_record
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
