@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+from mutmut.mutation.diff_apply import get_diff_for_mutant  # noqa: E402
 from run_tests import DEFAULT_DB, probe_mysql  # noqa: E402
 
 PACKAGES = ("media_jobs/pipeline", "media_jobs/services")
@@ -179,8 +180,6 @@ def _names(meta: Path) -> list[str]:
 
 
 def mutant_diff(name: str, module: str) -> str:
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
-
     try:
         return get_diff_for_mutant(name, path=module).strip()
     except Exception as exc:  # noqa: BLE001 - a diff that cannot be shown is still listed

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.db import connections
 
 SLOTS = 8
 _held: dict[int, Any] = {}  # pid -> its slot's lock file, open until the process exits
@@ -39,7 +41,7 @@ def _durations() -> dict[str, float]:
 
 def _take_slot() -> int:
     for slot in range(SLOTS):
-        handle = open(f"mutmut-db-slot-{slot}.lock", "w")  # noqa: SIM115 - held on purpose
+        handle = open(f"mutmut-db-slot-{slot}.lock", "w")  # held until the process exits
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -54,9 +56,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # A process forked from one that has a slot (mutmut's fork server) takes its own.
     if not _under_mutmut() or os.getpid() in _held:
         return
-    from django.conf import settings
-    from django.db import connections
-
     for connection in connections.all(initialized_only=True):
         connection.connection = None  # the parent's socket: never close or reuse it
     slot = _take_slot()
