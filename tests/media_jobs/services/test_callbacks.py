@@ -767,3 +767,35 @@ def test_malformed_and_unknown_outputs_are_counted_in_the_event() -> None:
         "assetsUpdated": 1,
         "unknownRawKeys": [u["rawKey"] for u in unknown[:20]],
     }
+
+
+def test_asset_apply_output_saves_the_asset() -> None:
+    asset = AssetFactory(listing_identity_id=556, status=AssetStatus.PROCESSING)
+    key = "556/processed/photo/horizontal/large/p.jpg"
+    callbacks.asset_apply_output(asset=asset, output={"processedKey": key, "thumbnailKey": "t"})
+    stored = MediaAsset.objects.get(pk=asset.pk)
+    assert (stored.status, stored.s3_key_processed, stored.metadata["thumbnailKey"]) == (
+        AssetStatus.PROCESSED,
+        key,
+        "t",
+    )
+
+
+def test_a_large_body_is_kept_once_per_job() -> None:
+    """The first callback of a body over 64 KiB keeps it whole in its event; a replay points
+    at that event; another job's callback with its own large body keeps its own."""
+    job, (asset,) = processing_job(listing=557, assets=1)
+    many = [output(asset)] + [
+        output(asset, rawKey=f"557/raw/photo/horizontal/x-{n:04d}.jpg") for n in range(700)
+    ]
+    raw = serialise_payload(body_for(job, "SUCCEEDED", many))
+    first = deliver(raw)
+    again = deliver(raw)
+    holder = MediaJobEvent.objects.get(pk=first.event_id)
+    replay = MediaJobEvent.objects.get(pk=again.event_id)
+    assert holder.detail["rawBody"] == raw.decode()
+    assert replay.detail["rawBodyEventId"] == holder.pk and "rawBody" not in replay.detail
+    other, _ = processing_job(listing=557, assets=1)
+    theirs = serialise_payload(body_for(other, "SUCCEEDED", many))
+    own = MediaJobEvent.objects.get(pk=deliver(theirs).event_id)
+    assert own.detail["rawBody"] == theirs.decode()
