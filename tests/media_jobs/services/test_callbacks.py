@@ -799,3 +799,12 @@ def test_a_large_body_is_kept_once_per_job() -> None:
     theirs = serialise_payload(body_for(other, "SUCCEEDED", many))
     own = MediaJobEvent.objects.get(pk=deliver(theirs).event_id)
     assert own.detail["rawBody"] == theirs.decode()
+
+
+def test_a_step_functions_error_and_cause_fail_the_assets_with_both() -> None:
+    job, (asset,) = processing_job(listing=558, assets=1)
+    deliver(body_for(job, "PROCESSING_FAILED", error={"Error": "States.Timeout", "Cause": "c"}))
+    asset.refresh_from_db()
+    job.refresh_from_db()
+    assert (asset.metadata["errorCode"], asset.metadata["error"]) == ("States.Timeout", "c")
+    assert job.last_error == "code=States.Timeout | c"
