@@ -808,3 +808,29 @@ def test_a_step_functions_error_and_cause_fail_the_assets_with_both() -> None:
     job.refresh_from_db()
     assert (asset.metadata["errorCode"], asset.metadata["error"]) == ("States.Timeout", "c")
     assert job.last_error == "code=States.Timeout | c"
+
+
+def test_a_raw_key_differing_only_in_case_is_another_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """S3 keys are case-sensitive and the key column's collation is not: an output for
+    ``.../A.JPG`` must neither change nor count the asset ``.../a.jpg``."""
+    job = JobFactory(listing_identity_id=559, status=JobStatus.RUNNING)
+    asset = AssetFactory(
+        listing_identity_id=559, s3_key_raw="559/raw/photo/horizontal/a.jpg", metadata={}
+    )
+    other = "559/raw/photo/horizontal/A.JPG"
+    with caplog.at_level("WARNING", logger="toq.media.callbacks"):
+        outcome = deliver(body_for(job, "SUCCEEDED", [output(asset, rawKey=other)]))
+    assert (outcome.assets_updated, outcome.unknown_raw_keys) == (0, [other])
+    asset.refresh_from_db()
+    assert (asset.status, asset.s3_key_processed, asset.metadata) == (
+        AssetStatus.PROCESSING,
+        None,
+        {},
+    )
+    [record] = [
+        r for r in caplog.records if r.name == "toq.media.callbacks" and r.levelname == "WARNING"
+    ]
+    assert record.getMessage() == "callback output for an unknown raw key skipped"
+    assert record.raw_key == other
