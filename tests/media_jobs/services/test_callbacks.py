@@ -834,3 +834,13 @@ def test_a_raw_key_differing_only_in_case_is_another_object(
     ]
     assert record.getMessage() == "callback output for an unknown raw key skipped"
     assert record.raw_key == other
+
+
+def test_an_output_with_only_an_error_message_counts_as_failed() -> None:
+    job, (words, fine) = processing_job(listing=560, assets=2)
+    outputs = [output(words, processedKey="", errorMessage="unreadable"), output(fine), 3]
+    deliver(body_for(job, "PARTIAL_SUCCESS", outputs))
+    job.refresh_from_db()
+    assert job.payload == {"assetsTotal": 3, "assetsProcessed": 2, "assetsFailed": 1}
+    words.refresh_from_db()
+    assert (words.status, words.metadata["errorCode"]) == (AssetStatus.FAILED, "VALIDATION_ERROR")
