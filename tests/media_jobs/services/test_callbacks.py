@@ -17,6 +17,7 @@ from media_jobs.models import (
     JobProvider,
     JobStatus,
     MediaAsset,
+    MediaJobError,
     MediaJobEvent,
     MediaProcessingJob,
 )
@@ -844,3 +845,34 @@ def test_an_output_with_only_an_error_message_counts_as_failed() -> None:
     assert job.payload == {"assetsTotal": 3, "assetsProcessed": 2, "assetsFailed": 1}
     words.refresh_from_db()
     assert (words.status, words.metadata["errorCode"]) == (AssetStatus.FAILED, "VALIDATION_ERROR")
+
+
+def _error_rows(job: MediaProcessingJob) -> list[tuple[str, str, str, int]]:
+    return sorted(
+        MediaJobError.objects.filter(job_id=job.pk).values_list("scope", "code", "sample", "assets")
+    )
+
+
+def test_the_error_codes_kept_for_a_partial_success_and_a_failure() -> None:
+    """A partial success keeps its own code (no assets: they are the outputs') and one row
+    per failed output; a failure without outputs counts the assets it failed on its code."""
+    job, (broken, fine) = processing_job(listing=561, assets=2)
+    outputs = [
+        output(broken, processedKey="", errorCode="CORRUPT_IMAGE", errorMessage="bad"),
+        output(fine),
+    ]
+    deliver(
+        body_for(
+            job,
+            "PARTIAL_SUCCESS",
+            outputs,
+            error={"code": "DERIVATIVE_ERRORS_DETECTED", "message": "derivative errors detected"},
+        )
+    )
+    assert _error_rows(job) == [
+        ("asset", "CORRUPT_IMAGE", "bad", 1),
+        ("job", "DERIVATIVE_ERRORS_DETECTED", "derivative errors detected", 0),
+    ]
+    failed, _ = processing_job(listing=562, assets=2)
+    deliver(body_for(failed, "PROCESSING_FAILED", error={"code": "E", "message": "m"}))
+    assert _error_rows(failed) == [("job", "E", "m", 2)]
