@@ -876,3 +876,12 @@ def test_the_error_codes_kept_for_a_partial_success_and_a_failure() -> None:
     failed, _ = processing_job(listing=562, assets=2)
     deliver(body_for(failed, "PROCESSING_FAILED", error={"code": "E", "message": "m"}))
     assert _error_rows(failed) == [("job", "E", "m", 2)]
+
+
+def test_a_failure_without_any_error_still_keeps_a_job_row() -> None:
+    job, _ = processing_job(listing=563, assets=2)
+    deliver(body_for(job, "FAILED"))
+    assert _error_rows(job) == [("job", "", "", 2)]
+    with_outputs, (asset,) = processing_job(listing=564, assets=1)
+    deliver(body_for(with_outputs, "FAILED", [output(asset, processedKey="", errorCode="X")]))
+    assert _error_rows(with_outputs) == [("asset", "X", "X", 1), ("job", "", "", 0)]
