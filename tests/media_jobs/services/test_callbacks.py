@@ -885,3 +885,23 @@ def test_a_failure_without_any_error_still_keeps_a_job_row() -> None:
     with_outputs, (asset,) = processing_job(listing=564, assets=1)
     deliver(body_for(with_outputs, "FAILED", [output(asset, processedKey="", errorCode="X")]))
     assert _error_rows(with_outputs) == [("asset", "X", "X", 1), ("job", "", "", 0)]
+
+
+@pytest.mark.parametrize(
+    ("started_at", "kept"),
+    [
+        ("1970-01-02T00:00:00Z", datetime(1970, 1, 2, tzinfo=UTC)),
+        ("2038-01-19T00:00:00Z", datetime(2038, 1, 19, tzinfo=UTC)),
+        ("2038-01-19T00:00:01Z", None),
+        ("1970-01-01T23:59:59Z", None),
+        ("9999-12-31T23:59:59-23:59", None),  # past datetime's own range in UTC
+    ],
+)
+def test_started_at_at_the_edges_of_a_timestamp(started_at: str, kept: datetime | None) -> None:
+    job = JobFactory(listing_identity_id=565, status=JobStatus.PENDING)
+    deliver(body_for(job, "RUNNING", startedAt=started_at))
+    job.refresh_from_db()
+    if kept is None:
+        assert job.started_at is not None and job.started_at.year >= 2025
+    else:
+        assert job.started_at == kept
