@@ -905,3 +905,13 @@ def test_started_at_at_the_edges_of_a_timestamp(started_at: str, kept: datetime 
         assert job.started_at is not None and job.started_at.year >= 2025
     else:
         assert job.started_at == kept
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_a_large_body_is_cut_at_a_character_boundary(pad: int) -> None:
+    """One of the two paddings puts the cut inside a two-byte character: it is dropped."""
+    raw = ('"' + "x" * pad + "é" * 40_000 + '"').encode()
+    text, truncated = callbacks.stored_callback_text(raw)
+    head = text.split("\n...[truncated by the portal")[0]
+    assert truncated and len(text.encode()) <= TEXT_MAX_BYTES
+    assert raw.decode().startswith(head) and len(head) > 30_000
