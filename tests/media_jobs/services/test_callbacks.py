@@ -915,3 +915,19 @@ def test_a_large_body_is_cut_at_a_character_boundary(pad: int) -> None:
     head = text.split("\n...[truncated by the portal")[0]
     assert truncated and len(text.encode()) <= TEXT_MAX_BYTES
     assert raw.decode().startswith(head) and len(head) > 30_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff{}", "not UTF-8 (invalid start byte)"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b"[1]", "got a JSON list"),
+        (b'"text"', "got a JSON str"),
+        (b"{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_says_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(ApplicationError) as refused:
+        callbacks.parse_callback_body(raw)
+    assert refused.value.message == f"callback body must be a UTF-8 JSON object: {reason}"
