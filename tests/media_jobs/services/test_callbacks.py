@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.pipeline.callback import serialise_payload, sign
+from media_jobs.pipeline.logs import current_log_context
 from media_jobs.services import callbacks
 from media_jobs.services.callbacks import (
     MSG_BAD_SIGNATURE,
@@ -931,3 +933,49 @@ def test_a_body_that_is_not_a_json_object_says_why(raw: bytes, reason: str) -> N
     with pytest.raises(ApplicationError) as refused:
         callbacks.parse_callback_body(raw)
     assert refused.value.message == f"callback body must be a UTF-8 JSON object: {reason}"
+
+
+class _ContextCapture(logging.Handler):
+    """Keeps the log context (pipeline.logs) each record was logged in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contexts: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.contexts.append(current_log_context())
+
+
+def test_the_callbacks_log_lines_carry_its_job_and_traceparent() -> None:
+    trace = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+    capture = _ContextCapture()
+    log = logging.getLogger("toq.media.callbacks")
+    log.addHandler(capture)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        job, (asset,) = processing_job(listing=566, assets=1)
+        deliver(body_for(job, "SUCCEEDED", [output(asset)], traceparent=trace))
+        other = JobFactory(listing_identity_id=566, status=JobStatus.PENDING)
+        deliver(body_for(other, "RUNNING", traceparent=""))
+    finally:
+        log.removeHandler(capture)
+        log.setLevel(old_level)
+    first, second = capture.contexts[-2:]
+    assert (first["job_id"], first["listing_identity_id"], first["traceparent"]) == (
+        job.pk,
+        566,
+        trace,
+    )
+    assert first["step"] == "callback"
+    assert second["job_id"] == other.pk and "traceparent" not in second
+
+
+def test_a_body_over_the_limit_names_its_size(settings: Any) -> None:
+    settings.CALLBACK_MAX_BODY_BYTES = 10
+    with pytest.raises(CallbackTooLarge) as refused:
+        callback_apply(raw_body=b"x" * 11, signature=None)
+    assert refused.value.message == (
+        "callback body is 11 bytes; the limit is 10 (CALLBACK_MAX_BODY_BYTES)"
+    )
+    assert refused.value.status_code == 413
