@@ -979,3 +979,26 @@ def test_a_body_over_the_limit_names_its_size(settings: Any) -> None:
         "callback body is 11 bytes; the limit is 10 (CALLBACK_MAX_BODY_BYTES)"
     )
     assert refused.value.status_code == 413
+
+
+def test_the_callbacks_log_line_says_what_it_did(caplog: pytest.LogCaptureFixture) -> None:
+    job, (asset,) = processing_job(listing=567, assets=1)
+    body = body_for(job, "SUCCEEDED", [output(asset)])
+    with caplog.at_level(logging.INFO, logger="toq.media.callbacks"):
+        callback_apply(raw_body=serialise_payload(body), verify=False, source="celery")
+        deliver(body)
+    applied, replay = [r for r in caplog.records if r.getMessage().startswith("callback ")]
+    assert applied.getMessage() == "callback applied"
+    assert (applied.source, applied.callback_status, applied.job_status) == (
+        "celery",
+        "SUCCEEDED",
+        "SUCCEEDED",
+    )
+    assert (applied.http_status, applied.replay, applied.assets_updated) == (200, False, 1)
+    assert applied.reason == "job SUCCEEDED"
+    assert replay.getMessage() == "callback not applied"
+    assert (replay.source, replay.replay, replay.reason) == (
+        "http",
+        True,
+        "replay of the stored callback",
+    )
