@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -24,7 +25,7 @@ from .common import (
     require_operate,
     status_badge,
 )
-from .jobs import report_outcomes
+from .job_actions import report_outcomes
 from .operations import reprocess_assets
 
 OPERATE_ACTIONS = ("reprocess_selected",)
@@ -157,7 +158,7 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "title": gettext("Reprocess %(count)s asset(s)?") % {"count": len(assets)},
                 "assets": assets,
                 "by_listing": sorted(by_listing.items()),
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 "cancel_url": reverse("admin:media_jobs_mediaasset_changelist"),
             },
         )
