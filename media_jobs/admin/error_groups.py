@@ -19,6 +19,7 @@ from media_jobs.models import MediaProcessingJob
 from media_jobs.selectors import errors as error_selectors
 
 from .common import can_operate, page_context, require_operate, require_view
+from .forms import ErrorGroupRetryForm, confirmation_response
 from .operations import plan_for, retry_jobs
 
 ERROR_GROUP_WINDOWS = {"1": 1, "7": 7, "30": 30}
@@ -84,7 +85,13 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
         messages.warning(request, _("That error group has no failures in this window any more."))
         return HttpResponseRedirect(back)
     targets = error_selectors.error_group_retry_targets(group=group)
-    if request.method == "POST":
+    form = ErrorGroupRetryForm(
+        {"days": request.POST.get("days") or request.GET.get("days") or "7"}
+        if request.method == "POST"
+        else None,
+        windows=list(ERROR_GROUP_WINDOWS),
+    )
+    if form.is_valid():
         outcomes = retry_jobs(request=request, jobs=targets)
         done = [o for o in outcomes if not o.error]
         if done:
@@ -115,7 +122,8 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
     for job in targets:
         plan, problem = plan_for(job)
         items.append({"job": job, "plan": plan, "problem": problem})
-    return TemplateResponse(
+    return confirmation_response(
+        form,
         request,
         "media_jobs/confirm_retry.html",
         page_context(
@@ -129,5 +137,6 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
             form_action="",
             days=days_param,
             cancel_url=back,
+            form=form,
         ),
     )

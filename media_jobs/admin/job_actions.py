@@ -10,7 +10,6 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
@@ -20,6 +19,15 @@ from django.utils.translation import gettext_lazy as _
 from media_jobs.models import TERMINAL_JOB_STATUSES, MediaProcessingJob
 
 from .common import require_operate
+from .forms import (
+    BulkMarkFailedForm,
+    BulkRetryForm,
+    MarkFailedForm,
+    RetryForm,
+    SelectionForm,
+    confirmation_response,
+    default_reason,
+)
 from .operations import mark_failed, plan_for, retry_jobs
 
 OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
@@ -27,6 +35,16 @@ OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
 
 class JobActions(admin.ModelAdmin):
     """The operate actions of ``MediaProcessingJobAdmin`` and their confirmation views."""
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """An operate action posted with ids that are not ids gets its confirmation page with
+        the error (400), before Django's ``filter(pk__in=...)`` raises on them."""
+        action = request.POST.get("action") if request.method == "POST" else None
+        if action in OPERATE_ACTIONS and not SelectionForm(request.POST).is_valid():
+            return getattr(self, action)(request, self.get_queryset(request).none())
+        return super().changelist_view(request, extra_context)
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
@@ -47,7 +65,8 @@ class JobActions(admin.ModelAdmin):
     def retry_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         require_operate(request)
         job = get_object_or_404(MediaProcessingJob, pk=object_id)
-        if request.method == "POST":
+        form = RetryForm(request.POST if request.method == "POST" else None, job=job)
+        if form.is_valid():
             (outcome,) = retry_jobs(request=request, jobs=[job])
             if outcome.error:
                 self.message_user(
@@ -70,7 +89,8 @@ class JobActions(admin.ModelAdmin):
             )
             return HttpResponseRedirect(new_url)
         plan, problem = plan_for(job)
-        return TemplateResponse(
+        return confirmation_response(
+            form,
             request,
             "media_jobs/confirm_retry.html",
             {
@@ -81,14 +101,18 @@ class JobActions(admin.ModelAdmin):
                 "can_submit": problem is None,
                 "form_action": "",
                 "cancel_url": _job_url(job),
+                "form": form,
             },
         )
 
     def mark_failed_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         require_operate(request)
         job = get_object_or_404(MediaProcessingJob, pk=object_id)
-        if request.method == "POST":
-            reason = _reason(request)
+        form = MarkFailedForm(
+            request.POST if request.method == "POST" else None, job=job, request=request
+        )
+        if form.is_valid():
+            reason = form.cleaned_data["reason"]
             (outcome,) = mark_failed(request=request, jobs=[job], reason=reason)
             if outcome.error:
                 self.message_user(
@@ -104,7 +128,8 @@ class JobActions(admin.ModelAdmin):
                     messages.SUCCESS,
                 )
             return HttpResponseRedirect(_job_url(job))
-        return TemplateResponse(
+        return confirmation_response(
+            form,
             request,
             "media_jobs/confirm_mark_failed.html",
             {
@@ -116,8 +141,9 @@ class JobActions(admin.ModelAdmin):
                 if job.status not in TERMINAL_JOB_STATUSES
                 else gettext("Job #%(job)s is already %(status)s.")
                 % {"job": job.pk, "status": job.status},
-                "default_reason": _default_reason(request),
+                "default_reason": default_reason(request),
                 "cancel_url": _job_url(job),
+                "form": form,
             },
         )
 
@@ -125,7 +151,8 @@ class JobActions(admin.ModelAdmin):
     def retry_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
-        if request.POST.get("post") == "yes":
+        form = BulkRetryForm(request.POST)
+        if form.confirmed:
             outcomes = retry_jobs(request=request, jobs=jobs)
             report_outcomes(self, request, outcomes, verb=gettext("retried as"))
             return None
@@ -133,7 +160,8 @@ class JobActions(admin.ModelAdmin):
         for job in jobs:
             plan, problem = plan_for(job)
             items.append({"job": job, "plan": plan, "problem": problem})
-        return TemplateResponse(
+        return confirmation_response(
+            form,
             request,
             "media_jobs/confirm_retry.html",
             {
@@ -145,6 +173,7 @@ class JobActions(admin.ModelAdmin):
                 "action_name": "retry_selected",
                 "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 "cancel_url": reverse("admin:media_jobs_mediaprocessingjob_changelist"),
+                "form": form,
             },
         )
 
@@ -152,14 +181,16 @@ class JobActions(admin.ModelAdmin):
     def mark_failed_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
-        if request.POST.get("post") == "yes":
-            outcomes = mark_failed(request=request, jobs=jobs, reason=_reason(request))
+        form = BulkMarkFailedForm(request.POST, request=request)
+        if form.confirmed:
+            outcomes = mark_failed(request=request, jobs=jobs, reason=form.cleaned_data["reason"])
             report_outcomes(
                 self, request, outcomes, verb=gettext("marked failed"), link_result=False
             )
             return None
         finished = [job for job in jobs if job.status in TERMINAL_JOB_STATUSES]
-        return TemplateResponse(
+        return confirmation_response(
+            form,
             request,
             "media_jobs/confirm_mark_failed.html",
             {
@@ -174,27 +205,17 @@ class JobActions(admin.ModelAdmin):
                 )
                 if finished
                 else None,
-                "default_reason": _default_reason(request),
+                "default_reason": default_reason(request),
                 "action_name": "mark_failed_selected",
                 "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 "cancel_url": reverse("admin:media_jobs_mediaprocessingjob_changelist"),
+                "form": form,
             },
         )
 
 
 def _job_url(job: MediaProcessingJob) -> str:
     return reverse("admin:media_jobs_mediaprocessingjob_change", args=[job.pk])
-
-
-def _default_reason(request: HttpRequest) -> str:
-    return gettext("marked failed by %(user)s in the admin (stuck)") % {
-        "user": request.user.get_username()
-    }
-
-
-def _reason(request: HttpRequest) -> str:
-    reason = " ".join(request.POST.get("reason", "").split())[:500]
-    return reason or _default_reason(request)
 
 
 def report_outcomes(
