@@ -3,11 +3,14 @@
 Contenders, interleaved (the order rotates every round, so a load spike or a warm cache
 favours none of them):
 
-(project) ``media_jobs.pipeline.thumbnails.render_derivatives``, in memory;
+(project) ``media_jobs.pipeline.thumbnails.render_derivatives``, in memory (8-bit RGB
+          baseline JPEGs and RGB PNGs through libvips, media_jobs/pipeline/vips_render.py;
+          HEIC and the other kinds through Pillow);
 (sharp)   sharp 0.35 (libvips 8.18 + mozjpeg + SIMD, what AWS's Serverless Image Handler
           runs), bench/sharp/render.mjs: one thread, one shrink-on-load decode to ``large``,
           every size from those pixels, quality 85;
-(c)       pyvips on the machine's libvips (apt): ``thumbnail_buffer`` to ``large``, each
+(c)       pyvips on the libvips it loads (pyvips-binary's 8.18 when installed, as the
+          requirements pin it; else the machine's): ``thumbnail_buffer`` to ``large``, each
           smaller size from the previous, one thread;
 (b)       the seed (Go) method redone in Pillow: full decode, EXIF transpose, one Lanczos
           resize of the full image per size.
@@ -213,7 +216,7 @@ PYTHON_CONTENDERS: dict[str, Callable[[bytes], list[Output]]] = {
 LABELS = {
     "project": "(project) render_derivatives",
     "sharp": "(sharp) sharp 0.35, 1 thread",
-    "pyvips": "(c) pyvips thumbnail, machine's libvips",
+    "pyvips": "(c) pyvips thumbnail_buffer",
     "seed": "(b) seed method: full decode + Lanczos",
 }
 
@@ -295,6 +298,10 @@ def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -
     )
     result.figures["seconds to make or load the inputs"] = time.perf_counter() - started
 
+    result.figures["pyvips (c) and the project's libvips"] = (
+        f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+        f" ({'pyvips-binary' if pyvips.API_mode else 'the machine'})"
+    )
     sharp = None if sharp_missing else SharpRenderer()
     if sharp is not None:
         v = sharp.versions
