@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -275,7 +276,7 @@ class Reference:
 def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -> BenchResult:
     import pyvips
 
-    runs = runs or (2 if smoke else 5)
+    runs = runs or (2 if smoke else 7)
     # One libvips thread: a worker process renders one photo per core, like Pillow does.
     vips_threads = int(os.environ.get("BENCH_VIPS_CONCURRENCY", "1"))
     pyvips.concurrency_set(vips_threads)
@@ -396,6 +397,10 @@ def _measure_input(
                 outputs = contenders[key]()
             _check_outputs(LABELS[key], outputs, item.width, item.height)
             checked[key] = outputs
+    # CPU seconds of every thread of each contender (sharp's node process, this process for
+    # the others): one thread each, so on a quiet machine this is the time; on a loaded one
+    # it does not include waiting for a core, which the wall times do.
+    cpu: dict[str, list[float]] = {key: [] for key in order}
     for round_index in range(runs):
         shift = round_index % len(order)
         for key in order[shift:] + order[:shift]:
@@ -403,12 +408,16 @@ def _measure_input(
                 continue
             if key == "sharp":
                 assert sharp is not None
-                seconds = sharp.render(path)["seconds"]
+                answer = sharp.render(path)
+                seconds, cpu_seconds = answer["seconds"], answer["cpuSeconds"]
             else:
+                cpu_began = time.process_time()
                 began = time.perf_counter()
                 contenders[key]()
                 seconds = time.perf_counter() - began
+                cpu_seconds = time.process_time() - cpu_began
             result.timing(f"{LABELS[key]} [{item.name}]").runs.append(seconds)
+            cpu[key].append(cpu_seconds)
 
     medians = {key: result.timing(f"{LABELS[key]} [{item.name}]").median for key in order}
     quality = {key: {o.size: reference.ssim(o) for o in outs} for key, outs in checked.items()}
@@ -433,6 +442,13 @@ def _measure_input(
             f"sharp {quality['sharp'][worst_size]:.4f}"
         )
         result.figures[f"project/sharp time [{name}]"] = figures["time_ratio"]
+        result.figures[f"project/sharp CPU time [{name}]"] = ratio(
+            statistics.median(cpu["project"]), statistics.median(cpu["sharp"])
+        )
+        result.figures[f"CPU ms per photo, project / sharp [{name}]"] = (
+            f"{statistics.median(cpu['project']) * 1000:.0f} / "
+            f"{statistics.median(cpu['sharp']) * 1000:.0f}"
+        )
         result.figures[f"project/sharp bytes [{name}]"] = figures["bytes_ratio"]
         result.figures[f"pyvips/sharp time [{name}]"] = ratio(medians["pyvips"], medians["sharp"])
     result.figures[f"project/pyvips time [{name}]"] = ratio(medians["project"], medians["pyvips"])
