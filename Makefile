@@ -3,7 +3,7 @@ PY := .venv/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup seed lint format lambdas bench bench-smoke
+.PHONY: run test test-fast setup seed lint format lambdas bench bench-smoke
 
 setup:
 	@bash scripts/setup.sh
@@ -17,12 +17,20 @@ run: setup
 test: setup
 	$(PY) scripts/run_tests.py $(ARGS)
 
+# The edit-test loop: no Celery worker, browser, slow or fault test (pytest.ini markers);
+# under a minute. `make test` (and .ci/run) still runs everything.
+FAST_MARKERS := not worker and not browser and not slow and not fault
+test-fast: setup
+	$(PY) scripts/run_tests.py -m "$(FAST_MARKERS)" -q $(ARGS)
+
 seed: setup
 	$(PY) manage.py seed_demo
 
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 format: setup
 	.venv/bin/ruff format .

@@ -37,11 +37,13 @@ from bench.common import (
     result_path,
     setup_django,
 )
+from media_jobs.pipeline import keys
 
 FIRST_LISTING = 100_000  # the background rows' listings
 BIG_LISTING = 300_500
 SMALL_LISTING = 300_050
-MAX_TEXT_BYTES = 65_535  # callback_body is TEXT (SPEC §3): this is all the column can hold
+# callback_body is TEXT (docs/contract.md §3): this is all the column can hold
+MAX_TEXT_BYTES = 65_535
 PAGE_BUDGET_MS = 150
 ASSET_KINDS = (  # (type, share of the listing)
     ("PHOTO_HORIZONTAL", 0.6),
@@ -101,8 +103,7 @@ def bulk_load(database: str, jobs: int, assets: int) -> float:
 def seed_listing(listing: int, count: int) -> int:
     """``count`` assets of every kind (5 % FAILED) and the PARTIAL_SUCCESS job that took them,
     dispatched by the portal; returns the job's id."""
-    from media_jobs.models import MediaAsset, MediaJobEvent, MediaProcessingJob
-    from media_jobs.pipeline import keys
+    from media_jobs.models import MediaAsset, MediaJobEvent, MediaProcessingJob  # noqa: PLC0415 - Django, once setup_django() ran
 
     assets = []
     sequence = 0
@@ -243,11 +244,11 @@ def run(
     finally:
         conn.close()
 
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
+    from django.conf import settings  # noqa: PLC0415 - Django, once setup_django() ran
+    from django.contrib.auth import get_user_model  # noqa: PLC0415 - Django, once setup_django() ran
+    from django.db import connection  # noqa: PLC0415 - Django, once setup_django() ran
+    from django.test import Client  # noqa: PLC0415 - Django, once setup_django() ran
+    from django.test.utils import CaptureQueriesContext  # noqa: PLC0415 - Django, once setup_django() ran
 
     settings.ROOT_URLCONF = "bench.admin_urls"
     user, _ = get_user_model().objects.get_or_create(
@@ -309,7 +310,7 @@ def run(
         ),
     ]
     result.notes.append(
-        "callback_body is TEXT (SPEC §3), at most 65,535 bytes on MariaDB: each job holds the "
+        "callback_body is TEXT (docs/contract.md §3), at most 65,535 bytes on MariaDB: each job holds the "
         "largest real-shaped body that fits."
     )
     if smoke:

@@ -1,7 +1,7 @@
 """Benchmark 3: the callback receiver against the stack's own limit (gunicorn + MariaDB).
 
 Two receivers on one gunicorn (2 workers), one MariaDB database of its own, one load:
-(project)   ``/api/v2/listings/media/callback``: the product's receiver (SPEC §6);
+(project)   ``/api/v2/listings/media/callback``: the product's receiver (docs/contract.md §6);
 (reference) ``/bench/reference-callback`` (bench/callback_reference.py, mounted only by the
             bench's settings): HMAC check, ``SELECT ... FOR UPDATE`` of the job, one UPDATE;
             the least any receiver of a signed callback can do on this stack.
@@ -21,6 +21,7 @@ zero errors; zero lost updates.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -49,6 +50,7 @@ from bench.common import (
     setup_django,
 )
 from bench.services import free_port
+from media_jobs.pipeline.callback import SIGNATURE_HEADER, serialise_payload, sign
 
 DATABASE = bench_database("bench_callback")
 CALLBACK_PATH = "/api/v2/listings/media/callback"
@@ -79,7 +81,7 @@ def is_partial(job_id: int) -> bool:
 
 
 def callback_body(job_id: int) -> dict[str, Any]:
-    """What the pipeline sends for this job (SPEC §4.3/§6)."""
+    """What the pipeline sends for this job (docs/contract.md §4.3/§6)."""
     outputs = []
     for index in range(1, ASSETS_PER_JOB + 1):
         if is_partial(job_id) and index == ASSETS_PER_JOB:
@@ -124,7 +126,6 @@ def callback_body(job_id: int) -> dict[str, Any]:
 
 
 def encoded(job_id: int) -> bytes:
-    from media_jobs.pipeline.callback import serialise_payload
 
     return serialise_payload(callback_body(job_id))
 
@@ -168,9 +169,9 @@ def seed(product_jobs: int, reference_jobs: int) -> None:
 
 def verify(product_jobs: int, accepted: set[int], reference: range, ref_ok: set[int]) -> dict:
     """Every row against what was accepted: a difference is a lost (or wrong) update."""
-    from django.db.models import Count
+    from django.db.models import Count  # noqa: PLC0415 - Django, once setup_django() ran
 
-    from media_jobs.models import MediaAsset, MediaProcessingJob
+    from media_jobs.models import MediaAsset, MediaProcessingJob  # noqa: PLC0415 - Django, once setup_django() ran
 
     problems: list[str] = []
     job_rows = {
@@ -256,7 +257,6 @@ def load_generator(
 ) -> None:
     """POST signed callbacks for jobs first..last from ``threads`` threads for ``seconds``;
     each job once, then (if they run out) again from the first: replays, counted."""
-    from media_jobs.pipeline.callback import SIGNATURE_HEADER, sign
 
     bodies = {job_id: encoded(job_id) for job_id in range(first_job, last_job + 1)}
     signatures = {job_id: sign(body, SECRET) for job_id, body in bodies.items()}
@@ -570,7 +570,6 @@ def main() -> None:
 
 
 def _hidden() -> str:
-    import argparse
 
     return argparse.SUPPRESS
 

@@ -18,6 +18,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+import MySQLdb
+import psutil
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -44,7 +49,7 @@ class Timing:
 
 @dataclass
 class Target:
-    """One target of the issue: ``measured <op> threshold`` (op is "<=" or ">=")."""
+    """One target: ``measured <op> threshold`` (op is "<=" or ">=")."""
 
     name: str
     measured: float | None
@@ -199,8 +204,6 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        import psutil
-
         info["memory_gib"] = round(psutil.virtual_memory().total / 1024**3, 1)
     except ImportError:
         pass
@@ -221,7 +224,7 @@ def machine_info() -> dict[str, Any]:
             versions[module] = "not installed"
     versions["Pillow"] = versions.pop("PIL")
     try:
-        import pyvips
+        import pyvips  # noqa: PLC0415 - optional, requirements-bench
 
         versions["libvips"] = ".".join(str(pyvips.version(i)) for i in range(3))
     except Exception:  # noqa: BLE001
@@ -234,8 +237,6 @@ def machine_info() -> dict[str, Any]:
 
 def _mysql_version() -> str:
     try:
-        import MySQLdb
-
         conn = mysql_connect()
         try:
             cursor = conn.cursor()
@@ -244,14 +245,11 @@ def _mysql_version() -> str:
         finally:
             conn.close()
     except Exception as exc:  # noqa: BLE001
-        del MySQLdb
         return f"unreachable ({exc})"
 
 
 def _redis_version() -> str:
     try:
-        import redis
-
         return str(
             redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).info()["redis_version"]
         )
@@ -261,9 +259,6 @@ def _redis_version() -> str:
 
 def mysql_connect(database: str | None = None) -> Any:
     """A raw MySQLdb connection to the bench server (bulk loads bypass the ORM)."""
-    from urllib.parse import urlparse
-
-    import MySQLdb
 
     parts = urlparse(MYSQL_SERVER_URL)
     options: dict[str, Any] = {
@@ -329,13 +324,13 @@ def setup_django(database: str, **extra: str) -> None:
     for name in set(os.environ) - set(env):  # what django_env leaves out (a stray broker)
         del os.environ[name]
     os.environ.update(env)
-    import django
+    import django  # noqa: PLC0415 - starts Django once the environment is set
 
     django.setup()
 
 
 def migrate() -> None:
-    from django.core.management import call_command
+    from django.core.management import call_command  # noqa: PLC0415 - Django, once setup_django() ran
 
     call_command("migrate", verbosity=0, interactive=False)
 

@@ -1,4 +1,4 @@
-"""Benchmark 1: the four web derivatives of a photo (SPEC §2) against sharp, in one run.
+"""Benchmark 1: the four web derivatives of a photo (docs/contract.md §2) against sharp, in one run.
 
 Contenders, interleaved (the order rotates every round, so a load spike or a warm cache
 favours none of them):
@@ -63,7 +63,7 @@ from media_jobs.pipeline.thumbnails import render_derivatives
 
 JPEG_QUALITY = 85
 SIZES_LARGEST_FIRST = sorted(IMAGE_SIZES.items(), key=lambda item: -item[1])
-# Any height: the width decides (SPEC §2), libvips' box must not limit a portrait photo.
+# Any height: the width decides (docs/contract.md §2), libvips' box must not limit a portrait photo.
 UNBOUNDED = 10_000_000
 # Bump to regenerate the cached inputs (bench/results/inputs) after changing how they are made.
 INPUTS_VERSION = 1
@@ -194,7 +194,7 @@ def seed_method(data: bytes) -> list[Output]:
 
 def pyvips_thumbnail(data: bytes) -> list[Output]:
     """(c) libvips: shrink-on-load thumbnail to the largest width, smaller ones from it."""
-    import pyvips
+    import pyvips  # noqa: PLC0415 - optional, requirements-bench
 
     largest = SIZES_LARGEST_FIRST[0][1]
     current = pyvips.Image.thumbnail_buffer(data, largest, height=UNBOUNDED, size="down")
@@ -274,7 +274,7 @@ class Reference:
 
 
 def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -> BenchResult:
-    import pyvips
+    import pyvips  # noqa: PLC0415 - optional, requirements-bench
 
     runs = runs or (2 if smoke else 7)
     # One libvips thread: a worker process renders one photo per core, like Pillow does.
@@ -318,7 +318,7 @@ def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -
             per_input[item.name] = _measure_input(result, item, files[item.name], sharp, runs)
         _measure_heic(result, heic, files[heic.name], sharp, runs)
         if profile and sharp is not None:
-            from bench.derivatives_profile import sharp_stage_table
+            from bench.derivatives_profile import sharp_stage_table  # noqa: PLC0415 - a cycle: derivatives_profile imports this module
 
             result.tables.append(
                 sharp_stage_table(sharp, {i.name: files[i.name] for i in inputs}, PROFILE_RUNS)
@@ -327,7 +327,7 @@ def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -
         if sharp is not None:
             sharp.close()
     if profile:
-        from bench.derivatives_profile import profile_tables
+        from bench.derivatives_profile import profile_tables  # noqa: PLC0415 - a cycle: derivatives_profile imports this module
 
         try:
             result.tables.extend(profile_tables(inputs, files, min(runs, PROFILE_RUNS)))

@@ -110,7 +110,7 @@ def patch() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     patch()
-    from moto.server import main as moto_main
+    from moto.server import main as moto_main  # noqa: PLC0415 - after patch(): moto's server imports the patched models
 
     moto_main(argv if argv is not None else sys.argv[1:])
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
 
 from bench.common import (
     REDIS_URL,
@@ -65,6 +66,8 @@ from bench.common import (
 )
 from bench.pipeline_worker import read_counts
 from bench.services import moto_server, new_bucket, s3_env
+from media_jobs import sample_media
+from media_jobs.pipeline.thumbnails import generate_thumbnails, render_derivatives
 
 DATABASE = bench_database("bench_pipeline")
 LISTING = 880001
@@ -126,7 +129,7 @@ def start_workers(
 def _wait_ready(count: int) -> None:
     """Ping until every worker answers (a job queued before a worker listens still runs,
     but then its start-up would count in the wall time)."""
-    from toqportal.celery import app
+    from toqportal.celery import app  # noqa: PLC0415 - Django, once setup_django() ran
 
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -181,8 +184,8 @@ def one_run(
     listing: int, asset_ids: list[int], storage: Any, timeout_s: float, *, fresh: bool = True
 ) -> dict:
     """One job from dispatch to terminal status; ``fresh``: its derivatives deleted first."""
-    from media_jobs.models import MediaProcessingJob
-    from media_jobs.services.dispatch import listing_start_processing
+    from media_jobs.models import MediaProcessingJob  # noqa: PLC0415 - Django, once setup_django() ran
+    from media_jobs.services.dispatch import listing_start_processing  # noqa: PLC0415 - Django, once setup_django() ran
 
     if fresh:
         for info in list(storage.list(f"{listing}/processed/")):
@@ -205,7 +208,7 @@ def one_run(
 def timeline_gaps(job_id: int) -> dict[str, float]:
     """Milliseconds between the job's consecutive timeline events (dispatch, each step's
     start and end, the callback): where an empty job's time goes."""
-    from media_jobs.models import MediaJobEvent
+    from media_jobs.models import MediaJobEvent  # noqa: PLC0415 - Django, once setup_django() ran
 
     events = list(MediaJobEvent.objects.filter(job_id=job_id).order_by("at", "id"))
     gaps = {}
@@ -217,7 +220,6 @@ def timeline_gaps(job_id: int) -> dict[str, float]:
 
 def renderer_cpu_per_photo(photos: list[bytes], runs: int) -> float:
     """The renderer alone: CPU seconds of render_derivatives per photo (median of runs)."""
-    from media_jobs.pipeline.thumbnails import render_derivatives
 
     samples = []
     for _ in range(runs):
@@ -232,8 +234,7 @@ def step_cpu_per_photo(storage: Any, count: int) -> float:
     """The thumbnails step on ``count`` photos in this process (S3 I/O included, no Celery,
     no database): CPU seconds per photo, its I/O threads included. Splits the worker's
     overhead into storage (this minus the renderer's) and orchestration (the rest)."""
-    from media_jobs.pipeline.thumbnails import generate_thumbnails
-    from media_jobs.storage import pipeline_config
+    from media_jobs.storage import pipeline_config  # noqa: PLC0415 - Django, once setup_django() ran
 
     keys = [raw_key(index) for index in range(1, count + 1)]
     validation: Any = {
@@ -250,7 +251,6 @@ def step_cpu_per_photo(storage: Any, count: int) -> float:
 
 def redis_commands_during(fn: Any, redis_url: str) -> tuple[Any, Counter[str]]:
     """Run ``fn`` while MONITOR counts the commands sent to the bench's Redis database."""
-    import redis
 
     client = redis.Redis.from_url(redis_url)
     db = client.connection_pool.connection_kwargs.get("db", 0)
@@ -286,7 +286,6 @@ def redis_commands_during(fn: Any, redis_url: str) -> tuple[Any, Counter[str]]:
 def redis_capacity(redis_url: str) -> float | None:
     """Single commands per second of this Redis (redis-benchmark, 8 clients, no pipelining):
     the mean of LPUSH, RPOP, SET and GET on the bench's database (its keys deleted after)."""
-    import redis
 
     binary = shutil.which("redis-benchmark")
     if binary is None:
@@ -354,7 +353,6 @@ def mariadb_capacity(database: str, seconds: float) -> float:
 
 
 def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = None) -> BenchResult:
-    from media_jobs import sample_media
 
     runs = runs or (1 if smoke else 3)
     photos = photos or (6 if smoke else 48)
@@ -393,8 +391,8 @@ def run(*, smoke: bool = False, runs: int | None = None, photos: int | None = No
         setup_django(DATABASE, **extra)
         migrate()
 
-        from media_jobs.models import MediaAsset
-        from media_jobs.storage import pipeline_storage
+        from media_jobs.models import MediaAsset  # noqa: PLC0415 - Django, once setup_django() ran
+        from media_jobs.storage import pipeline_storage  # noqa: PLC0415 - Django, once setup_django() ran
 
         storage = pipeline_storage()
         asset_ids = []

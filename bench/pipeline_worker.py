@@ -39,9 +39,9 @@ def dump() -> None:
 
 def install() -> None:
     """Hooks for SQL (every connection), S3 (botocore) and Celery messages."""
-    import botocore.endpoint
-    from celery.signals import before_task_publish, task_postrun, task_prerun
-    from django.db.backends.signals import connection_created
+    import botocore.endpoint  # noqa: PLC0415 - Django and Celery, once the worker's environment is set
+    from celery.signals import before_task_publish, task_postrun, task_prerun  # noqa: PLC0415 - Django and Celery, once the worker's environment is set
+    from django.db.backends.signals import connection_created  # noqa: PLC0415 - Django and Celery, once the worker's environment is set
 
     def on_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
         if _count_sql not in connection.execute_wrappers:
@@ -81,7 +81,7 @@ def read_counts(folder: Path) -> Counter[str]:
 
 def main() -> None:
     install()
-    from celery.__main__ import main as celery_main
+    from celery.__main__ import main as celery_main  # noqa: PLC0415 - Django and Celery, once the worker's environment is set
 
     sys.argv = ["celery", *sys.argv[1:]]
     celery_main()

@@ -23,6 +23,7 @@ with the listing). The 4 GiB listing runs the project only: it is there for the 
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psutil
 
 from bench.common import (
@@ -51,6 +53,10 @@ from bench.common import (
     result_path,
 )
 from bench.services import REGION, moto_server, new_bucket
+from media_jobs.pipeline.config import PipelineConfig
+from media_jobs.pipeline.keys import unique_entry_names, zip_entry_name
+from media_jobs.pipeline.storage_factory import storage_from_config
+from media_jobs.pipeline.zipper import create_zip_bundle
 
 MB = 1_000_000
 MIB = 1024**2
@@ -155,7 +161,6 @@ def copy_objects(client: Any, bucket: str, sources: list[RawObject], factor: int
 
 
 def _s3_client(endpoint: str) -> Any:
-    import boto3
 
     return boto3.client(
         "s3",
@@ -168,9 +173,6 @@ def _s3_client(endpoint: str) -> Any:
 
 def child_project(endpoint: str, bucket: str, listing: int, keys: list[str]) -> dict[str, Any]:
     """The project's step, as the Celery task and the Lambda handler call it."""
-    from media_jobs.pipeline.config import PipelineConfig
-    from media_jobs.pipeline.storage import storage_from_config
-    from media_jobs.pipeline.zipper import create_zip_bundle
 
     config = PipelineConfig(
         bucket=bucket, storage_backend="s3", s3_endpoint_url=endpoint, region=REGION
@@ -234,7 +236,6 @@ def child_copy(endpoint: str, bucket: str, listing: int, keys: list[str]) -> dic
 
 def child_inmemory(endpoint: str, bucket: str, listing: int, keys: list[str]) -> dict[str, Any]:
     """(e) the Go way: every object read whole, DEFLATEd into an in-memory archive, one PUT."""
-    from media_jobs.pipeline.keys import unique_entry_names, zip_entry_name
 
     client = _s3_client(endpoint)
     target = f"{listing}/bench/in-memory.zip"
@@ -583,7 +584,6 @@ def main() -> None:
 
 
 def argparse_hidden() -> str:
-    import argparse
 
     return argparse.SUPPRESS
 

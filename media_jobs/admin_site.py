@@ -6,33 +6,35 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin import AdminSite
-from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.http import HttpRequest, HttpResponseBase
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path
+from django.utils.translation import gettext_lazy as _
 
 
 class PortalAdminSite(AdminSite):
-    site_header = "TOQ media operations"
-    site_title = "TOQ media portal"
-    index_title = "Operations"
+    site_header = _("TOQ media operations")
+    site_title = _("TOQ media portal")
+    index_title = _("Operations")
     index_template = "admin/portal_index.html"
     # The header's portal links replace the model sidebar: the jobs list needs the width.
     enable_nav_sidebar = False
 
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        from media_jobs.admin.views import dashboard_context
+    ) -> TemplateResponse:
+        from media_jobs.admin.views import dashboard_context  # noqa: PLC0415 - the admin package registers models on this site
 
         context = {**dashboard_context(request), **(extra_context or {})}
         return super().index(request, context)
 
-    def get_urls(self) -> list:
+    def get_urls(self) -> list[URLResolver | URLPattern]:
         # The views live in the admin package, which registers models on this site: import
         # them when the URLconf is built, after app loading, never at module import.
-        from media_jobs.admin import views
+        from media_jobs.admin import views  # noqa: PLC0415 - see above
 
         def page(view: Any) -> Any:
-            def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
                 return view(self, request, *args, **kwargs)
 
             return self.admin_view(bound)

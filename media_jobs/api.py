@@ -1,4 +1,4 @@
-"""The JSON API (SPEC §6-§7): start processing, start finalization, receive callbacks.
+"""The JSON API (docs/contract.md §6-§7): start processing, start finalization, receive callbacks.
 
 Thin views: parse and check the request, call one service, present its answer. Every
 refusal is JSON ``{"error": {"status", "code", "message", ...}}`` with a message that says
@@ -10,18 +10,24 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 
+from .exceptions import ApplicationError
 from .models import MediaProcessingJob
 from .pipeline.callback import SIGNATURE_HEADER
 from .pipeline.consolidate import InvalidJobReference, job_reference_value
+from .selectors.dispatch import dispatch_detail
 from .services.callbacks import callback_apply
-from .services.dispatch import dispatch_detail, listing_start_finalization, listing_start_processing
-from .services.errors import ApplicationError
+from .services.dispatch import listing_start_finalization, listing_start_processing
+
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
 
 # The start endpoints take a tiny JSON object; anything bigger is a mistake.
 MAX_START_BODY_BYTES = 16 * 1024
@@ -35,16 +41,19 @@ ERROR_CODES = {
     413: "PAYLOAD_TOO_LARGE",
     503: "UNAVAILABLE",
 }
-MSG_NO_TOKENS = (
+MSG_NO_TOKENS = _(
     "the API is disabled: no API_TOKENS are configured on the portal, so no bearer token "
     "can be accepted"
 )
-MSG_NO_BEARER = (
+MSG_NO_BEARER = _(
     "send the header 'Authorization: Bearer <token>' with one of the portal's API_TOKENS"
 )
-MSG_BAD_TOKEN = "the bearer token is not one of the portal's API_TOKENS"
-MSG_BODY_SHAPE = 'send a JSON object such as {"listingIdentityId": 123}'
-MSG_LISTING = 'listingIdentityId is required: a positive integer (or a string of digits) such as {"listingIdentityId": 123}'
+MSG_BAD_TOKEN = _("the bearer token is not one of the portal's API_TOKENS")
+MSG_BODY_SHAPE = _('send a JSON object such as {"listingIdentityId": 123}')
+MSG_LISTING = _(
+    "listingIdentityId is required: a positive integer (or a string of digits) such as "
+    '{"listingIdentityId": 123}'
+)
 
 
 def error_response(
@@ -65,16 +74,18 @@ def error_response(
 
 def _method_not_allowed(request: HttpRequest) -> JsonResponse:
     return error_response(
-        405, f"{request.method} is not allowed here; use POST", headers={"Allow": "POST"}
+        405,
+        gettext("%(method)s is not allowed here; use POST") % {"method": request.method},
+        headers={"Allow": "POST"},
     )
 
 
-def _bearer_problem(request: HttpRequest) -> str | None:
+def _bearer_problem(request: HttpRequest) -> StrOrPromise | None:
     """None when the Authorization header carries one of API_TOKENS, else why not."""
     tokens = [t for t in getattr(settings, "API_TOKENS", []) if t]
     if not tokens:
         return MSG_NO_TOKENS
-    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    scheme, _space, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return MSG_NO_BEARER
@@ -91,7 +102,9 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
         try:
             length = int(declared)
         except ValueError:
-            raise ApplicationError(f"Content-Length {declared[:40]!r} is not a number") from None
+            raise ApplicationError(
+                gettext("Content-Length %(value)r is not a number") % {"value": declared[:40]}
+            ) from None
         if length > limit:
             raise _TooLarge(length, limit)
     data = request.read(limit + 1)
@@ -104,7 +117,10 @@ class _TooLarge(ApplicationError):
     status_code = 413
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the body is {size} bytes or more; the limit here is {limit} bytes")
+        super().__init__(
+            gettext("the body is %(size)s bytes or more; the limit here is %(limit)s bytes")
+            % {"size": size, "limit": limit}
+        )
 
 
 def _listing_identity_id(body: dict[str, Any]) -> int:
@@ -123,9 +139,13 @@ def _start_body(request: HttpRequest) -> tuple[int, str | None]:
     try:
         body = json.loads(raw.decode("utf-8") or "null")
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ApplicationError(f"the body is not valid JSON; {MSG_BODY_SHAPE}") from None
+        raise ApplicationError(
+            gettext("the body is not valid JSON; %(hint)s") % {"hint": MSG_BODY_SHAPE}
+        ) from None
     if not isinstance(body, dict):
-        raise ApplicationError(f"the body must be a JSON object; {MSG_BODY_SHAPE}")
+        raise ApplicationError(
+            gettext("the body must be a JSON object; %(hint)s") % {"hint": MSG_BODY_SHAPE}
+        )
     traceparent = request.headers.get("traceparent") or body.get("traceparent")
     return _listing_identity_id(body), traceparent if isinstance(traceparent, str) else None
 
@@ -133,12 +153,13 @@ def _start_body(request: HttpRequest) -> tuple[int, str | None]:
 def job_json(job: MediaProcessingJob) -> dict[str, Any]:
     """The job as the start endpoints answer it.
 
-    ``provider`` is SPEC §3's column of that name, kept as the backend reads it: it names
+    ``provider`` is docs/contract.md §3's column of that name, kept as the backend reads it: it names
     the kind of job (STEP_FUNCTIONS = processing, STEP_FUNCTIONS_FINALIZATION = the ZIP),
     not what runs it - ``kind`` says the same in words. ``engine`` is what runs it:
     ``celery`` or ``stepfunctions`` (MEDIA_PIPELINE_ENGINE when it was dispatched)."""
     detail = dispatch_detail(job=job) or {}
-    workflow = detail.get("input") if isinstance(detail.get("input"), dict) else {}
+    started_with = detail.get("input")
+    workflow = started_with if isinstance(started_with, dict) else {}
     return {
         "jobId": job.pk,
         "listingIdentityId": job.listing_identity_id,
@@ -162,7 +183,7 @@ def _start_view(start: Callable[..., MediaProcessingJob]) -> Callable[[HttpReque
             return _method_not_allowed(request)
         problem = _bearer_problem(request)
         if problem:
-            return error_response(401, problem, headers={"WWW-Authenticate": "Bearer"})
+            return error_response(401, str(problem), headers={"WWW-Authenticate": "Bearer"})
         try:
             listing_identity_id, traceparent = _start_body(request)
             job = start(listing_identity_id=listing_identity_id, traceparent=traceparent)
@@ -172,7 +193,8 @@ def _start_view(start: Callable[..., MediaProcessingJob]) -> Callable[[HttpReque
             # The broker refused the job after the commit: say so rather than 202.
             return error_response(
                 503,
-                f"job {job.pk} could not be queued: {job.last_error or 'see the job'}",
+                gettext("job %(job)s could not be queued: %(error)s")
+                % {"job": job.pk, "error": job.last_error or gettext("see the job")},
                 extra={"job": job_json(job)},
             )
         return JsonResponse(job_json(job), status=202)
@@ -182,14 +204,14 @@ def _start_view(start: Callable[..., MediaProcessingJob]) -> Callable[[HttpReque
 
 
 process_uploads = _start_view(listing_start_processing)
-process_uploads.__doc__ = "POST /api/v2/listings/media/uploads/process (SPEC §7)."
+process_uploads.__doc__ = "POST /api/v2/listings/media/uploads/process (docs/contract.md §7)."
 complete_uploads = _start_view(listing_start_finalization)
-complete_uploads.__doc__ = "POST /api/v2/listings/media/uploads/complete (SPEC §7)."
+complete_uploads.__doc__ = "POST /api/v2/listings/media/uploads/complete (docs/contract.md §7)."
 
 
 @csrf_exempt
 def media_callback(request: HttpRequest) -> JsonResponse:
-    """POST /api/v2/listings/media/callback: the signed pipeline result (SPEC §6)."""
+    """POST /api/v2/listings/media/callback: the signed pipeline result (docs/contract.md §6)."""
     if request.method != "POST":
         return _method_not_allowed(request)
     try:

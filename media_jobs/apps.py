@@ -1,11 +1,12 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django.utils.translation import gettext_lazy as _
 
 
 class MediaJobsConfig(AppConfig):
     default = True
     name = "media_jobs"
-    verbose_name = "Media jobs"
+    verbose_name = _("Media jobs")
     default_auto_field = "django.db.models.BigAutoField"
 
 

@@ -1,4 +1,4 @@
-"""Column types Django lacks, so the migrations produce SPEC §3's schema exactly on MySQL/MariaDB
+"""Column types Django lacks, so the migrations produce docs/contract.md §3's schema exactly on MySQL/MariaDB
 (INT UNSIGNED ids, TIMESTAMP, TEXT, DATETIME DEFAULT CURRENT_TIMESTAMP). Other databases get
 Django's usual types."""
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +41,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from toqportal.celery import app
 
 from . import errorcodes
 from .models import (
@@ -54,6 +56,7 @@ from .models import (
 from .selectors.deliveries import UNDELIVERED_STATES
 from .selectors.errors import failures_by_code
 from .selectors.jobs import job_list_stuck
+from .services.broker import queue_depth
 
 logger = logging.getLogger("toq.media.metrics")
 
@@ -70,26 +73,6 @@ def error_code_of(last_error: str | None) -> str:
     return errorcodes.error_code_of(last_error) or "unknown"
 
 
-def broker_queue_depth(queue: str | None = None) -> int | None:
-    """Messages waiting in ``queue`` (the default queue), or None when the broker cannot be
-    asked. A passive declare works the same on Redis, the filesystem broker and RabbitMQ;
-    a queue that does not exist yet is empty."""
-    from toqportal.celery import app
-
-    name = queue or app.conf.task_default_queue
-    try:
-        with app.connection_for_read(connect_timeout=2) as connection:
-            connection.ensure_connection(max_retries=1)
-            channel = connection.default_channel
-            try:
-                return int(channel.queue_declare(queue=name, passive=True).message_count)
-            except connection.channel_errors:
-                return 0
-    except Exception as exc:  # noqa: BLE001 - an unreachable broker means "unknown"
-        logger.info("queue depth unknown: %s", exc)
-        return None
-
-
 class DatabaseCollector(Collector):
     """Collects every metric with a handful of indexed queries per scrape."""
 
@@ -99,10 +82,8 @@ class DatabaseCollector(Collector):
         yield from self._failures(now)
         yield self._durations(now)
         yield from self._callbacks(now)
-        depth = broker_queue_depth()
+        depth = queue_depth()
         if depth is not None:
-            from toqportal.celery import app
-
             gauge = GaugeMetricFamily(
                 "toq_media_queue_depth", "Messages waiting in the Celery queue.", labels=["queue"]
             )
@@ -184,8 +165,9 @@ class DatabaseCollector(Collector):
             .order_by()
         )
         for row in rows:
+            counts: Mapping[str, Any] = row  # with the le_<i> keys of bucket_aggregates
             buckets = [
-                (floatToGoString(bound), row[f"le_{i}"])
+                (floatToGoString(bound), counts[f"le_{i}"])
                 for i, bound in enumerate(DURATION_BUCKETS_S)
             ] + [("+Inf", row["total"])]
             histogram.add_metric(
@@ -217,14 +199,14 @@ class DatabaseCollector(Collector):
             "Callbacks handled by the receiver (HTTP and Celery) in the last 24 h, by outcome.",
             labels=["kind"],
         )
-        rows = (
+        received_rows = (
             MediaJobEvent.objects.filter(at__gte=now - RECENT, step="callback")
             .values("kind")
             .annotate(n=Count("id"))
             .order_by()
         )
-        for row in rows:
-            received.add_metric([row["kind"]], row["n"])
+        for received_row in received_rows:
+            received.add_metric([received_row["kind"]], received_row["n"])
         yield received
 
         undelivered = GaugeMetricFamily(

@@ -1,4 +1,4 @@
-"""The two tables of SPEC §3, shared with the TOQ backend, and the portal's own tables.
+"""The two tables of docs/contract.md §3, shared with the TOQ backend, and the portal's own tables.
 
 ``media_processing_jobs`` and ``media_assets`` may belong to the backend's live database: with
 ``MEDIA_JOBS_MANAGE_TABLES=false`` both models are unmanaged and migrate leaves them alone.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .fields import (
@@ -26,11 +27,11 @@ TEXT_MAX_BYTES = 65_535
 
 
 class JobStatus(models.TextChoices):
-    PENDING = "PENDING", "Pending"
-    RUNNING = "RUNNING", "Running"
-    SUCCEEDED = "SUCCEEDED", "Succeeded"
-    PARTIAL_SUCCESS = "PARTIAL_SUCCESS", "Partial success"
-    FAILED = "FAILED", "Failed"
+    PENDING = "PENDING", _("Pending")
+    RUNNING = "RUNNING", _("Running")
+    SUCCEEDED = "SUCCEEDED", _("Succeeded")
+    PARTIAL_SUCCESS = "PARTIAL_SUCCESS", _("Partial success")
+    FAILED = "FAILED", _("Failed")
 
 
 TERMINAL_JOB_STATUSES = frozenset(
@@ -40,75 +41,75 @@ ACTIVE_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
 
 
 class JobProvider(models.TextChoices):
-    STEP_FUNCTIONS = "STEP_FUNCTIONS", "Processing"
-    STEP_FUNCTIONS_FINALIZATION = "STEP_FUNCTIONS_FINALIZATION", "Finalization (ZIP)"
-    MEDIACONVERT = "MEDIACONVERT", "MediaConvert"
+    STEP_FUNCTIONS = "STEP_FUNCTIONS", _("Processing")
+    STEP_FUNCTIONS_FINALIZATION = "STEP_FUNCTIONS_FINALIZATION", _("Finalization (ZIP)")
+    MEDIACONVERT = "MEDIACONVERT", _("MediaConvert")
 
 
 class AssetType(models.TextChoices):
-    PHOTO_VERTICAL = "PHOTO_VERTICAL", "Photo (vertical)"
-    PHOTO_HORIZONTAL = "PHOTO_HORIZONTAL", "Photo (horizontal)"
-    VIDEO_VERTICAL = "VIDEO_VERTICAL", "Video (vertical)"
-    VIDEO_HORIZONTAL = "VIDEO_HORIZONTAL", "Video (horizontal)"
-    THUMBNAIL = "THUMBNAIL", "Thumbnail"
-    ZIP = "ZIP", "ZIP"
-    PROJECT_DOC = "PROJECT_DOC", "Project document"
-    PROJECT_RENDER = "PROJECT_RENDER", "Project render"
+    PHOTO_VERTICAL = "PHOTO_VERTICAL", _("Photo (vertical)")
+    PHOTO_HORIZONTAL = "PHOTO_HORIZONTAL", _("Photo (horizontal)")
+    VIDEO_VERTICAL = "VIDEO_VERTICAL", _("Video (vertical)")
+    VIDEO_HORIZONTAL = "VIDEO_HORIZONTAL", _("Video (horizontal)")
+    THUMBNAIL = "THUMBNAIL", _("Thumbnail")
+    ZIP = "ZIP", _("ZIP")
+    PROJECT_DOC = "PROJECT_DOC", _("Project document")
+    PROJECT_RENDER = "PROJECT_RENDER", _("Project render")
 
 
 class AssetStatus(models.TextChoices):
-    PENDING_UPLOAD = "PENDING_UPLOAD", "Pending upload"
-    PROCESSING = "PROCESSING", "Processing"
-    PROCESSED = "PROCESSED", "Processed"
-    FAILED = "FAILED", "Failed"
+    PENDING_UPLOAD = "PENDING_UPLOAD", _("Pending upload")
+    PROCESSING = "PROCESSING", _("Processing")
+    PROCESSED = "PROCESSED", _("Processed")
+    FAILED = "FAILED", _("Failed")
 
 
 class MediaProcessingJob(models.Model):
-    id = UnsignedAutoField(primary_key=True, verbose_name="job id")
+    id = UnsignedAutoField(primary_key=True, verbose_name=_("job id"))
     listing_identity_id = UnsignedIntegerField(
-        verbose_name="listing", help_text="The listing (listingIdentityId) this job works on."
+        verbose_name=_("listing"), help_text=_("The listing (listingIdentityId) this job works on.")
     )
     status = models.CharField(
         max_length=50,
         choices=JobStatus.choices,
         default=JobStatus.PENDING,
-        help_text="PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED.",
+        help_text=_("PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED."),
     )
     provider = models.CharField(
         max_length=50,
         choices=JobProvider.choices,
         default=JobProvider.STEP_FUNCTIONS,
-        verbose_name="kind",
-        help_text="STEP_FUNCTIONS = processing, STEP_FUNCTIONS_FINALIZATION = ZIP.",
+        verbose_name=_("kind"),
+        help_text=_("STEP_FUNCTIONS = processing, STEP_FUNCTIONS_FINALIZATION = ZIP."),
     )
     external_id = models.CharField(
         max_length=255,
         null=True,
         blank=True,
-        help_text="Step Functions execution ARN, or the Celery workflow id.",
+        help_text=_("Step Functions execution ARN, or the Celery workflow id."),
     )
     payload = models.JSONField(
-        null=True, blank=True, help_text="Result kept from the last terminal callback."
+        null=True, blank=True, help_text=_("Result kept from the last terminal callback.")
     )
     retry_count = models.SmallIntegerField(
-        null=True, default=0, db_default=0, help_text="0 for a first run; +1 per retry."
+        null=True, default=0, db_default=0, help_text=_("0 for a first run; +1 per retry.")
     )
     started_at = TimestampField(null=True, blank=True)
     completed_at = TimestampField(null=True, blank=True)
     last_error = PlainTextField(
         null=True,
         blank=True,
-        help_text="code=X | message | failureReason | meta={...}",
+        help_text=_("code=X | message | failureReason | meta={...}"),
     )
     callback_body = PlainTextField(
-        null=True, blank=True, help_text="The raw JSON of the last callback, byte for byte."
+        null=True, blank=True, help_text=_("The raw JSON of the last callback, byte for byte.")
     )
     created_at = PlainDateTimeField(default=timezone.now, db_default=CurrentTimestamp())
 
     class Meta:
         db_table = "media_processing_jobs"
         managed = settings.MEDIA_JOBS_MANAGE_TABLES
-        verbose_name = "media processing job"
+        verbose_name = _("media processing job")
         ordering = ["-id"]
         permissions = [("operate_mediaprocessingjob", "Can retry, mark failed and reprocess")]
         indexes = [
@@ -127,7 +128,11 @@ class MediaProcessingJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"job #{self.id} ({self.get_provider_display()}, listing {self.listing_identity_id})"
+        return gettext("job #%(job)s (%(kind)s, listing %(listing)s)") % {
+            "job": self.id,
+            "kind": self.get_provider_display(),
+            "listing": self.listing_identity_id,
+        }
 
     @property
     def is_terminal(self) -> bool:
@@ -140,33 +145,33 @@ class MediaProcessingJob(models.Model):
 
 class MediaAsset(models.Model):
     id = UnsignedAutoField(primary_key=True)
-    listing_identity_id = UnsignedIntegerField(verbose_name="listing")
+    listing_identity_id = UnsignedIntegerField(verbose_name=_("listing"))
     asset_type = models.CharField(max_length=50, choices=AssetType.choices)
-    sequence = models.IntegerField(help_text="Unique per listing and asset type.")
+    sequence = models.IntegerField(help_text=_("Unique per listing and asset type."))
     status = models.CharField(
         max_length=50, choices=AssetStatus.choices, default=AssetStatus.PENDING_UPLOAD
     )
     s3_key_raw = models.CharField(
-        max_length=255, null=True, blank=True, verbose_name="raw key", help_text="Upload key."
+        max_length=255, null=True, blank=True, verbose_name=_("raw key"), help_text=_("Upload key.")
     )
     s3_key_processed = models.CharField(
         max_length=255,
         null=True,
         blank=True,
-        verbose_name="processed key",
-        help_text="The best derivative.",
+        verbose_name=_("processed key"),
+        help_text=_("The best derivative."),
     )
     title = models.CharField(max_length=255, null=True, blank=True)
     metadata = models.JSONField(
         null=True,
         blank=True,
-        help_text="filename, clientId, thumbnailKey, {size}_{type} outputs, errorCode, error.",
+        help_text=_("filename, clientId, thumbnailKey, {size}_{type} outputs, errorCode, error."),
     )
 
     class Meta:
         db_table = "media_assets"
         managed = settings.MEDIA_JOBS_MANAGE_TABLES
-        verbose_name = "media asset"
+        verbose_name = _("media asset")
         ordering = ["listing_identity_id", "asset_type", "sequence"]
         constraints = [
             models.UniqueConstraint(
@@ -189,11 +194,29 @@ class MediaAsset(models.Model):
 
 
 class EventKind(models.TextChoices):
-    STARTED = "started", "Started"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    RETRIED = "retried", "Retried"
-    NOTE = "note", "Note"
+    STARTED = "started", _("Started")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    RETRIED = "retried", _("Retried")
+    NOTE = "note", _("Note")
+
+
+# The steps of the timeline (``MediaJobEvent.step``) used across the code base (free text is
+# allowed; these are the usual ones).
+STEP_DISPATCH = "dispatch"
+STEP_VALIDATE = "validate"
+STEP_THUMBNAILS = "thumbnails"
+STEP_POSTERS = "video_thumbnails"
+STEP_TRANSCODE = "video_transcode"
+STEP_CONSOLIDATE = "consolidate"
+STEP_ZIP = "zip"
+STEP_CALLBACK = "callback"
+STEP_DELIVERY = "callback_delivery"
+STEP_RETRY = "retry"
+STEP_MARK_FAILED = "mark_failed"
+STEP_RECONCILE = "reconcile"
+STEP_REPROCESS = "reprocess"
+STEP_WATCHDOG = "watchdog"
 
 
 class MediaJobEvent(models.Model):
@@ -206,11 +229,13 @@ class MediaJobEvent(models.Model):
         db_constraint=False,  # the job table may belong to the backend's database
         related_name="events",
     )
-    step = models.CharField(max_length=64, help_text="validate, thumbnails, callback, retry, ...")
+    step = models.CharField(
+        max_length=64, help_text=_("validate, thumbnails, callback, retry, ...")
+    )
     kind = models.CharField(max_length=16, choices=EventKind.choices)
     at = models.DateTimeField(default=timezone.now, db_index=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    detail = models.JSONField(null=True, blank=True, help_text="Step-specific facts (JSON).")
+    detail = models.JSONField(null=True, blank=True, help_text=_("Step-specific facts (JSON)."))
 
     class Meta:
         db_table = "media_job_events"
@@ -322,11 +347,11 @@ class CallbackDelivery(models.Model):
         related_name="callback_deliveries",
     )
     url = models.CharField(max_length=500)
-    request_body = models.TextField(help_text="The exact bytes that were signed and sent.")
-    signature = models.CharField(max_length=64, help_text="X-Toq-Signature that was sent.")
+    request_body = models.TextField(help_text=_("The exact bytes that were signed and sent."))
+    signature = models.CharField(max_length=64, help_text=_("X-Toq-Signature that was sent."))
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_excerpt = models.TextField(blank=True, default="")
-    error = models.TextField(blank=True, default="", help_text="Network error, if any.")
+    error = models.TextField(blank=True, default="", help_text=_("Network error, if any."))
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     attempt = models.PositiveSmallIntegerField(default=1)
     succeeded = models.BooleanField(default=False)
@@ -347,7 +372,7 @@ class CallbackDelivery(models.Model):
     class Meta:
         db_table = "media_callback_deliveries"
         ordering = ["-created_at", "-id"]
-        verbose_name_plural = "callback deliveries"
+        verbose_name_plural = _("callback deliveries")
         indexes = [models.Index(fields=["job", "created_at"], name="idx_mcd_job_created")]
 
     def __str__(self) -> str:
@@ -355,8 +380,8 @@ class CallbackDelivery(models.Model):
 
 
 class ErrorScope(models.TextChoices):
-    JOB = "job", "Job"
-    ASSET = "asset", "Asset"
+    JOB = "job", _("Job")
+    ASSET = "asset", _("Asset")
 
 
 class MediaJobError(models.Model):
@@ -374,14 +399,14 @@ class MediaJobError(models.Model):
         db_constraint=False,
         related_name="error_codes",
     )
-    listing_identity_id = models.PositiveIntegerField(verbose_name="listing")
+    listing_identity_id = models.PositiveIntegerField(verbose_name=_("listing"))
     scope = models.CharField(max_length=8, choices=ErrorScope.choices)
-    code = models.CharField(max_length=100, blank=True, help_text="Empty when none was given.")
+    code = models.CharField(max_length=100, blank=True, help_text=_("Empty when none was given."))
     message = models.CharField(
-        max_length=255, blank=True, help_text="Normalized: what varies per job is masked."
+        max_length=255, blank=True, help_text=_("Normalized: what varies per job is masked.")
     )
-    sample = models.CharField(max_length=300, blank=True, help_text="One message as it was.")
-    assets = models.PositiveIntegerField(default=0, help_text="Assets that failed with it.")
+    sample = models.CharField(max_length=300, blank=True, help_text=_("One message as it was."))
+    assets = models.PositiveIntegerField(default=0, help_text=_("Assets that failed with it."))
     job_created_at = models.DateTimeField()
     job_completed_at = models.DateTimeField(null=True, blank=True)
 

@@ -18,13 +18,13 @@ from typing import Any
 from celery import shared_task
 from django.db import transaction
 
+from .exceptions import ApplicationError
 from .pipeline.errors import PipelineError
 from .services.backfill import ItemResult, asset_backfill_derivatives, failed, job_requeue
-from .services.errors import ApplicationError
 from .services.raw_import import raw_asset_import
 from .services.storage_audit import listing_verify, listing_zip_rebuild
 from .services.transient import db_retry
-from .tasks import ResilientTask
+from .tasks import clean_old_jobs, reconcile_stuck_jobs
 
 logger = logging.getLogger("toq.operations")
 
@@ -84,7 +84,7 @@ def run_item(operation: str, ref: Any, params: dict[str, Any], *, dry_run: bool)
         return failed(f"{ref}: {exc.message}", error=type(exc).__name__)
     except PipelineError as exc:
         return failed(f"{ref}: {exc.code}: {exc.message}", error_code=str(exc.code))
-    except Exception as exc:  # noqa: BLE001 - reported per item, the run goes on
+    except Exception as exc:
         logger.exception("operation %s failed on %r", operation, ref, extra={"step": operation})
         return failed(f"{ref}: {type(exc).__name__}: {exc}", error=type(exc).__name__)
 
@@ -107,24 +107,6 @@ def operation_run_batch(operation: str, refs: list[Any], params: dict[str, Any])
     return {**summary, "items": items}
 
 
-@shared_task(name="media_jobs.ops.reconcile_jobs", acks_late=True, base=ResilientTask)
-def reconcile_jobs_task(timeout_seconds: int, limit: int | None = None) -> list[int]:
-    from .services.housekeeping import jobs_reconcile
-
-    return jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit)
-
-
-@shared_task(name="media_jobs.ops.clean_jobs", acks_late=True, base=ResilientTask)
-def clean_jobs_task(completed_before: str, limit: int, batch_size: int) -> int:
-    from .services.housekeeping import jobs_clean
-
-    return jobs_clean(
-        completed_before=datetime.fromisoformat(completed_before),
-        limit=limit,
-        batch_size=batch_size,
-    )
-
-
 def _send_on_commit(task: Any, args: list[Any]) -> str:
     """Queue ``task`` once the caller's transaction commits; its id is known right away."""
     task_id = str(uuid.uuid4())
@@ -140,8 +122,8 @@ def operation_enqueue(*, operation: str, refs: list[Any], params: dict[str, Any]
 
 
 def reconcile_enqueue(*, timeout_seconds: int, limit: int | None) -> str:
-    return _send_on_commit(reconcile_jobs_task, [timeout_seconds, limit])
+    return _send_on_commit(reconcile_stuck_jobs, [timeout_seconds, limit])
 
 
 def clean_enqueue(*, completed_before: datetime, limit: int, batch_size: int) -> str:
-    return _send_on_commit(clean_jobs_task, [completed_before.isoformat(), limit, batch_size])
+    return _send_on_commit(clean_old_jobs, [completed_before.isoformat(), limit, batch_size])

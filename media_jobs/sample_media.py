@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pillow_heif
 from PIL import Image, ImageDraw, ImageFilter
 
 MARKER_RGB = (230, 20, 20)
@@ -114,7 +115,6 @@ def png16_bytes(width: int = 320, height: int = 240) -> bytes:
 
 
 def heic_bytes(width: int = 320, height: int = 240) -> bytes:
-    import pillow_heif
 
     pillow_heif.register_heif_opener()
     out = io.BytesIO()

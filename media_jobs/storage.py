@@ -9,6 +9,7 @@ from django.conf import settings
 
 from .pipeline.config import PipelineConfig
 from .pipeline.storage import Storage
+from .pipeline.storage_factory import storage_from_config
 
 
 def pipeline_config() -> PipelineConfig:
@@ -37,7 +38,6 @@ def pipeline_config() -> PipelineConfig:
 
 @cache
 def _storage_for(config: PipelineConfig) -> Storage:
-    from .pipeline.storage import storage_from_config
 
     return storage_from_config(config)
 

@@ -1,4 +1,4 @@
-"""The Celery engine: SPEC §4 and §5 as tasks, with the state machines' semantics.
+"""The Celery engine: docs/contract.md §4 and §5 as tasks, with the state machines' semantics.
 
 Processing workflow of a job (``run_processing`` is what dispatch queues)::
 
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,13 +53,23 @@ from celery.exceptions import Retry
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
-from kombu import pools
 from kombu.exceptions import OperationalError as BrokerError
 
 from toqportal.celery import app
 
-from .models import EventKind, MediaProcessingJob
+from .exceptions import ApplicationError, JobStateError
+from .models import (
+    STEP_CONSOLIDATE,
+    STEP_POSTERS,
+    STEP_THUMBNAILS,
+    STEP_TRANSCODE,
+    STEP_VALIDATE,
+    STEP_ZIP,
+    EventKind,
+    MediaProcessingJob,
+)
 from .pipeline.consolidate import (
+    FailureStatus,
     consolidate,
     describe_failure,
     failure_body,
@@ -68,21 +78,20 @@ from .pipeline.consolidate import (
 )
 from .pipeline.errors import ErrorCode, PipelineError
 from .pipeline.logs import log_context
+from .pipeline.thumbnails import generate_thumbnails
+from .pipeline.validate import validate_assets
+from .pipeline.video import generate_poster_frames, transcode_videos
+from .pipeline.zipper import create_zip_bundle
+from .selectors.dispatch import workflow_id_of, workflow_input
+from .services import queueing
 from .services.attempts import LOST_ATTEMPTS_LIMIT, Attempt, Busy, attempt_heartbeat, attempt_start
-from .services.dispatch import job_dispatch_failed, workflow_id_of, workflow_input
-from .services.errors import ApplicationError, JobStateError
-from .services.events import (
-    STEP_CONSOLIDATE,
-    STEP_POSTERS,
-    STEP_THUMBNAILS,
-    STEP_TRANSCODE,
-    STEP_VALIDATE,
-    STEP_ZIP,
-    event_record,
-)
+from .services.dispatch import job_dispatch_failed
+from .services.events import event_record
+from .services.housekeeping import jobs_clean, jobs_reconcile
 from .services.jobs import job_mark_running
-from .services.outbox import result_apply
+from .services.outbox import callback_deliver, outbox_drain, outbox_send, result_apply
 from .services.transient import db_retry
+from .services.watchdog import jobs_watch
 from .services.workflow import (
     PART_STEPS,
     step_result,
@@ -118,7 +127,7 @@ class RetryPolicy:
         return self.interval_s * self.backoff**retries * retry_delay_scale()
 
 
-# SPEC §4/§5: validate 2x 2 s x2; branches 2x 5 s x2; zip 2x 10 s x2. The consolidation is a
+# docs/contract.md §4/§5: validate 2x 2 s x2; branches 2x 5 s x2; zip 2x 10 s x2. The consolidation is a
 # pure function; it retries like the state machine's Lambda errors (2x 2 s x2).
 VALIDATE_RETRY = RetryPolicy(2, 2, 2.0)
 BRANCH_RETRY = RetryPolicy(2, 5, 2.0)
@@ -172,7 +181,7 @@ class FirstTask(ResilientTask):
             return super().__call__(job_id, *args, **kwargs)
         except Retry:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever escaped, the job must not be lost
+        except Exception as exc:
             retries = self.request.retries or 0
             if isinstance(exc, TRANSIENT_ERRORS) and retries < FIRST_TASK_RETRY.max_retries:
                 countdown = FIRST_TASK_RETRY.countdown(retries)
@@ -195,64 +204,6 @@ class FirstTask(ResilientTask):
                 ),
             )
             return None
-
-
-# --- queueing ------------------------------------------------------------------------------
-
-
-# How long a task waits for a free broker connection of the pool (every one in use).
-BROKER_POOL_TIMEOUT_S = 30
-
-
-def enqueue(
-    task: Task, *args: Any, countdown: float | None = None, queue: str | None = None
-) -> None:
-    """Queue ``task(*args)`` on the default queue (or ``queue``) of the broker configured
-    *now*."""
-    enqueue_each(task, [args], countdown=countdown, queue=queue)
-
-
-def enqueue_each(
-    task: Task,
-    calls: Iterable[tuple[Any, ...]],
-    *,
-    countdown: float | None = None,
-    queue: str | None = None,
-) -> None:
-    """Queue ``task(*args)`` for every ``args`` in ``calls`` over one connection.
-
-    The connection comes from kombu's pools, which are keyed by the broker's address: a
-    process whose broker settings change at run time (the worker tests) still sends where
-    it is told, and a workflow hop reuses an open connection instead of opening one
-    (~1 ms instead of ~7 ms to Redis). kombu empties the pools in a forked child.
-    """
-    options: dict[str, Any] = {"queue": queue or app.conf.task_default_queue}
-    if countdown:
-        options["countdown"] = countdown
-    if app.conf.task_always_eager:
-        for args in calls:
-            task.apply_async(args=args, **options)
-        return
-    pool = pools.connections[app.connection_for_write()]
-    with pool.acquire(block=True, timeout=BROKER_POOL_TIMEOUT_S) as connection:
-        for args in calls:
-            task.apply_async(
-                args=args,
-                connection=connection,
-                retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-                **options,
-            )
-
-
-def enqueue_or_leave(task: Task, *args: Any, queue: str | None = None) -> None:
-    """Queue a follow-up task; when the broker refuses it, log and leave it to the
-    watchdog (it queues what a stalled job lacks) or to the callback outbox's drain,
-    rather than fail a task whose work is already recorded."""
-    try:
-        enqueue(task, *args, queue=queue)
-    except Exception:  # noqa: BLE001 - any broker error ends the same way
-        logger.exception("%s not queued; the watchdog will queue it", task.name)
 
 
 # --- workflow state in the timeline ------------------------------------------------------------
@@ -407,7 +358,9 @@ def _retry_or_give_up(
 
 
 def _queue_delivery(entry_id: int) -> None:
-    enqueue_or_leave(deliver_callback, entry_id, queue=settings.CELERY_HOUSEKEEPING_QUEUE or None)
+    queueing.enqueue_or_leave(
+        deliver_callback.name, entry_id, queue=settings.CELERY_HOUSEKEEPING_QUEUE or None
+    )
 
 
 def apply_result(job: MediaProcessingJob, body: dict[str, Any]) -> None:
@@ -429,14 +382,18 @@ def _context(job: MediaProcessingJob, input: dict[str, Any], workflow_id: str) -
 
 
 def _fail_processing(
-    job: MediaProcessingJob, input: dict[str, Any], workflow_id: str, status: str, exc: Exception
+    job: MediaProcessingJob,
+    input: dict[str, Any],
+    workflow_id: str,
+    status: FailureStatus,
+    exc: Exception,
 ) -> None:
     code, message = describe_failure(exc)
     body = failure_body(
         _context(job, input, workflow_id),
         status=status,
         error_code=code,
-        message=message,  # type: ignore[arg-type]
+        message=message,
     )
     apply_result(job, body)
 
@@ -533,7 +490,7 @@ def _heartbeat(attempt: Attempt) -> Any:
     bind=True,
     base=FirstTask,
     first_step=STEP_VALIDATE,
-    name="media_jobs.tasks.run_processing",
+    name=queueing.RUN_PROCESSING,
     ignore_result=True,
     soft_time_limit=TIME_LIMITS[STEP_VALIDATE][0],
     time_limit=TIME_LIMITS[STEP_VALIDATE][1],
@@ -597,16 +554,15 @@ def run_processing(self: Task, job_id: int) -> None:
         done = workflow_parts_done(job.pk, workflow_id)
         pending = [p for p in validation["parts"] if p not in done]
         try:
-            enqueue_each(processing_part, [(job.pk, part) for part in pending])
-        except Exception:  # noqa: BLE001 - the parts are recorded as planned
+            queueing.enqueue_each(processing_part.name, [(job.pk, part) for part in pending])
+        except Exception:
             logger.exception("parts not queued; the watchdog will queue them")
             return
         if not pending:
-            enqueue_or_leave(consolidate_processing, job.pk)
+            consolidate_or_queue(job.pk)
 
 
 def validate_step(event: dict[str, Any]) -> dict[str, Any]:
-    from .pipeline.validate import validate_assets
 
     return dict(validate_assets(event, storage=pipeline_storage(), config=pipeline_config()))
 
@@ -614,16 +570,11 @@ def validate_step(event: dict[str, Any]) -> dict[str, Any]:
 def _run_part(step: str, validation: dict[str, Any]) -> dict[str, Any]:
     storage, config = pipeline_storage(), pipeline_config()
     if step == STEP_THUMBNAILS:
-        from .pipeline.thumbnails import generate_thumbnails
-
+        # the stored validation result is plain JSON of the ValidationResult shape
         return dict(generate_thumbnails(validation, storage=storage, config=config))  # type: ignore[arg-type]
     if step == STEP_POSTERS:
-        from .pipeline.video import generate_poster_frames
-
         return dict(generate_poster_frames(validation, storage=storage, config=config))
     if step == STEP_TRANSCODE:
-        from .pipeline.video import transcode_videos
-
         return dict(transcode_videos(validation, storage=storage, config=config))
     raise ValueError(f"unknown part step {step!r}")
 
@@ -692,7 +643,7 @@ def processing_part(self: Task, job_id: int, part: str) -> None:
             )
         # Fan-in: after this part's commit, the last part to finish sees every result.
         if set(validation["parts"]) <= workflow_parts_done(job.pk, workflow_id):
-            enqueue_or_leave(consolidate_processing, job.pk)
+            consolidate_or_queue(job.pk)
 
 
 @app.task(
@@ -705,6 +656,24 @@ def processing_part(self: Task, job_id: int, part: str) -> None:
 )
 def consolidate_processing(self: Task, job_id: int) -> None:
     """ConsolidateResults + FinalizeAndCallback: the same body the state machine builds."""
+    _consolidate(job_id, self)
+
+
+def consolidate_or_queue(job_id: int) -> None:
+    """Consolidate in the task that completed the fan-in: consolidation is a pure function
+    of the recorded results (a few ms), so a broker hop for it is only latency (~15-30 ms
+    a job). When that fails for any reason the consolidation task takes over, with its own
+    retry policy; a duplicate run is harmless (the receiver's service applies a body once)."""
+    try:
+        _consolidate(job_id, None)
+    except Exception:
+        logger.warning("consolidation in place failed; queued", exc_info=True)
+        queueing.enqueue_or_leave(consolidate_processing.name, job_id)
+
+
+def _consolidate(job_id: int, task: Task | None) -> None:
+    """Build and apply the run's body. Without ``task`` (in place) an error is raised for
+    the caller to queue the task; with it, it is retried and in the end reported."""
     with _step_run(job_id, STEP_CONSOLIDATE) as run:
         if run is None:
             return
@@ -725,8 +694,10 @@ def consolidate_processing(self: Task, job_id: int) -> None:
         }
         try:
             body = consolidate(event)["body"]
-        except Exception as exc:  # noqa: BLE001
-            _retry_or_give_up(self, job, STEP_CONSOLIDATE, exc, CONSOLIDATE_RETRY, started, detail)
+        except Exception as exc:
+            if task is None:
+                raise
+            _retry_or_give_up(task, job, STEP_CONSOLIDATE, exc, CONSOLIDATE_RETRY, started, detail)
             _fail_processing(job, input, workflow_id, "PROCESSING_FAILED", exc)
             return
         db_retry(
@@ -749,7 +720,7 @@ def consolidate_processing(self: Task, job_id: int) -> None:
     bind=True,
     base=FirstTask,
     first_step=STEP_ZIP,
-    name="media_jobs.tasks.run_finalization",
+    name=queueing.RUN_FINALIZATION,
     ignore_result=True,
     soft_time_limit=TIME_LIMITS[STEP_ZIP][0],
     time_limit=TIME_LIMITS[STEP_ZIP][1],
@@ -779,7 +750,6 @@ def run_finalization(self: Task, job_id: int) -> None:
             code, message = describe_failure(lost)
             apply_result(job, finalization_failure_body(input, error=code, cause=message))
             return
-        from .pipeline.zipper import create_zip_bundle
 
         with _heartbeat(attempt):
             try:
@@ -815,11 +785,9 @@ def run_finalization(self: Task, job_id: int) -> None:
     time_limit=TIME_LIMITS["deliver"][1],
 )
 def deliver_callback(outbox_id: int, body: dict[str, Any] | None = None) -> None:
-    """Send a result from the callback outbox to CALLBACK_URL now, with the SPEC's quick
+    """Send a result from the callback outbox to CALLBACK_URL now, with the contract's quick
     retries; what is still undelivered is left to ``send_pending_callbacks``. (A message
     queued before the outbox existed carries ``(job_id, body)``: it is put in the outbox.)"""
-    from .services.deliveries import callback_deliver
-    from .services.outbox import outbox_send
 
     with log_context(step="callback_delivery", outbox_id=outbox_id):
         try:
@@ -842,7 +810,6 @@ def deliver_callback(outbox_id: int, body: dict[str, Any] | None = None) -> None
 )
 def send_pending_callbacks() -> dict[str, int]:
     """Celery beat, every CALLBACK_OUTBOX_INTERVAL_SECONDS: the callback outbox's pass."""
-    from .services.outbox import outbox_drain
 
     with log_context(step="callback_outbox"):
         return outbox_drain()
@@ -855,7 +822,7 @@ def _requeue(task_name: str, calls: list[tuple[Any, ...]]) -> None:
         "consolidate_processing": consolidate_processing,
         "run_finalization": run_finalization,
     }[task_name]
-    enqueue_each(task, calls)
+    queueing.enqueue_each(task.name, calls)
 
 
 @app.task(
@@ -867,7 +834,6 @@ def _requeue(task_name: str, calls: list[tuple[Any, ...]]) -> None:
 )
 def watch_stalled_jobs() -> int:
     """Celery beat, every WATCHDOG_INTERVAL_SECONDS: queue again what stalled jobs lack."""
-    from .services.watchdog import jobs_watch
 
     plans = jobs_watch(stall_seconds=settings.WATCHDOG_STALL_SECONDS, enqueue=_requeue)
     return len(plans)
@@ -880,11 +846,12 @@ def watch_stalled_jobs() -> int:
     soft_time_limit=TIME_LIMITS["housekeeping"][0],
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
-def reconcile_stuck_jobs() -> int:
-    """Celery beat, every RECONCILER_INTERVAL_SECONDS: SPEC §8 reconciler."""
-    from .services.housekeeping import jobs_reconcile
-
-    return len(jobs_reconcile(timeout_seconds=settings.RECONCILER_TIMEOUT_SECONDS))
+def reconcile_stuck_jobs(timeout_seconds: int | None = None, limit: int | None = None) -> int:
+    """docs/contract.md §8 reconciler: Celery beat every RECONCILER_INTERVAL_SECONDS with the
+    settings, or ``manage.py reconcile_stuck_jobs --enqueue`` with its own timeout and limit."""
+    if timeout_seconds is None:
+        timeout_seconds = settings.RECONCILER_TIMEOUT_SECONDS
+    return len(jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit))
 
 
 @app.task(
@@ -894,9 +861,19 @@ def reconcile_stuck_jobs() -> int:
     soft_time_limit=TIME_LIMITS["housekeeping"][0],
     time_limit=TIME_LIMITS["housekeeping"][1],
 )
-def clean_old_jobs() -> int:
-    """Celery beat, daily: SPEC §8 cleaner (CLEANER_RETENTION_DAYS, CLEANER_MAX_PER_RUN)."""
-    from .services.housekeeping import jobs_clean
-
-    cutoff = timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
-    return jobs_clean(completed_before=cutoff, limit=settings.CLEANER_MAX_PER_RUN)
+def clean_old_jobs(
+    completed_before: str | None = None, limit: int | None = None, batch_size: int | None = None
+) -> int:
+    """docs/contract.md §8 cleaner: Celery beat daily with the settings (CLEANER_RETENTION_DAYS,
+    CLEANER_MAX_PER_RUN), or ``manage.py clean_old_jobs --enqueue`` with its own cutoff (ISO
+    8601), limit and batch size."""
+    cutoff = (
+        datetime.fromisoformat(completed_before)
+        if completed_before
+        else timezone.now() - timedelta(days=settings.CLEANER_RETENTION_DAYS)
+    )
+    if limit is None:
+        limit = settings.CLEANER_MAX_PER_RUN
+    if batch_size:
+        return jobs_clean(completed_before=cutoff, limit=limit, batch_size=batch_size)
+    return jobs_clean(completed_before=cutoff, limit=limit)

@@ -1,4 +1,4 @@
-"""The JSON API (SPEC §6-§7) and the Prometheus endpoint; the admin lives at /admin/."""
+"""The JSON API (docs/contract.md §6-§7) and the Prometheus endpoint; the admin lives at /admin/."""
 
 from django.urls import path
 

@@ -30,7 +30,7 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy.account import (  # noqa: E402 - after the path setup
+from deploy.account import (
     Clients,
     DeployError,
     apply,
@@ -40,7 +40,7 @@ from deploy.account import (  # noqa: E402 - after the path setup
     steps_for,
     write_backup,
 )
-from deploy.layout import DEFAULT_BUCKET, MODULES, Names, parse_overrides  # noqa: E402
+from deploy.layout import DEFAULT_BUCKET, MODULES, Names, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

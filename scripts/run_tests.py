@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+import MySQLdb
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "mysql://root@127.0.0.1:3306/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
@@ -22,7 +25,6 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
 def probe_mysql(url: str) -> str | None:
     """The server version when it answers, else None."""
-    import MySQLdb
 
     parts = urlparse(url)
     try:
@@ -44,7 +46,6 @@ def probe_mysql(url: str) -> str | None:
 
 
 def probe_redis(url: str) -> bool:
-    import redis
 
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=3).ping())

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # mysqlclient builds against libmariadb-dev (+pkg-config); ffmpeg makes poster frames and
 # transcodes; chromium drives the admin browser tests; unzip/7z/bsdtar check our ZIPs;
 # libvips is for the benchmarks' reference; redis-server and rabbitmq-server are the
-# private brokers the fault suite restarts (tests/fixtures/faults.py).
-PACKAGES=(libmariadb-dev pkg-config ffmpeg chromium chromium-driver unzip p7zip-full libarchive-tools libvips42 redis-server rabbitmq-server)
+# private brokers the fault suite restarts (tests/fixtures/faults.py); gettext (msgfmt) compiles
+# the portal's translations below.
+PACKAGES=(libmariadb-dev pkg-config ffmpeg chromium chromium-driver unzip p7zip-full libarchive-tools libvips42 redis-server rabbitmq-server gettext)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -50,4 +51,26 @@ if command -v npm >/dev/null 2>&1; then
   fi
 else
   echo "setup: node/npm not found: the derivatives benchmark will run without sharp" >&2
+fi
+
+# axe-core for the browser tests' accessibility checks (tests/browser/axe, pinned in its
+# package-lock.json): without it those checks fail with a message saying to run setup.
+if command -v npm >/dev/null 2>&1; then
+  lock=tests/browser/axe/package-lock.json
+  stamp=tests/browser/axe/node_modules/.lock.sha
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$(sha256sum "$lock" | cut -d' ' -f1)" ]; then
+    echo "setup: installing axe-core for the browser tests (npm ci in tests/browser/axe)"
+    (cd tests/browser/axe && npm ci --no-audit --no-fund --loglevel=error) &&
+      sha256sum "$lock" | cut -d' ' -f1 > "$stamp"
+  fi
+else
+  echo "setup: node/npm not found: the browser tests' accessibility checks cannot run" >&2
+fi
+
+# The compiled translations (locale/*/LC_MESSAGES/*.mo) are built here, never committed.
+if command -v msgfmt >/dev/null 2>&1; then
+  .venv/bin/python manage.py compilemessages --ignore=.venv --ignore=bench --ignore=tests \
+    --ignore=var --ignore=node_modules >/dev/null
+else
+  echo "setup: msgfmt (gettext) not found: the portal will show English only" >&2
 fi

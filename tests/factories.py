@@ -1,4 +1,4 @@
-"""factory_boy factories for the two SPEC tables."""
+"""factory_boy factories for the two tables of docs/contract.md §3."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from media_jobs.models import MediaAsset
 from media_jobs.selectors import admin as selectors
@@ -46,7 +48,7 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("listing_identity_id", "asset_type", "sequence")
     sortable_by = ()
     search_fields = ("=id",)  # shows the search box; get_search_results does the work
-    search_help_text = "Asset id or listing id (exact), or raw key (prefix)."
+    search_help_text = _("Asset id or listing id (exact), or raw key (prefix).")
     list_per_page = 50
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
@@ -83,20 +85,20 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             require_operate(request)
         return super().changelist_view(request, extra_context)
 
-    @admin.display(description="listing", ordering="listing_identity_id")
+    @admin.display(description=_("listing"), ordering="listing_identity_id")
     def listing(self, obj: MediaAsset) -> str:
         url = reverse("admin:media_jobs_listing", args=[obj.listing_identity_id])
         return format_html('<a href="{}">{}</a>', url, obj.listing_identity_id)
 
-    @admin.display(description="status")
+    @admin.display(description=_("status"))
     def status_badge(self, obj: MediaAsset) -> str:
         return status_badge(obj.status, obj.get_status_display())
 
-    @admin.display(description="file")
+    @admin.display(description=_("file"))
     def name(self, obj: MediaAsset) -> str:
         return obj.meta.get("filename") or obj.title or obj.s3_key_raw or "-"
 
-    @admin.display(description="preview")
+    @admin.display(description=_("preview"))
     def preview(self, obj: MediaAsset) -> str:
         key = selectors.asset_thumbnail_key(obj)
         if not key or obj.status != "PROCESSED":
@@ -105,15 +107,15 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             '<img class="toq-thumb-small" src="{}" alt="{}" loading="lazy">', object_url(key), key
         )
 
-    @admin.display(description="error code")
+    @admin.display(description=_("error code"))
     def error_code(self, obj: MediaAsset) -> str:
         return selectors.asset_error(obj)[0] or ""
 
-    @admin.display(description="error message")
+    @admin.display(description=_("error message"))
     def error_message(self, obj: MediaAsset) -> str:
         return selectors.asset_error(obj)[1] or ""
 
-    @admin.display(description="objects")
+    @admin.display(description=_("objects"))
     def links(self, obj: MediaAsset) -> str:
         links = selectors.asset_links(obj)
         if not links:
@@ -125,11 +127,11 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         )
         return format_html('<ul class="toq-links">{}</ul>', items)
 
-    @admin.display(description="metadata")
+    @admin.display(description=_("metadata"))
     def metadata_json(self, obj: MediaAsset) -> str:
-        return json_block(obj.metadata, summary="metadata", open_=True)
+        return json_block(obj.metadata, summary=_("metadata"), open_=True)
 
-    @admin.action(description="Reprocess selected assets", permissions=["operate"])
+    @admin.action(description=_("Reprocess selected assets"), permissions=["operate"])
     def reprocess_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         assets = list(queryset.order_by("listing_identity_id", "asset_type", "sequence")[:1000])
@@ -139,8 +141,8 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 self,
                 request,
                 outcomes,
-                verb="reprocessed in",
-                source_label=lambda s: f"listing {s}",
+                verb=gettext("reprocessed in"),
+                source_label=lambda s: gettext("listing %(listing)s") % {"listing": s},
             )
             return None
         by_listing: dict[int, list[MediaAsset]] = {}
@@ -152,7 +154,7 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Reprocess {len(assets)} asset(s)?",
+                "title": gettext("Reprocess %(count)s asset(s)?") % {"count": len(assets)},
                 "assets": assets,
                 "by_listing": sorted(by_listing.items()),
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,

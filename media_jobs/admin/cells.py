@@ -6,7 +6,7 @@ Texts are translated when a piece is built (``gettext``, not lazy: a list builds
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.urls import get_script_prefix, reverse
 from django.utils.html import format_html
@@ -20,8 +20,11 @@ from media_jobs.selectors.resolution import JobAssetFigures, Resolution
 
 from .common import format_time, status_badge
 
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
+
 EMPTY = mark_safe("")
-STATUS_LABELS: dict[str, str] = dict(JobStatus.choices)
+STATUS_LABELS: dict[str, StrOrPromise] = dict(JobStatus.choices)
 
 
 def job_url(pk: int) -> str:
@@ -120,7 +123,7 @@ def resolution_html(resolution: Resolution | None, *, lineage: bool = True) -> S
                 status_badge(status, STATUS_LABELS.get(status or "", status)) if status else "",
             )
         )
-    if resolution.resolved:
+    if resolution.resolved_by is not None:
         parts.append(
             format_html(
                 '<span class="toq-resolved">✓ {} <a href="{}">#{}</a></span>',
@@ -131,7 +134,7 @@ def resolution_html(resolution: Resolution | None, *, lineage: bool = True) -> S
         )
     else:
         parts.append(format_html('<span class="toq-unresolved">{}</span>', _("unresolved")))
-    return mark_safe("".join(parts))  # noqa: S308 - each part is format_html output
+    return mark_safe("".join(parts))
 
 
 def _replay_link(job: MediaProcessingJob, delivery: JobDelivery, markup: str) -> SafeString:

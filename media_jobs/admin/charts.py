@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext
 
 from media_jobs.selectors.admin import DayCounts
 
@@ -94,6 +95,8 @@ def daily_bar_chart(days: Sequence[DayCounts]) -> BarChart:
         chart.ticks.append(
             Tick(round(chart.plot_bottom - plot_height * value / top, 1), str(value))
         )
+    # A day under its bar: month and day, in the order of the active language.
+    tick = pgettext("date format of a chart's day (Django date syntax)", "m-d")
     for index, day in enumerate(days):
         x = chart.plot_left + slot * index + (slot - bar) / 2
         y = float(chart.plot_bottom)
@@ -110,17 +113,18 @@ def daily_bar_chart(days: Sequence[DayCounts]) -> BarChart:
                     round(bar, 1),
                     round(height, 1),
                     css,
-                    f"{day.day:%Y-%m-%d}: {count} {str(label).lower()}",
+                    f"{formats.date_format(day.day, 'SHORT_DATE_FORMAT')}: "
+                    f"{count} {str(label).lower()}",
                 )
             )
-        chart.labels.append(XLabel(round(x + bar / 2, 1), f"{day.day:%m-%d}"))
+        chart.labels.append(XLabel(round(x + bar / 2, 1), formats.date_format(day.day, tick)))
         chart.total += day.total
     first, last = (days[0].day, days[-1].day) if days else (None, None)
     chart.description = (
         _("Jobs per day from %(first)s to %(last)s (%(zone)s): %(total)s finished")
         % {
-            "first": first,
-            "last": last,
+            "first": formats.date_format(first, "SHORT_DATE_FORMAT") if first else first,
+            "last": formats.date_format(last, "SHORT_DATE_FORMAT") if last else last,
             "zone": timezone.get_current_timezone_name(),
             "total": chart.total,
         }

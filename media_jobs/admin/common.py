@@ -6,7 +6,7 @@ import functools
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
@@ -20,6 +20,9 @@ from django.utils.translation import gettext_lazy as _
 
 from media_jobs.pipeline.storage import Storage
 from media_jobs.storage import pipeline_storage
+
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
 
 OPERATE_PERMISSION = "media_jobs.operate_mediaprocessingjob"
 VIEW_PERMISSION = "media_jobs.view_mediaprocessingjob"
@@ -45,12 +48,12 @@ def can_operate(request: HttpRequest) -> bool:
 def require_operate(request: HttpRequest) -> None:
     """403 for a user without the permission, whatever the form or URL they forged."""
     if not can_operate(request):
-        raise PermissionDenied("You need the 'operate media jobs' permission for this action.")
+        raise PermissionDenied(_("You need the 'operate media jobs' permission for this action."))
 
 
 def require_view(request: HttpRequest) -> None:
     if not (request.user.is_active and request.user.has_perm(VIEW_PERMISSION)):
-        raise PermissionDenied("You need the permission to view media processing jobs.")
+        raise PermissionDenied(_("You need the permission to view media processing jobs."))
 
 
 def status_badge(status: str | None, label: Any = None) -> SafeString:
@@ -128,7 +131,7 @@ _BACKTICKS = re.compile(r"`([^`]+)`")
 
 def code_spans(text: Any) -> SafeString:
     """Escaped text with its `backticked` parts as <code> (the error-code catalogue)."""
-    return mark_safe(_BACKTICKS.sub(r"<code>\1</code>", escape(str(text or ""))))  # noqa: S308
+    return mark_safe(_BACKTICKS.sub(r"<code>\1</code>", escape(str(text or ""))))
 
 
 def copy_button(value: Any) -> SafeString:
@@ -155,16 +158,16 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def json_block(value: Any, *, summary: str, open_: bool = False) -> SafeString:
+def json_block(value: Any, *, summary: StrOrPromise, open_: bool = False) -> SafeString:
     """Collapsible, escaped, pretty-printed JSON (``<details><pre>``)."""
     text = pretty_json(value)
     if not text:
-        return format_html('<span class="toq-muted">{}</span>', "(empty)")
+        return format_html('<span class="toq-muted">{}</span>', _("(empty)"))
     return format_html(
-        '<details class="toq-json"{}><summary>{} ({} lines)</summary><pre>{}</pre></details>',
+        '<details class="toq-json"{}><summary>{} ({})</summary><pre>{}</pre></details>',
         " open" if open_ else "",
         summary,
-        text.count("\n") + 1,
+        _("%(count)s lines") % {"count": text.count("\n") + 1},
         text,
     )
 
@@ -184,7 +187,7 @@ def duration_text(seconds: float | None) -> str:
 
 class ReadOnlyAdminMixin:
     """Nobody adds, edits or deletes these rows by hand: they change only through services
-    (SPEC §3 statuses, the callback log), so the admin shows them read-only to everyone."""
+    (docs/contract.md §3 statuses, the callback log), so the admin shows them read-only to everyone."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -10,12 +10,15 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from media_jobs.models import CallbackDelivery
 from media_jobs.selectors import admin as selectors
 from media_jobs.selectors.deliveries import callback_configured
 
 from .common import ReadOnlyAdminMixin, can_operate, json_block, require_operate
+from .operations import replay_delivery
 
 
 def _delivery_url(delivery: CallbackDelivery) -> str:
@@ -40,7 +43,7 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-created_at", "-id")
     sortable_by = ()
     search_fields = ("=job__id",)
-    search_help_text = "Job id (exact)."
+    search_help_text = _("Job id (exact).")
     list_per_page = 50
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
@@ -79,39 +82,41 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return queryset.filter(job_id=int(term)), False
         return queryset.none(), False
 
-    @admin.display(description="job")
+    @admin.display(description=_("job"))
     def job_link(self, obj: CallbackDelivery) -> str:
         url = reverse("admin:media_jobs_mediaprocessingjob_change", args=[obj.job_id])
-        return format_html('<a href="{}">job #{}</a>', url, obj.job_id)
+        return format_html(
+            '<a href="{}">{}</a>', url, gettext("job #%(job)s") % {"job": obj.job_id}
+        )
 
-    @admin.display(description="outcome")
+    @admin.display(description=_("outcome"))
     def outcome(self, obj: CallbackDelivery) -> str:
         if obj.succeeded:
-            return format_html('<span class="toq-badge toq-badge--ok">{}</span>', "delivered")
-        return format_html('<span class="toq-badge toq-badge--failed">{}</span>', "failed")
+            return format_html('<span class="toq-badge toq-badge--ok">{}</span>', _("delivered"))
+        return format_html('<span class="toq-badge toq-badge--failed">{}</span>', _("failed"))
 
-    @admin.display(description="latency")
+    @admin.display(description=_("latency"))
     def latency(self, obj: CallbackDelivery) -> str:
         return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "-"
 
-    @admin.display(description="replay of")
+    @admin.display(description=_("replay of"))
     def replay_of_link(self, obj: CallbackDelivery) -> str:
         if not obj.replay_of_id:
             return "-"
         url = reverse("admin:media_jobs_callbackdelivery_change", args=[obj.replay_of_id])
         return format_html('<a href="{}">#{}</a>', url, obj.replay_of_id)
 
-    @admin.display(description="request body")
+    @admin.display(description=_("request body"))
     def request_json(self, obj: CallbackDelivery) -> str:
-        return json_block(obj.request_body, summary="request body", open_=True)
+        return json_block(obj.request_body, summary=_("request body"), open_=True)
 
-    @admin.display(description="response body (excerpt)")
+    @admin.display(description=_("response body (excerpt)"))
     def response_text(self, obj: CallbackDelivery) -> str:
         if not obj.response_excerpt:
             return "-"
         return format_html('<pre class="toq-pre">{}</pre>', obj.response_excerpt)
 
-    @admin.display(description="network error")
+    @admin.display(description=_("network error"))
     def error_text(self, obj: CallbackDelivery) -> str:
         return obj.error or "-"
 
@@ -144,14 +149,17 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def replay_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Send the same signed body again (confirmation first); the replay is a new row."""
-        from .operations import replay_delivery
 
         require_operate(request)
         delivery = get_object_or_404(CallbackDelivery, pk=object_id)
         if request.method == "POST":
             outcome = replay_delivery(request=request, delivery=delivery)
             if outcome.error:
-                self.message_user(request, f"Not replayed: {outcome.error}", messages.ERROR)
+                self.message_user(
+                    request,
+                    gettext("Not replayed: %(error)s") % {"error": outcome.error},
+                    messages.ERROR,
+                )
                 return HttpResponseRedirect(_delivery_url(delivery))
             replay = outcome.result
             level = messages.SUCCESS if replay.succeeded else messages.WARNING
@@ -159,7 +167,7 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             self.message_user(
                 request,
                 format_html(
-                    'Replayed as <a href="{}">delivery #{}</a>: response {}.',
+                    gettext('Replayed as <a href="{}">delivery #{}</a>: response {}.'),
                     _delivery_url(replay),
                     replay.pk,
                     result,
@@ -173,9 +181,10 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Replay callback delivery #{delivery.pk}?",
+                "title": gettext("Replay callback delivery #%(delivery)s?")
+                % {"delivery": delivery.pk},
                 "delivery": delivery,
-                "request_json": json_block(delivery.request_body, summary="request body"),
+                "request_json": json_block(delivery.request_body, summary=gettext("request body")),
                 "cancel_url": _delivery_url(delivery),
             },
         )

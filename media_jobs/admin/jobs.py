@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -20,7 +20,7 @@ from django.utils import formats, timezone
 from django.utils.html import conditional_escape, escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext
 from django.utils.translation import gettext_lazy as _
 
 from media_jobs import errorcodes, stepfunctions
@@ -64,6 +64,9 @@ from .common import (
 )
 from .operations import mark_failed, plan_for, retry_jobs
 
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
+
 OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
 # The job page's summary fields that change while a job runs: the live view sends them again.
 LIVE_PAGE_FIELDS = (
@@ -81,8 +84,8 @@ LIVE_PAGE_FIELDS = (
 ERROR_CODE_CHOICE_DAYS = 30
 # Labels by value for the list's cells: Model.get_FOO_display() rebuilds the choices dict on
 # every call, twice per row. An unknown value (a backend's newer status) shows as it is.
-STATUS_LABELS: dict[str, str] = dict(JobStatus.choices)
-KIND_LABELS: dict[str, str] = dict(JobProvider.choices)
+STATUS_LABELS: dict[str, StrOrPromise] = dict(JobStatus.choices)
+KIND_LABELS: dict[str, StrOrPromise] = dict(JobProvider.choices)
 
 
 class StuckFilter(admin.SimpleListFilter):
@@ -106,7 +109,7 @@ class ResolutionFilter(admin.SimpleListFilter):
     title = _("failures")
     parameter_name = "resolution"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [
             ("unresolved", _("Unresolved (no later success)")),
             ("resolved", _("Resolved by a later success")),
@@ -126,7 +129,7 @@ class CallbackFilter(admin.SimpleListFilter):
     title = _("callback to the backend")
     parameter_name = "callback"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [("undelivered", _("Not delivered"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -151,8 +154,9 @@ class ErrorCodeFilter(admin.SimpleListFilter):
         return [(code, code) for code in choices]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value():
-            return queryset.filter(error_selectors.job_error_code_q(self.value()))
+        code = self.value()
+        if code:
+            return queryset.filter(error_selectors.job_error_code_q(code))
         return queryset
 
 
@@ -187,14 +191,15 @@ class JobChangeList(ChangeList):
         columns = [
             (f'<td class="field-{name}">', getattr(self.model_admin, name))
             for name in self.list_display
-            if name not in ("action_checkbox", "id")
+            if isinstance(name, str) and name not in ("action_checkbox", "id")
         ]
         rows = []
+        select_label = gettext("Select this object for an action - %(job)s")
         for job in self.result_list:
             pk = int(job.pk)
             cells: list[str] = []
             if with_checkbox:
-                label = escape(f"Select this object for an action - {job}")
+                label = escape(select_label % {"job": job})
                 cells.append(
                     f'<td class="action-checkbox"><input type="checkbox" '
                     f'name="{ACTION_CHECKBOX_NAME}" value="{pk}" class="action-select" '
@@ -248,13 +253,16 @@ class JobChangeList(ChangeList):
                 "choices": [{"title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT"))}],
             }
         if year and month:
+            day_format = pgettext(
+                "date format of a day in the date bar (Django date syntax)", "M j"
+            )
             return {
                 "show": True,
                 "back": {"link": link({year_field: year}), "title": str(year)},
                 "choices": [
                     {
                         "link": link({year_field: year, month_field: month, day_field: d}),
-                        "title": formats.date_format(datetime.date(year, month, d), "M j"),
+                        "title": formats.date_format(datetime.date(year, month, d), day_format),
                     }
                     for d in selectors.job_created_days(year=year, month=month)
                 ],
@@ -306,12 +314,13 @@ def annotate_job_rows(jobs: list[MediaProcessingJob], *, operate: bool = False) 
     figures, resolutions = resolution_selectors.job_list_facts(jobs=jobs)
     deliveries = delivery_selectors.job_delivery_states(jobs=jobs)
     listing_url = reverse("admin:media_jobs_listing", args=[0]).replace("/0/", "/{}/")
+    # Attributes of this page's rows only, read by the row cells: not model fields.
     for job in jobs:
-        job.asset_figures = figures.get(job.pk)
-        job.resolution = resolutions.get(job.pk)
-        job.delivery = deliveries.get(job.pk)
-        job.listing_url = listing_url.format(job.listing_identity_id)
-        job.can_operate = operate
+        job.asset_figures = figures.get(job.pk)  # type: ignore[attr-defined]
+        job.resolution = resolutions.get(job.pk)  # type: ignore[attr-defined]
+        job.delivery = deliveries.get(job.pk)  # type: ignore[attr-defined]
+        job.listing_url = listing_url.format(job.listing_identity_id)  # type: ignore[attr-defined]
+        job.can_operate = operate  # type: ignore[attr-defined]
 
 
 @admin.register(MediaProcessingJob)
@@ -361,7 +370,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "fields": (
                     ("job_id", "status_badge"),
                     ("listing_text", "kind"),
-                    ("retry_count", "external_id_text"),
+                    ("retry_count_text", "external_id_text"),
                     ("created_time", "started_time", "completed_time", "duration"),
                     "asset_figures_text",
                     "resolution_text",
@@ -376,7 +385,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "job_id",
         "listing_text",
         "kind",
-        "retry_count",
+        "retry_count_text",
         "external_id_text",
         "created_time",
         *LIVE_PAGE_FIELDS,
@@ -423,7 +432,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("kind"))
     def kind(self, obj: MediaProcessingJob) -> str:
-        return KIND_LABELS.get(obj.provider, obj.provider)
+        return str(KIND_LABELS.get(obj.provider, obj.provider))
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: MediaProcessingJob) -> str:
@@ -434,7 +443,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             obj, getattr(obj, "delivery", None)
         )
         # Every part is escaped (badge and extra are safe HTML): one string, fifty times a page.
-        return mark_safe(  # noqa: S308
+        return mark_safe(
             f'<span class="toq-live" data-job="{int(obj.pk)}" data-status="{escape(obj.status)}">'
             f"{badge}</span>{extra}"
         )
@@ -487,6 +496,11 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def listing_text(self, obj: MediaProcessingJob) -> str:
         return format_html("{} {}", self.listing(obj), copy_button(obj.listing_identity_id))
 
+    @admin.display(description=_("retry count"))
+    def retry_count_text(self, obj: MediaProcessingJob) -> str:
+        """The model field has no translatable label; 0 for a first run, +1 per retry."""
+        return str(obj.retry_count or 0)
+
     @admin.display(description=_("external id"))
     def external_id_text(self, obj: MediaProcessingJob) -> str:
         if not obj.external_id:
@@ -494,7 +508,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html("<code>{}</code> {}", obj.external_id, copy_button(obj.external_id))
 
     @admin.display(description=_("started"))
-    def started_time(self, obj: MediaProcessingJob) -> str:
+    def started_time(self, obj: MediaProcessingJob) -> StrOrPromise:
         if obj.started_at is not None:
             return format_time(obj.started_at)
         if obj.status in TERMINAL_JOB_STATUSES:
@@ -502,7 +516,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return _("not yet")
 
     @admin.display(description=_("completed"))
-    def completed_time(self, obj: MediaProcessingJob) -> str:
+    def completed_time(self, obj: MediaProcessingJob) -> StrOrPromise:
         if obj.completed_at is not None:
             return format_time(obj.completed_at)
         return _("not finished")
@@ -624,14 +638,17 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             (outcome,) = retry_jobs(request=request, jobs=[job])
             if outcome.error:
                 self.message_user(
-                    request, f"Job #{job.pk} was not retried: {outcome.error}", messages.ERROR
+                    request,
+                    gettext("Job #%(job)s was not retried: %(error)s")
+                    % {"job": job.pk, "error": outcome.error},
+                    messages.ERROR,
                 )
                 return HttpResponseRedirect(_job_url(job))
             new_url = _job_url(outcome.result)
             self.message_user(
                 request,
                 format_html(
-                    'Job #{} retried as <a href="{}">job #{}</a>.',
+                    gettext('Job #{} retried as <a href="{}">job #{}</a>.'),
                     job.pk,
                     new_url,
                     outcome.result.pk,
@@ -646,7 +663,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Retry job #{job.pk}?",
+                "title": gettext("Retry job #%(job)s?") % {"job": job.pk},
                 "items": [{"job": job, "plan": plan, "problem": problem}],
                 "can_submit": problem is None,
                 "form_action": "",
@@ -662,10 +679,17 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             (outcome,) = mark_failed(request=request, jobs=[job], reason=reason)
             if outcome.error:
                 self.message_user(
-                    request, f"Job #{job.pk} not changed: {outcome.error}", messages.ERROR
+                    request,
+                    gettext("Job #%(job)s not changed: %(error)s")
+                    % {"job": job.pk, "error": outcome.error},
+                    messages.ERROR,
                 )
             else:
-                self.message_user(request, f"Job #{job.pk} marked failed.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    gettext("Job #%(job)s marked failed.") % {"job": job.pk},
+                    messages.SUCCESS,
+                )
             return HttpResponseRedirect(_job_url(job))
         return TemplateResponse(
             request,
@@ -673,11 +697,12 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Mark job #{job.pk} as failed?",
+                "title": gettext("Mark job #%(job)s as failed?") % {"job": job.pk},
                 "jobs": [job],
                 "problem": None
                 if job.status not in TERMINAL_JOB_STATUSES
-                else f"Job #{job.pk} is already {job.status}.",
+                else gettext("Job #%(job)s is already %(status)s.")
+                % {"job": job.pk, "status": job.status},
                 "default_reason": _default_reason(request),
                 "cancel_url": _job_url(job),
             },
@@ -690,35 +715,42 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             MediaProcessingJob.objects.defer("payload", "callback_body"), pk=object_id
         )
         context: dict[str, Any] = {"job": job, "execution": None, "history": [], "problem": None}
-        if not (job.external_id or "").startswith("arn:"):
-            context["problem"] = "This job has no Step Functions execution (it ran on Celery)."
+        execution_arn = job.external_id or ""
+        if not execution_arn.startswith("arn:"):
+            context["problem"] = gettext(
+                "This job has no Step Functions execution (it ran on Celery)."
+            )
         else:
             try:
-                execution = stepfunctions.describe_execution(job.external_id)
-                history = stepfunctions.execution_history(job.external_id)
+                execution = stepfunctions.describe_execution(execution_arn)
+                history = stepfunctions.execution_history(execution_arn)
                 context.update(execution_display(execution, history))
             except stepfunctions.ExecutionNotFound as exc:
-                context["problem"] = f"Step Functions does not know this execution: {exc}"
+                context["problem"] = gettext(
+                    "Step Functions does not know this execution: %(error)s"
+                ) % {"error": exc}
             except stepfunctions.AwsUnavailable as exc:
-                context["problem"] = f"AWS Step Functions could not be reached: {exc}"
+                context["problem"] = gettext(
+                    "AWS Step Functions could not be reached: %(error)s"
+                ) % {"error": exc}
         template = "media_jobs/fragments/execution.html"
         if request.GET.get("fragment") != "1":
             context.update(
                 self.admin_site.each_context(request),
                 opts=self.opts,
-                title=f"Execution of job #{job.pk}",
+                title=gettext("Execution of job #%(job)s") % {"job": job.pk},
                 fragment_template=template,
             )
             template = "media_jobs/fragment_page.html"
         return TemplateResponse(request, template, context)
 
-    @admin.action(description="Retry selected jobs", permissions=["operate"])
+    @admin.action(description=_("Retry selected jobs"), permissions=["operate"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
         if request.POST.get("post") == "yes":
             outcomes = retry_jobs(request=request, jobs=jobs)
-            report_outcomes(self, request, outcomes, verb="retried as")
+            report_outcomes(self, request, outcomes, verb=gettext("retried as"))
             return None
         items = []
         for job in jobs:
@@ -730,7 +762,7 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Retry {len(jobs)} job(s)?",
+                "title": gettext("Retry %(count)s job(s)?") % {"count": len(jobs)},
                 "items": items,
                 "can_submit": any(item["problem"] is None for item in items),
                 "action_name": "retry_selected",
@@ -739,13 +771,15 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             },
         )
 
-    @admin.action(description="Mark selected stuck jobs as failed", permissions=["operate"])
+    @admin.action(description=_("Mark selected stuck jobs as failed"), permissions=["operate"])
     def mark_failed_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         jobs = list(queryset.defer("payload", "callback_body").order_by("-pk")[:200])
         if request.POST.get("post") == "yes":
             outcomes = mark_failed(request=request, jobs=jobs, reason=_reason(request))
-            report_outcomes(self, request, outcomes, verb="marked failed", link_result=False)
+            report_outcomes(
+                self, request, outcomes, verb=gettext("marked failed"), link_result=False
+            )
             return None
         finished = [job for job in jobs if job.status in TERMINAL_JOB_STATUSES]
         return TemplateResponse(
@@ -754,10 +788,11 @@ class MediaProcessingJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "title": f"Mark {len(jobs)} job(s) as failed?",
+                "title": gettext("Mark %(count)s job(s) as failed?") % {"count": len(jobs)},
                 "jobs": jobs,
                 "problem": (
-                    "Already finished (left unchanged): "
+                    gettext("Already finished (left unchanged):")
+                    + " "
                     + ", ".join(f"#{job.pk} {job.status}" for job in finished)
                 )
                 if finished
@@ -795,7 +830,9 @@ def _job_url(job: MediaProcessingJob) -> str:
 
 
 def _default_reason(request: HttpRequest) -> str:
-    return f"marked failed by {request.user.get_username()} in the admin (stuck)"
+    return gettext("marked failed by %(user)s in the admin (stuck)") % {
+        "user": request.user.get_username()
+    }
 
 
 def _reason(request: HttpRequest) -> str:
@@ -821,7 +858,9 @@ def report_outcomes(
             '{} {} <a href="{}">{}</a>',
             ((label(o.source), verb, _result_url(o.result), _result_label(o.result)) for o in done),
         )
-        model_admin.message_user(request, format_html("Done: {}.", links), messages.SUCCESS)
+        model_admin.message_user(
+            request, format_html(gettext("Done: {}."), links), messages.SUCCESS
+        )
     elif done:
         names = ", ".join(label(o.source) for o in done)
         model_admin.message_user(request, f"{capfirst(verb)}: {names}.", messages.SUCCESS)
@@ -839,7 +878,9 @@ def _result_url(result: Any) -> str:
 
 
 def _result_label(result: Any) -> str:
-    return f"job #{result.pk}" if isinstance(result, MediaProcessingJob) else f"#{result.pk}"
+    if isinstance(result, MediaProcessingJob):
+        return gettext("job #%(job)s") % {"job": result.pk}
+    return f"#{result.pk}"
 
 
 def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str, Any]:
@@ -851,7 +892,7 @@ def job_page_context(request: HttpRequest, job: MediaProcessingJob) -> dict[str,
     taken = job_asset_ids(job=job)
     cards = asset_cards(assets)
     outcomes = selectors.job_asset_outcomes(job=job)
-    first_line = (parse_last_error(job.last_error) or [None])[0]
+    first_line = next(iter(parse_last_error(job.last_error)), None)
     for card in cards:
         asset = card["asset"]
         # None: the job was started elsewhere and did not record which assets it took.

@@ -10,16 +10,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
+from media_jobs.exceptions import ApplicationError
 from media_jobs.models import CallbackDelivery, MediaAsset, MediaProcessingJob
 from media_jobs.services.admin_audit import ADDITION, audit_record
 from media_jobs.services.deliveries import delivery_replay
-from media_jobs.services.errors import ApplicationError
+from media_jobs.services.failures import job_mark_failed
 from media_jobs.services.retry import (
     RetryPlan,
     assets_reprocess,
-    job_mark_failed,
     job_retry_and_dispatch,
     retry_plan,
 )
@@ -37,6 +38,14 @@ class Outcome:
 def _actor(request: HttpRequest) -> str:
     """Who acted, as the services record it in the job's timeline."""
     return f"admin:{request.user.get_username()}"
+
+
+def _user_id(request: HttpRequest) -> int:
+    """The acting user's id for the history; the admin lets only signed-in staff act."""
+    user_id = request.user.pk
+    if user_id is None:
+        raise PermissionDenied
+    return user_id
 
 
 def plan_for(job: MediaProcessingJob) -> tuple[RetryPlan | None, str | None]:
@@ -58,10 +67,10 @@ def retry_jobs(*, request: HttpRequest, jobs: Iterable[MediaProcessingJob]) -> l
             outcomes.append(Outcome(job, error=exc.message))
             continue
         audit_record(
-            user_id=request.user.pk, objects=[job], message=f"Retried as job #{new_job.pk}"
+            user_id=_user_id(request), objects=[job], message=f"Retried as job #{new_job.pk}"
         )
         audit_record(
-            user_id=request.user.pk,
+            user_id=_user_id(request),
             objects=[new_job],
             message=f"Created by retrying job #{job.pk}",
             action_flag=ADDITION,
@@ -80,7 +89,7 @@ def mark_failed(
         except ApplicationError as exc:
             outcomes.append(Outcome(job, error=exc.message))
             continue
-        audit_record(user_id=request.user.pk, objects=[job], message=f"Marked failed: {reason}")
+        audit_record(user_id=_user_id(request), objects=[job], message=f"Marked failed: {reason}")
         outcomes.append(Outcome(job, updated))
     return outcomes
 
@@ -98,11 +107,11 @@ def reprocess_assets(*, request: HttpRequest, assets: Sequence[MediaAsset]) -> l
             outcomes.append(Outcome(listing_id, error=exc.message))
             continue
         audit_record(
-            user_id=request.user.pk, objects=group, message=f"Reprocessed in job #{job.pk}"
+            user_id=_user_id(request), objects=group, message=f"Reprocessed in job #{job.pk}"
         )
         names = ", ".join(f"#{asset.pk}" for asset in group)
         audit_record(
-            user_id=request.user.pk,
+            user_id=_user_id(request),
             objects=[job],
             message=f"Created to reprocess assets {names}",
             action_flag=ADDITION,
@@ -118,12 +127,12 @@ def replay_delivery(*, request: HttpRequest, delivery: CallbackDelivery) -> Outc
         return Outcome(delivery, error=exc.message)
     status = replay.response_status if replay.response_status is not None else replay.error
     audit_record(
-        user_id=request.user.pk,
+        user_id=_user_id(request),
         objects=[delivery],
         message=f"Replayed as delivery #{replay.pk} (response {status})",
     )
     audit_record(
-        user_id=request.user.pk,
+        user_id=_user_id(request),
         objects=[replay],
         message=f"Replay of delivery #{delivery.pk}",
         action_flag=ADDITION,

@@ -1,4 +1,4 @@
-"""The common base of the operations commands (issue 6).
+"""The common base of the operations commands (docs/operations.md).
 
 Every command built on :class:`OperationCommand`:
 
@@ -26,17 +26,25 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import close_old_connections, connections
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from tqdm import tqdm
 
 from ..models import AssetType, JobProvider, JobStatus
+from ..ops_tasks import operation_enqueue, run_item
+from ..selectors.operations import ids_in_batches
 from ..services.backfill import ItemResult
+
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
 
 logger = logging.getLogger("toq.operations")
 
@@ -53,6 +61,14 @@ KIND_ALIASES = {
     "zip": JobProvider.STEP_FUNCTIONS_FINALIZATION,
     "mediaconvert": JobProvider.MEDIACONVERT,
 }
+# What the commands walk (OperationCommand.item_label), counted in their messages.
+ITEM_LABELS_PLURAL = {
+    "asset": _("assets"),
+    "job": _("jobs"),
+    "listing": _("listings"),
+    "raw object": _("raw objects"),
+    "item": _("items"),
+}
 
 
 def usage_error(message: str) -> CommandError:
@@ -66,8 +82,13 @@ class OneLineErrorParser(CommandParser):
 
     def error(self, message: str) -> NoReturn:
         if self.called_from_command_line:
-            self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-        raise usage_error(f"Error: {message}")
+            self.exit(
+                EXIT_USAGE,
+                gettext("%(prog)s: error: %(message)s (see --help)")
+                % {"prog": self.prog, "message": message}
+                + "\n",
+            )
+        raise usage_error(gettext("Error: %(message)s") % {"message": message})
 
 
 # -- argument types (argparse calls them; ArgumentTypeError becomes a one-line error) --------
@@ -77,16 +98,20 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)r is not a whole number") % {"value": text}
+        ) from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+        raise argparse.ArgumentTypeError(gettext("%(value)r must be at least 1") % {"value": text})
     return value
 
 
 def batch_size(text: str) -> int:
     value = positive_int(text)
     if value > MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_BATCH_SIZE}")
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)r is more than %(max)s") % {"value": text, "max": MAX_BATCH_SIZE}
+        )
     return value
 
 
@@ -99,7 +124,8 @@ def id_list(what: str) -> Any:
             part = part.strip()
             if not part.isdigit() or int(part) < 1 or int(part) > 2**32 - 1:
                 raise argparse.ArgumentTypeError(
-                    f"{part!r} is not a {what} (a positive whole number)"
+                    gettext("%(value)r is not a %(what)s (a positive whole number)")
+                    % {"value": part, "what": what}
                 )
             values.append(int(part))
         return values
@@ -107,7 +133,7 @@ def id_list(what: str) -> Any:
     return parse
 
 
-def choice_list(what: str, valid: Iterable[str], aliases: dict[str, str] | None = None) -> Any:
+def choice_list(what: str, valid: Iterable[str], aliases: Mapping[str, str] | None = None) -> Any:
     """Comma-separated values from ``valid`` (case-insensitive; ``aliases`` map to values)."""
     valid = list(valid)
     aliases = aliases or {}
@@ -120,7 +146,8 @@ def choice_list(what: str, valid: Iterable[str], aliases: dict[str, str] | None 
             if value is None:
                 names = ", ".join(list(aliases) + valid)
                 raise argparse.ArgumentTypeError(
-                    f"unknown {what} {name!r}; expected one of {names}"
+                    gettext("unknown %(what)s %(value)r; expected one of %(names)s")
+                    % {"what": what, "value": name, "names": names}
                 )
             values.append(str(value))
         return values
@@ -137,7 +164,11 @@ def duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip().lower())
     if not match:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use seconds or a number with s, m, h, d or w (e.g. 2h)"
+            gettext(
+                "%(value)r is not a duration; use seconds or a number with s, m, h, d or w "
+                "(e.g. 2h)"
+            )
+            % {"value": text}
         )
     return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
 
@@ -154,7 +185,8 @@ def _moment(text: str, *, end_of_day: bool) -> datetime:
             moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+00:00]"
+            gettext("%(value)r is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+00:00]")
+            % {"value": text}
         ) from None
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, timezone.get_current_timezone())
@@ -173,7 +205,10 @@ def until_moment(text: str) -> datetime:
 
 def check_range(start: datetime | None, end: datetime | None, names: str) -> None:
     if start is not None and end is not None and start >= end:
-        raise usage_error(f"{names}: the range is empty or inverted ({start} .. {end})")
+        raise usage_error(
+            gettext("%(names)s: the range is empty or inverted (%(start)s .. %(end)s)")
+            % {"names": names, "start": start, "end": end}
+        )
 
 
 # -- summary and progress ------------------------------------------------------------------
@@ -220,13 +255,13 @@ class Summary:
     def line(self) -> str:
         notes = []
         if self.dry_run:
-            notes.append("dry run: nothing changed")
+            notes.append(gettext("dry run: nothing changed"))
         if self.enqueue and not self.dry_run:
-            notes.append("enqueued: the workers do the work")
+            notes.append(gettext("enqueued: the workers do the work"))
         if self.limit_reached:
-            notes.append("limit reached")
+            notes.append(gettext("limit reached"))
         if self.interrupted:
-            notes.append("interrupted")
+            notes.append(gettext("interrupted"))
         suffix = f" ({'; '.join(notes)})" if notes else ""
         return f"{self.command}: {self.counts_text()}{suffix}"
 
@@ -268,10 +303,10 @@ class Progress:
         self._last_line: float | None = None
         self.bar = None
         if enabled and stderr.isatty():
-            from tqdm import tqdm
-
+            # The stream OutputWrapper wraps (its stubs type unknown attributes as callables).
+            stream: TextIO = stderr._out  # type: ignore[assignment]
             self.bar = tqdm(
-                total=total, unit=f" {unit}", file=stderr._out, dynamic_ncols=True, leave=True
+                total=total, unit=f" {unit}", file=stream, dynamic_ncols=True, leave=True
             )
 
     def item_done(self) -> None:
@@ -315,7 +350,19 @@ class Progress:
 # -- the base command ----------------------------------------------------------------------
 
 
-class OperationCommand(BaseCommand):
+class TranslatedCommand(BaseCommand):
+    """A command whose help is translatable: subclasses set ``help_text`` (``gettext_lazy``)
+    and argparse gets it as a str, in the language active when the parser is built
+    (``LANGUAGE_CODE`` for a command line)."""
+
+    help_text: ClassVar[StrOrPromise] = ""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        self.help = str(self.help_text)
+        return super().create_parser(prog_name, subcommand, **kwargs)
+
+
+class OperationCommand(TranslatedCommand):
     """Subclasses set ``operation`` (a key of ``ops_tasks.OPERATIONS``) and implement
     ``add_selection_arguments``, ``build_params`` and ``select`` (and ``count`` when cheap)."""
 
@@ -329,28 +376,36 @@ class OperationCommand(BaseCommand):
         return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
-        common = parser.add_argument_group("operation options (every operations command)")
+        common = parser.add_argument_group(gettext("operation options (every operations command)"))
         common.add_argument(
-            "--dry-run", action="store_true", help="Print what would be done; change nothing."
+            "--dry-run",
+            action="store_true",
+            help=gettext("Print what would be done; change nothing."),
         )
         common.add_argument(
             "--batch-size",
             type=batch_size,
             default=self.default_batch_size,
-            help=f"Items per batch (a query, a progress line, a task). Default {self.default_batch_size}.",
+            help=gettext(
+                "Items per batch (a query, a progress line, a task). Default %(default)s."
+            ),
         )
         common.add_argument(
             "--limit",
             type=positive_int,
-            help="Stop after this many items were worked on (skipped ones do not count).",
+            help=gettext("Stop after this many items were worked on (skipped ones do not count)."),
         )
         common.add_argument(
-            "--json", action="store_true", help="Print a JSON summary instead of text lines."
+            "--json",
+            action="store_true",
+            help=gettext("Print a JSON summary instead of text lines."),
         )
         common.add_argument(
             "--enqueue",
             action="store_true",
-            help="Queue the work in batches for the Celery workers instead of doing it here.",
+            help=gettext(
+                "Queue the work in batches for the Celery workers instead of doing it here."
+            ),
         )
         self.add_selection_arguments(parser)
 
@@ -375,13 +430,22 @@ class OperationCommand(BaseCommand):
     def problem(self, summary: Summary) -> str | None:
         """A reason to exit with status 1, or None."""
         if summary.counts["failed"]:
-            return (
-                f"{summary.counts['failed']} of {summary.selected} {self.item_label}s failed "
-                "(see the FAILED lines; re-running retries only what is not done)"
-            )
+            return gettext(
+                "%(failed)s of %(selected)s %(items)s failed (see the FAILED lines; re-running "
+                "retries only what is not done)"
+            ) % {
+                "failed": summary.counts["failed"],
+                "selected": summary.selected,
+                "items": self.item_label_plural,
+            }
         return None
 
     # running -----------------------------------------------------------------------------
+
+    @property
+    def item_label_plural(self) -> str:
+        """``items`` in the active language (the commands' own words for what they walk)."""
+        return str(ITEM_LABELS_PLURAL.get(self.item_label, f"{self.item_label}s"))
 
     @property
     def command_name(self) -> str:
@@ -419,13 +483,21 @@ class OperationCommand(BaseCommand):
         self.report(summary)
         if aborted is not None:
             raise CommandError(
-                f"aborted after {summary.selected} {self.item_label}s: "
-                f"{type(aborted).__name__}: {aborted}; run the command again to resume",
+                gettext(
+                    "aborted after %(selected)s %(items)s: %(error)s; run the command again to "
+                    "resume"
+                )
+                % {
+                    "selected": summary.selected,
+                    "items": self.item_label_plural,
+                    "error": f"{type(aborted).__name__}: {aborted}",
+                },
                 returncode=EXIT_FAILED,
             )
         if summary.interrupted:
             raise CommandError(
-                "interrupted; run the command again to resume", returncode=EXIT_INTERRUPTED
+                gettext("interrupted; run the command again to resume"),
+                returncode=EXIT_INTERRUPTED,
             )
         problem = self.problem(summary)
         if problem:
@@ -435,7 +507,6 @@ class OperationCommand(BaseCommand):
         self, options: dict[str, Any], params: dict[str, Any], summary: Summary, progress: Progress
     ) -> None:
         """Walk the selection; each item through its service, or each batch to a worker."""
-        from ..ops_tasks import operation_enqueue, run_item
 
         limit = options["limit"]
         for batch in self.select(options, options["batch_size"]):
@@ -473,7 +544,7 @@ class OperationCommand(BaseCommand):
         notable = result.outcome == "failed" or dry_run or bool(result.tags)
         if not (self.verbosity >= 2 or (self.verbosity >= 1 and notable)):
             return
-        tag = "FAILED" if result.outcome == "failed" else result.outcome
+        tag: str = "FAILED" if result.outcome == "failed" else result.outcome
         if dry_run and result.outcome == "done":
             tag = "would"
         if result.tags:
@@ -498,7 +569,6 @@ def release_stale_connections() -> None:
 
 def queryset_batches(queryset: Any, batch_size: int, field: str = "pk") -> Iterator[list[Any]]:
     """Keyset batches of a queryset (see selectors.operations.ids_in_batches)."""
-    from ..selectors.operations import ids_in_batches
 
     yield from ids_in_batches(queryset, batch_size=batch_size, field=field)
 
@@ -525,7 +595,7 @@ def add_listing_argument(parser: CommandParser, help_text: str) -> None:
         "--listing",
         dest="listing_ids",
         action="extend",
-        type=id_list("listing id"),
+        type=id_list(gettext("listing id")),
         default=[],
         metavar="ID[,ID...]",
         help=help_text,

@@ -1,4 +1,4 @@
-"""The signed callback to the TOQ backend (SPEC §6, sender side).
+"""The signed callback to the TOQ backend (docs/contract.md §6, sender side).
 
 The body is serialised compactly with sorted keys, so the same result always produces the
 same bytes (and the same signature) whichever engine sends it. The Django receiver imports

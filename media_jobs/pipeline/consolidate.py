@@ -1,4 +1,4 @@
-"""Consolidation and the callback bodies (SPEC §4 steps 3 and 5, §5 steps 2 and 3).
+"""Consolidation and the callback bodies (docs/contract.md §4 steps 3 and 5, §5 steps 2 and 3).
 
 Both engines build their callback bodies here: the Lambda handlers call these functions,
 the state machines build the same dicts with ``Parameters`` (the interpreter tests compare
@@ -7,7 +7,7 @@ them), and the Celery engine calls them directly. Shape rules, the same everywhe
 - every documented key is always present; a missing string is ``""``, a missing object
   is ``null`` (``error`` of a successful run);
 - ``jobId`` and ``listingIdentityId`` are passed through as given (number or numeric
-  string), except in the finalization success body where SPEC makes the listing a string;
+  string), except in the finalization success body where docs/contract.md §5 makes the listing a string;
 - ``outputs`` keeps the order of the validated assets (the order of the job's input);
 - every body decodes in the TOQ backend's request type (docs/contract.md §6): strings
   where it expects strings, ``error.details`` a map of strings.
@@ -31,7 +31,7 @@ FINALIZATION_PROVIDER = "STEP_FUNCTIONS_FINALIZATION"
 # Best first: processedKey is the first of these sizes that was produced.
 SIZE_PREFERENCE = ("original", "large", "medium", "small", "thumbnail")
 
-# failureReason of the two failure bodies of SPEC §4 step 5. The state machine writes the
+# failureReason of the two failure bodies of docs/contract.md §4 step 5. The state machine writes the
 # same literals; the specific cause goes into ``error``.
 FAILURE_REASONS: dict[str, str] = {
     "VALIDATION_FAILED": "raw asset validation failed",
@@ -61,17 +61,19 @@ def job_reference(event: Mapping[str, Any], name: str) -> int | str:
     length, never handed to ``int()`` (which refuses more than 4300 digits with an error
     of its own)."""
     value = event.get(name)
-    digits: str | None = None
+    reference: int | str | None = None
     if isinstance(value, str) and _NUMERIC.fullmatch(value):
         digits = value.lstrip("0") or "0"
-    elif isinstance(value, int) and not isinstance(value, bool):
-        digits = str(value) if 0 <= value <= MAX_ID else None
-    if digits is None or len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+        if len(digits) <= len(str(MAX_ID)) and int(digits) <= MAX_ID:
+            reference = value
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+        reference = value
+    if reference is None:
         raise InvalidJobReference(
             f"{name} must be an integer from 0 to {MAX_ID}, as a number or a string of "
             f"digits; got {_shown(value)}"
         )
-    return value
+    return reference
 
 
 def job_reference_value(event: Mapping[str, Any], name: str) -> int:
@@ -190,7 +192,7 @@ def _derivative_error(outputs: list[ConsolidatedOutput]) -> tuple[str, JSON]:
 
 
 def consolidate(event: Mapping[str, Any]) -> dict[str, JSON]:
-    """SPEC §4 step 3: merge validation and branch results into the callback body.
+    """docs/contract.md §4 step 3: merge validation and branch results into the callback body.
 
     Raises :class:`InvalidJobReference` when jobId or listingIdentityId is missing or not
     numeric. An error reported by a branch makes the run PARTIAL_SUCCESS; validation
@@ -219,7 +221,7 @@ def consolidate(event: Mapping[str, Any]) -> dict[str, JSON]:
 def failure_body(
     event: Mapping[str, Any], *, status: FailureStatus, error_code: str, message: str
 ) -> JSON:
-    """SPEC §4 step 5. ``event`` is the run's state (jobId, listingIdentityId, traceparent,
+    """docs/contract.md §4 step 5. ``event`` is the run's state (jobId, listingIdentityId, traceparent,
     executionArn, startedAt). On AWS the state machine passes the caught Error as
     ``error_code`` and its Cause as ``message``. Ids are not checked: a failure must still
     be reported."""
@@ -240,7 +242,7 @@ def failure_body(
 
 
 def finalization_success_body(event: Mapping[str, Any], zip_body: Mapping[str, Any]) -> JSON:
-    """SPEC §5 step 2. ``zip_body`` is the ZIP step's body (its ``{"body": ...}`` wrapper
+    """docs/contract.md §5 step 2. ``zip_body`` is the ZIP step's body (its ``{"body": ...}`` wrapper
     is accepted too). listingIdentityId is a string here, as the backend expects."""
     if "body" in zip_body and isinstance(zip_body["body"], Mapping):
         zip_body = zip_body["body"]
@@ -258,7 +260,7 @@ def finalization_success_body(event: Mapping[str, Any], zip_body: Mapping[str, A
 
 
 def finalization_failure_body(event: Mapping[str, Any], *, error: str, cause: str) -> JSON:
-    """SPEC §5 step 3: ``error`` keeps Step Functions' own ``{"Error", "Cause"}`` names."""
+    """docs/contract.md §5 step 3: ``error`` keeps Step Functions' own ``{"Error", "Cause"}`` names."""
     return {
         "jobId": event.get("jobId"),
         "listingIdentityId": event.get("listingIdentityId"),

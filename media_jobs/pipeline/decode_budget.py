@@ -37,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from PIL import Image
+
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 
 if TYPE_CHECKING:
@@ -343,16 +345,16 @@ def estimate_peak_bytes(
     file_size: int,
     working_bytes: int,
     jpeg: JpegLayout | None = None,
-    info: Mapping[str, Any] | None = None,
+    info: Mapping[str | tuple[int, int], Any] | None = None,
+    tiff_tags: Mapping[int, Any] | None = None,
 ) -> MemoryEstimate:
     """An upper bound of the memory one photo takes while it is decoded and reduced.
 
     ``decoded_size`` is what the decoder produces (smaller than ``full_size`` for a drafted
     JPEG); ``working_bytes`` is what reducing it to the derivatives holds at most (the
-    thumbnails step computes it from its own pipeline); ``info`` is what the header said
-    (TIFF tags, HEIF bit depth and chroma).
+    thumbnails step computes it from its own pipeline); ``info`` and ``tiff_tags`` are what
+    the header said (HEIF bit depth and chroma; a TIFF's tags by number).
     """
-    info = info or {}
     width, height = decoded_size
     full_pixels = full_size[0] * full_size[1]
     decoded = width * height * pixel_bytes(mode)
@@ -360,11 +362,11 @@ def estimate_peak_bytes(
     if jpeg is not None:
         decoder = jpeg.coefficient_bytes()
     elif image_format == "TIFF":
-        decoder = _tiff_strip_bytes(info, full_size) + file_size
+        decoder = _tiff_strip_bytes(tiff_tags or {}, full_size) + file_size
     elif image_format == "WEBP":
         decoder = int(full_pixels * _WEBP_DECODER_BYTES_PER_PIXEL) + file_size
     elif image_format in ("HEIF", "AVIF"):
-        decoder = int(full_pixels * _heif_bytes_per_pixel(info, mode)) + file_size
+        decoder = int(full_pixels * _heif_bytes_per_pixel(info or {}, mode)) + file_size
     return MemoryEstimate(
         decoded=decoded,
         decoder=decoder,
@@ -373,7 +375,7 @@ def estimate_peak_bytes(
     )
 
 
-def _heif_bytes_per_pixel(info: Mapping[str, Any], mode: str) -> float:
+def _heif_bytes_per_pixel(info: Mapping[str | tuple[int, int], Any], mode: str) -> float:
     """libheif's decoded planes (two bytes a sample above 8 bits), then the interleaved
     8-bit copy pillow_heif hands to Pillow."""
     depth = info.get("bit_depth")
@@ -395,7 +397,8 @@ def _tiff_strip_bytes(tags: Mapping[int, Any], full_size: tuple[int, int]) -> in
         rows_per_strip = tags.get(278)
         rows = min(rows_per_strip, height) if isinstance(rows_per_strip, int) else height
         columns = width
-    samples = tags.get(277) if isinstance(tags.get(277), int) else 1
+    samples_per_pixel = tags.get(277)
+    samples = samples_per_pixel if isinstance(samples_per_pixel, int) else 1
     bits = tags.get(258)
     bits_per_sample = max(bits) if isinstance(bits, tuple) and bits else 8
     if isinstance(bits, int):
@@ -422,8 +425,16 @@ def _mib(value: int) -> int:
 # -- PNG completeness ----------------------------------------------------------------------
 
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
-_ADAM7 += ((0, 1, 1, 2),)
+# Adam7's seven passes: (x offset, y offset, x step, y step)
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
 _INFLATE_CHUNK = 1024 * 1024
 
 
@@ -519,7 +530,6 @@ def load_png_verified(image: Any, stream: IO[bytes], budget: CpuBudget) -> None:
     is written early) and rows too narrow to hold 64 bits are checked by inflating the
     stream once more instead (``check_png_complete``).
     """
-    from PIL import Image
 
     width, height = image.size
     count = min(width, _MARKED_PIXELS)

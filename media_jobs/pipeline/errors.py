@@ -1,4 +1,4 @@
-"""Error codes an operator must tell apart (SPEC §9), and the exception that carries them."""
+"""Error codes an operator must tell apart (docs/contract.md §9), and the exception that carries them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    # SPEC codes
+    # the generic codes of docs/contract.md §9
     VALIDATION_ERROR = "VALIDATION_ERROR"
     THUMBNAIL_PROCESSING_FAILED = "THUMBNAIL_PROCESSING_FAILED"
     VIDEO_THUMBNAIL_FAILED = "VIDEO_THUMBNAIL_FAILED"

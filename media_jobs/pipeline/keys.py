@@ -1,4 +1,4 @@
-"""Object key rules of SPEC §2, in one place.
+"""Object key rules of docs/contract.md §2, in one place.
 
 Every step derives output keys from the raw key with these functions, so the Lambda engine,
 the Celery engine and the portal always agree on where a derivative, a poster frame, a
@@ -38,7 +38,7 @@ _DATE_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 @dataclass(frozen=True)
 class RawKeyParts:
-    """A raw key split per SPEC §2: ``{prefix}raw/[date/]{segment}/{filename}``."""
+    """A raw key split per docs/contract.md §2: ``{prefix}raw/[date/]{segment}/{filename}``."""
 
     prefix: str  # everything before ``raw/``, with its trailing slash ("123/"), or ""
     segment: str  # "photo/vertical"; "" when the file sits directly under raw/

@@ -1,4 +1,4 @@
-"""Structured JSON logs (SPEC §10), shared by Lambda, Celery and Django.
+"""Structured JSON logs (docs/contract.md §10), shared by Lambda, Celery and Django.
 
 One JSON object per line, so CloudWatch Logs Insights and any log shipper can filter on
 ``job_id``, ``listing_identity_id``, ``step`` or ``traceparent`` without parsing text.
@@ -116,8 +116,7 @@ def configure_json_logging(level: int | str = "INFO", *, stream: TextIO | None =
     root = logging.getLogger()
     root.setLevel(level.upper() if isinstance(level, str) else level)
     if stream is not None or not root.handlers:
-        handler = logging.StreamHandler(stream or sys.stderr)
-        root.addHandler(handler)
+        root.addHandler(logging.StreamHandler(stream or sys.stderr))
     for handler in root.handlers:
         if not isinstance(handler.formatter, JsonFormatter):
             handler.setFormatter(JsonFormatter())

@@ -16,8 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
+
+if TYPE_CHECKING:  # the boto3 stubs are a development dependency
+    from botocore.credentials import Credentials, ReadOnlyCredentials
+    from mypy_boto3_s3 import S3Client
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -32,7 +36,7 @@ class GetUrlSigner:
     """``url(key, ttl)``: the same URL botocore's ``generate_presigned_url("get_object")``
     returns for that key at that second, for a client that signs with SigV4 ("s3v4")."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: S3Client, bucket: str) -> None:
         self._client = client
         self._bucket = bucket
         probe = urlsplit(
@@ -62,7 +66,9 @@ class GetUrlSigner:
             cached = key
         return cached
 
-    def _query(self, credentials: Any, stamp: str, ttl_seconds: int) -> tuple[str, str, str]:
+    def _query(
+        self, credentials: ReadOnlyCredentials, stamp: str, ttl_seconds: int
+    ) -> tuple[str, str, str]:
         """(canonical query, URL query, scope) for one second: the same for every key,
         so a page of links encodes them once."""
         cache_key = (credentials.access_key, credentials.token, stamp, ttl_seconds)
@@ -93,12 +99,16 @@ class GetUrlSigner:
         return self._stamp_cache[1]
 
     def url(self, key: str, ttl_seconds: int) -> str:
-        source = self._client._request_signer._credentials
-        if source is None:  # no credentials: botocore raises its own NoCredentialsError
+        # The signer's credentials, read where botocore itself reads them; the client stubs
+        # leave botocore's private request signer out.
+        source: Credentials | None = self._client._request_signer._credentials  # type: ignore[attr-defined]
+        credentials = source.get_frozen_credentials() if source is not None else None
+        if (
+            credentials is None or credentials.access_key is None or credentials.secret_key is None
+        ):  # no credentials: botocore raises its own NoCredentialsError
             return self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=ttl_seconds
             )
-        credentials = source.get_frozen_credentials()
         stamp = self._stamp(_now())
         canonical_query, query, scope = self._query(credentials, stamp, ttl_seconds)
         path = self._path + quote(key, safe="/~")

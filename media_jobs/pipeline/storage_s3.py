@@ -12,16 +12,27 @@ import io
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
 
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.presign import GetUrlSigner
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, check_key_common
+
+if TYPE_CHECKING:  # the boto3 stubs are a development dependency
+    from _typeshed import WriteableBuffer
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        CompleteMultipartUploadOutputTypeDef,
+        GetObjectOutputTypeDef,
+        PutObjectOutputTypeDef,
+    )
 
 MIB = 1024**2
 GIB = 1024**3
@@ -51,7 +62,7 @@ def part_size_for(part_number: int, base_part_size: int = DEFAULT_PART_SIZE) -> 
         raise ValueError("part numbers start at 1")
     if part_number > MAX_PARTS:
         raise ValueError(f"S3 allows at most {MAX_PARTS} parts")
-    return min(MAX_PART_SIZE, base_part_size * 2 ** ((part_number - 1) // PARTS_PER_STEP))
+    return min(MAX_PART_SIZE, base_part_size << ((part_number - 1) // PARTS_PER_STEP))
 
 
 def _error_code(error: ClientError) -> str:
@@ -74,13 +85,13 @@ def _etag(raw: str | None) -> str:
 class _StreamingBodyReader(io.RawIOBase):
     """botocore's StreamingBody as a raw binary file (so it can be buffered and closed)."""
 
-    def __init__(self, body: Any) -> None:
+    def __init__(self, body: StreamingBody) -> None:
         self._body = body
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
         data = self._body.read(len(view))
         view[: len(data)] = data
@@ -117,7 +128,7 @@ class S3MultipartWriter:
 
     def __init__(
         self,
-        client: Any,
+        client: S3Client,
         bucket: str,
         key: str,
         *,
@@ -136,8 +147,8 @@ class S3MultipartWriter:
         self._parts_started = 0
         self._parts_in_flight = max(1, parts_in_flight)
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: set[Future[dict[str, Any]]] = set()
-        self._parts: list[dict[str, Any]] = []
+        self._in_flight: set[Future[CompletedPartTypeDef]] = set()
+        self._parts: list[CompletedPartTypeDef] = []
         self._size = 0
         self._closed = False
 
@@ -149,11 +160,11 @@ class S3MultipartWriter:
     def _next_part_size(self) -> int:
         return part_size_for(self._parts_started + 1, self._base_part_size)
 
-    def _send_part(self, number: int, data: bytes) -> dict[str, Any]:
+    def _send_part(self, upload_id: str, number: int, data: bytes) -> CompletedPartTypeDef:
         response = self._client.upload_part(
             Bucket=self._bucket,
             Key=self._key,
-            UploadId=self._upload_id,
+            UploadId=upload_id,
             PartNumber=number,
             Body=data,
         )
@@ -172,11 +183,14 @@ class S3MultipartWriter:
                 Bucket=self._bucket, Key=self._key, **self._extra
             )
             self._upload_id = created["UploadId"]
+        upload_id = self._upload_id
         self._collect(until_at_most=self._parts_in_flight - 1)
         self._parts_started += 1
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._parts_in_flight, thread_name_prefix="s3-part")
-        self._in_flight.add(self._pool.submit(self._send_part, self._parts_started, data))
+        self._in_flight.add(
+            self._pool.submit(self._send_part, upload_id, self._parts_started, data)
+        )
 
     def _stop_pool(self) -> None:
         if self._pool is not None:
@@ -201,6 +215,7 @@ class S3MultipartWriter:
     def complete(self) -> ObjectInfo:
         if self._closed:
             raise ValueError("upload already completed or aborted")
+        response: PutObjectOutputTypeDef | CompleteMultipartUploadOutputTypeDef
         try:
             if self._upload_id is None:
                 response = self._client.put_object(
@@ -270,7 +285,7 @@ class S3Storage:
         connect_timeout_s: float = 5,
         read_timeout_s: float = 60,
         part_size: int = DEFAULT_PART_SIZE,
-        client: Any | None = None,
+        client: S3Client | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"S3 parts must be at least {MIN_PART_SIZE} bytes (5 MiB)")
@@ -342,7 +357,7 @@ class S3Storage:
                 raise
         self._bucket_seen = True
 
-    def _get(self, key: str, **options: Any) -> dict[str, Any]:
+    def _get(self, key: str, **options: Any) -> GetObjectOutputTypeDef:
         self.check_key(key)
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key, **options)
@@ -359,7 +374,7 @@ class S3Storage:
         @contextmanager
         def opened() -> Iterator[BinaryIO]:
             try:
-                yield reader  # type: ignore[misc]
+                yield reader
             finally:
                 reader.close()
 

@@ -1,4 +1,4 @@
-"""The GenerateThumbnails step (SPEC §2, §4.2): four sRGB JPEG derivatives per raw photo.
+"""The GenerateThumbnails step (docs/contract.md §2, §4.2): four sRGB JPEG derivatives per raw photo.
 
 Speed comes from never decoding more pixels than the largest derivative needs: a JPEG is
 decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers the ``large`` width, is
@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import pillow_heif
 from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError
@@ -271,7 +271,7 @@ def _render_fetched(fetched: _Fetched, limits: DecodeLimits) -> list[Derivative]
         return None
     with fetched.source as spool:
         try:
-            return render_derivatives(spool, limits=limits)  # type: ignore[arg-type]
+            return render_derivatives(spool, limits=limits)
         except PipelineError:
             raise
         except Exception as exc:
@@ -359,7 +359,7 @@ def _log_failure(
 
 
 def render_derivatives(
-    source: BinaryIO, *, limits: DecodeLimits = DEFAULT_LIMITS
+    source: IO[bytes], *, limits: DecodeLimits = DEFAULT_LIMITS
 ) -> list[Derivative]:
     """Decode one image within ``limits`` and return its derivatives, largest target first.
 
@@ -424,13 +424,14 @@ def _render(
     image: Image.Image, stream: IO[bytes], limits: DecodeLimits, budget: CpuBudget
 ) -> list[Derivative]:
     stored_size = image.size
+    # Image.open gives an ImageFile, whose reads take this block size; Image has no such field.
     image.decodermaxblock = DECODE_BLOCK_BYTES  # type: ignore[attr-defined]
     box: tuple[float, float, float, float] | None = None
     jpeg: JpegLayout | None = None
     if isinstance(image, JpegImagePlugin.JpegImageFile):  # JPEG and MPO (camera JPEGs)
         jpeg = read_jpeg_layout(stream, max_scans=limits.max_jpeg_scans)
         if jpeg.progressive:
-            image.decodermaxblock = PROGRESSIVE_DECODE_BLOCK_BYTES  # type: ignore[attr-defined]
+            image.decodermaxblock = PROGRESSIVE_DECODE_BLOCK_BYTES
         # Decode at the smallest DCT scale whose width (as displayed) still covers `large`.
         orientation = _orientation(image)
         large_width, _ = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
@@ -567,7 +568,7 @@ def _check_memory(
     """MEMORY_BUDGET_EXCEEDED unless the largest estimate (over the possible orientations)
     fits; called after ``draft``, so ``image.size`` is what the decoder will produce."""
     image_format = image.format or ""
-    info = dict(getattr(image, "tag_v2", None) or {}) if image_format == "TIFF" else image.info
+    tiff_tags = dict(getattr(image, "tag_v2", None) or {}) if image_format == "TIFF" else None
     worst = None
     for orientation in orientations:
         large = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
@@ -580,7 +581,8 @@ def _check_memory(
             file_size=file_size,
             working_bytes=_working_bytes(image.size, image.mode, large_stored),
             jpeg=jpeg,
-            info=info,
+            info=image.info,
+            tiff_tags=tiff_tags,
         )
         if worst is None or estimate.total > worst.total:
             worst = estimate
@@ -805,7 +807,7 @@ def _encode_jpeg(image: Image.Image) -> bytes:
 class _SeekableSource:
     """The source itself when seekable; else a spooled copy (Pillow seeks while parsing)."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: IO[bytes]) -> None:
         self._source = source
         self._spool: IO[bytes] | None = None
 

@@ -1,4 +1,4 @@
-"""JSON shapes at the edges of the pipeline steps (SPEC §4-§6).
+"""JSON shapes at the edges of the pipeline steps (docs/contract.md §4-§6).
 
 TypedDicts rather than classes: the steps take and return exactly the JSON that the state
 machines pass between Lambda functions, so the same dicts cross both engines unchanged.
@@ -30,6 +30,10 @@ class ValidatedAsset(TypedDict):
     # set when validation failed for this asset; the asset is kept, never dropped
     error: NotRequired[str]
     errorCode: NotRequired[str]
+    # set on each valid video for the Step Functions Map (handlers/validate.with_video_paths)
+    videoInput: NotRequired[str]
+    videoOutputPath: NotRequired[str]
+    transcodeKey: NotRequired[str]
 
 
 class ValidationResult(TypedDict):

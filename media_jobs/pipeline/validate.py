@@ -1,4 +1,4 @@
-"""Step 1 of the processing workflow (SPEC §4): normalize the input, validate raw objects.
+"""Step 1 of the processing workflow (docs/contract.md §4): normalize the input, validate raw objects.
 
 A problem with one asset (missing, empty, too large, bad key, wrong format) is recorded on
 that asset with a precise ``errorCode`` and the asset is kept: the callback must report
@@ -84,7 +84,7 @@ def _fail(asset: ValidatedAsset, code: ErrorCode, message: str) -> ValidatedAsse
 
 
 def output_keys(raw_key: str, asset_type: str) -> list[str]:
-    """The keys the processing steps will write for this asset (SPEC §2)."""
+    """The keys the processing steps will write for this asset (docs/contract.md §2)."""
     if is_video_type(asset_type):
         return [poster_key(raw_key), transcode_key(raw_key)]
     return [derivative_key(raw_key, size) for size in IMAGE_SIZES]
@@ -92,7 +92,7 @@ def output_keys(raw_key: str, asset_type: str) -> list[str]:
 
 def check_asset_keys(key: str, asset_type: str, storage: Storage) -> None:
     """PipelineError(INVALID_KEY) unless the raw key and every key derived from it follow
-    SPEC §2 and are keys this storage can hold: a key the adapter refuses is that asset's
+    docs/contract.md §2 and are keys this storage can hold: a key the adapter refuses is that asset's
     problem, found here rather than as a failed write in a later step."""
     try:
         split_raw_key(key)
@@ -163,7 +163,7 @@ def _validate_all(
 def validate_assets(
     event: ProcessingInput | Mapping[str, Any], *, storage: Storage, config: PipelineConfig
 ) -> ValidationResult:
-    """SPEC §4 step 1. Every asset stays in ``assets`` (failed ones with ``error`` and
+    """docs/contract.md §4 step 1. Every asset stays in ``assets`` (failed ones with ``error`` and
     ``errorCode``); ``imageAssets`` / ``videoAssets`` and ``hasImages`` / ``hasVideos``
     count only valid assets, so the branches never see an asset that already failed.
     """

@@ -1,4 +1,4 @@
-"""Video steps of SPEC §4 step 2: poster frames and the H.264 transcode, with ffmpeg.
+"""Video steps of docs/contract.md §4 step 2: poster frames and the H.264 transcode, with ffmpeg.
 
 The raw video is streamed to a temporary file first (memory stays bounded whatever its
 size; ffmpeg needs to seek, which an HTTP body cannot). Outputs record the raw object's etag
@@ -266,7 +266,7 @@ def _each_video(
 def generate_poster_frames(
     validation: Mapping[str, Any], *, storage: Storage, config: PipelineConfig
 ) -> BranchResult:
-    """SPEC §4 step 2, video poster frames: one bad video never fails the others."""
+    """docs/contract.md §4 step 2, video poster frames: one bad video never fails the others."""
     return _each_video(
         validation,
         step="video_thumbnails",

@@ -1,4 +1,4 @@
-"""The CreateZipBundle step (SPEC §5): the listing's media as one streamed ZIP.
+"""The CreateZipBundle step (docs/contract.md §5): the listing's media as one streamed ZIP.
 
 The archive is written front to back into a multipart upload, one object after the other,
 each read in chunks: memory stays bounded by a few queued chunks plus one upload part,

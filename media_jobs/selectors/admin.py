@@ -8,9 +8,7 @@ the table, no ``LIKE '%…%'``, no per-row queries. What the indexes are: see th
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -23,7 +21,6 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from media_jobs.models import (
-    AssetStatus,
     AssetType,
     JobProvider,
     JobStatus,
@@ -32,7 +29,6 @@ from media_jobs.models import (
 )
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.errors import PipelineError
-from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
 from media_jobs.selectors.deliveries import UndeliveredSummary, undelivered_summary
 from media_jobs.selectors.errors import top_error_codes
 from media_jobs.selectors.jobs import stale_job_filter
@@ -331,7 +327,7 @@ class AssetOutcome:
 
 def job_asset_outcomes(*, job: MediaProcessingJob) -> dict[str, AssetOutcome]:
     """raw key -> the job's own outcome for that asset, from its callback body's outputs
-    (SPEC §6) - what this job did, whatever later jobs did since. A failure without
+    (docs/contract.md §6) - what this job did, whatever later jobs did since. A failure without
     outputs failed every asset it took with the job's code: the caller knows which. Empty
     when the body is absent, not JSON, or cut at the column's 64 KiB."""
     try:
@@ -351,94 +347,6 @@ def job_asset_outcomes(*, job: MediaProcessingJob) -> dict[str, AssetOutcome]:
     return found
 
 
-# -- storage check ----------------------------------------------------------------------------
-
-
-@dataclass
-class ExpectedObject:
-    key: str
-    what: str  # "raw", "thumbnail", "small", ..., "poster", "transcode", "zip", "recorded"
-    asset_id: int | None
-    required: bool  # missing is a problem (the asset is PROCESSED, or the ZIP succeeded)
-    present: bool = False
-    size: int | None = None
-
-
-@dataclass
-class StorageCheck:
-    listing_identity_id: int
-    prefix: str
-    expected: list[ExpectedObject] = field(default_factory=list)
-    unexpected: list[ObjectInfo] = field(default_factory=list)
-    listed: int = 0
-    truncated: bool = False
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def missing(self) -> list[ExpectedObject]:
-        return [obj for obj in self.expected if obj.required and not obj.present]
-
-    @property
-    def ok(self) -> bool:
-        """Nothing required is missing (absent derivatives of a failed asset are fine)."""
-        return self.error is None and not self.missing
-
-    @property
-    def present(self) -> int:
-        return sum(1 for obj in self.expected if obj.present)
-
-    @property
-    def absent_optional(self) -> int:
-        return sum(1 for obj in self.expected if not obj.present and not obj.required)
-
-    @property
-    def complete(self) -> bool:
-        """Every expected object is there: the only state the badge calls "complete"."""
-        return self.error is None and self.present == len(self.expected)
-
-
-def expected_objects(
-    *, listing_identity_id: int, assets: Sequence[MediaAsset], zip_expected: bool
-) -> tuple[list[ExpectedObject], list[str]]:
-    """What should exist for the listing, by the key rules of ``pipeline.keys`` and the keys
-    the database recorded. Derivatives are required for PROCESSED assets only (a FAILED asset
-    is expected to lack them)."""
-    expected: dict[str, ExpectedObject] = {}
-    notes: list[str] = []
-
-    def expect(key: Any, what: str, asset_id: int | None, required: bool) -> None:
-        if not isinstance(key, str) or not key:
-            return
-        known = expected.get(key)
-        if known is None:
-            expected[key] = ExpectedObject(key, what, asset_id, required)
-        else:
-            known.required = known.required or required
-
-    for asset in assets:
-        processed = asset.status == AssetStatus.PROCESSED
-        raw = asset.s3_key_raw
-        if raw:
-            expect(raw, "raw", asset.pk, asset.status != AssetStatus.PENDING_UPLOAD)
-        if raw and asset.asset_type not in (AssetType.ZIP, AssetType.THUMBNAIL):
-            try:
-                if keys.is_video_type(asset.asset_type):
-                    expect(keys.poster_key(raw), "poster", asset.pk, processed)
-                    expect(keys.transcode_key(raw), "transcode", asset.pk, processed)
-                else:
-                    for size in keys.IMAGE_SIZES:
-                        expect(keys.derivative_key(raw, size), size, asset.pk, processed)
-            except PipelineError as exc:
-                notes.append(f"asset {asset.pk}: {exc.message}")
-        if processed:
-            for _, key in asset_links(asset):
-                expect(key, "recorded", asset.pk, True)
-    if zip_expected:
-        expect(keys.zip_key(listing_identity_id), "zip", None, True)
-    return list(expected.values()), notes
-
-
 def listing_zip_job(*, listing_identity_id: int) -> MediaProcessingJob | None:
     """The newest successful finalization of the listing (its ZIP is the current one)."""
     return (
@@ -451,50 +359,6 @@ def listing_zip_job(*, listing_identity_id: int) -> MediaProcessingJob | None:
         .order_by("-pk")
         .first()
     )
-
-
-def storage_check(
-    *,
-    listing_identity_id: int,
-    storage: Storage,
-    assets: Sequence[MediaAsset] | None = None,
-    zip_expected: bool | None = None,
-    limit: int = 10_000,
-) -> StorageCheck:
-    """What exists under ``{listing}/`` against what should (missing highlighted, extra listed).
-
-    Lists at most ``limit`` objects; keys outside the prefix (legacy raw keys) get one HEAD each.
-    """
-    prefix = f"{listing_identity_id}/"
-    if assets is None:
-        assets = listing_assets(listing_identity_id=listing_identity_id)
-    if zip_expected is None:
-        zip_expected = listing_zip_job(listing_identity_id=listing_identity_id) is not None
-    expected, notes = expected_objects(
-        listing_identity_id=listing_identity_id, assets=assets, zip_expected=zip_expected
-    )
-    check = StorageCheck(listing_identity_id, prefix, expected, notes=notes)
-    by_key = {obj.key: obj for obj in expected}
-    try:
-        for info in storage.list(prefix):
-            check.listed += 1
-            if check.listed > limit:
-                check.truncated = True
-                break
-            known = by_key.get(info.key)
-            if known is None:
-                check.unexpected.append(info)
-            else:
-                known.present, known.size = True, info.size
-        for obj in expected:
-            if not obj.key.startswith(prefix):
-                try:
-                    obj.size, obj.present = storage.head(obj.key).size, True
-                except ObjectNotFound:
-                    obj.present = False
-    except Exception as exc:  # noqa: BLE001 - storage down: say so instead of a 500
-        check.error = f"{type(exc).__name__}: {exc}"
-    return check
 
 
 # -- dashboard --------------------------------------------------------------------------------
@@ -589,40 +453,12 @@ def jobs_per_day(*, days: int = 14, now: datetime | None = None) -> list[DayCoun
     ]
 
 
-def celery_queue_depth() -> int | None:
-    """Messages waiting in the default queue, when the broker can tell (else None)."""
-    url = settings.CELERY_BROKER_URL
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    try:
-        if url.startswith(("redis://", "rediss://")):
-            import redis
-
-            client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-            try:
-                return int(client.llen(queue))
-            finally:
-                client.close()
-        if url.startswith("filesystem://"):
-            folder = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("data_folder_in")
-            if not folder or not os.path.isdir(folder):
-                return None
-            suffix = f".{queue}.msg"
-            with os.scandir(folder) as entries:
-                return sum(1 for entry in entries if entry.name.endswith(suffix))
-        if url.startswith(("amqp://", "pyamqp://")):
-            from kombu import Connection
-
-            with Connection(url, connect_timeout=1) as conn:
-                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
-                return int(declared.message_count)
-    except Exception:  # noqa: BLE001 - unknown beats a broken dashboard
-        return None
-    return None
-
-
-def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
+def dashboard_summary(
+    *, queue_name: str, queue_depth: int | None, now: datetime | None = None
+) -> Dashboard:
     """Everything the admin index shows, from indexed ranges only (created_at ranges; the
-    unresolved failures and the undelivered results are counted to a cap)."""
+    unresolved failures and the undelivered results are counted to a cap). The broker's
+    figures come from the caller (``services.broker``): a selector reads the database only."""
     now = now or timezone.now()
     stuck = MediaProcessingJob.objects.filter(job_stuck_q(now=now))
     stuck_count, stuck_more = bounded_count(stuck, 1000)
@@ -642,8 +478,8 @@ def dashboard_summary(*, now: datetime | None = None) -> Dashboard:
         stuck_jobs=list(
             stuck.defer("payload", "callback_body", "last_error").order_by("created_at")[:10]
         ),
-        queue_name=settings.CELERY_TASK_DEFAULT_QUEUE,
-        queue_depth=celery_queue_depth(),
+        queue_name=queue_name,
+        queue_depth=queue_depth,
         unresolved_count=unresolved_count,
         unresolved_more=unresolved_more,
         undelivered=undelivered_summary(),

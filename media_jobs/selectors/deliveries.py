@@ -133,10 +133,10 @@ def job_delivery_states(*, jobs: Sequence[MediaProcessingJob]) -> dict[int, JobD
     result not yet accepted, else by its newest."""
     ids = [job.pk for job in jobs]
     relevant: dict[int, CallbackOutbox] = {}
-    for entry in CallbackOutbox.objects.filter(job_id__in=ids).defer("body").order_by("id"):
-        held = relevant.get(entry.job_id)
+    for result in CallbackOutbox.objects.filter(job_id__in=ids).defer("body").order_by("id"):
+        held = relevant.get(result.job_id)
         if held is None or held.state == OutboxState.DELIVERED:
-            relevant[entry.job_id] = entry
+            relevant[result.job_id] = result
     last_attempts = dict(
         CallbackDelivery.objects.filter(outbox_id__in=[e.pk for e in relevant.values()])
         .order_by()

@@ -23,8 +23,14 @@ from typing import Any
 from django.db.models import Exists, Max, OuterRef, Q
 from django.db.models.fields.json import KT
 
-from media_jobs.models import EventKind, JobStatus, MediaJobEvent, MediaProcessingJob
-from media_jobs.services.events import STEP_DISPATCH, STEP_RETRY
+from media_jobs.models import (
+    STEP_DISPATCH,
+    STEP_RETRY,
+    EventKind,
+    JobStatus,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
 
 FAILURE_STATUSES = (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS)
 PAYLOAD_FIGURES = ("assetsTotal", "assetsProcessed", "assetsFailed", "assetsZipped")
@@ -56,11 +62,12 @@ def later_success() -> Any:
 
 def unresolved_failures_q() -> Q:
     """FAILED or PARTIAL_SUCCESS with no later success of the same listing and kind."""
-    return Q(status__in=FAILURE_STATUSES) & ~Exists(later_success())
+    # Exists inside a Q: Q's ``&`` combines Q objects (the same SQL as ``Q & ~Exists``).
+    return Q(status__in=FAILURE_STATUSES) & Q(~Exists(later_success()))
 
 
 def resolved_failures_q() -> Q:
-    return Q(status__in=FAILURE_STATUSES) & Exists(later_success())
+    return Q(status__in=FAILURE_STATUSES) & Q(Exists(later_success()))
 
 
 def retried_as(*, job_ids: Sequence[int]) -> dict[int, int]:

@@ -24,10 +24,19 @@ def audit_record(
     """One LogEntry per object (one INSERT for all), shown on each object's History page."""
     if not objects:
         return
-    LogEntry.objects.log_actions(
-        user_id=user_id,
-        queryset=list(objects),
-        action_flag=action_flag,
-        change_message=message,
-        single_object=len(objects) == 1,
-    )
+    # single_object is a literal in Django's overloads (it changes the return type).
+    if len(objects) == 1:
+        LogEntry.objects.log_actions(
+            user_id=user_id,
+            queryset=list(objects),
+            action_flag=action_flag,
+            change_message=message,
+            single_object=True,
+        )
+    else:
+        LogEntry.objects.log_actions(
+            user_id=user_id,
+            queryset=list(objects),
+            action_flag=action_flag,
+            change_message=message,
+        )

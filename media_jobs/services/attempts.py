@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -119,7 +119,7 @@ def _zombie(pid: int) -> bool:
 
 def _attempt_rows(
     job_id: int, step: str, workflow_id: str, part: str | None
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     rows = MediaJobEvent.objects.filter(
         job_id=job_id,
         step=step,
@@ -152,7 +152,7 @@ def attempt_start(
         MediaProcessingJob.objects.select_for_update().filter(pk=job.pk).values("id").first()
         now = timezone.now()
         lost = 0
-        open_row: dict[str, Any] | None = None
+        open_row: Mapping[str, Any] | None = None
         for row in _attempt_rows(job.pk, step, workflow_id, part):
             if row["kind"] == EventKind.STARTED:
                 if open_row is not None:

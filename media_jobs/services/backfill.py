@@ -1,4 +1,4 @@
-"""Backfills and repairs that engineers run from the shell (issue 6), one item at a time.
+"""Backfills and repairs that engineers run from the shell, one item at a time.
 
 Each ``*`` function here handles ONE item (an asset, a job) and returns an ``ItemResult``:
 the commands and the ``ops_tasks`` worker task loop over items and count the outcomes, so a
@@ -22,9 +22,13 @@ from ..pipeline.decode_budget import DecodeLimits
 from ..pipeline.errors import ErrorCode, PipelineError
 from ..pipeline.storage import ObjectNotFound, Storage
 from ..pipeline.thumbnails import SOURCE_ETAG_METADATA, generate_thumbnails, render_derivatives
-from ..pipeline.types import ValidatedAsset
+from ..pipeline.types import BranchResult, GeneratedAsset, ValidatedAsset
+from ..pipeline.validate import validate_assets
+from ..pipeline.video import POSTER_TYPE, TRANSCODE_TYPE, generate_poster_frames, transcode_videos
 from ..selectors.operations import job_superseded_by
 from ..storage import pipeline_config, pipeline_storage
+from .callbacks import asset_apply_output
+from .retry import job_retry_and_dispatch, retry_plan
 
 logger = logging.getLogger("toq.operations")
 
@@ -80,7 +84,7 @@ class DerivativeState:
 
 
 def expected_outputs(*, raw_key: str, asset_type: str) -> dict[str, str]:
-    """The derivative keys the pipeline writes for a raw object (SPEC §2 key rules)."""
+    """The derivative keys the pipeline writes for a raw object (docs/contract.md §2 key rules)."""
     if keys.is_video_type(asset_type):
         return {"poster": keys.poster_key(raw_key), "transcode": keys.transcode_key(raw_key)}
     return {size: keys.derivative_key(raw_key, size) for size in keys.IMAGE_SIZES}
@@ -123,10 +127,9 @@ def _rewrite_photo_derivatives(
 
 def _run_steps(
     *, asset: MediaAsset, state: DerivativeState, storage: Storage, force: bool
-) -> list[dict[str, Any]]:
+) -> list[BranchResult]:
     """The processing workflow's steps for one asset: validate, then the branches for its
     kind. Returns the parallel results for consolidation."""
-    from ..pipeline.validate import validate_assets
 
     config = pipeline_config()
     validation = validate_assets(
@@ -144,8 +147,6 @@ def _run_steps(
             validated.get("errorCode") or ErrorCode.VALIDATION_ERROR, validated["error"]
         )
     if keys.is_video_type(asset.asset_type):
-        from ..pipeline.video import generate_poster_frames, transcode_videos
-
         if force:
             # The video steps skip outputs made from the same source; forcing means
             # removing them first (a poster/transcode is briefly absent).
@@ -164,7 +165,7 @@ def _run_steps(
     return [generate_thumbnails(validation, storage=storage, config=config)]
 
 
-def _output_for(asset: MediaAsset, parallel_results: list[dict[str, Any]]) -> dict[str, Any]:
+def _output_for(asset: MediaAsset, parallel_results: list[BranchResult]) -> dict[str, Any]:
     outputs = consolidate_outputs(
         [{"key": asset.s3_key_raw, "sourceKey": asset.s3_key_raw, "type": asset.asset_type}],
         parallel_results,
@@ -182,12 +183,10 @@ def _row_matches(asset: MediaAsset, output: dict[str, Any]) -> bool:
     return all(meta.get(name) == key for name, key in output["outputs"].items())
 
 
-def _existing_output(asset: MediaAsset, state: DerivativeState) -> dict[str, Any]:
+def _existing_output(asset: MediaAsset, state: DerivativeState, raw_key: str) -> dict[str, Any]:
     """The consolidated output of derivatives that are already current in storage."""
-    raw_key = asset.s3_key_raw
+    generated: list[GeneratedAsset]
     if keys.is_video_type(asset.asset_type):
-        from ..pipeline.video import POSTER_TYPE, TRANSCODE_TYPE
-
         generated = [
             {"key": state.expected["poster"], "type": POSTER_TYPE, "sourceKey": raw_key},
             {"key": state.expected["transcode"], "type": TRANSCODE_TYPE, "sourceKey": raw_key},
@@ -254,7 +253,7 @@ def asset_backfill_derivatives(
     if not reason:
         # Nothing to render; the row may still not reference the derivatives.
         if state.current:
-            output = _existing_output(asset, state)
+            output = _existing_output(asset, state, asset.s3_key_raw)
             if not _row_matches(asset, output):
                 if dry_run:
                     return done(f"{label}: would update the row (derivatives current)", **facts)
@@ -288,7 +287,6 @@ def asset_backfill_derivatives(
 @transaction.atomic
 def _apply_output(asset: MediaAsset, output: dict[str, Any]) -> None:
     """The callback receiver's own asset update, on the row locked like a callback does."""
-    from .callbacks import asset_apply_output
 
     locked = MediaAsset.objects.select_for_update().get(pk=asset.pk)
     asset_apply_output(asset=locked, output=output)
@@ -307,7 +305,6 @@ def job_requeue(
     now (tagged ``blocked``, with the plan's reason: nothing left to process, a job still
     running, assets not ready for a ZIP).
     """
-    from .retry import job_retry_and_dispatch, retry_plan
 
     job = MediaProcessingJob.objects.filter(pk=job_id).first()
     if job is None:

@@ -1,11 +1,11 @@
-"""The callback receiver (SPEC §6): a pipeline result becomes job and asset state.
+"""The callback receiver (docs/contract.md §6): a pipeline result becomes job and asset state.
 
 One function, :func:`callback_apply`, used by both engines: the HTTP endpoint calls it with
 the signed body the Step Functions callback Lambda POSTed; the Celery engine calls it with
 the body its consolidation built (``verify=False``: it never left the process). Both
 engines therefore change state in exactly the same way, in one transaction per callback.
 
-Decisions where SPEC leaves room (docs/workers.md repeats them):
+Decisions where docs/contract.md leaves room (docs/workers.md repeats them):
 
 - A replay is a body byte-identical to the one stored: 200, nothing changes.
 - A different body with the job's current terminal status: for FAILED (typically the
@@ -38,8 +38,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Field
 
+from ..exceptions import ApplicationError, ConflictError, NotFoundError
 from ..models import (
+    STEP_CALLBACK,
     TEXT_MAX_BYTES,
     AssetStatus,
     JobStatus,
@@ -51,8 +54,8 @@ from ..pipeline.callback import verify_signature
 from ..pipeline.consolidate import MAX_ID, InvalidJobReference, job_reference_value
 from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
-from .errors import ApplicationError, ConflictError, NotFoundError
-from .events import STEP_CALLBACK, event_record, json_safe
+from ..selectors.dispatch import job_asset_ids
+from .events import event_record, json_safe
 from .job_errors import JobErrorEntry, entries_of_last_error, entries_of_outputs, job_errors_record
 from .jobs import (
     ZIP_FIGURES,
@@ -64,7 +67,7 @@ from .jobs import (
 
 logger = logging.getLogger("toq.media.callbacks")
 
-# SPEC §6 status map; anything else means "still running".
+# docs/contract.md §6 status map; anything else means "still running".
 STATUS_MAP: dict[str, str] = {
     "SUCCEEDED": JobStatus.SUCCEEDED,
     "PARTIAL_SUCCESS": JobStatus.PARTIAL_SUCCESS,
@@ -254,7 +257,7 @@ OUTPUT_BATCH = 500
 
 
 def asset_set_output(*, asset: MediaAsset, output: Mapping[str, Any]) -> MediaAsset:
-    """Apply one consolidated output (SPEC §6) to its asset, in memory (``OUTPUT_FIELDS``).
+    """Apply one consolidated output (docs/contract.md §6) to its asset, in memory (``OUTPUT_FIELDS``).
 
     Without errorCode/errorMessage the asset is PROCESSED and needs a processedKey (else
     FAILED with MISSING_PROCESSED_KEY); ``outputs`` and ``thumbnailKey`` are merged into the
@@ -297,6 +300,13 @@ def asset_apply_output(*, asset: MediaAsset, output: Mapping[str, Any]) -> Media
     return asset
 
 
+def _column(model_field: Field[Any, Any]) -> str:
+    """A concrete field's column (Django leaves ``column`` None only on fields without one)."""
+    if model_field.column is None:
+        raise ValueError(f"{model_field.name} has no database column")
+    return model_field.column
+
+
 def _save_outputs(assets: list[MediaAsset]) -> None:
     """Write the assets' ``OUTPUT_FIELDS`` in one statement per batch: an UPDATE joined to
     the new values. A callback of 40 outputs was 40 UPDATEs (~12 ms of its ~22 ms); this
@@ -306,9 +316,11 @@ def _save_outputs(assets: list[MediaAsset]) -> None:
         MediaAsset.objects.bulk_update(assets, list(OUTPUT_FIELDS), batch_size=OUTPUT_BATCH)
         return
     quote = connection.ops.quote_name
-    fields = [MediaAsset._meta.get_field(name) for name in OUTPUT_FIELDS]
-    row = "SELECT %s AS id, " + ", ".join(f"%s AS {quote(f.column)}" for f in fields)
-    assignments = ", ".join(f"a.{quote(f.column)} = v.{quote(f.column)}" for f in fields)
+    concrete = {f.name: f for f in MediaAsset._meta.concrete_fields}
+    fields = [concrete[name] for name in OUTPUT_FIELDS]
+    columns = [quote(_column(f)) for f in fields]
+    row = "SELECT %s AS id, " + ", ".join(f"%s AS {column}" for column in columns)
+    assignments = ", ".join(f"a.{column} = v.{column}" for column in columns)
     for start in range(0, len(assets), OUTPUT_BATCH):
         batch = assets[start : start + OUTPUT_BATCH]
         params: list[Any] = []
@@ -355,13 +367,12 @@ def _apply_outputs(job: MediaProcessingJob, outputs: list[Any]) -> tuple[int, li
 def job_fail_processing_assets(*, job: MediaProcessingJob, code: str, message: str) -> int:
     """The job's PROCESSING assets become FAILED with ``errorCode``/``error``; returns how many.
 
-    SPEC says "the listing's PROCESSING assets". When the portal dispatched the job it knows
+    docs/contract.md §6 says "the listing's PROCESSING assets". When the portal dispatched the job it knows
     exactly which assets the job took (its dispatch event), and only those fail: another
     job running for the same listing keeps its assets. For jobs started elsewhere (the
     backend) it falls back to every PROCESSING asset of the listing. Call it inside a
     transaction.
     """
-    from .dispatch import job_asset_ids
 
     assets = MediaAsset.objects.select_for_update().filter(
         listing_identity_id=job.listing_identity_id, status=AssetStatus.PROCESSING
@@ -402,7 +413,7 @@ def _payload(
     """What ``payload`` keeps: the zip figures when present, else the job's own asset
     figures - from the outputs, or for a failure without outputs (validation, a failed
     branch) from the assets the job took, all failed (``assets_failed`` of them)."""
-    figures = json_safe({k: body[k] for k in ZIP_FIGURES if k in body})
+    figures: dict[str, Any] = json_safe({k: body[k] for k in ZIP_FIGURES if k in body})
     if figures or job.is_finalization:
         return figures
     if isinstance(outputs, list) and outputs:
@@ -422,7 +433,6 @@ def _payload(
 def job_failure_figures(*, job: MediaProcessingJob, assets_failed: int) -> dict[str, Any]:
     """The asset figures of a processing job that failed as a whole: it processed none of
     the assets it took (its dispatch record; ``assets_failed`` when it has none)."""
-    from .dispatch import job_asset_ids
 
     if job.is_finalization:
         return {}
@@ -475,7 +485,7 @@ def callback_apply(
     verify: bool = True,
     source: str = "http",
 ) -> CallbackOutcome:
-    """Apply one callback (SPEC §6) in one transaction.
+    """Apply one callback (docs/contract.md §6) in one transaction.
 
     Raises CallbackUnauthorized (401: no secret configured, missing or wrong signature),
     CallbackTooLarge (413), ApplicationError (400: not a JSON object, bad ids),
@@ -612,7 +622,9 @@ def _apply(
     failure_update = job.status == JobStatus.FAILED and new_status == JobStatus.FAILED
     _fill_identity(job, body)
     outputs = body.get("outputs")
-    updated, unknown, malformed = 0, [], []
+    updated = 0
+    unknown: list[str] = []
+    malformed: list[str] = []
     if isinstance(outputs, list) and outputs:
         updated, unknown, malformed = _apply_outputs(job, outputs)
     elif new_status == JobStatus.FAILED and not job.is_finalization:

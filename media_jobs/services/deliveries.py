@@ -3,7 +3,7 @@
 Every attempt is a ``CallbackDelivery`` row: the exact bytes signed and sent, the signature,
 the answer (status, first 2 KB), the latency, the network error if any, and the outbox entry
 it belongs to. What is sent when, and until when, is the outbox's business
-(``services.outbox``: the SPEC §4 step 4 retries first - 3 retries, 5 s, backoff 2, the
+(``services.outbox``: the docs/contract.md §4 step 4 retries first - 3 retries, 5 s, backoff 2, the
 number of attempts is ``CALLBACK_MAX_ATTEMPTS`` - then backoff for
 ``CALLBACK_OUTBOX_TTL_SECONDS``). Nothing here runs inside a database transaction: each
 attempt is committed on its own, so the log survives a crash mid-retry.
@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 
-from ..models import CallbackDelivery, CallbackOutbox, EventKind, MediaProcessingJob, OutboxState
-from ..pipeline.callback import CallbackAttempt, CallbackFailed, send_callback, serialise_payload
-from .errors import ApplicationError
-from .events import STEP_DELIVERY, event_record
+from ..exceptions import ApplicationError
+from ..models import (
+    STEP_DELIVERY,
+    CallbackDelivery,
+    CallbackOutbox,
+    EventKind,
+    MediaProcessingJob,
+    OutboxState,
+)
+from ..pipeline.callback import CallbackAttempt, CallbackFailed, send_callback
+from .events import event_record
 
 logger = logging.getLogger("toq.media.deliveries")
 
@@ -35,9 +41,13 @@ def delivery_target() -> tuple[str, str]:
     url = settings.CALLBACK_URL
     secret = settings.CALLBACK_SECRET
     if not url:
-        raise ApplicationError("CALLBACK_URL is not configured: there is nowhere to send it")
+        raise ApplicationError(
+            gettext("CALLBACK_URL is not configured: there is nowhere to send it")
+        )
     if not secret:
-        raise ApplicationError("CALLBACK_SECRET is not configured: a callback must be signed")
+        raise ApplicationError(
+            gettext("CALLBACK_SECRET is not configured: a callback must be signed")
+        )
     return url, secret
 
 
@@ -76,28 +86,6 @@ def delivery_send(
     )
 
 
-def callback_deliver(
-    *,
-    job: MediaProcessingJob,
-    body: dict[str, Any],
-    max_attempts: int | None = None,
-    interval_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> CallbackDelivery | None:
-    """Put ``body`` in the outbox and make the first attempts at once (SPEC §4 step 4:
-    until accepted or CALLBACK_MAX_ATTEMPTS are used, ``interval_s`` apart, backoff 2).
-    Returns the last attempt (``succeeded`` says which), or None when an older result of
-    the job is still pending and this one waits behind it. The job's own state is not
-    touched: the portal applied the result already; this only tells the backend."""
-    from .outbox import outbox_add, outbox_send
-
-    delivery_target()
-    entry = outbox_add(job=job, raw_body=serialise_payload(body))
-    return outbox_send(
-        entry_id=entry.pk, max_attempts=max_attempts, interval_s=interval_s, sleep=sleep
-    )
-
-
 def delivery_replay(*, delivery: CallbackDelivery) -> CallbackDelivery:
     """Send a recorded callback again, once: the same bytes, signed with today's secret (a
     rotated secret would make the old signature useless). The new attempt is logged with
@@ -107,7 +95,10 @@ def delivery_replay(*, delivery: CallbackDelivery) -> CallbackDelivery:
     try:
         body = json.loads(delivery.request_body)
     except ValueError as exc:
-        raise ApplicationError(f"delivery {delivery.pk} has no JSON body to replay: {exc}") from exc
+        raise ApplicationError(
+            gettext("delivery %(delivery)s has no JSON body to replay: %(error)s")
+            % {"delivery": delivery.pk, "error": exc}
+        ) from exc
     job = MediaProcessingJob.objects.get(pk=delivery.job_id)
     outbox = delivery.outbox
     replay = delivery_send(

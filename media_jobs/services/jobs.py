@@ -1,8 +1,9 @@
-"""The job lifecycle (SPEC §3): the only code that changes a job's status.
+"""The job lifecycle (docs/contract.md §3): the only code that changes a job's status.
 
 PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED. A terminal job changes again only
 through ``job_complete`` (an identical replay, or a late success over a reconciler failure)
-and is otherwise retried as a new job (``job_retry``); the old row stays as history.
+and is otherwise retried as a new job (``retry.job_retry_and_dispatch``); the old row stays
+as history.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from ..exceptions import JobStateError
 from ..models import (
     TERMINAL_JOB_STATUSES,
     TEXT_MAX_BYTES,
@@ -21,7 +23,6 @@ from ..models import (
     JobStatus,
     MediaProcessingJob,
 )
-from .errors import JobStateError
 
 ZIP_FIGURES = ("zipBundles", "assetsZipped", "zipSizeBytes", "unzippedSizeBytes")
 SUCCESS_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS})
@@ -144,7 +145,6 @@ def job_append_error(
     return job
 
 
-@transaction.atomic
 def job_complete(
     *,
     job: MediaProcessingJob,
@@ -162,12 +162,23 @@ def job_complete(
     replaces a success (JobStateError). A success replaces a failure only with
     ``allow_late_success`` - the callback receiver's case of a job the reconciler gave up on.
     ``locked``: the caller selected ``job`` FOR UPDATE in this transaction (the callback
-    receiver), so it is not read again. Only the columns it sets are written.
+    receiver), so it is not read again and no savepoint is opened (two round trips of
+    the receiver's eleven). Only the columns it sets are written.
     """
     if status not in TERMINAL_JOB_STATUSES:
         raise JobStateError(f"{status} is not a terminal status")
     if not locked:
-        job = _lock(job)
+        with transaction.atomic():
+            return job_complete(
+                job=_lock(job),
+                status=status,
+                error_line=error_line,
+                payload=payload,
+                callback_body=callback_body,
+                completed_at=completed_at,
+                allow_late_success=allow_late_success,
+                locked=True,
+            )
     if job.status in TERMINAL_JOB_STATUSES:
         if job.status == status:
             return job
@@ -194,16 +205,3 @@ def job_complete(
         fields.append("callback_body")
     job.save(update_fields=fields)
     return job
-
-
-@transaction.atomic
-def job_retry(*, job: MediaProcessingJob) -> MediaProcessingJob:
-    """A new PENDING job for the same listing and kind, with retry_count + 1."""
-    job = _lock(job)
-    if job.status not in TERMINAL_JOB_STATUSES:
-        raise JobStateError(f"job {job.pk} is {job.status}; only a finished job can be retried")
-    return job_start(
-        listing_identity_id=job.listing_identity_id,
-        provider=job.provider,
-        retry_count=(job.retry_count or 0) + 1,
-    )

@@ -1,11 +1,11 @@
 """Durable callback delivery: the outbox of results the TOQ backend has not accepted yet.
 
-SPEC §4 step 4 retries a callback 3 times within 35 s; a backend down for longer would never
+docs/contract.md §4 step 4 retries a callback 3 times within 35 s; a backend down for longer would never
 hear about the result. Here a result the Celery engine applies is written to the outbox in
 the same transaction (:func:`result_apply`), so no result is applied without being queued
 for the backend, and then:
 
-1. the ``deliver_callback`` task sends it at once with the SPEC's quick retries
+1. the ``deliver_callback`` task sends it at once with the contract's quick retries
    (CALLBACK_MAX_ATTEMPTS attempts, CALLBACK_RETRY_INTERVAL_SECONDS, backoff 2);
 2. while it is not accepted, beat's ``send_pending_callbacks`` (every
    CALLBACK_OUTBOX_INTERVAL_SECONDS) sends it again with the same backoff, capped at
@@ -45,11 +45,18 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import CallbackDelivery, CallbackOutbox, EventKind, MediaProcessingJob, OutboxState
+from ..models import (
+    STEP_DELIVERY,
+    CallbackDelivery,
+    CallbackOutbox,
+    EventKind,
+    MediaProcessingJob,
+    OutboxState,
+)
 from ..pipeline.callback import serialise_payload
 from .callbacks import CallbackOutcome, callback_apply
 from .deliveries import BACKOFF_RATE, delivery_send, delivery_target
-from .events import STEP_DELIVERY, event_record
+from .events import event_record
 from .housekeeping import go_duration
 
 logger = logging.getLogger("toq.media.outbox")
@@ -65,7 +72,7 @@ def _scale() -> float:
 
 
 def outbox_backoff(attempts: int, *, interval_s: float | None = None) -> float:
-    """Seconds to wait after the ``attempts``-th failed attempt: the SPEC's interval
+    """Seconds to wait after the ``attempts``-th failed attempt: the contract's interval
     doubling each time (5, 10, 20, 40 s ...), capped at CALLBACK_RETRY_MAX_INTERVAL_SECONDS;
     both scaled by PIPELINE_RETRY_DELAY_SCALE unless ``interval_s`` is given."""
     first = (
@@ -275,7 +282,7 @@ def outbox_send(
     interval_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CallbackDelivery | None:
-    """The first attempts at a new result (SPEC §4 step 4): up to CALLBACK_MAX_ATTEMPTS,
+    """The first attempts at a new result (docs/contract.md §4 step 4): up to CALLBACK_MAX_ATTEMPTS,
     waiting the backoff in between; returns the last attempt, or None when the entry was
     not this sender's to send (delivered, claimed, behind an older result, not due, or
     older results already wait for an unreachable backend: the drain keeps the order).
@@ -344,8 +351,8 @@ def outbox_drain(*, limit: int = DRAIN_BATCH) -> dict[str, int]:
     counts = {"delivered": 0, "failed": 0, "expired": 0}
     now = timezone.now()
     overdue = CallbackOutbox.objects.filter(state=OutboxState.PENDING, expires_at__lte=now)
-    for entry in overdue.order_by("id")[:limit]:
-        _expire(entry, None)
+    for overdue_entry in overdue.order_by("id")[:limit]:
+        _expire(overdue_entry, None)
         counts["expired"] += 1
     if not settings.CALLBACK_URL:
         return counts
@@ -378,3 +385,23 @@ def outbox_drain(*, limit: int = DRAIN_BATCH) -> dict[str, int]:
     if any(counts.values()):
         logger.info("callback outbox pass: %s", counts, extra=counts)
     return counts
+
+
+def callback_deliver(
+    *,
+    job: MediaProcessingJob,
+    body: dict[str, Any],
+    max_attempts: int | None = None,
+    interval_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CallbackDelivery | None:
+    """Put ``body`` in the outbox and make the first attempts at once (docs/contract.md §4 step 4:
+    until accepted or CALLBACK_MAX_ATTEMPTS are used, ``interval_s`` apart, backoff 2).
+    Returns the last attempt (``succeeded`` says which), or None when an older result of
+    the job is still pending and this one waits behind it. The job's own state is not
+    touched: the portal applied the result already; this only tells the backend."""
+    delivery_target()
+    entry = outbox_add(job=job, raw_body=serialise_payload(body))
+    return outbox_send(
+        entry_id=entry.pk, max_attempts=max_attempts, interval_s=interval_s, sleep=sleep
+    )

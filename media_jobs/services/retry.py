@@ -2,7 +2,7 @@
 
 The admin's actions and the commands call these; each is one transaction and leaves an
 event on the job(s) it touched, with the actor. A retry never changes the old job (it stays
-as history, SPEC §3): it creates a new one with ``retry_count + 1``.
+as history, docs/contract.md §3): it creates a new one with ``retry_count + 1``.
 """
 
 from __future__ import annotations
@@ -13,31 +13,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from ..errorcodes import MARKED_FAILED
+from ..exceptions import ApplicationError, ConflictError, JobStateError, NotFoundError
 from ..models import (
     ACTIVE_JOB_STATUSES,
+    STEP_REPROCESS,
+    STEP_RETRY,
     AssetStatus,
     EventKind,
     JobProvider,
-    JobStatus,
     MediaAsset,
     MediaProcessingJob,
 )
-from .callbacks import job_fail_processing_assets, job_failure_figures
+from ..selectors.dispatch import dispatch_detail
 from .dispatch import (
     OUTPUT_ASSET_TYPES,
-    _fresh,
-    _start_finalization,
-    _start_processing,
-    dispatch_detail,
+    finalization_job_create,
+    job_after_commit,
     listing_finalization_blockers,
     pipeline_engine,
+    processing_job_create,
 )
-from .errors import ApplicationError, ConflictError, JobStateError, NotFoundError
-from .events import STEP_MARK_FAILED, STEP_REPROCESS, STEP_RETRY, event_record
-from .job_errors import entries_of_last_error, job_errors_record
-from .jobs import format_last_error, job_complete
+from .events import event_record
 
 logger = logging.getLogger("toq.media.retry")
 
@@ -76,18 +75,33 @@ class RetryPlan:
     @property
     def summary(self) -> str:
         if not self.allowed:
-            return f"job #{self.job_id} cannot be retried: {self.blocked_reason}"
+            return gettext("job #%(job)s cannot be retried: %(reason)s") % {
+                "job": self.job_id,
+                "reason": self.blocked_reason,
+            }
         if self.kind == KIND_FINALIZATION:
             return (
-                f"a new finalization job re-creates the ZIP of listing "
-                f"{self.listing_identity_id} from its {len(self.assets)} assets "
-                f"(retry #{self.new_retry_count}, engine {self.engine})"
+                gettext(
+                    "a new finalization job re-creates the ZIP of listing %(listing)s from its "
+                    "%(assets)s assets (retry #%(retry)s, engine %(engine)s)"
+                )
+                % self._figures()
             )
         return (
-            f"a new processing job for the {len(self.assets)} assets of listing "
-            f"{self.listing_identity_id} that are not PROCESSED "
-            f"(retry #{self.new_retry_count}, engine {self.engine})"
+            gettext(
+                "a new processing job for the %(assets)s assets of listing %(listing)s that are "
+                "not PROCESSED (retry #%(retry)s, engine %(engine)s)"
+            )
+            % self._figures()
         )
+
+    def _figures(self) -> dict[str, Any]:
+        return {
+            "listing": self.listing_identity_id,
+            "assets": len(self.assets),
+            "retry": self.new_retry_count,
+            "engine": self.engine,
+        }
 
 
 def _planned(asset: MediaAsset) -> PlannedAsset:
@@ -125,10 +139,11 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         return RetryPlan(
             **plan,
             allowed=False,
-            blocked_reason=(
-                f"it is {job.status}; only a finished job can be retried "
-                "(mark it failed first if it is stuck)"
-            ),
+            blocked_reason=gettext(
+                "it is %(status)s; only a finished job can be retried (mark it failed first "
+                "if it is stuck)"
+            )
+            % {"status": job.status},
         )
     listing_assets = MediaAsset.objects.filter(listing_identity_id=job.listing_identity_id).exclude(
         asset_type__in=OUTPUT_ASSET_TYPES
@@ -137,16 +152,19 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         assets = [_planned(a) for a in listing_assets.order_by("asset_type", "sequence", "id")]
         blockers = listing_finalization_blockers(listing_identity_id=job.listing_identity_id)
         if not assets:
-            return RetryPlan(**plan, allowed=False, blocked_reason="the listing has no assets")
+            return RetryPlan(
+                **plan, allowed=False, blocked_reason=gettext("the listing has no assets")
+            )
         if blockers:
             return RetryPlan(
                 **plan,
                 assets=assets,
                 allowed=False,
-                blocked_reason=(
-                    f"{len(blockers)} assets of the listing are not PROCESSED with raw and "
-                    "processed keys; retry or reprocess them first"
-                ),
+                blocked_reason=gettext(
+                    "%(count)s assets of the listing are not PROCESSED with raw and processed "
+                    "keys; retry or reprocess them first"
+                )
+                % {"count": len(blockers)},
             )
         return RetryPlan(**plan, assets=assets)
     assets = [
@@ -160,7 +178,7 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         return RetryPlan(
             **plan,
             allowed=False,
-            blocked_reason=(
+            blocked_reason=gettext(
                 "every asset of the listing is already PROCESSED; reprocess chosen assets "
                 "instead to redo them"
             ),
@@ -171,7 +189,10 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
             **plan,
             assets=assets,
             allowed=False,
-            blocked_reason=f"job #{active} is still running for this listing; wait for it or mark it failed",
+            blocked_reason=gettext(
+                "job #%(job)s is still running for this listing; wait for it or mark it failed"
+            )
+            % {"job": active},
         )
     return RetryPlan(**plan, assets=assets)
 
@@ -194,13 +215,13 @@ def _retry(job: MediaProcessingJob, actor: str | None) -> MediaProcessingJob:
         raise JobStateError(plan.summary)
     traceparent = _continued_traceparent(job)
     if plan.kind == KIND_FINALIZATION:
-        new_job = _start_finalization(
+        new_job = finalization_job_create(
             listing_identity_id=job.listing_identity_id,
             traceparent=traceparent,
             retry_count=plan.new_retry_count,
         )
     else:
-        new_job = _start_processing(
+        new_job = processing_job_create(
             listing_identity_id=job.listing_identity_id,
             traceparent=traceparent,
             asset_ids=plan.asset_ids,
@@ -239,86 +260,35 @@ def job_retry_and_dispatch(
     The old job gets a "retried as #N" event. Raises JobStateError (409) with the reason
     when ``retry_plan`` says it cannot run.
     """
-    return _fresh(_retry(job, actor))
-
-
-@transaction.atomic
-def job_mark_failed(
-    *,
-    job: MediaProcessingJob,
-    reason: str,
-    actor: str | None = None,
-    code: str = MARKED_FAILED_CODE,
-) -> MediaProcessingJob:
-    """A stuck PENDING/RUNNING job becomes FAILED with ``code=<code> | <reason>``; its
-    PROCESSING assets become FAILED too (processing jobs only), and the job's timeline
-    records who did it. A pipeline result that arrives later is still applied when it is a
-    success (the callback receiver's "late success")."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise ApplicationError("say why the job is marked failed (reason is empty)")
-    job = MediaProcessingJob.objects.select_for_update().get(pk=job.pk)
-    if job.is_terminal:
-        raise JobStateError(
-            f"job {job.pk} is already {job.status}; only a PENDING or RUNNING job can be "
-            "marked failed"
-        )
-    job = job_complete(
-        job=job,
-        status=JobStatus.FAILED,
-        error_line=format_last_error(code=code, message=reason),
-    )
-    failed_assets = 0
-    if not job.is_finalization:
-        failed_assets = job_fail_processing_assets(job=job, code=code, message=reason)
-        job.payload = {
-            **(job.payload if isinstance(job.payload, dict) else {}),
-            **job_failure_figures(job=job, assets_failed=failed_assets),
-        }
-        job.save(update_fields=["payload"])
-    job_errors_record(job=job, entries=entries_of_last_error(job.last_error, assets=failed_assets))
-    event_record(
-        job=job,
-        step=STEP_MARK_FAILED,
-        kind=EventKind.FAILED,
-        detail={"code": code, "reason": reason, "actor": actor, "assetsFailed": failed_assets},
-    )
-    logger.warning(
-        "job marked failed",
-        extra={
-            "job_id": job.pk,
-            "listing_identity_id": job.listing_identity_id,
-            "error_code": code,
-            "reason": reason,
-            "actor": actor,
-            "assets_failed": failed_assets,
-        },
-    )
-    return job
+    return job_after_commit(_retry(job, actor))
 
 
 @transaction.atomic
 def _reprocess(asset_ids: list[int], actor: str | None) -> MediaProcessingJob:
     wanted = sorted({int(a) for a in asset_ids})
     if not wanted:
-        raise ApplicationError("choose at least one asset to reprocess")
+        raise ApplicationError(gettext("choose at least one asset to reprocess"))
     assets = list(MediaAsset.objects.select_for_update().filter(pk__in=wanted).order_by("id"))
     missing = sorted(set(wanted) - {a.pk for a in assets})
     if missing:
-        raise NotFoundError(f"assets {missing} do not exist")
+        raise NotFoundError(gettext("assets %(ids)s do not exist") % {"ids": missing})
     listings = sorted({a.listing_identity_id for a in assets})
     if len(listings) > 1:
         raise ApplicationError(
-            f"the assets belong to listings {listings}; reprocess one listing at a time"
+            gettext("the assets belong to listings %(ids)s; reprocess one listing at a time")
+            % {"ids": listings}
         )
     listing_identity_id = listings[0]
     active = _active_processing_job(listing_identity_id)
     if active is not None:
         raise ConflictError(
-            f"job #{active} is still running for listing {listing_identity_id}; wait for it "
-            "or mark it failed before reprocessing"
+            gettext(
+                "job #%(job)s is still running for listing %(listing)s; wait for it or mark it "
+                "failed before reprocessing"
+            )
+            % {"job": active, "listing": listing_identity_id}
         )
-    job = _start_processing(
+    job = processing_job_create(
         listing_identity_id=listing_identity_id,
         traceparent=None,
         asset_ids=wanted,
@@ -339,4 +309,4 @@ def assets_reprocess(*, asset_ids: list[int], actor: str | None = None) -> Media
     Derivatives that already exist for the same raw object (same etag) are kept, not
     rendered again; the assets' state is recomputed from them.
     """
-    return _fresh(_reprocess(asset_ids, actor))
+    return job_after_commit(_reprocess(asset_ids, actor))

@@ -36,11 +36,21 @@ from typing import Any
 from django.db.models import Max
 from django.utils import timezone
 
-from ..models import ACTIVE_JOB_STATUSES, EventKind, MediaJobEvent, MediaProcessingJob
+from ..models import (
+    ACTIVE_JOB_STATUSES,
+    STEP_CONSOLIDATE,
+    STEP_VALIDATE,
+    STEP_WATCHDOG,
+    STEP_ZIP,
+    EventKind,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
 from ..pipeline.logs import log_context
+from ..selectors.dispatch import dispatch_detail
 from .attempts import ENDING_KINDS, last_seen
-from .dispatch import ENGINE_CELERY, dispatch_detail
-from .events import STEP_CONSOLIDATE, STEP_VALIDATE, STEP_WATCHDOG, STEP_ZIP, event_record
+from .dispatch import ENGINE_CELERY
+from .events import event_record
 from .workflow import PART_STEPS, step_result, workflow_parts_done
 
 logger = logging.getLogger("toq.media.watchdog")
@@ -71,7 +81,7 @@ def _backoff_due(notes: list[datetime], now: datetime, stall_seconds: float) -> 
     doubles with every note nothing answered."""
     if not notes:
         return True
-    wait = stall_seconds * 2 ** min(len(notes), MAX_BACKOFF_DOUBLINGS)
+    wait = stall_seconds * (1 << min(len(notes), MAX_BACKOFF_DOUBLINGS))
     return (now - max(notes)).total_seconds() >= wait
 
 
@@ -211,7 +221,7 @@ def jobs_watch(
             try:
                 for task, calls in plan.work.items():
                     enqueue(task, calls)
-            except Exception:  # noqa: BLE001 - any broker error: the next pass tries again
+            except Exception:
                 logger.exception("lost work could not be queued; the next pass retries")
                 continue
             message = _message(plan)

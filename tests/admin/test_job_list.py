@@ -22,6 +22,7 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.selectors.admin import BoundedCountPaginator
+from media_jobs.services.dispatch import listing_start_processing
 from tests.admin.html import job_ids_in, row_of
 from tests.factories import AssetFactory, JobFactory
 
@@ -82,7 +83,6 @@ def test_assets_column_counts_the_jobs_own_assets_not_the_listing_now(viewer_cli
 
 
 def listing_start_processing_with(*, listing: int, assets: int) -> MediaProcessingJob:
-    from media_jobs.services.dispatch import listing_start_processing
 
     AssetFactory.create_batch(
         assets, listing_identity_id=listing, status=AssetStatus.PENDING_UPLOAD

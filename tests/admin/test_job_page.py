@@ -21,6 +21,7 @@ from media_jobs.models import (
 )
 from media_jobs.pipeline import keys
 from media_jobs.services.job_errors import job_errors_backfill
+from media_jobs.storage import pipeline_storage
 from tests.factories import AssetFactory, JobFactory
 from tests.fixtures.s3server import free_port
 
@@ -160,7 +161,6 @@ def test_storage_check_complete_listing_on_s3(
     settings.MEDIA_STORAGE_BACKEND = "s3"
     settings.MEDIA_BUCKET = s3_bucket
     settings.AWS_S3_ENDPOINT_URL = moto_server.endpoint_url
-    from media_jobs.storage import pipeline_storage
 
     storage = pipeline_storage()
     raw = keys.raw_key(88, "PHOTO_VERTICAL", "vertical-01", "a.jpg")

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 groups_migration = importlib.import_module("media_jobs.migrations.0003_operator_groups")
 OPERATORS = groups_migration.OPERATORS
 VIEWERS = groups_migration.VIEWERS
-PASSWORD = "correct-horse-battery-staple-42"  # noqa: S105 - a test value
+PASSWORD = "correct-horse-battery-staple-42"
 
 
 def ensure_groups() -> None:

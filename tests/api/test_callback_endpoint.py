@@ -1,5 +1,5 @@
 """POST /api/v2/listings/media/callback over HTTP (Django's test client): every status
-code of SPEC §6, and a fuzz test of malformed bodies and signatures."""
+code of docs/contract.md §6, and a fuzz test of malformed bodies and signatures."""
 
 from __future__ import annotations
 

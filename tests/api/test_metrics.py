@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
@@ -15,6 +18,7 @@ from media_jobs.metrics import error_code_of
 from media_jobs.models import CallbackDelivery, CallbackOutbox, JobProvider, JobStatus
 from media_jobs.services.events import event_record
 from tests.factories import JobFactory
+from toqportal.celery import app
 
 pytestmark = pytest.mark.django_db
 
@@ -113,12 +117,6 @@ def test_metrics_from_the_database(client: Client, token: str) -> None:
 
 
 def test_queue_depth_from_a_redis_broker(client: Client, token: str, settings: Any) -> None:
-    import os
-    import uuid
-
-    import redis
-
-    from toqportal.celery import app
 
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
@@ -138,7 +136,6 @@ def test_queue_depth_from_a_redis_broker(client: Client, token: str, settings: A
 
 
 def test_an_unreachable_broker_leaves_queue_depth_out(client: Client, token: str) -> None:
-    from toqportal.celery import app
 
     saved = app.conf.broker_url
     app.conf.broker_url = "redis://127.0.0.1:1/0"

@@ -1,4 +1,4 @@
-"""POST /api/v2/listings/media/uploads/process and .../complete (SPEC §7)."""
+"""POST /api/v2/listings/media/uploads/process and .../complete (docs/contract.md §7)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from django.test import Client
 
 from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset, MediaProcessingJob
-from media_jobs.services.dispatch import workflow_input
+from media_jobs.selectors.dispatch import workflow_input
 from tests.factories import AssetFactory
+from toqportal.celery import app
 
 PROCESS = "/api/v2/listings/media/uploads/process"
 COMPLETE = "/api/v2/listings/media/uploads/complete"
@@ -52,7 +53,7 @@ def test_process_starts_a_job_for_pending_and_failed_assets(
         77,
     )
     assert body["assets"] == 2 and body["traceparent"] == TRACE and body["engine"] == "celery"
-    # provider is SPEC's column (the kind of job); kind says it in words, engine what runs it
+    # provider is the docs/contract.md §3 column (the kind of job); kind says it in words, engine what runs it
     assert (body["provider"], body["kind"]) == ("STEP_FUNCTIONS", "processing")
     assert len(queued) == 1  # the Celery task is queued once the transaction commits
     statuses = dict(MediaAsset.objects.filter(listing_identity_id=77).values_list("id", "status"))
@@ -203,7 +204,6 @@ def test_complete_without_assets_is_404(client: Client, auth: dict[str, str]) ->
 def test_a_broker_that_refuses_the_job_gives_503_and_a_failed_job(
     client: Client, auth: dict[str, str]
 ) -> None:
-    from toqportal.celery import app
 
     asset = AssetFactory(listing_identity_id=31, status=AssetStatus.PENDING_UPLOAD)
     saved = app.conf.broker_url, app.conf.task_always_eager

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import drop_database
 from bench.sharp_client import unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,10 @@ TITLES = {
     "pipeline": "4. Pipeline efficiency",
     "admin": "5. Admin job page",
 }
+
+
+# Minutes: every benchmark at smoke size, with MariaDB, Redis and workers.
+pytestmark = pytest.mark.slow
 
 
 def _benchmarks() -> list[str]:
@@ -85,7 +90,6 @@ def test_bench_smoke_writes_a_results_table(tmp_path: Path) -> None:
 
 
 def _drop_databases(suffix: str) -> None:
-    from bench.common import drop_database
 
     for name in ("bench_admin_smoke", "bench_callback", "bench_pipeline"):
         drop_database(name + suffix)

@@ -12,6 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
+from playwright.sync_api import sync_playwright
+
+from media_jobs.services.job_errors import job_errors_backfill
+from media_jobs.storage import pipeline_storage
+from tests.support.listing import processed_listing_in
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -23,12 +29,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts" / "screenshots"
+# axe-core from npm, pinned in tests/browser/axe/package-lock.json (`make setup` runs npm ci).
+AXE_JS = Path(__file__).resolve().parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+# The portal's two languages, as a browser asks for them (Accept-Language, navigator.language).
+LOCALES = {"en": "en-US", "pt-br": "pt-BR"}
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     """The portal caches calendar links and filter choices a minute: each test starts clean."""
-    from django.core.cache import cache
 
     cache.clear()
     yield
@@ -39,7 +48,6 @@ def _fresh_cache() -> Iterator[None]:
 def browser() -> Iterator:
     if not shutil.which(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop in this thread; the ORM calls the tests make
     # between browser steps are plain synchronous calls, which Django would otherwise refuse.
@@ -59,8 +67,16 @@ def browser() -> Iterator:
 
 
 @pytest.fixture
-def page(browser) -> Iterator:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def language() -> str:
+    """The portal language a test's browser asks for; tests parametrize it."""
+    return "en"
+
+
+@pytest.fixture
+def page(browser, language) -> Iterator:
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000}, locale=LOCALES[language]
+    )
     context.set_default_timeout(20_000)
     page = context.new_page()
     try:
@@ -138,6 +154,21 @@ def low_contrast(page, selector: str, minimum: float = 4.5) -> list[dict]:
     return [found for found in page.evaluate(CONTRAST_JS, selector) if found["ratio"] < minimum]
 
 
+def axe_violations(page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict]:
+    """axe-core's violations of the page as loaded, those of the given impacts: one entry per
+    rule with its help text and the first few offending elements."""
+    if not AXE_JS.exists():
+        pytest.fail(f"{AXE_JS} is missing: run `make setup` (npm ci in tests/browser/axe)")
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.add_script_tag(path=str(AXE_JS))
+    results = page.evaluate(
+        "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+        " return r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' '))})); }"
+    )
+    return [found for found in results if found["impact"] in impacts]
+
+
 @pytest.fixture
 def shot(page, request) -> Screenshots:
     return Screenshots(page, request.node.name)
@@ -162,9 +193,6 @@ def local_storage_settings(settings, tmp_path):
 def processed_media(local_storage_settings, transactional_db) -> tuple[int, int]:
     """(listing, job): a listing of two processed photos and a corrupt one, long derivative
     names included, and its PARTIAL_SUCCESS job with its error codes recorded."""
-    from media_jobs.services.job_errors import job_errors_backfill
-    from media_jobs.storage import pipeline_storage
-    from tests.support.listing import processed_listing_in
 
     built = processed_listing_in(
         pipeline_storage(), 8282, filename="{n}-living-room-with-a-view-of-the-garden.jpg"

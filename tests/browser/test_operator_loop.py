@@ -15,7 +15,7 @@ import pytest
 from media_jobs.models import TERMINAL_JOB_STATUSES, CallbackOutbox, JobStatus, OutboxState
 from media_jobs.models import MediaProcessingJob as Job
 from tests.admin.users import OPERATORS, PASSWORD, make_user
-from tests.browser.conftest import DESKTOP, PHONE, login, low_contrast
+from tests.browser.conftest import DESKTOP, PHONE, axe_violations, login, low_contrast
 from tests.factories import JobFactory
 from tests.fixtures.s3server import free_port
 from tests.fixtures.worker import wait_until
@@ -23,6 +23,33 @@ from tests.support.seed import failed_jobs
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.slow]
 JOBS = "/admin/media_jobs/mediaprocessingjob/"
+# What the loop reads on the pages, in each language of the portal (ids and codes never change).
+TEXT = {
+    "en": {
+        "unresolved_link": "Failed (unresolved)",
+        "undelivered_link": "Not delivered",
+        "retried_as": "retried as",
+        "resolved_by": "resolved by",
+        "pending": "Pending",
+        "succeeded": "Succeeded",
+        "no_jobs": "0 media processing jobs",
+        "not_delivered": "not delivered",
+        "replay_title": "Replay callback delivery",
+        "processed": "processed",
+    },
+    "pt-br": {
+        "unresolved_link": "Com falha (não resolvidos)",
+        "undelivered_link": "Não entregues",
+        "retried_as": "refeito como",
+        "resolved_by": "resolvido por",
+        "pending": "Pendente",
+        "succeeded": "Concluído",
+        "no_jobs": "0 jobs",
+        "not_delivered": "não entregue",
+        "replay_title": "Reenviar a entrega de callback",
+        "processed": "processada",
+    },
+}
 
 
 def status_column_on_screen(page) -> bool:
@@ -44,13 +71,15 @@ def row_status(page, job_id: int) -> str:
     return page.locator(f'#result_list .toq-live[data-job="{job_id}"]').inner_text()
 
 
+@pytest.mark.parametrize("language", ["en", "pt-br"])
 def test_bulk_retry_live_update_resolution_and_undelivered_results(
-    page, shot, live_server, celery_worker, settings
+    page, shot, language, live_server, celery_worker, settings
 ):
+    text = TEXT[language]
     settings.CALLBACK_URL = f"http://127.0.0.1:{free_port()}/callback"  # nothing listens there
     settings.CALLBACK_SECRET = "browser-secret"
     old = failed_jobs(count=10)
-    operator = make_user("olga-loop", group=OPERATORS)
+    operator = make_user(f"olga-loop-{language}", group=OPERATORS)
     base = live_server.url
 
     login(page, base, operator.username, PASSWORD)
@@ -61,19 +90,25 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
     )
     assert ticks and all(re.fullmatch(r"\d+", tick) for tick in ticks), ticks
     assert page.locator("#toq-unresolved-count").inner_text().strip() == "10"
+    assert page.locator("html").get_attribute("lang") == language
+    assert not axe_violations(page), axe_violations(page)
     shot.both("dashboard")
 
-    follow(page, page.locator("nav.toq-nav").get_by_role("link", name="Failed (unresolved)"))
+    follow(page, page.locator("nav.toq-nav").get_by_role("link", name=text["unresolved_link"]))
     assert "resolution=unresolved" in page.url
     assert page.locator("#result_list tbody tr").count() == 10
     assert page.locator("#result_list .toq-unresolved").count() == 10
     assert status_column_on_screen(page)
     # the date bar offers the one day that has jobs, not the whole month
-    assert page.locator(".toplinks a:not(.date-back)").all_inner_texts() == [
-        page.evaluate(
-            "() => new Intl.DateTimeFormat('en-US', {month: 'short', day: 'numeric', timeZone: 'America/Sao_Paulo'}).format(new Date())"
-        )
-    ]
+    days = page.locator(".toplinks a:not(.date-back)").all_inner_texts()
+    today = page.evaluate(
+        "() => new Intl.DateTimeFormat('en-US', {month: 'short', day: 'numeric', timeZone: 'America/Sao_Paulo'}).format(new Date())"
+    )
+    if language == "en":
+        assert days == [today]
+    else:  # "30 de nov": the day first, as Brazilians write it
+        assert len(days) == 1 and days[0].startswith(f"{today.split()[1]} de "), days
+    assert not axe_violations(page), axe_violations(page)
     shot.both("unresolved-failures")
 
     page.locator("#result_list thead input#action-toggle").check()
@@ -83,7 +118,7 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
     shot.both("bulk-retry-confirmation")
     follow(page, page.locator("#toq-confirm-retry"))  # no worker yet: the jobs wait queued
     messages = page.locator("ul.messagelist").inner_text()
-    assert messages.count("retried as") == 10
+    assert messages.count(text["retried_as"]) == 10
     new = sorted(set(Job.objects.values_list("pk", flat=True)) - set(old))
     assert len(new) == 10 and set(
         Job.objects.filter(pk__in=new).values_list("status", flat=True)
@@ -91,13 +126,13 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
 
     page.goto(f"{base}{JOBS}")
     for job_id in new:
-        assert "Pending" in row_status(page, job_id)
+        assert text["pending"] in row_status(page, job_id)
     page.evaluate("() => { window.toqNotReloaded = true; }")
     shot.both("retried-jobs-pending")
 
     celery_worker.start(extra_env={"CALLBACK_MAX_ATTEMPTS": "2"})
     wait_until(
-        lambda: all("Succeeded" in row_status(page, job_id) for job_id in new),
+        lambda: all(text["succeeded"] in row_status(page, job_id) for job_id in new),
         timeout=240,
         interval=1,
         what="the ten rows to turn Succeeded in place",
@@ -108,13 +143,13 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
     }
     shot.both("retried-jobs-succeeded-live")
 
-    follow(page, page.locator("nav.toq-nav").get_by_role("link", name="Failed (unresolved)"))
-    assert "resolution=unresolved" in page.url and "0 media processing jobs" in page.content()
+    follow(page, page.locator("nav.toq-nav").get_by_role("link", name=text["unresolved_link"]))
+    assert "resolution=unresolved" in page.url and text["no_jobs"] in page.content()
     assert page.locator("#result_list tbody tr").count() == 0
     page.goto(f"{base}{JOBS}?resolution=resolved")
     assert page.locator("#result_list .toq-resolved").count() == 10
     first_row = page.locator("#result_list tbody tr").first.inner_text()
-    assert "retried as" in first_row and "Succeeded" in first_row and "resolved by" in first_row
+    assert all(text[key] in first_row for key in ("retried_as", "succeeded", "resolved_by"))
     assert status_column_on_screen(page)
     shot.both("resolved-failures")
 
@@ -127,20 +162,21 @@ def test_bulk_retry_live_update_resolution_and_undelivered_results(
         timeout=120,
         what="ten pending results, one of them tried twice",
     )
-    follow(page, page.locator("nav.toq-nav").get_by_role("link", name="Not delivered"))
+    follow(page, page.locator("nav.toq-nav").get_by_role("link", name=text["undelivered_link"]))
     assert page.locator("#result_list .toq-undelivered").count() == 10
     shot.both("not-delivered")
 
     job_id = CallbackOutbox.objects.filter(job_id__in=new, attempts__gte=2).first().job_id
     page.goto(f"{base}{JOBS}{job_id}/change/")
     summary = page.locator(".field-delivery_text .readonly").inner_text()
-    assert "not delivered" in summary and "Connection refused" in summary
+    assert text["not_delivered"] in summary and "Connection refused" in summary
     assert page.locator("#toq-replay-last").is_visible()
     assert page.locator("#toq-timeline tbody tr").count() >= 4
-    assert "processed" in page.locator("#toq-assets").inner_text()
+    assert text["processed"] in page.locator("#toq-assets").inner_text()
+    assert not axe_violations(page), axe_violations(page)
     shot.both("job-page")
     follow(page, page.locator("#toq-replay-last"))
-    assert "Replay callback delivery" in page.locator("h1").inner_text()
+    assert text["replay_title"] in page.locator("h1").inner_text()
     shot.both("replay-confirmation")
 
     page.goto(f"{base}/admin/")

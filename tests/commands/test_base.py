@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 
 from media_jobs.management.base import Progress, Summary, duration, until_moment
 from media_jobs.pipeline.storage import Storage
@@ -166,7 +166,6 @@ def test_progress_is_a_tqdm_bar_on_a_terminal(storage: Storage) -> None:
 
 def test_plain_progress_lines_are_throttled() -> None:
     stream = io.StringIO()
-    from django.core.management.base import OutputWrapper
 
     summary = Summary("demo", dry_run=False, enqueue=False)
     progress = Progress(

@@ -18,6 +18,7 @@ from media_jobs.storage import pipeline_storage
 from tests.factories import JobFactory
 from tests.fixtures.worker import wait_until
 from tests.workers.listing import seed_listing
+from toqportal.celery import app
 
 from .conftest import processed_photo, run_command
 from .test_verify_storage import wait_for_next_second
@@ -30,7 +31,6 @@ def fresh_broker_pool(request: pytest.FixtureRequest) -> Iterator[None]:
     """The worker fixture points this process's Celery app at a new queue and Redis key
     prefix per test, but the app keeps the broker connection pool of the first test (with the
     first prefix): drop it so this test's messages reach this test's worker."""
-    from toqportal.celery import app
 
     request.getfixturevalue("celery_worker")
     app._pool = None
@@ -58,7 +58,7 @@ def derivatives_current(asset: MediaAsset) -> bool:
         return False
 
 
-def test_backfill_enqueue_runs_the_batches_on_a_worker(celery_worker) -> None:  # noqa: ANN001
+def test_backfill_enqueue_runs_the_batches_on_a_worker(celery_worker) -> None:
     storage = pipeline_storage()
     assets = [processed_photo(storage, LISTING, n) for n in range(1, 5)]
     celery_worker.start()
@@ -92,7 +92,7 @@ def test_backfill_enqueue_runs_the_batches_on_a_worker(celery_worker) -> None:  
     assert "media_jobs.ops.run_batch" in celery_worker.log()
 
 
-def test_requeue_enqueue_retries_and_the_new_job_runs(celery_worker) -> None:  # noqa: ANN001
+def test_requeue_enqueue_retries_and_the_new_job_runs(celery_worker) -> None:
     storage = pipeline_storage()
     listing = seed_listing(storage, LISTING, photos=2, status=AssetStatus.FAILED)
     old = JobFactory(
@@ -122,7 +122,7 @@ def test_requeue_enqueue_retries_and_the_new_job_runs(celery_worker) -> None:  #
     assert again.json["selected"] == 0
 
 
-def test_rebuild_zips_refreshes_a_stale_zip_through_a_worker(celery_worker) -> None:  # noqa: ANN001
+def test_rebuild_zips_refreshes_a_stale_zip_through_a_worker(celery_worker) -> None:
     storage = pipeline_storage()
     listing = seed_listing(storage, LISTING, photos=2, status=AssetStatus.PROCESSED)
     for asset in listing.photos:
@@ -161,7 +161,7 @@ def test_rebuild_zips_refreshes_a_stale_zip_through_a_worker(celery_worker) -> N
     assert run_command("rebuild_zips", "--json").json["skipped"] == 1  # current now
 
 
-def test_reconcile_enqueue_runs_on_a_worker(celery_worker) -> None:  # noqa: ANN001
+def test_reconcile_enqueue_runs_on_a_worker(celery_worker) -> None:
     stuck = JobFactory(
         listing_identity_id=LISTING,
         status=JobStatus.RUNNING,

@@ -107,7 +107,7 @@ def test_clean_deletes_old_finished_jobs_with_their_events() -> None:
     assert set(MediaJobEvent.objects.values_list("job_id", flat=True)) == remaining
 
 
-def test_clean_dry_run_limit_and_default_retention(settings) -> None:  # noqa: ANN001
+def test_clean_dry_run_limit_and_default_retention(settings) -> None:
     finished_jobs()
     settings.CLEANER_RETENTION_DAYS = 30
     before = MediaProcessingJob.objects.count()

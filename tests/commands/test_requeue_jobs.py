@@ -28,7 +28,7 @@ THIRD = 7504
 
 def failed_job(
     listing: int = LISTING, *, age: timedelta = timedelta(hours=3), **fields
-) -> MediaProcessingJob:  # noqa: ANN003
+) -> MediaProcessingJob:
     now = timezone.now()
     defaults = {
         "status": JobStatus.FAILED,

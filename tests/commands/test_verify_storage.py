@@ -19,7 +19,7 @@ CLEAN = 7201
 DRIFTING = 7202
 
 
-def write_outputs(storage: Storage, asset) -> None:  # noqa: ANN001 - a MediaAsset
+def write_outputs(storage: Storage, asset) -> None:
     """Derivatives of ``asset`` in storage and on its row, as a successful callback leaves."""
     outputs = {}
     for size in keys.IMAGE_SIZES:

@@ -1,5 +1,5 @@
-"""What the infrastructure fault tests share: waiting for a job (the issue's bound: 5 minutes
-after the fault clears), checking that the bucket holds exactly the expected objects - no
+"""What the infrastructure fault tests share: waiting for a job (the bound: 5 minutes after
+the fault clears), checking that the bucket holds exactly the expected objects - no
 derivative missing, none extra - and printing the time each fault took to recover from."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def watchdog_notes(job_id: int) -> list[str]:
 
 def report(fault: str, **figures: object) -> None:
     """One line per fault in the test output (``-s`` or the captured stdout of a failure):
-    the figures the issue's closing note asks for."""
+    the recovery figures docs/workers.md reports."""
     shown = ", ".join(
         f"{name}={value:.1f}s" if isinstance(value, float) else f"{name}={value}"
         for name, value in figures.items()

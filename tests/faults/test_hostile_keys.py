@@ -23,7 +23,7 @@ LISTING = 880
 FOLDER = f"{LISTING}/raw/photo/horizontal"
 GOOD = f"{FOLDER}/horizontal-01-good.jpg"
 
-# Refused by the key rules every storage shares (SPEC §2, S3's own limits).
+# Refused by the key rules every storage shares (docs/contract.md §2, S3's own limits).
 EVERY_STORAGE = {
     "nul": f"{FOLDER}/a\x00b.jpg",
     "cr-lf": f"{FOLDER}/line\r\nbreak.jpg",

@@ -34,7 +34,7 @@ ONE_PHOTO_PARTS = {**FAULT_ENV, "PIPELINE_THUMBNAIL_CHUNK_SIZE": "1"}
 PHOTO_SIZE = (2000, 1500)
 
 
-def seed(listing_identity_id: int, photos: int = 10):  # noqa: ANN201
+def seed(listing_identity_id: int, photos: int = 10):
     return seed_listing(
         pipeline_storage(), listing_identity_id, photos=photos, photo_size=PHOTO_SIZE
     )
@@ -112,7 +112,7 @@ def test_broker_restarted_mid_job(
 PHOTOS_TO_HAND_OVER = 6
 
 
-def part_on(worker) -> dict | None:  # noqa: ANN001
+def part_on(worker) -> dict | None:
     """An open part attempt running in one of ``worker``'s pool processes, or None."""
     pool = worker.pool_pids()
     for part in running_parts():

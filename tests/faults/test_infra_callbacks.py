@@ -50,7 +50,7 @@ def test_callback_target_down_for_two_minutes(
         entries = list(CallbackOutbox.objects.order_by("id"))
         assert len(entries) == 3 and {e.state for e in entries} == {OutboxState.PENDING}
         attempts_during_outage = sum(e.attempts for e in entries)
-        # The oldest result kept probing well past the SPEC's 4 attempts; nothing arrived.
+        # The oldest result kept probing well past the contract's 4 attempts; nothing arrived.
         assert entries[0].attempts > settings.CALLBACK_MAX_ATTEMPTS
         assert backend.received == []
 

@@ -61,7 +61,7 @@ def test_storage_outage_mid_job_is_ridden_out_by_the_step_retries(
     celery_worker, celery_beat, s3_proxy, moto_server, s3_bucket
 ) -> None:
     listing = seed_listing(pipeline_storage(), 6102, photos=8, photo_size=(1600, 1200))
-    # Production retry intervals (SPEC §4: 5 s, then 10 s) against an 8-second outage.
+    # Production retry intervals (docs/contract.md §4: 5 s, then 10 s) against an 8-second outage.
     env = {
         **FAULT_ENV,
         "AWS_S3_ENDPOINT_URL": s3_proxy.url,

@@ -1,4 +1,4 @@
-"""The migrations create SPEC §3's schema exactly on MariaDB/MySQL (information_schema), and
+"""The migrations create docs/contract.md §3's schema exactly on MariaDB/MySQL (information_schema), and
 ``MEDIA_JOBS_MANAGE_TABLES=false`` leaves existing tables alone."""
 
 from __future__ import annotations

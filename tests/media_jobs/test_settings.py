@@ -63,7 +63,7 @@ def test_production_profile_passes_check_deploy() -> None:
     assert "no issues" in result.stdout
 
 
-def test_defaults_are_embedded(settings) -> None:  # noqa: ANN001 - pytest-django fixture
+def test_defaults_are_embedded(settings) -> None:
     result = manage(
         "shell",
         "--no-imports",

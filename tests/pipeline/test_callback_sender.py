@@ -1,10 +1,12 @@
-"""The callback sender (SPEC §6) against a real HTTP server on 127.0.0.1."""
+"""The callback sender (docs/contract.md §6) against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -107,11 +109,60 @@ def test_error_status_raises(receiver: CallbackReceiver, status: int) -> None:
     assert len(receiver.received) == 1
 
 
-def test_redirect_is_not_followed_and_fails(receiver: CallbackReceiver) -> None:
-    receiver.plan(PlannedResponse(status=302, body=b""))
-    with pytest.raises(CallbackFailed):
+@pytest.fixture
+def elsewhere() -> Iterator[CallbackReceiver]:
+    """A second receiver: where a redirect points. Nothing may reach it."""
+    other = CallbackReceiver().start()
+    try:
+        yield other
+    finally:
+        other.stop()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_is_not_followed_and_fails(
+    receiver: CallbackReceiver, elsewhere: CallbackReceiver, status: int
+) -> None:
+    """A redirected POST was not applied by the backend: the attempt fails, and the body
+    never goes to wherever the Location points (307/308 would re-POST it there)."""
+    receiver.plan(PlannedResponse(status=status, body=b"", headers=(("Location", elsewhere.url),)))
+    with pytest.raises(CallbackFailed) as caught:
         send_callback(BODY, url=receiver.url, secret=SECRET)
+    assert caught.value.attempt.status_code == status
+    assert caught.value.attempt.error == f"HTTP {status}"
     assert len(receiver.received) == 1
+    assert elsewhere.received == []
+
+
+@pytest.mark.parametrize(
+    ("status", "delivered"), [(199, False), (200, True), (204, True), (299, True), (300, False)]
+)
+def test_only_2xx_is_delivered(receiver: CallbackReceiver, status: int, delivered: bool) -> None:
+    receiver.plan(PlannedResponse(status=status, body=b"" if status == 204 else b"{}"))
+    if delivered:
+        attempt = send_callback(BODY, url=receiver.url, secret=SECRET)
+        assert (attempt.status_code, attempt.error, attempt.delivered) == (status, None, True)
+    else:
+        with pytest.raises(CallbackFailed) as caught:
+            send_callback(BODY, url=receiver.url, secret=SECRET)
+        assert caught.value.attempt.error == f"HTTP {status}"
+        assert not caught.value.attempt.delivered
+
+
+def test_latency_covers_the_wait_for_the_answer(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attempt (and its log line) carry the time from the POST to the answer in ms: a
+    receiver that answers after 0.3 s cannot have taken less than 300 ms, nor more than the
+    5 s timeout."""
+    receiver.plan(PlannedResponse(delay_s=0.3))
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.callback"):
+        attempt = send_callback(BODY, url=receiver.url, secret=SECRET, timeout_s=5)
+    assert 300 <= attempt.latency_ms < 5000
+    [record] = [r for r in caplog.records if r.name == "toq.pipeline.callback"]
+    assert record.getMessage() == "callback delivered" and record.levelno == logging.INFO
+    assert record.latency_ms == attempt.latency_ms
+    assert (record.status_code, record.request_bytes) == (200, len(attempt.request_body))
 
 
 def test_response_excerpt_is_capped(receiver: CallbackReceiver) -> None:
@@ -145,3 +196,47 @@ def test_missing_configuration_is_refused(receiver: CallbackReceiver) -> None:
     with pytest.raises(ValueError, match="CALLBACK_SECRET"):
         send_callback(BODY, url=receiver.url, secret="")
     assert receiver.received == []
+
+
+def test_a_body_member_given_as_bytes_is_parsed() -> None:
+    assert callback_payload({"body": json.dumps(BODY).encode()}) == BODY
+    assert callback_payload([1, 2]) == [1, 2]  # not a dict: the event itself
+
+
+def test_serialisation_keeps_unicode_as_utf8() -> None:
+    raw = serialise_payload({"b": "Çà ü", "a": [1, {"d": None, "c": 1.5}]})
+    assert raw == '{"a":[1,{"c":1.5,"d":null}],"b":"Çà ü"}'.encode()
+
+
+def test_verify_signature_ignores_surrounding_whitespace() -> None:
+    body = serialise_payload(BODY)
+    assert verify_signature(body, SECRET, f"  {sign(body, SECRET)}\n")
+
+
+def test_a_failed_attempt_is_logged_as_a_warning_with_its_figures(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.plan(PlannedResponse(status=503, body=b"\xffbusy"))
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.callback"):
+        with pytest.raises(CallbackFailed) as caught:
+            send_callback(BODY, url=receiver.url, secret=SECRET)
+    attempt = caught.value.attempt
+    assert str(caught.value) == f"callback to {receiver.url} failed: HTTP 503"
+    assert attempt.response_excerpt == "\ufffdbusy"  # undecodable bytes replaced
+    assert (attempt.url, attempt.signature) == (receiver.url, sign(attempt.request_body, SECRET))
+    [record] = [r for r in caplog.records if r.name == "toq.pipeline.callback"]
+    assert (record.getMessage(), record.levelno) == ("callback failed", logging.WARNING)
+    assert (record.callback_url, record.status_code, record.error) == (
+        receiver.url,
+        503,
+        "HTTP 503",
+    )
+
+
+def test_missing_configuration_messages() -> None:
+    with pytest.raises(ValueError) as no_url:
+        send_callback(BODY, url="", secret=SECRET)
+    assert str(no_url.value) == "callback URL is not configured (CALLBACK_URL)"
+    with pytest.raises(ValueError) as no_secret:
+        send_callback(BODY, url="http://127.0.0.1:9/x", secret="")
+    assert str(no_secret.value) == "callback secret is not configured (CALLBACK_SECRET)"

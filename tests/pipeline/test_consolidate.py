@@ -1,4 +1,4 @@
-"""Consolidation and callback bodies (SPEC §4 steps 3 and 5, §5 steps 2 and 3)."""
+"""Consolidation and callback bodies (docs/contract.md §4 steps 3 and 5, §5 steps 2 and 3)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import pytest
 
 from media_jobs.pipeline.consolidate import (
     InvalidJobReference,
+    branch_error_count,
     consolidate,
+    derivative_size,
     describe_failure,
     failure_body,
     finalization_failure_body,
     finalization_success_body,
+    job_reference,
+    job_reference_value,
 )
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 
@@ -381,3 +385,142 @@ def test_invalid_video_gets_no_original() -> None:
     [output] = consolidate(event([bad], [{"status": "no_videos_to_process"}]))["body"]["outputs"]
     assert output["outputs"] == {} and output["processedKey"] == ""
     assert output["errorCode"] == "UNSUPPORTED_FORMAT"
+
+
+def test_a_missing_string_is_empty_in_all_four_bodies() -> None:
+    """executionArn, startedAt and traceparent absent from the run's state: "" in every
+    body that has them (the backend decodes strings, and a missing key is not one)."""
+    state = {"jobId": 12, "listingIdentityId": 4711}
+    success = consolidate({**state, "assets": [], "parallelResults": []})["body"]
+    failure = failure_body(state, status="PROCESSING_FAILED", error_code="E", message="m")
+    for body in (success, failure):
+        assert (body["executionArn"], body["startedAt"], body["traceparent"]) == ("", "", "")
+    zip_body = {"assetsZipped": 0, "zipBundles": [], "zipSizeBytes": 0, "unzippedSizeBytes": 0}
+    assert finalization_success_body(state, zip_body)["traceparent"] == ""
+    assert finalization_failure_body(state, error="E", cause="c")["traceparent"] == ""
+    # null from a state machine is missing too
+    nulls = {**state, "executionArn": None, "startedAt": None}
+    assert consolidate(nulls)["body"]["executionArn"] == ""
+    assert consolidate(nulls)["body"]["startedAt"] == ""
+    failed = failure_body(nulls, status="VALIDATION_FAILED", error_code="E", message="m")
+    assert (failed["executionArn"], failed["startedAt"]) == ("", "")
+
+
+def test_the_source_key_names_the_output_over_the_key() -> None:
+    """A validated asset keeps the raw key it came from in sourceKey (its key may be a
+    normalised copy); the output and the branches' results are matched by sourceKey."""
+    copy = f"{L}/tmp/normalised-IMG_1.jpg"
+    validated = {"key": copy, "sourceKey": RAW_A, "type": "PHOTO_HORIZONTAL"}
+    body = consolidate(event([validated], [thumbnails_result(RAW_A, "PHOTO_HORIZONTAL")]))
+    [out] = body["body"]["outputs"]
+    assert out["rawKey"] == RAW_A
+    assert out["processedKey"] == derivative(RAW_A, "large")
+    # without a sourceKey the key is the raw key
+    plain = consolidate(event([{"key": RAW_B, "type": "PHOTO_VERTICAL"}], []))
+    assert plain["body"]["outputs"][0]["rawKey"] == RAW_B
+
+
+def test_an_output_without_a_thumbnail_has_an_empty_thumbnail_key() -> None:
+    result = thumbnails_result(RAW_A, "PHOTO_HORIZONTAL", sizes=("small", "medium"))
+    [out] = consolidate(event([asset(RAW_A, "PHOTO_HORIZONTAL")], [result]))["body"]["outputs"]
+    assert out["thumbnailKey"] == ""
+    assert out["processedKey"] == derivative(RAW_A, "medium")
+    assert out["outputs"] == {
+        "small_photo_horizontal": derivative(RAW_A, "small"),
+        "medium_photo_horizontal": derivative(RAW_A, "medium"),
+    }
+    [nothing] = consolidate(event([asset(RAW_B, "PHOTO_VERTICAL")], []))["body"]["outputs"]
+    assert (nothing["thumbnailKey"], nothing["processedKey"], nothing["outputs"]) == ("", "", {})
+
+
+@pytest.mark.parametrize(
+    ("given", "value"),
+    [
+        (0, 0),
+        ("0", 0),
+        (4294967295, 4294967295),
+        ("4294967295", 4294967295),
+        ("0" * 30 + "7", 7),  # leading zeros do not count against the length
+        ("000", 0),
+    ],
+)
+def test_ids_up_to_the_int_unsigned_maximum_are_accepted(given: object, value: int) -> None:
+    assert job_reference({"jobId": given}, "jobId") == given
+    assert job_reference_value({"jobId": given}, "jobId") == value
+
+
+@pytest.mark.parametrize("bad", [4294967296, "4294967296", "14294967295", -1])
+def test_ids_past_the_int_unsigned_range_are_refused(bad: object) -> None:
+    with pytest.raises(InvalidJobReference) as caught:
+        job_reference({"jobId": bad}, "jobId")
+    assert caught.value.message == (
+        f"jobId must be an integer from 0 to 4294967295, as a number or a string of digits; "
+        f"got {bad!r}"
+    )
+    assert caught.value.code == "VALIDATION_ERROR"
+
+
+def test_a_long_id_is_shown_cut_short() -> None:
+    long_id = "x" * 58  # repr: 60 characters, shown whole
+    with pytest.raises(InvalidJobReference) as whole:
+        job_reference({"jobId": long_id}, "jobId")
+    assert whole.value.message.endswith(f"got {long_id!r}")
+    longer = "y" * 59  # repr: 61 characters
+    with pytest.raises(InvalidJobReference) as cut:
+        job_reference({"jobId": longer}, "jobId")
+    assert cut.value.message.endswith("got '" + "y" * 39 + "... (61 characters)")
+
+
+@pytest.mark.parametrize(
+    ("key", "size"),
+    [("1/processed/photo/vertical/large/a.jpg", "large"), ("large/a.jpg", "large"), ("a.jpg", "")],
+)
+def test_derivative_size_is_the_folder_above_the_file(key: str, size: str) -> None:
+    assert derivative_size(key) == size
+
+
+def test_partial_success_body_lists_failures_and_caps_the_keys() -> None:
+    raws = [f"{L}/raw/photo/vertical/v-{n:02d}.jpg" for n in range(55)]
+    assets = [asset(raw, "PHOTO_VERTICAL") for raw in raws]
+    errors = [
+        {"sourceKey": raw, "errorCode": "CORRUPT_IMAGE" if n % 2 else "", "errorMessage": ""}
+        for n, raw in enumerate(raws[:53])
+    ]
+    branch = {"body": {"status": "SUCCESS", "generatedAssets": [], "errors": errors}}
+    body = consolidate(event(assets, [branch]))["body"]
+    assert body["status"] == "PARTIAL_SUCCESS"
+    assert body["failureReason"] == (
+        "53 of 55 assets failed: CORRUPT_IMAGE x26, VALIDATION_ERROR x27"
+    )
+    details = body["error"]["details"]
+    assert body["error"]["code"] == "DERIVATIVE_ERRORS_DETECTED"
+    assert body["error"]["message"] == "derivative errors detected"
+    assert details["failedAssets"] == "53" and details["totalAssets"] == "55"
+    assert details["errorCodes"] == "CORRUPT_IMAGE=26,VALIDATION_ERROR=27"
+    assert json.loads(details["failedRawKeys"]) == raws[:50]
+    first, second = body["outputs"][:2]
+    assert (first["errorCode"], first["errorMessage"]) == ("VALIDATION_ERROR", "VALIDATION_ERROR")
+    assert (second["errorCode"], second["errorMessage"]) == ("CORRUPT_IMAGE", "CORRUPT_IMAGE")
+    assert branch_error_count([branch, [branch], None]) == 106
+
+
+def test_a_validation_error_without_a_code_or_message() -> None:
+    coded = asset(RAW_A, "PHOTO_HORIZONTAL", errorCode="OBJECT_NOT_FOUND")
+    worded = asset(RAW_B, "PHOTO_VERTICAL", error="unreadable")
+    out_a, out_b = consolidate(event([coded, worded], []))["body"]["outputs"]
+    assert (out_a["errorCode"], out_a["errorMessage"]) == ("OBJECT_NOT_FOUND", "OBJECT_NOT_FOUND")
+    assert (out_b["errorCode"], out_b["errorMessage"]) == ("VALIDATION_ERROR", "unreadable")
+
+
+def test_a_failure_body_refuses_another_status_by_name() -> None:
+    with pytest.raises(ValueError) as caught:
+        failure_body({}, status="FAILED", error_code="E", message="m")  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "status must be one of ['PROCESSING_FAILED', 'VALIDATION_FAILED'], got 'FAILED'"
+    )
+
+
+def test_a_finalization_zip_body_named_body_that_is_not_an_object_is_the_body() -> None:
+    figures = {"assetsZipped": 1, "zipBundles": ("k",), "zipSizeBytes": 2, "unzippedSizeBytes": 3}
+    body = finalization_success_body({"jobId": 1, "listingIdentityId": 7}, {**figures, "body": "x"})
+    assert body["zipBundles"] == ["k"] and body["listingIdentityId"] == "7"

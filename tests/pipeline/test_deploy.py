@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from scripts.deploy.iam import Need, RolePolicies, load_role_policies
 from tests.fixtures.s3server import REGION, MotoServer
 from tests.support.aws_proxy import AwsCall, AwsProxy, Refusal
 from tests.support.toq_account import (
@@ -340,7 +341,6 @@ def test_a_failed_rollback_says_what_differs_and_where_the_backup_is(
 
 
 def test_the_permission_check_follows_iam_evaluation() -> None:
-    from scripts.deploy.iam import Need, RolePolicies
 
     rule = "arn:aws:events:us-east-1:1:rule/StepFunctionsGetEventsForMediaConvertJobRule"
     pass_role = Need(
@@ -386,7 +386,6 @@ def test_the_permission_check_follows_iam_evaluation() -> None:
 
 
 def test_attached_managed_policies_count(moto_server: MotoServer, account: ToqAccount) -> None:
-    from scripts.deploy.iam import Need, load_role_policies
 
     iam = moto_server.client("iam")
     policy = iam.create_policy(

@@ -1,4 +1,4 @@
-"""Key rules of SPEC §2 (pure functions, no storage)."""
+"""Key rules of docs/contract.md §2 (pure functions, no storage)."""
 
 from __future__ import annotations
 
@@ -269,3 +269,264 @@ def test_types() -> None:
     assert not keys.is_video_type("PROJECT_RENDER")
     assert keys.coarse_type_from_key("1/raw/video/vertical/v.mp4") == "VIDEO"
     assert keys.coarse_type_from_key("1/raw/photo/vertical/video.jpg") == "PHOTO"
+
+
+# Written out, not read from keys.SEGMENT_BY_TYPE: a renamed folder must fail here.
+@pytest.mark.parametrize(
+    ("asset_type", "raw", "large", "poster", "transcode"),
+    [
+        (
+            "PHOTO_VERTICAL",
+            "5/raw/photo/vertical/ref-f.jpg",
+            "5/processed/photo/vertical/large/ref-f.jpg",
+            "5/processed/photo/vertical/thumbnail/ref-f.mp4",
+            "5/processed/photo/vertical/original/ref-f.mp4",
+        ),
+        (
+            "PHOTO_HORIZONTAL",
+            "5/raw/photo/horizontal/ref-f.jpg",
+            "5/processed/photo/horizontal/large/ref-f.jpg",
+            "5/processed/photo/horizontal/thumbnail/ref-f.mp4",
+            "5/processed/photo/horizontal/original/ref-f.mp4",
+        ),
+        (
+            "VIDEO_VERTICAL",
+            "5/raw/video/vertical/ref-f.jpg",
+            "5/processed/video/vertical/large/ref-f.jpg",
+            "5/processed/video/vertical/thumbnail/ref-f.mp4",
+            "5/processed/video/vertical/original/ref-f.mp4",
+        ),
+        (
+            "VIDEO_HORIZONTAL",
+            "5/raw/video/horizontal/ref-f.jpg",
+            "5/processed/video/horizontal/large/ref-f.jpg",
+            "5/processed/video/horizontal/thumbnail/ref-f.mp4",
+            "5/processed/video/horizontal/original/ref-f.mp4",
+        ),
+        (
+            "PROJECT_DOC",
+            "5/raw/project/doc/ref-f.jpg",
+            "5/processed/project/doc/large/ref-f.jpg",
+            "5/processed/project/doc/thumbnail/ref-f.mp4",
+            "5/processed/project/doc/original/ref-f.mp4",
+        ),
+        (
+            "PROJECT_RENDER",
+            "5/raw/project/render/ref-f.jpg",
+            "5/processed/project/render/large/ref-f.jpg",
+            "5/processed/project/render/thumbnail/ref-f.mp4",
+            "5/processed/project/render/original/ref-f.mp4",
+        ),
+    ],
+)
+def test_every_asset_type_maps_to_its_spec_folder(
+    asset_type: str, raw: str, large: str, poster: str, transcode: str
+) -> None:
+    assert keys.raw_key(5, asset_type, "ref", "f.jpg") == raw
+    assert keys.derivative_key(raw, "large") == large
+    assert keys.poster_key(raw) == poster
+    assert keys.transcode_key(raw) == transcode
+
+
+def test_there_are_exactly_the_six_spec_asset_types() -> None:
+    assert sorted(keys.SEGMENT_BY_TYPE) == [
+        "PHOTO_HORIZONTAL",
+        "PHOTO_VERTICAL",
+        "PROJECT_DOC",
+        "PROJECT_RENDER",
+        "VIDEO_HORIZONTAL",
+        "VIDEO_VERTICAL",
+    ]
+
+
+def test_derivatives_of_every_size_are_written_out() -> None:
+    raw = "9/raw/photo/horizontal/h-01-a.png"
+    assert [
+        keys.derivative_key(raw, size) for size in ("thumbnail", "small", "medium", "large")
+    ] == [
+        "9/processed/photo/horizontal/thumbnail/h-01-a.jpg",
+        "9/processed/photo/horizontal/small/h-01-a.jpg",
+        "9/processed/photo/horizontal/medium/h-01-a.jpg",
+        "9/processed/photo/horizontal/large/h-01-a.jpg",
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    [
+        "123/raw/2024-01-01",  # only a date folder after raw/: no file name
+        "123/raw/2024-01-01/2024-01-02",
+        "123/raw",
+    ],
+)
+def test_a_key_without_a_file_name_after_raw_is_invalid_key(bad_key: str) -> None:
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(bad_key)
+    assert err.value.code == ErrorCode.INVALID_KEY
+    assert repr(bad_key) in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        # Windows extractors split at backslashes: so does the entry name
+        ("123\\raw\\photo\\vertical\\a.jpg", "photo/vertical/a.jpg"),
+        ("123/raw/photo\\vertical/2024-05-17\\b.jpg", "photo/vertical/b.jpg"),
+        # a date folder directly above the file goes, like any other date folder
+        ("123/raw/photo/vertical/2024-05-18/a.jpg", "photo/vertical/a.jpg"),
+        ("123/raw/2024-05-18/a.jpg", "a.jpg"),
+        ("123/processed/photo/vertical/large/2024-05-18/a.jpg", "photo/vertical/large/a.jpg"),
+        # only the listing's own id is dropped, and only in front
+        ("124/raw/photo/a.jpg", "124/raw/photo/a.jpg"),
+        ("photo/123/a.jpg", "photo/123/a.jpg"),
+        ("", "unnamed"),
+        ("123/raw/", "unnamed"),
+    ],
+)
+def test_zip_entry_names_of_unusual_keys(key: str, expected: str) -> None:
+    assert keys.zip_entry_name(key, 123) == expected
+
+
+def test_unsafe_key_parts_are_shown_in_the_error() -> None:
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key("123/raw/photo/a\x01.jpg")
+    assert err.value.code == ErrorCode.INVALID_KEY
+    assert "control character '\\x01'" in err.value.message
+    long_key = "123/raw/" + "d/" * 150
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(long_key)
+    assert repr(long_key[:200]) + "..." in err.value.message
+
+
+def test_invalid_key_messages_are_exact() -> None:
+    cases = {
+        "": "invalid raw key '': empty key",
+        "123/raw": "invalid raw key '123/raw': no filename after 'raw/'",
+        "123/photo/a.jpg": "invalid raw key '123/photo/a.jpg': no 'raw/' folder",
+        "1//raw/a": "invalid raw key '1//raw/a': empty, '.' or '..' path segment (or a leading '/')",
+    }
+    for key, message in cases.items():
+        with pytest.raises(PipelineError) as err:
+            keys.split_raw_key(key)
+        assert err.value.message == message
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(None)  # type: ignore[arg-type]
+    assert err.value.message == "invalid raw key 'None': empty key"
+
+
+def test_a_key_is_shown_whole_up_to_200_characters() -> None:
+    whole = "1/" + "a" * 198  # 200 characters, no raw/ folder
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(whole)
+    assert err.value.message == f"invalid raw key {whole!r}: no 'raw/' folder"
+    cut = whole + "b"
+    with pytest.raises(PipelineError) as err:
+        keys.split_raw_key(cut)
+    assert err.value.message == f"invalid raw key {whole!r}...: no 'raw/' folder"
+
+
+@pytest.mark.parametrize(
+    ("char", "refused"),
+    [("\x1f", True), (" ", False), ("\x7f", True), ("\x80", False), ("~", False)],
+)
+def test_control_characters_are_refused_and_the_rest_kept(char: str, refused: bool) -> None:
+    key = f"1/raw/photo/a{char}b.jpg"
+    if refused:
+        with pytest.raises(PipelineError) as err:
+            keys.split_raw_key(key)
+        assert err.value.message.endswith(f": control character {char!r}")
+    else:
+        assert keys.split_raw_key(key).filename == f"a{char}b.jpg"
+
+
+@pytest.mark.parametrize("reference", ["", "a/b", ".", ".."])
+def test_raw_key_refuses_references_that_would_change_the_path(reference: str) -> None:
+    with pytest.raises(ValueError) as err:
+        keys.raw_key(1, "PHOTO_VERTICAL", reference, "f.jpg")
+    assert str(err.value) == f"reference must be a non-empty name without '/', got {reference!r}"
+
+
+def test_raw_key_messages() -> None:
+    with pytest.raises(ValueError) as err:
+        keys.raw_key(1, "PHOTO_VERTICAL", "r", "a/b.jpg")
+    assert str(err.value) == "filename must be a non-empty name without '/', got 'a/b.jpg'"
+    with pytest.raises(ValueError) as err:
+        keys.raw_key(1, "ZIP", "r", "f")
+    assert str(err.value) == "unknown asset type 'ZIP'"
+    with pytest.raises(ValueError) as err:
+        keys.derivative_key("1/raw/a.jpg", "huge")
+    assert str(err.value) == (
+        "unknown derivative size 'huge'; expected one of ['thumbnail', 'small', 'medium', 'large']"
+    )
+
+
+def test_parts_of_a_key_without_an_extension_or_prefix() -> None:
+    parts = keys.split_raw_key("raw/photo/vertical/.hidden")
+    assert (parts.prefix, parts.segment, parts.filename, parts.stem) == (
+        "",
+        "photo/vertical",
+        ".hidden",
+        ".hidden",
+    )
+    assert parts.processed_folder("small") == "processed/photo/vertical/small/"
+    assert keys.transcode_filename("1/raw/v/clip.final.mov") == "clip.final.mp4"
+
+
+@pytest.mark.parametrize(
+    ("resolution", "raw_type", "name"),
+    [
+        (" Large ", " Photo Vertical ", "large_photo_vertical"),
+        ("  ", "VIDEO", "original_video"),
+        ("small", "   ", "small_unknown"),
+    ],
+)
+def test_output_names_are_trimmed_and_lowercased(resolution: str, raw_type: str, name: str) -> None:
+    assert keys.output_name(resolution, raw_type) == name
+
+
+def test_legacy_poster_keys_of_a_jpg_named_video() -> None:
+    # the raw file is already .jpg: both legacy rules give the same key, listed once
+    assert keys.legacy_poster_keys("5/raw/video/vertical/v.jpg") == [
+        "5/processed/video/vertical/thumbnail/v.jpg"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("123/raw/photo/CON.txt", "photo/_CON.txt"),
+        ("123/raw/photo/lpt9", "photo/_lpt9"),
+        ("123/raw/photo/LPT10.jpg", "photo/LPT10.jpg"),  # only LPT1-9 are reserved
+        ("123/raw/photo/com0.jpg", "photo/com0.jpg"),
+        ("123/raw/photo/ aux .jpg", "photo/_ aux .jpg"),
+        ("123/raw/photo/con-sole.jpg", "photo/con-sole.jpg"),
+        ("123/raw/photo/...", "photo"),  # a name of dots is no name
+        ("123/raw/photo/a\u200bb\ufeff.jpg", "photo/a_b_.jpg"),
+        ("123/raw/photo/a\u2066b.jpg", "photo/a_b.jpg"),
+        ("123/raw/photo/a\u2029b.jpg", "photo/a_b.jpg"),
+    ],
+)
+def test_more_unportable_names(key: str, expected: str) -> None:
+    assert keys.zip_entry_name(key, 123) == expected
+
+
+def test_long_segments_keep_their_extension_unless_it_is_the_long_part() -> None:
+    exact = "a" * 251 + ".jpg"  # 255 bytes: fits
+    assert keys.zip_entry_name(f"1/raw/{exact}", 1) == exact
+    over = "a" * 252 + ".jpg"
+    assert keys.zip_entry_name(f"1/raw/{over}", 1) == "a" * 251 + ".jpg"
+    long_ext = "a." + "e" * 300  # the "extension" is most of the name: cut as a whole
+    assert keys.zip_entry_name(f"1/raw/{long_ext}", 1) == long_ext[:255]
+    half = "a" * 200 + "." + "e" * 126  # 127-byte extension: kept (limit // 2)
+    assert keys.zip_entry_name(f"1/raw/{half}", 1) == "a" * 128 + "." + "e" * 126
+    more = "a" * 200 + "." + "e" * 127  # 128 bytes: more than half, cut as a whole
+    assert keys.zip_entry_name(f"1/raw/{more}", 1) == more[:255]
+    multibyte = "é" * 200 + ".jpg"  # cut at a character boundary
+    assert keys.zip_entry_name(f"1/raw/{multibyte}", 1) == "é" * 125 + ".jpg"
+
+
+def test_numbered_names_stay_within_255_bytes() -> None:
+    name = "b" * 251 + ".jpg"
+    first, second = keys.unique_entry_names([name, name])
+    assert first == name
+    assert second == "b" * 247 + " (2).jpg" and len(second.encode()) == 255

@@ -1,4 +1,4 @@
-"""The pipeline package never imports Django (SPEC §1: a Lambda zip must not contain it).
+"""The pipeline package never imports Django (docs/contract.md §1: a Lambda zip must not contain it).
 
 A fresh interpreter gets an import hook that makes ``import django`` fail, then imports every
 module of ``media_jobs.pipeline`` and runs the consolidate and callback handlers.

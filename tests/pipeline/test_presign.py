@@ -8,6 +8,7 @@ from unittest import mock
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import NoCredentialsError
 
 from media_jobs.pipeline import presign
 
@@ -25,7 +26,7 @@ CLIENTS = [
 ]
 
 
-def _client(token: str | None, **kwargs: str):  # noqa: ANN202 - boto3 clients have no public type
+def _client(token: str | None, **kwargs: str):
     return boto3.client(
         "s3",
         aws_access_key_id="AKIDEXAMPLE",
@@ -71,7 +72,6 @@ def test_a_client_without_sigv4_is_refused() -> None:
 
 
 def test_without_credentials_it_fails_like_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
-    from botocore.exceptions import NoCredentialsError
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)

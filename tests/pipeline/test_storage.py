@@ -14,8 +14,9 @@ import pytest
 import requests
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from media_jobs.pipeline.config import PipelineConfig
-from media_jobs.pipeline.storage import ObjectNotFound, Storage, storage_from_config
+from media_jobs.pipeline.config import DEFAULT_BUCKET, PipelineConfig
+from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage_factory import storage_from_config
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
 from media_jobs.pipeline.storage_s3 import (
     DEFAULT_PART_SIZE,
@@ -461,7 +462,7 @@ def fake_s3(handler: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, list[s
 class SlowDown(BaseHTTPRequestHandler):
     """Always throttles, like S3 under pressure."""
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+    def do_HEAD(self) -> None:
         self.server.seen.append(self.path)  # type: ignore[attr-defined]
         self.send_response(503)
         self.send_header("Content-Length", "0")
@@ -474,7 +475,7 @@ class SlowDown(BaseHTTPRequestHandler):
 class Silent(BaseHTTPRequestHandler):
     """Accepts the request and never answers in time."""
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.server.seen.append(self.path)  # type: ignore[attr-defined]
         threading.Event().wait(3)
 
@@ -551,7 +552,6 @@ def test_a_failed_part_in_flight_fails_the_upload_and_aborts_it(s3_storage: S3St
 def test_a_lambda_without_media_bucket_uses_the_default_bucket_on_s3() -> None:
     """The Go functions defaulted the bucket (the account's video_thumbnails function has
     no MEDIA_BUCKET): on Lambda the storage is S3, never the function's disk."""
-    from media_jobs.pipeline.config import DEFAULT_BUCKET, PipelineConfig
 
     on_lambda = PipelineConfig.from_env({"AWS_LAMBDA_FUNCTION_NAME": "listing-media-x"})
     assert (on_lambda.storage_backend, on_lambda.bucket) == ("s3", DEFAULT_BUCKET)

@@ -316,7 +316,7 @@ def test_no_assets(storage: Storage, pipeline_config: PipelineConfig) -> None:
     assert (result["assets"], result["hasImages"], result["hasVideos"]) == ([], False, False)
 
 
-def test_an_unreachable_bucket_raises(moto_server, pipeline_config: PipelineConfig) -> None:  # noqa: ANN001
+def test_an_unreachable_bucket_raises(moto_server, pipeline_config: PipelineConfig) -> None:
     wrong = S3Storage("bucket-that-does-not-exist", endpoint_url=moto_server.endpoint_url)
     with pytest.raises(ClientError):
         validate_assets(event(PHOTO_KEY), storage=wrong, config=pipeline_config)
@@ -350,7 +350,7 @@ def test_a_listing_is_validated_in_order(
 
 
 def test_an_unreachable_bucket_stops_a_large_listing(
-    moto_server,  # noqa: ANN001
+    moto_server,
     pipeline_config: PipelineConfig,
 ) -> None:
     wrong = S3Storage("bucket-that-does-not-exist", endpoint_url=moto_server.endpoint_url)

@@ -1,4 +1,4 @@
-"""A tiny HTTP server on a free 127.0.0.1 port that records callbacks (SPEC §6).
+"""A tiny HTTP server on a free 127.0.0.1 port that records callbacks (docs/contract.md §6).
 
 Tests point ``CALLBACK_URL`` at it and read back exactly what was POSTed: raw body bytes
 and headers, so the signature can be verified the way the Django receiver does. Planned
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.go_callback import BackendRejects, decode_callback
 from tests.support.loopback import LoopbackHTTPServer
 
 
@@ -30,6 +31,7 @@ class ReceivedCallback:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -40,6 +42,7 @@ class PlannedResponse:
     status: int = 200
     body: bytes = b'{"ok":true}'
     delay_s: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers (a redirect's Location)
 
 
 class CallbackReceiver(LoopbackHTTPServer):
@@ -79,7 +82,6 @@ class CallbackReceiver(LoopbackHTTPServer):
 
     @staticmethod
     def _backend_refusal(body: bytes) -> str | None:
-        from tests.support.go_callback import BackendRejects, decode_callback
 
         try:
             decode_callback(body)
@@ -91,10 +93,16 @@ class CallbackReceiver(LoopbackHTTPServer):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
+                self._record("POST")
+
+            def do_GET(self) -> None:  # a followed 302 turns a POST into a GET
+                self._record("GET")
+
+            def _record(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                received = ReceivedCallback(self.path, dict(self.headers.items()), body)
+                received = ReceivedCallback(self.path, dict(self.headers.items()), body, method)
                 planned = receiver._next_response(received)
                 if planned.delay_s:
                     time.sleep(planned.delay_s)
@@ -102,12 +110,14 @@ class CallbackReceiver(LoopbackHTTPServer):
                     self.send_response(planned.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(planned.body)))
+                    for name, value in planned.headers:
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(planned.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         return Handler

@@ -18,6 +18,7 @@ from media_jobs.pipeline.handlers import (
     video_transcode,
 )
 from media_jobs.pipeline.handlers import zip as zip_step
+from tests.fixtures.s3server import REGION
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSING = json.loads((ROOT / "aws/step_functions/media_processing_pipeline.json").read_text())
@@ -46,7 +47,6 @@ def set_lambda_environment(
     **extra: str,
 ) -> None:
     """The environment a deployed function would have, pointing at the test servers."""
-    from tests.fixtures.s3server import REGION
 
     for name, value in {
         "MEDIA_BUCKET": bucket,

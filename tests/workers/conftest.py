@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.worker import TEST_CALLBACK_SECRET
+from toqportal.celery import app
 
 
 @pytest.fixture
@@ -16,7 +17,6 @@ def eager_engine(
     transactional_db: None, settings: Any, moto_server: Any, s3_bucket: str
 ) -> Iterator[None]:
     """Tasks run inline (retries too, without waiting); storage is the S3 test server."""
-    from toqportal.celery import app
 
     settings.MEDIA_BUCKET = s3_bucket
     settings.MEDIA_STORAGE_BACKEND = "s3"

@@ -10,10 +10,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from media_jobs import tasks
 from media_jobs.models import JobStatus, MediaProcessingJob
+from media_jobs.services import queueing
 from media_jobs.tasks import clean_old_jobs, reconcile_stuck_jobs
 from tests.factories import JobFactory
 from tests.fixtures.worker import wait_until
+from toqportal.celery import app
 
 pytestmark = pytest.mark.worker
 
@@ -41,7 +44,6 @@ def test_beat_tasks_run_on_a_worker_with_plain_delay(celery_worker) -> None:
 
 
 def test_the_beat_schedule() -> None:
-    from toqportal.celery import app
 
     entries = {entry["task"]: entry for entry in app.conf.beat_schedule.values()}
     # A frequent pass that waited in a busy queue longer than its interval expires.
@@ -58,7 +60,6 @@ def test_the_beat_schedule() -> None:
 def test_a_housekeeping_queue_takes_beats_tasks_and_the_callback_sends(
     settings, monkeypatch
 ) -> None:
-    from media_jobs import tasks
 
     result = subprocess.run(
         [
@@ -76,9 +77,9 @@ def test_a_housekeeping_queue_takes_beats_tasks_and_the_callback_sends(
 
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        tasks,
+        queueing,
         "enqueue_each",
-        lambda task, calls, **options: sent.append((task.name, options["queue"])),
+        lambda name, calls, **options: sent.append((name, options["queue"])),
     )
     settings.CELERY_HOUSEKEEPING_QUEUE = "media-housekeeping"
     tasks._queue_delivery(7)

@@ -59,7 +59,7 @@ def test_validation_that_raises_is_retried_then_reported_as_validation_failed(se
     job = listing_start_processing(listing_identity_id=5002)
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
-    # SPEC §4: validate retried 2x, then ValidationFailed.
+    # docs/contract.md §4: validate retried 2x, then ValidationFailed.
     assert events(job.pk, "validate") == [
         "started",
         "retried",

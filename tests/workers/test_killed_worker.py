@@ -95,7 +95,7 @@ def test_sigkilled_worker_job_resumes_after_restart(celery_worker) -> None:
     assert rewritten == []
 
 
-def _head(storage, key):  # noqa: ANN001, ANN202
+def _head(storage, key):
     try:
         return storage.head(key)
     except Exception:  # noqa: BLE001

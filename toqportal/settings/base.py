@@ -25,6 +25,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language of each request: the session's choice (the admin header's switcher), else
+    # the browser's Accept-Language, else LANGUAGE_CODE.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -57,7 +60,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# English and Brazilian Portuguese (the catalogue is locale/pt_BR; `make setup` compiles it).
+# LANGUAGE_CODE: what a browser without a known Accept-Language and the management commands get.
+LANGUAGES = [("en", "English"), ("pt-br", "Português (Brasil)")]
+LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="en").lower()
+if LANGUAGE_CODE not in dict(LANGUAGES):
+    raise ConfigError(f"LANGUAGE_CODE: must be en or pt-br, got {LANGUAGE_CODE!r}")
+LOCALE_PATHS = [BASE_DIR / "locale"]
 # Data is stored in UTC (USE_TZ, the MySQL session in +00:00); the portal shows every time in
 # this zone, one format with seconds and the zone (toqportal/formats).
 TIME_ZONE = env.str("TIME_ZONE", default="America/Sao_Paulo")
@@ -70,7 +79,7 @@ except (zoneinfo.ZoneInfoNotFoundError, ValueError):
     ) from None
 USE_I18N = True
 USE_TZ = True
-FORMAT_MODULE_PATH = ["toqportal.formats"]
+FORMAT_MODULE_PATH = ["toqportal.formats"]  # en and pt_BR: one timestamp format each
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"

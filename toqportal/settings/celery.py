@@ -88,7 +88,7 @@ if CELERY_TASK_DEFAULT_QUEUE_TYPE == "quorum":
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(var_path("celery") / "beat-schedule")
 
-# Housekeeping (SPEC §8)
+# Housekeeping (docs/contract.md §8)
 RECONCILER_TIMEOUT_SECONDS = typed("RECONCILER_TIMEOUT_SECONDS", int, 3600)
 RECONCILER_INTERVAL_SECONDS = typed("RECONCILER_INTERVAL_SECONDS", int, 300)
 CLEANER_RETENTION_DAYS = typed("CLEANER_RETENTION_DAYS", int, 90)
@@ -147,7 +147,7 @@ def _beat_entry(task: str, schedule: object, expires_s: float | None = None) -> 
     return {"task": task, "schedule": schedule, "options": options}
 
 
-# SPEC §8: the reconciler every few minutes, the cleaner once a day (03:17 UTC); the
+# docs/contract.md §8: the reconciler every few minutes, the cleaner once a day (03:17 UTC); the
 # watchdog and the callback outbox every minute or less.
 CELERY_BEAT_SCHEDULE = {
     "reconcile stuck media jobs": _beat_entry(

@@ -27,8 +27,8 @@ class ConfigError(ImproperlyConfigured):
 
 def typed(name: str, cast: type, default: Any) -> Any:
     """Read ``name`` cast to int/float/bool, turning environ's ValueError into ConfigError."""
-    raw = env.str(name, default=None)
-    if raw is None or raw == "":
+    raw = env.str(name, default="")
+    if raw == "":
         return default
     try:
         if cast is bool:

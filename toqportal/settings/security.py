@@ -14,7 +14,7 @@ if PRODUCTION:
     if not CALLBACK_SECRET:
         raise ConfigError("CALLBACK_SECRET: required in production (the HMAC key of callbacks)")
 elif not SECRET_KEY:
-    SECRET_KEY = "development-only-not-secret-" + "x" * 40  # noqa: S105 - never used in production
+    SECRET_KEY = "development-only-not-secret-" + "x" * 40
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost"])
 if PRODUCTION and not ALLOWED_HOSTS:

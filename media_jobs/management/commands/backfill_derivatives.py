@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandParser
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from ...pipeline.keys import SEGMENT_BY_TYPE
 from ...selectors.operations import assets_for_backfill
@@ -23,7 +25,7 @@ from ..base import (
 
 
 class Command(OperationCommand):
-    help = (
+    help_text = _(
         "Regenerate the derivatives of PROCESSED assets (photos: the four JPEG sizes; videos: "
         "poster frame and transcode) and record them on the rows the way a callback does. "
         "By default an asset whose derivatives all exist and were made from its current raw "
@@ -33,50 +35,56 @@ class Command(OperationCommand):
     item_label = "asset"
 
     def add_selection_arguments(self, parser: CommandParser) -> None:
-        add_listing_argument(parser, "Only these listings (repeat or comma-separate).")
+        add_listing_argument(parser, gettext("Only these listings (repeat or comma-separate)."))
         parser.add_argument(
             "--asset",
             dest="asset_ids",
             action="extend",
-            type=id_list("asset id"),
+            type=id_list(gettext("asset id")),
             default=[],
             metavar="ID[,ID...]",
-            help="Only these assets.",
+            help=gettext("Only these assets."),
         )
         parser.add_argument(
             "--asset-type",
             dest="asset_types",
             action="extend",
-            type=choice_list("asset type", SEGMENT_BY_TYPE),
+            type=choice_list(gettext("asset type"), SEGMENT_BY_TYPE),
             default=[],
             metavar="TYPE[,TYPE...]",
-            help="Only these types: " + ", ".join(SEGMENT_BY_TYPE) + ".",
+            help=gettext("Only these types: %(types)s.") % {"types": ", ".join(SEGMENT_BY_TYPE)},
         )
         parser.add_argument(
             "--since",
             type=since_moment,
-            help="Only listings with a processing job completed at or after this (YYYY-MM-DD or ISO time).",
+            help=gettext(
+                "Only listings with a processing job completed at or after this (YYYY-MM-DD or ISO time)."
+            ),
         )
         parser.add_argument(
             "--until",
             type=until_moment,
-            help="... and before this (a plain date includes that whole day).",
+            help=gettext("... and before this (a plain date includes that whole day)."),
         )
         parser.add_argument(
             "--missing-only",
             action="store_true",
-            help="Only assets with a derivative absent from storage (present ones are kept even "
-            "when another system made them).",
+            help=gettext(
+                "Only assets with a derivative absent from storage (present ones are kept even "
+                "when another system made them)."
+            ),
         )
         parser.add_argument(
             "--force",
             action="store_true",
-            help="Regenerate every selected asset, even when its derivatives are current.",
+            help=gettext("Regenerate every selected asset, even when its derivatives are current."),
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:
         if options["force"] and options["missing_only"]:
-            raise usage_error("--force and --missing-only contradict each other; choose one")
+            raise usage_error(
+                gettext("--force and --missing-only contradict each other; choose one")
+            )
         check_range(options["since"], options["until"], "--since/--until")
         return {"force": options["force"], "missing_only": options["missing_only"]}
 

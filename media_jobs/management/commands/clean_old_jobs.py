@@ -1,19 +1,23 @@
-"""``manage.py clean_old_jobs``: the cleaner of SPEC §8, by hand."""
+"""``manage.py clean_old_jobs``: the cleaner of docs/contract.md §8, by hand."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandParser
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
+from ...ops_tasks import clean_enqueue
+from ...services.housekeeping import jobs_clean
 from ..base import OperationCommand, Progress, Summary, duration, since_moment, usage_error
 
 
 class Command(OperationCommand):
-    help = (
+    help_text = _(
         "Delete finished jobs completed before a cutoff (and their timeline events), in "
         "batches, at most --limit per run - what Celery beat runs daily."
     )
@@ -25,11 +29,16 @@ class Command(OperationCommand):
         cutoff.add_argument(
             "--older-than",
             type=duration,
-            help=f"Completed longer ago than this (e.g. 90d). Default CLEANER_RETENTION_DAYS "
-            f"({settings.CLEANER_RETENTION_DAYS} days).",
+            help=gettext(
+                "Completed longer ago than this (e.g. 90d). Default CLEANER_RETENTION_DAYS "
+                "(%(days)s days)."
+            )
+            % {"days": settings.CLEANER_RETENTION_DAYS},
         )
         cutoff.add_argument(
-            "--before", type=since_moment, help="Completed before this date or time instead."
+            "--before",
+            type=since_moment,
+            help=gettext("Completed before this date or time instead."),
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +46,9 @@ class Command(OperationCommand):
         if options["before"] is not None:
             cutoff = options["before"]
             if cutoff > now:
-                raise usage_error(f"--before {cutoff.isoformat()} is in the future")
+                raise usage_error(
+                    gettext("--before %(cutoff)s is in the future") % {"cutoff": cutoff.isoformat()}
+                )
         else:
             age = options["older_than"]
             if age is None:
@@ -51,10 +62,6 @@ class Command(OperationCommand):
     def run(
         self, options: dict[str, Any], params: dict[str, Any], summary: Summary, progress: Progress
     ) -> None:
-        from datetime import datetime
-
-        from ...ops_tasks import clean_enqueue
-        from ...services.housekeeping import jobs_clean
 
         cutoff = datetime.fromisoformat(params["completed_before"])
         limit = options["limit"]
@@ -71,7 +78,11 @@ class Command(OperationCommand):
             )
             summary.counts["done"] += count
             summary.limit_reached = count >= limit
-            self._line(progress, f"would delete {count} jobs completed before {cutoff.isoformat()}")
+            self._line(
+                progress,
+                gettext("would delete %(count)s jobs completed before %(cutoff)s")
+                % {"count": count, "cutoff": cutoff.isoformat()},
+            )
             return
         while True:
             size = min(batch_size, limit - summary.worked())

@@ -7,11 +7,16 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from media_jobs.management.base import TranslatedCommand
 
 
-class Command(BaseCommand):
-    help = "Create the admin user (ADMIN_USERNAME / ADMIN_PASSWORD, or generated) and print it."
+class Command(TranslatedCommand):
+    help_text = _(
+        "Create the admin user (ADMIN_USERNAME / ADMIN_PASSWORD, or generated) and print it."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         env = settings.ENV_ADMIN
@@ -25,14 +30,19 @@ class Command(BaseCommand):
             creds_file.parent.mkdir(parents=True, exist_ok=True)
             creds_file.write_text(f"{username}\n{password}\n")
             creds_file.chmod(0o600)
-            self.stdout.write(self.style.SUCCESS(f"created admin user {username!r}"))
+            self.stdout.write(
+                self.style.SUCCESS(gettext("created admin user %(user)r") % {"user": username})
+            )
         elif env["password"]:
             user.set_password(env["password"])
             user.save(update_fields=["password"])
             password = env["password"]
         else:
             saved = creds_file.read_text().split("\n") if creds_file.exists() else []
-            password = saved[1] if len(saved) > 1 and saved[0] == username else "(unchanged)"
+            password = (
+                saved[1] if len(saved) > 1 and saved[0] == username else gettext("(unchanged)")
+            )
         self.stdout.write(
-            f"admin login: http://127.0.0.1:8000/admin/  user={username}  password={password}"
+            gettext("admin login: %(url)s  user=%(user)s  password=%(password)s")
+            % {"url": "http://127.0.0.1:8000/admin/", "user": username, "password": password}
         )

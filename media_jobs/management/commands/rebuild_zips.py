@@ -6,13 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandParser
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from ...selectors.operations import listings_finalized_before
 from ..base import OperationCommand, add_listing_argument, chunks, queryset_batches
 
 
 class Command(OperationCommand):
-    help = (
+    help_text = _(
         "Start a finalization (the listing ZIP) for listings whose ZIP is missing or older "
         "than their newest processed asset. Without --listing it looks at listings that were "
         "finalized before. Listings with a finalization still running, or with assets not "
@@ -24,11 +26,13 @@ class Command(OperationCommand):
     def add_selection_arguments(self, parser: CommandParser) -> None:
         add_listing_argument(
             parser,
-            "Only these listings (also ones never finalized). Default: every listing that had "
-            "a finalization job.",
+            gettext(
+                "Only these listings (also ones never finalized). Default: every listing that had "
+                "a finalization job."
+            ),
         )
         parser.add_argument(
-            "--force", action="store_true", help="Finalize even when the ZIP is current."
+            "--force", action="store_true", help=gettext("Finalize even when the ZIP is current.")
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``manage.py reconcile_stuck_jobs``: the reconciler of SPEC §8, by hand."""
+"""``manage.py reconcile_stuck_jobs``: the reconciler of docs/contract.md §8, by hand."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandParser
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
+from ...ops_tasks import reconcile_enqueue
 from ...services.backfill import done
+from ...services.housekeeping import jobs_reconcile
 from ..base import OperationCommand, Progress, Summary, duration, usage_error
 
 
 class Command(OperationCommand):
-    help = (
+    help_text = _(
         "Mark jobs PENDING or RUNNING for longer than the timeout FAILED ('reconciler marked "
         "failed after <timeout> without callback') and their listing's PROCESSING assets "
         "FAILED - what Celery beat runs every RECONCILER_INTERVAL_SECONDS."
@@ -24,8 +28,11 @@ class Command(OperationCommand):
         parser.add_argument(
             "--timeout",
             type=duration,
-            help="Stuck after this long (90, 30m, 2h). Default RECONCILER_TIMEOUT_SECONDS "
-            f"({settings.RECONCILER_TIMEOUT_SECONDS} s).",
+            help=gettext(
+                "Stuck after this long (90, 30m, 2h). Default RECONCILER_TIMEOUT_SECONDS "
+                "(%(seconds)s s)."
+            )
+            % {"seconds": settings.RECONCILER_TIMEOUT_SECONDS},
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -33,14 +40,12 @@ class Command(OperationCommand):
         if timeout is None:
             timeout = timedelta(seconds=settings.RECONCILER_TIMEOUT_SECONDS)
         if timeout.total_seconds() < 1:
-            raise usage_error("--timeout must be at least 1 second")
+            raise usage_error(gettext("--timeout must be at least 1 second"))
         return {"timeout_seconds": int(timeout.total_seconds())}
 
     def run(
         self, options: dict[str, Any], params: dict[str, Any], summary: Summary, progress: Progress
     ) -> None:
-        from ...ops_tasks import reconcile_enqueue
-        from ...services.housekeeping import jobs_reconcile
 
         timeout_seconds = params["timeout_seconds"]
         limit = options["limit"]

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from ...errorcodes import is_error_code
 from ...models import TERMINAL_JOB_STATUSES, JobStatus
@@ -27,7 +29,7 @@ from ..base import (
 
 
 class Command(OperationCommand):
-    help = (
+    help_text = _(
         "Retry finished jobs selected by status, kind, age, error code and listing, through "
         "the same service as the admin's Retry (a new job per retried job, dispatched to the "
         "configured engine). A job that already has a newer job of the same listing and kind "
@@ -41,47 +43,57 @@ class Command(OperationCommand):
             "--status",
             dest="statuses",
             action="extend",
-            type=choice_list("status", JOB_STATUSES),
+            type=choice_list(gettext("status"), JOB_STATUSES),
             default=[],
             metavar="STATUS[,STATUS...]",
-            help="Finished statuses to retry (FAILED, PARTIAL_SUCCESS, SUCCEEDED). Default FAILED.",
+            help=gettext(
+                "Finished statuses to retry (FAILED, PARTIAL_SUCCESS, SUCCEEDED). Default FAILED."
+            ),
         )
         parser.add_argument(
             "--kind",
             dest="providers",
             action="extend",
-            type=choice_list("kind", JOB_PROVIDERS, KIND_ALIASES),
+            type=choice_list(gettext("kind"), JOB_PROVIDERS, KIND_ALIASES),
             default=[],
             metavar="KIND[,KIND...]",
-            help="processing, finalization (zip), mediaconvert, or a provider name.",
+            help=gettext("processing, finalization (zip), mediaconvert, or a provider name."),
         )
         parser.add_argument(
-            "--older-than", type=duration, help="Created at least this long ago (30m, 2h, 7d)."
+            "--older-than",
+            type=duration,
+            help=gettext("Created at least this long ago (30m, 2h, 7d)."),
         )
         parser.add_argument(
-            "--newer-than", type=duration, help="Created at most this long ago (30m, 2h, 7d)."
+            "--newer-than",
+            type=duration,
+            help=gettext("Created at most this long ago (30m, 2h, 7d)."),
         )
         parser.add_argument(
             "--error-code",
             help=(
-                "Only jobs that ended with this code, their own or one of their assets' "
-                "(e.g. ZIP_FAILED, CORRUPT_IMAGE): the admin's error-code filter."
+                gettext(
+                    "Only jobs that ended with this code, their own or one of their assets' "
+                    "(e.g. ZIP_FAILED, CORRUPT_IMAGE): the admin's error-code filter."
+                )
             ),
         )
-        add_listing_argument(parser, "Only these listings (repeat or comma-separate).")
+        add_listing_argument(parser, gettext("Only these listings (repeat or comma-separate)."))
         parser.add_argument(
             "--job",
             dest="job_ids",
             action="extend",
-            type=id_list("job id"),
+            type=id_list(gettext("job id")),
             default=[],
             metavar="ID[,ID...]",
-            help="Only these jobs.",
+            help=gettext("Only these jobs."),
         )
         parser.add_argument(
             "--include-superseded",
             action="store_true",
-            help="Also retry jobs that already have a newer job of the same listing and kind.",
+            help=gettext(
+                "Also retry jobs that already have a newer job of the same listing and kind."
+            ),
         )
 
     def build_params(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -89,12 +101,18 @@ class Command(OperationCommand):
         unfinished = sorted(set(statuses) - set(TERMINAL_JOB_STATUSES))
         if unfinished:
             raise usage_error(
-                f"--status {','.join(unfinished)}: only finished jobs can be retried "
-                "(use reconcile_stuck_jobs for jobs stuck PENDING or RUNNING)"
+                gettext(
+                    "--status %(statuses)s: only finished jobs can be retried (use "
+                    "reconcile_stuck_jobs for jobs stuck PENDING or RUNNING)"
+                )
+                % {"statuses": ",".join(unfinished)}
             )
         code = options["error_code"]
         if code is not None and not is_error_code(code):
-            raise usage_error(f"--error-code {code!r}: letters, digits, '_', '.', ':' or '-' only")
+            raise usage_error(
+                gettext("--error-code %(code)r: letters, digits, '_', '.', ':' or '-' only")
+                % {"code": code}
+            )
         now = timezone.now()
         options["created_before"] = now - options["older_than"] if options["older_than"] else None
         options["created_after"] = now - options["newer_than"] if options["newer_than"] else None

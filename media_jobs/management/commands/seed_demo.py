@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from media_jobs import sample_media
+from media_jobs.management.base import TranslatedCommand
 from media_jobs.models import AssetType, MediaAsset, MediaProcessingJob
 from media_jobs.pipeline import keys
+from media_jobs.services.dispatch import listing_start_processing
 from media_jobs.storage import pipeline_storage
 
 DEMO_LISTING_ID = 900001
@@ -23,8 +27,8 @@ DEMO_PHOTOS = [
 DEMO_VIDEO = (AssetType.VIDEO_HORIZONTAL, 1, "tour.mp4")
 
 
-class Command(BaseCommand):
-    help = "Seed the demo listing (photos + one video) and start its processing job."
+class Command(TranslatedCommand):
+    help_text = _("Seed the demo listing (photos + one video) and start its processing job.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--listing", type=int, default=DEMO_LISTING_ID)
@@ -36,7 +40,7 @@ class Command(BaseCommand):
             (t, seq, name, None, orientation) for t, seq, name, orientation in DEMO_PHOTOS
         ]
         items.append((DEMO_VIDEO[0], DEMO_VIDEO[1], DEMO_VIDEO[2], None, 0))
-        for asset_type, sequence, filename, _, orientation in items:
+        for asset_type, sequence, filename, _title, orientation in items:
             kind = "vertical" if asset_type.endswith("VERTICAL") else "horizontal"
             reference = f"{kind}-{sequence:02d}"
             raw_key = keys.raw_key(listing, asset_type, reference, filename)
@@ -62,11 +66,15 @@ class Command(BaseCommand):
                     data = sample_media.jpeg_bytes(w, h, orientation=orientation, seed=sequence)
                     content_type = "image/jpeg"
                 storage.write(asset.s3_key_raw or raw_key, data, content_type=content_type)
-        self.stdout.write(f"demo listing {listing}: {created} asset rows created, media in storage")
+        self.stdout.write(
+            gettext("demo listing %(listing)s: %(created)s asset rows created, media in storage")
+            % {"listing": listing, "created": created}
+        )
         if MediaProcessingJob.objects.filter(listing_identity_id=listing).exists():
-            self.stdout.write("demo listing already has a job; nothing started")
+            self.stdout.write(gettext("demo listing already has a job; nothing started"))
             return
-        from media_jobs.services.dispatch import listing_start_processing
 
         job = listing_start_processing(listing_identity_id=listing)
-        self.stdout.write(self.style.SUCCESS(f"started processing job #{job.pk}"))
+        self.stdout.write(
+            self.style.SUCCESS(gettext("started processing job #%(job)s") % {"job": job.pk})
+        )

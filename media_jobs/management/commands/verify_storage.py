@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandParser
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from ...selectors.operations import listings_with_assets
 from ...services.backfill import ItemResult
@@ -23,7 +25,7 @@ SHOWN_PER_KIND = 10
 
 
 class Command(OperationCommand):
-    help = (
+    help_text = _(
         "Report drift between media_assets and the bucket, per listing: assets whose raw or "
         "processed object is missing, derivatives with no asset, raw objects with no row, and "
         "stale ZIPs. Read-only. Exit status 1 when drift is found."
@@ -34,7 +36,9 @@ class Command(OperationCommand):
     def add_selection_arguments(self, parser: CommandParser) -> None:
         add_listing_argument(
             parser,
-            "Listings to check (repeat or comma-separate). Default: every listing with assets.",
+            gettext(
+                "Listings to check (repeat or comma-separate). Default: every listing with assets."
+            ),
         )
 
     def select(self, options: dict[str, Any], batch_size: int) -> Iterator[list[Any]]:
@@ -56,33 +60,44 @@ class Command(OperationCommand):
         data = result.data
         details = [
             (
-                "raw missing",
+                gettext("raw missing"),
                 [f"asset #{d['asset_id']} ({d['status']}) {d['key']}" for d in data["raw_missing"]],
             ),
             (
-                "processed missing",
+                gettext("processed missing"),
                 [
                     f"asset #{d['asset_id']} {d['field']}: {d['key'] or '(empty)'}"
                     for d in data["processed_missing"]
                 ],
             ),
-            ("orphan derivative", data["orphan_derivatives"]),
-            ("raw without asset", data["raw_without_asset"]),
+            (gettext("orphan derivative"), data["orphan_derivatives"]),
+            (gettext("raw without asset"), data["raw_without_asset"]),
         ]
         zip_state = data["zip"]
         if data["counts"]["stale_zip"]:
             details.append(
                 (
-                    "stale ZIP",
+                    gettext("stale ZIP"),
                     [
-                        f"{zip_state['key']} modified {zip_state['zip_modified']}, older than "
-                        f"{zip_state['newest_processed_key']} ({zip_state['newest_processed']})"
+                        gettext("%(key)s modified %(modified)s, older than %(newest)s (%(at)s)")
+                        % {
+                            "key": zip_state["key"],
+                            "modified": zip_state["zip_modified"],
+                            "newest": zip_state["newest_processed_key"],
+                            "at": zip_state["newest_processed"],
+                        }
                     ],
                 )
             )
         if data["counts"]["missing_zip"]:
             details.append(
-                ("missing ZIP", [f"{zip_state['key']} (a finalization succeeded before)"])
+                (
+                    gettext("missing ZIP"),
+                    [
+                        gettext("%(key)s (a finalization succeeded before)")
+                        % {"key": zip_state["key"]}
+                    ],
+                )
             )
         for kind, lines in details:
             for line in lines[:SHOWN_PER_KIND]:
@@ -90,14 +105,17 @@ class Command(OperationCommand):
             if len(lines) > SHOWN_PER_KIND:
                 progress.write(
                     self.stdout,
-                    f"    {kind}: ... {len(lines) - SHOWN_PER_KIND} more (--json lists all)",
+                    f"    {kind}: ... "
+                    + gettext("%(count)s more (--json lists all)")
+                    % {"count": len(lines) - SHOWN_PER_KIND},
                 )
 
     def problem(self, summary: Summary) -> str | None:
         problems = []
         if summary.counts["drift"]:
             problems.append(
-                f"drift found in {summary.counts['drift']} of {summary.selected} listings"
+                gettext("drift found in %(drift)s of %(selected)s listings")
+                % {"drift": summary.counts["drift"], "selected": summary.selected}
             )
         failed = super().problem(summary)
         if failed:

@@ -1,4 +1,4 @@
-"""FinalizeAndCallback / failure reports (SPEC §6): POST the signed body to CALLBACK_URL.
+"""FinalizeAndCallback / failure reports (docs/contract.md §6): POST the signed body to CALLBACK_URL.
 
 Raises on any failure so the state's Retry (3x, 5 s, backoff 2) runs.
 """

@@ -1,4 +1,4 @@
-"""ConsolidateResults (SPEC §4 step 3): one output per raw asset, the callback body."""
+"""ConsolidateResults (docs/contract.md §4 step 3): one output per raw asset, the callback body."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ValidateRawAssets (SPEC §4 step 1), and the SQS entry point that starts executions.
+"""ValidateRawAssets (docs/contract.md §4 step 1), and the SQS entry point that starts executions.
 
 Invoked by the state machine, it validates the raw objects. Invoked by an SQS event source
 (``Records[].eventSource == "aws:sqs"``), it turns each queue message into a state machine
@@ -37,7 +37,9 @@ class StartExecutionFailed(Exception):
 
 def is_sqs_event(event: Any) -> bool:
     records = event.get("Records") if isinstance(event, dict) else None
-    return bool(records) and all(r.get("eventSource") == "aws:sqs" for r in records)
+    if not records:
+        return False
+    return all(r.get("eventSource") == "aws:sqs" for r in records)
 
 
 def with_video_paths(result: ValidationResult, bucket: str) -> ValidationResult:
@@ -47,9 +49,9 @@ def with_video_paths(result: ValidationResult, bucket: str) -> ValidationResult:
     ``original`` output."""
     for asset in result["videoAssets"]:
         key = asset["key"]
-        asset["videoInput"] = f"s3://{bucket}/{key}"  # type: ignore[typeddict-unknown-key]
-        asset["videoOutputPath"] = f"s3://{bucket}/{transcode_folder(key)}"  # type: ignore[typeddict-unknown-key]
-        asset["transcodeKey"] = transcode_key(key)  # type: ignore[typeddict-unknown-key]
+        asset["videoInput"] = f"s3://{bucket}/{key}"
+        asset["videoOutputPath"] = f"s3://{bucket}/{transcode_folder(key)}"
+        asset["transcodeKey"] = transcode_key(key)
     return result
 
 
@@ -71,7 +73,7 @@ def start_executions(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = pipeline_config()
     if not config.state_machine_arn:
         raise ValueError("STATE_MACHINE_ARN is not configured")
-    import boto3  # in the Lambda runtime; imported here so validation alone does not need it
+    import boto3  # noqa: PLC0415 - the Lambda runtime's boto3; validation alone does not need it
 
     client = boto3.client("stepfunctions", region_name=config.region)
     started: list[dict[str, Any]] = []
@@ -106,7 +108,7 @@ def start_executions(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 log.info("execution %s already started for message %s", name, message_id)
                 started.append({"jobId": execution_input["jobId"], "name": name})
                 continue
-            except Exception as exc:  # noqa: BLE001 - reported below, the batch is retried
+            except Exception as exc:
                 failures.append(f"{message_id}: {type(exc).__name__}: {exc}")
                 log.exception("could not start execution %s", name)
                 continue

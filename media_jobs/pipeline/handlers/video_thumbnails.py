@@ -1,4 +1,4 @@
-"""GenerateVideoThumbnails (SPEC §4 step 2): a JPEG poster frame for every valid video.
+"""GenerateVideoThumbnails (docs/contract.md §4 step 2): a JPEG poster frame for every valid video.
 
 Input: the validation result. Output: ``{"body": {...}}`` (type VIDEO_THUMBNAIL). Needs
 ffmpeg/ffprobe in the Lambda (a layer; ``FFMPEG_PATH`` / ``FFPROBE_PATH``).

@@ -1,4 +1,4 @@
-"""CreateZipBundle (SPEC §5 step 1): stream the listing's media into one ZIP object."""
+"""CreateZipBundle (docs/contract.md §5 step 1): stream the listing's media into one ZIP object."""
 
 from __future__ import annotations
 

@@ -3,6 +3,12 @@
 (function () {
   "use strict";
 
+  // Texts in the page's language: base_site.html renders them as <meta name="toq-text-...">.
+  function text(name, fallback) {
+    var meta = document.querySelector('meta[name="toq-text-' + name + '"]');
+    return meta ? meta.getAttribute("content") : fallback;
+  }
+
   function load(container) {
     var url = container.getAttribute("data-fragment-url");
     if (!url || container.getAttribute("data-loading") === "1") {
@@ -12,7 +18,7 @@
     var separator = url.indexOf("?") === -1 ? "?" : "&";
     var status = document.createElement("p");
     status.className = "toq-muted";
-    status.textContent = "Loading…";
+    status.textContent = text("loading", "Loading…");
     container.replaceChildren(status);
     fetch(url + separator + "fragment=1", { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
       .then(function (response) {
@@ -29,10 +35,10 @@
       .catch(function (error) {
         var message = document.createElement("p");
         message.className = "errornote";
-        message.textContent = "Could not load: " + error.message + ". ";
+        message.textContent = text("load-failed", "Could not load:") + " " + error.message + ". ";
         var link = document.createElement("a");
         link.href = url;
-        link.textContent = "Open it on its own page";
+        link.textContent = text("open-page", "Open it on its own page");
         message.appendChild(link);
         container.replaceChildren(message);
       })

@@ -1,4 +1,4 @@
-"""The callback receiver service (SPEC §6), called directly: what each callback changes."""
+"""The callback receiver service (docs/contract.md §6), called directly: what each callback changes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from media_jobs.exceptions import ApplicationError, ConflictError, NotFoundError
 from media_jobs.models import (
+    STEP_DISPATCH,
     TEXT_MAX_BYTES,
     AssetStatus,
     JobProvider,
@@ -26,8 +28,7 @@ from media_jobs.services.callbacks import (
     CallbackUnauthorized,
     callback_apply,
 )
-from media_jobs.services.errors import ApplicationError, ConflictError, NotFoundError
-from media_jobs.services.events import STEP_DISPATCH, event_record
+from media_jobs.services.events import event_record
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -487,3 +488,156 @@ def test_outputs_are_written_in_batches_with_their_own_values(
         assert asset.s3_key_processed == outputs[index]["processedKey"]
         assert asset.metadata["thumbnailKey"] == outputs[index]["thumbnailKey"]
     assert assets[0].metadata["filename"] == "fachada-água.jpg"
+
+
+def test_the_first_success_stands() -> None:
+    """A different body with the job's own success status is recorded and ignored: 200,
+    nothing applied, the first body, figures and assets stay."""
+    job, (asset,) = processing_job(listing=541, assets=1)
+    first = body_for(job, "SUCCEEDED", [output(asset)])
+    deliver(first)
+    job.refresh_from_db()
+    before = (job.status, job.completed_at, job.callback_body, job.payload, job.external_id)
+    second = body_for(
+        job,
+        "SUCCEEDED",
+        [output(asset, processedKey="541/processed/photo/horizontal/large/other.jpg")],
+        executionArn=ARN + "-second",
+    )
+    outcome = deliver(second)
+    assert (outcome.status_code, outcome.applied, outcome.replay) == (200, False, False)
+    assert outcome.message == "job already SUCCEEDED; the first success stands"
+    assert (outcome.job_status, outcome.assets_updated) == ("SUCCEEDED", 0)
+    job.refresh_from_db()
+    assert (
+        job.status,
+        job.completed_at,
+        job.callback_body,
+        job.payload,
+        job.external_id,
+    ) == before
+    assert job.callback_body == serialise_payload(first).decode()
+    asset.refresh_from_db()
+    assert asset.s3_key_processed == output(asset)["processedKey"]
+    event = MediaJobEvent.objects.get(pk=outcome.event_id)
+    assert (event.kind, event.detail["applied"], event.detail["previousStatus"]) == (
+        "note",
+        False,
+        "SUCCEEDED",
+    )
+
+
+def test_a_progress_callback_runs_the_job_and_answers_200_applied() -> None:
+    job = JobFactory(listing_identity_id=542, status=JobStatus.PENDING)
+    body = body_for(job, "RUNNING")
+    outcome = deliver(body)
+    assert (outcome.status_code, outcome.applied, outcome.replay) == (200, True, False)
+    assert (outcome.job_status, outcome.message) == ("RUNNING", "job is RUNNING")
+    assert outcome.as_json()["applied"] is True
+    job.refresh_from_db()
+    assert (job.status, job.external_id, job.completed_at) == ("RUNNING", ARN, None)
+    assert job.started_at == datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert job.callback_body == serialise_payload(body).decode()
+    assert MediaJobEvent.objects.get(pk=outcome.event_id).kind == "note"
+
+
+def test_a_progress_callback_for_a_finished_job_answers_200_not_applied() -> None:
+    job = JobFactory(listing_identity_id=543, status=JobStatus.FAILED, callback_body="{}")
+    outcome = deliver(body_for(job, "IN_PROGRESS"))
+    assert (outcome.status_code, outcome.applied, outcome.job_status) == (200, False, "FAILED")
+    assert outcome.message == "job already FAILED; progress ignored"
+    job.refresh_from_db()
+    assert (job.status, job.callback_body, job.external_id) == ("FAILED", "{}", None)
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_refused(constant: bytes) -> None:
+    """JSON has no NaN or Infinity (Python's parser accepts them): a body with one is a 400
+    before anything changes, wherever it is."""
+    job, (asset,) = processing_job(listing=544, assets=1)
+    raw = serialise_payload(body_for(job, "SUCCEEDED", [output(asset)]))
+    raw = raw.replace(b'"failureReason":""', b'"failureReason":' + constant)
+    assert constant in raw
+    with pytest.raises(ApplicationError) as refused:
+        deliver(raw)
+    assert refused.value.status_code == 400
+    assert f"{constant.decode()} is not valid JSON" in refused.value.message
+    job.refresh_from_db()
+    assert (job.status, job.callback_body) == (JobStatus.RUNNING, None)
+
+
+def test_failed_without_outputs_counts_the_assets_it_failed() -> None:
+    """The job took three assets; one was already PROCESSED, so the failure fails two."""
+    job, (mine, also_mine, done) = processing_job(listing=545, assets=3)
+    MediaAsset.objects.filter(pk=done.pk).update(status=AssetStatus.PROCESSED)
+    event_record(
+        job=job,
+        step=STEP_DISPATCH,
+        kind="started",
+        detail={"assetIds": [mine.pk, also_mine.pk, done.pk]},
+    )
+    outcome = deliver(body_for(job, "VALIDATION_FAILED", error={"code": "E", "message": "m"}))
+    assert (outcome.status_code, outcome.applied, outcome.assets_updated) == (200, True, 2)
+    job.refresh_from_db()
+    assert job.payload == {"assetsTotal": 3, "assetsProcessed": 0, "assetsFailed": 2}
+    assert callbacks.job_fail_processing_assets(job=job, code="X", message="y") == 0
+
+
+def test_failed_without_outputs_for_a_job_started_elsewhere_counts_the_failed_assets() -> None:
+    job, _ = processing_job(listing=546, assets=3)
+    outcome = deliver(body_for(job, "FAILED"))
+    assert outcome.assets_updated == 3
+    job.refresh_from_db()
+    assert job.payload == {"assetsTotal": 3, "assetsProcessed": 0, "assetsFailed": 3}
+
+
+def test_a_failure_details_update_keeps_its_callback_body() -> None:
+    """The pipeline's own failure after the reconciler's: the job stays FAILED, its details
+    are appended, and callback_body is the pipeline's body (what the job page shows)."""
+    job, (asset,) = processing_job(listing=547, assets=1)
+    MediaProcessingJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, last_error="code=RECONCILER_TIMEOUT | gave up"
+    )
+    body = body_for(
+        job, "PROCESSING_FAILED", error={"code": "VIDEO_TRANSCODE_FAILED", "message": "exit 1"}
+    )
+    outcome = deliver(body)
+    assert (outcome.status_code, outcome.applied) == (200, True)
+    assert outcome.message == "failure details applied to the FAILED job"
+    job.refresh_from_db()
+    assert job.callback_body == serialise_payload(body).decode()
+    assert job.last_error == (
+        "code=RECONCILER_TIMEOUT | gave up\ncode=VIDEO_TRANSCODE_FAILED | exit 1"
+    )
+    assert deliver(body).replay
+
+
+@pytest.mark.parametrize(("length", "processed"), [(255, True), (256, False)])
+def test_a_processed_key_longer_than_the_column_fails_its_asset(
+    length: int, processed: bool
+) -> None:
+    job, (asset,) = processing_job(listing=548, assets=1)
+    prefix = "548/processed/photo/horizontal/large/"
+    key = prefix + "k" * (length - len(prefix) - 4) + ".jpg"
+    assert len(key) == length
+    outcome = deliver(body_for(job, "SUCCEEDED", [output(asset, processedKey=key)]))
+    assert outcome.status_code == 200
+    asset.refresh_from_db()
+    if processed:
+        assert (asset.status, asset.s3_key_processed) == (AssetStatus.PROCESSED, key)
+        assert "errorCode" not in asset.metadata
+    else:
+        assert (asset.status, asset.s3_key_processed) == (AssetStatus.FAILED, None)
+        assert asset.metadata["errorCode"] == "INVALID_KEY"
+        assert asset.metadata["error"] == "processedKey is longer than 255 characters"
+
+
+def test_a_completing_callback_fills_started_at_only_when_empty() -> None:
+    never = JobFactory(listing_identity_id=549, status=JobStatus.PENDING)
+    deliver(body_for(never, "FAILED", startedAt=""))
+    never.refresh_from_db()
+    assert never.status == JobStatus.FAILED and never.started_at is None
+    job = JobFactory(listing_identity_id=549, status=JobStatus.PENDING)
+    deliver(body_for(job, "FAILED"))
+    job.refresh_from_db()
+    assert job.started_at == datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from media_jobs.exceptions import ApplicationError
 from media_jobs.models import CallbackDelivery, CallbackOutbox, MediaJobEvent
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, sign, verify_signature
-from media_jobs.services.deliveries import callback_deliver, delivery_replay
-from media_jobs.services.errors import ApplicationError
+from media_jobs.services.deliveries import delivery_replay
+from media_jobs.services.outbox import callback_deliver
 from tests.factories import JobFactory
 from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
 
@@ -25,7 +26,7 @@ def test_retries_with_backoff_until_accepted(receiver: CallbackReceiver) -> None
     slept: list[float] = []
     job = JobFactory()
     delivery = callback_deliver(job=job, body=BODY, sleep=slept.append)
-    assert slept == [5.0, 10.0]  # SPEC §4: 5 s, backoff 2
+    assert slept == [5.0, 10.0]  # docs/contract.md §4: 5 s, backoff 2
     rows = list(CallbackDelivery.objects.filter(job_id=job.pk).order_by("attempt"))
     assert [(r.attempt, r.response_status, r.succeeded) for r in rows] == [
         (1, 500, False),

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
-from media_jobs.models import JobProvider, JobStatus
+import pytest
+from django.db import connection, transaction
+
+from media_jobs.models import JobProvider, JobStatus, MediaProcessingJob
 from media_jobs.services import (
     JobStateError,
     format_last_error,
@@ -12,10 +20,9 @@ from media_jobs.services import (
     job_apply_zip_figures,
     job_complete,
     job_mark_running,
-    job_retry,
     job_start,
 )
-from media_jobs.services.jobs import truncate_text
+from media_jobs.services.jobs import now_seconds, truncate_text
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -131,21 +138,206 @@ def test_format_last_error_and_truncation() -> None:
     assert len(cut.encode()) <= 65_535 and text.endswith(cut)
 
 
-def test_retry_is_a_new_job_with_retry_count_plus_one() -> None:
-    old = JobFactory(
-        status=JobStatus.FAILED, retry_count=2, provider=JobProvider.STEP_FUNCTIONS_FINALIZATION
+def test_a_success_is_not_replaced_even_by_a_late_success() -> None:
+    """allow_late_success lets a success replace a FAILED job (the reconciler gave up
+    early); it never lets one success overwrite another."""
+    job = job_complete(
+        job=job_start(listing_identity_id=3),
+        status=JobStatus.SUCCEEDED,
+        payload={"assetsTotal": 2},
+        callback_body="first",
     )
-    new = job_retry(job=old)
-    old.refresh_from_db()
-    assert new.pk != old.pk and old.status == "FAILED"
-    assert (new.status, new.retry_count, new.provider, new.listing_identity_id) == (
-        "PENDING",
-        3,
-        "STEP_FUNCTIONS_FINALIZATION",
-        old.listing_identity_id,
+    with pytest.raises(JobStateError, match="does not replace"):
+        job_complete(
+            job=job,
+            status=JobStatus.PARTIAL_SUCCESS,
+            payload={"assetsTotal": 9},
+            callback_body="second",
+            allow_late_success=True,
+        )
+    job.refresh_from_db()
+    assert (job.status, job.payload, job.callback_body) == (
+        "SUCCEEDED",
+        {"assetsTotal": 2},
+        "first",
     )
 
 
-def test_running_job_cannot_be_retried() -> None:
-    with pytest.raises(JobStateError):
-        job_retry(job=JobFactory(status=JobStatus.RUNNING))
+def test_completion_leaves_started_at_of_a_job_that_never_started_empty() -> None:
+    never = job_complete(job=job_start(listing_identity_id=3), status=JobStatus.FAILED)
+    never.refresh_from_db()
+    assert never.started_at is None and never.completed_at is not None
+    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ran = job_mark_running(job=job_start(listing_identity_id=3), started_at=started)
+    ran = job_complete(job=ran, status=JobStatus.SUCCEEDED)
+    ran.refresh_from_db()
+    assert ran.started_at == started
+
+
+def test_truncation_keeps_exactly_the_newest_64_kib() -> None:
+    assert truncate_text("old" + "n" * 65_535) == "n" * 65_535
+    assert truncate_text("x" * 65_535) == "x" * 65_535  # fits: unchanged
+    # 40,000 two-byte characters: the last 65,535 bytes start in the middle of one, which
+    # is dropped, leaving the newest 32,767 whole characters.
+    assert truncate_text("é" * 40_000) == "é" * 32_767
+
+
+def test_append_error_drops_the_oldest_lines_past_64_kib() -> None:
+    job = JobFactory(last_error="OLDEST\n" + "x" * 65_520)  # 65,527 bytes: full
+    job = job_append_error(job=job, code="NEW", message="the newest line")
+    job.refresh_from_db()
+    tail = "\ncode=NEW | the newest line"
+    assert job.last_error == "x" * (65_535 - len(tail)) + tail
+
+
+# --- a stale job object racing a second writer -----------------------------------------
+
+
+@contextmanager
+def second_writer(pk: int, **changes: Any) -> Iterator[None]:
+    """Another connection locks the job row, changes it and commits 0.3 s later, while the
+    body of the ``with`` calls a service with the job object it loaded before: the service
+    must wait for the row and act on the committed values, not on its stale copy."""
+    changed = threading.Event()
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with transaction.atomic():
+                MediaProcessingJob.objects.select_for_update().get(pk=pk)
+                MediaProcessingJob.objects.filter(pk=pk).update(**changes)
+                changed.set()
+                time.sleep(0.3)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failure.append(exc)
+            changed.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert changed.wait(10)
+    try:
+        yield
+    finally:
+        thread.join(20)
+        assert not failure, failure
+
+
+race = pytest.mark.django_db(transaction=True)
+
+
+@race
+def test_mark_running_reads_the_job_again_under_lock() -> None:
+    stale = JobFactory(status=JobStatus.PENDING)
+    with second_writer(stale.pk, status=JobStatus.SUCCEEDED), pytest.raises(JobStateError):
+        job_mark_running(job=stale, external_id="wf-late")
+    stale.refresh_from_db()
+    assert (stale.status, stale.external_id) == ("SUCCEEDED", None)
+
+
+@race
+def test_zip_figures_merge_into_the_fresh_payload() -> None:
+    stale = JobFactory(payload={"kept": True})
+    with second_writer(stale.pk, payload={"kept": True, "addedMeanwhile": 1}):
+        job_apply_zip_figures(job=stale, figures={"assetsZipped": 2})
+    stale.refresh_from_db()
+    assert stale.payload == {"kept": True, "addedMeanwhile": 1, "assetsZipped": 2}
+
+
+@race
+def test_append_error_appends_to_the_fresh_last_error() -> None:
+    stale = JobFactory(status=JobStatus.FAILED, last_error="code=A | first")
+    with second_writer(stale.pk, last_error="code=A | first\ncode=B | meanwhile"):
+        job = job_append_error(job=stale, code="C", message="mine")
+    expected = "code=A | first\ncode=B | meanwhile\ncode=C | mine"
+    assert job.last_error == expected
+    stale.refresh_from_db()
+    assert stale.last_error == expected
+
+
+@race
+def test_complete_does_not_overwrite_a_success_it_did_not_see() -> None:
+    stale = JobFactory(status=JobStatus.RUNNING)
+    with second_writer(stale.pk, status=JobStatus.SUCCEEDED), pytest.raises(JobStateError):
+        job_complete(job=stale, status=JobStatus.FAILED, error_line="code=LATE | too late")
+    stale.refresh_from_db()
+    assert (stale.status, stale.last_error) == ("SUCCEEDED", None)
+
+
+def test_format_last_error_parts_and_meta() -> None:
+    assert format_last_error(code="C", message="m", failure_reason="why") == "code=C | m | why"
+    assert format_last_error(code="", message="", failure_reason="") == ""
+    assert format_last_error(code="C", message=None, meta={}) == "code=C"
+    assert format_last_error(code="C", message=None, meta=[]) == "code=C"
+    when = datetime(2025, 1, 2, tzinfo=UTC)
+    assert format_last_error(code=None, message="m", meta={"b": when, "a": 1}) == (
+        'm | meta={"a": 1, "b": "2025-01-02 00:00:00+00:00"}'
+    )
+    assert format_last_error(code=None, message=None, meta=0) == "meta=0"
+
+
+def test_now_seconds_has_no_fraction() -> None:
+    assert now_seconds().microsecond == 0
+
+
+def test_mark_running_keeps_the_given_start_and_fills_an_empty_external_id() -> None:
+    started = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    job = job_mark_running(job=job_start(listing_identity_id=4), started_at=started)
+    job = job_mark_running(job=job, external_id="wf-9")
+    job.refresh_from_db()
+    assert (job.status, job.started_at, job.external_id) == ("RUNNING", started, "wf-9")
+
+
+def test_zip_figures_on_an_empty_payload_and_without_figures() -> None:
+    job = JobFactory(payload=None)
+    job = job_apply_zip_figures(job=job, figures={"other": 1})
+    job.refresh_from_db()
+    assert job.payload is None
+    job = job_apply_zip_figures(job=job, figures={"zipSizeBytes": 5})
+    job.refresh_from_db()
+    assert job.payload == {"zipSizeBytes": 5}
+
+
+def test_append_nothing_changes_nothing() -> None:
+    job = JobFactory(last_error="code=A | first")
+    job = job_append_error(job=job, code=None, message=None)
+    job.refresh_from_db()
+    assert job.last_error == "code=A | first"
+    fresh = job_append_error(job=JobFactory(last_error=None), code="B", message="only")
+    fresh.refresh_from_db()
+    assert fresh.last_error == "code=B | only"
+
+
+def test_complete_with_a_given_time_an_empty_body_and_a_payload_over_none() -> None:
+    at = datetime(2025, 6, 7, 8, 9, 10, tzinfo=UTC)
+    job = JobFactory(status=JobStatus.RUNNING, payload=None)
+    job = job_complete(
+        job=job, status=JobStatus.SUCCEEDED, completed_at=at, callback_body="", payload={"a": 1}
+    )
+    job.refresh_from_db()
+    assert (job.completed_at, job.callback_body, job.payload) == (at, "", {"a": 1})
+    kept = JobFactory(status=JobStatus.RUNNING, payload={"old": 1}, callback_body="x")
+    kept = job_complete(job=kept, status=JobStatus.FAILED, payload={}, error_line="")
+    kept.refresh_from_db()
+    assert (kept.payload, kept.callback_body, kept.last_error) == ({"old": 1}, "x", None)
+
+
+def test_a_late_success_over_a_failure_replaces_its_details() -> None:
+    job = JobFactory(status=JobStatus.FAILED, last_error="code=RECONCILER_TIMEOUT | gave up")
+    job = job_complete(
+        job=job,
+        status=JobStatus.PARTIAL_SUCCESS,
+        error_line="code=DERIVATIVE_ERRORS_DETECTED | 1 of 2",
+        allow_late_success=True,
+    )
+    job.refresh_from_db()
+    assert (job.status, job.last_error) == (
+        "PARTIAL_SUCCESS",
+        "code=DERIVATIVE_ERRORS_DETECTED | 1 of 2",
+    )
+    with pytest.raises(JobStateError, match="already PARTIAL_SUCCESS"):
+        job_complete(job=job, status=JobStatus.FAILED, allow_late_success=True)
+    failed = JobFactory(status=JobStatus.FAILED)
+    with pytest.raises(JobStateError, match=f"job {failed.pk} already FAILED"):
+        job_complete(job=failed, status=JobStatus.SUCCEEDED)

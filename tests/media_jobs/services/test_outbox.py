@@ -28,6 +28,7 @@ from media_jobs.services.outbox import (
     outbox_send,
     result_apply,
 )
+from media_jobs.tasks import deliver_callback
 from tests.factories import AssetFactory, JobFactory
 from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
 
@@ -206,7 +207,6 @@ def test_a_delivery_queued_before_the_outbox_existed_goes_through_it(
 ) -> None:
     """A message from before the upgrade carries (job_id, body): it is put in the outbox
     and sent like any other result."""
-    from media_jobs.tasks import deliver_callback
 
     job = JobFactory()
     deliver_callback.apply(args=[job.pk, body_of(job)])
