@@ -194,7 +194,7 @@ def seed_method(data: bytes) -> list[Output]:
 
 def pyvips_thumbnail(data: bytes) -> list[Output]:
     """(c) libvips: shrink-on-load thumbnail to the largest width, smaller ones from it."""
-    import pyvips  # noqa: PLC0415 - optional, requirements-bench
+    import pyvips  # noqa: PLC0415 - optional: hosts without libvips still run the others
 
     largest = SIZES_LARGEST_FIRST[0][1]
     current = pyvips.Image.thumbnail_buffer(data, largest, height=UNBOUNDED, size="down")
@@ -274,7 +274,7 @@ class Reference:
 
 
 def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -> BenchResult:
-    import pyvips  # noqa: PLC0415 - optional, requirements-bench
+    import pyvips  # noqa: PLC0415 - optional: hosts without libvips still run the others
 
     runs = runs or (2 if smoke else 7)
     # One libvips thread: a worker process renders one photo per core, like Pillow does.

@@ -170,19 +170,25 @@ def render(
         turned = rotate in ("d90", "d270")
         stored_large = (large_height, large_width) if turned else (large_width, large_height)
         current = _resize(image, stored_large, FIRST_KERNEL)
-        current = _to_srgb(current, icc_profile).copy_memory()
+        current = _to_srgb(current, icc_profile)
+        if (rotate or mirror) and pixels is None:
+            current = current.copy_memory()  # a PNG is read once, in order: turn it in memory
         if rotate is not None:
             current = current.rot(rotate)
         if mirror:
             current = current.fliphor()
+        large = current.copy_memory()
+        previous = large
         outputs: list[Rendered] = []
         for width, height in targets:
-            if (current.width, current.height) != (width, height):
-                current = _resize(current, (width, height), SMALLER_KERNEL).copy_memory()
-            encoded = current.jpegsave_buffer(
+            if (previous.width, previous.height) == (width, height):
+                sized = previous
+            else:
+                sized = previous = _resize(previous, (width, height), SMALLER_KERNEL).copy_memory()
+            encoded = sized.jpegsave_buffer(
                 Q=quality, optimize_coding=True, keep="none", interlace=False
             )
-            outputs.append(Rendered(current.width, current.height, bytes(encoded)))
+            outputs.append(Rendered(sized.width, sized.height, bytes(encoded)))
     except pyvips.Error as exc:
         raise VipsDecodeError(_first_line(exc)) from exc
     return outputs, time.process_time() - cpu_started
