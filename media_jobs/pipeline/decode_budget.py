@@ -83,10 +83,16 @@ class CpuBudget:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._start = time.thread_time()
+        self._charged = 0.0
 
     @property
     def used(self) -> float:
-        return time.thread_time() - self._start
+        return time.thread_time() - self._start + self._charged
+
+    def charge(self, seconds: float) -> None:
+        """Count CPU time spent on other threads for this photo (libvips computes on its own
+        worker thread)."""
+        self._charged += seconds
 
     def check(self, stage: str) -> None:
         used = self.used
