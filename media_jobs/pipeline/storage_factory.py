@@ -6,12 +6,15 @@ from __future__ import annotations
 from .config import PipelineConfig
 from .storage import Storage
 from .storage_local import LocalStorage
-from .storage_s3 import S3Storage
 
 
 def storage_from_config(config: PipelineConfig) -> Storage:
     """The adapter named by ``config.storage_backend`` ("s3" or "local")."""
+    # The S3 adapter is imported when named: boto3 comes with the Lambda runtime, not in the
+    # function's zip, so a local-storage run of a bundle (its build check) has none.
     if config.storage_backend == "s3":
+        from .storage_s3 import S3Storage  # noqa: PLC0415 - boto3 only where S3 is used
+
         return S3Storage.from_config(config)
     if config.storage_backend == "local":
         return LocalStorage.from_config(config)
