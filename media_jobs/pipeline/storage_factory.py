@@ -10,10 +10,10 @@ from .storage_local import LocalStorage
 
 def storage_from_config(config: PipelineConfig) -> Storage:
     """The adapter named by ``config.storage_backend`` ("s3" or "local")."""
-    # The S3 adapter is imported when named: boto3 comes with the Lambda runtime, not in the
-    # function's zip, so a local-storage run of a bundle (its build check) has none.
     if config.storage_backend == "s3":
-        from .storage_s3 import S3Storage  # noqa: PLC0415 - boto3 only where S3 is used
+        # boto3 only when S3 is asked for: the Lambda runtime provides it, the Lambda zip
+        # does not carry it, and a local run needs none.
+        from .storage_s3 import S3Storage  # noqa: PLC0415 - optional: boto3 on S3 only
 
         return S3Storage.from_config(config)
     if config.storage_backend == "local":

@@ -14,6 +14,9 @@ import pytest
 from media_jobs import sample_media
 from media_jobs.pipeline.storage_local import LocalStorage
 
+# Builds every Lambda zip (tens of seconds).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts/build_lambdas.sh"
 FUNCTIONS = (
