@@ -76,11 +76,15 @@ def results_of(module: str) -> dict[str, int | None]:
 
 
 def chosen_mutants(module: str, *, rerun: str, sample: int) -> list[str]:
-    """The mutants to run: the ones not run yet (``rerun="none"``), the survivors too
-    (``"survivors"``) or all (``"all"``); every ``sample``-th of them when sampling."""
+    """The mutants to run: the ones not run yet (``rerun="none"``), only the survivors
+    (``"survivors"``: after new tests) or all (``"all"``); every ``sample``-th of them."""
     names = []
     for name, code in results_of(module).items():
-        if code is None or rerun == "all" or (rerun == "survivors" and code in SURVIVED):
+        if rerun == "survivors":
+            wanted = code in SURVIVED or code in NO_TESTS
+        else:
+            wanted = code is None or rerun == "all"
+        if wanted:
             names.append(name)
     names.sort(key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
     return names[::sample]
@@ -238,7 +242,7 @@ def main(argv: list[str]) -> int:
         "--rerun",
         choices=("none", "survivors", "all"),
         default="none",
-        help="run again mutants that already have a result (default: only new ones)",
+        help="none: mutants without a result; survivors: only the survivors; all: every one",
     )
     parser.add_argument("--sample", type=int, default=1, help="run every N-th mutant only")
     args = parser.parse_args(argv)

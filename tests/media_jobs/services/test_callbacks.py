@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from media_jobs.models import (
     MediaProcessingJob,
 )
 from media_jobs.pipeline.callback import serialise_payload, sign
+from media_jobs.pipeline.logs import current_log_context
 from media_jobs.services import callbacks
 from media_jobs.services.callbacks import (
     MSG_BAD_SIGNATURE,
@@ -885,3 +887,118 @@ def test_a_failure_without_any_error_still_keeps_a_job_row() -> None:
     with_outputs, (asset,) = processing_job(listing=564, assets=1)
     deliver(body_for(with_outputs, "FAILED", [output(asset, processedKey="", errorCode="X")]))
     assert _error_rows(with_outputs) == [("asset", "X", "X", 1), ("job", "", "", 0)]
+
+
+@pytest.mark.parametrize(
+    ("started_at", "kept"),
+    [
+        ("1970-01-02T00:00:00Z", datetime(1970, 1, 2, tzinfo=UTC)),
+        ("2038-01-19T00:00:00Z", datetime(2038, 1, 19, tzinfo=UTC)),
+        ("2038-01-19T00:00:01Z", None),
+        ("1970-01-01T23:59:59Z", None),
+        ("9999-12-31T23:59:59-23:59", None),  # past datetime's own range in UTC
+    ],
+)
+def test_started_at_at_the_edges_of_a_timestamp(started_at: str, kept: datetime | None) -> None:
+    job = JobFactory(listing_identity_id=565, status=JobStatus.PENDING)
+    deliver(body_for(job, "RUNNING", startedAt=started_at))
+    job.refresh_from_db()
+    if kept is None:
+        assert job.started_at is not None and job.started_at.year >= 2025
+    else:
+        assert job.started_at == kept
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_a_large_body_is_cut_at_a_character_boundary(pad: int) -> None:
+    """One of the two paddings puts the cut inside a two-byte character: it is dropped."""
+    raw = ('"' + "x" * pad + "é" * 40_000 + '"').encode()
+    text, truncated = callbacks.stored_callback_text(raw)
+    head = text.split("\n...[truncated by the portal")[0]
+    assert truncated and len(text.encode()) <= TEXT_MAX_BYTES
+    assert raw.decode().startswith(head) and len(head) > 30_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff{}", "not UTF-8 (invalid start byte)"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b"[1]", "got a JSON list"),
+        (b'"text"', "got a JSON str"),
+        (b"{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_says_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(ApplicationError) as refused:
+        callbacks.parse_callback_body(raw)
+    assert refused.value.message == f"callback body must be a UTF-8 JSON object: {reason}"
+
+
+class _ContextCapture(logging.Handler):
+    """Keeps the log context (pipeline.logs) each record was logged in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contexts: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.contexts.append(current_log_context())
+
+
+def test_the_callbacks_log_lines_carry_its_job_and_traceparent() -> None:
+    trace = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+    capture = _ContextCapture()
+    log = logging.getLogger("toq.media.callbacks")
+    log.addHandler(capture)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        job, (asset,) = processing_job(listing=566, assets=1)
+        deliver(body_for(job, "SUCCEEDED", [output(asset)], traceparent=trace))
+        other = JobFactory(listing_identity_id=566, status=JobStatus.PENDING)
+        deliver(body_for(other, "RUNNING", traceparent=""))
+    finally:
+        log.removeHandler(capture)
+        log.setLevel(old_level)
+    first, second = capture.contexts[-2:]
+    assert (first["job_id"], first["listing_identity_id"], first["traceparent"]) == (
+        job.pk,
+        566,
+        trace,
+    )
+    assert first["step"] == "callback"
+    assert second["job_id"] == other.pk and "traceparent" not in second
+
+
+def test_a_body_over_the_limit_names_its_size(settings: Any) -> None:
+    settings.CALLBACK_MAX_BODY_BYTES = 10
+    with pytest.raises(CallbackTooLarge) as refused:
+        callback_apply(raw_body=b"x" * 11, signature=None)
+    assert refused.value.message == (
+        "callback body is 11 bytes; the limit is 10 (CALLBACK_MAX_BODY_BYTES)"
+    )
+    assert refused.value.status_code == 413
+
+
+def test_the_callbacks_log_line_says_what_it_did(caplog: pytest.LogCaptureFixture) -> None:
+    job, (asset,) = processing_job(listing=567, assets=1)
+    body = body_for(job, "SUCCEEDED", [output(asset)])
+    with caplog.at_level(logging.INFO, logger="toq.media.callbacks"):
+        callback_apply(raw_body=serialise_payload(body), verify=False, source="celery")
+        deliver(body)
+    applied, replay = [r for r in caplog.records if r.getMessage().startswith("callback ")]
+    assert applied.getMessage() == "callback applied"
+    assert (applied.source, applied.callback_status, applied.job_status) == (
+        "celery",
+        "SUCCEEDED",
+        "SUCCEEDED",
+    )
+    assert (applied.http_status, applied.replay, applied.assets_updated) == (200, False, 1)
+    assert applied.reason == "job SUCCEEDED"
+    assert replay.getMessage() == "callback not applied"
+    assert (replay.source, replay.replay, replay.reason) == (
+        "http",
+        True,
+        "replay of the stored callback",
+    )
