@@ -23,6 +23,9 @@ how many scans it has. So the thumbnails step asks first and decodes only what f
 
 The default memory budget keeps a Celery worker's peak RSS under 512 MiB for any admitted
 photo, whatever its format (the tests measure it on the worst admitted inputs).
+
+Long on purpose: one estimate per image format (JPEG layout, PNG completeness, TIFF
+strips, WebP, HEIF); each reads only its own header, and the budget check needs them all.
 """
 
 from __future__ import annotations
