@@ -353,8 +353,13 @@ def _apply_outputs(job: MediaProcessingJob, outputs: list[Any]) -> tuple[int, li
     changed: list[MediaAsset] = []
     for asset in assets.order_by("id"):
         key = asset.s3_key_raw or ""
+        entries = by_key.get(key)
+        if not entries:
+            # Matched only by the column's case-insensitive collation: S3 keys are
+            # case-sensitive, so the output is for another object.
+            continue
         found.add(key)
-        for entry in by_key.get(key, ()):
+        for entry in entries:
             asset_set_output(asset=asset, output=entry)
         changed.append(asset)
     _save_outputs(changed)

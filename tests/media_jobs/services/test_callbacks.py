@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from media_jobs.models import (
     JobProvider,
     JobStatus,
     MediaAsset,
+    MediaJobError,
     MediaJobEvent,
     MediaProcessingJob,
 )
@@ -641,3 +643,245 @@ def test_a_completing_callback_fills_started_at_only_when_empty() -> None:
     deliver(body_for(job, "FAILED"))
     job.refresh_from_db()
     assert job.started_at == datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+def test_status_is_read_trimmed_and_in_any_case() -> None:
+    job, (asset,) = processing_job(listing=550, assets=1)
+    outcome = deliver(body_for(job, " succeeded ", [output(asset)]))
+    assert (outcome.status_code, outcome.job_status, outcome.message) == (
+        200,
+        "SUCCEEDED",
+        "job SUCCEEDED",
+    )
+    event = MediaJobEvent.objects.get(pk=outcome.event_id)
+    assert event.detail["callbackStatus"] == "SUCCEEDED"
+    assert (event.kind, event.detail["previousStatus"], event.detail["source"]) == (
+        "succeeded",
+        "RUNNING",
+        "http",
+    )
+    assert event.detail["bodyBytes"] == len(
+        serialise_payload(body_for(job, " succeeded ", [output(asset)]))
+    )
+
+
+def test_a_different_success_after_a_success_is_a_409() -> None:
+    job, (asset,) = processing_job(listing=551, assets=1)
+    deliver(body_for(job, "SUCCEEDED", [output(asset)]))
+    outcome = deliver(body_for(job, "PARTIAL_SUCCESS", [output(asset)]))
+    assert (outcome.status_code, outcome.applied) == (409, False)
+    assert outcome.message == "job already SUCCEEDED; PARTIAL_SUCCESS does not replace it"
+    failure = deliver(body_for(job, "TIMED_OUT"))
+    assert failure.message == (
+        "job already SUCCEEDED; a TIMED_OUT callback does not replace a success"
+    )
+    assert MediaJobEvent.objects.get(pk=failure.event_id).kind == "failed"
+
+
+def test_job_zero_is_unknown_and_an_unknown_job_is_a_404_with_its_id() -> None:
+    with pytest.raises(NotFoundError) as zero:
+        deliver({"jobId": 0, "listingIdentityId": 1, "status": "SUCCEEDED"})
+    assert zero.value.message == "no media processing job with id 0"
+    with pytest.raises(NotFoundError) as missing:
+        deliver({"jobId": 4294967295, "listingIdentityId": 1, "status": "SUCCEEDED"})
+    assert missing.value.message == "no media processing job with id 4294967295"
+
+
+def test_error_text_from_every_shape_of_error() -> None:
+    """A string error, a finalization's Error/Cause, a code without a message: last_error
+    and the failed assets' codes say what the body said, with the status as fallback."""
+    job, (asset,) = processing_job(listing=552, assets=1)
+    deliver(body_for(job, "VALIDATION_FAILED", error="plain words", failureReason="bad input"))
+    job.refresh_from_db()
+    asset.refresh_from_db()
+    assert job.last_error == "plain words | bad input"
+    assert (asset.metadata["errorCode"], asset.metadata["error"]) == (
+        "VALIDATION_FAILED",
+        "plain words",
+    )
+    other, (bare,) = processing_job(listing=553, assets=1)
+    deliver(body_for(other, "FAILED", error={"code": "", "message": ""}, failureReason=""))
+    other.refresh_from_db()
+    bare.refresh_from_db()
+    assert (bare.metadata["errorCode"], bare.metadata["error"]) == ("FAILED", "FAILED")
+    assert other.last_error is None
+    third, (reasoned,) = processing_job(listing=554, assets=1)
+    deliver(body_for(third, "PROCESSING_FAILED", error={"Error": "E1"}, failureReason="why"))
+    reasoned.refresh_from_db()
+    third.refresh_from_db()
+    assert (reasoned.metadata["errorCode"], reasoned.metadata["error"]) == ("E1", "why")
+    assert third.last_error == "code=E1 | why"
+
+
+def test_asset_output_merges_outputs_and_skips_an_empty_thumbnail() -> None:
+    asset = AssetFactory.build(metadata={"filename": "a.jpg", "errorCode": "X", "error": "old"})
+    callbacks.asset_set_output(
+        asset=asset,
+        output={
+            "processedKey": "1/processed/photo/horizontal/large/a.jpg",
+            "thumbnailKey": "",
+            "outputs": {"large_photo_horizontal": "k", "n": 5},
+        },
+    )
+    assert asset.status == AssetStatus.PROCESSED
+    assert asset.metadata == {"filename": "a.jpg", "large_photo_horizontal": "k", "n": "5"}
+    failed = AssetFactory.build(metadata={})
+    callbacks.asset_set_output(asset=failed, output={"errorMessage": "only words"})
+    assert (failed.status, failed.metadata) == (
+        AssetStatus.FAILED,
+        {"errorCode": "VALIDATION_ERROR", "error": "only words"},
+    )
+    coded = AssetFactory.build(metadata={})
+    callbacks.asset_set_output(asset=coded, output={"errorCode": "E", "outputs": "not a map"})
+    assert coded.metadata == {"errorCode": "E", "error": "E"}
+
+
+def test_stored_text_keeps_a_body_of_exactly_64_kib() -> None:
+    body = b'"' + b"a" * (TEXT_MAX_BYTES - 2) + b'"'
+    assert callbacks.stored_callback_text(body) == (body.decode(), False)
+    longer = body + b" "
+    text, truncated = callbacks.stored_callback_text(longer)
+    assert truncated and len(text.encode()) == TEXT_MAX_BYTES
+    assert text.endswith(
+        f"\n...[truncated by the portal: the body is {len(longer)} bytes, sha256 "
+        f"{hashlib.sha256(longer).hexdigest()}; the full body is in the job's "
+        "callback event]"
+    )
+
+
+def test_malformed_and_unknown_outputs_are_counted_in_the_event() -> None:
+    job, (asset,) = processing_job(listing=555, assets=1)
+    unknown = [output(asset, rawKey=f"555/raw/photo/horizontal/u-{n:02d}.jpg") for n in range(25)]
+    outcome = deliver(body_for(job, "SUCCEEDED", [output(asset), *unknown, 7, {"rawKey": ""}]))
+    assert outcome.assets_updated == 1
+    assert outcome.unknown_raw_keys == [u["rawKey"] for u in unknown[:20]]
+    detail = MediaJobEvent.objects.get(pk=outcome.event_id).detail
+    assert detail["unknownRawKeyCount"] == 25
+    assert detail["malformedOutputs"] == ["7", '{"rawKey": ""}']
+    assert (detail["truncated"], detail["lateSuccess"], detail["applied"]) == (False, False, True)
+    assert outcome.as_json() == {
+        "jobId": job.pk,
+        "status": "SUCCEEDED",
+        "applied": True,
+        "replay": False,
+        "message": "job SUCCEEDED",
+        "assetsUpdated": 1,
+        "unknownRawKeys": [u["rawKey"] for u in unknown[:20]],
+    }
+
+
+def test_asset_apply_output_saves_the_asset() -> None:
+    asset = AssetFactory(listing_identity_id=556, status=AssetStatus.PROCESSING)
+    key = "556/processed/photo/horizontal/large/p.jpg"
+    callbacks.asset_apply_output(asset=asset, output={"processedKey": key, "thumbnailKey": "t"})
+    stored = MediaAsset.objects.get(pk=asset.pk)
+    assert (stored.status, stored.s3_key_processed, stored.metadata["thumbnailKey"]) == (
+        AssetStatus.PROCESSED,
+        key,
+        "t",
+    )
+
+
+def test_a_large_body_is_kept_once_per_job() -> None:
+    """The first callback of a body over 64 KiB keeps it whole in its event; a replay points
+    at that event; another job's callback with its own large body keeps its own."""
+    job, (asset,) = processing_job(listing=557, assets=1)
+    many = [output(asset)] + [
+        output(asset, rawKey=f"557/raw/photo/horizontal/x-{n:04d}.jpg") for n in range(700)
+    ]
+    raw = serialise_payload(body_for(job, "SUCCEEDED", many))
+    first = deliver(raw)
+    again = deliver(raw)
+    holder = MediaJobEvent.objects.get(pk=first.event_id)
+    replay = MediaJobEvent.objects.get(pk=again.event_id)
+    assert holder.detail["rawBody"] == raw.decode()
+    assert replay.detail["rawBodyEventId"] == holder.pk and "rawBody" not in replay.detail
+    other, _ = processing_job(listing=557, assets=1)
+    theirs = serialise_payload(body_for(other, "SUCCEEDED", many))
+    own = MediaJobEvent.objects.get(pk=deliver(theirs).event_id)
+    assert own.detail["rawBody"] == theirs.decode()
+
+
+def test_a_step_functions_error_and_cause_fail_the_assets_with_both() -> None:
+    job, (asset,) = processing_job(listing=558, assets=1)
+    deliver(body_for(job, "PROCESSING_FAILED", error={"Error": "States.Timeout", "Cause": "c"}))
+    asset.refresh_from_db()
+    job.refresh_from_db()
+    assert (asset.metadata["errorCode"], asset.metadata["error"]) == ("States.Timeout", "c")
+    assert job.last_error == "code=States.Timeout | c"
+
+
+def test_a_raw_key_differing_only_in_case_is_another_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """S3 keys are case-sensitive and the key column's collation is not: an output for
+    ``.../A.JPG`` must neither change nor count the asset ``.../a.jpg``."""
+    job = JobFactory(listing_identity_id=559, status=JobStatus.RUNNING)
+    asset = AssetFactory(
+        listing_identity_id=559, s3_key_raw="559/raw/photo/horizontal/a.jpg", metadata={}
+    )
+    other = "559/raw/photo/horizontal/A.JPG"
+    with caplog.at_level("WARNING", logger="toq.media.callbacks"):
+        outcome = deliver(body_for(job, "SUCCEEDED", [output(asset, rawKey=other)]))
+    assert (outcome.assets_updated, outcome.unknown_raw_keys) == (0, [other])
+    asset.refresh_from_db()
+    assert (asset.status, asset.s3_key_processed, asset.metadata) == (
+        AssetStatus.PROCESSING,
+        None,
+        {},
+    )
+    [record] = [
+        r for r in caplog.records if r.name == "toq.media.callbacks" and r.levelname == "WARNING"
+    ]
+    assert record.getMessage() == "callback output for an unknown raw key skipped"
+    assert record.raw_key == other
+
+
+def test_an_output_with_only_an_error_message_counts_as_failed() -> None:
+    job, (words, fine) = processing_job(listing=560, assets=2)
+    outputs = [output(words, processedKey="", errorMessage="unreadable"), output(fine), 3]
+    deliver(body_for(job, "PARTIAL_SUCCESS", outputs))
+    job.refresh_from_db()
+    assert job.payload == {"assetsTotal": 3, "assetsProcessed": 2, "assetsFailed": 1}
+    words.refresh_from_db()
+    assert (words.status, words.metadata["errorCode"]) == (AssetStatus.FAILED, "VALIDATION_ERROR")
+
+
+def _error_rows(job: MediaProcessingJob) -> list[tuple[str, str, str, int]]:
+    return sorted(
+        MediaJobError.objects.filter(job_id=job.pk).values_list("scope", "code", "sample", "assets")
+    )
+
+
+def test_the_error_codes_kept_for_a_partial_success_and_a_failure() -> None:
+    """A partial success keeps its own code (no assets: they are the outputs') and one row
+    per failed output; a failure without outputs counts the assets it failed on its code."""
+    job, (broken, fine) = processing_job(listing=561, assets=2)
+    outputs = [
+        output(broken, processedKey="", errorCode="CORRUPT_IMAGE", errorMessage="bad"),
+        output(fine),
+    ]
+    deliver(
+        body_for(
+            job,
+            "PARTIAL_SUCCESS",
+            outputs,
+            error={"code": "DERIVATIVE_ERRORS_DETECTED", "message": "derivative errors detected"},
+        )
+    )
+    assert _error_rows(job) == [
+        ("asset", "CORRUPT_IMAGE", "bad", 1),
+        ("job", "DERIVATIVE_ERRORS_DETECTED", "derivative errors detected", 0),
+    ]
+    failed, _ = processing_job(listing=562, assets=2)
+    deliver(body_for(failed, "PROCESSING_FAILED", error={"code": "E", "message": "m"}))
+    assert _error_rows(failed) == [("job", "E", "m", 2)]
+
+
+def test_a_failure_without_any_error_still_keeps_a_job_row() -> None:
+    job, _ = processing_job(listing=563, assets=2)
+    deliver(body_for(job, "FAILED"))
+    assert _error_rows(job) == [("job", "", "", 2)]
+    with_outputs, (asset,) = processing_job(listing=564, assets=1)
+    deliver(body_for(with_outputs, "FAILED", [output(asset, processedKey="", errorCode="X")]))
+    assert _error_rows(with_outputs) == [("asset", "X", "X", 1), ("job", "", "", 0)]
