@@ -202,7 +202,7 @@ def profile_tables(inputs: list[Any], files: dict[str, Path], runs: int) -> list
             "header": ["stage", *names],
             "rows": stage_rows,
             "note": (
-                "The Pillow path renders what libvips does not take (progressive, CMYK, "
+                "The Pillow path renders what libvips does not take (CMYK, "
                 "grey, alpha, HEIC, ...) and every photo where libvips is missing. The stages "
                 "are timed in a re-implementation of it "
                 "(bench/derivatives_profile.py) whose outputs are "
