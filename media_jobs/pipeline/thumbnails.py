@@ -10,6 +10,11 @@ Small sources are never upscaled: a derivative is ``min(target width, source wid
 All four keys are always written, so a 300 px source has ``thumbnail`` 200 px and
 ``small``/``medium``/``large`` identical 300 px JPEGs (encoded once). Consumers can rely on
 every ``{size}`` key existing, and resume can check the same four keys for every photo.
+
+Long on purpose: one step, from a raw object to its four stored derivatives (resume check,
+header checks of the decode budget, the Pillow renderer for every format, the hand-over to
+``vips_render`` for the common JPEG/PNG case, encoding, upload); the pixel work that is not
+Pillow's lives in ``vips_render``.
 """
 
 from __future__ import annotations
