@@ -3,6 +3,8 @@
 ``media_processing_jobs`` and ``media_assets`` may belong to the backend's live database: with
 ``MEDIA_JOBS_MANAGE_TABLES=false`` both models are unmanaged and migrate leaves them alone.
 Status changes go through ``media_jobs.services``; nothing here decides a status.
+
+Long on purpose: Django finds an app's models in one module; each model is short.
 """
 
 from __future__ import annotations

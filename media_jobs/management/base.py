@@ -16,6 +16,10 @@ Every command built on :class:`OperationCommand`:
 ``--limit N`` bounds the items that are (or, in a dry run, would be) worked on: items found
 already done are ``skipped`` and do not count, so repeating a limited run makes progress.
 With ``--enqueue`` it bounds the items queued.
+
+Long on purpose: the one base every operations command shares (arguments, parsing,
+selection in batches, progress, summary, exit status); splitting it would spread one
+command-line contract over several modules.
 """
 
 from __future__ import annotations

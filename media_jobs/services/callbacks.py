@@ -24,6 +24,10 @@ Decisions where docs/contract.md leaves room (docs/workers.md repeats them):
   job's own assets when the portal dispatched it (see ``job_fail_processing_assets``).
 - ``listingIdentityId`` must be the job's listing (409 otherwise): a signed body that
   points at another listing is a bug upstream, not something to apply.
+
+Long on purpose: the receiver's rules (parsing, replays, success/failure precedence,
+outputs onto assets, failure figures) decide one transaction together; each helper below
+is used only by :func:`callback_apply`.
 """
 
 from __future__ import annotations

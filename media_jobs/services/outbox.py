@@ -29,6 +29,9 @@ Rules:
   backoff and holds nothing back.
 - Each attempt is a ``CallbackDelivery`` row (the log the admin shows); the entry's
   ``state`` is ``pending``, ``delivered`` or ``expired``.
+
+Long on purpose: the outbox's states, its backoff and the probe-with-the-oldest rule are one
+idea; split, the rule for when a result counts as delivered would live in two places.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Services never import the task modules (they are entry points, above the services): they
 name the task, and :func:`task_named` finds it in Celery's registry. The workflow's own hops
-(``tasks.py``) queue through the same helpers, so every message leaves the same way.
+(``media_jobs.tasks``) queue through the same helpers, so every message leaves the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ logger = logging.getLogger("toq.media.tasks")
 # The first task of each kind of job; ``media_jobs.tasks`` declares its tasks under these.
 RUN_PROCESSING = "media_jobs.tasks.run_processing"
 RUN_FINALIZATION = "media_jobs.tasks.run_finalization"
+# The task that sends a result of the callback outbox.
+DELIVER_CALLBACK = "media_jobs.tasks.deliver_callback"
 
 # How long a task waits for a free broker connection of the pool (every one in use).
 BROKER_POOL_TIMEOUT_S = 30

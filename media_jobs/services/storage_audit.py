@@ -3,6 +3,10 @@
 One ``list`` of the listing's prefix gives every raw and processed object with its size and
 last-modified time, so an audit costs one paginated listing per listing plus one query,
 whatever the number of assets.
+
+Long on purpose: what a listing's objects should be (expected keys per asset, the
+legacy poster names) and how the storage differs from it are one comparison; the admin's
+check and the commands' drift report both read it here.
 """
 
 from __future__ import annotations
