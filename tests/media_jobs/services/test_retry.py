@@ -152,3 +152,51 @@ def test_reprocess_refuses_mixed_or_unknown_assets() -> None:
         assets_reprocess(asset_ids=[a.pk, 99_999_999])
     with pytest.raises(ApplicationError):
         assets_reprocess(asset_ids=[])
+
+
+def test_a_finalization_retry_of_a_listing_without_assets_says_so() -> None:
+    job = JobFactory(
+        listing_identity_id=904,
+        status=JobStatus.FAILED,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    plan = retry_plan(job=job)
+    assert (plan.allowed, plan.blocked_reason, plan.assets) == (
+        False,
+        "the listing has no assets",
+        [],
+    )
+    assert plan.summary == f"job #{job.pk} cannot be retried: the listing has no assets"
+
+
+def test_a_blocked_finalization_retry_still_lists_the_listing_assets() -> None:
+    """The admin shows which assets keep the ZIP from being made again."""
+    job = JobFactory(
+        listing_identity_id=905,
+        status=JobStatus.FAILED,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    stuck = AssetFactory(listing_identity_id=905, status=AssetStatus.FAILED, sequence=1)
+    plan = retry_plan(job=job)
+    assert not plan.allowed and plan.blocked_reason.startswith("1 assets of the listing")
+    assert plan.asset_ids == [stuck.pk]
+
+
+def test_a_processing_retry_leaves_out_assets_never_uploaded() -> None:
+    """An asset with an empty raw key has nothing to process: retrying it cannot work."""
+    uploaded = AssetFactory(listing_identity_id=906, status=AssetStatus.FAILED, sequence=1)
+    AssetFactory(listing_identity_id=906, status=AssetStatus.FAILED, sequence=2, s3_key_raw="")
+    job = JobFactory(listing_identity_id=906, status=JobStatus.FAILED)
+    plan = retry_plan(job=job)
+    assert plan.allowed and plan.asset_ids == [uploaded.pk]
+
+
+def test_a_retry_blocked_by_a_running_job_still_lists_the_assets_it_would_take() -> None:
+    failed = AssetFactory(listing_identity_id=907, status=AssetStatus.FAILED)
+    job = JobFactory(listing_identity_id=907, status=JobStatus.FAILED)
+    running = JobFactory(listing_identity_id=907, status=JobStatus.RUNNING)
+    plan = retry_plan(job=job)
+    assert not plan.allowed and plan.asset_ids == [failed.pk]
+    assert plan.blocked_reason == (
+        f"job #{running.pk} is still running for this listing; wait for it or mark it failed"
+    )
