@@ -85,7 +85,9 @@ def test_other_errors_and_open_transactions_are_not_retried(db: Any) -> None:
     assert len(calls) == 1  # a transaction cannot survive its connection: raised at once
 
 
-def test_gives_up_when_the_database_stays_away(settings: Any) -> None:
+def test_gives_up_when_the_database_stays_away(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     settings.PIPELINE_RETRY_DELAY_SCALE = 1.0
     slept: list[float] = []
     clock = iter(range(0, 1000, 7))
@@ -96,7 +98,12 @@ def test_gives_up_when_the_database_stays_away(settings: Any) -> None:
         calls += 1
         raise OperationalError(2003, "Can't connect to MySQL server")
 
-    with pytest.raises(OperationalError):
+    with pytest.raises(OperationalError), caplog.at_level("ERROR", "toq.media.transient"):
         db_retry(work, what="t", budget_s=30, sleep=slept.append, clock=lambda: float(next(clock)))
+    (gave_up,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert gave_up.getMessage() == (
+        "t: database still unavailable after 35s; giving up: "
+        '(2003, "Can\'t connect to MySQL server")'
+    )
     assert calls == 6  # failures at 0, 7, 14, 21, 28 retried; at 35 past the 30 s budget
     assert slept == [0.5, 1.0, 2.0, 4.0, 8.0]
