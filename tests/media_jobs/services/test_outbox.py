@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from media_jobs.models import (
@@ -189,6 +190,9 @@ def test_a_result_is_applied_and_queued_together_once(
     assert sent == [entry.pk]
     assert entry.body == serialise_payload(body).decode() and entry.state == OutboxState.PENDING
     assert entry.listing_identity_id == 7200
+    # The timeline says the result came from the Celery engine, not the HTTP receiver.
+    sources = {e.detail.get("source") for e in MediaJobEvent.objects.filter(job_id=job.pk)}
+    assert "celery" in sources and "http" not in sources
     # The same result again is a replay: nothing applied, nothing queued.
     assert not result_apply(job=job, body=body, deliver=sent.append).applied
     assert CallbackOutbox.objects.filter(job_id=job.pk).count() == 1
@@ -216,3 +220,114 @@ def test_a_delivery_queued_before_the_outbox_existed_goes_through_it(
     # The current message carries the outbox id; a delivered result is not sent again.
     deliver_callback.apply(args=[entry.pk])
     assert len(receiver.received) == 1
+
+
+def test_a_backend_answering_429_is_overloaded_and_holds_the_newer_results_back(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """429 is "too many requests", not a refused body: the pass stops, like for a 5xx."""
+    entries = [pending(job, body_of(job)) for job in (JobFactory(), JobFactory())]
+    receiver.plan(PlannedResponse(status=429))
+    with caplog.at_level("INFO", logger="toq.media.outbox"):
+        assert outbox_drain() == {"delivered": 0, "failed": 1, "expired": 0}
+    assert len(receiver.received) == 1
+    first, second = (CallbackOutbox.objects.get(pk=e.pk) for e in entries)
+    assert first.last_status == 429 and second.attempts == 0
+    assert first.last_attempt_at is not None
+    assert timezone.now() - first.last_attempt_at < timedelta(minutes=1)
+    (record,) = [r for r in caplog.records if r.name == "toq.media.outbox"]
+    assert (record.delivered, record.failed, record.expired) == (0, 1, 0)  # type: ignore[attr-defined]
+    assert second.next_attempt_at == first.next_attempt_at > timezone.now()
+
+
+def test_a_result_that_fails_past_its_retry_period_expires_naming_its_last_attempt(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    CallbackOutbox.objects.filter(pk=entry.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    receiver.plan(PlannedResponse(status=503))
+    with caplog.at_level("ERROR", logger="toq.media.outbox"):
+        delivery = outbox_send(entry_id=entry.pk, max_attempts=1)
+    assert delivery is not None and not delivery.succeeded
+    entry.refresh_from_db()
+    assert entry.state == OutboxState.EXPIRED and entry.claimed_until is None
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery", kind="failed")
+    assert event.detail["deliveryId"] == delivery.pk == entry.deliveries.get().pk
+    assert event.detail["error"] == "HTTP 503"
+    (record,) = [r for r in caplog.records if r.name == "toq.media.outbox"]
+    assert record.outbox_id == entry.pk and record.job_id == job.pk  # type: ignore[attr-defined]
+
+
+def test_a_delivered_result_names_its_attempt_on_the_timeline(receiver: CallbackReceiver) -> None:
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    delivery = outbox_send(entry_id=entry.pk)
+    assert delivery is not None and delivery.succeeded
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert event.kind == "succeeded"
+    assert {
+        k: event.detail[k] for k in ("outboxId", "deliveryId", "attempts", "responseStatus")
+    } == {
+        "outboxId": entry.pk,
+        "deliveryId": delivery.pk,
+        "attempts": 1,
+        "responseStatus": 200,
+    }
+
+
+def test_quick_attempts_that_fail_leave_a_warning_naming_the_entry_and_error(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    receiver.plan(PlannedResponse(status=503))
+    with caplog.at_level("INFO", logger="toq.media.outbox"):
+        outbox_send(entry_id=entry.pk, max_attempts=1)
+        # A newer result waits for the older one the backend did not take.
+        newer = pending(JobFactory(), {"jobId": 0})
+        assert outbox_send(entry_id=newer.pk) is None
+    warning, waiting = [r for r in caplog.records if r.name == "toq.media.outbox"]
+    assert warning.levelname == "WARNING"
+    assert (warning.job_id, warning.outbox_id, warning.error) == (  # type: ignore[attr-defined]
+        job.pk,
+        entry.pk,
+        "HTTP 503",
+    )
+    assert waiting.getMessage() == (
+        "the backend is unreachable; the outbox sends this result after the older ones"
+    )
+    assert waiting.outbox_id == newer.pk  # type: ignore[attr-defined]
+
+
+def test_every_result_past_its_retry_period_is_counted_expired() -> None:
+    for job in (JobFactory(), JobFactory()):
+        entry = pending(job, body_of(job))
+        CallbackOutbox.objects.filter(pk=entry.pk).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    assert outbox_drain()["expired"] == 2
+    assert set(CallbackOutbox.objects.values_list("state", flat=True)) == {OutboxState.EXPIRED}
+
+
+def test_a_result_delivered_by_another_sender_meanwhile_is_not_claimed(
+    receiver: CallbackReceiver,
+) -> None:
+    """Between the read and the conditional claim another sender (or a replay) delivers
+    the entry: the claim must not take it, or the result would be sent twice."""
+    entry = pending(JobFactory(), {"jobId": 1})
+    raced: list[bool] = []
+
+    def other_sender_first(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("UPDATE") and "claimed_until" in sql and not raced:
+            raced.append(True)
+            CallbackOutbox.objects.filter(pk=entry.pk).update(state=OutboxState.DELIVERED)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(other_sender_first):
+        assert _claim(entry.pk, hold_s=40) is None
+    assert raced == [True]
+    entry.refresh_from_db()
+    assert entry.state == OutboxState.DELIVERED and entry.claimed_until is None
