@@ -12,6 +12,7 @@ from django.test import Client
 
 from media_jobs import stepfunctions
 from media_jobs.models import AssetStatus, JobStatus, MediaAsset, MediaProcessingJob
+from media_jobs.selectors.dispatch import dispatch_detail
 from media_jobs.services.dispatch import (
     DispatchUnavailable,
     listing_start_finalization,
@@ -61,6 +62,8 @@ def test_processing_starts_an_execution_with_the_spec_input(
         "assets": [{"key": asset.s3_key_raw, "type": asset.asset_type}],
         "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
     }
+    # The dispatch record names the execution: the admin and the reconciler read it there.
+    assert dispatch_detail(job=job)["executionArn"] == job.external_id
     history = stepfunctions.execution_history(job.external_id)
     assert history and history[0]["type"] == "ExecutionStarted"
     assert all(isinstance(event["timestamp"], str) for event in history)

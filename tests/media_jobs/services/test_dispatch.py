@@ -5,10 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
 
 from media_jobs import tasks
 from media_jobs.exceptions import ApplicationError, NotFoundError
-from media_jobs.models import AssetStatus, AssetType, JobProvider, JobStatus, MediaAsset
+from media_jobs.models import (
+    AssetStatus,
+    AssetType,
+    JobProvider,
+    JobStatus,
+    MediaAsset,
+    MediaJobEvent,
+)
 from media_jobs.selectors.dispatch import (
     dispatch_detail,
     job_asset_ids,
@@ -168,3 +176,72 @@ def test_a_first_task_that_cannot_start_fails_the_job_with_dispatch_failed() -> 
     assert job.status == JobStatus.FAILED
     assert job.last_error.startswith("code=DISPATCH_FAILED | the job's first step (validate)")
     assert "no dispatch record" in job.last_error
+
+
+def test_a_dispatch_failure_is_recorded_as_the_dispatcher_s(queued: list[Any]) -> None:
+    AssetFactory(listing_identity_id=809, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(listing_identity_id=809)
+    job_dispatch_failed(job_id=job.pk, reason="the broker said no")
+    actors = [e.detail.get("actor") for e in MediaJobEvent.objects.filter(job_id=job.pk)]
+    assert "dispatch" in actors
+
+
+def test_a_database_that_refuses_every_attempt_leaves_the_job_and_says_so(
+    queued: list[Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each attempt ends in a lock wait timeout: the pause doubles between attempts, each
+    failure and the final give-up are logged with the job, and the job is left for the
+    reconciler."""
+    AssetFactory(listing_identity_id=810, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(listing_identity_id=810)
+    before = job.status
+    slept: list[float] = []
+    monkeypatch.setattr("media_jobs.services.dispatch.time.sleep", slept.append)
+
+    def lock_wait_timeout(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "FOR UPDATE" in sql:
+            raise OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
+        return execute(sql, params, many, context)
+
+    with (
+        caplog.at_level("WARNING", logger="toq.media.dispatch"),
+        connection.execute_wrapper(lock_wait_timeout),
+    ):
+        assert job_dispatch_failed(job_id=job.pk, reason="no", attempts=3, pause_s=0.5) is None
+    assert slept == [0.5, 1.0]
+    records = [r for r in caplog.records if r.name == "toq.media.dispatch" and r.levelno >= 30]
+    assert [r.levelname for r in records] == ["WARNING", "WARNING", "WARNING", "ERROR"]
+    assert [r.job_id for r in records] == [job.pk] * 4  # type: ignore[attr-defined]
+    job.refresh_from_db()
+    assert job.status == before and job.status != JobStatus.FAILED
+
+
+def test_a_broker_that_refuses_the_job_fails_it_and_logs_which(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    def refused(name: str, *args: Any, **kw: Any) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(queueing, "enqueue", refused)
+    AssetFactory(listing_identity_id=811, status=AssetStatus.PENDING_UPLOAD)
+    with (
+        caplog.at_level("ERROR", logger="toq.media.dispatch"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        job = listing_start_processing(listing_identity_id=811)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert "could not queue the job on the Celery broker: ConnectionRefusedError" in job.last_error
+    (record,) = [r for r in caplog.records if r.getMessage() == "could not queue job"]
+    assert record.job_id == job.pk  # type: ignore[attr-defined]
+
+
+def test_a_malformed_traceparent_is_logged_when_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="toq.media.dispatch"):
+        traceparent_or_new("00-not-a-trace")
+        traceparent_or_new(None)  # absent is no news
+    (record,) = [r for r in caplog.records if r.name == "toq.media.dispatch"]
+    assert record.getMessage() == "malformed traceparent replaced"
+    assert record.given == "00-not-a-trace"  # type: ignore[attr-defined]
