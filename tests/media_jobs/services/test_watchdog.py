@@ -18,7 +18,7 @@ from media_jobs.models import (
 )
 from media_jobs.services.attempts import attempt_start
 from media_jobs.services.events import event_record
-from media_jobs.services.watchdog import jobs_watch
+from media_jobs.services.watchdog import job_stall_plan, jobs_watch
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -85,8 +85,10 @@ def test_only_the_missing_parts_of_a_stalled_job_are_queued_again() -> None:
         ("processing_part", (job.pk, "thumbnails:1")),
         ("processing_part", (job.pk, "video_transcode:0")),
     ]
+    assert plans[0].reason == "stalled"
     note = MediaJobEvent.objects.get(job_id=job.pk, step="watchdog")
     assert note.kind == "note" and note.detail["requeued"] == ["thumbnails:1", "video_transcode:0"]
+    assert note.detail["reason"] == "stalled"
     assert "queued again: thumbnails:1, video_transcode:0" in note.detail["message"]
 
 
@@ -143,6 +145,9 @@ def test_a_dead_part_is_queued_again_while_the_others_run() -> None:
     plans = jobs_watch(stall_seconds=STALL, enqueue=queue)
     assert queue.calls == [("processing_part", (job.pk, "thumbnails:0"))]
     assert plans[0].reason == "dead"
+    # The job as a whole is busy (thumbnails:1 beat a second ago): idle about 0 s.
+    assert plans[0].idle_seconds == pytest.approx(0, abs=5)
+    assert note_idle(job) == plans[0].idle_seconds
     note = MediaJobEvent.objects.get(job_id=job.pk, step="watchdog")
     assert (
         note.detail["message"] == "no heartbeat from thumbnails:0 (its worker died); queued again"
@@ -194,3 +199,27 @@ def test_a_broker_that_is_down_leaves_the_job_for_the_next_pass() -> None:
     queue = Queue()
     assert jobs_watch(stall_seconds=STALL, enqueue=queue, now=later(STALL + 65))
     assert queue.calls == [("run_processing", (job.pk,))]
+
+
+def note_idle(job: Any) -> Any:
+    return MediaJobEvent.objects.get(job_id=job.pk, step="watchdog").detail["idleSeconds"]
+
+
+def test_a_finished_job_has_nothing_to_queue_again() -> None:
+    job = celery_job()
+    MediaProcessingJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    job.refresh_from_db()
+    assert job_stall_plan(job=job, stall_seconds=STALL, now=later(STALL + 5)) is None
+
+
+def test_a_long_list_of_lost_parts_is_cut_in_the_message(caplog: pytest.LogCaptureFixture) -> None:
+    job = celery_job()
+    parts = [f"thumbnails:{n}" for n in range(25)]
+    validated(job, parts, [])
+    with caplog.at_level("WARNING", logger="toq.media.watchdog"):
+        jobs_watch(stall_seconds=STALL, enqueue=Queue(), now=later(STALL + 5))
+    note = MediaJobEvent.objects.get(job_id=job.pk, step="watchdog")
+    assert note.detail["message"].endswith("queued again: " + ", ".join(parts[:20]) + " and 5 more")
+    assert note.detail["requeued"] == parts
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert record.getMessage() == note.detail["message"]
