@@ -18,7 +18,11 @@ from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.sniff import IMAGE_FORMATS, VIDEO_FORMATS, sniff
 from media_jobs.pipeline.storage import Storage
 from media_jobs.pipeline.storage_s3 import S3Storage
-from media_jobs.pipeline.validate import normalize_processing_input, validate_assets
+from media_jobs.pipeline.validate import (
+    normalize_processing_input,
+    step_log_fields,
+    validate_assets,
+)
 
 LISTING = 4101
 PHOTO_KEY = f"{LISTING}/raw/photo/vertical/vertical-01-IMG_0001.jpg"
@@ -264,6 +268,15 @@ def test_asset_problems_are_kept_with_precise_codes(
         assert asset["errorCode"] == code, name
         assert keys[name] in asset["error"] or name in ("no_raw", "dotdot")
         assert asset["error"]
+    # The operator reads what was found instead of what the key says.
+    assert {n: assets[keys[n]]["error"] for n in ("text", "video_as_photo", "no_raw")} == {
+        "text": "'4101/raw/photo/vertical/vertical-04-notes.jpg' should be an image: "
+        "not a known media format",
+        "video_as_photo": "'4101/raw/photo/vertical/vertical-08-clip.jpg' should be an image: "
+        "a mp4 file",
+        "no_raw": "invalid raw key '4101/photo/vertical/vertical-06-misplaced.jpg': "
+        "no 'raw/' folder",
+    }
     # a truncated JPEG has good magic: validation passes it (thumbnails will fail it)
     assert "error" not in assets[keys["truncated"]]
     assert assets[keys["empty"]]["size"] == 0
@@ -369,3 +382,15 @@ def test_pixels_are_not_decoded_by_validation(
     assert "error" not in result["assets"][0]
     width, height = (int.from_bytes(bomb_png[i : i + 4], "big") for i in (16, 20))  # IHDR
     assert width * height > pipeline_config.max_image_pixels
+
+
+def test_step_logs_carry_the_job_and_its_trace_and_leave_out_what_is_absent() -> None:
+    event = {"jobId": 17, "listingIdentityId": LISTING, "traceparent": TRACEPARENT}
+    assert step_log_fields(event, "validate", assets=3, skipped=None) == {
+        "job_id": 17,
+        "listing_identity_id": 4101,
+        "step": "validate",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "assets": 3,
+    }
+    assert step_log_fields({"jobId": 18}, "zip") == {"job_id": 18, "step": "zip"}
