@@ -59,6 +59,7 @@ def check_bundle(archive: Path) -> list[str]:
     assert any(n.startswith("PIL/") for n in names)
     assert any(n.startswith("pillow_heif/") for n in names)
     assert any(n.startswith("requests/") for n in names)
+    assert any(n.startswith("zipstream/") for n in names)
     return names
 
 
