@@ -505,6 +505,11 @@ def _one_run(
     if outcome["bytes_in"] != item.total_bytes:
         raise AssertionError(f"{kind} read {outcome['bytes_in']} of {item.total_bytes}")
     label = f"{LABELS[kind]} [{item.label}]"
+    # each run as it ends: a long run that fails later keeps what it measured
+    print(
+        f"run: {label}: {outcome['seconds']:.2f} s, peak RSS {outcome['peak_rss'] / MB:.0f} MB",
+        flush=True,
+    )
     result.timing(label).runs.append(outcome["seconds"])
     result.timing(f"{label}: throughput", "MB/s").runs.append(
         outcome["bytes_in"] / outcome["seconds"] / MB
