@@ -1,10 +1,8 @@
 """Benchmark 2: the listing ZIP of 1 GiB and of 4 GiB of raw media in the S3 test server.
 
 Contenders, each in a process of its own so its peak RSS is its own, interleaved:
-(project) ``media_jobs.pipeline.zipper.create_zip_bundle`` (streamed, multipart, media STORED),
-    the ZIP format written by zipstream-ng;
-(own) the same step with the project's former hand-written format writer
-    (bench/zip_own_writer.py): the read-ahead and the upload are the same code;
+(project) ``media_jobs.pipeline.zipper.create_zip_bundle`` (streamed, multipart, media STORED;
+    the ZIP format written by zipstream-ng, docs/decisions/0006-zip-writer.md);
 (d) a plain streaming copy of the same objects, one after the other, into one multipart
     object through the same server: what moving the bytes costs, with no ZIP at all;
 (e) reported, not a target: the seed (Go) system's approach redone in Python, the whole
@@ -45,7 +43,6 @@ from typing import Any
 import boto3
 import psutil
 
-from bench import zip_own_writer
 from bench.common import (
     ROOT,
     BenchResult,
@@ -57,7 +54,6 @@ from bench.common import (
     result_path,
 )
 from bench.services import REGION, moto_server, new_bucket
-from media_jobs.pipeline import zipper
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.keys import unique_entry_names, zip_entry_name
 from media_jobs.pipeline.storage import storage_from_config
@@ -197,12 +193,6 @@ def child_project(endpoint: str, bucket: str, listing: int, keys: list[str]) -> 
     }
 
 
-def child_own(endpoint: str, bucket: str, listing: int, keys: list[str]) -> dict[str, Any]:
-    """(own) the step with the former format writer in place of zipstream-ng's."""
-    zipper.ZipStreamWriter = zip_own_writer.ZipStreamWriter  # type: ignore[misc,assignment]
-    return child_project(endpoint, bucket, listing, keys)
-
-
 def child_copy(endpoint: str, bucket: str, listing: int, keys: list[str]) -> dict[str, Any]:
     """(d) GET each object in chunks, upload 8 MiB parts of one object, complete."""
     client = _s3_client(endpoint)
@@ -275,13 +265,11 @@ def child_inmemory(endpoint: str, bucket: str, listing: int, keys: list[str]) ->
 
 CHILDREN = {
     "project": child_project,
-    "own": child_own,
     "copy": child_copy,
     "inmemory": child_inmemory,
 }
 LABELS = {
     "project": "(project) create_zip_bundle, streamed",
-    "own": "(own) the same, former hand-written format",
     "copy": "(d) plain streaming copy",
     "inmemory": "(e) seed method: in-memory zipfile, DEFLATE",
 }
@@ -460,7 +448,7 @@ def run(
         for item in listings:
             # The big listing is there for the memory: the project only (the throughput
             # target is measured on the small one, the plain copy alongside).
-            kinds = ["project", "own", "copy"] if item.listing == LISTING else ["project", "own"]
+            kinds = ["project", "copy"] if item.listing == LISTING else ["project"]
             for index in range(runs if item.listing == LISTING else big_runs):
                 shift = index % len(kinds)
                 for kind in kinds[shift:] + kinds[:shift]:
@@ -541,14 +529,8 @@ def _summarise(
     )
     seconds = {
         kind: result.timing(f"{LABELS[kind]} [{first.label}]").median
-        for kind in ("project", "own", "copy")
+        for kind in ("project", "copy")
     }
-    result.figures[f"(own) throughput / (d) plain copy throughput, {first.label}"] = ratio(
-        seconds["copy"], seconds["own"]
-    )
-    result.figures[f"project throughput / (own) throughput, {first.label}"] = ratio(
-        seconds["own"], seconds["project"]
-    )
     result.targets.append(
         Target(
             f"project throughput / (d) plain copy throughput, {first.label}",
