@@ -3,7 +3,7 @@ PY := .venv/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast setup seed lint format lambdas bench bench-smoke
+.PHONY: run test test-fast setup seed lint format lambdas bench bench-smoke mutation
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,7 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 format: setup
 	.venv/bin/ruff format .
@@ -43,3 +44,8 @@ bench: setup
 
 bench-smoke: setup
 	$(PY) -m bench --smoke
+
+# Mutation testing of media_jobs/pipeline and media_jobs/services (slow; not in .ci/run).
+# One module: make mutation ARGS="media_jobs/pipeline/keys.py".
+mutation: setup
+	$(PY) scripts/mutation.py $(ARGS)

@@ -3,11 +3,14 @@
 Contenders, interleaved (the order rotates every round, so a load spike or a warm cache
 favours none of them):
 
-(project) ``media_jobs.pipeline.thumbnails.render_derivatives``, in memory;
+(project) ``media_jobs.pipeline.thumbnails.render_derivatives``, in memory (8-bit RGB
+          baseline JPEGs and RGB PNGs through libvips, media_jobs/pipeline/vips_render.py;
+          HEIC and the other kinds through Pillow);
 (sharp)   sharp 0.35 (libvips 8.18 + mozjpeg + SIMD, what AWS's Serverless Image Handler
           runs), bench/sharp/render.mjs: one thread, one shrink-on-load decode to ``large``,
           every size from those pixels, quality 85;
-(c)       pyvips on the machine's libvips (apt): ``thumbnail_buffer`` to ``large``, each
+(c)       pyvips on the libvips it loads (pyvips-binary's 8.18 when installed, as the
+          requirements pin it; else the machine's): ``thumbnail_buffer`` to ``large``, each
           smaller size from the previous, one thread;
 (b)       the seed (Go) method redone in Pillow: full decode, EXIF transpose, one Lanczos
           resize of the full image per size.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import io
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -190,7 +194,7 @@ def seed_method(data: bytes) -> list[Output]:
 
 def pyvips_thumbnail(data: bytes) -> list[Output]:
     """(c) libvips: shrink-on-load thumbnail to the largest width, smaller ones from it."""
-    import pyvips  # noqa: PLC0415 - optional, requirements-bench
+    import pyvips  # noqa: PLC0415 - optional: hosts without libvips still run the others
 
     largest = SIZES_LARGEST_FIRST[0][1]
     current = pyvips.Image.thumbnail_buffer(data, largest, height=UNBOUNDED, size="down")
@@ -213,7 +217,7 @@ PYTHON_CONTENDERS: dict[str, Callable[[bytes], list[Output]]] = {
 LABELS = {
     "project": "(project) render_derivatives",
     "sharp": "(sharp) sharp 0.35, 1 thread",
-    "pyvips": "(c) pyvips thumbnail, machine's libvips",
+    "pyvips": "(c) pyvips thumbnail_buffer",
     "seed": "(b) seed method: full decode + Lanczos",
 }
 
@@ -270,9 +274,9 @@ class Reference:
 
 
 def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -> BenchResult:
-    import pyvips  # noqa: PLC0415 - optional, requirements-bench
+    import pyvips  # noqa: PLC0415 - optional: hosts without libvips still run the others
 
-    runs = runs or (2 if smoke else 5)
+    runs = runs or (2 if smoke else 7)
     # One libvips thread: a worker process renders one photo per core, like Pillow does.
     vips_threads = int(os.environ.get("BENCH_VIPS_CONCURRENCY", "1"))
     pyvips.concurrency_set(vips_threads)
@@ -295,6 +299,10 @@ def run(*, smoke: bool = False, runs: int | None = None, profile: bool = True) -
     )
     result.figures["seconds to make or load the inputs"] = time.perf_counter() - started
 
+    result.figures["pyvips (c) and the project's libvips"] = (
+        f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+        f" ({'pyvips-binary' if pyvips.API_mode else 'the machine'})"
+    )
     sharp = None if sharp_missing else SharpRenderer()
     if sharp is not None:
         v = sharp.versions
@@ -389,6 +397,10 @@ def _measure_input(
                 outputs = contenders[key]()
             _check_outputs(LABELS[key], outputs, item.width, item.height)
             checked[key] = outputs
+    # CPU seconds of every thread of each contender (sharp's node process, this process for
+    # the others): one thread each, so on a quiet machine this is the time; on a loaded one
+    # it does not include waiting for a core, which the wall times do.
+    cpu: dict[str, list[float]] = {key: [] for key in order}
     for round_index in range(runs):
         shift = round_index % len(order)
         for key in order[shift:] + order[:shift]:
@@ -396,12 +408,16 @@ def _measure_input(
                 continue
             if key == "sharp":
                 assert sharp is not None
-                seconds = sharp.render(path)["seconds"]
+                answer = sharp.render(path)
+                seconds, cpu_seconds = answer["seconds"], answer["cpuSeconds"]
             else:
+                cpu_began = time.process_time()
                 began = time.perf_counter()
                 contenders[key]()
                 seconds = time.perf_counter() - began
+                cpu_seconds = time.process_time() - cpu_began
             result.timing(f"{LABELS[key]} [{item.name}]").runs.append(seconds)
+            cpu[key].append(cpu_seconds)
 
     medians = {key: result.timing(f"{LABELS[key]} [{item.name}]").median for key in order}
     quality = {key: {o.size: reference.ssim(o) for o in outs} for key, outs in checked.items()}
@@ -426,6 +442,13 @@ def _measure_input(
             f"sharp {quality['sharp'][worst_size]:.4f}"
         )
         result.figures[f"project/sharp time [{name}]"] = figures["time_ratio"]
+        result.figures[f"project/sharp CPU time [{name}]"] = ratio(
+            statistics.median(cpu["project"]), statistics.median(cpu["sharp"])
+        )
+        result.figures[f"CPU ms per photo, project / sharp [{name}]"] = (
+            f"{statistics.median(cpu['project']) * 1000:.0f} / "
+            f"{statistics.median(cpu['sharp']) * 1000:.0f}"
+        )
         result.figures[f"project/sharp bytes [{name}]"] = figures["bytes_ratio"]
         result.figures[f"pyvips/sharp time [{name}]"] = ratio(medians["pyvips"], medians["sharp"])
     result.figures[f"project/pyvips time [{name}]"] = ratio(medians["project"], medians["pyvips"])

@@ -1,11 +1,14 @@
 """Where the derivatives' time goes: the project's steps one by one, sharp's stages, and what
 the alternatives would cost or save (benchmark 1's "work remaining").
 
-``mirror`` redoes ``render_derivatives`` for an RGB JPEG or PNG with Pillow's public calls and the step's
-own constants, timing each stage; its outputs are compared byte for byte with the project's,
-so the profile says when it no longer describes the project (the step's code may change).
-The variants change one thing each (encoder flags, filters, a halving by ``reduce``) and
-report time, bytes and SSIM against the same full-precision reference as benchmark 1.
+The project renders 8-bit RGB baseline JPEGs and RGB PNGs with libvips (vips_render) and
+everything else with Pillow. ``mirror`` redoes the Pillow path for an RGB JPEG or PNG with
+Pillow's public calls and the step's own constants, timing each stage; its outputs are
+compared byte for byte with the project's Pillow path (``USE_VIPS`` off), so the profile
+says when it no longer describes it. The Pillow variants change one thing each (encoder
+flags, filters, a halving by ``reduce``); the libvips variants change the kernels of the
+libvips path. Every variant reports time, bytes and SSIM against the same full-precision
+reference as benchmark 1.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from PIL import Image, ImageCms
 
 from bench.derivatives import Output, Reference, project
-from media_jobs.pipeline import thumbnails
+from media_jobs.pipeline import thumbnails, vips_render
 from media_jobs.pipeline.keys import IMAGE_SIZES
 
 SIZES = sorted(IMAGE_SIZES.items(), key=lambda item: -item[1])
@@ -44,21 +47,20 @@ class Variant:
     name: str
     first_filter: Image.Resampling = FIRST_FILTER
     smaller: str = "lanczos"  # lanczos (chained), bicubic, reduce (box halving when exact)
-    encoder: dict[str, Any] = field(default_factory=dict)
+    encoder: dict[str, Any] = field(default_factory=lambda: {"optimize": True})
     draft: bool = True
     reducing_gap: float = REDUCING_GAP
 
 
 VARIANTS = [
     Variant("project's choices (mirror)"),
-    Variant("encoder: optimize=True (Huffman tables per image)", encoder={"optimize": True}),
-    Variant("encoder: progressive=True", encoder={"progressive": True}),
+    Variant("encoder: standard Huffman tables (optimize=False)", encoder={}),
+    Variant("encoder: progressive=True", encoder={"optimize": True, "progressive": True}),
     Variant("first resize: bilinear", first_filter=Image.Resampling.BILINEAR),
     Variant("first resize: Lanczos", first_filter=Image.Resampling.LANCZOS),
     Variant("first resize: reducing_gap 2 (box reduce to within 2x first)", reducing_gap=2.0),
     Variant("smaller sizes: bicubic", smaller="bicubic"),
     Variant("smaller sizes: reduce(2) where exact, else Lanczos", smaller="reduce"),
-    Variant("optimize=True + smaller sizes bicubic", smaller="bicubic", encoder={"optimize": True}),
     Variant("no draft (full decode, then reduce + bicubic)", draft=False),
 ]
 
@@ -140,18 +142,19 @@ def profile_tables(inputs: list[Any], files: dict[str, Path], runs: int) -> list
     """Two tables: the project's stages per JPEG input, and the variants against it."""
     stage_columns: dict[str, dict[str, float]] = {}
     variant_columns: dict[str, dict[str, str]] = {}
+    vips_columns: dict[str, dict[str, str]] = {}
     mirrored: dict[str, bool] = {}
     for item in inputs:
         data = files[item.name].read_bytes()
         reference = Reference(data)
-        project_bytes = [o.data for o in project(data)]
+        project_bytes = [o.data for o in _pillow_path(data)]
         baseline_outputs, _ = mirror(data, VARIANTS[0])
         mirrored[item.name] = [o.data for o in baseline_outputs] == project_bytes
         stages = _median_stages(lambda data=data: mirror(data, VARIANTS[0])[1], runs)
         started = time.perf_counter()
         for _ in range(runs):
-            project(data)
-        stages["(total of the project's step, measured alone)"] = (
+            _pillow_path(data)
+        stages["(total of the project's Pillow path, measured alone)"] = (
             time.perf_counter() - started
         ) / runs
         large = baseline_outputs[0]
@@ -174,6 +177,7 @@ def profile_tables(inputs: list[Any], files: dict[str, Path], runs: int) -> list
                 mirror(data, variant)
                 samples[variant.name].append(time.perf_counter() - began)
         base_total = statistics.median(samples[VARIANTS[0].name])
+        _vips_variants(data, reference, runs, item.name, vips_columns)
         for variant in VARIANTS:
             total = statistics.median(samples[variant.name])
             outputs = checked[variant.name]
@@ -194,11 +198,13 @@ def profile_tables(inputs: list[Any], files: dict[str, Path], runs: int) -> list
     faithful = all(mirrored.values())
     return [
         {
-            "title": "Profile: the project's path, stage by stage (ms, median)",
+            "title": "Profile: the project's Pillow path, stage by stage (ms, median)",
             "header": ["stage", *names],
             "rows": stage_rows,
             "note": (
-                "The stages are timed in a re-implementation of render_derivatives "
+                "The Pillow path renders what libvips does not take (CMYK, "
+                "grey, alpha, HEIC, ...) and every photo where libvips is missing. The stages "
+                "are timed in a re-implementation of it "
                 "(bench/derivatives_profile.py) whose outputs are "
                 + (
                     "byte-identical to the project's on every input."
@@ -210,13 +216,77 @@ def profile_tables(inputs: list[Any], files: dict[str, Path], runs: int) -> list
             ),
         },
         {
-            "title": "Variants of the project's path: total (change), output bytes, worst SSIM",
+            "title": "Variants of the Pillow path: total (change), output bytes, worst SSIM",
             "header": ["variant", *names],
             "rows": [[v.name, *(variant_columns[v.name][n] for n in names)] for v in VARIANTS],
             "note": "Each variant changes one thing; SSIM is against the full-precision "
             "reference of the targets (worst of the four sizes).",
         },
+        {
+            "title": "Variants of the libvips path (kernels: to large / each smaller size): "
+            "total (change), output bytes, worst SSIM",
+            "header": ["variant", *names],
+            "rows": [[v, *(vips_columns[v][n] for n in names)] for v in vips_columns],
+            "note": "The project's step itself with vips_render's kernels set per row, "
+            "interleaved; the first row is the project's choice.",
+        },
     ]
+
+
+# (kernel to large, kernel for each smaller size); the project's choice first.
+VIPS_VARIANTS = [
+    (vips_render.FIRST_KERNEL, vips_render.SMALLER_KERNEL),
+    ("lanczos3", "lanczos3"),
+    ("lanczos3", "cubic"),
+    ("cubic", "cubic"),
+    ("linear", "cubic"),
+    ("linear", "linear"),
+]
+
+
+def _pillow_path(data: bytes) -> list[Output]:
+    saved = thumbnails.USE_VIPS
+    thumbnails.USE_VIPS = False
+    try:
+        return project(data)
+    finally:
+        thumbnails.USE_VIPS = saved
+
+
+def _with_kernels(data: bytes, kernels: tuple[str, str]) -> list[Output]:
+    saved = vips_render.FIRST_KERNEL, vips_render.SMALLER_KERNEL
+    vips_render.FIRST_KERNEL, vips_render.SMALLER_KERNEL = kernels
+    try:
+        return project(data)
+    finally:
+        vips_render.FIRST_KERNEL, vips_render.SMALLER_KERNEL = saved
+
+
+def _vips_variants(
+    data: bytes, reference: Any, runs: int, name: str, columns: dict[str, dict[str, str]]
+) -> None:
+    if not vips_render.available():
+        return
+    variants = list(dict.fromkeys(VIPS_VARIANTS))
+    labels = {
+        k: f"{k[0]} / {k[1]}" + (" (project)" if i == 0 else "") for i, k in enumerate(variants)
+    }
+    samples: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
+    checked = {k: _with_kernels(data, k) for k in variants}
+    for _ in range(runs):
+        for kernels in variants:
+            began = time.perf_counter()
+            _with_kernels(data, kernels)
+            samples[kernels].append(time.perf_counter() - began)
+    base = statistics.median(samples[variants[0]])
+    for kernels in variants:
+        total = statistics.median(samples[kernels])
+        nbytes = sum(o.nbytes for o in checked[kernels])
+        worst = min(reference.ssim(o) for o in checked[kernels])
+        columns.setdefault(labels[kernels], {})[name] = (
+            f"{total * 1000:.1f} ms ({(total - base) * 1000:+.1f}), "
+            f"{nbytes / 1000:.0f} kB, SSIM {worst:.4f}"
+        )
 
 
 def sharp_stage_table(sharp: Any, paths: dict[str, Path], runs: int) -> dict[str, Any]:

@@ -56,7 +56,7 @@ from bench.common import (
 from bench.services import REGION, moto_server, new_bucket
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.keys import unique_entry_names, zip_entry_name
-from media_jobs.pipeline.storage import storage_from_config
+from media_jobs.pipeline.storage_factory import storage_from_config
 from media_jobs.pipeline.zipper import create_zip_bundle
 
 MB = 1_000_000

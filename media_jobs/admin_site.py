@@ -23,7 +23,7 @@ class PortalAdminSite(AdminSite):
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> TemplateResponse:
-        from media_jobs.admin.views import dashboard_context  # noqa: PLC0415 - the admin package registers models on this site
+        from media_jobs.admin.dashboard import dashboard_context  # noqa: PLC0415 - the admin package registers models on this site
 
         context = {**dashboard_context(request), **(extra_context or {})}
         return super().index(request, context)
@@ -31,7 +31,7 @@ class PortalAdminSite(AdminSite):
     def get_urls(self) -> list[URLResolver | URLPattern]:
         # The views live in the admin package, which registers models on this site: import
         # them when the URLconf is built, after app loading, never at module import.
-        from media_jobs.admin import views  # noqa: PLC0415 - see above
+        from media_jobs.admin import error_groups, files, listing, live  # noqa: PLC0415 - see above
 
         def page(view: Any) -> Any:
             def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -42,27 +42,27 @@ class PortalAdminSite(AdminSite):
         own = [
             path(
                 "media_jobs/listing/<int:listing_identity_id>/",
-                page(views.listing_view),
+                page(listing.listing_view),
                 name="media_jobs_listing",
             ),
             path(
                 "media_jobs/listing/<int:listing_identity_id>/storage-check/",
-                page(views.storage_check_view),
+                page(listing.storage_check_view),
                 name="media_jobs_storage_check",
             ),
             path(
                 "media_jobs/error-groups/",
-                page(views.error_groups_view),
+                page(error_groups.error_groups_view),
                 name="media_jobs_error_groups",
             ),
             path(
                 "media_jobs/error-groups/<str:key>/retry/",
-                page(views.error_group_retry_view),
+                page(error_groups.error_group_retry_view),
                 name="media_jobs_error_group_retry",
             ),
             path(
-                "media_jobs/media-file/", page(views.media_file_view), name="media_jobs_media_file"
+                "media_jobs/media-file/", page(files.media_file_view), name="media_jobs_media_file"
             ),
-            path("media_jobs/live/", page(views.job_status_view), name="media_jobs_job_status"),
+            path("media_jobs/live/", page(live.job_status_view), name="media_jobs_job_status"),
         ]
         return own + super().get_urls()

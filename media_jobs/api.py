@@ -18,12 +18,13 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 
+from .exceptions import ApplicationError
 from .models import MediaProcessingJob
 from .pipeline.callback import SIGNATURE_HEADER
 from .pipeline.consolidate import InvalidJobReference, job_reference_value
+from .selectors.dispatch import dispatch_detail
 from .services.callbacks import callback_apply
-from .services.dispatch import dispatch_detail, listing_start_finalization, listing_start_processing
-from .services.errors import ApplicationError
+from .services.dispatch import listing_start_finalization, listing_start_processing
 
 if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
     from django_stubs_ext import StrOrPromise

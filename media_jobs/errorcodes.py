@@ -13,6 +13,9 @@ ends: ``code=ZIP`` is not ``code=ZIP_FAILED``.
 :data:`CATALOGUE` says, per code, where it comes from, what it means and what to do. The job
 page shows it and ``manage.py error_codes`` writes docs/error-codes.md from it (a test checks
 that the file is what the command writes).
+
+Long on purpose: most of it is the catalogue (one entry per code, with its
+translated "what to do"), kept beside the one parser so a new code is declared once.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ from .models import (
 from .selectors.deliveries import UNDELIVERED_STATES
 from .selectors.errors import failures_by_code
 from .selectors.jobs import job_list_stuck
+from .services.broker import queue_depth
 
 logger = logging.getLogger("toq.media.metrics")
 
@@ -72,27 +73,6 @@ def error_code_of(last_error: str | None) -> str:
     return errorcodes.error_code_of(last_error) or "unknown"
 
 
-def broker_queue_depth(queue: str | None = None) -> int | None:
-    """Messages waiting in ``queue`` (the default queue), or None when the broker cannot be
-    asked. A passive declare works the same on Redis, the filesystem broker and RabbitMQ;
-    a queue that does not exist yet is empty."""
-
-    name = queue or app.conf.task_default_queue
-    try:
-        with app.connection_for_read(connect_timeout=2) as connection:
-            connection.ensure_connection(max_retries=1)
-            channel = connection.default_channel
-            try:
-                # kombu's StdChannel declares no queue_declare; every transport's channel has it
-                declared = channel.queue_declare(queue=name, passive=True)  # type: ignore[attr-defined]
-                return int(declared.message_count)
-            except connection.channel_errors:
-                return 0
-    except Exception as exc:  # noqa: BLE001 - an unreachable broker means "unknown"
-        logger.info("queue depth unknown: %s", exc)
-        return None
-
-
 class DatabaseCollector(Collector):
     """Collects every metric with a handful of indexed queries per scrape."""
 
@@ -102,7 +82,7 @@ class DatabaseCollector(Collector):
         yield from self._failures(now)
         yield self._durations(now)
         yield from self._callbacks(now)
-        depth = broker_queue_depth()
+        depth = queue_depth()
         if depth is not None:
             gauge = GaugeMetricFamily(
                 "toq_media_queue_depth", "Messages waiting in the Celery queue.", labels=["queue"]

@@ -3,6 +3,8 @@
 ``media_processing_jobs`` and ``media_assets`` may belong to the backend's live database: with
 ``MEDIA_JOBS_MANAGE_TABLES=false`` both models are unmanaged and migrate leaves them alone.
 Status changes go through ``media_jobs.services``; nothing here decides a status.
+
+Long on purpose: Django finds an app's models in one module; each model is short.
 """
 
 from __future__ import annotations
@@ -199,6 +201,24 @@ class EventKind(models.TextChoices):
     FAILED = "failed", _("Failed")
     RETRIED = "retried", _("Retried")
     NOTE = "note", _("Note")
+
+
+# The steps of the timeline (``MediaJobEvent.step``) used across the code base (free text is
+# allowed; these are the usual ones).
+STEP_DISPATCH = "dispatch"
+STEP_VALIDATE = "validate"
+STEP_THUMBNAILS = "thumbnails"
+STEP_POSTERS = "video_thumbnails"
+STEP_TRANSCODE = "video_transcode"
+STEP_CONSOLIDATE = "consolidate"
+STEP_ZIP = "zip"
+STEP_CALLBACK = "callback"
+STEP_DELIVERY = "callback_delivery"
+STEP_RETRY = "retry"
+STEP_MARK_FAILED = "mark_failed"
+STEP_RECONCILE = "reconcile"
+STEP_REPROCESS = "reprocess"
+STEP_WATCHDOG = "watchdog"
 
 
 class MediaJobEvent(models.Model):

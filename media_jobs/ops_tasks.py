@@ -18,14 +18,13 @@ from typing import Any
 from celery import shared_task
 from django.db import transaction
 
+from .exceptions import ApplicationError
 from .pipeline.errors import PipelineError
 from .services.backfill import ItemResult, asset_backfill_derivatives, failed, job_requeue
-from .services.errors import ApplicationError
-from .services.housekeeping import jobs_clean, jobs_reconcile
 from .services.raw_import import raw_asset_import
 from .services.storage_audit import listing_verify, listing_zip_rebuild
 from .services.transient import db_retry
-from .tasks import ResilientTask
+from .tasks import clean_old_jobs, reconcile_stuck_jobs
 
 logger = logging.getLogger("toq.operations")
 
@@ -108,22 +107,6 @@ def operation_run_batch(operation: str, refs: list[Any], params: dict[str, Any])
     return {**summary, "items": items}
 
 
-@shared_task(name="media_jobs.ops.reconcile_jobs", acks_late=True, base=ResilientTask)
-def reconcile_jobs_task(timeout_seconds: int, limit: int | None = None) -> list[int]:
-
-    return jobs_reconcile(timeout_seconds=timeout_seconds, limit=limit)
-
-
-@shared_task(name="media_jobs.ops.clean_jobs", acks_late=True, base=ResilientTask)
-def clean_jobs_task(completed_before: str, limit: int, batch_size: int) -> int:
-
-    return jobs_clean(
-        completed_before=datetime.fromisoformat(completed_before),
-        limit=limit,
-        batch_size=batch_size,
-    )
-
-
 def _send_on_commit(task: Any, args: list[Any]) -> str:
     """Queue ``task`` once the caller's transaction commits; its id is known right away."""
     task_id = str(uuid.uuid4())
@@ -139,8 +122,8 @@ def operation_enqueue(*, operation: str, refs: list[Any], params: dict[str, Any]
 
 
 def reconcile_enqueue(*, timeout_seconds: int, limit: int | None) -> str:
-    return _send_on_commit(reconcile_jobs_task, [timeout_seconds, limit])
+    return _send_on_commit(reconcile_stuck_jobs, [timeout_seconds, limit])
 
 
 def clean_enqueue(*, completed_before: datetime, limit: int, batch_size: int) -> str:
-    return _send_on_commit(clean_jobs_task, [completed_before.isoformat(), limit, batch_size])
+    return _send_on_commit(clean_old_jobs, [completed_before.isoformat(), limit, batch_size])

@@ -8,7 +8,8 @@ from functools import cache
 from django.conf import settings
 
 from .pipeline.config import PipelineConfig
-from .pipeline.storage import Storage, storage_from_config
+from .pipeline.storage import Storage
+from .pipeline.storage_factory import storage_from_config
 
 
 def pipeline_config() -> PipelineConfig:

@@ -2,8 +2,9 @@
 # Build one deployment zip per Lambda function: aws/lambdas/bin/<function>.zip
 #
 # Each zip holds media_jobs/__init__.py, media_jobs/pipeline/** (no tests, no Django, no
-# __pycache__) and the runtime dependencies Pillow, pillow-heif, requests and zipstream-ng
-# at the versions pinned in requirements.txt (boto3 comes with the Lambda runtime). The handler setting is
+# __pycache__) and the runtime dependencies Pillow, pillow-heif, pyvips, pyvips-binary (libvips),
+# requests and zipstream-ng at the versions pinned in requirements.txt (boto3 comes with the
+# Lambda runtime). pyvips is published as source only: it is built once into a pure-Python wheel. The handler setting is
 # media_jobs.pipeline.handlers.<function>.handler.
 #
 #   scripts/build_lambdas.sh            # for the Lambda runtime: python3.12, x86_64
@@ -40,7 +41,7 @@ FUNCTIONS=${LAMBDA_FUNCTIONS:-validate thumbnails video_thumbnails video_transco
 
 # The runtime dependencies, pinned exactly as requirements.txt pins them.
 PINS=()
-for dist in Pillow pillow-heif requests zipstream-ng; do
+for dist in Pillow pillow-heif pyvips pyvips-binary requests zipstream-ng; do
   pin=$(grep -iE "^${dist}==" "$ROOT/requirements.txt" || true)
   if [ -z "$pin" ]; then echo "build_lambdas: no pin for $dist in requirements.txt" >&2; exit 1; fi
   PINS+=("$pin")
@@ -49,7 +50,15 @@ done
 STAGE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/toq-lambda-build.XXXXXX")
 trap 'rm -rf "$STAGE_DIR"' EXIT
 
-PIP=("$PYTHON" -m pip install --quiet --disable-pip-version-check --no-compile --target "$STAGE_DIR")
+# Source-only distributions (pyvips) become pure-Python wheels first, so the target-platform
+# install below can stay --only-binary.
+WHEEL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/toq-lambda-wheels.XXXXXX")
+trap 'rm -rf "$STAGE_DIR" "$WHEEL_DIR"' EXIT
+"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$WHEEL_DIR" \
+  "$(grep -iE '^pyvips==' "$ROOT/requirements.txt")"
+
+PIP=("$PYTHON" -m pip install --quiet --disable-pip-version-check --no-compile --target "$STAGE_DIR"
+  --find-links "$WHEEL_DIR")
 if [ "$MODE" = lambda ]; then
   for platform in $LAMBDA_PLATFORM; do PIP+=(--platform "$platform"); done
   PIP+=(--python-version "$LAMBDA_PYTHON_VERSION" --implementation cp --only-binary=:all:)
@@ -72,7 +81,7 @@ if [ -e "$STAGE_DIR/django" ]; then echo "build_lambdas: django/ in the bundle" 
 
 # Every function gets the same bundle (one package, one handler module each): zip it once.
 BUNDLE="$(dirname "$STAGE_DIR")/$(basename "$STAGE_DIR").zip"
-trap 'rm -rf "$STAGE_DIR" "$BUNDLE"' EXIT
+trap 'rm -rf "$STAGE_DIR" "$WHEEL_DIR" "$BUNDLE"' EXIT
 # Reproducible zip: sorted entries, fixed timestamps and modes, so unchanged sources give
 # byte-identical zips (and the same CodeSha256: redeploying them changes nothing).
 "$PYTHON" - "$STAGE_DIR" "$BUNDLE" <<'PY'

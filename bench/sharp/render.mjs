@@ -2,7 +2,7 @@
 //
 // One request per line on stdin (JSON), one answer per line on stdout:
 //   {"input": "/path/photo.jpg", "outDir": "/tmp/x" | null}
-//   -> {"seconds": 0.071, "outputs": [{"size": "large", "width": 1200, "height": 800,
+//   -> {"seconds": 0.071, "cpuSeconds": 0.07, "outputs": [{"size": "large", "width": 1200, "height": 800,
 //                                      "bytes": 123456, "path": "/tmp/x/large.jpg"}, ...]}
 //   -> {"error": "..."} when sharp cannot do it (e.g. HEIC: its prebuilt libvips has no HEVC)
 // The input file is read once and kept in memory, so the timed part is the same as the
@@ -71,6 +71,7 @@ async function handle(line) {
     inputs.set(request.input, readFileSync(request.input));
   }
   const input = inputs.get(request.input);
+  const cpuStarted = process.cpuUsage();
   const started = process.hrtime.bigint();
   let outputs;
   try {
@@ -79,8 +80,10 @@ async function handle(line) {
     return { error: String(error && error.message ? error.message : error) };
   }
   const seconds = since(started);
+  const cpu = process.cpuUsage(cpuStarted);
   return {
     seconds,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6, // every thread of the process (libuv's too)
     stages,
     outputs: outputs.map((o) => {
       let path = null;

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
@@ -24,7 +24,8 @@ from .common import (
     require_operate,
     status_badge,
 )
-from .jobs import report_outcomes
+from .forms import BulkReprocessForm, SelectionForm, confirmation_response
+from .job_actions import report_outcomes
 from .operations import reprocess_assets
 
 OPERATE_ACTIONS = ("reprocess_selected",)
@@ -83,6 +84,12 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ) -> HttpResponse:
         if request.method == "POST" and request.POST.get("action") in OPERATE_ACTIONS:
             require_operate(request)
+            if not SelectionForm(request.POST).is_valid():
+                # Ids that are not ids: the confirmation page with the error (400), before
+                # Django's filter(pk__in=...) raises on them.
+                refused = self.reprocess_selected(request, self.get_queryset(request).none())
+                if refused is not None:
+                    return refused
         return super().changelist_view(request, extra_context)
 
     @admin.display(description=_("listing"), ordering="listing_identity_id")
@@ -135,7 +142,8 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def reprocess_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         require_operate(request)
         assets = list(queryset.order_by("listing_identity_id", "asset_type", "sequence")[:1000])
-        if request.POST.get("post") == "yes":
+        form = BulkReprocessForm(request.POST)
+        if form.confirmed:
             outcomes = reprocess_assets(request=request, assets=assets)
             report_outcomes(
                 self,
@@ -148,7 +156,8 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         by_listing: dict[int, list[MediaAsset]] = {}
         for asset in assets:
             by_listing.setdefault(asset.listing_identity_id, []).append(asset)
-        return TemplateResponse(
+        return confirmation_response(
+            form,
             request,
             "media_jobs/confirm_reprocess.html",
             {
@@ -157,7 +166,8 @@ class MediaAssetAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "title": gettext("Reprocess %(count)s asset(s)?") % {"count": len(assets)},
                 "assets": assets,
                 "by_listing": sorted(by_listing.items()),
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 "cancel_url": reverse("admin:media_jobs_mediaasset_changelist"),
+                "form": form,
             },
         )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
+from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.urls import reverse
@@ -197,3 +198,10 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def page_context(
+    site: AdminSite, request: HttpRequest, title: StrOrPromise, **context: Any
+) -> dict[str, Any]:
+    """The context of one of the portal's own pages: the site's, a title, the page's own."""
+    return {**site.each_context(request), "title": title, **context}

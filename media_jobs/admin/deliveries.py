@@ -7,7 +7,6 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext
@@ -18,6 +17,7 @@ from media_jobs.selectors import admin as selectors
 from media_jobs.selectors.deliveries import callback_configured
 
 from .common import ReadOnlyAdminMixin, can_operate, json_block, require_operate
+from .forms import ReplayForm, confirmation_response
 from .operations import replay_delivery
 
 
@@ -152,7 +152,8 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
         require_operate(request)
         delivery = get_object_or_404(CallbackDelivery, pk=object_id)
-        if request.method == "POST":
+        form = ReplayForm(request.POST if request.method == "POST" else None, delivery=delivery)
+        if form.is_valid():
             outcome = replay_delivery(request=request, delivery=delivery)
             if outcome.error:
                 self.message_user(
@@ -175,7 +176,8 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 level,
             )
             return HttpResponseRedirect(_delivery_url(replay))
-        return TemplateResponse(
+        return confirmation_response(
+            form,
             request,
             "media_jobs/confirm_replay.html",
             {
@@ -186,5 +188,6 @@ class CallbackDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "delivery": delivery,
                 "request_json": json_block(delivery.request_body, summary=gettext("request body")),
                 "cancel_url": _delivery_url(delivery),
+                "form": form,
             },
         )

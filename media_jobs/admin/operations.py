@@ -13,14 +13,14 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
+from media_jobs.exceptions import ApplicationError
 from media_jobs.models import CallbackDelivery, MediaAsset, MediaProcessingJob
 from media_jobs.services.admin_audit import ADDITION, audit_record
 from media_jobs.services.deliveries import delivery_replay
-from media_jobs.services.errors import ApplicationError
+from media_jobs.services.failures import job_mark_failed
 from media_jobs.services.retry import (
     RetryPlan,
     assets_reprocess,
-    job_mark_failed,
     job_retry_and_dispatch,
     retry_plan,
 )

@@ -16,6 +16,10 @@ Every command built on :class:`OperationCommand`:
 ``--limit N`` bounds the items that are (or, in a dry run, would be) worked on: items found
 already done are ``skipped`` and do not count, so repeating a limited run makes progress.
 With ``--enqueue`` it bounds the items queued.
+
+Long on purpose: the one base every operations command shares (arguments, parsing,
+selection in batches, progress, summary, exit status); splitting it would spread one
+command-line contract over several modules.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import close_old_connections, connections
@@ -42,6 +46,9 @@ from ..models import AssetType, JobProvider, JobStatus
 from ..ops_tasks import operation_enqueue, run_item
 from ..selectors.operations import ids_in_batches
 from ..services.backfill import ItemResult
+
+if TYPE_CHECKING:  # django-stubs' type of a string or a lazy translation
+    from django_stubs_ext import StrOrPromise
 
 logger = logging.getLogger("toq.operations")
 
@@ -348,11 +355,14 @@ class Progress:
 
 
 class TranslatedCommand(BaseCommand):
-    """A command whose ``help`` is translatable (``gettext_lazy``): argparse wants a str, in the
-    language active when the parser is built (``LANGUAGE_CODE`` for a command line)."""
+    """A command whose help is translatable: subclasses set ``help_text`` (``gettext_lazy``)
+    and argparse gets it as a str, in the language active when the parser is built
+    (``LANGUAGE_CODE`` for a command line)."""
+
+    help_text: ClassVar[StrOrPromise] = ""
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        self.help = str(self.help)
+        self.help = str(self.help_text)
         return super().create_parser(prog_name, subcommand, **kwargs)
 
 

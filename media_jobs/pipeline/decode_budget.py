@@ -23,6 +23,9 @@ how many scans it has. So the thumbnails step asks first and decodes only what f
 
 The default memory budget keeps a Celery worker's peak RSS under 512 MiB for any admitted
 photo, whatever its format (the tests measure it on the worst admitted inputs).
+
+Long on purpose: one estimate per image format (JPEG layout, PNG completeness, TIFF
+strips, WebP, HEIF); each reads only its own header, and the budget check needs them all.
 """
 
 from __future__ import annotations
@@ -83,10 +86,16 @@ class CpuBudget:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._start = time.thread_time()
+        self._charged = 0.0
 
     @property
     def used(self) -> float:
-        return time.thread_time() - self._start
+        return time.thread_time() - self._start + self._charged
+
+    def charge(self, seconds: float) -> None:
+        """Count CPU time spent on other threads for this photo (libvips computes on its own
+        worker thread)."""
+        self._charged += seconds
 
     def check(self, stage: str) -> None:
         used = self.used

@@ -112,20 +112,3 @@ class Storage(Protocol):
 
     def presigned_url(self, key: str, ttl_seconds: int) -> str | None:
         """A time-limited GET URL, or None where the adapter cannot make one (local)."""
-
-
-# Appended after the port on purpose (config imports nothing from here, so no cycle).
-from media_jobs.pipeline.config import PipelineConfig  # noqa: E402
-
-
-def storage_from_config(config: PipelineConfig) -> Storage:
-    """The adapter named by ``config.storage_backend`` ("s3" or "local")."""
-    if config.storage_backend == "s3":
-        from media_jobs.pipeline.storage_s3 import S3Storage  # noqa: PLC0415 - a cycle: the adapters import this port
-
-        return S3Storage.from_config(config)
-    if config.storage_backend == "local":
-        from media_jobs.pipeline.storage_local import LocalStorage  # noqa: PLC0415 - a cycle: the adapters import this port
-
-        return LocalStorage.from_config(config)
-    raise ValueError(f"unknown storage backend {config.storage_backend!r}; expected s3 or local")

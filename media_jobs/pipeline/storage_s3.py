@@ -4,6 +4,9 @@ Credentials come from boto3's usual chain (environment variables, profile, insta
 Lambda role). Retries are bounded and back off on throttling and 5xx ("standard" mode), and
 every call has connect/read timeouts, so a step fails in bounded time when S3 is down and the
 engine's own retry takes over.
+
+Long on purpose: one adapter of the storage port; its multipart upload (part sizing,
+two parts in flight, abort) is most of it and is only ever used through the port.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ Small sources are never upscaled: a derivative is ``min(target width, source wid
 All four keys are always written, so a 300 px source has ``thumbnail`` 200 px and
 ``small``/``medium``/``large`` identical 300 px JPEGs (encoded once). Consumers can rely on
 every ``{size}`` key existing, and resume can check the same four keys for every photo.
+
+Long on purpose: one step, from a raw object to its four stored derivatives (resume check,
+header checks of the decode budget, the Pillow renderer for every format, the hand-over to
+``vips_render`` for the common JPEG/PNG case, encoding, upload); the pixel work that is not
+Pillow's lives in ``vips_render``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import IO, Any
 import pillow_heif
 from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError
 
+from media_jobs.pipeline import vips_render
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.decode_budget import (
     JPEG_MAX_DIMENSION,
@@ -63,6 +69,8 @@ pillow_heif.register_heif_opener()
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 JPEG_QUALITY = 85
+# libvips renders the photos it suits (vips_render); False sends every photo through Pillow.
+USE_VIPS = True
 SOURCE_ETAG_METADATA = "source-etag"
 ORIENTATION_TAG = 0x0112
 # Sources larger than this are spooled to disk instead of memory (the stream is not seekable).
@@ -440,12 +448,17 @@ def _render(
     else:
         # PNG/WebP/TIFF may only expose their EXIF after loading: budget for either way.
         orientations = (1, 6)
-    # a short PNG stream is corrupt whatever its size claims; a bomb is judged by memory
-    png_checked = image.format == "PNG" and check_png_complete(
-        stream, budget, stop_after=PNG_PROBE_BYTES
-    )
-    _check_memory(image, stored_size, orientations, jpeg, limits, _stream_size(stream))
-    if image.format == "PNG" and not png_checked:
+    try:
+        _check_memory(image, stored_size, orientations, jpeg, limits, _stream_size(stream))
+    except PipelineError:
+        # a short PNG stream is corrupt whatever its size claims: only a complete one is a
+        # bomb (the probe inflates at most PNG_PROBE_BYTES, only for a refused photo)
+        if image.format == "PNG":
+            check_png_complete(stream, budget, stop_after=PNG_PROBE_BYTES)
+        raise
+    if _on_vips(image, jpeg):
+        return _render_vips(image, stream, jpeg, budget)
+    if image.format == "PNG":
         load_png_verified(image, stream, budget)
     else:
         image.load()
@@ -453,10 +466,20 @@ def _render(
     if jpeg is None:
         orientation = _orientation(image)
     width, height = _displayed(stored_size, orientation)
-    targets = [
+    targets = _targets(width, height)
+    _check_extent(width, height, targets)
+    return _render_loaded(image, orientation, targets, box, budget)
+
+
+def _targets(width: int, height: int) -> list[tuple[str, int, int]]:
+    """(size, width, height) of every derivative, largest first."""
+    return [
         (size, *_fit(width, height, target))
         for size, target in sorted(IMAGE_SIZES.items(), key=lambda item: -item[1])
     ]
+
+
+def _check_extent(width: int, height: int, targets: list[tuple[str, int, int]]) -> None:
     _, large_width, large_height = targets[0]
     if max(large_width, large_height) > JPEG_MAX_DIMENSION:
         raise PipelineError(
@@ -464,7 +487,79 @@ def _render(
             f"{width}x{height} (as displayed): the large derivative would be "
             f"{large_width}x{large_height}, over JPEG's {JPEG_MAX_DIMENSION} px limit",
         )
-    return _render_loaded(image, orientation, targets, box, budget)
+
+
+def _on_vips(image: Image.Image, jpeg: JpegLayout | None) -> bool:
+    """Whether libvips renders this photo: an 8-bit RGB JPEG or an RGB PNG without
+    transparency, when libvips is here. Everything else (CMYK, grey, alpha, palettes,
+    16-bit; HEIC, WebP, TIFF, GIF) goes through Pillow."""
+    if not USE_VIPS or not vips_render.available() or image.mode != "RGB":
+        return False
+    if jpeg is not None:
+        return not jpeg.lossless and image.format in ("JPEG", "MPO")
+    return image.format == "PNG" and "transparency" not in image.info
+
+
+def _render_vips(
+    image: Image.Image, stream: IO[bytes], jpeg: JpegLayout | None, budget: CpuBudget
+) -> list[Derivative]:
+    """The photo's derivatives through libvips (vips_render).
+
+    A JPEG is decoded by Pillow, DCT-scaled by ``draft`` as on the Pillow path: its
+    libjpeg-turbo decodes ~8 % faster than the mozjpeg inside libvips, and its decode
+    stays interruptible by the CPU budget (progressive scans included). libvips takes
+    the pixels from there. A PNG is decoded by libvips (spng inflates ~3x faster than
+    Pillow), from its encoded bytes."""
+    stream.seek(0)
+    data = stream.getvalue() if isinstance(stream, io.BytesIO) else stream.read()
+    stored_size = image.size if jpeg is None else (jpeg.width, jpeg.height)
+    image_format = "JPEG" if jpeg is not None else "PNG"
+    try:
+        orientation = (
+            _orientation(image)
+            if jpeg is not None
+            else vips_render.png_orientation(data, _orientation_of_exif)
+        )
+        width, height = _displayed(stored_size, orientation)
+        targets = _targets(width, height)
+        _check_extent(width, height, targets)
+        _, large_width, large_height = targets[0]
+        turned = orientation in (5, 6, 7, 8)
+        large_stored = (large_height, large_width) if turned else (large_width, large_height)
+        icc_profile = image.info.get("icc_profile")
+        pixels = None
+        if jpeg is not None:
+            image.load()
+            budget.check("decoding")
+            pixels = image.size
+            data = image.tobytes()
+            image.close()
+        rendered, cpu_seconds = vips_render.render(
+            data,
+            image_format=image_format,
+            orientation=orientation,
+            targets=[(w, h) for _, w, h in targets],
+            shrink=vips_render.jpeg_shrink(stored_size, large_stored) if jpeg else 1,
+            icc_profile=icc_profile,
+            quality=JPEG_QUALITY,
+            pixels=pixels,
+        )
+    except vips_render.VipsDecodeError as exc:
+        raise PipelineError(
+            ErrorCode.CORRUPT_IMAGE, f"cannot decode {image_format} image: {exc}"
+        ) from exc
+    budget.charge(cpu_seconds)
+    budget.check("rendering")
+    derivatives: list[Derivative] = []
+    for (size, width, height), out in zip(targets, rendered, strict=True):
+        if derivatives and (out.width, out.height) == (
+            derivatives[-1].width,
+            derivatives[-1].height,
+        ):
+            derivatives.append(Derivative(size, width, height, derivatives[-1].data))
+        else:
+            derivatives.append(Derivative(size, out.width, out.height, out.data))
+    return derivatives
 
 
 def _check_memory(
@@ -637,6 +732,18 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def _orientation_of_exif(exif_block: bytes) -> int:
+    """The orientation in a raw EXIF block (libvips hands a PNG's over), read by Pillow as
+    for every other photo; 1 when there is none or it is broken."""
+    try:
+        exif = Image.Exif()
+        exif.load(exif_block)
+        value = exif.get(ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the photo
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _opaque_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image]:
     """A function making a strip of ``image`` 8-bit L or RGB without alpha (transparency
     composited on white). 32-bit integer and float images are scaled by the maximum of the
@@ -696,7 +803,9 @@ def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
 def _encode_jpeg(image: Image.Image) -> bytes:
     # No exif/icc_profile arguments: Pillow writes neither, so no EXIF/GPS leaves the pipeline.
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=JPEG_QUALITY)
+    # optimize: Huffman tables per image, 11-13 % smaller for ~1 ms per size (as mozjpeg's
+    # optimize_coding on the libvips path, and sharp's default).
+    image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
     return out.getvalue()
 
 

@@ -18,10 +18,7 @@ from ..models import (
     MediaAsset,
     MediaProcessingJob,
 )
-from ..pipeline.storage import Storage
 from .errors import job_error_code_q
-
-RAW_FOLDER = "raw"
 
 
 def ids_in_batches(queryset: QuerySet, *, batch_size: int, field: str = "pk") -> Iterator[list]:
@@ -182,30 +179,6 @@ def listing_has_succeeded_finalization(*, listing_identity_id: int) -> bool:
 
 def listing_prefix(listing_identity_id: int) -> str:
     return f"{listing_identity_id}/"
-
-
-def is_raw_key(key: str) -> bool:
-    """Cheap pre-filter of a bucket listing: has a whole ``raw`` folder after the listing."""
-    return f"/{RAW_FOLDER}/" in f"/{key}" and not key.endswith("/")
-
-
-def raw_keys_in_storage(
-    *, storage: Storage, listing_ids: Iterable[int] | None = None
-) -> Iterator[str]:
-    """Raw object keys: under ``{listing}/raw/`` of each listing, or the whole bucket.
-
-    A whole-bucket scan lists every object once (derivatives included) and keeps the raw ones.
-    """
-    if listing_ids:
-        for listing_identity_id in listing_ids:
-            prefix = f"{listing_prefix(listing_identity_id)}{RAW_FOLDER}/"
-            for info in storage.list(prefix):
-                if not info.key.endswith("/"):
-                    yield info.key
-        return
-    for info in storage.list(""):
-        if is_raw_key(info.key):
-            yield info.key
 
 
 def raw_keys_known(keys: Iterable[str]) -> set[str]:

@@ -23,8 +23,14 @@ from typing import Any
 from django.db.models import Exists, Max, OuterRef, Q
 from django.db.models.fields.json import KT
 
-from media_jobs.models import EventKind, JobStatus, MediaJobEvent, MediaProcessingJob
-from media_jobs.services.events import STEP_DISPATCH, STEP_RETRY
+from media_jobs.models import (
+    STEP_DISPATCH,
+    STEP_RETRY,
+    EventKind,
+    JobStatus,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
 
 FAILURE_STATUSES = (JobStatus.FAILED, JobStatus.PARTIAL_SUCCESS)
 PAYLOAD_FIGURES = ("assetsTotal", "assetsProcessed", "assetsFailed", "assetsZipped")

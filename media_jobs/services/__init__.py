@@ -1,13 +1,12 @@
 """Business rules as ``<entity>_<action>`` functions; everything else calls these."""
 
-from .errors import ApplicationError, ConflictError, JobStateError, NotFoundError
+from ..exceptions import ApplicationError, ConflictError, JobStateError, NotFoundError
 from .jobs import (
     format_last_error,
     job_append_error,
     job_apply_zip_figures,
     job_complete,
     job_mark_running,
-    job_retry,
     job_start,
 )
 
@@ -21,6 +20,5 @@ __all__ = [
     "job_apply_zip_figures",
     "job_complete",
     "job_mark_running",
-    "job_retry",
     "job_start",
 ]

@@ -24,6 +24,10 @@ Decisions where docs/contract.md leaves room (docs/workers.md repeats them):
   job's own assets when the portal dispatched it (see ``job_fail_processing_assets``).
 - ``listingIdentityId`` must be the job's listing (409 otherwise): a signed body that
   points at another listing is a bug upstream, not something to apply.
+
+Long on purpose: the receiver's rules (parsing, replays, success/failure precedence,
+outputs onto assets, failure figures) decide one transaction together; each helper below
+is used only by :func:`callback_apply`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Field
 
+from ..exceptions import ApplicationError, ConflictError, NotFoundError
 from ..models import (
+    STEP_CALLBACK,
     TEXT_MAX_BYTES,
     AssetStatus,
     JobStatus,
@@ -52,8 +58,8 @@ from ..pipeline.callback import verify_signature
 from ..pipeline.consolidate import MAX_ID, InvalidJobReference, job_reference_value
 from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
-from .errors import ApplicationError, ConflictError, NotFoundError
-from .events import STEP_CALLBACK, event_record, json_safe
+from ..selectors.dispatch import job_asset_ids
+from .events import event_record, json_safe
 from .job_errors import JobErrorEntry, entries_of_last_error, entries_of_outputs, job_errors_record
 from .jobs import (
     ZIP_FIGURES,
@@ -351,8 +357,13 @@ def _apply_outputs(job: MediaProcessingJob, outputs: list[Any]) -> tuple[int, li
     changed: list[MediaAsset] = []
     for asset in assets.order_by("id"):
         key = asset.s3_key_raw or ""
+        entries = by_key.get(key)
+        if not entries:
+            # Matched only by the column's case-insensitive collation: S3 keys are
+            # case-sensitive, so the output is for another object.
+            continue
         found.add(key)
-        for entry in by_key.get(key, ()):
+        for entry in entries:
             asset_set_output(asset=asset, output=entry)
         changed.append(asset)
     _save_outputs(changed)
@@ -371,7 +382,6 @@ def job_fail_processing_assets(*, job: MediaProcessingJob, code: str, message: s
     backend) it falls back to every PROCESSING asset of the listing. Call it inside a
     transaction.
     """
-    from .dispatch import job_asset_ids  # noqa: PLC0415 - a cycle: dispatch imports this module through retry
 
     assets = MediaAsset.objects.select_for_update().filter(
         listing_identity_id=job.listing_identity_id, status=AssetStatus.PROCESSING
@@ -432,7 +442,6 @@ def _payload(
 def job_failure_figures(*, job: MediaProcessingJob, assets_failed: int) -> dict[str, Any]:
     """The asset figures of a processing job that failed as a whole: it processed none of
     the assets it took (its dispatch record; ``assets_failed`` when it has none)."""
-    from .dispatch import job_asset_ids  # noqa: PLC0415 - a cycle: dispatch imports this module through retry
 
     if job.is_finalization:
         return {}

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.utils.translation import gettext
 
-from ..models import CallbackDelivery, CallbackOutbox, EventKind, MediaProcessingJob, OutboxState
-from ..pipeline.callback import CallbackAttempt, CallbackFailed, send_callback, serialise_payload
-from .errors import ApplicationError
-from .events import STEP_DELIVERY, event_record
+from ..exceptions import ApplicationError
+from ..models import (
+    STEP_DELIVERY,
+    CallbackDelivery,
+    CallbackOutbox,
+    EventKind,
+    MediaProcessingJob,
+    OutboxState,
+)
+from ..pipeline.callback import CallbackAttempt, CallbackFailed, send_callback
+from .events import event_record
 
 logger = logging.getLogger("toq.media.deliveries")
 
@@ -78,28 +83,6 @@ def delivery_send(
         succeeded=attempt.delivered,
         replay_of=replay_of,
         outbox=outbox,
-    )
-
-
-def callback_deliver(
-    *,
-    job: MediaProcessingJob,
-    body: dict[str, Any],
-    max_attempts: int | None = None,
-    interval_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> CallbackDelivery | None:
-    """Put ``body`` in the outbox and make the first attempts at once (docs/contract.md §4 step 4:
-    until accepted or CALLBACK_MAX_ATTEMPTS are used, ``interval_s`` apart, backoff 2).
-    Returns the last attempt (``succeeded`` says which), or None when an older result of
-    the job is still pending and this one waits behind it. The job's own state is not
-    touched: the portal applied the result already; this only tells the backend."""
-    from .outbox import outbox_add, outbox_send  # noqa: PLC0415 - a cycle: outbox imports this module
-
-    delivery_target()
-    entry = outbox_add(job=job, raw_body=serialise_payload(body))
-    return outbox_send(
-        entry_id=entry.pk, max_attempts=max_attempts, interval_s=interval_s, sleep=sleep
     )
 
 

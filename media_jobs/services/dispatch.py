@@ -28,19 +28,26 @@ from django.db import InterfaceError, OperationalError, close_old_connections, t
 
 from .. import stepfunctions
 from ..errorcodes import DISPATCH_FAILED
+from ..exceptions import ApplicationError, ConflictError, NotFoundError
 from ..models import (
+    STEP_DISPATCH,
     AssetStatus,
     AssetType,
     EventKind,
     JobProvider,
     MediaAsset,
-    MediaJobEvent,
     MediaProcessingJob,
 )
 from ..pipeline.logs import log_context
-from .errors import ApplicationError, ConflictError, NotFoundError
-from .events import STEP_DISPATCH, event_record
+from ..selectors.dispatch import dispatch_detail, job_asset_ids, workflow_id_of, workflow_input
+from . import queueing
+from .events import event_record
+from .failures import job_mark_failed
 from .jobs import job_mark_running, job_start
+
+# Reads of a job's dispatch record live in selectors.dispatch; admin/jobs.py still imports
+# job_asset_ids from here.
+__all__ = ["dispatch_detail", "job_asset_ids", "workflow_id_of", "workflow_input"]
 
 logger = logging.getLogger("toq.media.dispatch")
 
@@ -75,42 +82,6 @@ def traceparent_or_new(traceparent: str | None) -> str:
         if candidate:
             logger.warning("malformed traceparent replaced", extra={"given": traceparent[:100]})
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
-def dispatch_detail(*, job: MediaProcessingJob) -> dict[str, Any] | None:
-    """What the job's dispatch recorded (engine, workflowId/executionArn, assetIds, input),
-    or None for a job started elsewhere (by the backend, or before the portal)."""
-    event = (
-        MediaJobEvent.objects.filter(job_id=job.pk, step=STEP_DISPATCH)
-        .order_by("-id")
-        .only("detail")
-        .first()
-    )
-    if event is None or not isinstance(event.detail, dict):
-        return None
-    return event.detail
-
-
-def workflow_input(*, job: MediaProcessingJob) -> dict[str, Any]:
-    """The input a job was started with (docs/contract.md §4/§5 shape)."""
-    detail = dispatch_detail(job=job) or {}
-    started_with = detail.get("input")
-    if not isinstance(started_with, dict):
-        raise NotFoundError(f"job {job.pk} has no dispatch record; it was not started here")
-    return started_with
-
-
-def job_asset_ids(*, job: MediaProcessingJob) -> list[int] | None:
-    """The ids of the assets the job took when it was dispatched here, or None when the job
-    was started elsewhere."""
-    ids = (dispatch_detail(job=job) or {}).get("assetIds")
-    return [int(i) for i in ids] if isinstance(ids, list) else None
-
-
-def workflow_id_of(*, job: MediaProcessingJob) -> str:
-    """The Celery workflow id chosen at dispatch (also the job's external_id once running)."""
-    detail = dispatch_detail(job=job) or {}
-    return str(detail.get("workflowId") or job.external_id or f"celery-{job.pk}")
 
 
 def _asset_refs(assets: Iterable[MediaAsset], *, processed_fallback: bool) -> list[dict[str, str]]:
@@ -164,18 +135,16 @@ def _dispatch(
     if mark_running:
         job = job_mark_running(job=job, external_id=workflow_id)
     job_id = job.pk
-    entry = "run_finalization" if job.is_finalization else "run_processing"
-    transaction.on_commit(lambda: _enqueue_or_fail(entry, job_id))
+    first_task = queueing.RUN_FINALIZATION if job.is_finalization else queueing.RUN_PROCESSING
+    transaction.on_commit(lambda: _enqueue_or_fail(first_task, job_id))
     return job
 
 
-def _enqueue_or_fail(entry: str, job_id: int) -> None:
+def _enqueue_or_fail(task_name: str, job_id: int) -> None:
     """Queue the job's first task; when the broker refuses, the job fails right away with
     the reason instead of waiting an hour for the reconciler."""
-    from .. import tasks  # noqa: PLC0415 - a cycle: tasks imports this module
-
     try:
-        tasks.enqueue(getattr(tasks, entry), job_id)
+        queueing.enqueue(task_name, job_id)
     except Exception as exc:
         logger.exception("could not queue job", extra={"job_id": job_id})
         job_dispatch_failed(
@@ -196,8 +165,6 @@ def job_dispatch_failed(
     is gone, already finished, or the database stayed unreachable (logged; the reconciler is
     then the last resort).
     """
-    from .retry import job_mark_failed  # noqa: PLC0415 - a cycle: retry imports this module
-
     for attempt in range(1, attempts + 1):
         try:
             with transaction.atomic():
@@ -223,7 +190,7 @@ def job_dispatch_failed(
     return None
 
 
-def _fresh(job: MediaProcessingJob) -> MediaProcessingJob:
+def job_after_commit(job: MediaProcessingJob) -> MediaProcessingJob:
     """After the commit the on_commit hook may have changed the row (a refused enqueue)."""
     if not transaction.get_connection().in_atomic_block:
         job.refresh_from_db()
@@ -231,7 +198,7 @@ def _fresh(job: MediaProcessingJob) -> MediaProcessingJob:
 
 
 @transaction.atomic
-def _start_processing(
+def processing_job_create(
     *,
     listing_identity_id: int,
     traceparent: str | None,
@@ -321,13 +288,13 @@ def listing_start_processing(
     ApplicationError for unusable asset ids, DispatchUnavailable when Step Functions does
     not answer.
     """
-    job = _start_processing(
+    job = processing_job_create(
         listing_identity_id=listing_identity_id,
         traceparent=traceparent,
         asset_ids=asset_ids,
         retry_count=retry_count,
     )
-    return _fresh(job)
+    return job_after_commit(job)
 
 
 def listing_finalization_blockers(*, listing_identity_id: int) -> list[dict[str, Any]]:
@@ -360,7 +327,7 @@ def _blocker(asset: MediaAsset) -> dict[str, Any] | None:
 
 
 @transaction.atomic
-def _start_finalization(
+def finalization_job_create(
     *, listing_identity_id: int, traceparent: str | None, retry_count: int
 ) -> MediaProcessingJob:
     assets = list(
@@ -426,7 +393,7 @@ def listing_start_finalization(
     ConflictError, 409, naming what is not ready), a new finalization job, dispatched and
     RUNNING with ``external_id`` and ``started_at``; logs ``service.media.complete.started_zip``
     with ``job_id`` and ``execution_arn``."""
-    job = _start_finalization(
+    job = finalization_job_create(
         listing_identity_id=listing_identity_id, traceparent=traceparent, retry_count=retry_count
     )
-    return _fresh(job)
+    return job_after_commit(job)

@@ -13,22 +13,6 @@ from typing import Any
 
 from ..models import EventKind, MediaJobEvent, MediaProcessingJob
 
-# Event steps used across the code base (free text is allowed; these are the usual ones).
-STEP_DISPATCH = "dispatch"
-STEP_VALIDATE = "validate"
-STEP_THUMBNAILS = "thumbnails"
-STEP_POSTERS = "video_thumbnails"
-STEP_TRANSCODE = "video_transcode"
-STEP_CONSOLIDATE = "consolidate"
-STEP_ZIP = "zip"
-STEP_CALLBACK = "callback"
-STEP_DELIVERY = "callback_delivery"
-STEP_RETRY = "retry"
-STEP_MARK_FAILED = "mark_failed"
-STEP_RECONCILE = "reconcile"
-STEP_REPROCESS = "reprocess"
-STEP_WATCHDOG = "watchdog"
-
 MAX_STEP_LENGTH = MediaJobEvent._meta.get_field("step").max_length or 64
 # duration_ms is an unsigned INT column.
 MAX_DURATION_MS = 2**32 - 1

@@ -13,10 +13,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..errorcodes import RECONCILER_TIMEOUT
+from ..exceptions import ApplicationError
 from ..models import MediaProcessingJob
 from ..selectors.jobs import job_list_cleanable, stale_job_filter
-from .errors import ApplicationError
-from .retry import job_mark_failed
+from .failures import job_mark_failed
 
 logger = logging.getLogger("toq.media.housekeeping")
 

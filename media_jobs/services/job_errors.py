@@ -7,7 +7,7 @@ be decoded. Both kinds are rows here, one per (scope, code, normalized message),
 portal finds and counts jobs by any code through an index.
 
 Written where the outcome is decided, in the same transaction: the callback receiver
-(``callbacks.callback_apply``) and ``retry.job_mark_failed`` (operators, the reconciler, a
+(``callbacks.callback_apply``) and ``failures.job_mark_failed`` (operators, the reconciler, a
 failed dispatch). A success replaces the rows with none.
 """
 

@@ -2,7 +2,8 @@
 
 PENDING -> RUNNING -> SUCCEEDED | PARTIAL_SUCCESS | FAILED. A terminal job changes again only
 through ``job_complete`` (an identical replay, or a late success over a reconciler failure)
-and is otherwise retried as a new job (``job_retry``); the old row stays as history.
+and is otherwise retried as a new job (``retry.job_retry_and_dispatch``); the old row stays
+as history.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from ..exceptions import JobStateError
 from ..models import (
     TERMINAL_JOB_STATUSES,
     TEXT_MAX_BYTES,
@@ -21,7 +23,6 @@ from ..models import (
     JobStatus,
     MediaProcessingJob,
 )
-from .errors import JobStateError
 
 ZIP_FIGURES = ("zipBundles", "assetsZipped", "zipSizeBytes", "unzippedSizeBytes")
 SUCCESS_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL_SUCCESS})
@@ -204,16 +205,3 @@ def job_complete(
         fields.append("callback_body")
     job.save(update_fields=fields)
     return job
-
-
-@transaction.atomic
-def job_retry(*, job: MediaProcessingJob) -> MediaProcessingJob:
-    """A new PENDING job for the same listing and kind, with retry_count + 1."""
-    job = _lock(job)
-    if job.status not in TERMINAL_JOB_STATUSES:
-        raise JobStateError(f"job {job.pk} is {job.status}; only a finished job can be retried")
-    return job_start(
-        listing_identity_id=job.listing_identity_id,
-        provider=job.provider,
-        retry_count=(job.retry_count or 0) + 1,
-    )

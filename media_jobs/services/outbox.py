@@ -29,6 +29,9 @@ Rules:
   backoff and holds nothing back.
 - Each attempt is a ``CallbackDelivery`` row (the log the admin shows); the entry's
   ``state`` is ``pending``, ``delivered`` or ``expired``.
+
+Long on purpose: the outbox's states, its backoff and the probe-with-the-oldest rule are one
+idea; split, the rule for when a result counts as delivered would live in two places.
 """
 
 from __future__ import annotations
@@ -45,11 +48,18 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import CallbackDelivery, CallbackOutbox, EventKind, MediaProcessingJob, OutboxState
+from ..models import (
+    STEP_DELIVERY,
+    CallbackDelivery,
+    CallbackOutbox,
+    EventKind,
+    MediaProcessingJob,
+    OutboxState,
+)
 from ..pipeline.callback import serialise_payload
 from .callbacks import CallbackOutcome, callback_apply
 from .deliveries import BACKOFF_RATE, delivery_send, delivery_target
-from .events import STEP_DELIVERY, event_record
+from .events import event_record
 from .housekeeping import go_duration
 
 logger = logging.getLogger("toq.media.outbox")
@@ -378,3 +388,23 @@ def outbox_drain(*, limit: int = DRAIN_BATCH) -> dict[str, int]:
     if any(counts.values()):
         logger.info("callback outbox pass: %s", counts, extra=counts)
     return counts
+
+
+def callback_deliver(
+    *,
+    job: MediaProcessingJob,
+    body: dict[str, Any],
+    max_attempts: int | None = None,
+    interval_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CallbackDelivery | None:
+    """Put ``body`` in the outbox and make the first attempts at once (docs/contract.md §4 step 4:
+    until accepted or CALLBACK_MAX_ATTEMPTS are used, ``interval_s`` apart, backoff 2).
+    Returns the last attempt (``succeeded`` says which), or None when an older result of
+    the job is still pending and this one waits behind it. The job's own state is not
+    touched: the portal applied the result already; this only tells the backend."""
+    delivery_target()
+    entry = outbox_add(job=job, raw_body=serialise_payload(body))
+    return outbox_send(
+        entry_id=entry.pk, max_attempts=max_attempts, interval_s=interval_s, sleep=sleep
+    )

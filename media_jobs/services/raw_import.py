@@ -11,6 +11,7 @@ gets the next free sequence of that listing and type instead.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -19,6 +20,8 @@ from django.db.models import Max
 from ..models import AssetStatus, MediaAsset
 from ..pipeline import keys
 from ..pipeline.errors import PipelineError
+from ..pipeline.storage import Storage
+from ..selectors.operations import listing_prefix
 from .backfill import ItemResult, done, failed, skipped
 
 TYPE_BY_SEGMENT: dict[str, str] = {segment: kind for kind, segment in keys.SEGMENT_BY_TYPE.items()}
@@ -150,3 +153,30 @@ def _create_row(facts: RawKeyFacts, raw_key: str, sequence: int) -> MediaAsset:
     asset.full_clean(validate_unique=False, validate_constraints=False)
     asset.save()
     return asset
+
+
+RAW_FOLDER = "raw"
+
+
+def is_raw_key(key: str) -> bool:
+    """Cheap pre-filter of a bucket listing: has a whole ``raw`` folder after the listing."""
+    return f"/{RAW_FOLDER}/" in f"/{key}" and not key.endswith("/")
+
+
+def raw_keys_in_storage(
+    *, storage: Storage, listing_ids: Iterable[int] | None = None
+) -> Iterator[str]:
+    """Raw object keys: under ``{listing}/raw/`` of each listing, or the whole bucket.
+
+    A whole-bucket scan lists every object once (derivatives included) and keeps the raw ones.
+    """
+    if listing_ids:
+        for listing_identity_id in listing_ids:
+            prefix = f"{listing_prefix(listing_identity_id)}{RAW_FOLDER}/"
+            for info in storage.list(prefix):
+                if not info.key.endswith("/"):
+                    yield info.key
+        return
+    for info in storage.list(""):
+        if is_raw_key(info.key):
+            yield info.key

@@ -16,29 +16,27 @@ from django.db import transaction
 from django.utils.translation import gettext
 
 from ..errorcodes import MARKED_FAILED
+from ..exceptions import ApplicationError, ConflictError, JobStateError, NotFoundError
 from ..models import (
     ACTIVE_JOB_STATUSES,
+    STEP_REPROCESS,
+    STEP_RETRY,
     AssetStatus,
     EventKind,
     JobProvider,
-    JobStatus,
     MediaAsset,
     MediaProcessingJob,
 )
-from .callbacks import job_fail_processing_assets, job_failure_figures
+from ..selectors.dispatch import dispatch_detail
 from .dispatch import (
     OUTPUT_ASSET_TYPES,
-    _fresh,
-    _start_finalization,
-    _start_processing,
-    dispatch_detail,
+    finalization_job_create,
+    job_after_commit,
     listing_finalization_blockers,
     pipeline_engine,
+    processing_job_create,
 )
-from .errors import ApplicationError, ConflictError, JobStateError, NotFoundError
-from .events import STEP_MARK_FAILED, STEP_REPROCESS, STEP_RETRY, event_record
-from .job_errors import entries_of_last_error, job_errors_record
-from .jobs import format_last_error, job_complete
+from .events import event_record
 
 logger = logging.getLogger("toq.media.retry")
 
@@ -217,13 +215,13 @@ def _retry(job: MediaProcessingJob, actor: str | None) -> MediaProcessingJob:
         raise JobStateError(plan.summary)
     traceparent = _continued_traceparent(job)
     if plan.kind == KIND_FINALIZATION:
-        new_job = _start_finalization(
+        new_job = finalization_job_create(
             listing_identity_id=job.listing_identity_id,
             traceparent=traceparent,
             retry_count=plan.new_retry_count,
         )
     else:
-        new_job = _start_processing(
+        new_job = processing_job_create(
             listing_identity_id=job.listing_identity_id,
             traceparent=traceparent,
             asset_ids=plan.asset_ids,
@@ -262,65 +260,7 @@ def job_retry_and_dispatch(
     The old job gets a "retried as #N" event. Raises JobStateError (409) with the reason
     when ``retry_plan`` says it cannot run.
     """
-    return _fresh(_retry(job, actor))
-
-
-@transaction.atomic
-def job_mark_failed(
-    *,
-    job: MediaProcessingJob,
-    reason: str,
-    actor: str | None = None,
-    code: str = MARKED_FAILED_CODE,
-) -> MediaProcessingJob:
-    """A stuck PENDING/RUNNING job becomes FAILED with ``code=<code> | <reason>``; its
-    PROCESSING assets become FAILED too (processing jobs only), and the job's timeline
-    records who did it. A pipeline result that arrives later is still applied when it is a
-    success (the callback receiver's "late success")."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise ApplicationError(gettext("say why the job is marked failed (reason is empty)"))
-    job = MediaProcessingJob.objects.select_for_update().get(pk=job.pk)
-    if job.is_terminal:
-        raise JobStateError(
-            gettext(
-                "job %(job)s is already %(status)s; only a PENDING or RUNNING job can be "
-                "marked failed"
-            )
-            % {"job": job.pk, "status": job.status}
-        )
-    job = job_complete(
-        job=job,
-        status=JobStatus.FAILED,
-        error_line=format_last_error(code=code, message=reason),
-    )
-    failed_assets = 0
-    if not job.is_finalization:
-        failed_assets = job_fail_processing_assets(job=job, code=code, message=reason)
-        job.payload = {
-            **(job.payload if isinstance(job.payload, dict) else {}),
-            **job_failure_figures(job=job, assets_failed=failed_assets),
-        }
-        job.save(update_fields=["payload"])
-    job_errors_record(job=job, entries=entries_of_last_error(job.last_error, assets=failed_assets))
-    event_record(
-        job=job,
-        step=STEP_MARK_FAILED,
-        kind=EventKind.FAILED,
-        detail={"code": code, "reason": reason, "actor": actor, "assetsFailed": failed_assets},
-    )
-    logger.warning(
-        "job marked failed",
-        extra={
-            "job_id": job.pk,
-            "listing_identity_id": job.listing_identity_id,
-            "error_code": code,
-            "reason": reason,
-            "actor": actor,
-            "assets_failed": failed_assets,
-        },
-    )
-    return job
+    return job_after_commit(_retry(job, actor))
 
 
 @transaction.atomic
@@ -348,7 +288,7 @@ def _reprocess(asset_ids: list[int], actor: str | None) -> MediaProcessingJob:
             )
             % {"job": active, "listing": listing_identity_id}
         )
-    job = _start_processing(
+    job = processing_job_create(
         listing_identity_id=listing_identity_id,
         traceparent=None,
         asset_ids=wanted,
@@ -369,4 +309,4 @@ def assets_reprocess(*, asset_ids: list[int], actor: str | None = None) -> Media
     Derivatives that already exist for the same raw object (same etag) are kept, not
     rendered again; the assets' state is recomputed from them.
     """
-    return _fresh(_reprocess(asset_ids, actor))
+    return job_after_commit(_reprocess(asset_ids, actor))

@@ -3,20 +3,27 @@
 One ``list`` of the listing's prefix gives every raw and processed object with its size and
 last-modified time, so an audit costs one paginated listing per listing plus one query,
 whatever the number of assets.
+
+Long on purpose: what a listing's objects should be (expected keys per asset, the
+legacy poster names) and how the storage differs from it are one comparison; the admin's
+check and the commands' drift report both read it here.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..models import AssetStatus, MediaAsset
+from ..exceptions import ApplicationError
+from ..models import AssetStatus, AssetType, MediaAsset
 from ..pipeline import keys
 from ..pipeline.consolidate import SIZE_PREFERENCE
 from ..pipeline.errors import PipelineError
 from ..pipeline.storage import ObjectInfo, ObjectNotFound, Storage
+from ..selectors.admin import asset_links, listing_zip_job
 from ..selectors.operations import (
     listing_active_finalization,
     listing_assets,
@@ -27,7 +34,6 @@ from ..selectors.operations import (
 from ..storage import pipeline_storage
 from .backfill import ItemResult, done, failed, skipped
 from .dispatch import listing_finalization_blockers, listing_start_finalization
-from .errors import ApplicationError
 
 # metadata members that hold output keys: ``{size}_{type}`` (docs/contract.md §4 step 3) and thumbnailKey
 OUTPUT_FIELD = re.compile(rf"^(?:{'|'.join(SIZE_PREFERENCE)})_[a-z_]+$")
@@ -37,6 +43,8 @@ PROCESSED_FIELD = "s3_key_processed"
 ZIP_CURRENT = "current"
 ZIP_STALE = "stale"
 ZIP_MISSING = "missing"
+# The storage check of a listing looks at its first assets only (a page, not a report).
+MAX_ASSETS_CHECKED = 1000
 
 
 def asset_output_keys(asset: MediaAsset) -> dict[str, str]:
@@ -54,13 +62,22 @@ def asset_output_keys(asset: MediaAsset) -> dict[str, str]:
     return found
 
 
+def current_derivative_keys(raw_key: str, *, video: bool) -> dict[str, str]:
+    """The keys the pipeline writes today for ``raw_key``, by what they are: ``poster`` and
+    ``transcode`` for a video, the four sizes for a photo. Raises ``PipelineError`` for a
+    key the rules refuse. Both audits below expect exactly these."""
+    if video:
+        return {"poster": keys.poster_key(raw_key), "transcode": keys.transcode_key(raw_key)}
+    return {size: keys.derivative_key(raw_key, size) for size in keys.IMAGE_SIZES}
+
+
 def derived_keys(raw_key: str) -> set[str]:
     """Every key the pipeline could write from ``raw_key`` (any kind of asset), including
     the poster keys of earlier releases and of the Go system: such an object belongs to
     the asset, it is not an orphan (``backfill_derivatives`` writes the current one)."""
     try:
-        derived = {keys.derivative_key(raw_key, size) for size in keys.IMAGE_SIZES}
-        derived |= {keys.poster_key(raw_key), keys.transcode_key(raw_key)}
+        derived = set(current_derivative_keys(raw_key, video=False).values())
+        derived |= set(current_derivative_keys(raw_key, video=True).values())
         derived |= set(keys.legacy_poster_keys(raw_key))
     except PipelineError:
         return set()
@@ -265,6 +282,138 @@ def listing_verify(*, listing_identity_id: int, dry_run: bool = False) -> ItemRe
     if drift.has_drift:
         result.tags = ("drift",)
     return result
+
+
+# -- the admin's storage check -----------------------------------------------------------
+# Per object, for the job and listing pages: every key the rules or the rows expect, present
+# or not, and what else is there. ``listing_audit`` above is the same comparison summed up
+# as drift for the operations commands.
+
+
+@dataclass
+class ExpectedObject:
+    key: str
+    what: str  # "raw", "thumbnail", "small", ..., "poster", "transcode", "zip", "recorded"
+    asset_id: int | None
+    required: bool  # missing is a problem (the asset is PROCESSED, or the ZIP succeeded)
+    present: bool = False
+    size: int | None = None
+
+
+@dataclass
+class StorageCheck:
+    listing_identity_id: int
+    prefix: str
+    expected: list[ExpectedObject] = field(default_factory=list)
+    unexpected: list[ObjectInfo] = field(default_factory=list)
+    listed: int = 0
+    truncated: bool = False
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[ExpectedObject]:
+        return [obj for obj in self.expected if obj.required and not obj.present]
+
+    @property
+    def ok(self) -> bool:
+        """Nothing required is missing (absent derivatives of a failed asset are fine)."""
+        return self.error is None and not self.missing
+
+    @property
+    def present(self) -> int:
+        return sum(1 for obj in self.expected if obj.present)
+
+    @property
+    def absent_optional(self) -> int:
+        return sum(1 for obj in self.expected if not obj.present and not obj.required)
+
+    @property
+    def complete(self) -> bool:
+        """Every expected object is there: the only state the badge calls "complete"."""
+        return self.error is None and self.present == len(self.expected)
+
+
+def expected_objects(
+    *, listing_identity_id: int, assets: Sequence[MediaAsset], zip_expected: bool
+) -> tuple[list[ExpectedObject], list[str]]:
+    """What should exist for the listing, by the key rules of ``pipeline.keys`` and the keys
+    the database recorded. Derivatives are required for PROCESSED assets only (a FAILED asset
+    is expected to lack them)."""
+    expected: dict[str, ExpectedObject] = {}
+    notes: list[str] = []
+
+    def expect(key: Any, what: str, asset_id: int | None, required: bool) -> None:
+        if not isinstance(key, str) or not key:
+            return
+        known = expected.get(key)
+        if known is None:
+            expected[key] = ExpectedObject(key, what, asset_id, required)
+        else:
+            known.required = known.required or required
+
+    for asset in assets:
+        processed = asset.status == AssetStatus.PROCESSED
+        raw = asset.s3_key_raw
+        if raw:
+            expect(raw, "raw", asset.pk, asset.status != AssetStatus.PENDING_UPLOAD)
+        if raw and asset.asset_type not in (AssetType.ZIP, AssetType.THUMBNAIL):
+            try:
+                video = keys.is_video_type(asset.asset_type)
+                for what, key in current_derivative_keys(raw, video=video).items():
+                    expect(key, what, asset.pk, processed)
+            except PipelineError as exc:
+                notes.append(f"asset {asset.pk}: {exc.message}")
+        if processed:
+            for _, key in asset_links(asset):
+                expect(key, "recorded", asset.pk, True)
+    if zip_expected:
+        expect(keys.zip_key(listing_identity_id), "zip", None, True)
+    return list(expected.values()), notes
+
+
+def storage_check(
+    *,
+    listing_identity_id: int,
+    storage: Storage,
+    assets: Sequence[MediaAsset] | None = None,
+    zip_expected: bool | None = None,
+    limit: int = 10_000,
+) -> StorageCheck:
+    """What exists under ``{listing}/`` against what should (missing highlighted, extra listed).
+
+    Lists at most ``limit`` objects; keys outside the prefix (legacy raw keys) get one HEAD each.
+    """
+    prefix = f"{listing_identity_id}/"
+    if assets is None:
+        assets = list(listing_assets(listing_identity_id=listing_identity_id)[:MAX_ASSETS_CHECKED])
+    if zip_expected is None:
+        zip_expected = listing_zip_job(listing_identity_id=listing_identity_id) is not None
+    expected, notes = expected_objects(
+        listing_identity_id=listing_identity_id, assets=assets, zip_expected=zip_expected
+    )
+    check = StorageCheck(listing_identity_id, prefix, expected, notes=notes)
+    by_key = {obj.key: obj for obj in expected}
+    try:
+        for info in storage.list(prefix):
+            check.listed += 1
+            if check.listed > limit:
+                check.truncated = True
+                break
+            known = by_key.get(info.key)
+            if known is None:
+                check.unexpected.append(info)
+            else:
+                known.present, known.size = True, info.size
+        for obj in expected:
+            if not obj.key.startswith(prefix):
+                try:
+                    obj.size, obj.present = storage.head(obj.key).size, True
+                except ObjectNotFound:
+                    obj.present = False
+    except Exception as exc:  # noqa: BLE001 - storage down: say so instead of a 500
+        check.error = f"{type(exc).__name__}: {exc}"
+    return check
 
 
 # -- ZIP rebuild ---------------------------------------------------------------------------

@@ -36,11 +36,21 @@ from typing import Any
 from django.db.models import Max
 from django.utils import timezone
 
-from ..models import ACTIVE_JOB_STATUSES, EventKind, MediaJobEvent, MediaProcessingJob
+from ..models import (
+    ACTIVE_JOB_STATUSES,
+    STEP_CONSOLIDATE,
+    STEP_VALIDATE,
+    STEP_WATCHDOG,
+    STEP_ZIP,
+    EventKind,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
 from ..pipeline.logs import log_context
+from ..selectors.dispatch import dispatch_detail
 from .attempts import ENDING_KINDS, last_seen
-from .dispatch import ENGINE_CELERY, dispatch_detail
-from .events import STEP_CONSOLIDATE, STEP_VALIDATE, STEP_WATCHDOG, STEP_ZIP, event_record
+from .dispatch import ENGINE_CELERY
+from .events import event_record
 from .workflow import PART_STEPS, step_result, workflow_parts_done
 
 logger = logging.getLogger("toq.media.watchdog")

@@ -11,8 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..models import EventKind, MediaJobEvent, MediaProcessingJob
-from .events import STEP_POSTERS, STEP_THUMBNAILS, STEP_TRANSCODE, event_record
+from ..models import (
+    STEP_POSTERS,
+    STEP_THUMBNAILS,
+    STEP_TRANSCODE,
+    EventKind,
+    MediaJobEvent,
+    MediaProcessingJob,
+)
+from .events import event_record
 
 PART_STEPS = (STEP_THUMBNAILS, STEP_POSTERS, STEP_TRANSCODE)
 

@@ -23,7 +23,7 @@ from media_jobs.pipeline.consolidate import consolidate
 from media_jobs.selectors import errors as error_selectors
 from media_jobs.selectors.operations import jobs_for_requeue
 from media_jobs.services.callbacks import callback_apply
-from media_jobs.services.retry import job_mark_failed
+from media_jobs.services.failures import job_mark_failed
 from tests.admin.html import job_ids_in
 from tests.factories import AssetFactory, JobFactory
 

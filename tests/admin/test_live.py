@@ -11,7 +11,7 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
 
-from media_jobs.admin.views import LIST_CELLS
+from media_jobs.admin.live import LIST_CELLS
 from media_jobs.models import AssetStatus, EventKind, JobStatus, MediaProcessingJob
 from media_jobs.pipeline.callback import serialise_payload
 from media_jobs.services.callbacks import callback_apply

@@ -21,6 +21,7 @@ from media_jobs.pipeline import keys
 from media_jobs.selectors import admin as selectors
 from media_jobs.selectors import errors as error_selectors
 from tests.factories import AssetFactory, JobFactory
+from toqportal.celery import app
 
 pytestmark = pytest.mark.django_db
 INDEX = reverse("admin:index")
@@ -30,9 +31,9 @@ FILE_URL = reverse("admin:media_jobs_media_file")
 # -- dashboard ---------------------------------------------------------------------------------
 
 
-def test_dashboard_counts_chart_top_codes_and_stuck(viewer_client, settings):
+def test_dashboard_counts_chart_top_codes_and_stuck(viewer_client, settings, monkeypatch):
     settings.RECONCILER_TIMEOUT_SECONDS = 600
-    settings.CELERY_BROKER_URL = "memory://"  # a broker that cannot tell its depth
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens
     now = timezone.now()
     for _ in range(3):
         JobFactory(status=JobStatus.SUCCEEDED, created_at=now - timedelta(hours=1))
@@ -88,14 +89,15 @@ def test_dashboard_counts_chart_top_codes_and_stuck(viewer_client, settings):
     assert re.search(r'id="toq-queue-depth">unknown<', html)
 
 
-def test_dashboard_queue_depth_from_redis(viewer_client, settings):
+def test_dashboard_queue_depth_from_redis(viewer_client):
 
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
         pytest.skip("no Redis (run through scripts/run_tests.py)")
     queue = f"test-{uuid.uuid4().hex}"
-    settings.CELERY_BROKER_URL = url
-    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    saved = app.conf.broker_url, app.conf.task_default_queue, app.conf.broker_transport_options
+    app.conf.broker_url, app.conf.task_default_queue = url, queue
+    app.conf.broker_transport_options = {}
     client = redis.Redis.from_url(url)
     try:
         client.rpush(queue, "a", "b", "c")
@@ -104,6 +106,7 @@ def test_dashboard_queue_depth_from_redis(viewer_client, settings):
         assert f"<code>{queue}</code>" in html
     finally:
         client.delete(queue)
+        app.conf.broker_url, app.conf.task_default_queue, app.conf.broker_transport_options = saved
 
 
 def test_dashboard_queries_use_indexed_created_at_ranges(viewer_client):

@@ -13,7 +13,9 @@ from media_jobs.admin.charts import _ticks, daily_bar_chart
 from media_jobs.models import AssetStatus
 from media_jobs.selectors import admin as selectors
 from media_jobs.selectors import errors as error_selectors
+from media_jobs.services.broker import queue_depth
 from tests.factories import AssetFactory
+from toqportal.celery import app
 
 
 @pytest.mark.parametrize(
@@ -120,17 +122,23 @@ def test_chart_geometry():
     assert sum(s.height for s in chart.segments) == pytest.approx(chart.plot_bottom - 10, abs=0.5)
 
 
-def test_queue_depth_of_the_embedded_broker(settings, tmp_path):
+def test_queue_depth_of_the_embedded_broker(tmp_path):
     folder = tmp_path / "queue"
     folder.mkdir()
     for name in ("1_a.media.msg", "2_b.media.msg", "3_c.other.msg"):
         (folder / name).write_text("{}")
-    settings.CELERY_BROKER_URL = "filesystem://"
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(folder)}
-    settings.CELERY_TASK_DEFAULT_QUEUE = "media"
-    assert selectors.celery_queue_depth() == 2
-    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    assert selectors.celery_queue_depth() is None
+    saved = app.conf.broker_url, app.conf.broker_transport_options
+    app.conf.broker_url = "filesystem://"
+    app.conf.broker_transport_options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+    }
+    try:
+        assert queue_depth("media") == 2
+        app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+        assert queue_depth("media", timeout_s=0.5) is None
+    finally:
+        app.conf.broker_url, app.conf.broker_transport_options = saved
 
 
 @pytest.mark.django_db

@@ -250,6 +250,7 @@ FUZZ = hypothesis_settings(
 )
 
 
+@pytest.mark.slow  # hypothesis, ~15 s
 @FUZZ
 @given(data=st.data())
 def test_fuzz_unsigned_or_badly_signed_callbacks_never_500_and_never_change_state(
@@ -277,6 +278,7 @@ def test_fuzz_unsigned_or_badly_signed_callbacks_never_500_and_never_change_stat
     assert snapshot(job) == before
 
 
+@pytest.mark.slow  # hypothesis, ~10 s
 @FUZZ
 @given(data=st.data())
 def test_fuzz_signed_malformed_callbacks_never_500(client: Client, data: Any) -> None:

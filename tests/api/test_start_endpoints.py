@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset, MediaProcessingJob
-from media_jobs.services.dispatch import workflow_input
+from media_jobs.selectors.dispatch import workflow_input
 from tests.factories import AssetFactory
 from toqportal.celery import app
 

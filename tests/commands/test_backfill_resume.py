@@ -25,6 +25,9 @@ from tests.fixtures.s3server import MotoServer
 
 from .conftest import processed_photo, run_command
 
+# Kills and resumes a backfill on a versioned bucket.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 LISTING = 7401
 ASSETS = 6

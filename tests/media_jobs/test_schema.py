@@ -125,6 +125,7 @@ def test_keys_and_indexes() -> None:
             assert collation.startswith("utf8mb4")
 
 
+@pytest.mark.slow  # migrates a second database
 def test_unmanaged_migrate_leaves_existing_tables_alone() -> None:
     """Point the portal at a "backend" database whose tables exist already: migrate must not
     create, alter or empty them."""

@@ -106,6 +106,7 @@ def test_mysql_and_s3_from_environment() -> None:
     ]
 
 
+@pytest.mark.slow  # two manage.py runs, ~10 s
 def test_models_and_migrations_do_not_drift() -> None:
     for managed in ("true", "false"):
         result = manage("makemigrations", "--check", "--dry-run", MEDIA_JOBS_MANAGE_TABLES=managed)

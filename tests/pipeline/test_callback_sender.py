@@ -240,3 +240,10 @@ def test_missing_configuration_messages() -> None:
     with pytest.raises(ValueError) as no_secret:
         send_callback(BODY, url="http://127.0.0.1:9/x", secret="")
     assert str(no_secret.value) == "callback secret is not configured (CALLBACK_SECRET)"
+
+
+def test_an_attempt_without_an_answer_has_no_excerpt() -> None:
+    url = f"http://127.0.0.1:{free_port()}/callback"  # nothing listens there
+    with pytest.raises(CallbackFailed) as caught:
+        send_callback(BODY, url=url, secret=SECRET, timeout_s=2)
+    assert (caught.value.attempt.response_excerpt, caught.value.attempt.status_code) == ("", None)

@@ -524,3 +524,20 @@ def test_a_finalization_zip_body_named_body_that_is_not_an_object_is_the_body() 
     figures = {"assetsZipped": 1, "zipBundles": ("k",), "zipSizeBytes": 2, "unzippedSizeBytes": 3}
     body = finalization_success_body({"jobId": 1, "listingIdentityId": 7}, {**figures, "body": "x"})
     assert body["zipBundles"] == ["k"] and body["listingIdentityId"] == "7"
+
+
+def test_derivatives_of_an_asset_that_was_not_validated_are_ignored() -> None:
+    stray = {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [
+                {"key": derivative(RAW_B, "large"), "sourceKey": RAW_B},
+                {"key": derivative(RAW_B, "small")},  # no sourceKey at all
+            ],
+            "errors": [{"errorCode": "CORRUPT_IMAGE"}],
+        }
+    }
+    body = consolidate(event([asset(RAW_A, "PHOTO_HORIZONTAL")], [stray]))["body"]
+    [out] = body["outputs"]
+    assert (out["rawKey"], out["processedKey"], out["outputs"]) == (RAW_A, "", {})
+    assert body["status"] == "PARTIAL_SUCCESS"  # the branch reported an error

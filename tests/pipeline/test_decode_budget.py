@@ -185,6 +185,7 @@ LARGE_COMPLETE_PNGS = {
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("name", list(LARGE_COMPLETE_PNGS))
+@pytest.mark.slow  # decodes large PNGs
 def test_a_large_complete_png_is_decoded_once_and_passes(name: str) -> None:
     data = LARGE_COMPLETE_PNGS[name]()
     stream = io.BytesIO(data)

@@ -34,6 +34,9 @@ from tests.support.toq_account import (
     snapshot,
 )
 
+# A whole deploy against moto per test (5-20 s each).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts/deploy_lambdas.sh"
 MODULES = ("validate", "thumbnails", "video_thumbnails", "consolidate", "zip", "callback")

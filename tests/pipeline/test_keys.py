@@ -530,3 +530,9 @@ def test_numbered_names_stay_within_255_bytes() -> None:
     first, second = keys.unique_entry_names([name, name])
     assert first == name
     assert second == "b" * 247 + " (2).jpg" and len(second.encode()) == 255
+
+
+def test_a_file_never_takes_the_name_of_any_folder_above_another_file() -> None:
+    # "a/b/c.jpg" needs the folders "a/b" and "a": neither may be a file's name
+    names = ["a/b", "A", "a/b/c.jpg"]
+    assert keys.unique_entry_names(names) == ["a/b (2)", "A (2)", "a/b/c.jpg"]

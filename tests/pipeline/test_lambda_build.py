@@ -14,6 +14,9 @@ import pytest
 from media_jobs import sample_media
 from media_jobs.pipeline.storage_local import LocalStorage
 
+# Builds every Lambda zip (tens of seconds).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts/build_lambdas.sh"
 FUNCTIONS = (
@@ -58,6 +61,8 @@ def check_bundle(archive: Path) -> list[str]:
     assert all(n == "media_jobs/__init__.py" or n.startswith("media_jobs/pipeline/") for n in ours)
     assert any(n.startswith("PIL/") for n in names)
     assert any(n.startswith("pillow_heif/") for n in names)
+    assert any(n.startswith("pyvips/") for n in names)
+    assert any(n.startswith("pyvips_binary.libs/libvips") for n in names)
     assert any(n.startswith("requests/") for n in names)
     assert any(n.startswith("zipstream/") for n in names)
     return names
@@ -135,6 +140,7 @@ def test_lambda_runtime_build(tmp_path: Path) -> None:
     names = check_bundle(tmp_path / "thumbnails.zip")
     native = [n for n in names if n.endswith(".so") and n.startswith(("PIL/", "_pillow_heif"))]
     assert native and all("cpython-312-x86_64-linux-gnu" in n for n in native)
+    assert "_libvips.abi3.so" in names  # pyvips-binary: one stable-ABI build for 3.7+
     # A rebuild of the same sources gives the same bytes (deploys of unchanged code are no-ops).
     again = build(tmp_path / "again", LAMBDA_FUNCTIONS="consolidate")
     assert again.returncode == 0, again.stderr

@@ -15,7 +15,8 @@ import requests
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from media_jobs.pipeline.config import DEFAULT_BUCKET, PipelineConfig
-from media_jobs.pipeline.storage import ObjectNotFound, Storage, storage_from_config
+from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage_factory import storage_from_config
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
 from media_jobs.pipeline.storage_s3 import (
     DEFAULT_PART_SIZE,

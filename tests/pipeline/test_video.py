@@ -205,6 +205,7 @@ def test_no_valid_videos(local_storage: Storage, pipeline_config: PipelineConfig
 # -- transcode ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ffmpeg transcodes
 def test_transcode_every_video_to_faststart_h264_within_1080p(
     s3_storage: Storage,
     pipeline_config: PipelineConfig,

@@ -119,6 +119,7 @@ def test_writer_output_opens_in_every_extractor(
     _assert_extractors_accept(path, list(entries))
 
 
+@pytest.mark.slow  # 65,536 entries, ~10 s
 def test_more_than_65535_entries_use_zip64_end_records(tmp_path: Path) -> None:
     count = 65_535 + 3
     path = tmp_path / "many.zip"

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from media_jobs import tasks
 from media_jobs.models import JobStatus, MediaProcessingJob
-from media_jobs.tasks import clean_old_jobs, reconcile_stuck_jobs
+from media_jobs.services import queueing
+from media_jobs.tasks import clean_old_jobs, reconcile_stuck_jobs, steps
 from tests.factories import JobFactory
 from tests.fixtures.worker import wait_until
 from toqportal.celery import app
@@ -76,10 +76,10 @@ def test_a_housekeeping_queue_takes_beats_tasks_and_the_callback_sends(
 
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        tasks,
+        queueing,
         "enqueue_each",
-        lambda task, calls, **options: sent.append((task.name, options["queue"])),
+        lambda name, calls, **options: sent.append((name, options["queue"])),
     )
     settings.CELERY_HOUSEKEEPING_QUEUE = "media-housekeeping"
-    tasks._queue_delivery(7)
+    steps.queue_delivery(7)
     assert sent == [("media_jobs.tasks.deliver_callback", "media-housekeeping")]

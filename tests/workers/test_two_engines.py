@@ -12,7 +12,8 @@ import pytest
 
 from media_jobs.models import MediaProcessingJob
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, verify_signature
-from media_jobs.services.dispatch import listing_start_processing, workflow_input
+from media_jobs.selectors.dispatch import workflow_input
+from media_jobs.services.dispatch import listing_start_processing
 from media_jobs.storage import pipeline_storage
 from tests.fixtures.worker import wait_until
 from tests.support.asl import StateMachine

@@ -25,7 +25,7 @@ from ..base import (
 
 
 class Command(OperationCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Regenerate the derivatives of PROCESSED assets (photos: the four JPEG sizes; videos: "
         "poster frame and transcode) and record them on the rows the way a callback does. "
         "By default an asset whose derivatives all exist and were made from its current raw "

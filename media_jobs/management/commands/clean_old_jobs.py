@@ -17,7 +17,7 @@ from ..base import OperationCommand, Progress, Summary, duration, since_moment, 
 
 
 class Command(OperationCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Delete finished jobs completed before a cutoff (and their timeline events), in "
         "batches, at most --limit per run - what Celery beat runs daily."
     )

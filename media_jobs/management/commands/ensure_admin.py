@@ -14,7 +14,7 @@ from media_jobs.management.base import TranslatedCommand
 
 
 class Command(TranslatedCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Create the admin user (ADMIN_USERNAME / ADMIN_PASSWORD, or generated) and print it."
     )
 

@@ -18,7 +18,7 @@ DOC_PATH = Path(settings.BASE_DIR) / "docs" / "error-codes.md"
 
 
 class Command(TranslatedCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Print docs/error-codes.md as media_jobs/errorcodes.py describes the codes (--write "
         "replaces the file). The job page's 'what to do' comes from the same catalogue."
     )

@@ -9,13 +9,13 @@ from django.core.management.base import CommandParser
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from ...selectors.operations import raw_keys_in_storage
+from ...services.raw_import import raw_keys_in_storage
 from ...storage import pipeline_storage
 from ..base import OperationCommand, add_listing_argument, chunks, usage_error
 
 
 class Command(OperationCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Scan the raw prefix of listings (or the whole bucket with --all) and create the "
         "missing media_assets rows as PENDING_UPLOAD: type from the key's segment, sequence "
         "from a numeric reference (horizontal-03 -> 3) or else the next free one."

@@ -14,7 +14,7 @@ from ..base import OperationCommand, add_listing_argument, chunks, queryset_batc
 
 
 class Command(OperationCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Start a finalization (the listing ZIP) for listings whose ZIP is missing or older "
         "than their newest processed asset. Without --listing it looks at listings that were "
         "finalized before. Listings with a finalization still running, or with assets not "

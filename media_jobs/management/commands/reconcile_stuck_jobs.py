@@ -17,7 +17,7 @@ from ..base import OperationCommand, Progress, Summary, duration, usage_error
 
 
 class Command(OperationCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Mark jobs PENDING or RUNNING for longer than the timeout FAILED ('reconciler marked "
         "failed after <timeout> without callback') and their listing's PROCESSING assets "
         "FAILED - what Celery beat runs every RECONCILER_INTERVAL_SECONDS."

@@ -29,7 +29,7 @@ from ..base import (
 
 
 class Command(OperationCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Retry finished jobs selected by status, kind, age, error code and listing, through "
         "the same service as the admin's Retry (a new job per retried job, dispatched to the "
         "configured engine). A job that already has a newer job of the same listing and kind "

@@ -28,9 +28,7 @@ DEMO_VIDEO = (AssetType.VIDEO_HORIZONTAL, 1, "tour.mp4")
 
 
 class Command(TranslatedCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
-        "Seed the demo listing (photos + one video) and start its processing job."
-    )
+    help_text = _("Seed the demo listing (photos + one video) and start its processing job.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--listing", type=int, default=DEMO_LISTING_ID)

@@ -25,7 +25,7 @@ SHOWN_PER_KIND = 10
 
 
 class Command(OperationCommand):
-    help = _(  # type: ignore[assignment]  # lazy: read once a language is active
+    help_text = _(
         "Report drift between media_assets and the bucket, per listing: assets whose raw or "
         "processed object is missing, derivatives with no asset, raw objects with no row, and "
         "stale ZIPs. Read-only. Exit status 1 when drift is found."

@@ -20,7 +20,8 @@ from typing import Any
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import PipelineError
 from media_jobs.pipeline.logs import configure_json_logging, log_context, step_timer
-from media_jobs.pipeline.storage import Storage, storage_from_config
+from media_jobs.pipeline.storage import Storage
+from media_jobs.pipeline.storage_factory import storage_from_config
 
 log = logging.getLogger("toq.pipeline.handlers")
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from media_jobs.exceptions import ApplicationError, ConflictError, NotFoundError
 from media_jobs.models import (
+    STEP_DISPATCH,
     TEXT_MAX_BYTES,
     AssetStatus,
     JobProvider,
     JobStatus,
     MediaAsset,
+    MediaJobError,
     MediaJobEvent,
     MediaProcessingJob,
 )
 from media_jobs.pipeline.callback import serialise_payload, sign
+from media_jobs.pipeline.logs import current_log_context
 from media_jobs.services import callbacks
 from media_jobs.services.callbacks import (
     MSG_BAD_SIGNATURE,
@@ -26,8 +32,7 @@ from media_jobs.services.callbacks import (
     CallbackUnauthorized,
     callback_apply,
 )
-from media_jobs.services.errors import ApplicationError, ConflictError, NotFoundError
-from media_jobs.services.events import STEP_DISPATCH, event_record
+from media_jobs.services.events import event_record
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -640,3 +645,360 @@ def test_a_completing_callback_fills_started_at_only_when_empty() -> None:
     deliver(body_for(job, "FAILED"))
     job.refresh_from_db()
     assert job.started_at == datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+def test_status_is_read_trimmed_and_in_any_case() -> None:
+    job, (asset,) = processing_job(listing=550, assets=1)
+    outcome = deliver(body_for(job, " succeeded ", [output(asset)]))
+    assert (outcome.status_code, outcome.job_status, outcome.message) == (
+        200,
+        "SUCCEEDED",
+        "job SUCCEEDED",
+    )
+    event = MediaJobEvent.objects.get(pk=outcome.event_id)
+    assert event.detail["callbackStatus"] == "SUCCEEDED"
+    assert (event.kind, event.detail["previousStatus"], event.detail["source"]) == (
+        "succeeded",
+        "RUNNING",
+        "http",
+    )
+    assert event.detail["bodyBytes"] == len(
+        serialise_payload(body_for(job, " succeeded ", [output(asset)]))
+    )
+
+
+def test_a_different_success_after_a_success_is_a_409() -> None:
+    job, (asset,) = processing_job(listing=551, assets=1)
+    deliver(body_for(job, "SUCCEEDED", [output(asset)]))
+    outcome = deliver(body_for(job, "PARTIAL_SUCCESS", [output(asset)]))
+    assert (outcome.status_code, outcome.applied) == (409, False)
+    assert outcome.message == "job already SUCCEEDED; PARTIAL_SUCCESS does not replace it"
+    failure = deliver(body_for(job, "TIMED_OUT"))
+    assert failure.message == (
+        "job already SUCCEEDED; a TIMED_OUT callback does not replace a success"
+    )
+    assert MediaJobEvent.objects.get(pk=failure.event_id).kind == "failed"
+
+
+def test_job_zero_is_unknown_and_an_unknown_job_is_a_404_with_its_id() -> None:
+    with pytest.raises(NotFoundError) as zero:
+        deliver({"jobId": 0, "listingIdentityId": 1, "status": "SUCCEEDED"})
+    assert zero.value.message == "no media processing job with id 0"
+    with pytest.raises(NotFoundError) as missing:
+        deliver({"jobId": 4294967295, "listingIdentityId": 1, "status": "SUCCEEDED"})
+    assert missing.value.message == "no media processing job with id 4294967295"
+
+
+def test_error_text_from_every_shape_of_error() -> None:
+    """A string error, a finalization's Error/Cause, a code without a message: last_error
+    and the failed assets' codes say what the body said, with the status as fallback."""
+    job, (asset,) = processing_job(listing=552, assets=1)
+    deliver(body_for(job, "VALIDATION_FAILED", error="plain words", failureReason="bad input"))
+    job.refresh_from_db()
+    asset.refresh_from_db()
+    assert job.last_error == "plain words | bad input"
+    assert (asset.metadata["errorCode"], asset.metadata["error"]) == (
+        "VALIDATION_FAILED",
+        "plain words",
+    )
+    other, (bare,) = processing_job(listing=553, assets=1)
+    deliver(body_for(other, "FAILED", error={"code": "", "message": ""}, failureReason=""))
+    other.refresh_from_db()
+    bare.refresh_from_db()
+    assert (bare.metadata["errorCode"], bare.metadata["error"]) == ("FAILED", "FAILED")
+    assert other.last_error is None
+    third, (reasoned,) = processing_job(listing=554, assets=1)
+    deliver(body_for(third, "PROCESSING_FAILED", error={"Error": "E1"}, failureReason="why"))
+    reasoned.refresh_from_db()
+    third.refresh_from_db()
+    assert (reasoned.metadata["errorCode"], reasoned.metadata["error"]) == ("E1", "why")
+    assert third.last_error == "code=E1 | why"
+
+
+def test_asset_output_merges_outputs_and_skips_an_empty_thumbnail() -> None:
+    asset = AssetFactory.build(metadata={"filename": "a.jpg", "errorCode": "X", "error": "old"})
+    callbacks.asset_set_output(
+        asset=asset,
+        output={
+            "processedKey": "1/processed/photo/horizontal/large/a.jpg",
+            "thumbnailKey": "",
+            "outputs": {"large_photo_horizontal": "k", "n": 5},
+        },
+    )
+    assert asset.status == AssetStatus.PROCESSED
+    assert asset.metadata == {"filename": "a.jpg", "large_photo_horizontal": "k", "n": "5"}
+    failed = AssetFactory.build(metadata={})
+    callbacks.asset_set_output(asset=failed, output={"errorMessage": "only words"})
+    assert (failed.status, failed.metadata) == (
+        AssetStatus.FAILED,
+        {"errorCode": "VALIDATION_ERROR", "error": "only words"},
+    )
+    coded = AssetFactory.build(metadata={})
+    callbacks.asset_set_output(asset=coded, output={"errorCode": "E", "outputs": "not a map"})
+    assert coded.metadata == {"errorCode": "E", "error": "E"}
+
+
+def test_stored_text_keeps_a_body_of_exactly_64_kib() -> None:
+    body = b'"' + b"a" * (TEXT_MAX_BYTES - 2) + b'"'
+    assert callbacks.stored_callback_text(body) == (body.decode(), False)
+    longer = body + b" "
+    text, truncated = callbacks.stored_callback_text(longer)
+    assert truncated and len(text.encode()) == TEXT_MAX_BYTES
+    assert text.endswith(
+        f"\n...[truncated by the portal: the body is {len(longer)} bytes, sha256 "
+        f"{hashlib.sha256(longer).hexdigest()}; the full body is in the job's "
+        "callback event]"
+    )
+
+
+def test_malformed_and_unknown_outputs_are_counted_in_the_event() -> None:
+    job, (asset,) = processing_job(listing=555, assets=1)
+    unknown = [output(asset, rawKey=f"555/raw/photo/horizontal/u-{n:02d}.jpg") for n in range(25)]
+    outcome = deliver(body_for(job, "SUCCEEDED", [output(asset), *unknown, 7, {"rawKey": ""}]))
+    assert outcome.assets_updated == 1
+    assert outcome.unknown_raw_keys == [u["rawKey"] for u in unknown[:20]]
+    detail = MediaJobEvent.objects.get(pk=outcome.event_id).detail
+    assert detail["unknownRawKeyCount"] == 25
+    assert detail["malformedOutputs"] == ["7", '{"rawKey": ""}']
+    assert (detail["truncated"], detail["lateSuccess"], detail["applied"]) == (False, False, True)
+    assert outcome.as_json() == {
+        "jobId": job.pk,
+        "status": "SUCCEEDED",
+        "applied": True,
+        "replay": False,
+        "message": "job SUCCEEDED",
+        "assetsUpdated": 1,
+        "unknownRawKeys": [u["rawKey"] for u in unknown[:20]],
+    }
+
+
+def test_asset_apply_output_saves_the_asset() -> None:
+    asset = AssetFactory(listing_identity_id=556, status=AssetStatus.PROCESSING)
+    key = "556/processed/photo/horizontal/large/p.jpg"
+    callbacks.asset_apply_output(asset=asset, output={"processedKey": key, "thumbnailKey": "t"})
+    stored = MediaAsset.objects.get(pk=asset.pk)
+    assert (stored.status, stored.s3_key_processed, stored.metadata["thumbnailKey"]) == (
+        AssetStatus.PROCESSED,
+        key,
+        "t",
+    )
+
+
+def test_a_large_body_is_kept_once_per_job() -> None:
+    """The first callback of a body over 64 KiB keeps it whole in its event; a replay points
+    at that event; another job's callback with its own large body keeps its own."""
+    job, (asset,) = processing_job(listing=557, assets=1)
+    many = [output(asset)] + [
+        output(asset, rawKey=f"557/raw/photo/horizontal/x-{n:04d}.jpg") for n in range(700)
+    ]
+    raw = serialise_payload(body_for(job, "SUCCEEDED", many))
+    first = deliver(raw)
+    again = deliver(raw)
+    holder = MediaJobEvent.objects.get(pk=first.event_id)
+    replay = MediaJobEvent.objects.get(pk=again.event_id)
+    assert holder.detail["rawBody"] == raw.decode()
+    assert replay.detail["rawBodyEventId"] == holder.pk and "rawBody" not in replay.detail
+    other, _ = processing_job(listing=557, assets=1)
+    theirs = serialise_payload(body_for(other, "SUCCEEDED", many))
+    own = MediaJobEvent.objects.get(pk=deliver(theirs).event_id)
+    assert own.detail["rawBody"] == theirs.decode()
+
+
+def test_a_step_functions_error_and_cause_fail_the_assets_with_both() -> None:
+    job, (asset,) = processing_job(listing=558, assets=1)
+    deliver(body_for(job, "PROCESSING_FAILED", error={"Error": "States.Timeout", "Cause": "c"}))
+    asset.refresh_from_db()
+    job.refresh_from_db()
+    assert (asset.metadata["errorCode"], asset.metadata["error"]) == ("States.Timeout", "c")
+    assert job.last_error == "code=States.Timeout | c"
+
+
+def test_a_raw_key_differing_only_in_case_is_another_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """S3 keys are case-sensitive and the key column's collation is not: an output for
+    ``.../A.JPG`` must neither change nor count the asset ``.../a.jpg``."""
+    job = JobFactory(listing_identity_id=559, status=JobStatus.RUNNING)
+    asset = AssetFactory(
+        listing_identity_id=559, s3_key_raw="559/raw/photo/horizontal/a.jpg", metadata={}
+    )
+    other = "559/raw/photo/horizontal/A.JPG"
+    with caplog.at_level("WARNING", logger="toq.media.callbacks"):
+        outcome = deliver(body_for(job, "SUCCEEDED", [output(asset, rawKey=other)]))
+    assert (outcome.assets_updated, outcome.unknown_raw_keys) == (0, [other])
+    asset.refresh_from_db()
+    assert (asset.status, asset.s3_key_processed, asset.metadata) == (
+        AssetStatus.PROCESSING,
+        None,
+        {},
+    )
+    [record] = [
+        r for r in caplog.records if r.name == "toq.media.callbacks" and r.levelname == "WARNING"
+    ]
+    assert record.getMessage() == "callback output for an unknown raw key skipped"
+    assert record.raw_key == other
+
+
+def test_an_output_with_only_an_error_message_counts_as_failed() -> None:
+    job, (words, fine) = processing_job(listing=560, assets=2)
+    outputs = [output(words, processedKey="", errorMessage="unreadable"), output(fine), 3]
+    deliver(body_for(job, "PARTIAL_SUCCESS", outputs))
+    job.refresh_from_db()
+    assert job.payload == {"assetsTotal": 3, "assetsProcessed": 2, "assetsFailed": 1}
+    words.refresh_from_db()
+    assert (words.status, words.metadata["errorCode"]) == (AssetStatus.FAILED, "VALIDATION_ERROR")
+
+
+def _error_rows(job: MediaProcessingJob) -> list[tuple[str, str, str, int]]:
+    return sorted(
+        MediaJobError.objects.filter(job_id=job.pk).values_list("scope", "code", "sample", "assets")
+    )
+
+
+def test_the_error_codes_kept_for_a_partial_success_and_a_failure() -> None:
+    """A partial success keeps its own code (no assets: they are the outputs') and one row
+    per failed output; a failure without outputs counts the assets it failed on its code."""
+    job, (broken, fine) = processing_job(listing=561, assets=2)
+    outputs = [
+        output(broken, processedKey="", errorCode="CORRUPT_IMAGE", errorMessage="bad"),
+        output(fine),
+    ]
+    deliver(
+        body_for(
+            job,
+            "PARTIAL_SUCCESS",
+            outputs,
+            error={"code": "DERIVATIVE_ERRORS_DETECTED", "message": "derivative errors detected"},
+        )
+    )
+    assert _error_rows(job) == [
+        ("asset", "CORRUPT_IMAGE", "bad", 1),
+        ("job", "DERIVATIVE_ERRORS_DETECTED", "derivative errors detected", 0),
+    ]
+    failed, _ = processing_job(listing=562, assets=2)
+    deliver(body_for(failed, "PROCESSING_FAILED", error={"code": "E", "message": "m"}))
+    assert _error_rows(failed) == [("job", "E", "m", 2)]
+
+
+def test_a_failure_without_any_error_still_keeps_a_job_row() -> None:
+    job, _ = processing_job(listing=563, assets=2)
+    deliver(body_for(job, "FAILED"))
+    assert _error_rows(job) == [("job", "", "", 2)]
+    with_outputs, (asset,) = processing_job(listing=564, assets=1)
+    deliver(body_for(with_outputs, "FAILED", [output(asset, processedKey="", errorCode="X")]))
+    assert _error_rows(with_outputs) == [("asset", "X", "X", 1), ("job", "", "", 0)]
+
+
+@pytest.mark.parametrize(
+    ("started_at", "kept"),
+    [
+        ("1970-01-02T00:00:00Z", datetime(1970, 1, 2, tzinfo=UTC)),
+        ("2038-01-19T00:00:00Z", datetime(2038, 1, 19, tzinfo=UTC)),
+        ("2038-01-19T00:00:01Z", None),
+        ("1970-01-01T23:59:59Z", None),
+        ("9999-12-31T23:59:59-23:59", None),  # past datetime's own range in UTC
+    ],
+)
+def test_started_at_at_the_edges_of_a_timestamp(started_at: str, kept: datetime | None) -> None:
+    job = JobFactory(listing_identity_id=565, status=JobStatus.PENDING)
+    deliver(body_for(job, "RUNNING", startedAt=started_at))
+    job.refresh_from_db()
+    if kept is None:
+        assert job.started_at is not None and job.started_at.year >= 2025
+    else:
+        assert job.started_at == kept
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_a_large_body_is_cut_at_a_character_boundary(pad: int) -> None:
+    """One of the two paddings puts the cut inside a two-byte character: it is dropped."""
+    raw = ('"' + "x" * pad + "é" * 40_000 + '"').encode()
+    text, truncated = callbacks.stored_callback_text(raw)
+    head = text.split("\n...[truncated by the portal")[0]
+    assert truncated and len(text.encode()) <= TEXT_MAX_BYTES
+    assert raw.decode().startswith(head) and len(head) > 30_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff{}", "not UTF-8 (invalid start byte)"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b"[1]", "got a JSON list"),
+        (b'"text"', "got a JSON str"),
+        (b"{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_says_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(ApplicationError) as refused:
+        callbacks.parse_callback_body(raw)
+    assert refused.value.message == f"callback body must be a UTF-8 JSON object: {reason}"
+
+
+class _ContextCapture(logging.Handler):
+    """Keeps the log context (pipeline.logs) each record was logged in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contexts: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.contexts.append(current_log_context())
+
+
+def test_the_callbacks_log_lines_carry_its_job_and_traceparent() -> None:
+    trace = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+    capture = _ContextCapture()
+    log = logging.getLogger("toq.media.callbacks")
+    log.addHandler(capture)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        job, (asset,) = processing_job(listing=566, assets=1)
+        deliver(body_for(job, "SUCCEEDED", [output(asset)], traceparent=trace))
+        other = JobFactory(listing_identity_id=566, status=JobStatus.PENDING)
+        deliver(body_for(other, "RUNNING", traceparent=""))
+    finally:
+        log.removeHandler(capture)
+        log.setLevel(old_level)
+    first, second = capture.contexts[-2:]
+    assert (first["job_id"], first["listing_identity_id"], first["traceparent"]) == (
+        job.pk,
+        566,
+        trace,
+    )
+    assert first["step"] == "callback"
+    assert second["job_id"] == other.pk and "traceparent" not in second
+
+
+def test_a_body_over_the_limit_names_its_size(settings: Any) -> None:
+    settings.CALLBACK_MAX_BODY_BYTES = 10
+    with pytest.raises(CallbackTooLarge) as refused:
+        callback_apply(raw_body=b"x" * 11, signature=None)
+    assert refused.value.message == (
+        "callback body is 11 bytes; the limit is 10 (CALLBACK_MAX_BODY_BYTES)"
+    )
+    assert refused.value.status_code == 413
+
+
+def test_the_callbacks_log_line_says_what_it_did(caplog: pytest.LogCaptureFixture) -> None:
+    job, (asset,) = processing_job(listing=567, assets=1)
+    body = body_for(job, "SUCCEEDED", [output(asset)])
+    with caplog.at_level(logging.INFO, logger="toq.media.callbacks"):
+        callback_apply(raw_body=serialise_payload(body), verify=False, source="celery")
+        deliver(body)
+    applied, replay = [r for r in caplog.records if r.getMessage().startswith("callback ")]
+    assert applied.getMessage() == "callback applied"
+    assert (applied.source, applied.callback_status, applied.job_status) == (
+        "celery",
+        "SUCCEEDED",
+        "SUCCEEDED",
+    )
+    assert (applied.http_status, applied.replay, applied.assets_updated) == (200, False, 1)
+    assert applied.reason == "job SUCCEEDED"
+    assert replay.getMessage() == "callback not applied"
+    assert (replay.source, replay.replay, replay.reason) == (
+        "http",
+        True,
+        "replay of the stored callback",
+    )

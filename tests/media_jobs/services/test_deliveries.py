@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from media_jobs.exceptions import ApplicationError
 from media_jobs.models import CallbackDelivery, CallbackOutbox, MediaJobEvent
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, sign, verify_signature
-from media_jobs.services.deliveries import callback_deliver, delivery_replay
-from media_jobs.services.errors import ApplicationError
+from media_jobs.services.deliveries import delivery_replay
+from media_jobs.services.outbox import callback_deliver
 from tests.factories import JobFactory
 from tests.support.callback_receiver import CallbackReceiver, PlannedResponse
 

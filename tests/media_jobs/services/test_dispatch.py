@@ -7,19 +7,22 @@ from typing import Any
 import pytest
 
 from media_jobs import tasks
+from media_jobs.exceptions import ApplicationError, NotFoundError
 from media_jobs.models import AssetStatus, AssetType, JobProvider, JobStatus, MediaAsset
-from media_jobs.services.dispatch import (
+from media_jobs.selectors.dispatch import (
     dispatch_detail,
     job_asset_ids,
+    workflow_id_of,
+    workflow_input,
+)
+from media_jobs.services import queueing
+from media_jobs.services.dispatch import (
     job_dispatch_failed,
     listing_finalization_blockers,
     listing_start_finalization,
     listing_start_processing,
     traceparent_or_new,
-    workflow_id_of,
-    workflow_input,
 )
-from media_jobs.services.errors import ApplicationError, NotFoundError
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +38,7 @@ def celery_engine(settings: Any) -> None:
 @pytest.fixture
 def queued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
     calls: list[tuple[str, tuple[Any, ...]]] = []
-    monkeypatch.setattr(tasks, "enqueue", lambda task, *args, **kw: calls.append((task.name, args)))
+    monkeypatch.setattr(queueing, "enqueue", lambda name, *args, **kw: calls.append((name, args)))
     return calls
 
 

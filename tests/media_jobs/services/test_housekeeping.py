@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from media_jobs.exceptions import ApplicationError
 from media_jobs.models import (
     AssetStatus,
     CallbackDelivery,
@@ -16,7 +17,6 @@ from media_jobs.models import (
     MediaJobEvent,
     MediaProcessingJob,
 )
-from media_jobs.services.errors import ApplicationError
 from media_jobs.services.events import event_record
 from media_jobs.services.housekeeping import go_duration, jobs_clean, jobs_reconcile
 from tests.factories import AssetFactory, JobFactory

@@ -20,7 +20,6 @@ from media_jobs.services import (
     job_apply_zip_figures,
     job_complete,
     job_mark_running,
-    job_retry,
     job_start,
 )
 from media_jobs.services.jobs import now_seconds, truncate_text
@@ -137,26 +136,6 @@ def test_format_last_error_and_truncation() -> None:
     text = "é" * 40_000  # 80,000 bytes
     cut = truncate_text(text)
     assert len(cut.encode()) <= 65_535 and text.endswith(cut)
-
-
-def test_retry_is_a_new_job_with_retry_count_plus_one() -> None:
-    old = JobFactory(
-        status=JobStatus.FAILED, retry_count=2, provider=JobProvider.STEP_FUNCTIONS_FINALIZATION
-    )
-    new = job_retry(job=old)
-    old.refresh_from_db()
-    assert new.pk != old.pk and old.status == "FAILED"
-    assert (new.status, new.retry_count, new.provider, new.listing_identity_id) == (
-        "PENDING",
-        3,
-        "STEP_FUNCTIONS_FINALIZATION",
-        old.listing_identity_id,
-    )
-
-
-def test_running_job_cannot_be_retried() -> None:
-    with pytest.raises(JobStateError):
-        job_retry(job=JobFactory(status=JobStatus.RUNNING))
 
 
 def test_a_success_is_not_replaced_even_by_a_late_success() -> None:
@@ -286,15 +265,6 @@ def test_complete_does_not_overwrite_a_success_it_did_not_see() -> None:
     assert (stale.status, stale.last_error) == ("SUCCEEDED", None)
 
 
-@race
-def test_retry_reads_status_and_retry_count_again_under_lock() -> None:
-    stale = JobFactory(status=JobStatus.RUNNING, retry_count=0)
-    with second_writer(stale.pk, status=JobStatus.FAILED, retry_count=4):
-        new = job_retry(job=stale)
-    new.refresh_from_db()
-    assert (new.status, new.retry_count) == ("PENDING", 5)
-
-
 def test_format_last_error_parts_and_meta() -> None:
     assert format_last_error(code="C", message="m", failure_reason="why") == "code=C | m | why"
     assert format_last_error(code="", message="", failure_reason="") == ""
@@ -371,8 +341,3 @@ def test_a_late_success_over_a_failure_replaces_its_details() -> None:
     failed = JobFactory(status=JobStatus.FAILED)
     with pytest.raises(JobStateError, match=f"job {failed.pk} already FAILED"):
         job_complete(job=failed, status=JobStatus.SUCCEEDED)
-
-
-def test_retry_of_a_job_without_a_retry_count() -> None:
-    old = JobFactory(status=JobStatus.SUCCEEDED, retry_count=None)
-    assert job_retry(job=old).retry_count == 1

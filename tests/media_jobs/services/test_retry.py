@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from media_jobs import tasks
+from media_jobs.exceptions import ApplicationError, ConflictError, JobStateError, NotFoundError
 from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset, MediaJobEvent
-from media_jobs.services.dispatch import job_asset_ids, listing_start_processing, workflow_input
-from media_jobs.services.errors import ApplicationError, ConflictError, JobStateError, NotFoundError
+from media_jobs.selectors.dispatch import job_asset_ids, workflow_input
+from media_jobs.services import queueing
+from media_jobs.services.dispatch import listing_start_processing
+from media_jobs.services.failures import job_mark_failed
 from media_jobs.services.retry import (
     assets_reprocess,
-    job_mark_failed,
     job_retry_and_dispatch,
     retry_plan,
 )
@@ -26,7 +27,7 @@ TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     settings.MEDIA_PIPELINE_ENGINE = "celery"
-    monkeypatch.setattr(tasks, "enqueue", lambda task, *args, **kw: None)
+    monkeypatch.setattr(queueing, "enqueue", lambda name, *args, **kw: None)
 
 
 def test_retry_of_a_processing_job_takes_the_assets_not_processed() -> None:

@@ -1,4 +1,5 @@
-"""Errors the services raise; views map them to 4xx, commands to a one-line message."""
+"""Errors the services and selectors raise; views map them to 4xx, commands to a one-line
+message. Below the services and selectors so both can raise them (CONTRIBUTING.md, layers)."""
 
 from __future__ import annotations
 

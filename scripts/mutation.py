@@ -1,0 +1,273 @@
+#!/usr/bin/env python
+"""``make mutation``: mutation testing of ``media_jobs/pipeline/`` and ``media_jobs/services/``.
+
+mutmut (configured in pyproject.toml) mutates one module at a time; each mutant runs only
+the tests that call its function, with a CPU-time limit per mutant, one mutant at a time
+(the tests share one MariaDB test database). The score per module and every surviving
+mutant's diff go to ``mutation/report.md``. Equivalent mutants - no test can tell them
+apart from the original - are marked ``# pragma: no mutate`` in the code or listed in
+``mutation/equivalent.txt`` (``mutant-name  reason``) and left out of the score.
+
+    .venv/bin/python scripts/mutation.py                      # every module
+    .venv/bin/python scripts/mutation.py media_jobs/pipeline/keys.py --fresh
+    .venv/bin/python scripts/mutation.py --report-only        # rewrite the report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from mutmut.mutation.diff_apply import get_diff_for_mutant  # noqa: E402
+from run_tests import DEFAULT_DB, probe_mysql  # noqa: E402
+
+PACKAGES = ("media_jobs/pipeline", "media_jobs/services")
+REPORT = ROOT / "mutation" / "report.md"
+EQUIVALENT = ROOT / "mutation" / "equivalent.txt"
+MUTANTS = ROOT / "mutants"
+# mutmut's exit codes of a mutant run (mutmut.stats.status_by_exit_code)
+KILLED = {1, 3}
+TIMEOUT = {24, -24, 36, 152, 255}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def modules_of(paths: list[str]) -> list[str]:
+    """The .py files to mutate: the given files, or every module of PACKAGES."""
+    if paths:
+        return [str(Path(p)) for p in paths]
+    found = []
+    for package in PACKAGES:
+        found += sorted(str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py"))
+    return [m for m in found if "def " in (ROOT / m).read_text()]
+
+
+def dotted(module: str) -> str:
+    return module.removesuffix(".py").replace("/", ".")
+
+
+def test_environment() -> dict[str, str]:
+    """What ``make test`` sets: MariaDB when it answers, its own test database."""
+    env = dict(os.environ, DJANGO_ENV="test")
+    env.setdefault("DATABASE_TEST_NAME", "test_mutation")
+    db_url = os.environ.get("DATABASE_URL") or DEFAULT_DB
+    if db_url.startswith(("mysql://", "mariadb://")) and probe_mysql(db_url):
+        env["DATABASE_URL"] = db_url
+    else:
+        env.pop("DATABASE_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
+    return env
+
+
+def results_of(module: str) -> dict[str, int | None]:
+    """mutant name -> mutmut's exit code (None: not run yet), from its .meta file."""
+    meta = MUTANTS / (module + ".meta")
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+
+
+def chosen_mutants(module: str, *, rerun: str, sample: int) -> list[str]:
+    """The mutants to run: the ones not run yet (``rerun="none"``), only the survivors
+    (``"survivors"``: after new tests) or all (``"all"``); every ``sample``-th of them."""
+    names = []
+    for name, code in results_of(module).items():
+        if rerun == "survivors":
+            wanted = code in SURVIVED or code in NO_TESTS
+        else:
+            wanted = code is None or rerun == "all"
+        if wanted:
+            names.append(name)
+    names.sort(key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
+    return names[::sample]
+
+
+def run_mutants(
+    modules: list[str],
+    *,
+    env: dict[str, str],
+    max_children: int,
+    budget_s: int,
+    rerun: str,
+    sample: int,
+) -> None:
+    """One mutmut run over the chosen mutants of ``modules`` (one run: mutmut's clean-test
+    and forced-fail passes are paid once); stopped after ``budget_s``, keeping what ran."""
+    names: list[str] = []
+    for module in modules:
+        if not results_of(module):
+            # never run: mutmut generates the mutants (and the stats) on its way
+            names.append(f"{dotted(module)}.*")
+            continue
+        chosen = chosen_mutants(module, rerun=rerun, sample=sample)
+        print(f"[mutation] {module}: {len(chosen)} mutant(s) to run", flush=True)
+        names += chosen
+    if not names:
+        print("[mutation] nothing to run", flush=True)
+        return
+    cmd = [str(ROOT / ".venv/bin/mutmut"), "run", "--max-children", str(max_children), *names]
+    started = time.monotonic()
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True) as proc:
+        try:
+            proc.wait(timeout=budget_s)
+        except subprocess.TimeoutExpired:
+            print(f"[mutation] budget of {budget_s}s spent; stopping", flush=True)
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=60)
+    print(f"[mutation] {time.monotonic() - started:.0f}s", flush=True)
+
+
+def equivalent_mutants() -> dict[str, str]:
+    """name -> reason, from mutation/equivalent.txt."""
+    if not EQUIVALENT.exists():
+        return {}
+    listed = {}
+    for line in EQUIVALENT.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, reason = line.partition(" ")
+            listed[name] = reason.strip()
+    return listed
+
+
+@dataclass
+class ModuleScore:
+    module: str
+    counts: Counter = field(default_factory=Counter)
+    survivors: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> int:
+        return sum(self.counts[k] for k in ("killed", "timeout", "survived", "no tests"))
+
+    @property
+    def score(self) -> float | None:
+        killed = self.counts["killed"] + self.counts["timeout"]
+        return 100.0 * killed / self.scored if self.scored else None
+
+
+def read_scores(modules: list[str], equivalent: dict[str, str]) -> list[ModuleScore]:
+    scores = []
+    for module in modules:
+        score = ModuleScore(module)
+        meta = MUTANTS / (module + ".meta")
+        if meta.exists():
+            for name, code in sorted(json.loads(meta.read_text())["exit_code_by_key"].items()):
+                if name in equivalent:
+                    score.counts["equivalent"] += 1
+                elif code in KILLED:
+                    score.counts["killed"] += 1
+                elif code in TIMEOUT:
+                    score.counts["timeout"] += 1
+                elif code in SURVIVED:
+                    score.counts["survived"] += 1
+                    score.survivors.append(name)
+                elif code in NO_TESTS:
+                    score.counts["no tests"] += 1
+                    score.survivors.append(name)
+                else:
+                    score.counts["not run"] += 1
+        scores.append(score)
+    return scores
+
+
+def _names(meta: Path) -> list[str]:
+    return list(json.loads(meta.read_text())["exit_code_by_key"])
+
+
+def mutant_diff(name: str, module: str) -> str:
+    try:
+        return get_diff_for_mutant(name, path=module).strip()
+    except Exception as exc:  # noqa: BLE001 - a diff that cannot be shown is still listed
+        return f"(no diff: {exc})"
+
+
+def write_report(scores: list[ModuleScore], equivalent: dict[str, str]) -> None:
+    lines = [
+        "# Mutation testing report",
+        "",
+        "Written by `make mutation` (scripts/mutation.py, mutmut). Score = killed (timeouts",
+        "included) / (mutants - equivalent); a mutant no selected test runs counts as",
+        "surviving. Equivalent mutants are listed in `mutation/equivalent.txt` with the",
+        "reason, or marked `# pragma: no mutate` in the code.",
+        "",
+        f"Run finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| module | mutants | killed | timeout | survived | no tests | equivalent | not run | score |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in scores:
+        c = s.counts
+        shown = "-" if s.score is None else f"{s.score:.1f} %"
+        lines.append(
+            f"| `{s.module}` | {sum(c.values())} | {c['killed']} | {c['timeout']} | "
+            f"{c['survived']} | {c['no tests']} | {c['equivalent']} | {c['not run']} | {shown} |"
+        )
+    known = {name for meta in MUTANTS.rglob("*.meta") for name in _names(meta)}
+    stale = sorted(set(equivalent) - known)
+    if stale:
+        lines += ["", "## Listed as equivalent but gone (check them again)", ""]
+        lines += [f"- `{name}`" for name in stale]
+    if equivalent:
+        lines += ["", "## Equivalent mutants (left out of the score)", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in sorted(equivalent.items())]
+    lines += ["", "## Surviving mutants", ""]
+    for s in scores:
+        if not s.survivors:
+            continue
+        lines += [f"### `{s.module}` ({len(s.survivors)})", ""]
+        for name in s.survivors:
+            lines += [f"- `{name}`", "", "```diff", mutant_diff(name, s.module), "```", ""]
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text("\n".join(lines) + "\n")
+    print(f"[mutation] wrote {REPORT.relative_to(ROOT)}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="module paths (default: every module)")
+    parser.add_argument("--fresh", action="store_true", help="drop mutants/ first")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--budget", type=int, default=4 * 3600, help="seconds for the whole run")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--rerun",
+        choices=("none", "survivors", "all"),
+        default="none",
+        help="none: mutants without a result; survivors: only the survivors; all: every one",
+    )
+    parser.add_argument("--sample", type=int, default=1, help="run every N-th mutant only")
+    args = parser.parse_args(argv)
+    modules = modules_of(args.modules)
+    os.chdir(ROOT)
+    if not args.report_only:
+        if args.fresh and MUTANTS.exists():
+            shutil.rmtree(MUTANTS)
+        run_mutants(
+            modules,
+            env=test_environment(),
+            max_children=args.max_children,
+            budget_s=args.budget,
+            rerun=args.rerun,
+            sample=args.sample,
+        )
+    reported = modules_of([])
+    equivalent = equivalent_mutants()
+    scores = read_scores(reported, equivalent)
+    write_report(scores, equivalent)
+    for s in scores:
+        if s.scored:
+            print(f"[mutation] {s.module}: {s.score:.1f} % of {s.scored}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
