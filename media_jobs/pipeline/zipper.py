@@ -20,6 +20,10 @@ deflating incompressible data is slow (~55 MB/s) and saves nothing.
 
 The object only appears when the upload completes; on any failure the upload is aborted, so
 the previous ZIP of the listing stays in place, untouched.
+
+Long on purpose: the three-thread pipeline (read-ahead, zipping, multipart upload), the
+entry rules and the method choice are one step whose parts share its bounded queues and its
+abort; the format itself is zipstream-ng's.
 """
 
 from __future__ import annotations
