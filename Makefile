@@ -17,11 +17,16 @@ run: setup
 test: setup
 	$(PY) scripts/run_tests.py $(ARGS)
 
-# The edit-test loop: no Celery worker, browser, slow or fault test (pytest.ini markers);
-# under a minute. `make test` (and .ci/run) still runs everything.
+# The edit-test loop: no Celery worker, browser, slow or fault test (pytest.ini markers),
+# spread over FAST_WORKERS pytest-xdist processes (each with its own test database, suffix
+# _gw0, _gw1..., and its own moto server). `make test` (and .ci/run) still
+# runs everything, serially. `--dist load` hands tests out in collection order, so each
+# process keeps pytest-django's order (transactional tests, whose flush empties the tables
+# the migrations filled, last); `loadfile` would run them mid-way.
 FAST_MARKERS := not worker and not browser and not slow and not fault
+FAST_WORKERS ?= 2
 test-fast: setup
-	$(PY) scripts/run_tests.py -m "$(FAST_MARKERS)" -q $(ARGS)
+	$(PY) scripts/run_tests.py -m "$(FAST_MARKERS)" -n $(FAST_WORKERS) --dist load -q $(ARGS)
 
 seed: setup
 	$(PY) manage.py seed_demo

@@ -1,7 +1,8 @@
 """Benchmark 2: the listing ZIP of 1 GiB and of 4 GiB of raw media in the S3 test server.
 
 Contenders, each in a process of its own so its peak RSS is its own, interleaved:
-(project) ``media_jobs.pipeline.zipper.create_zip_bundle`` (streamed, multipart, media STORED);
+(project) ``media_jobs.pipeline.zipper.create_zip_bundle`` (streamed, multipart, media STORED;
+    the ZIP format written by zipstream-ng, docs/decisions/0006-zip-writer.md);
 (d) a plain streaming copy of the same objects, one after the other, into one multipart
     object through the same server: what moving the bytes costs, with no ZIP at all;
 (e) reported, not a target: the seed (Go) system's approach redone in Python, the whole
@@ -262,7 +263,11 @@ def child_inmemory(endpoint: str, bucket: str, listing: int, keys: list[str]) ->
     }
 
 
-CHILDREN = {"project": child_project, "copy": child_copy, "inmemory": child_inmemory}
+CHILDREN = {
+    "project": child_project,
+    "copy": child_copy,
+    "inmemory": child_inmemory,
+}
 LABELS = {
     "project": "(project) create_zip_bundle, streamed",
     "copy": "(d) plain streaming copy",
@@ -445,7 +450,8 @@ def run(
             # target is measured on the small one, the plain copy alongside).
             kinds = ["project", "copy"] if item.listing == LISTING else ["project"]
             for index in range(runs if item.listing == LISTING else big_runs):
-                for kind in kinds[index % 2 :] + kinds[: index % 2]:
+                shift = index % len(kinds)
+                for kind in kinds[shift:] + kinds[:shift]:
                     outcome = _one_run(result, server, client, bucket, item, kind)
                     outcomes.setdefault((item.label, kind), []).append(outcome)
                     if kind == "project" and not checked:
@@ -487,6 +493,11 @@ def _one_run(
     if outcome["bytes_in"] != item.total_bytes:
         raise AssertionError(f"{kind} read {outcome['bytes_in']} of {item.total_bytes}")
     label = f"{LABELS[kind]} [{item.label}]"
+    # each run as it ends: a long run that fails later keeps what it measured
+    print(
+        f"run: {label}: {outcome['seconds']:.2f} s, peak RSS {outcome['peak_rss'] / MB:.0f} MB",
+        flush=True,
+    )
     result.timing(label).runs.append(outcome["seconds"])
     result.timing(f"{label}: throughput", "MB/s").runs.append(
         outcome["bytes_in"] / outcome["seconds"] / MB

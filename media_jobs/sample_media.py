@@ -7,6 +7,7 @@ after a correct rotation the derivative's top-left pixel is red.
 
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 import subprocess
@@ -138,7 +139,14 @@ def mp4_bytes(
     seconds: float = 1.0, width: int = 320, height: int = 240, *, ffmpeg: str = "ffmpeg"
 ) -> bytes:
     """A short H.264 test-pattern video made by ffmpeg's testsrc."""
-    binary = shutil.which(ffmpeg) or ffmpeg
+    return _mp4(shutil.which(ffmpeg) or ffmpeg, seconds, width, height)
+
+
+@functools.cache
+def _mp4(binary: str, seconds: float, width: int, height: int) -> bytes:
+    """Made once per binary and size: testsrc, sine and x264 give the same bytes for the same
+    arguments, and the test suite asks for the same few clips again and again (an ffmpeg run
+    each, ~0.5-1 s)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sample.mp4"
         subprocess.run(

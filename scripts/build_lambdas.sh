@@ -2,9 +2,9 @@
 # Build one deployment zip per Lambda function: aws/lambdas/bin/<function>.zip
 #
 # Each zip holds media_jobs/__init__.py, media_jobs/pipeline/** (no tests, no Django, no
-# __pycache__) and the runtime dependencies Pillow, pillow-heif, pyvips, pyvips-binary (libvips)
-# and requests at the versions pinned in requirements.txt (boto3 comes with the Lambda
-# runtime). pyvips is published as source only: it is built once into a pure-Python wheel. The handler setting is
+# __pycache__) and the runtime dependencies Pillow, pillow-heif, pyvips, pyvips-binary (libvips),
+# requests and zipstream-ng at the versions pinned in requirements.txt (boto3 comes with the
+# Lambda runtime). pyvips is published as source only: it is built once into a pure-Python wheel. The handler setting is
 # media_jobs.pipeline.handlers.<function>.handler.
 #
 #   scripts/build_lambdas.sh            # for the Lambda runtime: python3.12, x86_64
@@ -41,7 +41,7 @@ FUNCTIONS=${LAMBDA_FUNCTIONS:-validate thumbnails video_thumbnails video_transco
 
 # The runtime dependencies, pinned exactly as requirements.txt pins them.
 PINS=()
-for dist in Pillow pillow-heif pyvips pyvips-binary requests; do
+for dist in Pillow pillow-heif pyvips pyvips-binary requests zipstream-ng; do
   pin=$(grep -iE "^${dist}==" "$ROOT/requirements.txt" || true)
   if [ -z "$pin" ]; then echo "build_lambdas: no pin for $dist in requirements.txt" >&2; exit 1; fi
   PINS+=("$pin")

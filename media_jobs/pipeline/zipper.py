@@ -5,14 +5,14 @@ each read in chunks: memory stays bounded by a few queued chunks plus one upload
 whatever the listing's size (the Go system built the whole archive in memory). Reading,
 zipping and uploading run in three threads joined by small queues, and the next objects are
 opened (their GET sent) before their turn, so the step is as fast as its slowest direction
-rather than the sum of its request latencies. Sizes and CRCs are only
-known after an entry's data, so every entry has a data descriptor (flag bit 3); the central
-directory at the end carries the final values, which is what readers use.
+rather than the sum of its request latencies.
 
-ZIP64 structures are written where a size, an offset or the entry count needs them. The
-threshold is 2 GiB - 1 rather than 4 GiB - 1, like CPython's zipfile, because some readers
-treat the 32-bit fields as signed. ``force_zip64`` writes them for any archive, which is how
-the tests check ZIP64 against real extractors without writing 4 GiB.
+The bytes of the format are zipstream-ng's (docs/decisions/0006-zip-writer.md): every entry
+has a data descriptor (sizes and CRCs are known only after its data), non-ASCII names carry
+the UTF-8 flag, and ZIP64 records are written where a size, an offset or the entry count
+needs them (above 2 GiB - 1, like CPython's zipfile, as some readers treat the 32-bit fields
+as signed). This module keeps the project's rules around it: safe and unique entry names,
+and the method of each entry.
 
 Already-compressed media (by extension) are STORED; everything else is DEFLATED, unless the
 first 256 KiB do not shrink by 3% (a PDF of scans, a camera RAW): those are STORED too, as
@@ -20,6 +20,10 @@ deflating incompressible data is slow (~55 MB/s) and saves nothing.
 
 The object only appears when the upload completes; on any failure the upload is aborted, so
 the previous ZIP of the listing stays in place, untouched.
+
+Long on purpose: the three-thread pipeline (read-ahead, zipping, multipart upload), the
+entry rules and the method choice are one step whose parts share its bounded queues and its
+abort; the format itself is zipstream-ng's.
 """
 
 from __future__ import annotations
@@ -28,16 +32,15 @@ import itertools
 import logging
 import posixpath
 import queue
-import struct
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol
+
+from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
@@ -87,47 +90,13 @@ STORED_EXTENSIONS = frozenset(
     }
 )
 
-STORED = 0
-DEFLATED = 8
-# general purpose flags: bit 3 = sizes and CRC in a data descriptor; bit 11 = UTF-8 name
-FLAG_DATA_DESCRIPTOR = 0x0008
-FLAG_UTF8 = 0x0800
-VERSION_DEFAULT = 20  # 2.0: deflate, folders
-VERSION_ZIP64 = 45  # 4.5: ZIP64
-VERSION_MADE_BY = (3 << 8) | 63  # UNIX, APPNOTE 6.3
-EXTERNAL_ATTRIBUTES = (0o100644 & 0xFFFF) << 16  # a regular file, rw-r--r--
-# Above this, a size or offset goes into ZIP64 fields (see the module docstring).
-ZIP64_LIMIT = (1 << 31) - 1
-ZIP_FILECOUNT_LIMIT = 0xFFFF
-MAX_U32 = 0xFFFFFFFF
-MAX_U16 = 0xFFFF
-
-SIG_LOCAL_HEADER = 0x04034B50
-SIG_DATA_DESCRIPTOR = 0x08074B50
-SIG_CENTRAL_HEADER = 0x02014B50
-SIG_ZIP64_END = 0x06064B50
-SIG_ZIP64_LOCATOR = 0x07064B50
-SIG_END = 0x06054B50
-EXTRA_ZIP64 = 0x0001
-EXTRA_TIMESTAMP = 0x5455  # "UT": the modification time as a UTC unix time
+MAX_ENTRY_NAME_BYTES = 0xFFFF
 
 
 class ByteSink(Protocol):
     """Where the archive goes: a ``MultipartWriter``, a file, a BytesIO."""
 
     def write(self, data: bytes) -> int: ...
-
-
-@dataclass(frozen=True)
-class ZipEntry:
-    name: str
-    method: int
-    crc32: int
-    compressed_size: int
-    size: int
-    header_offset: int
-    modified: datetime
-    zip64_local: bool  # the local header has a ZIP64 extra; the data descriptor is 8-byte
 
 
 def is_stored(name: str) -> bool:
@@ -151,16 +120,17 @@ def worth_deflating(sample: bytes) -> bool:
 class ZipStreamWriter:
     """Writes a ZIP archive sequentially to a sink that can only append.
 
-    Usage: ``add_entry()`` for each file, then ``close()`` for the central directory.
-    Memory: the chunk being written plus one small record per entry.
+    zipstream-ng produces the bytes; this adds the entry rules (safe, unique names) and
+    counts what the step reports. Usage: ``add_entry()`` for each file, then ``close()``
+    for the central directory. Memory: the chunk being written plus a small record per entry.
     """
 
-    def __init__(self, sink: ByteSink, *, force_zip64: bool = False) -> None:
+    def __init__(self, sink: ByteSink) -> None:
         self._sink = sink
-        self._force_zip64 = force_zip64
+        self._stream = ZipStream(compress_type=ZIP_STORED)
         self._offset = 0
-        self._entries: list[ZipEntry] = []
         self._names: set[str] = set()
+        self._unzipped_size = 0
         self._closed = False
 
     @property
@@ -168,13 +138,20 @@ class ZipStreamWriter:
         return self._offset
 
     @property
-    def entries(self) -> list[ZipEntry]:
-        return list(self._entries)
+    def unzipped_size(self) -> int:
+        """The entries' uncompressed bytes, as read (not as announced)."""
+        return self._unzipped_size
 
-    def _write(self, data: bytes) -> None:
-        if data:
-            self._sink.write(data)
-            self._offset += len(data)
+    def _write_all(self, pieces: Iterable[bytes]) -> None:
+        for piece in pieces:
+            if piece:
+                self._sink.write(piece)
+                self._offset += len(piece)
+
+    def _counted(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self._unzipped_size += len(chunk)
+            yield chunk
 
     def add_entry(
         self,
@@ -183,8 +160,7 @@ class ZipStreamWriter:
         *,
         compress: bool,
         size_hint: int | None = None,
-        modified: datetime | None = None,
-    ) -> ZipEntry:
+    ) -> None:
         """Stream one file into the archive.
 
         ``size_hint`` (the expected uncompressed size) decides whether the local header
@@ -195,168 +171,22 @@ class ZipStreamWriter:
         _check_entry_name(name)
         if name in self._names:
             raise ValueError(f"duplicate entry name {name!r}")
-        modified = _clamp_dos_range(modified or datetime.now(UTC))
-        method = DEFLATED if compress else STORED
-        zip64_local = (
-            self._force_zip64 or size_hint is None or _worst_case_size(size_hint) > ZIP64_LIMIT
-        )
-        header_offset = self._offset
-        encoded_name = name.encode("utf-8")
-        dos_time, dos_date = _dos_datetime(modified)
-        extra = _timestamp_extra(modified)
-        if zip64_local:
-            # sizes unknown yet: zero here, the real ones follow in the data descriptor
-            extra += struct.pack("<HHQQ", EXTRA_ZIP64, 16, 0, 0)
-        self._write(
-            struct.pack(
-                "<IHHHHHIIIHH",
-                SIG_LOCAL_HEADER,
-                VERSION_ZIP64 if zip64_local else VERSION_DEFAULT,
-                FLAG_DATA_DESCRIPTOR | FLAG_UTF8,
-                method,
-                dos_time,
-                dos_date,
-                0,
-                MAX_U32 if zip64_local else 0,
-                MAX_U32 if zip64_local else 0,
-                len(encoded_name),
-                len(extra),
-            )
-            + encoded_name
-            + extra
-        )
-
-        crc = 0
-        size = 0
-        data_start = self._offset
-        compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15) if compress else None
-        for chunk in chunks:
-            if not chunk:
-                continue
-            crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
-            self._write(compressor.compress(chunk) if compressor else chunk)
-        if compressor is not None:
-            self._write(compressor.flush())
-        compressed_size = self._offset - data_start
-
-        if not zip64_local and max(size, compressed_size) > MAX_U32:
-            # The local header promised 32-bit sizes; the archive cannot be made correct.
-            raise ValueError(
-                f"{name!r} grew to {size} bytes, beyond its announced size of {size_hint}"
-            )
-        if zip64_local:
-            descriptor = struct.pack("<IIQQ", SIG_DATA_DESCRIPTOR, crc, compressed_size, size)
-        else:
-            descriptor = struct.pack("<IIII", SIG_DATA_DESCRIPTOR, crc, compressed_size, size)
-        self._write(descriptor)
-
-        entry = ZipEntry(
-            name=name,
-            method=method,
-            crc32=crc,
-            compressed_size=compressed_size,
-            size=size,
-            header_offset=header_offset,
-            modified=modified,
-            zip64_local=zip64_local,
-        )
-        self._entries.append(entry)
         self._names.add(name)
-        return entry
+        self._stream.add(
+            self._counted(chunks),
+            name,
+            size=size_hint,
+            compress_type=ZIP_DEFLATED if compress else ZIP_STORED,
+            compress_level=DEFLATE_LEVEL if compress else None,
+        )
+        self._write_all(self._stream.all_files())
 
     def close(self) -> int:
         """Write the central directory and the end records; return the archive size."""
-        if self._closed:
-            return self._offset
-        self._closed = True
-        directory_offset = self._offset
-        for entry in self._entries:
-            self._write(self._central_header(entry))
-        directory_size = self._offset - directory_offset
-        count = len(self._entries)
-        needs_zip64_end = (
-            self._force_zip64
-            or count > ZIP_FILECOUNT_LIMIT
-            or directory_offset > ZIP64_LIMIT
-            or directory_size > ZIP64_LIMIT
-        )
-        if needs_zip64_end:
-            zip64_end_offset = self._offset
-            self._write(
-                struct.pack(
-                    "<IQHHIIQQQQ",
-                    SIG_ZIP64_END,
-                    44,  # size of the rest of this record
-                    VERSION_MADE_BY,
-                    VERSION_ZIP64,
-                    0,
-                    0,
-                    count,
-                    count,
-                    directory_size,
-                    directory_offset,
-                )
-            )
-            self._write(struct.pack("<IIQI", SIG_ZIP64_LOCATOR, 0, zip64_end_offset, 1))
-        if self._force_zip64:
-            # Every field points to the ZIP64 record: readers must take the ZIP64 path.
-            count16, size32, offset32 = MAX_U16, MAX_U32, MAX_U32
-        else:
-            count16 = MAX_U16 if count > ZIP_FILECOUNT_LIMIT else count
-            size32 = MAX_U32 if directory_size > ZIP64_LIMIT else directory_size
-            offset32 = MAX_U32 if directory_offset > ZIP64_LIMIT else directory_offset
-        self._write(struct.pack("<IHHHHIIH", SIG_END, 0, 0, count16, count16, size32, offset32, 0))
+        if not self._closed:
+            self._closed = True
+            self._write_all(self._stream.footer())
         return self._offset
-
-    def _central_header(self, entry: ZipEntry) -> bytes:
-        force = self._force_zip64
-        # ZIP64 extra: only the overflowing fields, in this order (APPNOTE 4.5.3)
-        zip64_values: list[int] = []
-        size32 = entry.size
-        compressed32 = entry.compressed_size
-        offset32 = entry.header_offset
-        if force or entry.size > ZIP64_LIMIT:
-            zip64_values.append(entry.size)
-            size32 = MAX_U32
-        if force or entry.compressed_size > ZIP64_LIMIT:
-            zip64_values.append(entry.compressed_size)
-            compressed32 = MAX_U32
-        if force or entry.header_offset > ZIP64_LIMIT:
-            zip64_values.append(entry.header_offset)
-            offset32 = MAX_U32
-        extra = _timestamp_extra(entry.modified)
-        if zip64_values:
-            extra += struct.pack(
-                f"<HH{len(zip64_values)}Q", EXTRA_ZIP64, 8 * len(zip64_values), *zip64_values
-            )
-        uses_zip64 = bool(zip64_values) or entry.zip64_local
-        encoded_name = entry.name.encode("utf-8")
-        dos_time, dos_date = _dos_datetime(entry.modified)
-        return (
-            struct.pack(
-                "<IHHHHHHIIIHHHHHII",
-                SIG_CENTRAL_HEADER,
-                VERSION_MADE_BY,
-                VERSION_ZIP64 if uses_zip64 else VERSION_DEFAULT,
-                FLAG_DATA_DESCRIPTOR | FLAG_UTF8,
-                entry.method,
-                dos_time,
-                dos_date,
-                entry.crc32,
-                compressed32,
-                size32,
-                len(encoded_name),
-                len(extra),
-                0,  # comment length
-                0,  # disk number start
-                0,  # internal attributes
-                EXTERNAL_ATTRIBUTES,
-                offset32,
-            )
-            + encoded_name
-            + extra
-        )
 
 
 class _UploadPipeline:
@@ -431,36 +261,16 @@ class _UploadPipeline:
 
 
 def _check_entry_name(name: str) -> None:
+    """Refuse what an extractor could write outside its folder, or would read differently.
+
+    (zipstream-ng would quietly rewrite such a name: cut it at a NUL, drop a leading ``/``.)
+    """
     parts = name.split("/")
-    if not name or name.startswith("/") or "\\" in name or ".." in name or "" in parts:
+    unsafe = "\\" in name or "\x00" in name or ".." in name or "" in parts
+    if not name or name.startswith("/") or unsafe:
         raise ValueError(f"unsafe ZIP entry name {name!r}")
-    if len(name.encode("utf-8")) > MAX_U16:
+    if len(name.encode("utf-8")) > MAX_ENTRY_NAME_BYTES:
         raise ValueError("ZIP entry name too long")
-
-
-def _worst_case_size(size: int) -> int:
-    # deflate of incompressible data grows by ~5 bytes per 16 KiB block, plus a little
-    return size + size // 1000 + 1024
-
-
-def _clamp_dos_range(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    low = datetime(1980, 1, 1, tzinfo=UTC)
-    high = datetime(2107, 12, 31, 23, 59, 58, tzinfo=UTC)
-    return min(max(moment, low), high)
-
-
-def _dos_datetime(moment: datetime) -> tuple[int, int]:
-    """DOS time and date fields (UTC: ZIP has no time zone; the UT extra says it exactly)."""
-    dos_time = (moment.hour << 11) | (moment.minute << 5) | (moment.second // 2)
-    dos_date = ((moment.year - 1980) << 9) | (moment.month << 5) | moment.day
-    return dos_time, dos_date
-
-
-def _timestamp_extra(moment: datetime) -> bytes:
-    return struct.pack("<HHBI", EXTRA_TIMESTAMP, 5, 1, int(moment.timestamp()) & MAX_U32)
 
 
 class _ReadAhead:
@@ -599,7 +409,6 @@ def create_zip_bundle(
     *,
     storage: Storage,
     config: PipelineConfig,
-    force_zip64: bool = False,
     chunk_size: int = CHUNK_SIZE,
 ) -> dict[str, Any]:
     """CreateZipBundle: write ``{listing}/processed/zip/listing-media.zip`` and report it.
@@ -644,7 +453,7 @@ def create_zip_bundle(
     )
     current_key = ""
     try:
-        archive = ZipStreamWriter(pipeline, force_zip64=force_zip64)
+        archive = ZipStreamWriter(pipeline)
         for index, (key, name, info) in enumerate(zip(keys, names, infos, strict=True)):
             current_key = key
             chunks = reader.chunks(index)
@@ -654,7 +463,6 @@ def create_zip_bundle(
                 itertools.chain([first], chunks),
                 compress=not is_stored(name) and worth_deflating(first),
                 size_hint=info.size,
-                modified=info.last_modified,
             )
         current_key = ""
         archive.close()
@@ -682,7 +490,7 @@ def create_zip_bundle(
             f"cannot write {target}{where}: {type(exc).__name__}: {exc}",
         ) from exc
 
-    unzipped = sum(entry.size for entry in archive.entries)
+    unzipped = archive.unzipped_size
     zip_size = completed.size or archive.bytes_written
     logger.info(
         "ZIP written",

@@ -64,6 +64,7 @@ def check_bundle(archive: Path) -> list[str]:
     assert any(n.startswith("pyvips/") for n in names)
     assert any(n.startswith("pyvips_binary.libs/libvips") for n in names)
     assert any(n.startswith("requests/") for n in names)
+    assert any(n.startswith("zipstream/") for n in names)
     return names
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
+import zipstream.ng
 
 from media_jobs import sample_media
 from media_jobs.pipeline.config import PipelineConfig
@@ -63,11 +64,25 @@ def _assert_extractors_accept(path: Path, expected_names: list[str]) -> None:
     assert extracted.returncode == 0, extracted.stderr.decode(errors="replace")
 
 
+@pytest.fixture
+def zip64_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every size, offset and the directory take the ZIP64 path, as in a multi-GiB archive.
+
+    zipstream-ng compares them with the limit it imports from zipfile: with its copy at 0,
+    real extractors check the ZIP64 records without a test writing 2 GiB.
+    """
+    monkeypatch.setattr(zipstream.ng, "ZIP64_LIMIT", 0)
+
+
 # -- the writer on its own ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("force_zip64", [False, True], ids=["zip32", "zip64"])
-def test_writer_output_opens_in_every_extractor(tmp_path: Path, force_zip64: bool) -> None:
+def test_writer_output_opens_in_every_extractor(
+    tmp_path: Path, force_zip64: bool, request: pytest.FixtureRequest
+) -> None:
+    if force_zip64:
+        request.getfixturevalue("zip64_everywhere")
     photo = os.urandom(300_000)
     text = "ligne de texte compressible, façade été\n".encode() * 5000
     entries = {
@@ -78,9 +93,10 @@ def test_writer_output_opens_in_every_extractor(tmp_path: Path, force_zip64: boo
     }
     path = tmp_path / "archive.zip"
     with path.open("wb") as sink:
-        writer = ZipStreamWriter(sink, force_zip64=force_zip64)
+        writer = ZipStreamWriter(sink)
         for name, (data, compress) in entries.items():
-            hint = None if name.endswith(".bin") else len(data)
+            # no hint: the local header announces ZIP64 sizes (and must, for ZIP64 everywhere)
+            hint = None if force_zip64 or name.endswith(".bin") else len(data)
             pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
             writer.add_entry(name, pieces, compress=compress, size_hint=hint)
         size = writer.close()
@@ -96,7 +112,8 @@ def test_writer_output_opens_in_every_extractor(tmp_path: Path, force_zip64: boo
             assert archive.read(name) == data
             expected_method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
             assert infos[name].compress_type == expected_method
-            assert infos[name].flag_bits & 0x0800  # UTF-8 name
+            # a UTF-8 name says so; an ASCII one reads the same in every encoding
+            assert bool(infos[name].flag_bits & 0x0800) is not name.isascii()
             assert infos[name].flag_bits & 0x0008  # data descriptor
         assert infos["project/doc/notes.txt"].compress_size < len(text) // 10
     _assert_extractors_accept(path, list(entries))
@@ -244,7 +261,7 @@ def test_zip_bundle_round_trips_every_asset(
 
 
 def test_zip_bundle_with_forced_zip64_opens_everywhere(
-    local_storage: LocalStorage, tmp_path: Path, heic: bytes
+    local_storage: LocalStorage, tmp_path: Path, heic: bytes, zip64_everywhere: None
 ) -> None:
     keys = [f"{LISTING}/raw/photo/horizontal/horizontal-0{n}-x.heic" for n in range(1, 4)]
     keys.append(f"{LISTING}/raw/project/doc/doc-01-readme.txt")
@@ -255,7 +272,6 @@ def test_zip_bundle_with_forced_zip64_opens_everywhere(
         _event(keys),
         storage=local_storage,
         config=PipelineConfig(bucket=local_storage.bucket),
-        force_zip64=True,
     )
 
     path = tmp_path / "zip64.zip"
