@@ -20,7 +20,7 @@ from media_jobs.selectors import errors as error_selectors
 
 from .common import can_operate, page_context, require_operate, require_view
 from .forms import ErrorGroupRetryForm, confirmation_response
-from .operations import plan_for, retry_jobs
+from .operations import retry_items, retry_jobs
 
 ERROR_GROUP_WINDOWS = {"1": 1, "7": 7, "30": 30}
 
@@ -118,10 +118,7 @@ def error_group_retry_view(site: AdminSite, request: HttpRequest, key: str) -> H
                 request, _("Nothing to retry: every listing of the group ran again since.")
             )
         return HttpResponseRedirect(back)
-    items = []
-    for job in targets:
-        plan, problem = plan_for(job)
-        items.append({"job": job, "plan": plan, "problem": problem})
+    items = retry_items(targets)
     return confirmation_response(
         form,
         request,

@@ -28,7 +28,7 @@ from .forms import (
     confirmation_response,
     default_reason,
 )
-from .operations import mark_failed, plan_for, retry_jobs
+from .operations import mark_failed, retry_items, retry_jobs
 
 OPERATE_ACTIONS = ("retry_selected", "mark_failed_selected")
 
@@ -88,7 +88,7 @@ class JobActions(admin.ModelAdmin):
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(new_url)
-        plan, problem = plan_for(job)
+        items = retry_items([job])
         return confirmation_response(
             form,
             request,
@@ -97,8 +97,8 @@ class JobActions(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "title": gettext("Retry job #%(job)s?") % {"job": job.pk},
-                "items": [{"job": job, "plan": plan, "problem": problem}],
-                "can_submit": problem is None,
+                "items": items,
+                "can_submit": items[0]["problem"] is None,
                 "form_action": "",
                 "cancel_url": _job_url(job),
                 "form": form,
@@ -156,10 +156,7 @@ class JobActions(admin.ModelAdmin):
             outcomes = retry_jobs(request=request, jobs=jobs)
             report_outcomes(self, request, outcomes, verb=gettext("retried as"))
             return None
-        items = []
-        for job in jobs:
-            plan, problem = plan_for(job)
-            items.append({"job": job, "plan": plan, "problem": problem})
+        items = retry_items(jobs)
         return confirmation_response(
             form,
             request,

@@ -57,6 +57,16 @@ def plan_for(job: MediaProcessingJob) -> tuple[RetryPlan | None, str | None]:
     return plan, None if plan.allowed else plan.blocked_reason
 
 
+def retry_items(jobs: Iterable[MediaProcessingJob]) -> list[dict[str, Any]]:
+    """The retry confirmation page's rows: each job with its plan and, when it cannot be
+    retried now, why."""
+    items = []
+    for job in jobs:
+        plan, problem = plan_for(job)
+        items.append({"job": job, "plan": plan, "problem": problem})
+    return items
+
+
 def retry_jobs(*, request: HttpRequest, jobs: Iterable[MediaProcessingJob]) -> list[Outcome]:
     """Retry each job (new job, retry_count + 1, dispatched); record both in the history."""
     outcomes = []
