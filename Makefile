@@ -24,7 +24,7 @@ test: setup
 # process keeps pytest-django's order (transactional tests, whose flush empties the tables
 # the migrations filled, last); `loadfile` would run them mid-way.
 FAST_MARKERS := not worker and not browser and not slow and not fault
-FAST_WORKERS ?= 2
+FAST_WORKERS ?= 3
 test-fast: setup
 	$(PY) scripts/run_tests.py -m "$(FAST_MARKERS)" -n $(FAST_WORKERS) --dist load -q $(ARGS)
 
@@ -36,6 +36,7 @@ lint: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
+	$(PY) scripts/check_commit_msg.py
 
 format: setup
 	.venv/bin/ruff format .

@@ -59,6 +59,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+if DJANGO_ENV == "test":
+    # PBKDF2's million rounds cost ~0.3 s a user, and the admin tests make hundreds of users;
+    # the hash is not what they test. Every other profile keeps Django's default hashers.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # English and Brazilian Portuguese (the catalogue is locale/pt_BR; `make setup` compiles it).
 # LANGUAGE_CODE: what a browser without a known Accept-Language and the management commands get.
