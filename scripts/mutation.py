@@ -8,6 +8,10 @@ mutant's diff go to ``mutation/report.md``. Equivalent mutants - no test can tel
 apart from the original - are marked ``# pragma: no mutate`` in the code or listed in
 ``mutation/equivalent.txt`` (``mutant-name  reason``) and left out of the score.
 
+Every verdict is also kept in ``mutation/results.json`` (committed), per function with the
+hash mutmut gives its source: a new checkout, whose ``mutants/`` is empty, starts from the
+verdicts of the functions that have not changed since, and a run only runs the rest.
+
     .venv/bin/python scripts/mutation.py                      # every module
     .venv/bin/python scripts/mutation.py media_jobs/pipeline/keys.py --fresh
     .venv/bin/python scripts/mutation.py --report-only        # rewrite the report
@@ -34,6 +38,7 @@ from run_tests import DEFAULT_DB, probe_mysql  # noqa: E402
 PACKAGES = ("media_jobs/pipeline", "media_jobs/services")
 REPORT = ROOT / "mutation" / "report.md"
 EQUIVALENT = ROOT / "mutation" / "equivalent.txt"
+RESULTS = ROOT / "mutation" / "results.json"
 MUTANTS = ROOT / "mutants"
 # mutmut's exit codes of a mutant run (mutmut.stats.status_by_exit_code)
 KILLED = {1, 3}
@@ -69,21 +74,88 @@ def test_environment() -> dict[str, str]:
     return env
 
 
-def results_of(module: str) -> dict[str, int | None]:
-    """mutant name -> mutmut's exit code (None: not run yet), from its .meta file."""
+def _meta(module: str) -> dict:
     meta = MUTANTS / (module + ".meta")
-    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+    return json.loads(meta.read_text()) if meta.exists() else {}
 
 
-def chosen_mutants(module: str, *, rerun: str, sample: int) -> list[str]:
+def _split(name: str) -> tuple[str, int]:
+    """``media_jobs.x.mod.x_func__mutmut_12`` -> (``x_func``, 12)."""
+    qualified, _, number = name.rpartition("__mutmut_")
+    return qualified.rpartition(".")[2], int(number)
+
+
+def stored_results() -> dict[str, dict[str, dict]]:
+    """module -> function -> {"hash": source hash, "codes": {number: exit code}}."""
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def results_of(module: str, stored: dict | None = None) -> dict[str, int | None]:
+    """mutant name -> exit code (None: not run yet): mutmut's .meta file, completed by the
+    stored verdicts of functions whose source has not changed since."""
+    meta = _meta(module)
+    codes: dict[str, int | None] = dict(meta.get("exit_code_by_key", {}))
+    kept = (stored if stored is not None else stored_results()).get(module, {})
+    hashes = meta.get("hash_by_function_name", {})
+    for name, code in codes.items():
+        if code is None:
+            function, number = _split(name)
+            entry = kept.get(function)
+            kept_code = entry["codes"].get(str(number)) if entry else None
+            # "no tests" depends on the test selection, and costs nothing to ask again
+            if entry and kept_code not in NO_TESTS and entry["hash"] == hashes.get(function):
+                codes[name] = kept_code
+    return codes
+
+
+def store_results(modules: list[str]) -> None:
+    """Merge the verdicts in mutants/ into mutation/results.json; a function whose source
+    changed loses its old verdicts."""
+    stored = stored_results()
+    for module in modules:
+        meta = _meta(module)
+        if not meta:
+            continue
+        hashes = meta.get("hash_by_function_name", {})
+        merged: dict[str, dict] = {}
+        for name, code in results_of(module, stored).items():
+            function, number = _split(name)
+            entry = merged.setdefault(function, {"hash": hashes.get(function), "codes": {}})
+            if code is not None:
+                entry["codes"][str(number)] = code
+        stored[module] = {f: e for f, e in sorted(merged.items()) if e["codes"]}
+    # one line per function: reviewable diffs, ~11,000 verdicts in a few hundred lines
+    lines = ["{"]
+    modules_kept = [m for m in sorted(stored) if stored[m]]
+    for i, module in enumerate(modules_kept):
+        lines.append(f" {json.dumps(module)}: {{")
+        functions = stored[module]
+        for j, function in enumerate(sorted(functions)):
+            entry = functions[function]
+            codes = {k: entry["codes"][k] for k in sorted(entry["codes"], key=int)}
+            body = json.dumps({"hash": entry["hash"], "codes": codes}, separators=(",", ":"))
+            lines.append(
+                f"  {json.dumps(function)}: {body}" + ("," if j < len(functions) - 1 else "")
+            )
+        lines.append(" }" + ("," if i < len(modules_kept) - 1 else ""))
+    lines.append("}")
+    RESULTS.write_text("\n".join(lines) + "\n")
+
+
+def chosen_mutants(module: str, *, rerun: str, sample: int, per_module: int = 0) -> list[str]:
     """The mutants to run: the ones not run yet (``rerun="none"``), only the survivors
-    (``"survivors"``: after new tests) or all (``"all"``); every ``sample``-th of them."""
+    (``"survivors"``: after new tests) or all (``"all"``); every ``sample``-th of them, or
+    about ``per_module`` spread over the module (a first look at a large module)."""
+    results = results_of(module)
+    if per_module:
+        sample = max(1, round(len(results) / per_module))
     names = []
-    for name, code in results_of(module).items():
+    for name, code in results.items():
         if rerun == "survivors":
             wanted = code in SURVIVED or code in NO_TESTS
         else:
-            wanted = code is None or rerun == "all"
+            # "no tests" may have changed with the test selection: asked again, for nothing
+            wanted = code is None or code in NO_TESTS or rerun == "all"
         if wanted:
             names.append(name)
     names.sort(key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
@@ -98,6 +170,7 @@ def run_mutants(
     budget_s: int,
     rerun: str,
     sample: int,
+    per_module: int,
 ) -> None:
     """One mutmut run over the chosen mutants of ``modules`` (one run: mutmut's clean-test
     and forced-fail passes are paid once); stopped after ``budget_s``, keeping what ran."""
@@ -107,7 +180,7 @@ def run_mutants(
             # never run: mutmut generates the mutants (and the stats) on its way
             names.append(f"{dotted(module)}.*")
             continue
-        chosen = chosen_mutants(module, rerun=rerun, sample=sample)
+        chosen = chosen_mutants(module, rerun=rerun, sample=sample, per_module=per_module)
         print(f"[mutation] {module}: {len(chosen)} mutant(s) to run", flush=True)
         names += chosen
     if not names:
@@ -155,26 +228,25 @@ class ModuleScore:
 
 
 def read_scores(modules: list[str], equivalent: dict[str, str]) -> list[ModuleScore]:
+    stored = stored_results()
     scores = []
     for module in modules:
         score = ModuleScore(module)
-        meta = MUTANTS / (module + ".meta")
-        if meta.exists():
-            for name, code in sorted(json.loads(meta.read_text())["exit_code_by_key"].items()):
-                if name in equivalent:
-                    score.counts["equivalent"] += 1
-                elif code in KILLED:
-                    score.counts["killed"] += 1
-                elif code in TIMEOUT:
-                    score.counts["timeout"] += 1
-                elif code in SURVIVED:
-                    score.counts["survived"] += 1
-                    score.survivors.append(name)
-                elif code in NO_TESTS:
-                    score.counts["no tests"] += 1
-                    score.survivors.append(name)
-                else:
-                    score.counts["not run"] += 1
+        for name, code in sorted(results_of(module, stored).items()):
+            if code is None:
+                score.counts["not run"] += 1
+            elif name in equivalent:
+                score.counts["equivalent"] += 1
+            elif code in KILLED:
+                score.counts["killed"] += 1
+            elif code in TIMEOUT:
+                score.counts["timeout"] += 1
+            elif code in SURVIVED:
+                score.counts["survived"] += 1
+                score.survivors.append(name)
+            elif code in NO_TESTS:
+                score.counts["no tests"] += 1
+                score.survivors.append(name)
         scores.append(score)
     return scores
 
@@ -194,21 +266,29 @@ def write_report(scores: list[ModuleScore], equivalent: dict[str, str]) -> None:
     lines = [
         "# Mutation testing report",
         "",
-        "Written by `make mutation` (scripts/mutation.py, mutmut). Score = killed (timeouts",
-        "included) / (mutants - equivalent); a mutant no selected test runs counts as",
-        "surviving. Equivalent mutants are listed in `mutation/equivalent.txt` with the",
-        "reason, or marked `# pragma: no mutate` in the code.",
+        "Written by `make mutation` (scripts/mutation.py, mutmut) from the verdicts in",
+        "`mutants/` and `mutation/results.json`. Score = killed (timeouts included) /",
+        "(mutants run - equivalent); a mutant no selected test runs counts as surviving.",
+        "A module with mutants *not run* was sampled (`--sample N`): its score is that of the",
+        "mutants run. Equivalent mutants are listed in `mutation/equivalent.txt` with the",
+        "reason, or marked `# pragma: no mutate` in the code. How the score got here:",
+        "`mutation/history.md`.",
         "",
-        f"Run finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| module | mutants | killed | timeout | survived | no tests | equivalent | not run | score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| module | mutants | run | killed | timeout | survived | no tests | equivalent "
+        "| not run | score |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for s in scores:
+    total: Counter = Counter()
+    for s in [*scores, ModuleScore("all modules", total)]:
         c = s.counts
+        if s.module != "all modules":
+            total.update(c)
         shown = "-" if s.score is None else f"{s.score:.1f} %"
+        run = sum(c.values()) - c["not run"]
         lines.append(
-            f"| `{s.module}` | {sum(c.values())} | {c['killed']} | {c['timeout']} | "
+            f"| `{s.module}` | {sum(c.values())} | {run} | {c['killed']} | {c['timeout']} | "
             f"{c['survived']} | {c['no tests']} | {c['equivalent']} | {c['not run']} | {shown} |"
         )
     known = {name for meta in MUTANTS.rglob("*.meta") for name in _names(meta)}
@@ -245,6 +325,9 @@ def main(argv: list[str]) -> int:
         help="none: mutants without a result; survivors: only the survivors; all: every one",
     )
     parser.add_argument("--sample", type=int, default=1, help="run every N-th mutant only")
+    parser.add_argument(
+        "--per-module", type=int, default=0, help="run about N mutants of each module"
+    )
     args = parser.parse_args(argv)
     modules = modules_of(args.modules)
     os.chdir(ROOT)
@@ -258,8 +341,10 @@ def main(argv: list[str]) -> int:
             budget_s=args.budget,
             rerun=args.rerun,
             sample=args.sample,
+            per_module=args.per_module,
         )
     reported = modules_of([])
+    store_results(reported)
     equivalent = equivalent_mutants()
     scores = read_scores(reported, equivalent)
     write_report(scores, equivalent)

@@ -1,0 +1,89 @@
+"""``make mutation`` keeps every verdict in mutation/results.json, per function with the hash
+of its source, so a new checkout (empty ``mutants/``) only runs what changed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import mutation  # noqa: E402
+
+MODULE = "media_jobs/pipeline/keys.py"
+PREFIX = "media_jobs.pipeline.keys."
+
+
+def write_meta(mutants: Path, codes: dict[str, int | None], hashes: dict[str, str]) -> None:
+    meta = mutants / (MODULE + ".meta")
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(
+        json.dumps(
+            {
+                "exit_code_by_key": {PREFIX + name: code for name, code in codes.items()},
+                "hash_by_function_name": hashes,
+            }
+        )
+    )
+
+
+@pytest.fixture
+def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(mutation, "MUTANTS", tmp_path / "mutants")
+    monkeypatch.setattr(mutation, "RESULTS", tmp_path / "results.json")
+    return tmp_path
+
+
+def test_verdicts_survive_a_new_checkout_for_unchanged_functions_only(places: Path) -> None:
+    write_meta(
+        places / "mutants",
+        {"x_a__mutmut_1": 1, "x_a__mutmut_2": 0, "x_b__mutmut_1": 1, "x_c__mutmut_1": 33},
+        {"x_a": "aaa", "x_b": "bbb", "x_c": "ccc"},
+    )
+    mutation.store_results([MODULE])
+    stored = json.loads((places / "results.json").read_text())
+    assert stored[MODULE]["x_a"] == {"hash": "aaa", "codes": {"1": 1, "2": 0}}
+
+    # a new checkout: mutmut knows no verdict; x_b's source has changed since
+    write_meta(
+        places / "mutants",
+        {
+            "x_a__mutmut_1": None,
+            "x_a__mutmut_2": None,
+            "x_b__mutmut_1": None,
+            "x_c__mutmut_1": None,
+        },
+        {"x_a": "aaa", "x_b": "changed", "x_c": "ccc"},
+    )
+    codes = mutation.results_of(MODULE)
+    assert codes == {
+        PREFIX + "x_a__mutmut_1": 1,
+        PREFIX + "x_a__mutmut_2": 0,
+        PREFIX + "x_b__mutmut_1": None,  # changed: run again
+        PREFIX + "x_c__mutmut_1": None,  # "no tests" is asked again
+    }
+    chosen = mutation.chosen_mutants(MODULE, rerun="none", sample=1)
+    assert chosen == [PREFIX + "x_b__mutmut_1", PREFIX + "x_c__mutmut_1"]
+    assert mutation.chosen_mutants(MODULE, rerun="survivors", sample=1) == [
+        PREFIX + "x_a__mutmut_2"
+    ]
+
+    mutation.store_results([MODULE])
+    stored = json.loads((places / "results.json").read_text())
+    assert "x_b" not in stored[MODULE]  # its old verdict went with its old source
+
+
+def test_scores_leave_out_equivalents_and_count_what_was_not_run(places: Path) -> None:
+    write_meta(
+        places / "mutants",
+        {"x_a__mutmut_1": 1, "x_a__mutmut_2": 0, "x_a__mutmut_3": 0, "x_a__mutmut_4": None},
+        {"x_a": "aaa"},
+    )
+    equivalent = {PREFIX + "x_a__mutmut_3": "same behaviour"}
+    (score,) = mutation.read_scores([MODULE], equivalent)
+    assert dict(score.counts) == {"killed": 1, "survived": 1, "equivalent": 1, "not run": 1}
+    assert score.score == 50.0
+    assert score.survivors == [PREFIX + "x_a__mutmut_2"]
