@@ -110,6 +110,35 @@ def test_sniff_names_audio_and_unknown_data_precisely() -> None:
     assert sniff(b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom") == "m4a"
 
 
+def _box(kind: bytes, payload: bytes, *, size: int | None = None) -> bytes:
+    return (8 + len(payload) if size is None else size).to_bytes(4, "big") + kind + payload
+
+
+def _ftyp(major: bytes, *compatible: bytes, size: int | None = None) -> bytes:
+    return _box(b"ftyp", major + b"\x00\x00\x00\x00" + b"".join(compatible), size=size)
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        # Sony XAVC S: an unknown major brand, told by its compatible brands
+        (_ftyp(b"XAVC", b"XAVC", b"mp42", b"iso2") + _box(b"free", b""), "mp4"),
+        # a HEIF major brand is refined by a compatible one
+        (_ftyp(b"mif1", b"mif1", b"heic"), "heic"),
+        # the box ends before the next box, whose bytes are not brands
+        (_ftyp(b"mif1", b"mif1", b"miaf") + _box(b"free", b"avif" * 4), "heif"),
+        (_ftyp(b"mif1") + _box(b"free", b"avif" * 4), "heif"),  # no compatible brand
+        # size 0: the box runs to the end of the file, so to the end of the head
+        (_ftyp(b"mif1", b"mif1", b"heic", size=0), "heic"),
+        # a box longer than the head (its size uses all four bytes): read to the end
+        (_ftyp(b"mif1", b"mif1", b"miaf", b"MiHB", b"avif", size=0x0100_0018), "avif"),
+    ],
+    ids=["xavc", "heif-refined", "box-end", "box-of-16", "size-0", "longer-than-head"],
+)
+def test_sniff_reads_the_brands_of_the_ftyp_box_only(head: bytes, expected: str) -> None:
+    assert sniff(head[:64]) == expected
+
+
 # -- normalize ----------------------------------------------------------------------------
 
 
