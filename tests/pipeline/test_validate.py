@@ -8,6 +8,7 @@ import io
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -16,7 +17,7 @@ from media_jobs import sample_media
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.sniff import IMAGE_FORMATS, VIDEO_FORMATS, sniff
-from media_jobs.pipeline.storage import Storage
+from media_jobs.pipeline.storage import ObjectInfo, Storage
 from media_jobs.pipeline.storage_s3 import S3Storage
 from media_jobs.pipeline.validate import (
     normalize_processing_input,
@@ -331,6 +332,57 @@ def test_file_over_the_size_limit(
         "error"
         not in validate_assets(event(PHOTO_KEY), storage=storage, config=at_limit)["assets"][0]
     )
+
+
+def test_a_derived_key_the_storage_refuses_is_that_assets_invalid_key(
+    storage: Storage, pipeline_config: PipelineConfig
+) -> None:
+    """A 1020-byte raw key is a key S3 holds; its thumbnail's key (1036 bytes) is not. The
+    operator reads which derived key and why."""
+    folders = "/".join(["d" * 100] * 9)
+    raw = f"{LISTING}/raw/photo/vertical/{folders}/{'p' * 83}.jpg"
+    thumbnail = f"{LISTING}/processed/photo/vertical/{folders}/thumbnail/{'p' * 83}.jpg"
+    assert (len(raw), len(thumbnail)) == (1020, 1036)
+    result = validate_assets(event(raw), storage=storage, config=pipeline_config)
+    (asset,) = result["assets"]
+    assert asset["errorCode"] == ErrorCode.INVALID_KEY
+    assert asset["error"] == (
+        f"invalid key {thumbnail[:100]!r}... (1036 characters): 1036 bytes, "
+        "over the 1024-byte limit"
+    )
+    assert result["imageAssets"] == []
+
+
+class _DeletedAfterHead:
+    """The storage, with the raw object ``key`` deleted right after its HEAD answered:
+    the uploader replaced or removed it while the step ran."""
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def head(self, key: str) -> ObjectInfo:
+        info = self._storage.head(key)
+        if key == self._key:
+            self._storage.delete(key)
+        return info
+
+
+def test_a_raw_object_gone_before_its_first_bytes_are_read(
+    storage: Storage, pipeline_config: PipelineConfig, jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    photo = jpeg_by_orientation[1]
+    storage.write(PHOTO_KEY, photo)
+    racing = _DeletedAfterHead(storage, PHOTO_KEY)
+    result = validate_assets(event(PHOTO_KEY), storage=racing, config=pipeline_config)
+    (asset,) = result["assets"]
+    assert asset["errorCode"] == ErrorCode.OBJECT_NOT_FOUND
+    assert asset["error"] == f"raw object {PHOTO_KEY!r} disappeared"
+    assert asset["size"] == len(photo)  # what the HEAD said
+    assert result["imageAssets"] == [] and result["hasImages"] is False
 
 
 def test_plain_key_list_message(
