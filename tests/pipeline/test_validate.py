@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -451,6 +452,80 @@ def test_an_unreachable_bucket_stops_a_large_listing(
     keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 31)]
     with pytest.raises(ClientError):
         validate_assets(event(*keys), storage=wrong, config=pipeline_config)
+    assert _validate_threads() == []
+
+
+class _HeldHeads:
+    """The storage, whose HEADs record the thread and key and then wait on ``hold``."""
+
+    def __init__(self, storage: Storage, hold: Any) -> None:
+        self._storage = storage
+        self._hold = hold
+        self.threads: set[str] = set()
+        self.headed: list[str] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def head(self, key: str) -> ObjectInfo:
+        with self._lock:
+            self.threads.add(threading.current_thread().name)
+            self.headed.append(key)
+        self._hold(key)
+        return self._storage.head(key)
+
+
+def test_a_listing_is_validated_by_eight_threads(
+    s3_storage: Storage, pipeline_config: PipelineConfig, jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    """Eight round trips at a time, whatever the machine: each HEAD waits until eight are
+    in flight, so a smaller pool never gets there and a larger one uses more threads."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 17)]
+    for key in keys:
+        s3_storage.write(key, jpeg_by_orientation[1])
+    eight_in_flight = threading.Barrier(8, timeout=10)
+    held = _HeldHeads(s3_storage, lambda key: eight_in_flight.wait())
+    result = validate_assets(event(*keys), storage=held, config=pipeline_config)
+    assert [a["key"] for a in result["imageAssets"]] == keys
+    assert len(held.threads) == 8
+    assert all(name.startswith("validate") for name in held.threads)
+
+
+def test_after_a_storage_error_the_queued_assets_are_not_read(
+    s3_storage: Storage,
+    moto_server,
+    pipeline_config: PipelineConfig,
+    jpeg_by_orientation: dict[int, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first asset's HEAD fails (its bucket is gone): the step fails, and the assets
+    still queued are dropped, not read one by one for nothing. The other HEADs in flight
+    are held until the queue is dropped (the executor cancels its queued futures)."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 21)]
+    for key in keys:
+        s3_storage.write(key, jpeg_by_orientation[1])
+    gone = S3Storage("bucket-that-does-not-exist", endpoint_url=moto_server.endpoint_url)
+    dropped = threading.Event()
+    real_cancel = concurrent.futures.Future.cancel
+
+    def cancel(future: concurrent.futures.Future[Any]) -> bool:
+        cancelled = real_cancel(future)
+        dropped.set()
+        return cancelled
+
+    monkeypatch.setattr(concurrent.futures.Future, "cancel", cancel)
+
+    def hold(key: str) -> None:
+        if key == keys[0]:
+            gone.head(key)  # raises: the bucket does not exist
+        dropped.wait(timeout=5)
+
+    held = _HeldHeads(s3_storage, hold)
+    with pytest.raises(ClientError):
+        validate_assets(event(*keys), storage=held, config=pipeline_config)
+    # the eight first HEADs, and the one the failed thread may have taken before the drop
+    assert set(held.headed) <= set(keys[:9])
     assert _validate_threads() == []
 
 
