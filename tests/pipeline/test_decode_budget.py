@@ -121,6 +121,27 @@ def test_the_probe_stops_early_on_a_bomb() -> None:
     assert time.process_time() - started < 0.5  # inflated ~1 MiB, not 144
 
 
+def test_the_probe_stops_once_exactly_its_bytes_came_out() -> None:
+    """The first IDAT chunk inflates to exactly ``stop_after`` bytes (half the rows): the
+    probe stops there and says the stream was not checked to its end."""
+    width, height = 100, 100  # 8-bit grey: 101 bytes a row, 10100 in all
+    rows = bytes(range(101)) * height
+    compressor = zlib.compressobj()
+    first = compressor.compress(rows[:5050]) + compressor.flush(zlib.Z_FULL_FLUSH)
+    second = compressor.compress(rows[5050:]) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = (
+        hostile.PNG_SIGNATURE
+        + hostile.png_chunk(b"IHDR", header)
+        + hostile.png_chunk(b"IDAT", first)
+        + hostile.png_chunk(b"IDAT", second)
+        + hostile.png_chunk(b"IEND", b"")
+    )
+    assert check_png_complete(io.BytesIO(data)) is True  # the whole stream is complete
+    assert check_png_complete(io.BytesIO(data), stop_after=5050) is False
+    assert check_png_complete(io.BytesIO(data), stop_after=5049) is False
+
+
 def test_jpeg_layouts_of_real_files() -> None:
     baseline = read_jpeg_layout(io.BytesIO(sample_media.jpeg_bytes(640, 480)), max_scans=100)
     assert (baseline.width, baseline.height, baseline.scans) == (640, 480, 1)
@@ -132,6 +153,14 @@ def test_jpeg_layouts_of_real_files() -> None:
     assert progressive.progressive and progressive.scans == hostile.scan_count(data) == 10
     # 80x60 luma blocks + 2 x 40x30 chroma blocks, 128 bytes each
     assert progressive.coefficient_bytes() == (80 * 60 + 2 * 40 * 30) * 128
+
+
+def test_coefficient_blocks_are_rounded_up_to_whole_mcus() -> None:
+    """648 x 488 at 4:2:0 is 40.5 x 30.5 MCUs of 16 x 16: libjpeg allocates 41 x 31."""
+    layout = read_jpeg_layout(io.BytesIO(hostile.progressive_jpeg(648, 488)), max_scans=100)
+    assert layout.sampling == ((2, 2), (1, 1), (1, 1))
+    # luma 81 x 61 blocks rounded up to 82 x 62; chroma 41 x 31 blocks, 128 bytes each
+    assert layout.coefficient_bytes() == (82 * 62 + 2 * 41 * 31) * 128
 
 
 def test_scans_are_counted_up_to_the_limit_only() -> None:

@@ -80,6 +80,22 @@ def roundtrip(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+@pytest.fixture
+def pipeline_log() -> Iterator[io.StringIO]:
+    """The JSON lines the pipeline's loggers write (formatted as they are emitted, so the
+    job context of ``log_context`` is in them), at INFO as a Lambda logs."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("toq.pipeline")
+    saved_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield stream
+    logger.removeHandler(handler)
+    logger.setLevel(saved_level)
+
+
 def test_validate_gives_each_video_its_mediaconvert_paths(
     lambda_env: str, moto_server: MotoServer
 ) -> None:
@@ -180,6 +196,28 @@ def test_zip_handler(lambda_env: str, moto_server: MotoServer) -> None:
     assert body["zipKey"] == f"{L}/processed/zip/listing-media.zip"
     assert body["zipBundles"] == [body["zipKey"]] and body["assetsZipped"] == 1
     assert exists(moto_server, bucket, body["zipKey"])
+
+
+def test_zip_handler_logs_its_step_with_the_request_and_sizes(
+    lambda_env: str, moto_server: MotoServer, pipeline_log: io.StringIO
+) -> None:
+    """An operator finds a ZIP run by step and request id, and reads its size on the
+    ``zip finished`` line."""
+    bucket = lambda_env
+    put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+    event = {"jobId": 4, "listingIdentityId": L, "assets": [{"key": PHOTO, "type": "PHOTO"}]}
+    context = ctx("zip")
+    zip_step.handler(event, context)
+    zip_key = f"{L}/processed/zip/listing-media.zip"
+    size = moto_server.client("s3").head_object(Bucket=bucket, Key=zip_key)["ContentLength"]
+    assert size > 0
+    step_lines = [line for line in lines(pipeline_log) if line.get("step") == "zip"]
+    started = [line for line in step_lines if line["message"] == "zip started"]
+    [finished] = [line for line in step_lines if line["message"] == "zip finished"]
+    assert len(started) == 1
+    assert finished["request_id"] == context.aws_request_id
+    assert (finished["job_id"], finished["listing_identity_id"]) == (4, L)
+    assert finished["assets_zipped"] == 1 and finished["zip_size_bytes"] == size
 
 
 def test_pipeline_errors_leave_handlers_named_by_code(lambda_env: str) -> None:
@@ -310,10 +348,50 @@ def test_sqs_messages_start_executions(moto_server: MotoServer, state_machine_ar
         "traceparent": TRACE,
     }
 
+    assert summary["started"] == [
+        {
+            "jobId": 41,
+            "name": f"job-41-{plain['messageId']}",
+            "executionArn": by_name[f"job-41-{plain['messageId']}"],
+        },
+        {
+            "jobId": "42",
+            "name": f"job-42-{typed['messageId']}",
+            "executionArn": by_name[f"job-42-{typed['messageId']}"],
+        },
+    ]
+
     # A redelivered batch starts nothing new.
     validate.handler({"Records": [plain, typed]}, ctx("validate"))
     again = sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]
     assert len(again) == 2
+
+    # Redelivered after its execution ended (ExecutionAlreadyExists): still reported as
+    # started, without an ARN, and not redelivered again.
+    sfn.stop_execution(executionArn=by_name[f"job-41-{plain['messageId']}"])
+    late = validate.handler({"Records": [plain]}, ctx("validate"))
+    assert late == {
+        "started": [{"jobId": 41, "name": f"job-41-{plain['messageId']}"}],
+        "rejected": [],
+        "count": 1,
+    }
+    assert len(sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]) == 2
+
+
+def test_sqs_started_executions_are_logged_with_their_job(
+    moto_server: MotoServer, state_machine_arn: str, pipeline_log: io.StringIO
+) -> None:
+    """``execution started`` with the execution ARN, the job and its traceparent: what an
+    operator searches to go from a queue message to its execution."""
+    record = sqs_record(
+        {"jobId": 44, "listingIdentityId": L, "assets": [PHOTO], "traceparent": TRACE}
+    )
+    summary = validate.handler({"Records": [record]}, ctx("validate"))
+    [started] = summary["started"]
+    [line] = [line for line in lines(pipeline_log) if line["message"] == "execution started"]
+    assert line["execution_arn"] == started["executionArn"]
+    assert (line["job_id"], line["listing_identity_id"]) == (44, L)
+    assert line["traceparent"] == TRACE and line["step"] == "start_execution"
 
 
 def test_sqs_start_failure_raises_for_redelivery(

@@ -58,6 +58,26 @@ def test_urls_are_botocores(kwargs: dict[str, str], token: str | None) -> None:
                 assert signer.url(key, 900) == want
 
 
+def test_a_client_with_credentials_is_not_asked_per_url() -> None:
+    """The point of the signer: botocore presigns the probe once, then never again while
+    the client has credentials (each of its URLs costs ~0.25 ms; a job page needs 2,500)."""
+    client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    signer = presign.GetUrlSigner(client, "toq-media")
+    moment = datetime(2026, 11, 30, 5, 0, 7, tzinfo=UTC)
+    with (
+        mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)),
+        mock.patch.object(presign, "_now", return_value=moment),
+    ):
+        want = client.generate_presigned_url(
+            "get_object", Params={"Bucket": "toq-media", "Key": KEYS[0]}, ExpiresIn=900
+        )
+        with mock.patch.object(
+            client, "generate_presigned_url", side_effect=AssertionError("botocore presigned")
+        ) as botocore_presign:
+            assert signer.url(KEYS[0], 900) == want
+    assert botocore_presign.call_count == 0
+
+
 def test_a_client_without_sigv4_is_refused() -> None:
     client = boto3.client(
         "s3",

@@ -283,6 +283,27 @@ def test_libvips_renders_rgb_jpegs_and_rgb_pngs_only(
     assert vips_calls == ["JPEG", "JPEG", "PNG"]  # those three went through Pillow
 
 
+def test_libvips_is_used_from_8_15_with_its_loaders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision ``available()`` keeps (made once, at import: so the check itself is
+    called): this machine's libvips qualifies; 8.14 (no jpegsave ``keep``) or a build
+    without the PNG loader does not, and Pillow renders everything."""
+    pyvips = pytest.importorskip("pyvips")
+    assert vips_render._has_loaders() is True
+    real_version = pyvips.version
+    monkeypatch.setattr(pyvips, "version", lambda flag: (8, 15, 0)[flag])
+    assert vips_render._has_loaders() is True
+    monkeypatch.setattr(pyvips, "version", lambda flag: (8, 14, 9)[flag])
+    assert vips_render._has_loaders() is False
+    monkeypatch.setattr(pyvips, "version", real_version)
+    real_find = pyvips.type_find
+    monkeypatch.setattr(
+        pyvips,
+        "type_find",
+        lambda base, name: 0 if name == "pngload_source" else real_find(base, name),
+    )
+    assert vips_render._has_loaders() is False
+
+
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_png_exif_orientation_is_applied(orientation: int, renderer: str) -> None:
     derivatives = render(png_bytes_with_orientation(orientation))

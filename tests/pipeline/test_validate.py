@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import io
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -16,7 +18,7 @@ from media_jobs import sample_media
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.sniff import IMAGE_FORMATS, VIDEO_FORMATS, sniff
-from media_jobs.pipeline.storage import Storage
+from media_jobs.pipeline.storage import ObjectInfo, Storage
 from media_jobs.pipeline.storage_s3 import S3Storage
 from media_jobs.pipeline.validate import (
     normalize_processing_input,
@@ -108,6 +110,35 @@ def test_sniff_refuses_what_is_not_supported_media(head: bytes) -> None:
 def test_sniff_names_audio_and_unknown_data_precisely() -> None:
     assert sniff(b"hello, I am a text file named photo.jpg\n") is None
     assert sniff(b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom") == "m4a"
+
+
+def _box(kind: bytes, payload: bytes, *, size: int | None = None) -> bytes:
+    return (8 + len(payload) if size is None else size).to_bytes(4, "big") + kind + payload
+
+
+def _ftyp(major: bytes, *compatible: bytes, size: int | None = None) -> bytes:
+    return _box(b"ftyp", major + b"\x00\x00\x00\x00" + b"".join(compatible), size=size)
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        # Sony XAVC S: an unknown major brand, told by its compatible brands
+        (_ftyp(b"XAVC", b"XAVC", b"mp42", b"iso2") + _box(b"free", b""), "mp4"),
+        # a HEIF major brand is refined by a compatible one
+        (_ftyp(b"mif1", b"mif1", b"heic"), "heic"),
+        # the box ends before the next box, whose bytes are not brands
+        (_ftyp(b"mif1", b"mif1", b"miaf") + _box(b"free", b"avif" * 4), "heif"),
+        (_ftyp(b"mif1") + _box(b"free", b"avif" * 4), "heif"),  # no compatible brand
+        # size 0: the box runs to the end of the file, so to the end of the head
+        (_ftyp(b"mif1", b"mif1", b"heic", size=0), "heic"),
+        # a box longer than the head (its size uses all four bytes): read to the end
+        (_ftyp(b"mif1", b"mif1", b"miaf", b"MiHB", b"avif", size=0x0100_0018), "avif"),
+    ],
+    ids=["xavc", "heif-refined", "box-end", "box-of-16", "size-0", "longer-than-head"],
+)
+def test_sniff_reads_the_brands_of_the_ftyp_box_only(head: bytes, expected: str) -> None:
+    assert sniff(head[:64]) == expected
 
 
 # -- normalize ----------------------------------------------------------------------------
@@ -304,6 +335,57 @@ def test_file_over_the_size_limit(
     )
 
 
+def test_a_derived_key_the_storage_refuses_is_that_assets_invalid_key(
+    storage: Storage, pipeline_config: PipelineConfig
+) -> None:
+    """A 1020-byte raw key is a key S3 holds; its thumbnail's key (1036 bytes) is not. The
+    operator reads which derived key and why."""
+    folders = "/".join(["d" * 100] * 9)
+    raw = f"{LISTING}/raw/photo/vertical/{folders}/{'p' * 83}.jpg"
+    thumbnail = f"{LISTING}/processed/photo/vertical/{folders}/thumbnail/{'p' * 83}.jpg"
+    assert (len(raw), len(thumbnail)) == (1020, 1036)
+    result = validate_assets(event(raw), storage=storage, config=pipeline_config)
+    (asset,) = result["assets"]
+    assert asset["errorCode"] == ErrorCode.INVALID_KEY
+    assert asset["error"] == (
+        f"invalid key {thumbnail[:100]!r}... (1036 characters): 1036 bytes, "
+        "over the 1024-byte limit"
+    )
+    assert result["imageAssets"] == []
+
+
+class _DeletedAfterHead:
+    """The storage, with the raw object ``key`` deleted right after its HEAD answered:
+    the uploader replaced or removed it while the step ran."""
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def head(self, key: str) -> ObjectInfo:
+        info = self._storage.head(key)
+        if key == self._key:
+            self._storage.delete(key)
+        return info
+
+
+def test_a_raw_object_gone_before_its_first_bytes_are_read(
+    storage: Storage, pipeline_config: PipelineConfig, jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    photo = jpeg_by_orientation[1]
+    storage.write(PHOTO_KEY, photo)
+    racing = _DeletedAfterHead(storage, PHOTO_KEY)
+    result = validate_assets(event(PHOTO_KEY), storage=racing, config=pipeline_config)
+    (asset,) = result["assets"]
+    assert asset["errorCode"] == ErrorCode.OBJECT_NOT_FOUND
+    assert asset["error"] == f"raw object {PHOTO_KEY!r} disappeared"
+    assert asset["size"] == len(photo)  # what the HEAD said
+    assert result["imageAssets"] == [] and result["hasImages"] is False
+
+
 def test_plain_key_list_message(
     storage: Storage,
     pipeline_config: PipelineConfig,
@@ -370,6 +452,80 @@ def test_an_unreachable_bucket_stops_a_large_listing(
     keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 31)]
     with pytest.raises(ClientError):
         validate_assets(event(*keys), storage=wrong, config=pipeline_config)
+    assert _validate_threads() == []
+
+
+class _HeldHeads:
+    """The storage, whose HEADs record the thread and key and then wait on ``hold``."""
+
+    def __init__(self, storage: Storage, hold: Any) -> None:
+        self._storage = storage
+        self._hold = hold
+        self.threads: set[str] = set()
+        self.headed: list[str] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def head(self, key: str) -> ObjectInfo:
+        with self._lock:
+            self.threads.add(threading.current_thread().name)
+            self.headed.append(key)
+        self._hold(key)
+        return self._storage.head(key)
+
+
+def test_a_listing_is_validated_by_eight_threads(
+    s3_storage: Storage, pipeline_config: PipelineConfig, jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    """Eight round trips at a time, whatever the machine: each HEAD waits until eight are
+    in flight, so a smaller pool never gets there and a larger one uses more threads."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 17)]
+    for key in keys:
+        s3_storage.write(key, jpeg_by_orientation[1])
+    eight_in_flight = threading.Barrier(8, timeout=10)
+    held = _HeldHeads(s3_storage, lambda key: eight_in_flight.wait())
+    result = validate_assets(event(*keys), storage=held, config=pipeline_config)
+    assert [a["key"] for a in result["imageAssets"]] == keys
+    assert len(held.threads) == 8
+    assert all(name.startswith("validate") for name in held.threads)
+
+
+def test_after_a_storage_error_the_queued_assets_are_not_read(
+    s3_storage: Storage,
+    moto_server,
+    pipeline_config: PipelineConfig,
+    jpeg_by_orientation: dict[int, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first asset's HEAD fails (its bucket is gone): the step fails, and the assets
+    still queued are dropped, not read one by one for nothing. The other HEADs in flight
+    are held until the queue is dropped (the executor cancels its queued futures)."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-{n:02d}-p.jpg" for n in range(1, 21)]
+    for key in keys:
+        s3_storage.write(key, jpeg_by_orientation[1])
+    gone = S3Storage("bucket-that-does-not-exist", endpoint_url=moto_server.endpoint_url)
+    dropped = threading.Event()
+    real_cancel = concurrent.futures.Future.cancel
+
+    def cancel(future: concurrent.futures.Future[Any]) -> bool:
+        cancelled = real_cancel(future)
+        dropped.set()
+        return cancelled
+
+    monkeypatch.setattr(concurrent.futures.Future, "cancel", cancel)
+
+    def hold(key: str) -> None:
+        if key == keys[0]:
+            gone.head(key)  # raises: the bucket does not exist
+        dropped.wait(timeout=5)
+
+    held = _HeldHeads(s3_storage, hold)
+    with pytest.raises(ClientError):
+        validate_assets(event(*keys), storage=held, config=pipeline_config)
+    # the eight first HEADs, and the one the failed thread may have taken before the drop
+    assert set(held.headed) <= set(keys[:9])
     assert _validate_threads() == []
 
 
