@@ -182,7 +182,7 @@ def child_project(endpoint: str, bucket: str, listing: int, keys: list[str]) -> 
     event = {"jobId": 1, "listingIdentityId": listing, "assets": [{"key": k} for k in keys]}
     rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
-    body = create_zip_bundle(event, storage=storage, config=config)["body"]
+    body = create_zip_bundle(event, storage=storage)["body"]
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,

@@ -42,7 +42,6 @@ from typing import Any, BinaryIO, Protocol
 
 from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
-from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import unique_entry_names, zip_entry_name, zip_key
 from media_jobs.pipeline.storage import (
@@ -408,7 +407,6 @@ def create_zip_bundle(
     event: dict[str, Any],
     *,
     storage: Storage,
-    config: PipelineConfig,
     chunk_size: int = CHUNK_SIZE,
 ) -> dict[str, Any]:
     """CreateZipBundle: write ``{listing}/processed/zip/listing-media.zip`` and report it.

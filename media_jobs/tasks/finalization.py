@@ -18,7 +18,7 @@ from ..pipeline.zipper import create_zip_bundle
 from ..services import queueing
 from ..services.transient import db_retry
 from ..services.workflow import step_result, step_result_record
-from ..storage import pipeline_config, pipeline_storage
+from ..storage import pipeline_storage
 from .policies import TIME_LIMITS, ZIP_RETRY, FirstTask
 from .steps import (
     apply_result,
@@ -70,9 +70,7 @@ def run_finalization(self: Task, job_id: int) -> None:
 
         with heartbeat(attempt):
             try:
-                result = create_zip_bundle(
-                    dict(input), storage=pipeline_storage(), config=pipeline_config()
-                )
+                result = create_zip_bundle(dict(input), storage=pipeline_storage())
             except Exception as exc:  # noqa: BLE001 - the state machine catches States.ALL
                 retry_or_give_up(self, job, STEP_ZIP, exc, ZIP_RETRY, started, detail)
                 code, message = describe_failure(exc)

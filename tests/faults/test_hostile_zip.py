@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.keys import entry_name_identity
 from media_jobs.pipeline.storage import Storage
 from media_jobs.pipeline.storage_local import LocalStorage
@@ -64,7 +63,6 @@ def test_hostile_names_are_zipped_once_each_under_portable_names(
     body = create_zip_bundle(
         {"jobId": 1, "listingIdentityId": LISTING, "assets": [{"key": k} for k in keys]},
         storage=storage,
-        config=PipelineConfig(bucket=storage.bucket),
     )["body"]
     assert body["assetsZipped"] == len(keys)
     archive_path = tmp_path / "listing.zip"

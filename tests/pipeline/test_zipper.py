@@ -21,7 +21,6 @@ import pytest
 import zipstream.ng
 
 from media_jobs import sample_media
-from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
@@ -224,9 +223,7 @@ def test_zip_bundle_round_trips_every_asset(
 ) -> None:
     keys = list(listing_media)
 
-    result = create_zip_bundle(
-        _event(keys), storage=storage, config=PipelineConfig(bucket=storage.bucket)
-    )
+    result = create_zip_bundle(_event(keys), storage=storage)
 
     body = result["body"]
     info = storage.head(ZIP_KEY)
@@ -268,11 +265,7 @@ def test_zip_bundle_with_forced_zip64_opens_everywhere(
     for key in keys:
         local_storage.write(key, heic if key.endswith(".heic") else b"read me\n" * 1000)
 
-    create_zip_bundle(
-        _event(keys),
-        storage=local_storage,
-        config=PipelineConfig(bucket=local_storage.bucket),
-    )
+    create_zip_bundle(_event(keys), storage=local_storage)
 
     path = tmp_path / "zip64.zip"
     path.write_bytes(_read(local_storage, ZIP_KEY))
@@ -300,7 +293,6 @@ def test_zip_bundle_uploads_several_parts(s3_storage: S3Storage, tmp_path: Path)
     body = create_zip_bundle(
         _event(list(objects)),
         storage=storage,
-        config=PipelineConfig(bucket=storage.bucket),
         chunk_size=256 * 1024,
     )["body"]
 
@@ -373,8 +365,7 @@ def test_failure_mid_stream_keeps_the_previous_zip(small_parts: Storage) -> None
     second = f"{LISTING}/raw/video/horizontal/horizontal-02-b.mp4"
     storage.write(first, os.urandom(6 * MIB))  # more than one part: the upload has begun
     storage.write(second, os.urandom(3 * MIB))
-    config = PipelineConfig(bucket=storage.bucket)
-    create_zip_bundle(_event([first]), storage=storage, config=config)
+    create_zip_bundle(_event([first]), storage=storage)
     previous = storage.head(ZIP_KEY)
     previous_bytes = _read(storage, ZIP_KEY)
 
@@ -383,7 +374,6 @@ def test_failure_mid_stream_keeps_the_previous_zip(small_parts: Storage) -> None
         create_zip_bundle(
             _event([first, second]),
             storage=flaky,  # type: ignore[arg-type]
-            config=config,
             chunk_size=512 * 1024,
         )
 
@@ -435,15 +425,13 @@ def test_upload_failure_aborts_and_keeps_the_previous_zip(small_parts: Storage) 
     keys = [f"{LISTING}/raw/video/vertical/vertical-0{n}-clip.mp4" for n in (1, 2)]
     for key in keys:
         storage.write(key, os.urandom(4 * MIB))
-    config = PipelineConfig(bucket=storage.bucket)
-    create_zip_bundle(_event(keys[:1]), storage=storage, config=config)
+    create_zip_bundle(_event(keys[:1]), storage=storage)
     previous_bytes = _read(storage, ZIP_KEY)
 
     with pytest.raises(PipelineError) as caught:
         create_zip_bundle(
             _event(keys),
             storage=_FailingUploads(storage, writes_before_failure=6),  # type: ignore[arg-type]
-            config=config,
         )
 
     assert caught.value.code == ErrorCode.ZIP_FAILED
@@ -504,7 +492,6 @@ def test_objects_opened_ahead_are_bounded_and_all_closed(
     create_zip_bundle(
         _event(list(many_photos)),
         storage=counting,  # type: ignore[arg-type]
-        config=PipelineConfig(bucket=storage.bucket),
         chunk_size=16 * 1024,
     )
 
@@ -520,8 +507,7 @@ def test_asset_vanishing_while_zipping_fails_in_order_and_closes_every_stream(
     storage: Storage, many_photos: dict[str, bytes]
 ) -> None:
     keys = list(many_photos)
-    config = PipelineConfig(bucket=storage.bucket)
-    create_zip_bundle(_event(keys[:2]), storage=storage, config=config)
+    create_zip_bundle(_event(keys[:2]), storage=storage)
     previous_bytes = _read(storage, ZIP_KEY)
     vanished = keys[OPEN_AHEAD_OBJECTS]  # within the first window: opened ahead of its turn
     counting = _CountingReads(storage, vanished_key=vanished)
@@ -530,7 +516,6 @@ def test_asset_vanishing_while_zipping_fails_in_order_and_closes_every_stream(
         create_zip_bundle(
             _event(keys),
             storage=counting,  # type: ignore[arg-type]
-            config=config,
         )
 
     assert caught.value.code == ErrorCode.OBJECT_NOT_FOUND
@@ -547,9 +532,7 @@ def test_assets_outside_one_folder_are_found_one_by_one(local_storage: LocalStor
     for key in keys:
         local_storage.write(key, sample_media.jpeg_bytes(80, 60))
 
-    body = create_zip_bundle(
-        _event(keys), storage=local_storage, config=PipelineConfig(bucket=local_storage.bucket)
-    )["body"]
+    body = create_zip_bundle(_event(keys), storage=local_storage)["body"]
 
     with zipfile.ZipFile(io.BytesIO(_read(local_storage, ZIP_KEY))) as archive:
         assert archive.namelist() == [
@@ -563,10 +546,9 @@ def test_missing_asset_fails_naming_the_key(storage: Storage) -> None:
     present = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
     missing = f"{LISTING}/raw/photo/vertical/vertical-02-gone.jpg"
     storage.write(present, sample_media.jpeg_bytes(64, 48))
-    config = PipelineConfig(bucket=storage.bucket)
 
     with pytest.raises(PipelineError) as caught:
-        create_zip_bundle(_event([present, missing]), storage=storage, config=config)
+        create_zip_bundle(_event([present, missing]), storage=storage)
 
     assert caught.value.code == ErrorCode.OBJECT_NOT_FOUND
     assert missing in caught.value.message and present not in caught.value.message
@@ -576,9 +558,7 @@ def test_missing_asset_fails_naming_the_key(storage: Storage) -> None:
 
 
 def test_no_assets_writes_nothing(storage: Storage) -> None:
-    result = create_zip_bundle(
-        _event([]), storage=storage, config=PipelineConfig(bucket=storage.bucket)
-    )
+    result = create_zip_bundle(_event([]), storage=storage)
 
     assert result == {
         "body": {

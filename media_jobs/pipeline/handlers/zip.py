@@ -11,7 +11,7 @@ from media_jobs.pipeline.zipper import create_zip_bundle
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     with lambda_step("zip", event, context) as summary:
         config = pipeline_config()
-        result = create_zip_bundle(event, storage=storage_for(config), config=config)
+        result = create_zip_bundle(event, storage=storage_for(config))
         summary.update(
             assets_zipped=result["body"]["assetsZipped"],
             zip_size_bytes=result["body"]["zipSizeBytes"],
