@@ -9,6 +9,7 @@ from media_jobs.models import AssetStatus, AssetType, MediaAsset
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import Storage
 from tests.factories import AssetFactory
+from tests.fixtures.s3server import MotoServer
 
 from .conftest import put_photo, rows_snapshot, run_command
 
@@ -163,3 +164,90 @@ def test_bad_arguments_exit_2(storage: Storage, args: tuple[str, ...], message: 
     assert run.code == 2
     assert message in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_free_numeric_sequence_is_kept_beside_other_rows_of_the_type(storage: Storage) -> None:
+    # sequence 1 is used by another row of the same listing and type; 5 is not
+    AssetFactory(
+        listing_identity_id=LISTING,
+        asset_type=AssetType.PHOTO_HORIZONTAL,
+        sequence=1,
+        s3_key_raw=f"{LISTING}/raw/photo/horizontal/horizontal-01-old.jpg",
+    )
+    key = f"{LISTING}/raw/photo/horizontal/horizontal-05-new.jpg"
+    put_photo(storage, key, size=(32, 24))
+
+    run = run_command("import_raw_assets", "--listing", str(LISTING), "-v", "2")
+
+    assert run.code == 0
+    assert MediaAsset.objects.get(s3_key_raw=key).sequence == 5
+    assert "sequence 5 from reference horizontal-05" in run.stdout
+
+
+def test_a_client_reference_in_an_empty_type_starts_at_sequence_1(storage: Storage) -> None:
+    # another type of the listing has rows; this type has none yet
+    AssetFactory(
+        listing_identity_id=LISTING,
+        asset_type=AssetType.PHOTO_HORIZONTAL,
+        sequence=4,
+        s3_key_raw=f"{LISTING}/raw/photo/horizontal/horizontal-04-old.jpg",
+    )
+    key = f"{LISTING}/raw/photo/vertical/abc123-hall.jpg"
+    put_photo(storage, key, size=(24, 32))
+
+    run = run_command("import_raw_assets", "--listing", str(LISTING), "--json")
+
+    assert run.code == 0
+    asset = MediaAsset.objects.get(s3_key_raw=key)
+    assert (asset.asset_type, asset.sequence) == (AssetType.PHOTO_VERTICAL, 1)
+    [item] = run.items("done")
+    assert item["ref"] == key
+    assert item["data"] == {"asset_id": asset.pk, "asset_type": "PHOTO_VERTICAL", "sequence": 1}
+
+
+def test_dry_run_json_says_the_type_and_sequence_it_would_use(storage: Storage) -> None:
+    key = f"{LISTING}/raw/video/vertical/vertical-02-walk.mp4"
+    storage.write(key, sample_media.mp4_bytes(0.5, 120, 160), content_type="video/mp4")
+
+    run = run_command("import_raw_assets", "--listing", str(LISTING), "--dry-run", "--json")
+
+    assert not MediaAsset.objects.filter(s3_key_raw=key).exists()
+    [item] = run.items("done")
+    assert item["data"] == {"asset_type": "VIDEO_VERTICAL", "sequence": 2}
+
+
+def test_keys_that_cannot_become_rows_fail_with_the_reason(storage: Storage) -> None:
+    # S3 keeps keys up to 1024 bytes; the raw key column holds 255 characters
+    too_long = f"{LISTING}/raw/photo/horizontal/horizontal-01-{'x' * 220}.jpg"
+    not_a_listing = "uploads/raw/photo/horizontal/horizontal-01-a.jpg"
+    for key in (too_long, not_a_listing):
+        put_photo(storage, key, size=(32, 24))
+
+    run = run_command("import_raw_assets", "--all", "--json")
+
+    assert run.code == 1
+    assert (run.json["done"], run.json["failed"]) == (0, 2)
+    details = {i["ref"]: i["detail"] for i in run.items("failed")}
+    assert details[too_long].endswith("is longer than 255 characters")
+    assert details[not_a_listing] == (
+        f"{not_a_listing!r} is not under a listing folder ('<listing id>/raw/...')"
+    )
+    assert not MediaAsset.objects.filter(s3_key_raw__in=[too_long, not_a_listing]).exists()
+
+
+def test_folder_markers_are_not_raw_objects(
+    storage: Storage, moto_server: MotoServer, s3_bucket: str
+) -> None:
+    # what the S3 console's "Create folder" leaves: an empty object whose key ends in '/'
+    s3 = moto_server.client("s3")
+    for folder in (f"{LISTING}/raw/", f"{LISTING}/raw/photo/horizontal/"):
+        s3.put_object(Bucket=s3_bucket, Key=folder, Body=b"")
+    key = f"{LISTING}/raw/photo/horizontal/horizontal-01-a.jpg"
+    put_photo(storage, key, size=(32, 24))
+
+    for selection in (("--listing", str(LISTING)), ("--all",)):
+        MediaAsset.objects.filter(s3_key_raw=key).delete()
+        run = run_command("import_raw_assets", *selection, "--json")
+
+        assert run.code == 0, run.stdout
+        assert [(i["ref"], i["outcome"]) for i in run.json["items"]] == [(key, "done")]
