@@ -192,6 +192,43 @@ def test_storage_check_complete_listing_on_s3(
     assert f"Expires={settings.MEDIA_PRESIGNED_URL_TTL}" in page or "X-Amz-Expires=" in page
 
 
+def test_storage_check_requires_the_raw_object_once_the_upload_was_recorded(
+    viewer_client, settings, moto_server, s3_bucket, celery_engine
+):
+    settings.MEDIA_STORAGE_BACKEND = "s3"
+    settings.MEDIA_BUCKET = s3_bucket
+    settings.AWS_S3_ENDPOINT_URL = moto_server.endpoint_url
+    # neither raw object is in the bucket
+    failed_raw = keys.raw_key(87, "PHOTO_VERTICAL", "vertical-01", "gone.jpg")
+    pending_raw = keys.raw_key(87, "PHOTO_VERTICAL", "vertical-02", "not-yet.jpg")
+    AssetFactory(
+        listing_identity_id=87,
+        asset_type="PHOTO_VERTICAL",
+        sequence=1,
+        status=AssetStatus.FAILED,
+        s3_key_raw=failed_raw,
+    )
+    AssetFactory(
+        listing_identity_id=87,
+        asset_type="PHOTO_VERTICAL",
+        sequence=2,
+        status=AssetStatus.PENDING_UPLOAD,
+        s3_key_raw=pending_raw,
+    )
+
+    html = viewer_client.get(
+        reverse("admin:media_jobs_storage_check", args=[87]), {"fragment": "1"}
+    ).content.decode()
+
+    # a FAILED asset was uploaded: its raw object missing is a problem; an upload the
+    # client has not made yet (PENDING_UPLOAD) is only absent
+    missing = re.findall(r'<tr class="toq-storage-missing">.*?<code>([^<]+)</code>', html, re.S)
+    assert missing == [failed_raw]
+    assert "1 missing" in html
+    absent = re.findall(r'<tr class="toq-storage-absent">.*?<code>([^<]+)</code>', html, re.S)
+    assert pending_raw in absent
+
+
 def test_storage_error_is_reported_not_raised(viewer_client, settings, celery_engine):
     settings.MEDIA_STORAGE_BACKEND = "s3"
     settings.MEDIA_BUCKET = "nowhere"

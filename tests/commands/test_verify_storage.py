@@ -141,3 +141,22 @@ def test_default_selection_is_every_listing_and_nothing_changes(storage: Storage
     assert [i["ref"] for i in run.json["items"]] == [CLEAN, DRIFTING]
     assert [i["data"]["has_drift"] for i in run.json["items"]] == [False, True]
     assert rows_snapshot() == rows and bucket_snapshot(storage) == objects
+
+
+def test_the_report_counts_rows_and_objects_and_dates_the_zip(storage: Storage) -> None:
+    for sequence in (1, 2):
+        write_outputs(storage, processed_photo(storage, CLEAN, sequence))
+    AssetFactory(listing_identity_id=CLEAN, sequence=9, status=AssetStatus.PENDING_UPLOAD)
+    storage.write(keys.zip_key(CLEAN), b"zip")
+    zip_modified = storage.head(keys.zip_key(CLEAN)).last_modified
+    assert zip_modified is not None
+
+    text = run_command("verify_storage", "--listing", str(CLEAN), "-v", "2")
+    run = run_command("verify_storage", "--listing", str(CLEAN), "--json")
+
+    # 3 rows; 2 raw photos with 4 derivatives each, and the ZIP
+    assert f"listing {CLEAN} (3 assets, 11 objects): no drift" in text.stdout
+    data = run.json["items"][0]["data"]
+    assert (data["assets"], data["objects"]) == (3, 11)
+    assert data["zip"]["state"] == "current"
+    assert data["zip"]["zip_modified"] == zip_modified.isoformat()
