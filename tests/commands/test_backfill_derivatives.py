@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -14,7 +17,9 @@ from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.pipeline.thumbnails import SOURCE_ETAG_METADATA
+from media_jobs.storage import pipeline_storage
 from tests.factories import AssetFactory, JobFactory
+from tests.fixtures.s3server import MotoServer
 
 from .conftest import bucket_snapshot, processed_photo, rows_snapshot, run_command
 
@@ -275,3 +280,38 @@ def test_bad_arguments_exit_2(storage: Storage, args: tuple[str, ...], message: 
     assert run.code == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.fixture
+def versioned_storage(s3_settings: Any, moto_server: MotoServer) -> Iterator[Storage]:
+    """The storage port on a bucket of its own with S3 versioning on: every write of a key
+    leaves a version behind, so a test can count the writes."""
+    s3 = moto_server.client("s3")
+    bucket = f"toq-versioned-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3_settings.MEDIA_BUCKET = bucket
+    yield pipeline_storage()
+    listing = s3.list_object_versions(Bucket=bucket)
+    for version in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+    s3.delete_bucket(Bucket=bucket)
+
+
+def test_force_writes_each_photo_derivative_once_with_its_source(
+    versioned_storage: Storage, moto_server: MotoServer, s3_settings: Any
+) -> None:
+    storage = versioned_storage
+    asset = processed_photo(storage, LISTING, 1)
+    assert run_command("backfill_derivatives", "--asset", str(asset.pk)).code == 0
+
+    forced = run_command("backfill_derivatives", "--asset", str(asset.pk), "--force")
+
+    assert forced.code == 0, forced.stderr
+    assert_current(storage, asset)
+    # the forced render carries the source etag, so the thumbnail step that follows finds
+    # the derivatives current and does not write them a second time
+    s3 = moto_server.client("s3")
+    for key in derivative_keys(asset).values():
+        versions = s3.list_object_versions(Bucket=s3_settings.MEDIA_BUCKET, Prefix=key)
+        assert len([v for v in versions["Versions"] if v["Key"] == key]) == 2, key

@@ -12,6 +12,7 @@ from media_jobs.models import (
     AssetStatus,
     JobProvider,
     JobStatus,
+    MediaAsset,
     MediaJobEvent,
     MediaProcessingJob,
 )
@@ -163,6 +164,20 @@ def test_dry_run_creates_no_job(listings: None) -> None:
     )
     assert list(MediaProcessingJob.objects.values()) == before
     assert not MediaJobEvent.objects.exists()
+
+
+def test_dry_run_json_lists_the_assets_a_retry_would_process(listings: None) -> None:
+    # LISTING has a FAILED asset (sequence 1); a PROCESSED one is not processed again
+    AssetFactory(listing_identity_id=LISTING, sequence=2, status=AssetStatus.PROCESSED)
+    failed_asset = MediaAsset.objects.get(listing_identity_id=LISTING, sequence=1)
+    job = failed_job()
+
+    run = run_command("requeue_jobs", "--dry-run", "--json", "--job", str(job.pk))
+
+    [item] = run.json["items"]
+    assert (item["ref"], item["outcome"]) == (job.pk, "done")
+    assert item["data"] == {"asset_ids": [failed_asset.pk]}
+    assert MediaProcessingJob.objects.filter(listing_identity_id=LISTING).count() == 1
 
 
 @pytest.mark.parametrize(
