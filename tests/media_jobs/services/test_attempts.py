@@ -3,6 +3,7 @@ orphaned one takes over, lost attempts are counted, and the heartbeat keeps a st
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -88,6 +89,69 @@ def test_a_message_back_from_redis_while_its_step_still_runs_stands_down() -> No
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.django_db
+def test_a_redelivered_message_whose_worker_is_on_another_machine_takes_over() -> None:
+    """A pid names a process of its own machine only: that a process of the same number
+    runs here says nothing about the worker on another machine."""
+    job = JobFactory(status=JobStatus.RUNNING)
+    namesake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        first = start(job, "task-a")
+        assert isinstance(first, Attempt)
+        MediaJobEvent.objects.filter(pk=first.event_id).update(
+            detail={**first.detail, "worker": f"worker-2.elsewhere:{namesake.pid}"}
+        )
+        again = start(job, "task-a")
+        assert isinstance(again, Attempt) and again.lost_before == 1
+    finally:
+        namesake.kill()
+        namesake.wait()
+
+
+RUNNING_HERE_WITHOUT_PROC = """
+import socket, sys
+import django
+django.setup()
+from media_jobs.services.attempts import running_here
+host = socket.gethostname()
+print(running_here(f"{host}:{sys.argv[1]}"), running_here(f"{host}:{sys.argv[2]}"))
+"""
+
+
+def test_without_proc_a_process_that_answers_counts_as_alive(tmp_path: Path) -> None:
+    """Where /proc cannot be read (another system, a hidden /proc), kill(pid, 0) alone
+    decides: a process that answers is alive. Checked in a mount namespace whose /proc is
+    an empty tmpfs."""
+    hide_proc = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs none /proc && exec "$@"', "-"]
+    probe = subprocess.run([*hide_proc, "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace here: {probe.stderr.decode().strip()}")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        result = subprocess.run(
+            [
+                *hide_proc,
+                sys.executable,
+                "-c",
+                RUNNING_HERE_WITHOUT_PROC,
+                str(holder.pid),
+                str(gone.pid),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[3],
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "toqportal.settings"},
+            timeout=60,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
 
 
 @pytest.mark.django_db
