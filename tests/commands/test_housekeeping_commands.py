@@ -3,7 +3,10 @@ command conventions, against MariaDB."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -16,6 +19,7 @@ from media_jobs.models import (
     MediaJobEvent,
     MediaProcessingJob,
 )
+from media_jobs.pipeline.logs import JsonFormatter
 from tests.factories import AssetFactory, JobFactory
 
 from .conftest import run_command
@@ -140,3 +144,53 @@ def test_bad_arguments_exit_2(command: str, args: tuple[str, ...], message: str)
 
     assert run.code == 2
     assert message in run.stderr
+
+
+def housekeeping_log_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The housekeeping records as the JSON lines the console handler writes
+    (toqportal.settings LOGGING: media_jobs.pipeline.logs.JsonFormatter)."""
+    formatter = JsonFormatter()
+    return [
+        json.loads(formatter.format(record))
+        for record in caplog.records
+        if record.name == "toq.media.housekeeping"
+    ]
+
+
+def test_reconcile_logs_the_jobs_it_failed(caplog: pytest.LogCaptureFixture) -> None:
+    jobs = stuck_jobs()
+
+    with caplog.at_level(logging.INFO, logger="toq.media.housekeeping"):
+        run = run_command("reconcile_stuck_jobs", "--timeout", "1h")
+
+    assert run.code == 0, run.stderr
+    [line] = housekeeping_log_lines(caplog)
+    assert (line["level"], line["message"]) == ("WARNING", "reconciler failed stuck jobs")
+    expected_ids = sorted(jobs[name].pk for name in ("running", "pending", "pending_2"))
+    assert (line["job_ids"], line["count"], line["timeout_s"]) == (expected_ids, 3, 3600)
+
+
+def test_clean_logs_how_many_it_deleted_and_the_cutoff(caplog: pytest.LogCaptureFixture) -> None:
+    long_ago = datetime(2020, 3, 1, tzinfo=UTC)
+    for minutes in range(3):
+        JobFactory(status=JobStatus.SUCCEEDED, completed_at=long_ago + timedelta(minutes=minutes))
+
+    with caplog.at_level(logging.INFO, logger="toq.media.housekeeping"):
+        run = run_command("clean_old_jobs", "--before", "2021-01-01T00:00:00+00:00")
+
+    assert run.code == 0, run.stderr
+    [line] = housekeeping_log_lines(caplog)
+    assert (line["level"], line["message"]) == ("INFO", "cleaner deleted old jobs")
+    assert (line["count"], line["completed_before"]) == (3, "2021-01-01T00:00:00+00:00")
+
+
+def test_a_cleaner_paused_with_max_per_run_0_deletes_nothing(settings) -> None:
+    jobs = finished_jobs()
+    settings.CLEANER_MAX_PER_RUN = 0
+
+    dry = run_command("clean_old_jobs", "--dry-run", "--json")
+    run = run_command("clean_old_jobs", "--json")
+
+    assert (dry.code, dry.json["done"]) == (0, 0), dry.stderr
+    assert (run.code, run.json["done"]) == (0, 0), run.stderr
+    assert MediaProcessingJob.objects.count() == len(jobs)

@@ -19,6 +19,7 @@ from media_jobs.models import (
 )
 from media_jobs.services.events import event_record
 from media_jobs.services.housekeeping import go_duration, jobs_clean, jobs_reconcile
+from media_jobs.tasks.housekeeping import reconcile_stuck_jobs
 from tests.factories import AssetFactory, JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -137,3 +138,17 @@ def test_cleaner_refuses_bad_arguments() -> None:
         jobs_clean(completed_before=timezone.now(), batch_size=0)
     with pytest.raises(ApplicationError):
         jobs_clean(completed_before=timezone.now(), limit=-1)
+
+
+def test_a_misconfigured_reconciler_task_says_what_is_wrong(settings) -> None:
+    """What the worker logs when beat runs the reconciler with a bad setting or a hand-sent
+    task with bad arguments: the message names the value to fix."""
+    settings.RECONCILER_TIMEOUT_SECONDS = 0
+    bad_setting = reconcile_stuck_jobs.apply()
+    bad_limit = reconcile_stuck_jobs.apply(kwargs={"timeout_seconds": 3600, "limit": -1})
+
+    assert bad_setting.failed() and bad_limit.failed()
+    assert isinstance(bad_setting.result, ApplicationError)
+    assert str(bad_setting.result) == "timeout_seconds must be positive, got 0"
+    assert isinstance(bad_limit.result, ApplicationError)
+    assert str(bad_limit.result) == "limit must not be negative, got -1"
