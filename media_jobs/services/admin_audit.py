@@ -24,19 +24,11 @@ def audit_record(
     """One LogEntry per object (one INSERT for all), shown on each object's History page."""
     if not objects:
         return
-    # single_object is a literal in Django's overloads (it changes the return type).
-    if len(objects) == 1:
-        LogEntry.objects.log_actions(
-            user_id=user_id,
-            queryset=list(objects),
-            action_flag=action_flag,
-            change_message=message,
-            single_object=True,
-        )
-    else:
-        LogEntry.objects.log_actions(
-            user_id=user_id,
-            queryset=list(objects),
-            action_flag=action_flag,
-            change_message=message,
-        )
+    # One call for one object or many: single_object only changes what log_actions returns
+    # (the entry instead of a one-item list), and nothing here reads it.
+    LogEntry.objects.log_actions(
+        user_id=user_id,
+        queryset=list(objects),
+        action_flag=action_flag,
+        change_message=message,
+    )
