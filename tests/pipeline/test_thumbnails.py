@@ -161,6 +161,44 @@ def test_alpha_is_flattened_on_white(png_alpha: bytes) -> None:
     assert is_marker_red(image.getpixel((120, 90)))  # the opaque square keeps its colour
 
 
+def test_alpha_wider_than_the_large_size_is_flattened_then_resampled() -> None:
+    """1500 x 600 RGBA: converted strip by strip at full size (no integer reduction fits
+    within the gap), then resampled to each width."""
+    derivatives = render(sample_media.png_alpha_bytes(1500, 600))
+
+    for size, target in IMAGE_SIZES.items():
+        image = decoded(derivatives[size])
+        assert image.size == expected_size(1500, 600, target)
+    large = decoded(derivatives["large"])
+    assert large.size == (1200, 480)
+    assert min(large.getpixel((3, 3))) > 245  # transparent corner -> white
+    assert is_marker_red(large.getpixel((450, 180)))  # the opaque rectangle (375..750 wide)
+
+
+def test_a_grey_scan_far_larger_than_the_large_size_is_reduced_before_resampling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An L image at least 6 x the large size is first reduced by a whole factor (Pillow's
+    reducing gap of 3: 7200 x 300 -> 3600 x 150), then resampled; the decode memory check
+    counts on that smaller intermediate."""
+    scan = sample_media.photographic(7200, 300).convert("L")
+    out = io.BytesIO()
+    scan.save(out, "PNG", compress_level=1)
+    reductions: list[tuple[tuple[int, int], object]] = []
+    real_reduce = Image.Image.reduce
+
+    def reduce(self: Image.Image, factor: object, box: object = None) -> Image.Image:
+        reductions.append((self.size, factor))
+        return real_reduce(self, factor, box)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "reduce", reduce)
+
+    large = decoded(render(out.getvalue())["large"])
+
+    assert large.size == (1200, 50)
+    assert reductions == [((7200, 300), (2, 2))]
+
+
 def test_palette_with_transparency_and_grey_alpha_are_flattened_on_white() -> None:
     palette = Image.new("P", (64, 48), 0)
     palette.putpalette([0, 0, 0, *sample_media.MARKER_RGB] + [0] * (256 * 3 - 6))
