@@ -7,6 +7,7 @@ import logging
 import math
 import struct
 import threading
+import zlib
 from typing import BinaryIO
 
 import pytest
@@ -332,6 +333,12 @@ def test_libvips_is_used_from_8_15_with_its_loaders(monkeypatch: pytest.MonkeyPa
     assert vips_render._has_loaders() is True
     monkeypatch.setattr(pyvips, "version", lambda flag: (8, 14, 9)[flag])
     assert vips_render._has_loaders() is False
+    assert vips_render.missing_reason() == ""  # the decision made at import stands
+    monkeypatch.setattr(vips_render, "_HAS_LOADERS", False)
+    assert vips_render.missing_reason() == (
+        "libvips 8.14: older than 8.15 or without the JPEG or PNG loader"
+    )
+    monkeypatch.setattr(vips_render, "_HAS_LOADERS", True)
     monkeypatch.setattr(pyvips, "version", real_version)
     real_find = pyvips.type_find
     monkeypatch.setattr(
@@ -400,6 +407,27 @@ def test_truncated_png_is_corrupt(renderer: str) -> None:
     with pytest.raises(PipelineError) as caught:
         render(data[: len(data) * 2 // 3])
     assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    if renderer == "libvips":  # libvips' own lines, without repeats, on one line
+        assert caught.value.message == (
+            "cannot decode PNG image: unable to copy to memory; vipspng: libpng read error"
+        )
+
+
+def test_a_png_header_libvips_refuses_is_corrupt_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An RGB PNG whose IHDR names an unknown compression method: Pillow reads the header,
+    libvips refuses it when it looks for the EXIF orientation."""
+    monkeypatch.setattr(thumbnails, "USE_VIPS", True)
+    data = bytearray(png_bytes_with_orientation(6, 320, 240))
+    assert data[12:16] == b"IHDR"
+    data[26] = 1  # the compression method byte (only 0 exists)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    assert Image.open(io.BytesIO(bytes(data))).size == (240, 320)
+    with pytest.raises(PipelineError) as caught:
+        render(bytes(data))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert caught.value.message == "cannot decode PNG image: unable to call pngload_source"
 
 
 def test_truncated_jpeg_is_corrupt(truncated_jpeg: bytes, renderer: str) -> None:
