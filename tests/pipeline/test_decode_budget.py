@@ -16,6 +16,7 @@ from media_jobs.pipeline.decode_budget import (
     BudgetedReader,
     CpuBudget,
     check_png_complete,
+    estimate_peak_bytes,
     load_png_verified,
     png_expected_bytes,
     read_jpeg_layout,
@@ -250,3 +251,69 @@ def test_an_interlaced_png_is_checked_by_inflating() -> None:
     with pytest.raises(PipelineError) as caught:
         load_png_verified(Image.open(io.BytesIO(short)), io.BytesIO(short), CpuBudget(60))
     assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+
+
+def test_a_jpeg_cut_inside_its_frame_header_says_so() -> None:
+    photo = sample_media.jpeg_bytes(64, 48)
+    frame = photo.index(b"\xff\xc0")  # Pillow writes a baseline (SOF0) frame
+    with pytest.raises(PipelineError) as caught:
+        read_jpeg_layout(io.BytesIO(photo[: frame + 6]), max_scans=100)
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert caught.value.message == "damaged JPEG structure: the file ends inside the frame header"
+
+
+def test_an_interlaced_png_short_of_its_extra_filter_bytes_is_corrupt() -> None:
+    """37 x 29 RGB inflates to 3275 bytes interlaced (56 rows over the seven passes), 3248
+    if it were not: 10 bytes short is short of the interlaced count only."""
+    complete = _interlaced_rgb_png(37, 29)
+    idat_start, length = _chunks(complete, b"IDAT")[0]
+    rows = zlib.decompress(complete[idat_start + 8 : idat_start + 8 + length])
+    assert len(rows) == 3275
+    short = (
+        complete[:idat_start]
+        + hostile.png_chunk(b"IDAT", zlib.compress(rows[:-10]))
+        + hostile.png_chunk(b"IEND", b"")
+    )
+    with pytest.raises(PipelineError) as caught:
+        check_png_complete(io.BytesIO(short))
+    assert caught.value.message == (
+        "truncated PNG: the image data ends after 3265 of 3275 bytes (about 29 of 29 rows)"
+    )
+
+
+def test_a_tiled_tiff_holds_one_tile_in_the_decoder() -> None:
+    """A tiled TIFF (written by libvips: 512 wide, 128 long tiles) is decoded a tile at a
+    time: 128 x 512 pixels of 4 bytes (RGBA) beside the file itself."""
+    pyvips = pytest.importorskip("pyvips")
+    data = pyvips.Image.black(1024, 512, bands=3).tiffsave_buffer(
+        tile=True, tile_width=512, tile_height=128, compression="deflate"
+    )
+    image = Image.open(io.BytesIO(data))
+    estimate = estimate_peak_bytes(
+        image_format="TIFF",
+        mode=image.mode,
+        decoded_size=image.size,
+        full_size=image.size,
+        file_size=len(data),
+        working_bytes=0,
+        tiff_tags=dict(image.tag_v2),
+    )
+    assert estimate.decoder == 128 * 512 * 4 + len(data)
+
+
+def test_tiff_bits_per_sample_given_as_one_number_or_none() -> None:
+    """The tags mapping may hold BitsPerSample as a single number (16 bits: 2 bytes a
+    sample) or as an empty list (8 bits assumed); both are sized, not refused."""
+    sizes = []
+    for bits in (16, ()):
+        estimate = estimate_peak_bytes(
+            image_format="TIFF",
+            mode="RGB",
+            decoded_size=(100, 50),
+            full_size=(100, 50),
+            file_size=0,
+            working_bytes=0,
+            tiff_tags={258: bits, 277: 3, 278: 10},
+        )
+        sizes.append(estimate.decoder)
+    assert sizes == [10 * 100 * 6, 10 * 100 * 4]

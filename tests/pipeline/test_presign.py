@@ -8,6 +8,7 @@ from unittest import mock
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import NoCredentialsError
 
 from media_jobs.pipeline import presign
@@ -104,3 +105,44 @@ def test_without_credentials_it_fails_like_botocore(monkeypatch: pytest.MonkeyPa
         )
     with pytest.raises(NoCredentialsError):
         signer.url("k", 60)
+
+
+def test_the_signing_key_is_derived_once_a_day_and_secret() -> None:
+    """Four HMACs derive the day's key; a page of links on one day derives it once, and a
+    new day or a rotated secret derives it again."""
+    client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    signer = presign.GetUrlSigner(client, "toq-media")
+    moment = datetime(2026, 11, 30, 5, 0, 7, tzinfo=UTC)
+    with (
+        mock.patch.object(presign, "_now", return_value=moment),
+        mock.patch.object(presign, "_hmac", wraps=presign._hmac) as derivations,
+    ):
+        for key in KEYS:
+            signer.url(key, 900)
+        assert derivations.call_count == 4
+        with mock.patch.object(
+            presign, "_now", return_value=datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)
+        ):
+            signer.url(KEYS[0], 900)
+            signer.url(KEYS[1], 900)
+        assert derivations.call_count == 8
+        client._request_signer._credentials = Credentials("AKIDEXAMPLE", "rotated/secret")
+        signer.url(KEYS[0], 900)
+        assert derivations.call_count == 12
+
+
+def test_a_client_with_an_access_key_but_no_secret_gets_botocores_url_and_ttl() -> None:
+    """Incomplete credentials are left to botocore, with the TTL asked for."""
+    client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    signer = presign.GetUrlSigner(client, "toq-media")
+    client._request_signer._credentials = Credentials("AKIDEXAMPLE", None)
+    moment = datetime(2026, 11, 30, 5, 0, 7, tzinfo=UTC)
+    with (
+        mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)),
+        mock.patch.object(presign, "_now", return_value=moment),
+    ):
+        url = signer.url(KEYS[0], 60)
+        assert url == client.generate_presigned_url(
+            "get_object", Params={"Bucket": "toq-media", "Key": KEYS[0]}, ExpiresIn=60
+        )
+    assert "&X-Amz-Expires=60&" in url

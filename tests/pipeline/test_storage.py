@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import requests
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from media_jobs.pipeline.config import DEFAULT_BUCKET, PipelineConfig
-from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage import InvalidKey, ObjectNotFound, Storage
 from media_jobs.pipeline.storage_factory import storage_from_config
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
 from media_jobs.pipeline.storage_s3 import (
@@ -70,6 +71,9 @@ def test_write_then_head_returns_size_etag_type_and_metadata(storage: Storage) -
 
 
 def test_missing_objects_raise_object_not_found(storage: Storage) -> None:
+    with pytest.raises(ObjectNotFound) as missing:
+        storage.open_read("1/raw/photo/vertical/never-written.jpg")
+    assert str(missing.value) == "1/raw/photo/vertical/never-written.jpg"  # which one
     with pytest.raises(ObjectNotFound):
         storage.head("123/raw/nothing.jpg")
     with pytest.raises(ObjectNotFound):
@@ -132,6 +136,9 @@ def test_write_file_uploads_a_large_local_file(storage: Storage, tmp_path: Path)
     assert head.content_type == "video/mp4"
     assert head.metadata == {"source-etag": "e1"}
     assert head.etag == info.etag
+    if isinstance(storage, S3Storage):
+        # sent in the storage's 5 MiB parts (boto3 on its own would send two 8 MiB parts)
+        assert head.etag.endswith("-3")
     with storage.open_read(info.key) as stream:
         assert md5(stream.read()) == md5(data)
 
@@ -150,7 +157,7 @@ def test_multipart_with_several_parts(storage: Storage) -> None:
     if isinstance(storage, S3Storage):
         assert writer.parts_uploaded == 2  # two full 5 MiB parts sent, the rest buffered
     info = writer.complete()
-    assert info.size == len(data)
+    assert (info.size, info.content_type) == (len(data), "application/zip")
     head = storage.head(info.key)
     assert head.size == len(data)
     assert head.content_type == "application/zip"
@@ -172,6 +179,9 @@ def test_multipart_below_one_part_is_a_single_object(storage: Storage) -> None:
     empty = storage.open_multipart("9/processed/zip/empty.zip").complete()
     assert storage.head(empty.key).size == 0
     assert pending_uploads(storage) == []
+    with pytest.raises(ValueError) as twice:
+        writer.complete()
+    assert str(twice.value) == "upload already completed or aborted"
 
 
 def test_abort_leaves_nothing_and_the_previous_object_intact(storage: Storage) -> None:
@@ -239,6 +249,43 @@ def test_unicode_and_spaces_in_keys_round_trip(storage: Storage) -> None:
         assert stream.read().decode() == "conteúdo"
 
 
+# -- how a refused key is shown ---------------------------------------------------------
+
+
+def test_a_short_invalid_key_is_shown_whole_and_escaped(storage: Storage) -> None:
+    """Up to 120 characters the key is quoted and escaped as it is (a lone surrogate as
+    ``\\ud800``), so the operator can find it."""
+    with pytest.raises(InvalidKey) as short:
+        storage.head("9/raw/a\ud800b.jpg")
+    assert str(short.value) == (
+        "invalid key '9/raw/a\\ud800b.jpg': not valid UTF-8 (lone surrogate)"
+    )
+    at_limit = "x" * 119 + "\ud800"  # 120 characters: still whole
+    with pytest.raises(InvalidKey) as whole:
+        storage.head(at_limit)
+    assert str(whole.value) == (
+        "invalid key '" + "x" * 119 + "\\ud800': not valid UTF-8 (lone surrogate)"
+    )
+
+
+def test_a_long_invalid_key_is_cut_after_100_characters_with_its_length(
+    storage: Storage,
+) -> None:
+    """Beyond 120 characters the message shows the first 100, then the key's length."""
+    over = "y" * 120 + "\ud800"  # 121 characters
+    with pytest.raises(InvalidKey) as cut:
+        storage.head(over)
+    assert str(cut.value) == (
+        "invalid key '" + "y" * 100 + "'... (121 characters): not valid UTF-8 (lone surrogate)"
+    )
+    too_long = "k" * 1025
+    with pytest.raises(InvalidKey) as long:
+        storage.write(too_long, b"x")
+    assert str(long.value) == (
+        "invalid key '" + "k" * 100 + "'... (1025 characters): 1025 bytes, over the 1024-byte limit"
+    )
+
+
 # -- adapter specifics ------------------------------------------------------------------
 
 
@@ -257,7 +304,9 @@ def test_s3_list_follows_pages(s3_storage: S3Storage) -> None:
     for key in keys:
         s3_storage.write(key, b"x")
     s3_storage.list_page_size = 2
+    requests_sent = _count_calls(s3_storage, "ListObjectsV2")
     assert [o.key for o in s3_storage.list("7/")] == keys
+    assert len(requests_sent) == 4  # pages of 2, 2, 2 and 1 keys
 
 
 def test_s3_refuses_parts_below_the_s3_minimum(pipeline_config: PipelineConfig) -> None:
@@ -338,6 +387,31 @@ def test_local_etag_of_files_placed_by_hand(local_storage: LocalStorage) -> None
     path.write_bytes(b"v2 replaced by hand, longer")
     info = local_storage.head("1/raw/photo/vertical/by-hand.jpg")
     assert info.etag == md5(b"v2 replaced by hand, longer")
+    assert info.metadata == {"k": "v"}
+
+
+def test_local_etag_is_recomputed_only_when_the_file_changed(
+    local_storage: LocalStorage,
+) -> None:
+    """The sidecar caches the etag for the file's size and mtime: a HEAD of an unchanged
+    file neither hashes it nor rewrites the sidecar; a same-size edit by hand (another
+    mtime) is hashed again."""
+    key = "1/raw/photo/vertical/cached.jpg"
+    local_storage.write(key, b"first bytes")
+    sidecar = local_storage.root / ".meta" / local_storage.bucket / f"{key}.json"
+    written = sidecar.stat()
+    for _ in range(2):
+        assert local_storage.head(key).etag == md5(b"first bytes")
+    after = sidecar.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    path = local_storage.root / local_storage.bucket / key
+    mtime_ns = path.stat().st_mtime_ns
+    path.write_bytes(b"other bytes")  # same size
+    os.utime(path, ns=(mtime_ns + 1_000_000_000, mtime_ns + 1_000_000_000))
+    assert local_storage.head(key).etag == md5(b"other bytes")
+    rewritten = sidecar.stat()
+    assert local_storage.head(key).etag == md5(b"other bytes")
+    assert sidecar.stat().st_ino == rewritten.st_ino
 
 
 def test_local_open_multipart_uses_a_temp_file_in_the_target_folder(
@@ -417,8 +491,9 @@ def test_part_size_grows_with_the_part_number() -> None:
     sizes = [part_size_for(n, base) for n in range(1, MAX_PARTS + 1)]
     assert sizes == sorted(sizes)
     assert max(sizes) <= MAX_PART_SIZE
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as zero:
         part_size_for(0, base)
+    assert str(zero.value) == "part numbers start at 1"
     with pytest.raises(ValueError):
         part_size_for(MAX_PARTS + 1, base)
 

@@ -7,6 +7,7 @@ import logging
 import math
 import struct
 import threading
+import zlib
 from typing import BinaryIO
 
 import pytest
@@ -161,6 +162,44 @@ def test_alpha_is_flattened_on_white(png_alpha: bytes) -> None:
     assert is_marker_red(image.getpixel((120, 90)))  # the opaque square keeps its colour
 
 
+def test_alpha_wider_than_the_large_size_is_flattened_then_resampled() -> None:
+    """1500 x 600 RGBA: converted strip by strip at full size (no integer reduction fits
+    within the gap), then resampled to each width."""
+    derivatives = render(sample_media.png_alpha_bytes(1500, 600))
+
+    for size, target in IMAGE_SIZES.items():
+        image = decoded(derivatives[size])
+        assert image.size == expected_size(1500, 600, target)
+    large = decoded(derivatives["large"])
+    assert large.size == (1200, 480)
+    assert min(large.getpixel((3, 3))) > 245  # transparent corner -> white
+    assert is_marker_red(large.getpixel((450, 180)))  # the opaque rectangle (375..750 wide)
+
+
+def test_a_grey_scan_far_larger_than_the_large_size_is_reduced_before_resampling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An L image at least 6 x the large size is first reduced by a whole factor (Pillow's
+    reducing gap of 3: 7200 x 300 -> 3600 x 150), then resampled; the decode memory check
+    counts on that smaller intermediate."""
+    scan = sample_media.photographic(7200, 300).convert("L")
+    out = io.BytesIO()
+    scan.save(out, "PNG", compress_level=1)
+    reductions: list[tuple[tuple[int, int], object]] = []
+    real_reduce = Image.Image.reduce
+
+    def reduce(self: Image.Image, factor: object, box: object = None) -> Image.Image:
+        reductions.append((self.size, factor))
+        return real_reduce(self, factor, box)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "reduce", reduce)
+
+    large = decoded(render(out.getvalue())["large"])
+
+    assert large.size == (1200, 50)
+    assert reductions == [((7200, 300), (2, 2))]
+
+
 def test_palette_with_transparency_and_grey_alpha_are_flattened_on_white() -> None:
     palette = Image.new("P", (64, 48), 0)
     palette.putpalette([0, 0, 0, *sample_media.MARKER_RGB] + [0] * (256 * 3 - 6))
@@ -294,6 +333,12 @@ def test_libvips_is_used_from_8_15_with_its_loaders(monkeypatch: pytest.MonkeyPa
     assert vips_render._has_loaders() is True
     monkeypatch.setattr(pyvips, "version", lambda flag: (8, 14, 9)[flag])
     assert vips_render._has_loaders() is False
+    assert vips_render.missing_reason() == ""  # the decision made at import stands
+    monkeypatch.setattr(vips_render, "_HAS_LOADERS", False)
+    assert vips_render.missing_reason() == (
+        "libvips 8.14: older than 8.15 or without the JPEG or PNG loader"
+    )
+    monkeypatch.setattr(vips_render, "_HAS_LOADERS", True)
     monkeypatch.setattr(pyvips, "version", real_version)
     real_find = pyvips.type_find
     monkeypatch.setattr(
@@ -362,6 +407,27 @@ def test_truncated_png_is_corrupt(renderer: str) -> None:
     with pytest.raises(PipelineError) as caught:
         render(data[: len(data) * 2 // 3])
     assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    if renderer == "libvips":  # libvips' own lines, without repeats, on one line
+        assert caught.value.message == (
+            "cannot decode PNG image: unable to copy to memory; vipspng: libpng read error"
+        )
+
+
+def test_a_png_header_libvips_refuses_is_corrupt_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An RGB PNG whose IHDR names an unknown compression method: Pillow reads the header,
+    libvips refuses it when it looks for the EXIF orientation."""
+    monkeypatch.setattr(thumbnails, "USE_VIPS", True)
+    data = bytearray(png_bytes_with_orientation(6, 320, 240))
+    assert data[12:16] == b"IHDR"
+    data[26] = 1  # the compression method byte (only 0 exists)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    assert Image.open(io.BytesIO(bytes(data))).size == (240, 320)
+    with pytest.raises(PipelineError) as caught:
+        render(bytes(data))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert caught.value.message == "cannot decode PNG image: unable to call pngload_source"
 
 
 def test_truncated_jpeg_is_corrupt(truncated_jpeg: bytes, renderer: str) -> None:

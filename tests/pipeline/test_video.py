@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
+import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +303,40 @@ def test_a_missing_ffmpeg_fails_the_step_not_the_video(
     config = dataclasses.replace(pipeline_config, ffmpeg_path="/nonexistent/ffmpeg")
     with pytest.raises(FileNotFoundError, match="/nonexistent/ffmpeg"):
         transcode_videos(validation, storage=local_storage, config=config)
+
+
+def test_the_ffmpeg_duration_fallback_gives_up_at_its_timeout(
+    pipeline_config: PipelineConfig, tmp_path: Path
+) -> None:
+    """ffmpeg reading an input that never arrives (a FIFO nobody writes) is stopped at
+    the timeout (FFMPEG_TIMEOUT_SECONDS, at most 120 s) and the duration is unknown. If it
+    is still waiting after 10 s, the test lets it go (a writer opens and closes the FIFO)
+    and fails."""
+    fifo = tmp_path / "stalled.mp4"
+    os.mkfifo(fifo)
+    config = dataclasses.replace(
+        pipeline_config, ffprobe_path="/nonexistent/ffprobe", ffmpeg_timeout_s=1
+    )
+    returned = threading.Event()
+    released: list[bool] = []
+
+    def release_a_stuck_ffmpeg() -> None:
+        if not returned.wait(10):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # EOF: ffmpeg exits
+            released.append(True)
+
+    releaser = threading.Thread(target=release_a_stuck_ffmpeg)
+    releaser.start()
+    try:
+        duration = probe_duration(fifo, config)
+    finally:
+        returned.set()
+        releaser.join()
+    assert duration is None
+    assert released == []  # stopped by the timeout, not by the test
+    with pytest.raises(OSError) as no_reader:  # and not left behind, still reading
+        os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    assert no_reader.value.errno == errno.ENXIO
 
 
 def test_posters_without_ffprobe_take_the_duration_from_ffmpeg(

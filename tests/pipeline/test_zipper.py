@@ -8,6 +8,7 @@ every CRC), against both storage adapters.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import subprocess
 import threading
@@ -170,11 +171,15 @@ def test_entry_larger_than_4_gib_uses_zip64_sizes(tmp_path: Path) -> None:
     assert seven.returncode == 0 and str(big).encode() in seven.stdout
 
 
-@pytest.mark.parametrize("name", ["../escape.jpg", "/abs.jpg", "a/../b.jpg", "a//b.jpg", ""])
+@pytest.mark.parametrize(
+    "name",
+    ["../escape.jpg", "/abs.jpg", "a/../b.jpg", "a//b.jpg", "", "a\\b.jpg", "a.jpg\x00.exe"],
+)
 def test_writer_refuses_unsafe_names(name: str) -> None:
     writer = ZipStreamWriter(io.BytesIO())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         writer.add_entry(name, [b"x"], compress=False, size_hint=1)
+    assert str(refused.value) == f"unsafe ZIP entry name {name!r}"
 
 
 # -- create_zip_bundle -------------------------------------------------------------------------
@@ -570,3 +575,140 @@ def test_no_assets_writes_nothing(storage: Storage) -> None:
         }
     }
     assert list(storage.list(f"{LISTING}/")) == []
+
+
+def test_zip_bundle_logs_its_figures_and_no_warning(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One INFO line with the job's context and the figures; STORED photos draw no warning
+    from the ZIP library (no compression level is passed for them)."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-0{n}-IMG.jpg" for n in (1, 2)]
+    photos = [sample_media.jpeg_bytes(120, 90, seed=n) for n in (1, 2)]
+    for key, data in zip(keys, photos, strict=True):
+        storage.write(key, data)
+    caplog.set_level(logging.DEBUG)
+
+    body = create_zip_bundle(_event(keys), storage=storage)["body"]
+
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (record,) = [r for r in caplog.records if r.getMessage() == "ZIP written"]
+    assert record.name == "toq.pipeline.zipper"
+    assert (record.job_id, record.listing_identity_id, record.step) == (31, LISTING, "zip")
+    assert record.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert (record.zip_key, record.assets_zipped) == (ZIP_KEY, 2)
+    assert record.zip_size_bytes == body["zipSizeBytes"] == storage.head(ZIP_KEY).size
+    assert record.unzipped_size_bytes == len(photos[0]) + len(photos[1])
+    assert isinstance(record.duration_ms, float)  # milliseconds, to a tenth
+    assert record.duration_ms == round(record.duration_ms, 1)
+
+
+def test_a_key_the_storage_refuses_is_invalid_key_naming_it(storage: Storage) -> None:
+    present = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
+    refused = f"{LISTING}/raw/photo/vertical/vertical-02-b\ud800.jpg"  # a lone surrogate
+    storage.write(present, sample_media.jpeg_bytes(64, 48))
+
+    with pytest.raises(PipelineError) as caught:
+        create_zip_bundle(_event([present, refused]), storage=storage)
+
+    assert caught.value.code == ErrorCode.INVALID_KEY
+    assert caught.value.message == (
+        "cannot zip '5150/raw/photo/vertical/vertical-02-b\\ud800.jpg': invalid key "
+        "'5150/raw/photo/vertical/vertical-02-b\\ud800.jpg': not valid UTF-8 (lone surrogate)"
+    )
+    with pytest.raises(ObjectNotFound):
+        storage.head(ZIP_KEY)
+
+
+class _CompleteFails:
+    """A real adapter whose ZIP upload fails when it is completed (every byte was sent)."""
+
+    def __init__(self, inner: Storage) -> None:
+        self._inner = inner
+        self.bucket = inner.bucket
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def open_multipart(self, key: str, **options: Any) -> Any:
+        real = self._inner.open_multipart(key, **options)
+
+        class Upload:
+            def write(self, data: bytes) -> int:
+                return real.write(data)
+
+            def complete(self) -> Any:
+                raise ConnectionError("completion refused")
+
+            def abort(self) -> None:
+                real.abort()
+
+        return Upload()
+
+
+def test_a_failure_after_the_last_asset_names_no_asset(storage: Storage) -> None:
+    key = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
+    storage.write(key, sample_media.jpeg_bytes(64, 48))
+
+    with pytest.raises(PipelineError) as caught:
+        create_zip_bundle(_event([key]), storage=_CompleteFails(storage))  # type: ignore[arg-type]
+
+    assert caught.value.code == ErrorCode.ZIP_FAILED
+    assert caught.value.message == (
+        "cannot write 5150/processed/zip/listing-media.zip: ConnectionError: completion refused"
+    )
+    assert _unfinished_uploads(storage) == []
+
+
+class _ReadsWhere:
+    """A real adapter that records, for every read, the reading thread; the first object's
+    first read waits (at most 10 s, once) until the second object is open."""
+
+    def __init__(self, inner: Storage, first: str, second: str) -> None:
+        self._inner = inner
+        self._first, self._second = first, second
+        self.second_open = threading.Event()
+        self.second_open_during_first = False
+        self.waited = False
+        self.readers: set[tuple[str, bool]] = set()
+        self.bucket = inner.bucket
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with self._inner.open_read(key) as stream:
+            if key == self._second:
+                self.second_open.set()
+            yield self._Recorded(self, stream, key == self._first)  # type: ignore[misc]
+
+    class _Recorded(io.RawIOBase):
+        def __init__(self, owner: _ReadsWhere, inner: BinaryIO, first: bool) -> None:
+            self._owner, self._inner, self._first = owner, inner, first
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+            thread = threading.current_thread()
+            self._owner.readers.add((thread.name, thread.daemon))
+            if self._first and not self._owner.waited:
+                self._owner.waited = True
+                self._owner.second_open_during_first = self._owner.second_open.wait(10)
+            return self._inner.read(size)
+
+
+def test_the_next_object_opens_while_one_is_read_on_a_daemon_thread(
+    storage: Storage,
+) -> None:
+    """The next asset's GET is sent while the current one is still being read; reads run on
+    a daemon thread, so a read stuck on a dead connection never keeps the process alive."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-0{n}-IMG.jpg" for n in (1, 2)]
+    for n, key in enumerate(keys):
+        storage.write(key, sample_media.jpeg_bytes(160, 120, seed=n))
+    reads = _ReadsWhere(storage, *keys)
+
+    create_zip_bundle(_event(keys), storage=reads)  # type: ignore[arg-type]
+
+    assert reads.second_open_during_first is True
+    assert reads.readers == {("zip-read", True)}
