@@ -1,5 +1,6 @@
-"""Queueing by task name (media_jobs.services.queueing) on the real Redis broker: the
-message that leaves - task name, arguments, queue, ETA - read back from Redis itself."""
+"""Queueing by task name (media_jobs.services.queueing) on real brokers - the embedded
+(folder) broker, and Redis when the run has one: the message that leaves (task name,
+arguments, queue, ETA) read back from the broker's own store."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,36 +38,40 @@ class Message:
     routing_key: str
 
 
+def _message(raw: bytes | str) -> Message:
+    message = json.loads(raw)
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    return Message(
+        task=message["headers"]["task"],
+        args=args,
+        eta=message["headers"]["eta"],
+        routing_key=message["properties"]["delivery_info"]["routing_key"],
+    )
+
+
 @dataclass
 class Broker:
-    client: redis.Redis
     queue: str  # the app's default queue for this test
     other: str  # a second queue, named per call
+    client: redis.Redis | None = None  # Redis; else the embedded broker's folder
+    folder: Path | None = None
 
     def messages(self, queue: str) -> list[Message]:
-        """The messages waiting in ``queue``, oldest first (kombu LPUSHes, workers BRPOP)."""
-        found = []
-        for raw in reversed(self.client.lrange(queue, 0, -1)):
-            message = json.loads(raw)
-            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-            found.append(
-                Message(
-                    task=message["headers"]["task"],
-                    args=args,
-                    eta=message["headers"]["eta"],
-                    routing_key=message["properties"]["delivery_info"]["routing_key"],
-                )
-            )
-        return found
+        """The messages waiting in ``queue``, oldest first (on the folder broker, messages
+        sent in the same millisecond come in no set order)."""
+        if self.client is not None:  # kombu LPUSHes, workers BRPOP
+            return [_message(raw) for raw in reversed(self.client.lrange(queue, 0, -1))]
+        assert self.folder is not None
+        files = sorted(self.folder.glob(f"*.{queue}.msg"), key=lambda f: int(f.name.split("_")[0]))
+        return [_message(f.read_bytes()) for f in files]
 
 
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    """This process's Celery app sending to the tests' Redis, on a default queue of its own."""
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.skip("no Redis (run through scripts/run_tests.py)")
+@pytest.fixture(params=["filesystem", "redis"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """This process's Celery app sending to a broker of its own: the embedded (folder)
+    broker, or the tests' Redis on a default queue of its own."""
     tag = uuid.uuid4().hex[:8]
+    found = Broker(f"test-q-{tag}", f"test-other-{tag}")
     conf = app.conf
     saved = (
         conf.broker_url,
@@ -73,15 +79,28 @@ def broker() -> Iterator[Broker]:
         conf.broker_transport_options,
         conf.task_always_eager,
     )
-    conf.broker_url, conf.task_default_queue = url, f"test-q-{tag}"
-    conf.broker_transport_options, conf.task_always_eager = {}, False
-    client = redis.Redis.from_url(url)
-    found = Broker(client, conf.task_default_queue, f"test-other-{tag}")
+    if request.param == "redis":
+        url = os.environ.get("TEST_REDIS_URL")
+        if not url:
+            pytest.skip("no Redis (run through scripts/run_tests.py)")
+        found.client = redis.Redis.from_url(url)
+        conf.broker_url, conf.broker_transport_options = url, {}
+    else:
+        found.folder = tmp_path / "queue"
+        found.folder.mkdir()
+        conf.broker_url = "filesystem://"
+        conf.broker_transport_options = {
+            "data_folder_in": str(found.folder),
+            "data_folder_out": str(found.folder),
+            "control_folder": str(tmp_path / "control"),  # kombu's default: ./control
+        }
+    conf.task_default_queue, conf.task_always_eager = found.queue, False
     try:
         yield found
     finally:
-        client.delete(found.queue, found.other)
-        client.close()
+        if found.client is not None:
+            found.client.delete(found.queue, found.other)
+            found.client.close()
         (
             conf.broker_url,
             conf.task_default_queue,
@@ -110,7 +129,7 @@ def test_the_queue_and_countdown_asked_for_reach_the_message(broker: Broker) -> 
     assert timedelta(seconds=29) < delay < timedelta(seconds=40)
 
 
-def test_each_call_is_one_message_in_order_with_the_publish_retry_policy(
+def test_each_call_is_one_message_with_the_publish_retry_policy(
     broker: Broker,
 ) -> None:
     policies: list[dict[str, Any]] = []
@@ -124,11 +143,8 @@ def test_each_call_is_one_message_in_order_with_the_publish_retry_policy(
     finally:
         before_task_publish.disconnect(seen)
 
-    assert [(m.task, m.args) for m in broker.messages(broker.other)] == [
-        (DELIVER, [1]),
-        (DELIVER, [2]),
-        (DELIVER, [3]),
-    ]
+    sent = sorted((m.task, m.args) for m in broker.messages(broker.other))
+    assert sent == [(DELIVER, [1]), (DELIVER, [2]), (DELIVER, [3])]
     # A broker that blinks gets three more tries, 0.2 s apart and then 0.5 s further apart.
     assert len(policies) == 3
     for policy in policies:
