@@ -109,6 +109,27 @@ def test_dashboard_queue_depth_from_redis(viewer_client):
         app.conf.broker_url, app.conf.task_default_queue, app.conf.broker_transport_options = saved
 
 
+def test_dashboard_queue_depth_from_the_embedded_broker(viewer_client, tmp_path):
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    # the folder broker's messages, one file each: <ms>_<id>.<queue>.msg
+    for name in ("1_a.portal-q.msg", "2_b.portal-q.msg", "3_c.other-q.msg"):
+        (folder / name).write_text("{}")
+    saved = app.conf.broker_url, app.conf.task_default_queue, app.conf.broker_transport_options
+    app.conf.broker_url, app.conf.task_default_queue = "filesystem://", "portal-q"
+    app.conf.broker_transport_options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+    }
+    try:
+        html = viewer_client.get(INDEX).content.decode()
+    finally:
+        app.conf.broker_url, app.conf.task_default_queue, app.conf.broker_transport_options = saved
+
+    assert re.search(r'id="toq-queue-depth">2<', html)
+    assert "Messages waiting in <code>portal-q</code>." in html
+
+
 def test_dashboard_queries_use_indexed_created_at_ranges(viewer_client):
     JobFactory(status=JobStatus.FAILED, last_error="code=X | y")
     with CaptureQueriesContext(connection) as captured:

@@ -3,6 +3,7 @@ the queue depth of the embedded broker, the asset list."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 
 import pytest
@@ -139,6 +140,20 @@ def test_queue_depth_of_the_embedded_broker(tmp_path):
         assert queue_depth("media", timeout_s=0.5) is None
     finally:
         app.conf.broker_url, app.conf.broker_transport_options = saved
+
+
+def test_a_broker_that_cannot_be_asked_is_logged(caplog):
+    saved = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    try:
+        with caplog.at_level(logging.INFO, logger="toq.media.broker"):
+            assert queue_depth("media", timeout_s=0.5) is None
+    finally:
+        app.conf.broker_url = saved
+    (record,) = [r for r in caplog.records if r.name == "toq.media.broker"]
+    assert record.levelname == "INFO"
+    assert record.getMessage().startswith("queue depth unknown: ")
+    assert "Connection refused" in record.getMessage()
 
 
 @pytest.mark.django_db

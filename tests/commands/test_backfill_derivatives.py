@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -315,3 +316,64 @@ def test_force_writes_each_photo_derivative_once_with_its_source(
     for key in derivative_keys(asset).values():
         versions = s3.list_object_versions(Bucket=s3_settings.MEDIA_BUCKET, Prefix=key)
         assert len([v for v in versions["Versions"] if v["Key"] == key]) == 2, key
+
+
+def test_a_raw_object_that_fails_validation_is_reported_with_its_reason(
+    storage: Storage,
+) -> None:
+    asset = processed_photo(storage, LISTING, 1, upload=False)
+    storage.write(asset.s3_key_raw, b"%PDF-1.4 not a photo", content_type="image/jpeg")
+
+    run = run_command("backfill_derivatives", "--asset", str(asset.pk), "--json")
+
+    assert run.code == 1
+    [item] = run.json["items"]
+    assert (item["outcome"], item["data"]["error_code"]) == ("failed", "UNSUPPORTED_FORMAT")
+    assert item["detail"] == (
+        f"asset #{asset.pk} PHOTO_HORIZONTAL 7301/raw/photo/horizontal/horizontal-01-IMG_0001.jpg:"
+        " UNSUPPORTED_FORMAT: '7301/raw/photo/horizontal/horizontal-01-IMG_0001.jpg' should be"
+        " an image: not a known media format"
+    )
+
+
+def test_the_reason_names_the_missing_and_the_stale_derivatives(storage: Storage) -> None:
+    asset = processed_photo(storage, LISTING, 1)
+    assert run_command("backfill_derivatives", "--asset", str(asset.pk)).code == 0
+    keys_of = derivative_keys(asset)
+    storage.delete(keys_of["medium"])
+    # rewritten by another system: no source etag
+    storage.write(keys_of["small"], sample_media.jpeg_bytes(200, 150), content_type="image/jpeg")
+
+    run = run_command("backfill_derivatives", "--asset", str(asset.pk), "--dry-run", "--json")
+
+    [item] = run.json["items"]
+    assert item["detail"].endswith(
+        ": would regenerate 4 outputs (missing: medium; stale: small)"
+    ), item
+
+
+def test_a_row_that_lost_its_derivative_keys_is_updated_without_rendering(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    asset = processed_photo(storage, LISTING, 1)
+    with caplog.at_level(logging.INFO, logger="toq.operations"):
+        assert run_command("backfill_derivatives", "--asset", str(asset.pk)).code == 0
+    [logged] = [r for r in caplog.records if r.name == "toq.operations" and "backfilled" in r.msg]
+    assert logged.getMessage() == f"backfilled derivatives of asset {asset.pk}"
+    assert (logged.step, logged.listing_identity_id) == ("backfill", LISTING)
+    asset.refresh_from_db()
+    referenced = (asset.s3_key_processed, asset.metadata["thumbnailKey"])
+    asset.s3_key_processed = None
+    asset.metadata = {"filename": "IMG_0001.jpg"}
+    asset.save()
+    objects = bucket_snapshot(storage)
+
+    run = run_command("backfill_derivatives", "--asset", str(asset.pk), "--json")
+
+    assert run.code == 0, run.stderr
+    [item] = run.json["items"]
+    assert item["outcome"] == "done"
+    assert item["detail"].endswith(": row updated (derivatives current)"), item
+    asset.refresh_from_db()
+    assert (asset.s3_key_processed, asset.metadata["thumbnailKey"]) == referenced
+    assert bucket_snapshot(storage) == objects

@@ -3,19 +3,23 @@ orphaned one takes over, lost attempts are counted, and the heartbeat keeps a st
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from media_jobs.models import EventKind, JobStatus, MediaJobEvent
+from media_jobs.services import attempts
 from media_jobs.services.attempts import Attempt, Busy, attempt_heartbeat, attempt_start
 from media_jobs.services.events import event_record
 from tests.factories import JobFactory
@@ -191,3 +195,111 @@ def test_the_heartbeat_refreshes_the_attempt_while_the_step_runs() -> None:
             time.sleep(0.05)
     # Alive again: a duplicate stands down.
     assert isinstance(start(job, "task-b"), Busy)
+
+
+@pytest.mark.django_db
+def test_a_heartbeat_exactly_the_stall_time_old_is_stalled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alive means a heartbeat *younger* than the stall time (the module docstring)."""
+    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    monkeypatch.setattr(attempts.timezone, "now", lambda: now)
+    job = JobFactory(status=JobStatus.RUNNING)
+    first = start(job, "task-a")
+    assert isinstance(first, Attempt)
+    age(first, STALL)  # the last beat exactly 60 s before "now"
+
+    taken = start(job, "task-b")
+
+    assert isinstance(taken, Attempt) and taken.lost_before == 1
+
+
+def _waiting_statements() -> int:
+    """Statements of other connections to this test database still in progress: the
+    second copy's, waiting for the job row the first copy holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+            " WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO IS NOT NULL"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_copies_claiming_at_once_are_serialised_by_the_job_row() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    found: list[Attempt | Busy] = []
+
+    def second_copy() -> None:
+        try:
+            found.append(start(job, "task-b"))
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        first = start(job, "task-a")  # its claim is not committed yet
+        copy = threading.Thread(target=second_copy, daemon=True)
+        copy.start()
+        # The second copy waits for the job row until the first claim commits.
+        deadline = time.monotonic() + 10
+        while copy.is_alive() and not _waiting_statements():
+            assert time.monotonic() < deadline, "the second copy neither waited nor ended"
+            time.sleep(0.02)
+    copy.join(10)
+
+    assert isinstance(first, Attempt)
+    assert found == [Busy(task_id="task-a", worker=first.detail["worker"])]
+    assert MediaJobEvent.objects.filter(job_id=job.pk, kind=EventKind.STARTED).count() == 1
+
+
+def _heartbeat(attempt: Attempt) -> str:
+    return str(MediaJobEvent.objects.get(pk=attempt.event_id).detail["heartbeatAt"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_beats_again_and_again() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    attempt = start(job, "task-a")
+    assert isinstance(attempt, Attempt)
+    seen = {_heartbeat(attempt)}
+    with attempt_heartbeat(attempt, interval_s=0.05):
+        deadline = time.monotonic() + 10
+        while len(seen) < 4 and time.monotonic() < deadline:
+            seen.add(_heartbeat(attempt))
+            time.sleep(0.02)
+    assert len(seen) >= 4  # the start's own and three beats
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_beats_on_after_its_connection_is_killed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    attempt = start(job, "task-a")
+    assert isinstance(attempt, Attempt)
+    started = _heartbeat(attempt)
+    with caplog.at_level(logging.WARNING, logger="toq.media.attempts"):
+        with attempt_heartbeat(attempt, interval_s=0.2):
+            deadline = time.monotonic() + 10
+            while _heartbeat(attempt) == started:
+                assert time.monotonic() < deadline, "no first beat"
+                time.sleep(0.02)
+            # The heartbeat thread's own connection (the only other one on this database)
+            # is killed, as a database restart would.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST"
+                    " WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
+                )
+                others = [row[0] for row in cursor.fetchall()]
+                assert others
+                for other in others:
+                    cursor.execute(f"KILL CONNECTION {int(other)}")
+            killed_at = timezone.now().isoformat(timespec="milliseconds")
+            while not (
+                [r for r in caplog.records if r.name == "toq.media.attempts"]
+                and _heartbeat(attempt) > killed_at
+            ):
+                assert time.monotonic() < deadline, "the heartbeat stopped for good"
+                time.sleep(0.05)
+    (record,) = [r for r in caplog.records if r.name == "toq.media.attempts"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith("heartbeat not written: ")

@@ -98,5 +98,59 @@ def test_nothing_is_sent_without_url_or_secret(settings: Any) -> None:
         callback_deliver(job=JobFactory(), body=BODY)
     settings.CALLBACK_URL = "http://127.0.0.1:9/"
     settings.CALLBACK_SECRET = ""
-    with pytest.raises(ApplicationError, match="CALLBACK_SECRET"):
+    with pytest.raises(ApplicationError) as refused:
         callback_deliver(job=JobFactory(), body=BODY)
+    assert str(refused.value) == "CALLBACK_SECRET is not configured: a callback must be signed"
+
+
+def test_an_accepted_replay_delivers_the_outbox_entry_and_is_recorded(
+    receiver: CallbackReceiver, settings: Any
+) -> None:
+    settings.CALLBACK_MAX_ATTEMPTS = 1
+    receiver.plan(PlannedResponse(status=503))
+    job = JobFactory()
+    original = callback_deliver(job=job, body=BODY, sleep=lambda _: None)
+    entry = CallbackOutbox.objects.get(job_id=job.pk)
+    assert (entry.state, entry.last_error) == ("pending", "HTTP 503")
+
+    replay = delivery_replay(delivery=original)  # the receiver answers 200 now
+
+    assert (replay.succeeded, replay.url, replay.outbox_id) == (True, receiver.url, entry.pk)
+    entry.refresh_from_db()
+    assert (entry.state, entry.last_error) == ("delivered", "")
+    assert entry.delivered_at == replay.created_at
+    event = MediaJobEvent.objects.filter(job_id=job.pk, step="callback_delivery").latest("pk")
+    assert event.kind == "succeeded"
+    assert event.detail == {
+        "message": f"replay of delivery #{original.pk}",
+        "deliveryId": replay.pk,
+        "replayOf": original.pk,
+        "outboxId": entry.pk,
+        "url": receiver.url,
+        "responseStatus": 200,
+        "error": "",
+    }
+
+
+def test_a_delivery_without_a_json_body_is_not_replayed(receiver: CallbackReceiver) -> None:
+    job = JobFactory()
+    broken = CallbackDelivery.objects.create(
+        job_id=job.pk, url=receiver.url, request_body="<html>", attempt=1
+    )
+    with pytest.raises(ApplicationError) as refused:
+        delivery_replay(delivery=broken)
+    assert str(refused.value) == (
+        f"delivery {broken.pk} has no JSON body to replay: "
+        "Expecting value: line 1 column 1 (char 0)"
+    )
+    assert receiver.received == []
+
+
+def test_a_receiver_slower_than_the_timeout_is_a_failed_attempt(
+    receiver: CallbackReceiver, settings: Any
+) -> None:
+    settings.CALLBACK_TIMEOUT_SECONDS = 1
+    receiver.plan(PlannedResponse(delay_s=4))
+    delivery = callback_deliver(job=JobFactory(), body=BODY, max_attempts=1)
+    assert (delivery.succeeded, delivery.response_status) == (False, None)
+    assert "Timeout" in delivery.error, delivery.error
