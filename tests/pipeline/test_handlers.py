@@ -198,26 +198,139 @@ def test_zip_handler(lambda_env: str, moto_server: MotoServer) -> None:
     assert exists(moto_server, bucket, body["zipKey"])
 
 
-def test_zip_handler_logs_its_step_with_the_request_and_sizes(
-    lambda_env: str, moto_server: MotoServer, pipeline_log: io.StringIO
-) -> None:
-    """An operator finds a ZIP run by step and request id, and reads its size on the
-    ``zip finished`` line."""
-    bucket = lambda_env
+PHOTO_GONE = f"{L}/raw/photo/vertical/vertical-02-IMG_0002.jpg"
+VIDEO_GONE = f"{L}/raw/video/horizontal/horizontal-02-walk.mp4"
+
+
+def validated_then_one_gone(moto_server: MotoServer, bucket: str, gone: str) -> dict[str, Any]:
+    """A run's validation result (PHOTO and VIDEO valid, ``gone`` too), after which ``gone``
+    was deleted: the branch then reports one output set and one error."""
     put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
-    event = {"jobId": 4, "listingIdentityId": L, "assets": [{"key": PHOTO, "type": "PHOTO"}]}
-    context = ctx("zip")
-    zip_step.handler(event, context)
-    zip_key = f"{L}/processed/zip/listing-media.zip"
-    size = moto_server.client("s3").head_object(Bucket=bucket, Key=zip_key)["ContentLength"]
-    assert size > 0
-    step_lines = [line for line in lines(pipeline_log) if line.get("step") == "zip"]
-    started = [line for line in step_lines if line["message"] == "zip started"]
-    [finished] = [line for line in step_lines if line["message"] == "zip finished"]
-    assert len(started) == 1
-    assert finished["request_id"] == context.aws_request_id
-    assert (finished["job_id"], finished["listing_identity_id"]) == (4, L)
-    assert finished["assets_zipped"] == 1 and finished["zip_size_bytes"] == size
+    put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+    if gone == PHOTO_GONE:
+        put(moto_server, bucket, gone, sample_media.jpeg_bytes(240, 320))
+    else:
+        put(moto_server, bucket, gone, sample_media.mp4_bytes(0.5, 320, 240))
+    validation = validate.handler(
+        {"jobId": 31, "listingIdentityId": L, "assets": [PHOTO, VIDEO, gone], "traceparent": TRACE},
+        ctx("validate"),
+    )
+    moto_server.client("s3").delete_object(Bucket=bucket, Key=gone)
+    return validation
+
+
+def invoke_step(
+    step: str, moto_server: MotoServer, bucket: str, context: LambdaContext
+) -> tuple[tuple[Any, Any], dict[str, Any]]:
+    """Call ``step``'s handler as the state machine would (a real event over real media on
+    the moto server); return the job id and listing the event names, and the figures its
+    ``<step> finished`` line must carry."""
+    if step == "validate":
+        put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+        put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+        event = {
+            "jobId": 30,
+            "listingIdentityId": L,
+            "assets": [PHOTO, VIDEO, MISSING],
+            "traceparent": TRACE,
+        }
+        validate.handler(event, context)
+        return (30, L), {"assets": 3, "images": 1, "videos": 1, "failed": 1}
+    if step == "thumbnails":
+        validation = validated_then_one_gone(moto_server, bucket, PHOTO_GONE)
+        thumbnails.handler(validation, context)
+        return (31, L), {"generated": 4, "errors": 1}
+    if step == "video_thumbnails":
+        validation = validated_then_one_gone(moto_server, bucket, VIDEO_GONE)
+        video_thumbnails.handler(validation, context)
+        return (31, L), {"generated": 1, "errors": 1}
+    if step == "video_transcode":
+        validation = validated_then_one_gone(moto_server, bucket, VIDEO_GONE)
+        video_transcode.handler(validation, context)
+        return (31, L), {"transcoded": 1, "errors": 1}
+    if step == "mediaconvert":  # the createJob form: the job is in its UserMetadata
+        put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+        job = {
+            "Role": "arn:aws:iam::123456789012:role/mc",
+            "UserMetadata": {"jobId": "32", "listingIdentityId": str(L), "traceparent": TRACE},
+            "Settings": {"Inputs": [{"FileInput": f"s3://{bucket}/{VIDEO}"}]},
+        }
+        video_transcode.handler(job, context)
+        return ("32", str(L)), {"transcoded": 1}
+    if step == "zip":
+        put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+        event = {
+            "jobId": 33,
+            "listingIdentityId": L,
+            "assets": [{"key": PHOTO, "type": "PHOTO"}],
+            "traceparent": TRACE,
+        }
+        zip_step.handler(event, context)
+        zip_key = f"{L}/processed/zip/listing-media.zip"
+        size = moto_server.client("s3").head_object(Bucket=bucket, Key=zip_key)["ContentLength"]
+        assert size > 0
+        return (33, L), {"assets_zipped": 1, "zip_size_bytes": size}
+    if step == "consolidate":
+        consolidate.handler(
+            {
+                "jobId": 34,
+                "listingIdentityId": L,
+                "executionArn": "arn:run",
+                "startedAt": "2025-01-01T00:00:00.000Z",
+                "assets": [{"key": PHOTO, "type": "PHOTO_HORIZONTAL", "sourceKey": PHOTO}],
+                "parallelResults": [{"status": "no_videos_to_process"}],
+                "traceparent": TRACE,
+            },
+            context,
+        )
+        return (34, L), {"status": "SUCCEEDED", "outputs": 1}
+    assert step == "callback"  # FinalizeAndCallback: the job is in the callback's body
+    body = {"jobId": 35, "listingIdentityId": L, "status": "SUCCEEDED", "traceparent": TRACE}
+    answer = callback.handler({"statusCode": 200, "body": body}, context)
+    assert answer == {"delivered": True, "statusCode": 200, "latencyMs": answer["latencyMs"]}
+    assert isinstance(answer["latencyMs"], float) and answer["latencyMs"] >= 0
+    return (35, L), {"status_code": 200, "latency_ms": answer["latencyMs"]}
+
+
+STEPS = [
+    "validate",
+    "thumbnails",
+    "video_thumbnails",
+    "video_transcode",
+    "mediaconvert",
+    "zip",
+    "consolidate",
+    "callback",
+]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_handlers_log_their_step_with_the_request_job_and_figures(
+    step: str, lambda_env: str, moto_server: MotoServer, pipeline_log: io.StringIO
+) -> None:
+    """An operator finds a Lambda run by step and request id, follows it by job, listing
+    and traceparent (wherever the event keeps them: top level, a callback's ``body``, a
+    MediaConvert job's ``UserMetadata``), and reads its figures on the ``finished`` line."""
+    context = ctx(step)
+    (job_id, listing), figures = invoke_step(step, moto_server, lambda_env, context)
+    logged = "video_transcode" if step == "mediaconvert" else step
+    step_lines = [
+        line
+        for line in lines(pipeline_log)
+        if line["logger"] == "toq.pipeline.handlers"
+        and line.get("request_id") == context.aws_request_id
+    ]
+    started, finished = step_lines
+    assert (started["message"], finished["message"]) == (f"{logged} started", f"{logged} finished")
+    for line in (started, finished):
+        assert line["step"] == logged
+        assert (line["job_id"], line["listing_identity_id"], line["traceparent"]) == (
+            job_id,
+            listing,
+            TRACE,
+        )
+    assert {key: finished[key] for key in figures} == figures
+    assert finished["duration_ms"] >= 0
 
 
 def test_pipeline_errors_leave_handlers_named_by_code(lambda_env: str) -> None:
