@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from media_jobs import sample_media
@@ -153,7 +154,7 @@ def test_branch_handlers_write_outputs(lambda_env: str, moto_server: MotoServer)
 
 
 def test_video_transcode_answers_like_mediaconvert(
-    lambda_env: str, moto_server: MotoServer
+    lambda_env: str, moto_server: MotoServer, pipeline_log: io.StringIO
 ) -> None:
     bucket = lambda_env
     put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 320, 240))
@@ -177,15 +178,31 @@ def test_video_transcode_answers_like_mediaconvert(
     result = video_transcode.handler(job, ctx("mediaconvert"))
     assert result["Job"]["Status"] == "COMPLETE" and result["Job"]["Id"]
     assert result["Job"]["UserMetadata"] == job["UserMetadata"]
+    # .sync answers with the job as created: its role and settings, as sent
+    assert result["Job"]["Role"] == "arn:aws:iam::123456789012:role/mc"
+    assert result["Job"]["Settings"]["Inputs"] == [{"FileInput": f"s3://{bucket}/{VIDEO}"}]
+    assert result["Job"]["Settings"]["OutputGroups"] == job["Settings"]["OutputGroups"]
     assert "body" not in result
-    assert exists(
-        moto_server, bucket, f"{L}/processed/video/vertical/original/vertical-01-tour.mp4"
-    )
+    mp4 = f"{L}/processed/video/vertical/original/vertical-01-tour.mp4"
+    s3 = moto_server.client("s3")
+    raw_etag = s3.head_object(Bucket=bucket, Key=VIDEO)["ETag"].strip('"')
+    assert s3.head_object(Bucket=bucket, Key=mp4)["Metadata"] == {"source-etag": raw_etag}
+
+    # The state's Retry runs the same job again: the output made from this very source
+    # is kept, not transcoded a second time.
+    skipped = f"transcode already present for this source, skipped: {mp4}"
+    assert skipped not in [line["message"] for line in lines(pipeline_log)]
+    video_transcode.handler(job, ctx("mediaconvert"))
+    assert skipped in [line["message"] for line in lines(pipeline_log)]
 
     job["Settings"]["Inputs"][0]["FileInput"] = f"s3://another-bucket/{VIDEO}"
     with pytest.raises(StepFailed) as caught:
         video_transcode.handler(job, ctx("mediaconvert"))
     assert type(caught.value).__name__ == "VIDEO_TRANSCODE_FAILED"
+    # the failure names the input the job was given, for the run's error report
+    assert str(caught.value) == (
+        f"input 's3://another-bucket/{VIDEO}' is not an object of bucket '{bucket}'"
+    )
 
 
 def test_zip_handler(lambda_env: str, moto_server: MotoServer) -> None:
@@ -505,6 +522,36 @@ def test_sqs_started_executions_are_logged_with_their_job(
     assert line["execution_arn"] == started["executionArn"]
     assert (line["job_id"], line["listing_identity_id"]) == (44, L)
     assert line["traceparent"] == TRACE and line["step"] == "start_execution"
+
+
+def test_sqs_executions_start_in_the_pipelines_region(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state machine lives in the pipeline's region (``AWS_REGION``), which the SDK's
+    own default (``AWS_DEFAULT_REGION``, us-east-1 in these tests) need not be: a shell
+    or container exporting both for different purposes still starts the right execution."""
+    sfn = boto3.client(
+        "stepfunctions",
+        endpoint_url=moto_server.endpoint_url,
+        region_name="eu-west-3",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    arn = sfn.create_state_machine(
+        name=f"listing-media-processing-sm-{uuid.uuid4().hex[:8]}",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/toq-states",
+    )["stateMachineArn"]
+    assert arn.startswith("arn:aws:states:eu-west-3:")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    record = sqs_record({"jobId": 45, "listingIdentityId": L, "assets": [PHOTO]})
+    summary = validate.handler({"Records": [record]}, ctx("validate"))
+    assert summary["count"] == 1
+    [execution] = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert execution["name"] == f"job-45-{record['messageId']}"
 
 
 def test_sqs_start_failure_raises_for_redelivery(
