@@ -17,6 +17,7 @@ from media_jobs import sample_media
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, CallbackFailed, verify_signature
 from media_jobs.pipeline.errors import PipelineError
 from media_jobs.pipeline.handlers import (
+    _runtime,
     callback,
     consolidate,
     thumbnails,
@@ -639,3 +640,28 @@ def test_configure_json_logging_on_a_stream() -> None:
         root.setLevel(saved_level)
     [line] = [json.loads(x) for x in stream.getvalue().splitlines() if '"configured"' in x]
     assert (line["level"], line["step"]) == ("DEBUG", "x")
+
+
+def test_a_lambda_logs_at_its_log_level_whatever_its_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LOG_LEVEL=debug``, as a deployment may well write it, turns a function's debug lines
+    on (JSON, on the handler the Lambda runtime installed) rather than failing its first
+    invocation."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_formatters = [handler.formatter for handler in saved_handlers]
+    stream = io.StringIO()
+    runtime_handler = logging.StreamHandler(stream)  # the one the Lambda runtime installs
+    monkeypatch.setattr(_runtime, "_logging_ready", False)  # a new container
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "listing-media-zip")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    root.addHandler(runtime_handler)
+    try:
+        _runtime.setup_logging()
+        logging.getLogger("toq.pipeline.handlers").debug("a debug line", extra={"step": "zip"})
+    finally:
+        root.removeHandler(runtime_handler)
+        for handler, formatter in zip(saved_handlers, saved_formatters, strict=True):
+            handler.setFormatter(formatter)
+        root.setLevel(saved_level)
+    [line] = lines(stream)
+    assert (line["level"], line["message"], line["step"]) == ("DEBUG", "a debug line", "zip")
