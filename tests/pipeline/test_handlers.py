@@ -10,12 +10,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from media_jobs import sample_media
 from media_jobs.pipeline.callback import SIGNATURE_HEADER, CallbackFailed, verify_signature
 from media_jobs.pipeline.errors import PipelineError
 from media_jobs.pipeline.handlers import (
+    _runtime,
     callback,
     consolidate,
     thumbnails,
@@ -153,7 +155,7 @@ def test_branch_handlers_write_outputs(lambda_env: str, moto_server: MotoServer)
 
 
 def test_video_transcode_answers_like_mediaconvert(
-    lambda_env: str, moto_server: MotoServer
+    lambda_env: str, moto_server: MotoServer, pipeline_log: io.StringIO
 ) -> None:
     bucket = lambda_env
     put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 320, 240))
@@ -177,15 +179,31 @@ def test_video_transcode_answers_like_mediaconvert(
     result = video_transcode.handler(job, ctx("mediaconvert"))
     assert result["Job"]["Status"] == "COMPLETE" and result["Job"]["Id"]
     assert result["Job"]["UserMetadata"] == job["UserMetadata"]
+    # .sync answers with the job as created: its role and settings, as sent
+    assert result["Job"]["Role"] == "arn:aws:iam::123456789012:role/mc"
+    assert result["Job"]["Settings"]["Inputs"] == [{"FileInput": f"s3://{bucket}/{VIDEO}"}]
+    assert result["Job"]["Settings"]["OutputGroups"] == job["Settings"]["OutputGroups"]
     assert "body" not in result
-    assert exists(
-        moto_server, bucket, f"{L}/processed/video/vertical/original/vertical-01-tour.mp4"
-    )
+    mp4 = f"{L}/processed/video/vertical/original/vertical-01-tour.mp4"
+    s3 = moto_server.client("s3")
+    raw_etag = s3.head_object(Bucket=bucket, Key=VIDEO)["ETag"].strip('"')
+    assert s3.head_object(Bucket=bucket, Key=mp4)["Metadata"] == {"source-etag": raw_etag}
+
+    # The state's Retry runs the same job again: the output made from this very source
+    # is kept, not transcoded a second time.
+    skipped = f"transcode already present for this source, skipped: {mp4}"
+    assert skipped not in [line["message"] for line in lines(pipeline_log)]
+    video_transcode.handler(job, ctx("mediaconvert"))
+    assert skipped in [line["message"] for line in lines(pipeline_log)]
 
     job["Settings"]["Inputs"][0]["FileInput"] = f"s3://another-bucket/{VIDEO}"
     with pytest.raises(StepFailed) as caught:
         video_transcode.handler(job, ctx("mediaconvert"))
     assert type(caught.value).__name__ == "VIDEO_TRANSCODE_FAILED"
+    # the failure names the input the job was given, for the run's error report
+    assert str(caught.value) == (
+        f"input 's3://another-bucket/{VIDEO}' is not an object of bucket '{bucket}'"
+    )
 
 
 def test_zip_handler(lambda_env: str, moto_server: MotoServer) -> None:
@@ -198,26 +216,139 @@ def test_zip_handler(lambda_env: str, moto_server: MotoServer) -> None:
     assert exists(moto_server, bucket, body["zipKey"])
 
 
-def test_zip_handler_logs_its_step_with_the_request_and_sizes(
-    lambda_env: str, moto_server: MotoServer, pipeline_log: io.StringIO
-) -> None:
-    """An operator finds a ZIP run by step and request id, and reads its size on the
-    ``zip finished`` line."""
-    bucket = lambda_env
+PHOTO_GONE = f"{L}/raw/photo/vertical/vertical-02-IMG_0002.jpg"
+VIDEO_GONE = f"{L}/raw/video/horizontal/horizontal-02-walk.mp4"
+
+
+def validated_then_one_gone(moto_server: MotoServer, bucket: str, gone: str) -> dict[str, Any]:
+    """A run's validation result (PHOTO and VIDEO valid, ``gone`` too), after which ``gone``
+    was deleted: the branch then reports one output set and one error."""
     put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
-    event = {"jobId": 4, "listingIdentityId": L, "assets": [{"key": PHOTO, "type": "PHOTO"}]}
-    context = ctx("zip")
-    zip_step.handler(event, context)
-    zip_key = f"{L}/processed/zip/listing-media.zip"
-    size = moto_server.client("s3").head_object(Bucket=bucket, Key=zip_key)["ContentLength"]
-    assert size > 0
-    step_lines = [line for line in lines(pipeline_log) if line.get("step") == "zip"]
-    started = [line for line in step_lines if line["message"] == "zip started"]
-    [finished] = [line for line in step_lines if line["message"] == "zip finished"]
-    assert len(started) == 1
-    assert finished["request_id"] == context.aws_request_id
-    assert (finished["job_id"], finished["listing_identity_id"]) == (4, L)
-    assert finished["assets_zipped"] == 1 and finished["zip_size_bytes"] == size
+    put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+    if gone == PHOTO_GONE:
+        put(moto_server, bucket, gone, sample_media.jpeg_bytes(240, 320))
+    else:
+        put(moto_server, bucket, gone, sample_media.mp4_bytes(0.5, 320, 240))
+    validation = validate.handler(
+        {"jobId": 31, "listingIdentityId": L, "assets": [PHOTO, VIDEO, gone], "traceparent": TRACE},
+        ctx("validate"),
+    )
+    moto_server.client("s3").delete_object(Bucket=bucket, Key=gone)
+    return validation
+
+
+def invoke_step(
+    step: str, moto_server: MotoServer, bucket: str, context: LambdaContext
+) -> tuple[tuple[Any, Any], dict[str, Any]]:
+    """Call ``step``'s handler as the state machine would (a real event over real media on
+    the moto server); return the job id and listing the event names, and the figures its
+    ``<step> finished`` line must carry."""
+    if step == "validate":
+        put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+        put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+        event = {
+            "jobId": 30,
+            "listingIdentityId": L,
+            "assets": [PHOTO, VIDEO, MISSING],
+            "traceparent": TRACE,
+        }
+        validate.handler(event, context)
+        return (30, L), {"assets": 3, "images": 1, "videos": 1, "failed": 1}
+    if step == "thumbnails":
+        validation = validated_then_one_gone(moto_server, bucket, PHOTO_GONE)
+        thumbnails.handler(validation, context)
+        return (31, L), {"generated": 4, "errors": 1}
+    if step == "video_thumbnails":
+        validation = validated_then_one_gone(moto_server, bucket, VIDEO_GONE)
+        video_thumbnails.handler(validation, context)
+        return (31, L), {"generated": 1, "errors": 1}
+    if step == "video_transcode":
+        validation = validated_then_one_gone(moto_server, bucket, VIDEO_GONE)
+        video_transcode.handler(validation, context)
+        return (31, L), {"transcoded": 1, "errors": 1}
+    if step == "mediaconvert":  # the createJob form: the job is in its UserMetadata
+        put(moto_server, bucket, VIDEO, sample_media.mp4_bytes(0.5, 240, 320))
+        job = {
+            "Role": "arn:aws:iam::123456789012:role/mc",
+            "UserMetadata": {"jobId": "32", "listingIdentityId": str(L), "traceparent": TRACE},
+            "Settings": {"Inputs": [{"FileInput": f"s3://{bucket}/{VIDEO}"}]},
+        }
+        video_transcode.handler(job, context)
+        return ("32", str(L)), {"transcoded": 1}
+    if step == "zip":
+        put(moto_server, bucket, PHOTO, sample_media.jpeg_bytes(320, 240))
+        event = {
+            "jobId": 33,
+            "listingIdentityId": L,
+            "assets": [{"key": PHOTO, "type": "PHOTO"}],
+            "traceparent": TRACE,
+        }
+        zip_step.handler(event, context)
+        zip_key = f"{L}/processed/zip/listing-media.zip"
+        size = moto_server.client("s3").head_object(Bucket=bucket, Key=zip_key)["ContentLength"]
+        assert size > 0
+        return (33, L), {"assets_zipped": 1, "zip_size_bytes": size}
+    if step == "consolidate":
+        consolidate.handler(
+            {
+                "jobId": 34,
+                "listingIdentityId": L,
+                "executionArn": "arn:run",
+                "startedAt": "2025-01-01T00:00:00.000Z",
+                "assets": [{"key": PHOTO, "type": "PHOTO_HORIZONTAL", "sourceKey": PHOTO}],
+                "parallelResults": [{"status": "no_videos_to_process"}],
+                "traceparent": TRACE,
+            },
+            context,
+        )
+        return (34, L), {"status": "SUCCEEDED", "outputs": 1}
+    assert step == "callback"  # FinalizeAndCallback: the job is in the callback's body
+    body = {"jobId": 35, "listingIdentityId": L, "status": "SUCCEEDED", "traceparent": TRACE}
+    answer = callback.handler({"statusCode": 200, "body": body}, context)
+    assert answer == {"delivered": True, "statusCode": 200, "latencyMs": answer["latencyMs"]}
+    assert isinstance(answer["latencyMs"], float) and answer["latencyMs"] >= 0
+    return (35, L), {"status_code": 200, "latency_ms": answer["latencyMs"]}
+
+
+STEPS = [
+    "validate",
+    "thumbnails",
+    "video_thumbnails",
+    "video_transcode",
+    "mediaconvert",
+    "zip",
+    "consolidate",
+    "callback",
+]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_handlers_log_their_step_with_the_request_job_and_figures(
+    step: str, lambda_env: str, moto_server: MotoServer, pipeline_log: io.StringIO
+) -> None:
+    """An operator finds a Lambda run by step and request id, follows it by job, listing
+    and traceparent (wherever the event keeps them: top level, a callback's ``body``, a
+    MediaConvert job's ``UserMetadata``), and reads its figures on the ``finished`` line."""
+    context = ctx(step)
+    (job_id, listing), figures = invoke_step(step, moto_server, lambda_env, context)
+    logged = "video_transcode" if step == "mediaconvert" else step
+    step_lines = [
+        line
+        for line in lines(pipeline_log)
+        if line["logger"] == "toq.pipeline.handlers"
+        and line.get("request_id") == context.aws_request_id
+    ]
+    started, finished = step_lines
+    assert (started["message"], finished["message"]) == (f"{logged} started", f"{logged} finished")
+    for line in (started, finished):
+        assert line["step"] == logged
+        assert (line["job_id"], line["listing_identity_id"], line["traceparent"]) == (
+            job_id,
+            listing,
+            TRACE,
+        )
+    assert {key: finished[key] for key in figures} == figures
+    assert finished["duration_ms"] >= 0
 
 
 def test_pipeline_errors_leave_handlers_named_by_code(lambda_env: str) -> None:
@@ -394,6 +525,36 @@ def test_sqs_started_executions_are_logged_with_their_job(
     assert line["traceparent"] == TRACE and line["step"] == "start_execution"
 
 
+def test_sqs_executions_start_in_the_pipelines_region(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state machine lives in the pipeline's region (``AWS_REGION``), which the SDK's
+    own default (``AWS_DEFAULT_REGION``, us-east-1 in these tests) need not be: a shell
+    or container exporting both for different purposes still starts the right execution."""
+    sfn = boto3.client(
+        "stepfunctions",
+        endpoint_url=moto_server.endpoint_url,
+        region_name="eu-west-3",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    arn = sfn.create_state_machine(
+        name=f"listing-media-processing-sm-{uuid.uuid4().hex[:8]}",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/toq-states",
+    )["stateMachineArn"]
+    assert arn.startswith("arn:aws:states:eu-west-3:")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    record = sqs_record({"jobId": 45, "listingIdentityId": L, "assets": [PHOTO]})
+    summary = validate.handler({"Records": [record]}, ctx("validate"))
+    assert summary["count"] == 1
+    [execution] = sfn.list_executions(stateMachineArn=arn)["executions"]
+    assert execution["name"] == f"job-45-{record['messageId']}"
+
+
 def test_sqs_start_failure_raises_for_redelivery(
     moto_server: MotoServer, state_machine_arn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -479,3 +640,28 @@ def test_configure_json_logging_on_a_stream() -> None:
         root.setLevel(saved_level)
     [line] = [json.loads(x) for x in stream.getvalue().splitlines() if '"configured"' in x]
     assert (line["level"], line["step"]) == ("DEBUG", "x")
+
+
+def test_a_lambda_logs_at_its_log_level_whatever_its_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LOG_LEVEL=debug``, as a deployment may well write it, turns a function's debug lines
+    on (JSON, on the handler the Lambda runtime installed) rather than failing its first
+    invocation."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_formatters = [handler.formatter for handler in saved_handlers]
+    stream = io.StringIO()
+    runtime_handler = logging.StreamHandler(stream)  # the one the Lambda runtime installs
+    monkeypatch.setattr(_runtime, "_logging_ready", False)  # a new container
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "listing-media-zip")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    root.addHandler(runtime_handler)
+    try:
+        _runtime.setup_logging()
+        logging.getLogger("toq.pipeline.handlers").debug("a debug line", extra={"step": "zip"})
+    finally:
+        root.removeHandler(runtime_handler)
+        for handler, formatter in zip(saved_handlers, saved_formatters, strict=True):
+            handler.setFormatter(formatter)
+        root.setLevel(saved_level)
+    [line] = lines(stream)
+    assert (line["level"], line["message"], line["step"]) == ("DEBUG", "a debug line", "zip")
