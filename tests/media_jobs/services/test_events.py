@@ -42,3 +42,17 @@ def test_unknown_kind_is_refused_and_long_steps_are_cut() -> None:
         event_record(job=job, step="x", kind="exploded")
     event = event_record(job=job, step="s" * 100, kind="note")
     assert len(MediaJobEvent.objects.get(pk=event.pk).step) == 64
+
+
+def test_a_detail_with_a_lone_surrogate_is_kept_with_a_question_mark() -> None:
+    """A file name read from a non-UTF-8 archive (surrogateescape) has a lone surrogate:
+    legal in a JSON escape, refused by MariaDB's JSON check - it is stored as "?", and
+    other non-ASCII text as it is."""
+    job = JobFactory()
+    name = b"IMG_\xff.jpg".decode("utf-8", "surrogateescape")
+    event = event_record(
+        job=job, step="unzip", kind="note", detail={"file": name, "title": "Café 東京"}
+    )
+    stored = MediaJobEvent.objects.get(pk=event.pk)
+    assert stored.detail == {"file": "IMG_?.jpg", "title": "Café 東京"}
+    assert list(job_timeline(job=job)) == [event]
