@@ -24,6 +24,7 @@ from media_jobs.selectors import errors as error_selectors
 from media_jobs.selectors.operations import jobs_for_requeue
 from media_jobs.services.callbacks import callback_apply
 from media_jobs.services.failures import job_mark_failed
+from media_jobs.services.job_errors import job_errors_backfill
 from tests.admin.html import job_ids_in
 from tests.factories import AssetFactory, JobFactory
 
@@ -169,3 +170,135 @@ def test_the_docs_are_the_catalogue():
         assert f"| `{code}` |" in out.getvalue()
         assert errorcodes.what_to_do(code) != errorcodes.UNKNOWN_CODE_ADVICE
     assert errorcodes.what_to_do("SomethingNew") == errorcodes.UNKNOWN_CODE_ADVICE
+
+
+def metric_samples(client: Client) -> dict[tuple[str, str | None], float]:
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer t")
+    return {
+        (sample.name, sample.labels.get("error_code")): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def test_the_backfill_reads_older_jobs_codes_from_their_last_error(client: Client, settings: Any):
+    """Jobs that ended before the table existed: the job's own code (no assets: the line
+    does not say how many failed with it), the asset codes the line counts, and a line
+    without a code kept under the empty code ("(no code)", "unknown" in /metrics)."""
+    settings.METRICS_TOKEN = "t"
+    now = timezone.now()
+    partial = JobFactory(
+        listing_identity_id=5160,
+        status=JobStatus.PARTIAL_SUCCESS,
+        completed_at=now,
+        last_error="code=DERIVATIVE_ERRORS_DETECTED | derivative errors detected | "
+        "3 of 5 assets failed: CORRUPT_IMAGE x2, OBJECT_NOT_FOUND x1",
+    )
+    uncoded = JobFactory(
+        listing_identity_id=5161,
+        status=JobStatus.FAILED,
+        completed_at=now,
+        last_error="ffmpeg exited with status 1",
+    )
+    MediaJobError.objects.all().delete()  # as before the table existed
+
+    assert job_errors_backfill(jobs=[partial, uncoded]) == 4
+    rows = sorted(MediaJobError.objects.values_list("job_id", "scope", "code", "sample", "assets"))
+    assert rows == sorted(
+        [
+            (partial.pk, "job", "DERIVATIVE_ERRORS_DETECTED", "derivative errors detected", 0),
+            (partial.pk, "asset", "CORRUPT_IMAGE", "", 2),
+            (partial.pk, "asset", "OBJECT_NOT_FOUND", "", 1),
+            (uncoded.pk, "job", "", "ffmpeg exited with status 1", 0),
+        ]
+    )
+    report = error_selectors.error_groups(since=now - timedelta(days=1))
+    by_code = {g.code_label: (g.count, g.assets) for g in report.groups}
+    assert by_code == {
+        "DERIVATIVE_ERRORS_DETECTED": (1, 0),
+        "CORRUPT_IMAGE": (1, 2),
+        "OBJECT_NOT_FOUND": (1, 1),
+        "(no code)": (1, 0),
+    }
+    samples = metric_samples(client)
+    assert samples[("toq_media_asset_failures_recent", "CORRUPT_IMAGE")] == 2
+    assert samples[("toq_media_job_failures_recent", "unknown")] == 1
+
+
+def test_assets_failing_alike_are_one_row_with_their_count(viewer_client: Client):
+    """Two photos truncated at different bytes are one (asset, CORRUPT_IMAGE, message) row:
+    two assets, the first message as its sample; found by the filter under the code."""
+    listing = 5162
+    first = AssetFactory(listing_identity_id=listing, sequence=1)
+    second = AssetFactory(listing_identity_id=listing, sequence=2)
+    fine = AssetFactory(listing_identity_id=listing, sequence=3)
+    job = JobFactory(listing_identity_id=listing, status=JobStatus.RUNNING)
+    errors = [
+        {
+            "sourceKey": asset.s3_key_raw,
+            "errorCode": "CORRUPT_IMAGE",
+            "errorMessage": f"image file '{asset.s3_key_raw}' is truncated at byte {at}",
+        }
+        for asset, at in ((first, 4096), (second, 812))
+    ]
+    generated = [
+        {
+            "sourceKey": fine.s3_key_raw,
+            "key": f"{listing}/processed/p/h/{size}/a.jpg",
+            "type": "PHOTO_HORIZONTAL",
+        }
+        for size in ("thumbnail", "large")
+    ]
+    body = consolidate(
+        {
+            "jobId": job.pk,
+            "listingIdentityId": listing,
+            "executionArn": "celery-x",
+            "assets": [{"key": a.s3_key_raw, "type": a.asset_type} for a in (first, second, fine)],
+            "parallelResults": [{"body": {"generatedAssets": generated, "errors": errors}}],
+        }
+    )["body"]
+    callback_apply(raw_body=serialise_payload(body), verify=False, source="test")
+
+    rows = list(
+        MediaJobError.objects.filter(job=job, scope="asset").values_list(
+            "code", "message", "sample", "assets"
+        )
+    )
+    assert rows == [
+        (
+            "CORRUPT_IMAGE",
+            "image file '…' is truncated at byte #",
+            "image file '5162/raw/photo/horizontal/horizontal-01-IMG_1.jpg' is truncated "
+            "at byte 4096",
+            2,
+        )
+    ]
+    found = viewer_client.get(LIST_URL, {"error_code": "CORRUPT_IMAGE"}).content.decode()
+    assert job_ids_in(found) == [job.pk]
+
+
+def test_the_pipelines_failure_after_the_reconcilers_keeps_both_codes(viewer_client: Client):
+    """The reconciler gave up (RECONCILER_TIMEOUT), then the pipeline's own failure came:
+    the job is found under both codes."""
+    job = JobFactory(status=JobStatus.RUNNING, listing_identity_id=5163)
+    AssetFactory(listing_identity_id=5163, status=AssetStatus.PROCESSING)
+    job_mark_failed(job=job, reason="no callback after 1h", code="RECONCILER_TIMEOUT")
+    body = {
+        "jobId": job.pk,
+        "listingIdentityId": 5163,
+        "status": "PROCESSING_FAILED",
+        "error": {"code": "VIDEO_TRANSCODE_FAILED", "message": "exit 1"},
+        "outputs": [],
+    }
+    outcome = callback_apply(raw_body=serialise_payload(body), verify=False, source="test")
+    assert outcome.message == "failure details applied to the FAILED job"
+
+    rows = sorted(MediaJobError.objects.filter(job=job).values_list("code", "sample", "assets"))
+    assert rows == [
+        ("RECONCILER_TIMEOUT", "no callback after 1h", 1),
+        ("VIDEO_TRANSCODE_FAILED", "exit 1", 0),
+    ]
+    for code in ("RECONCILER_TIMEOUT", "VIDEO_TRANSCODE_FAILED"):
+        page = viewer_client.get(LIST_URL, {"error_code": code}).content.decode()
+        assert job_ids_in(page) == [job.pk]
