@@ -834,3 +834,24 @@ def test_libvips_renders_an_encoded_jpeg_from_its_bytes() -> None:
     assert [(o.width, o.height) for o in outputs] == sizes
     large = Image.open(io.BytesIO(outputs[0].data)).convert("RGB")
     assert is_marker_red(large.getpixel((3, 3))), large.getpixel((3, 3))
+
+
+def test_a_drafted_jpeg_keeps_its_geometry_to_the_right_edge() -> None:
+    """Pillow decodes a 9601-wide JPEG at 1/8: 1201 pixels, the last one only 1/8 of real
+    pixels. The resize takes the exact 1200.125-pixel box, so black and white stripes 16
+    pixels wide in the original stay in place up to the right edge (grey: the Pillow
+    path)."""
+    width, height = 9601, 801
+    row = bytes(255 if (x // 16) % 2 == 0 else 0 for x in range(width))
+    out = io.BytesIO()
+    Image.frombytes("L", (width, height), row * height).save(out, "JPEG", quality=95)
+
+    large = decoded(render(out.getvalue())["large"]).convert("L")
+
+    assert large.size == (1200, 100)
+    in_place = 0
+    for column in range(1100, 1200):
+        centre = (column + 0.5) * width / 1200  # where the column samples the original
+        expected = 255 if (int(centre) // 16) % 2 == 0 else 0
+        in_place += abs(large.getpixel((column, 50)) - expected) < 64
+    assert in_place >= 95  # all 100 in practice; half of them with the 1201-pixel width
