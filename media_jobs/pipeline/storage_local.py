@@ -187,8 +187,8 @@ class LocalStorage:
         meta_path = self._meta_path(key)
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            meta = {}
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
+            meta = {}  # none, or unreadable: a folder where the sidecar goes (key "a.json/x")
         # A file placed or replaced by hand has no (or a stale) sidecar: recompute the etag
         # and cache it, keeping whatever content type and metadata were recorded.
         if meta.get("size") != stat.st_size or meta.get("mtime_ns") != stat.st_mtime_ns:

@@ -107,12 +107,10 @@ class Rendered:
 
 def jpeg_shrink(stored: tuple[int, int], large_stored: tuple[int, int]) -> int:
     """The largest DCT shrink (8, 4, 2) whose decode still covers ``large`` (as Pillow's
-    ``draft`` picks it), else 1."""
+    ``draft`` picks it), else 1. libvips' shrink-on-load rounds the size down (4797 wide
+    at 1/4 is 1199 pixels), so the shrunk size is floored here too."""
     for shrink in JPEG_SHRINKS:
-        if (
-            -(-stored[0] // shrink) >= large_stored[0]
-            and -(-stored[1] // shrink) >= large_stored[1]
-        ):
+        if stored[0] // shrink >= large_stored[0] and stored[1] // shrink >= large_stored[1]:
             return shrink
     return 1
 

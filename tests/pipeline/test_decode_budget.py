@@ -184,6 +184,18 @@ def test_an_exif_thumbnail_is_not_counted_as_a_scan() -> None:
     assert layout.scans == 1 and (layout.width, layout.height) == (640, 480)
 
 
+def test_a_standalone_marker_between_segments_is_skipped() -> None:
+    """T.81 lets a restart marker (no length) stand between segments; libjpeg and Pillow
+    skip it, and so does the layout reader: the frame and the scan after it still count."""
+    photo = sample_media.jpeg_bytes(640, 480)
+    (app0_length,) = struct.unpack(">H", photo[4:6])
+    after_app0 = 4 + app0_length
+    data = photo[:after_app0] + b"\xff\xd0" + photo[after_app0:]
+    assert Image.open(io.BytesIO(data)).size == (640, 480)
+    layout = read_jpeg_layout(io.BytesIO(data), max_scans=100)
+    assert (layout.width, layout.height, layout.scans) == (640, 480, 1)
+
+
 def test_a_damaged_jpeg_structure_is_corrupt() -> None:
     with pytest.raises(PipelineError) as caught:
         read_jpeg_layout(io.BytesIO(b"\xff\xd8\xff\xc0\x00"), max_scans=100)
@@ -200,6 +212,9 @@ def test_a_reader_over_its_cpu_budget_stops_the_next_read() -> None:
     with pytest.raises(PipelineError) as caught:
         reader.read(1)
     assert caught.value.code == ErrorCode.CPU_BUDGET_EXCEEDED
+    assert caught.value.message.endswith(
+        " s of CPU (decoding); the per-photo budget is 0.01 s (MEDIA_DECODE_CPU_SECONDS)"
+    )
 
 
 LARGE_COMPLETE_PNGS = {
@@ -317,3 +332,24 @@ def test_tiff_bits_per_sample_given_as_one_number_or_none() -> None:
         )
         sizes.append(estimate.decoder)
     assert sizes == [10 * 100 * 6, 10 * 100 * 4]
+
+
+def test_a_webp_decoder_holds_its_memory_while_the_image_is_reduced() -> None:
+    """libwebp's canvases live until the image is closed: a WebP's peak is the sum of the
+    decoded image, the decoder and the reduction, not the larger phase."""
+    out = io.BytesIO()
+    sample_media.photographic(200, 100).save(out, "WEBP")
+    data = out.getvalue()
+    image = Image.open(io.BytesIO(data))
+    estimate = estimate_peak_bytes(
+        image_format=image.format or "",
+        mode=image.mode,
+        decoded_size=image.size,
+        full_size=image.size,
+        file_size=len(data),
+        working_bytes=1_000_000,
+    )
+    assert (image.format, image.mode) == ("WEBP", "RGB")
+    # 200 x 100 x 4 decoded (Pillow pads RGB) + 12 a pixel and the file in libwebp
+    # + working + 24 MiB fixed
+    assert estimate.total == 80_000 + (240_000 + len(data)) + 1_000_000 + 24 * 1024 * 1024

@@ -665,3 +665,29 @@ def test_a_lambda_logs_at_its_log_level_whatever_its_case(monkeypatch: pytest.Mo
         root.setLevel(saved_level)
     [line] = lines(stream)
     assert (line["level"], line["message"], line["step"]) == ("DEBUG", "a debug line", "zip")
+
+
+def test_a_container_sets_its_logging_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging is configured on a container's first invocation only: a warm invocation
+    leaves the level and the handlers as the first one set them."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_formatters = [handler.formatter for handler in saved_handlers]
+    stream = io.StringIO()
+    runtime_handler = logging.StreamHandler(stream)
+    monkeypatch.setattr(_runtime, "_logging_ready", False)  # a new container
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "listing-media-zip")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    root.addHandler(runtime_handler)
+    try:
+        _runtime.setup_logging()  # the first invocation
+        monkeypatch.setenv("LOG_LEVEL", "ERROR")
+        _runtime.setup_logging()  # a warm one: nothing is configured again
+        logging.getLogger("toq.pipeline.handlers").info("warm", extra={"step": "zip"})
+    finally:
+        root.removeHandler(runtime_handler)
+        for handler, formatter in zip(saved_handlers, saved_formatters, strict=True):
+            handler.setFormatter(formatter)
+        root.setLevel(saved_level)
+    [line] = lines(stream)
+    assert (line["level"], line["message"]) == ("INFO", "warm")

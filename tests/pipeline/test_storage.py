@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -286,6 +289,15 @@ def test_a_long_invalid_key_is_cut_after_100_characters_with_its_length(
     )
 
 
+def test_an_empty_or_non_text_key_is_refused_as_empty(storage: Storage) -> None:
+    with pytest.raises(InvalidKey) as empty:
+        storage.head("")
+    assert str(empty.value) == "invalid key '': empty"
+    with pytest.raises(InvalidKey) as not_text:
+        storage.write(b"9/raw/a.jpg", b"x")  # type: ignore[arg-type]
+    assert str(not_text.value) == "invalid key b'9/raw/a.jpg': empty"
+
+
 # -- adapter specifics ------------------------------------------------------------------
 
 
@@ -467,8 +479,57 @@ def test_storage_from_config(tmp_path: Path, pipeline_config: PipelineConfig) ->
     assert isinstance(s3, S3Storage)
     s3.write("x", b"1")
     assert s3.head("x").size == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as unknown:
         storage_from_config(PipelineConfig(storage_backend="ftp"))
+    assert str(unknown.value) == "unknown storage backend 'ftp'; expected s3 or local"
+
+
+def test_s3_storage_signs_for_the_configured_region(pipeline_config: PipelineConfig) -> None:
+    storage = S3Storage.from_config(dataclasses.replace(pipeline_config, region="eu-west-3"))
+    storage.write("region.txt", b"paris")
+    url = storage.presigned_url("region.txt", 60)
+    assert url is not None
+    assert "%2Feu-west-3%2Fs3%2Faws4_request" in url
+    assert requests.get(url, timeout=10).content == b"paris"
+
+
+def test_local_refuses_a_hidden_or_path_like_bucket(tmp_path: Path) -> None:
+    for bucket in (".meta", "", "a/b", "a\\b"):
+        with pytest.raises(ValueError) as refused:
+            LocalStorage(tmp_path, bucket)
+        assert str(refused.value) == f"invalid bucket name {bucket!r}"
+
+
+def test_local_refuses_a_nul_character_and_says_so(local_storage: LocalStorage) -> None:
+    with pytest.raises(InvalidKey) as nul:
+        local_storage.write("9/raw/a\x00b.jpg", b"x")
+    assert str(nul.value) == "invalid key '9/raw/a\\x00b.jpg': NUL character"
+
+
+def test_local_sidecars_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """A worker started under the bare C locale (ASCII) still records non-ASCII metadata."""
+    script = (
+        "import sys; from media_jobs.pipeline.storage_local import LocalStorage; "
+        "LocalStorage(sys.argv[1], 'toq-listing-medias').write("
+        "'9/a.jpg', b'abc', metadata={'title': 'Sal\\u00e3o \\u5199\\u771f'})"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, timeout=60)
+    storage = LocalStorage(tmp_path, "toq-listing-medias")
+    assert storage.head("9/a.jpg").metadata == {"title": "Salão 写真"}
+
+
+def test_local_head_survives_a_sidecar_it_cannot_write(local_storage: LocalStorage) -> None:
+    """The sidecar of "4/a" is ".meta/<bucket>/4/a.json": the key "4/a.json/x" makes that
+    a folder. head of a file placed by hand then still answers (the etag is simply not
+    cached) and leaves no temporary file behind."""
+    local_storage.write("4/a.json/x", b"x")
+    placed = local_storage.bucket_root / "4" / "a"
+    placed.write_bytes(b"abc")
+    info = local_storage.head("4/a")
+    assert (info.size, info.etag) == (3, "900150983cd24fb0d6963f7d28e17f72")
+    assert pending_uploads(local_storage) == []
 
 
 # -- part sizes -------------------------------------------------------------------------
@@ -635,3 +696,49 @@ def test_a_lambda_without_media_bucket_uses_the_default_bucket_on_s3() -> None:
         {"AWS_LAMBDA_FUNCTION_NAME": "x", "MEDIA_STORAGE_BACKEND": "local"}
     )
     assert forced.storage_backend == "local"
+
+
+class HtmlNotFound(BaseHTTPRequestHandler):
+    """An S3-compatible endpoint behind a proxy that answers a missing key with an HTML
+    404 page: no S3 error code, only the status."""
+
+    def do_GET(self) -> None:
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        body = b"<html><body>Not Found</body></html>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_404_without_an_s3_error_code_is_a_missing_object() -> None:
+    with fake_s3(HtmlNotFound) as (endpoint, seen):
+        storage = S3Storage("bucket", endpoint_url=endpoint, region="us-east-1", max_retries=0)
+        with pytest.raises(ObjectNotFound):
+            storage.read_range("9/raw/gone.jpg", 0, 10)
+    assert seen == ["/bucket/9/raw/gone.jpg"]
+
+
+class NoListBucket(BaseHTTPRequestHandler):
+    """A role allowed to read objects but not to HeadBucket (403) and a missing key."""
+
+    def do_HEAD(self) -> None:
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(403 if self.path.rstrip("/") == "/bucket" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_bucket_hidden_by_403_gets_the_benefit_of_the_doubt() -> None:
+    with fake_s3(NoListBucket) as (endpoint, seen):
+        storage = S3Storage("bucket", endpoint_url=endpoint, region="us-east-1", max_retries=0)
+        with pytest.raises(ObjectNotFound):
+            storage.head("9/raw/gone.jpg")
+    assert seen == ["/bucket/9/raw/gone.jpg", "/bucket"]

@@ -784,3 +784,74 @@ def test_no_image_assets_is_an_empty_success(storage: Storage) -> None:
         _validation(storage, []), storage=storage, config=PipelineConfig(bucket=storage.bucket)
     )
     assert result == {"body": {"status": "SUCCESS", "generatedAssets": [], "errors": []}}
+
+
+def test_each_photo_is_logged_with_its_cpu_milliseconds(
+    local_storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decoding and reducing a 12 MP photo costs tens of milliseconds of CPU at the very
+    least: the log line gives it in milliseconds, never as 0.0 (seconds / 1000)."""
+    raw = _raw_key("horizontal-01-cpu.jpg")
+    local_storage.write(raw, sample_media.jpeg_bytes(4000, 3000), content_type="image/jpeg")
+    validation = _validation(local_storage, [raw])
+    config = PipelineConfig(bucket=local_storage.bucket)
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.thumbnails"):
+        generate_thumbnails(validation, storage=local_storage, config=config)
+    [line] = [r for r in caplog.records if r.getMessage() == "thumbnails generated"]
+    assert (line.source_key, line.skipped) == (raw, False)  # type: ignore[attr-defined]
+    assert line.cpu_ms >= 1.0  # type: ignore[attr-defined]
+
+
+def test_jpeg_shrink_is_the_largest_whose_decode_covers_large() -> None:
+    """libvips' shrink-on-load rounds down: 4797 wide at 1/4 is 1199 pixels, short of a
+    1200-wide large, so 1/2 is the shrink; 4800 wide at 1/4 is exactly 1200."""
+    pyvips = pytest.importorskip("pyvips")
+    cases = [((4797, 3600), (1200, 900), 2), ((4800, 3200), (1200, 800), 4)]
+    for stored, large, expected in cases:
+        shrink = vips_render.jpeg_shrink(stored, large)
+        assert shrink == expected, stored
+        decoded_at = pyvips.Image.jpegload_buffer(sample_media.jpeg_bytes(*stored), shrink=shrink)
+        assert decoded_at.width >= large[0] and decoded_at.height >= large[1]
+    tall = pyvips.Image.jpegload_buffer(sample_media.jpeg_bytes(4797, 3600), shrink=4)
+    assert (tall.width, tall.height) == (1199, 900)
+
+
+def test_libvips_renders_an_encoded_jpeg_from_its_bytes() -> None:
+    """vips_render.render decodes a JPEG itself (DCT-shrunk) when given no pixels."""
+    assert vips_render.available(), vips_render.missing_reason()
+    data = sample_media.jpeg_bytes(2400, 1600)
+    outputs, _ = vips_render.render(
+        data,
+        image_format="JPEG",
+        orientation=1,
+        targets=[(1200, 800), (400, 267)],
+        shrink=2,
+        icc_profile=None,
+        quality=85,
+    )
+    sizes = [Image.open(io.BytesIO(o.data)).size for o in outputs]
+    assert sizes == [(1200, 800), (400, 267)]
+    assert [(o.width, o.height) for o in outputs] == sizes
+    large = Image.open(io.BytesIO(outputs[0].data)).convert("RGB")
+    assert is_marker_red(large.getpixel((3, 3))), large.getpixel((3, 3))
+
+
+def test_a_drafted_jpeg_keeps_its_geometry_to_the_right_edge() -> None:
+    """Pillow decodes a 9601-wide JPEG at 1/8: 1201 pixels, the last one only 1/8 of real
+    pixels. The resize takes the exact 1200.125-pixel box, so black and white stripes 16
+    pixels wide in the original stay in place up to the right edge (grey: the Pillow
+    path)."""
+    width, height = 9601, 801
+    row = bytes(255 if (x // 16) % 2 == 0 else 0 for x in range(width))
+    out = io.BytesIO()
+    Image.frombytes("L", (width, height), row * height).save(out, "JPEG", quality=95)
+
+    large = decoded(render(out.getvalue())["large"]).convert("L")
+
+    assert large.size == (1200, 100)
+    in_place = 0
+    for column in range(1100, 1200):
+        centre = (column + 0.5) * width / 1200  # where the column samples the original
+        expected = 255 if (int(centre) // 16) % 2 == 0 else 0
+        in_place += abs(large.getpixel((column, 50)) - expected) < 64
+    assert in_place >= 95  # all 100 in practice; half of them with the 1201-pixel width

@@ -91,6 +91,40 @@ def test_sniff_recognizes_generated_videos(mp4: bytes, containers: dict[str, byt
         assert expected in VIDEO_FORMATS
 
 
+def test_sniff_recognizes_gif89a_and_big_endian_tiffs() -> None:
+    """An animated GIF is written as GIF89a; a 16-bit big-endian scan as an "MM" TIFF or,
+    with big_tiff, an "MM" BigTIFF: all are images."""
+    frame = sample_media.photographic(64, 48)
+    animated = io.BytesIO()
+    frame.save(
+        animated, "GIF", save_all=True, append_images=[frame.rotate(90)], duration=100, loop=0
+    )
+    assert animated.getvalue()[:6] == b"GIF89a"
+    assert sniff(animated.getvalue()[:64]) == "gif"
+    scan = frame.convert("L").convert("I;16B")
+    for big_tiff, magic in ((False, b"MM\x00*"), (True, b"MM\x00+")):
+        out = io.BytesIO()
+        scan.save(out, "TIFF", big_tiff=big_tiff)
+        assert out.getvalue()[:4] == magic
+        assert sniff(out.getvalue()[:64]) == "tiff"
+    assert pillow_bytes("TIFF", big_tiff=True)[:4] == b"II+\x00"
+    assert sniff(pillow_bytes("TIFF", big_tiff=True)[:64]) == "tiff"
+
+
+def test_sniff_tells_an_old_quicktime_file_by_its_first_atom_header(
+    containers: dict[str, bytes],
+) -> None:
+    """Old cameras' .mov files start with an atom other than ftyp ("wide", "mdat"...):
+    the 8 bytes of that atom's header are enough."""
+    mov = containers["mov"]
+    ftyp_size = int.from_bytes(mov[:4], "big")
+    old_style = mov[ftyp_size:]  # the same file without its ftyp atom
+    assert old_style[:8] == b"\x00\x00\x00\x08wide"
+    assert sniff(old_style[:64]) == "mov"
+    assert sniff(old_style[:8]) == "mov"
+    assert sniff(old_style[:7]) is None
+
+
 @pytest.mark.parametrize(
     "head",
     [

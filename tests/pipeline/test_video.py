@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import io
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -143,6 +144,45 @@ def test_poster_frames_are_jpegs_no_wider_than_1200(
         info = storage.head(poster_key(key))
         assert info.content_type == "image/jpeg"
         assert info.metadata == {"source-etag": etags[key]}
+
+
+def test_a_clip_shorter_than_its_container_gets_its_first_frame(
+    local_storage: Storage, pipeline_config: PipelineConfig, tmp_path: Path
+) -> None:
+    """Audio that outlasts the picture (0.2 s of video, 5 s of sound) makes the container
+    claim 5 s: there is no frame at 0.5 s, so the poster is the first frame."""
+    path = tmp_path / "short.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=0.2", "-f", "lavfi",
+           "-i", "sine=frequency=440:duration=5", "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", str(path))  # fmt: skip
+    assert probe_duration(path, pipeline_config) == pytest.approx(5.0, abs=0.05)
+    local_storage.write(SMALL_KEY, path.read_bytes())
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)
+    body = generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
+    assert body["body"]["errors"] == []
+    assert jpeg_size(local_storage, poster_key(SMALL_KEY)) == (320, 240)
+
+
+def test_poster_frames_are_logged_as_the_video_thumbnails_step(
+    local_storage: Storage,
+    pipeline_config: PipelineConfig,
+    clips: dict[str, bytes],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    local_storage.write(SMALL_KEY, clips["small"])
+    local_storage.write(CORRUPT_KEY, clips["corrupt"])
+    validation = validated(local_storage, pipeline_config, SMALL_KEY, CORRUPT_KEY)
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.video"):
+        generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
+    steps = [
+        (r.getMessage().split(" for ")[0], getattr(r, "step", None), getattr(r, "job_id", None))
+        for r in caplog.records
+        if r.name == "toq.pipeline.video" and " for " in r.getMessage()
+    ]
+    assert steps == [
+        ("poster frame ready", "video_thumbnails", 77),
+        ("poster frame failed", "video_thumbnails", 77),
+    ]
 
 
 def test_a_corrupt_video_is_an_error_entry_and_the_others_succeed(
@@ -293,6 +333,29 @@ def test_a_video_that_cannot_be_transcoded_is_an_error_of_that_video_only(
     assert [o.key for o in storage.list(f"{LISTING}/processed/")] == [transcode_key(SILENT_KEY)]
 
 
+def test_an_empty_transcode_is_an_error_not_an_empty_video(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes], tmp_path: Path
+) -> None:
+    """An ffmpeg that exits 0 yet leaves a 0-byte output (a broken build or layer) fails
+    that video; no empty MP4 is published."""
+    broken = tmp_path / "ffmpeg"
+    broken.write_text('#!/bin/sh\nfor last; do :; done\n: > "$last"\nexit 0\n')
+    broken.chmod(0o755)
+    local_storage.write(SMALL_KEY, clips["small"])
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)
+    config = dataclasses.replace(pipeline_config, ffmpeg_path=str(broken))
+    body = transcode_videos(validation, storage=local_storage, config=config)["body"]
+    assert body["generatedAssets"] == []
+    assert body["errors"] == [
+        {
+            "sourceKey": SMALL_KEY,
+            "errorCode": "VIDEO_TRANSCODE_FAILED",
+            "errorMessage": f"transcode of {SMALL_KEY!r} produced no output",
+        }
+    ]
+    assert list(local_storage.list(f"{LISTING}/processed/")) == []
+
+
 def test_a_missing_ffmpeg_fails_the_step_not_the_video(
     local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
 ) -> None:
@@ -305,18 +368,19 @@ def test_a_missing_ffmpeg_fails_the_step_not_the_video(
         transcode_videos(validation, storage=local_storage, config=config)
 
 
-def test_the_ffmpeg_duration_fallback_gives_up_at_its_timeout(
-    pipeline_config: PipelineConfig, tmp_path: Path
+@pytest.mark.parametrize(
+    "ffprobe_path", ["/nonexistent/ffprobe", "ffprobe"], ids=["ffmpeg-fallback", "ffprobe"]
+)
+def test_the_duration_probe_gives_up_at_its_timeout(
+    pipeline_config: PipelineConfig, tmp_path: Path, ffprobe_path: str
 ) -> None:
-    """ffmpeg reading an input that never arrives (a FIFO nobody writes) is stopped at
-    the timeout (FFMPEG_TIMEOUT_SECONDS, at most 120 s) and the duration is unknown. If it
-    is still waiting after 10 s, the test lets it go (a writer opens and closes the FIFO)
-    and fails."""
+    """ffprobe, or ffmpeg without it, reading an input that never arrives (a FIFO nobody
+    writes) is stopped at the timeout (FFMPEG_TIMEOUT_SECONDS, at most 120 s) and the
+    duration is unknown. If it is still waiting after 10 s, the test lets it go (a writer
+    opens and closes the FIFO) and fails."""
     fifo = tmp_path / "stalled.mp4"
     os.mkfifo(fifo)
-    config = dataclasses.replace(
-        pipeline_config, ffprobe_path="/nonexistent/ffprobe", ffmpeg_timeout_s=1
-    )
+    config = dataclasses.replace(pipeline_config, ffprobe_path=ffprobe_path, ffmpeg_timeout_s=1)
     returned = threading.Event()
     released: list[bool] = []
 
