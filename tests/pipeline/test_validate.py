@@ -224,6 +224,17 @@ def test_normalize_rejects_malformed_messages(message: dict) -> None:
     assert err.value.code == ErrorCode.VALIDATION_ERROR
 
 
+@pytest.mark.parametrize("message", [["1/raw/a.jpg"], "1/raw/a.jpg", None, 7])
+def test_a_message_that_is_not_an_object_is_a_validation_error(message: object) -> None:
+    with pytest.raises(PipelineError) as err:
+        normalize_processing_input(message)  # type: ignore[arg-type]
+    assert (err.value.code, err.value.message) == (
+        "VALIDATION_ERROR",
+        "the message must be a JSON object",
+    )
+    assert str(err.value) == "VALIDATION_ERROR: the message must be a JSON object"
+
+
 # -- validate -----------------------------------------------------------------------------
 
 
@@ -584,3 +595,25 @@ def test_step_logs_carry_the_job_and_its_trace_and_leave_out_what_is_absent() ->
         "assets": 3,
     }
     assert step_log_fields({"jobId": 18}, "zip") == {"job_id": 18, "step": "zip"}
+
+
+def test_a_video_of_no_known_format_says_so(
+    storage: Storage, pipeline_config: PipelineConfig, mp4: bytes
+) -> None:
+    """The video twin of the photo case above: the operator reads that the object is no
+    media at all, not merely the wrong kind."""
+    text_key = f"{LISTING}/raw/video/horizontal/horizontal-02-notes.mp4"
+    storage.write(text_key, b"this is a text file, not a video\n" * 10)
+    storage.write(VIDEO_KEY, mp4)
+    result = validate_assets(
+        event({"key": text_key, "type": "VIDEO_HORIZONTAL"}, {"key": VIDEO_KEY, "type": "VIDEO"}),
+        storage=storage,
+        config=pipeline_config,
+    )
+    assets = by_key(result)
+    assert (assets[text_key]["errorCode"], assets[text_key]["error"]) == (
+        "UNSUPPORTED_FORMAT",
+        "'4101/raw/video/horizontal/horizontal-02-notes.mp4' should be a video: "
+        "not a known media format",
+    )
+    assert "error" not in assets[VIDEO_KEY]
