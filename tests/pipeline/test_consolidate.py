@@ -442,6 +442,9 @@ def test_an_output_without_a_thumbnail_has_an_empty_thumbnail_key() -> None:
         ("4294967295", 4294967295),
         ("0" * 30 + "7", 7),  # leading zeros do not count against the length
         ("000", 0),
+        # past int()'s 4300-digit limit: the zeros are dropped before the conversion
+        ("0" * 5000 + "1", 1),
+        ("0" * 5000, 0),
     ],
 )
 def test_ids_up_to_the_int_unsigned_maximum_are_accepted(given: object, value: int) -> None:
@@ -541,3 +544,27 @@ def test_derivatives_of_an_asset_that_was_not_validated_are_ignored() -> None:
     [out] = body["outputs"]
     assert (out["rawKey"], out["processedKey"], out["outputs"]) == (RAW_A, "", {})
     assert body["status"] == "PARTIAL_SUCCESS"  # the branch reported an error
+
+
+def test_branch_entries_without_a_source_key_go_to_no_asset_whatever_its_key() -> None:
+    """A generated asset or an error that names no sourceKey belongs to no asset, not even
+    to one whose raw key is odd: here "XXXX", refused by validation as INVALID_KEY."""
+    odd = asset("XXXX", "PHOTO", errorCode="INVALID_KEY", error="invalid raw key 'XXXX'")
+    keyless = {
+        "body": {
+            "status": "PARTIAL",
+            "generatedAssets": [{"key": "4711/processed/photo/horizontal/large/x.jpg"}],
+            "errors": [{"errorCode": "CORRUPT_IMAGE", "errorMessage": "cannot decode"}],
+        }
+    }
+    body = consolidate(event([odd], [keyless]))["body"]
+    assert body["outputs"] == [
+        {
+            "rawKey": "XXXX",
+            "processedKey": "",
+            "thumbnailKey": "",
+            "outputs": {},
+            "errorCode": "INVALID_KEY",
+            "errorMessage": "invalid raw key 'XXXX'",
+        }
+    ]
