@@ -849,6 +849,49 @@ def test_an_output_with_only_an_error_message_counts_as_failed() -> None:
     assert (words.status, words.metadata["errorCode"]) == (AssetStatus.FAILED, "VALIDATION_ERROR")
 
 
+def test_an_output_with_only_an_error_code_counts_as_failed() -> None:
+    job, (bad, fine) = processing_job(listing=562, assets=2)
+    outputs = [output(bad, errorCode="CORRUPT_IMAGE", errorMessage=""), output(fine)]
+    deliver(body_for(job, "PARTIAL_SUCCESS", outputs))
+    job.refresh_from_db()
+    assert job.payload == {"assetsTotal": 2, "assetsProcessed": 1, "assetsFailed": 1}
+    bad.refresh_from_db()
+    assert (bad.status, bad.metadata["errorCode"]) == (AssetStatus.FAILED, "CORRUPT_IMAGE")
+
+
+def test_an_asset_without_a_raw_key_takes_no_output() -> None:
+    """The key column's collation pads with spaces, so MariaDB matches an asset whose raw
+    key is "" to an output for " ": that asset must still take no output, neither that
+    one nor the one for any other key ("XXXX" here)."""
+    job = JobFactory(listing_identity_id=563, status=JobStatus.RUNNING)
+    blank = AssetFactory(
+        listing_identity_id=563, s3_key_raw="", status=AssetStatus.PROCESSING, metadata={}
+    )
+    outcome = deliver(
+        body_for(
+            job,
+            "SUCCEEDED",
+            [output(blank, rawKey=" "), output(blank, rawKey="XXXX", processedKey="563/p/x.jpg")],
+        )
+    )
+    assert (outcome.assets_updated, outcome.unknown_raw_keys) == (0, [" ", "XXXX"])
+    blank.refresh_from_db()
+    assert (blank.status, blank.s3_key_processed, blank.metadata) == (
+        AssetStatus.PROCESSING,
+        None,
+        {},
+    )
+
+
+def test_a_job_id_padded_past_ints_digit_limit_is_still_its_job() -> None:
+    job, (one,) = processing_job(listing=564, assets=1)
+    body = body_for(job, "SUCCEEDED", [output(one)], jobId="0" * 5000 + str(job.pk))
+    outcome = deliver(body)
+    assert outcome.assets_updated == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+
+
 def _error_rows(job: MediaProcessingJob) -> list[tuple[str, str, str, int]]:
     return sorted(
         MediaJobError.objects.filter(job_id=job.pk).values_list("scope", "code", "sample", "assets")
