@@ -97,6 +97,27 @@ def test_send_callback_with_a_session(receiver: CallbackReceiver) -> None:
     assert receiver.received[0].body == receiver.received[1].body
 
 
+class _RecordingSession(requests.Session):
+    """A real session that notes the timeout each request was sent with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[object] = []
+
+    def request(self, *args: object, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        self.timeouts.append(kwargs.get("timeout"))
+        return super().request(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_default_timeout_is_the_contracts_10_s(receiver: CallbackReceiver) -> None:
+    """docs/contract.md §6: "10 s timeout" when the caller names none."""
+    with _RecordingSession() as session:
+        send_callback(BODY, url=receiver.url, secret=SECRET, session=session)
+        send_callback(BODY, url=receiver.url, secret=SECRET, session=session, timeout_s=3)
+    assert session.timeouts == [10, 3]
+    assert len(receiver.received) == 2
+
+
 @pytest.mark.parametrize("status", [400, 401, 404, 409, 413, 500, 502, 503])
 def test_error_status_raises(receiver: CallbackReceiver, status: int) -> None:
     receiver.plan(PlannedResponse(status=status, body=b'{"detail":"nope"}'))
