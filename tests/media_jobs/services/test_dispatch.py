@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -79,7 +80,8 @@ def test_processing_queues_run_processing_after_commit(
     assert queued == [("media_jobs.tasks.run_processing", (job.pk,))]
     detail = dispatch_detail(job=job)
     assert detail["engine"] == "celery" and detail["workflowId"] == workflow_id_of(job=job)
-    assert workflow_id_of(job=job).startswith(f"celery-{job.pk}-")
+    # celery-<job>-<random>: 6 random bytes as 12 hex digits, unique per dispatch.
+    assert re.fullmatch(rf"celery-{job.pk}-[0-9a-f]{{12}}", workflow_id_of(job=job))
     assert job.status == JobStatus.PENDING and job.external_id is None
 
 

@@ -331,3 +331,37 @@ def test_a_result_delivered_by_another_sender_meanwhile_is_not_claimed(
     assert raced == [True]
     entry.refresh_from_db()
     assert entry.state == OutboxState.DELIVERED and entry.claimed_until is None
+
+
+def test_results_already_delivered_do_not_take_a_pass_batch(receiver: CallbackReceiver) -> None:
+    """The outbox keeps delivered results (the admin's log); a pass of ``limit`` entries
+    counts only pending ones, or a long history would starve the results still to send."""
+    done = [JobFactory() for _ in range(2)]
+    for job in done:
+        pending(job, body_of(job))
+    assert outbox_drain() == {"delivered": 2, "failed": 0, "expired": 0}
+    waiting = JobFactory()
+    pending(waiting, body_of(waiting))
+    assert outbox_drain(limit=2) == {"delivered": 1, "failed": 0, "expired": 0}
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [
+        done[0].pk,
+        done[1].pk,
+        waiting.pk,
+    ]
+
+
+def test_an_older_result_not_tried_yet_does_not_hold_a_new_one_back(
+    receiver: CallbackReceiver,
+) -> None:
+    """Only an older result that already failed to reach the backend says it is down; one
+    whose quick attempts have not started (another worker's task is on its way) does not,
+    and a new result of another job makes its own quick attempts at once."""
+    first = JobFactory()
+    older = pending(first, body_of(first))
+    newer_job = JobFactory()
+    newer = pending(newer_job, body_of(newer_job))
+    delivery = outbox_send(entry_id=newer.pk, max_attempts=1)
+    assert delivery is not None and delivery.succeeded
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [newer_job.pk]
+    older.refresh_from_db()
+    assert older.state == OutboxState.PENDING and older.attempts == 0

@@ -196,7 +196,36 @@ def test_a_retry_blocked_by_a_running_job_still_lists_the_assets_it_would_take()
     job = JobFactory(listing_identity_id=907, status=JobStatus.FAILED)
     running = JobFactory(listing_identity_id=907, status=JobStatus.RUNNING)
     plan = retry_plan(job=job)
-    assert not plan.allowed and plan.asset_ids == [failed.pk]
+    assert plan.allowed is False and plan.asset_ids == [failed.pk]
+    assert plan.summary == (
+        f"job #{job.pk} cannot be retried: job #{running.pk} is still running for this "
+        "listing; wait for it or mark it failed"
+    )
     assert plan.blocked_reason == (
         f"job #{running.pk} is still running for this listing; wait for it or mark it failed"
     )
+
+
+def test_a_retry_plan_lists_its_assets_by_type_then_sequence() -> None:
+    """The admin's confirm page lists what the retry takes as the listing shows it: by
+    type, then by the asset's position in its gallery (not by when the row was made)."""
+    video = AssetFactory(
+        listing_identity_id=908,
+        status=AssetStatus.FAILED,
+        asset_type="VIDEO_HORIZONTAL",
+        sequence=1,
+        s3_key_raw="908/raw/video/horizontal/tour.mp4",
+    )
+    third = AssetFactory(listing_identity_id=908, status=AssetStatus.FAILED, sequence=3)
+    first = AssetFactory(listing_identity_id=908, status=AssetStatus.FAILED, sequence=1)
+    second = AssetFactory(listing_identity_id=908, status=AssetStatus.PENDING_UPLOAD, sequence=2)
+    job = JobFactory(listing_identity_id=908, status=JobStatus.FAILED)
+    plan = retry_plan(job=job)
+    assert plan.allowed is True
+    assert [(a.id, a.asset_type, a.sequence, a.status) for a in plan.assets] == [
+        (first.pk, "PHOTO_HORIZONTAL", 1, "FAILED"),
+        (second.pk, "PHOTO_HORIZONTAL", 2, "PENDING_UPLOAD"),
+        (third.pk, "PHOTO_HORIZONTAL", 3, "FAILED"),
+        (video.pk, "VIDEO_HORIZONTAL", 1, "FAILED"),
+    ]
+    assert plan.assets[3].raw_key == "908/raw/video/horizontal/tour.mp4"

@@ -50,20 +50,29 @@ def test_transient_errors_are_told_apart(exc: Exception, transient: bool) -> Non
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_killed_connection_is_replaced_and_the_work_done() -> None:
+def test_a_killed_connection_is_replaced_and_the_work_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     if connection.vendor != "mysql":
         pytest.skip("KILL CONNECTION needs MariaDB/MySQL")
     job = JobFactory()
     kill_this_connection()
     with pytest.raises(OperationalError):  # Django keeps the dead connection ...
         MediaProcessingJob.objects.filter(pk=job.pk).update(retry_count=1)
-    updated = db_retry(  # ... db_retry opens a new one
-        lambda: MediaProcessingJob.objects.filter(pk=job.pk).update(retry_count=2),
-        what="test write",
-        sleep=lambda _: None,
-    )
+    with caplog.at_level("WARNING", "toq.media.transient"):
+        updated = db_retry(  # ... db_retry opens a new one
+            lambda: MediaProcessingJob.objects.filter(pk=job.pk).update(retry_count=2),
+            what="test write",
+            sleep=lambda _: None,
+        )
     assert updated == 1
     assert MediaProcessingJob.objects.get(pk=job.pk).retry_count == 2
+    # One retry, logged with its attempt number for the log pipeline (extra "attempts").
+    (lost,) = [r for r in caplog.records if r.name == "toq.media.transient"]
+    assert lost.levelname == "WARNING"
+    assert lost.getMessage().startswith("test write: database connection lost (")
+    assert lost.getMessage().endswith("); retrying on a fresh connection")
+    assert lost.__dict__.get("attempts") == 1
 
 
 def test_other_errors_and_open_transactions_are_not_retried(db: Any) -> None:
@@ -98,9 +107,12 @@ def test_gives_up_when_the_database_stays_away(
         calls += 1
         raise OperationalError(2003, "Can't connect to MySQL server")
 
-    with pytest.raises(OperationalError), caplog.at_level("ERROR", "toq.media.transient"):
+    with pytest.raises(OperationalError), caplog.at_level("WARNING", "toq.media.transient"):
         db_retry(work, what="t", budget_s=30, sleep=slept.append, clock=lambda: float(next(clock)))
+    retried = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.__dict__.get("attempts") for r in retried] == [1, 2, 3, 4, 5]
     (gave_up,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert gave_up.__dict__.get("attempts") == 6
     assert gave_up.getMessage() == (
         "t: database still unavailable after 35s; giving up: "
         '(2003, "Can\'t connect to MySQL server")'

@@ -3,6 +3,8 @@ only its missing work queued again; a slow step that beats is left alone."""
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +18,7 @@ from media_jobs.models import (
     MediaJobEvent,
     MediaProcessingJob,
 )
+from media_jobs.pipeline.logs import JsonFormatter
 from media_jobs.services.attempts import attempt_start
 from media_jobs.services.events import event_record
 from media_jobs.services.watchdog import job_stall_plan, jobs_watch
@@ -223,3 +226,44 @@ def test_a_long_list_of_lost_parts_is_cut_in_the_message(caplog: pytest.LogCaptu
     assert note.detail["requeued"] == parts
     (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert record.getMessage() == note.detail["message"]
+
+
+def test_the_note_and_log_line_name_the_job_workflow_and_exact_idle_time() -> None:
+    """The timeline note carries the workflow it requeued for and the idle time to the
+    tenth of a second; the log line (formatted as emitted, JSON as in production) carries
+    the job's context, so an operator finds it by job_id."""
+    job = celery_job()
+    t0 = timezone.now().replace(microsecond=0) - timedelta(hours=1)
+    MediaProcessingJob.objects.filter(pk=job.pk).update(created_at=t0, started_at=t0)
+    MediaJobEvent.objects.filter(job_id=job.pk).update(at=t0)
+    lines: list[dict[str, Any]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(JsonFormatter().format(record)))
+
+    handler = Capture(level=logging.WARNING)
+    logger = logging.getLogger("toq.media.watchdog")
+    logger.addHandler(handler)
+    try:
+        plans = jobs_watch(stall_seconds=STALL, enqueue=Queue(), now=t0 + timedelta(seconds=187.25))
+    finally:
+        logger.removeHandler(handler)
+    assert [p.idle_seconds for p in plans] == [187.2]
+    note = MediaJobEvent.objects.get(job_id=job.pk, step="watchdog")
+    assert note.detail == {
+        "message": (
+            "no progress for 187s (the broker or a worker lost the work); queued again: validate"
+        ),
+        "reason": "stalled",
+        "workflowId": "celery-1-abc",
+        "idleSeconds": 187.2,
+        "requeued": ["validate"],
+    }
+    (line,) = lines
+    assert line["job_id"] == job.pk
+    assert line["listing_identity_id"] == job.listing_identity_id
+    assert line["step"] == "watchdog"
+    assert line["workflow_id"] == "celery-1-abc"
+    assert line["idle_s"] == 187.2
+    assert line["reason"] == "stalled"
