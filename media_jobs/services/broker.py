@@ -20,7 +20,9 @@ def queue_depth(queue: str | None = None, *, timeout_s: float = 2.0) -> int | No
     name = queue or app.conf.task_default_queue
     try:
         with app.connection_for_read(connect_timeout=timeout_s) as connection:
-            connection.ensure_connection(max_retries=1)
+            # one quick second try, no pause: kombu's default 2 s pause before it would
+            # hold the dashboard and /metrics 2 s on every view while the broker is down
+            connection.ensure_connection(max_retries=1, interval_start=0)
             channel = connection.default_channel
             try:
                 # kombu's StdChannel declares no queue_declare; every transport's channel has it
