@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -623,14 +624,15 @@ def test_step_timer_logs_duration_and_failure(
     assert failed["exc_type"] == "PipelineError" and "Traceback" in failed["exc"]
 
 
-def test_configure_json_logging_on_a_stream() -> None:
+@contextmanager
+def root_logging_restored() -> Iterator[logging.Logger]:
+    """The root logger: after the block, its handlers, their formatters and its level are as
+    before (the code under test configures the process's logging)."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     saved_formatters = [handler.formatter for handler in saved_handlers]
-    stream = io.StringIO()
     try:
-        configure_json_logging("DEBUG", stream=stream)
-        logging.getLogger("toq.test.configured").debug("configured", extra={"step": "x"})
+        yield root
     finally:
         for handler in list(root.handlers):
             if handler not in saved_handlers:
@@ -638,6 +640,26 @@ def test_configure_json_logging_on_a_stream() -> None:
         for handler, formatter in zip(saved_handlers, saved_formatters, strict=True):
             handler.setFormatter(formatter)
         root.setLevel(saved_level)
+
+
+@contextmanager
+def new_lambda_container(monkeypatch: pytest.MonkeyPatch, log_level: str) -> Iterator[io.StringIO]:
+    """A fresh container of the zip function: the runtime's handler on the root logger
+    (writing to the stream yielded), LOG_LEVEL set, the project's logging not set up yet."""
+    stream = io.StringIO()
+    monkeypatch.setattr(_runtime, "_logging_ready", False)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "listing-media-zip")
+    monkeypatch.setenv("LOG_LEVEL", log_level)
+    with root_logging_restored() as root:
+        root.addHandler(logging.StreamHandler(stream))  # the one the Lambda runtime installs
+        yield stream
+
+
+def test_configure_json_logging_on_a_stream() -> None:
+    stream = io.StringIO()
+    with root_logging_restored():
+        configure_json_logging("DEBUG", stream=stream)
+        logging.getLogger("toq.test.configured").debug("configured", extra={"step": "x"})
     [line] = [json.loads(x) for x in stream.getvalue().splitlines() if '"configured"' in x]
     assert (line["level"], line["step"]) == ("DEBUG", "x")
 
@@ -646,23 +668,9 @@ def test_a_lambda_logs_at_its_log_level_whatever_its_case(monkeypatch: pytest.Mo
     """``LOG_LEVEL=debug``, as a deployment may well write it, turns a function's debug lines
     on (JSON, on the handler the Lambda runtime installed) rather than failing its first
     invocation."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    saved_formatters = [handler.formatter for handler in saved_handlers]
-    stream = io.StringIO()
-    runtime_handler = logging.StreamHandler(stream)  # the one the Lambda runtime installs
-    monkeypatch.setattr(_runtime, "_logging_ready", False)  # a new container
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "listing-media-zip")
-    monkeypatch.setenv("LOG_LEVEL", "debug")
-    root.addHandler(runtime_handler)
-    try:
+    with new_lambda_container(monkeypatch, "debug") as stream:
         _runtime.setup_logging()
         logging.getLogger("toq.pipeline.handlers").debug("a debug line", extra={"step": "zip"})
-    finally:
-        root.removeHandler(runtime_handler)
-        for handler, formatter in zip(saved_handlers, saved_formatters, strict=True):
-            handler.setFormatter(formatter)
-        root.setLevel(saved_level)
     [line] = lines(stream)
     assert (line["level"], line["message"], line["step"]) == ("DEBUG", "a debug line", "zip")
 
@@ -670,24 +678,10 @@ def test_a_lambda_logs_at_its_log_level_whatever_its_case(monkeypatch: pytest.Mo
 def test_a_container_sets_its_logging_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Logging is configured on a container's first invocation only: a warm invocation
     leaves the level and the handlers as the first one set them."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    saved_formatters = [handler.formatter for handler in saved_handlers]
-    stream = io.StringIO()
-    runtime_handler = logging.StreamHandler(stream)
-    monkeypatch.setattr(_runtime, "_logging_ready", False)  # a new container
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "listing-media-zip")
-    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
-    root.addHandler(runtime_handler)
-    try:
+    with new_lambda_container(monkeypatch, "DEBUG") as stream:
         _runtime.setup_logging()  # the first invocation
         monkeypatch.setenv("LOG_LEVEL", "ERROR")
         _runtime.setup_logging()  # a warm one: nothing is configured again
         logging.getLogger("toq.pipeline.handlers").info("warm", extra={"step": "zip"})
-    finally:
-        root.removeHandler(runtime_handler)
-        for handler, formatter in zip(saved_handlers, saved_formatters, strict=True):
-            handler.setFormatter(formatter)
-        root.setLevel(saved_level)
     [line] = lines(stream)
     assert (line["level"], line["message"]) == ("INFO", "warm")

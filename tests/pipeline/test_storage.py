@@ -580,8 +580,18 @@ def test_streamed_multipart_follows_the_growing_part_sizes(s3_storage: S3Storage
 # -- retries and timeouts against a misbehaving S3 endpoint -------------------------------
 
 
+class FakeS3Handler(BaseHTTPRequestHandler):
+    """An endpoint of ``fake_s3``: each request's path is recorded; nothing is logged."""
+
+    def record(self) -> None:
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @contextmanager
-def fake_s3(handler: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, list[str]]]:
+def fake_s3(handler: type[FakeS3Handler]) -> Iterator[tuple[str, list[str]]]:
     """A local HTTP endpoint answering with ``handler``; yields its URL and the paths seen."""
     seen: list[str] = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -595,28 +605,22 @@ def fake_s3(handler: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, list[s
         server.server_close()
 
 
-class SlowDown(BaseHTTPRequestHandler):
+class SlowDown(FakeS3Handler):
     """Always throttles, like S3 under pressure."""
 
     def do_HEAD(self) -> None:
-        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         self.send_response(503)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, *args: object) -> None:
-        pass
 
-
-class Silent(BaseHTTPRequestHandler):
+class Silent(FakeS3Handler):
     """Accepts the request and never answers in time."""
 
     def do_HEAD(self) -> None:
-        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         threading.Event().wait(3)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def test_s3_retries_throttling_a_bounded_number_of_times() -> None:
@@ -698,21 +702,18 @@ def test_a_lambda_without_media_bucket_uses_the_default_bucket_on_s3() -> None:
     assert forced.storage_backend == "local"
 
 
-class HtmlNotFound(BaseHTTPRequestHandler):
+class HtmlNotFound(FakeS3Handler):
     """An S3-compatible endpoint behind a proxy that answers a missing key with an HTML
     404 page: no S3 error code, only the status."""
 
     def do_GET(self) -> None:
-        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         body = b"<html><body>Not Found</body></html>"
         self.send_response(404)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def test_a_404_without_an_s3_error_code_is_a_missing_object() -> None:
@@ -723,17 +724,14 @@ def test_a_404_without_an_s3_error_code_is_a_missing_object() -> None:
     assert seen == ["/bucket/9/raw/gone.jpg"]
 
 
-class NoListBucket(BaseHTTPRequestHandler):
+class NoListBucket(FakeS3Handler):
     """A role allowed to read objects but not to HeadBucket (403) and a missing key."""
 
     def do_HEAD(self) -> None:
-        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         self.send_response(403 if self.path.rstrip("/") == "/bucket" else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def test_a_bucket_hidden_by_403_gets_the_benefit_of_the_doubt() -> None:

@@ -22,6 +22,7 @@ from media_jobs.pipeline.keys import IMAGE_SIZES, derivative_key
 from media_jobs.pipeline.storage import Storage
 from media_jobs.pipeline.thumbnails import Derivative, generate_thumbnails, render_derivatives
 from media_jobs.pipeline.types import ValidatedAsset, ValidationResult
+from tests.support.wrapped_storage import WrappedStorage
 
 MAX_PIXELS = 180_000_000
 LISTING = 4242
@@ -684,15 +685,11 @@ def test_unexpected_render_error_fails_only_that_photo(
     assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
 
 
-class _UnreachableBucket:
+class _UnreachableBucket(WrappedStorage):
     """The local adapter, except that reading raw objects fails like a dropped connection."""
 
     def __init__(self, inner: Storage) -> None:
-        self._inner = inner
-        self.bucket = inner.bucket
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
+        super().__init__(inner)
 
     def open_read(self, key: str) -> object:
         raise ConnectionResetError("connection reset by peer")
@@ -741,17 +738,13 @@ def test_many_photos_are_reported_in_order_with_every_write_done(storage: Storag
     assert _io_threads() == []
 
 
-class _FailingWrites:
+class _FailingWrites(WrappedStorage):
     """The wrapped adapter, except that writing ``failing_key`` fails like a dropped
     connection."""
 
     def __init__(self, inner: Storage, failing_key: str) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._failing_key = failing_key
-        self.bucket = inner.bucket
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
 
     def write(self, key: str, data: bytes, **options: object) -> object:
         if key == self._failing_key:

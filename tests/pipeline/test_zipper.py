@@ -27,6 +27,7 @@ from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
 from media_jobs.pipeline.storage_s3 import MIN_PART_SIZE, S3Storage
 from media_jobs.pipeline.zipper import OPEN_AHEAD_OBJECTS, ZipStreamWriter, create_zip_bundle
+from tests.support.wrapped_storage import WrappedStorage
 
 LISTING = 5150
 ZIP_KEY = f"{LISTING}/processed/zip/listing-media.zip"
@@ -326,17 +327,13 @@ class _FlakyStream(io.RawIOBase):
         return self._inner.read(size)
 
 
-class _FailingReads:
+class _FailingReads(WrappedStorage):
     """A real adapter whose stream for one key breaks after a few reads."""
 
     def __init__(self, inner: Storage, failing_key: str, reads_before_failure: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._failing_key = failing_key
         self._reads = reads_before_failure
-        self.bucket = inner.bucket
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
@@ -390,16 +387,12 @@ def test_failure_mid_stream_keeps_the_previous_zip(small_parts: Storage) -> None
     assert _zip_threads() == []
 
 
-class _FailingUploads:
+class _FailingUploads(WrappedStorage):
     """A real adapter whose ZIP upload breaks after a few writes (the bucket went away)."""
 
     def __init__(self, inner: Storage, writes_before_failure: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._writes = writes_before_failure
-        self.bucket = inner.bucket
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def open_multipart(self, key: str, **options: Any) -> Any:
         real = self._inner.open_multipart(key, **options)
@@ -446,20 +439,16 @@ def test_upload_failure_aborts_and_keeps_the_previous_zip(small_parts: Storage) 
     assert _zip_threads() == []
 
 
-class _CountingReads:
+class _CountingReads(WrappedStorage):
     """A real adapter that records how many object streams are open at once."""
 
     def __init__(self, inner: Storage, vanished_key: str | None = None) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._vanished_key = vanished_key
         self._lock = threading.Lock()
         self.open_now = 0
         self.most_open = 0
         self.opened: list[str] = []
-        self.bucket = inner.bucket
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
@@ -619,15 +608,11 @@ def test_a_key_the_storage_refuses_is_invalid_key_naming_it(storage: Storage) ->
         storage.head(ZIP_KEY)
 
 
-class _CompleteFails:
+class _CompleteFails(WrappedStorage):
     """A real adapter whose ZIP upload fails when it is completed (every byte was sent)."""
 
     def __init__(self, inner: Storage) -> None:
-        self._inner = inner
-        self.bucket = inner.bucket
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        super().__init__(inner)
 
     def open_multipart(self, key: str, **options: Any) -> Any:
         real = self._inner.open_multipart(key, **options)
@@ -659,21 +644,17 @@ def test_a_failure_after_the_last_asset_names_no_asset(storage: Storage) -> None
     assert _unfinished_uploads(storage) == []
 
 
-class _ReadsWhere:
+class _ReadsWhere(WrappedStorage):
     """A real adapter that records, for every read, the reading thread; the first object's
     first read waits (at most 10 s, once) until the second object is open."""
 
     def __init__(self, inner: Storage, first: str, second: str) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._first, self._second = first, second
         self.second_open = threading.Event()
         self.second_open_during_first = False
         self.waited = False
         self.readers: set[tuple[str, bool]] = set()
-        self.bucket = inner.bucket
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:

@@ -168,19 +168,26 @@ def busy_pool(broker: Broker) -> Iterator[list[Any]]:
             connection.release()
 
 
-def test_a_sender_waits_for_a_connection_of_a_busy_pool(
-    broker: Broker, busy_pool: list[Any]
-) -> None:
+def sending_in_a_thread(argument: int) -> tuple[threading.Thread, list[BaseException]]:
+    """``enqueue(DELIVER, argument)`` started on its own thread, and the list that will hold
+    what it raised (a sender blocked on the pool must not block the test)."""
     errors: list[BaseException] = []
 
     def send() -> None:
         try:
-            queueing.enqueue(DELIVER, 5)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            queueing.enqueue(DELIVER, argument)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
             errors.append(exc)
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
+    return sender, errors
+
+
+def test_a_sender_waits_for_a_connection_of_a_busy_pool(
+    broker: Broker, busy_pool: list[Any]
+) -> None:
+    sender, errors = sending_in_a_thread(5)
     sender.join(1.0)  # it waits for a free connection...
     busy_pool.pop().release()  # ...and sends on the one given back
     sender.join(20)
@@ -194,16 +201,7 @@ def test_a_sender_gives_up_when_no_connection_comes_free(
     broker: Broker, busy_pool: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(queueing, "BROKER_POOL_TIMEOUT_S", 0.3)
-    errors: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            queueing.enqueue(DELIVER, 6)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test below
-            errors.append(exc)
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
+    sender, errors = sending_in_a_thread(6)
     sender.join(20)
 
     assert not sender.is_alive(), "waited for a connection without end"
