@@ -463,6 +463,7 @@ def create_zip_bundle(
                 size_hint=info.size,
             )
         current_key = ""
+        reader.close()  # every byte was read: its threads end before the step returns
         archive.close()
         pipeline.finish()
         completed = upload.complete()

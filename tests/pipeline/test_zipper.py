@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import pytest
 import zipstream.ng
 
 from media_jobs import sample_media
+from media_jobs.pipeline import zipper
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
@@ -494,6 +496,25 @@ def test_objects_opened_ahead_are_bounded_and_all_closed(
     assert counting.open_now == 0
     with zipfile.ZipFile(io.BytesIO(_read(storage, ZIP_KEY))) as archive:
         assert [archive.read(n) for n in archive.namelist()] == list(many_photos.values())
+    assert _zip_threads() == []
+
+
+def test_the_read_ahead_threads_have_ended_when_the_zip_is_written(
+    storage: Storage, many_photos: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader winds down after handing over the last bytes; the step waits for it, so no
+    thread of a finished ZIP outlives it (a Lambda container freezes them mid-work). A slow
+    wind-down makes the wait visible."""
+
+    class SlowToStop(zipper.ThreadPoolExecutor):
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            time.sleep(0.3)
+            super().shutdown(wait, cancel_futures=cancel_futures)
+
+    monkeypatch.setattr(zipper, "ThreadPoolExecutor", SlowToStop)
+
+    create_zip_bundle(_event(list(many_photos)), storage=storage)
+
     assert _zip_threads() == []
 
 
