@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -311,12 +311,12 @@ def test_s3_uri_and_presigned_url(s3_storage: S3Storage) -> None:
     assert response.content == b"signed bytes"
 
 
-def test_s3_list_follows_pages(s3_storage: S3Storage) -> None:
+def test_s3_list_follows_pages(s3_storage: S3Storage, count_calls: CountCalls) -> None:
     keys = [f"7/raw/photo/vertical/{n:03d}.jpg" for n in range(7)]
     for key in keys:
         s3_storage.write(key, b"x")
     s3_storage.list_page_size = 2
-    requests_sent = _count_calls(s3_storage, "ListObjectsV2")
+    requests_sent = count_calls(s3_storage, "ListObjectsV2")
     assert [o.key for o in s3_storage.list("7/")] == keys
     assert len(requests_sent) == 4  # pages of 2, 2, 2 and 1 keys
 
@@ -342,28 +342,47 @@ def test_a_missing_bucket_is_an_error_not_a_missing_object(moto_server: MotoServ
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
-def _count_calls(storage: S3Storage, operation: str) -> list[str]:
-    """Records every ``operation`` request the client sends (botocore's event hook)."""
-    calls: list[str] = []
-    storage.client.meta.events.register(
-        f"before-call.s3.{operation}", lambda **kwargs: calls.append(operation)
-    )
-    return calls
+CountCalls = Callable[[S3Storage, str], list[str]]
 
 
-def test_the_bucket_is_checked_once_per_storage(s3_storage: S3Storage) -> None:
+@pytest.fixture
+def count_calls() -> Iterator[CountCalls]:
+    """Records every request of one operation the client sends (botocore's event hook);
+    the hooks go when the test ends, since storages share their client."""
+    hooks: list[tuple[S3Storage, str, Callable[..., None]]] = []
+
+    def count(storage: S3Storage, operation: str) -> list[str]:
+        calls: list[str] = []
+
+        def hook(**kwargs: object) -> None:
+            calls.append(operation)
+
+        storage.client.meta.events.register(f"before-call.s3.{operation}", hook)
+        hooks.append((storage, f"before-call.s3.{operation}", hook))
+        return calls
+
+    yield count
+    for storage, event, hook in hooks:
+        storage.client.meta.events.unregister(event, hook)
+
+
+def test_the_bucket_is_checked_once_per_storage(
+    s3_storage: S3Storage, count_calls: CountCalls
+) -> None:
     """A missing key costs one HEAD once the bucket is known to exist (the thumbnails
     step's resume check misses on every photo of a first run)."""
-    head_bucket = _count_calls(s3_storage, "HeadBucket")
+    head_bucket = count_calls(s3_storage, "HeadBucket")
     for number in range(3):
         with pytest.raises(ObjectNotFound):
             s3_storage.head(f"123/processed/photo/large/missing-{number}.jpg")
     assert head_bucket == ["HeadBucket"]
 
 
-def test_a_missing_bucket_is_never_taken_for_an_existing_one(moto_server: MotoServer) -> None:
+def test_a_missing_bucket_is_never_taken_for_an_existing_one(
+    moto_server: MotoServer, count_calls: CountCalls
+) -> None:
     missing_bucket = S3Storage("no-such-bucket-either", endpoint_url=moto_server.endpoint_url)
-    head_bucket = _count_calls(missing_bucket, "HeadBucket")
+    head_bucket = count_calls(missing_bucket, "HeadBucket")
     for _ in range(2):
         with pytest.raises(ClientError) as err:
             missing_bucket.head("k")
@@ -740,3 +759,20 @@ def test_a_bucket_hidden_by_403_gets_the_benefit_of_the_doubt() -> None:
         with pytest.raises(ObjectNotFound):
             storage.head("9/raw/gone.jpg")
     assert seen == ["/bucket/9/raw/gone.jpg", "/bucket"]
+
+
+def test_storages_with_the_same_settings_share_one_client(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task or a warm Lambda container builds a storage per run: the client (its parsed
+    model and its open connections) is built once per settings and credentials."""
+    first = S3Storage("bucket-a", endpoint_url=moto_server.endpoint_url)
+    assert S3Storage("bucket-b", endpoint_url=moto_server.endpoint_url).client is first.client
+    assert (
+        S3Storage("bucket-a", endpoint_url=moto_server.endpoint_url, read_timeout_s=5).client
+        is not first.client
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rotated")
+    rotated = S3Storage("bucket-a", endpoint_url=moto_server.endpoint_url).client
+    assert rotated is not first.client
+    assert rotated._request_signer._credentials.access_key == "rotated"
