@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops, ImageStat
+from PIL import Image
 
 from media_jobs import sample_media
 from media_jobs.pipeline.decode_budget import DecodeLimits
@@ -24,6 +23,7 @@ from media_jobs.pipeline.errors import ErrorCode
 from media_jobs.pipeline.keys import IMAGE_SIZES
 from tests.fixtures import hostile
 from tests.support.decode_probe import DecodeRun, decode_in_child
+from tests.support.images import psnr
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -188,9 +188,7 @@ def _similarity_db(derivative: bytes, reference: Image.Image) -> float:
     """PSNR of a derivative against the camera's reference image at the same size."""
     with Image.open(io.BytesIO(derivative)) as image:
         expected = reference.resize(image.size, Image.Resampling.LANCZOS)
-        difference = ImageChops.difference(image.convert("RGB"), expected)
-    mean_square = sum(value**2 for value in ImageStat.Stat(difference).rms) / 3
-    return 99.0 if mean_square == 0 else 10 * math.log10(255**2 / mean_square)
+        return psnr(image, expected)
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import struct
 import threading
 import zlib
 from typing import BinaryIO
 
 import pytest
-from PIL import Image, ImageChops, ImageDraw, ImageStat
+from PIL import Image, ImageDraw
 
 from media_jobs import sample_media
 from media_jobs.pipeline import thumbnails, vips_render
@@ -22,6 +21,7 @@ from media_jobs.pipeline.keys import IMAGE_SIZES, derivative_key
 from media_jobs.pipeline.storage import Storage
 from media_jobs.pipeline.thumbnails import Derivative, generate_thumbnails, render_derivatives
 from media_jobs.pipeline.types import ValidatedAsset, ValidationResult
+from tests.support.images import psnr
 from tests.support.wrapped_storage import WrappedStorage
 
 MAX_PIXELS = 180_000_000
@@ -84,14 +84,6 @@ def png_bytes_with_orientation(orientation: int, width: int = 640, height: int =
         compress_level=1,  # 6 MP at the default level: ~2 s
     )
     return out.getvalue()
-
-
-def psnr(first: Image.Image, second: Image.Image) -> float:
-    assert first.size == second.size
-    difference = ImageChops.difference(first.convert("RGB"), second.convert("RGB"))
-    # the mean of every channel's squared difference (Pillow sums in C)
-    mse = sum(rms**2 for rms in ImageStat.Stat(difference).rms) / 3
-    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 # -- render_derivatives ----------------------------------------------------------------------
