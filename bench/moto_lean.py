@@ -7,7 +7,7 @@ its time would count against the step). This server patches only that: the parts
 block by block from their spool files into the new object's spool file (moto's own kind of
 buffer: a temporary file beyond a few MB), and the object's checksum is computed on the way
 (the same value moto computes). Every request the step and the plain copy make is served by
-moto's own code.
+moto's own code, started as the tests start it (tests/support/moto_main.py).
 
     python -m bench.moto_lean -H 127.0.0.1 -p 5000      # the arguments of moto_server
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import sys
 import tempfile
 from typing import Any
 
@@ -110,9 +109,11 @@ def patch() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     patch()
-    from moto.server import main as moto_main  # noqa: PLC0415 - after patch(): moto's server imports the patched models
+    # After patch(): moto's server imports the patched models. The tests' server, so the
+    # service folders are listed once here too.
+    from tests.support.moto_main import main as serve  # noqa: PLC0415
 
-    moto_main(argv if argv is not None else sys.argv[1:])
+    serve(argv)
 
 
 if __name__ == "__main__":
