@@ -13,21 +13,15 @@ import json
 from datetime import datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
+
+from media_jobs.pipeline.aws import ClientOptions, shared_client
 
 # Executions are named by the portal; Step Functions allows 80 characters.
 MAX_EXECUTION_NAME = 80
 # The admin shows a history; a runaway one is cut here rather than paged forever.
 MAX_HISTORY_EVENTS = 2000
-
-_CLIENT_CONFIG = Config(
-    connect_timeout=5,
-    read_timeout=15,
-    retries={"max_attempts": 3, "mode": "standard"},
-)
 
 
 class AwsUnavailable(Exception):
@@ -39,11 +33,15 @@ class ExecutionNotFound(AwsUnavailable):
 
 
 def _client() -> Any:
-    return boto3.client(
+    return shared_client(
         "stepfunctions",
-        endpoint_url=getattr(settings, "AWS_ENDPOINT_URL", None) or None,
-        region_name=getattr(settings, "AWS_S3_REGION_NAME", None) or "us-east-1",
-        config=_CLIENT_CONFIG,
+        ClientOptions(
+            endpoint_url=getattr(settings, "AWS_ENDPOINT_URL", None) or None,
+            region=getattr(settings, "AWS_S3_REGION_NAME", None) or "us-east-1",
+            max_retries=3,
+            connect_timeout_s=5,
+            read_timeout_s=15,
+        ),
     )
 
 

@@ -11,21 +11,17 @@ two parts in flight, abort) is most of it and is only ever used through the port
 
 from __future__ import annotations
 
-import functools
 import io
-import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import boto3
-import boto3.session
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 
+from media_jobs.pipeline.aws import ClientOptions, shared_client
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.presign import GetUrlSigner
 from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, check_key_common
@@ -278,51 +274,6 @@ class S3MultipartWriter:
             self.complete()
 
 
-def shared_client(
-    endpoint_url: str | None,
-    region: str | None,
-    max_retries: int,
-    connect_timeout_s: float,
-    read_timeout_s: float,
-) -> S3Client:
-    """The process's S3 client for these settings. Building one costs ~25 ms of CPU (botocore
-    loads the S3 model) and each holds its own connection pool, while a worker task or a warm
-    Lambda container builds a storage per run: sharing one keeps the CPU and the open HTTPS
-    connections. Credentials taken from the environment are part of the key, so rotated keys
-    get a new client. (botocore clients are safe to share between threads.)"""
-    credentials = tuple(
-        os.environ.get(name)
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-    )
-    return _client_for(
-        endpoint_url, region, max_retries, connect_timeout_s, read_timeout_s, credentials
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _client_for(
-    endpoint_url: str | None,
-    region: str | None,
-    max_retries: int,
-    connect_timeout_s: float,
-    read_timeout_s: float,
-    credentials: tuple[str | None, ...],
-) -> S3Client:
-    del credentials  # only a cache key: the new session reads them from the environment
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        config=Config(
-            # botocore's "max_attempts" counts retries: max_retries + 1 requests at most
-            retries={"max_attempts": max_retries, "mode": "standard"},
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
-            signature_version="s3v4",
-        ),
-    )
-
-
 class S3Storage:
     """Objects in one S3 bucket."""
 
@@ -347,7 +298,14 @@ class S3Storage:
         self._bucket_seen = False
         self._signer: GetUrlSigner | None = None
         self.client = client or shared_client(
-            endpoint_url, region, max_retries, connect_timeout_s, read_timeout_s
+            "s3",
+            ClientOptions(
+                endpoint_url=endpoint_url,
+                region=region,
+                max_retries=max_retries,
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+            ),
         )
 
     @classmethod

@@ -128,3 +128,14 @@ def test_reads_raise_aws_unavailable(settings: Any, moto_server: MotoServer) -> 
     settings.AWS_ENDPOINT_URL = "http://127.0.0.1:9"
     with pytest.raises(stepfunctions.AwsUnavailable, match="cannot reach"):
         stepfunctions.execution_history(unknown)
+
+
+def test_one_client_serves_every_call_to_the_same_endpoint(
+    moto_server: MotoServer, settings: Any
+) -> None:
+    settings.AWS_ENDPOINT_URL = moto_server.endpoint_url
+    client = stepfunctions._client()
+    assert stepfunctions._client() is client
+    settings.AWS_ENDPOINT_URL = "http://127.0.0.1:9"
+    moved = stepfunctions._client()
+    assert moved is not client and moved.meta.endpoint_url == "http://127.0.0.1:9"

@@ -73,9 +73,10 @@ def start_executions(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = pipeline_config()
     if not config.state_machine_arn:
         raise ValueError("STATE_MACHINE_ARN is not configured")
-    import boto3  # noqa: PLC0415 - the Lambda runtime's boto3; validation alone does not need it
+    # The Lambda runtime's boto3; validation alone does not need it.
+    from media_jobs.pipeline.aws import ClientOptions, shared_client  # noqa: PLC0415
 
-    client = boto3.client("stepfunctions", region_name=config.region)
+    client = shared_client("stepfunctions", ClientOptions(region=config.region))
     started: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
     failures: list[str] = []
