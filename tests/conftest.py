@@ -5,9 +5,13 @@ fault suite breaks (a fault-injecting proxy, a private Redis and RabbitMQ, Celer
 import atexit
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
+
+from media_jobs.sample_media import SHARED_DIR_VARIABLE
 
 pytest_plugins = [
     "tests.fixtures.s3server",
@@ -23,6 +27,17 @@ pytest_plugins = [
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         atexit.register(_leave_without_teardown)
+    elif not os.environ.get(SHARED_DIR_VARIABLE):
+        # One folder for the run's generated clips: the xdist workers (started after this,
+        # with this environment) make each clip once between them, not once each.
+        shared = tempfile.mkdtemp(prefix="toq-sample-media-")
+        os.environ[SHARED_DIR_VARIABLE] = shared
+        config.add_cleanup(lambda: _forget_shared_media(shared))
+
+
+def _forget_shared_media(shared: str) -> None:
+    shutil.rmtree(shared, ignore_errors=True)
+    os.environ.pop(SHARED_DIR_VARIABLE, None)
 
 
 def _leave_without_teardown() -> None:

@@ -41,13 +41,14 @@ def pillow_bytes(fmt: str, **options: object) -> bytes:
 
 def ffmpeg_clip(tmp: Path, name: str, *codec: str) -> bytes:
     path = tmp / name
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]
-        + ["testsrc=size=64x48:rate=5:duration=0.4", *codec, str(path)],
-        check=True,
-        timeout=60,
-    )
-    return path.read_bytes()
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]
+    command += ["testsrc=size=64x48:rate=5:duration=0.4", *codec, str(path)]
+
+    def make() -> bytes:
+        subprocess.run(command, check=True, timeout=60)
+        return path.read_bytes()
+
+    return sample_media.kept(" ".join([*command[:-1], name]), make)
 
 
 @pytest.fixture(scope="module")

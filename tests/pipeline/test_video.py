@@ -45,23 +45,37 @@ def ffmpeg(*args: str) -> None:
     )
 
 
+def made_by_ffmpeg(out: Path, *args: str) -> bytes:
+    """What ``ffmpeg args... out`` writes; made once per run (sample_media.kept). Files of
+    the clips folder are named by their file names: they hold the same bytes in every worker."""
+
+    def make() -> bytes:
+        ffmpeg(*args, str(out))
+        return out.read_bytes()
+
+    folder = str(out.parent)
+    named = [arg.replace(folder, "clips") for arg in (*args, str(out))]
+    return sample_media.kept(" ".join(["ffmpeg", *named]), make)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory, mp4: bytes) -> dict[str, bytes]:
     """Real clips: sizes to scale down, a phone-style rotation, no audio, a corrupt file."""
     tmp = tmp_path_factory.mktemp("clips")
     (tmp / "small.mp4").write_bytes(mp4)
     # a display matrix of 90 degrees, as phones record portrait video (stored 320x240)
-    ffmpeg("-i", str(tmp / "small.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90",
-           str(tmp / "rotated.mov"))  # fmt: skip
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=426x240:rate=25:duration=0.6", "-c:v", "libx264",
-           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(tmp / "silent.mp4"))  # fmt: skip
+    rotated = made_by_ffmpeg(tmp / "rotated.mov", "-i", str(tmp / "small.mp4"), "-c", "copy",
+                             "-metadata:s:v:0", "rotate=90")  # fmt: skip
+    silent = made_by_ffmpeg(tmp / "silent.mp4", "-f", "lavfi", "-i",
+                            "testsrc=size=426x240:rate=25:duration=0.6", "-c:v", "libx264",
+                            "-preset", "ultrafast", "-pix_fmt", "yuv420p")  # fmt: skip
     # moov is written at the end by default: cutting the file loses it (a failed upload)
     corrupt = mp4[: len(mp4) // 3]
     return {
         "small": mp4,
         "wide": sample_media.mp4_bytes(0.6, 1600, 900),
-        "rotated": (tmp / "rotated.mov").read_bytes(),
-        "silent": (tmp / "silent.mp4").read_bytes(),
+        "rotated": rotated,
+        "silent": silent,
         "corrupt": corrupt,
     }
 
