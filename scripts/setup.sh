@@ -24,9 +24,18 @@ if ((${#missing[@]})); then
   fi
 fi
 
-PYTHON=${PYTHON:-python3}
+# The interpreter of .venv: $PYTHON, else the distribution's own python3.11 when it can make
+# a venv, else python3. Debian links its python3.11 statically and builds it with PGO and
+# LTO; a pyenv build (shared libpython, no --enable-optimizations) made `make test-fast` use
+# ~8 % more CPU (BENCHMARKS.md §6). An existing .venv keeps its interpreter: remove it to switch.
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  if [ -x /usr/bin/python3.11 ] && /usr/bin/python3.11 -c "import ensurepip, venv" 2>/dev/null; then
+    PYTHON=/usr/bin/python3.11
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv"
+  echo "setup: creating .venv with $("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
