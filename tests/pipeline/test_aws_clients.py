@@ -67,7 +67,10 @@ def test_the_settings_reach_botocore() -> None:
     # botocore counts the first request too: two retries are three attempts
     assert config.retries == {"mode": "standard", "total_max_attempts": 3}
     assert (config.connect_timeout, config.read_timeout) == (1.5, 7)
-    assert config.signature_version == "s3v4"
+    # Presigned S3 URLs are SigV4 (botocore alone presigns SigV2, which the portal's own
+    # presigner, media_jobs/pipeline/presign.py, derived from botocore's, would not match)
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "k"})
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "AWSAccessKeyId" not in url
     default = shared_client("sqs", ClientOptions(region="us-east-1")).meta.config
     assert "total_max_attempts" not in (default.retries or {})  # botocore's own default
     assert default.signature_version != "s3v4"
