@@ -847,3 +847,20 @@ def test_a_drafted_jpeg_keeps_its_geometry_to_the_right_edge() -> None:
         expected = 255 if (int(centre) // 16) % 2 == 0 else 0
         in_place += abs(large.getpixel((column, 50)) - expected) < 64
     assert in_place >= 95  # all 100 in practice; half of them with the 1201-pixel width
+
+
+def test_an_unusable_icc_profile_is_ignored_with_a_warning(
+    renderer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A profile no colour engine can read is dropped, as browsers do: the photo renders
+    from its stored pixels and the log says why its colours were not converted (libvips
+    says it itself and falls back to sRGB; the Pillow path says it)."""
+    out = io.BytesIO()
+    sample_media.with_marker(sample_media.photographic(320, 240)).save(
+        out, "JPEG", quality=92, icc_profile=b"not an ICC profile at all" * 8
+    )
+    with caplog.at_level(logging.WARNING):
+        image = decoded(render(out.getvalue())["large"])
+    assert is_marker_red(image.getpixel((3, 3))), image.getpixel((3, 3))
+    said = {"libvips": "VIPS: corrupt profile", "pillow": "ignoring unusable ICC profile"}
+    assert said[renderer] in [r.getMessage() for r in caplog.records]
