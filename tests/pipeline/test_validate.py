@@ -6,7 +6,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from media_jobs.pipeline.validate import (
     step_log_fields,
     validate_assets,
 )
+from tests.support.clips import made_by_ffmpeg
 
 LISTING = 4101
 PHOTO_KEY = f"{LISTING}/raw/photo/vertical/vertical-01-IMG_0001.jpg"
@@ -40,15 +40,9 @@ def pillow_bytes(fmt: str, **options: object) -> bytes:
 
 
 def ffmpeg_clip(tmp: Path, name: str, *codec: str) -> bytes:
-    path = tmp / name
-    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]
-    command += ["testsrc=size=64x48:rate=5:duration=0.4", *codec, str(path)]
-
-    def make() -> bytes:
-        subprocess.run(command, check=True, timeout=60)
-        return path.read_bytes()
-
-    return sample_media.kept(" ".join([*command[:-1], name]), make)
+    return made_by_ffmpeg(
+        tmp / name, "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5:duration=0.4", *codec
+    )
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from media_jobs.pipeline.video import (
     probe_duration,
     transcode_videos,
 )
+from tests.support.clips import ffmpeg, made_by_ffmpeg
 
 LISTING = 5150
 SMALL_KEY = f"{LISTING}/raw/video/horizontal/horizontal-01-small tour ç.mp4"
@@ -37,25 +38,6 @@ BIG_KEY = f"{LISTING}/raw/video/horizontal/horizontal-03-big.mp4"
 ROTATED_KEY = f"{LISTING}/raw/video/vertical/vertical-01-phone.mov"
 SILENT_KEY = f"{LISTING}/raw/video/vertical/vertical-02-silent.mp4"
 CORRUPT_KEY = f"{LISTING}/raw/video/vertical/vertical-03-broken.mp4"
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=120
-    )
-
-
-def made_by_ffmpeg(out: Path, *args: str) -> bytes:
-    """What ``ffmpeg args... out`` writes; made once per run (sample_media.kept). Files of
-    the clips folder are named by their file names: they hold the same bytes in every worker."""
-
-    def make() -> bytes:
-        ffmpeg(*args, str(out))
-        return out.read_bytes()
-
-    folder = str(out.parent)
-    named = [arg.replace(folder, "clips") for arg in (*args, str(out))]
-    return sample_media.kept(" ".join(["ffmpeg", *named]), make)
 
 
 @pytest.fixture(scope="module")
