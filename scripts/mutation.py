@@ -6,7 +6,9 @@ the tests that call its function, with a CPU-time limit per mutant, one mutant a
 (the tests share one MariaDB test database). The score per module and every surviving
 mutant's diff go to ``mutation/report.md``. Equivalent mutants - no test can tell them
 apart from the original - are marked ``# pragma: no mutate`` in the code or listed in
-``mutation/equivalent.txt`` (``mutant-name  reason``) and left out of the score.
+``mutation/equivalent.txt`` (``mutant-name  reason``; the script adds the hash of the
+function's source, so a changed function's entries are looked at again) and left out of the
+score.
 
 Every verdict is also kept in ``mutation/results.json`` (committed), per function with the
 hash mutmut gives its source: a new checkout, whose ``mutants/`` is empty, starts from the
@@ -15,6 +17,13 @@ verdicts of the functions that have not changed since, and a run only runs the r
     .venv/bin/python scripts/mutation.py                      # every module
     .venv/bin/python scripts/mutation.py media_jobs/pipeline/keys.py --fresh
     .venv/bin/python scripts/mutation.py --report-only        # rewrite the report
+    .venv/bin/python scripts/mutation.py --try NAME [NAME...] [-- tests/pipeline/test_keys.py]
+
+``--try`` is the quick check that a new test kills a survivor: it copies the current tests into
+``mutants/`` and runs pytest there with each named mutant switched on (mutmut's
+``MUTANT_UNDER_TEST``), without a whole mutmut run (safe beside one: it takes its own
+database slot). The mutants are those of the last generation: a changed source file needs a
+mutmut run first.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +153,7 @@ def store_results(modules: list[str]) -> None:
 
 
 def chosen_mutants(module: str, *, rerun: str, sample: int, per_module: int = 0) -> list[str]:
-    """The mutants to run: the ones not run yet (``rerun="none"``), only the survivors
+    """The mutants to run: the ones not run yet (``rerun="none"``), those and the survivors
     (``"survivors"``: after new tests) or all (``"all"``); every ``sample``-th of them, or
     about ``per_module`` spread over the module (a first look at a large module)."""
     results = results_of(module)
@@ -152,7 +162,7 @@ def chosen_mutants(module: str, *, rerun: str, sample: int, per_module: int = 0)
     names = []
     for name, code in results.items():
         if rerun == "survivors":
-            wanted = code in SURVIVED or code in NO_TESTS
+            wanted = code is None or code in SURVIVED or code in NO_TESTS
         else:
             # "no tests" may have changed with the test selection: asked again, for nothing
             wanted = code is None or code in NO_TESTS or rerun == "all"
@@ -198,17 +208,81 @@ def run_mutants(
     print(f"[mutation] {time.monotonic() - started:.0f}s", flush=True)
 
 
-def equivalent_mutants() -> dict[str, str]:
-    """name -> reason, from mutation/equivalent.txt."""
+def show_survivors(modules: list[str]) -> None:
+    """Print the survivors of ``modules`` with their diffs (reads only: safe beside a run)."""
+    equivalent, _ = equivalent_mutants()
+    for score in read_scores(modules, equivalent):
+        c = score.counts
+        print(f"## {score.module}: {dict(c)}")
+        for name in score.survivors:
+            print(f"\n{name}\n{mutant_diff(name, score.module)}")
+
+
+def try_mutants(names: list[str], pytest_args: list[str], env: dict[str, str]) -> int:
+    """Run each named mutant against ``pytest_args`` (default: mutmut's test selection);
+    print killed or survived per mutant; exit code 1 when any survived."""
+    mutmut = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    shutil.copytree(ROOT / "tests", MUTANTS / "tests", dirs_exist_ok=True)
+    args = pytest_args or mutmut["pytest_add_cli_args_test_selection"]
+    cmd = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-x", "-q", "--tb=line"]
+    survived = []
+    for name in names:
+        completed = subprocess.run(
+            [*cmd, *mutmut["pytest_add_cli_args"], *args],
+            cwd=MUTANTS,
+            env=dict(env, MUTANT_UNDER_TEST=name),
+            capture_output=True,
+            text=True,
+        )
+        verdict = "killed" if completed.returncode in KILLED else "SURVIVED"
+        if completed.returncode not in KILLED | SURVIVED:
+            verdict = f"exit code {completed.returncode}: {completed.stdout[-500:]}"
+        if completed.returncode in SURVIVED:
+            survived.append(name)
+        print(f"[mutation] {name}: {verdict}", flush=True)
+    return 1 if survived else 0
+
+
+def function_hash(name: str) -> str | None:
+    """The source hash mutmut gave the function of mutant ``name`` when it made its mutants."""
+    module = name.rpartition(".")[0].replace(".", "/") + ".py"
+    function, _ = _split(name)
+    hashes = _meta(module).get("hash_by_function_name", {})
+    return hashes.get(function) or stored_results().get(module, {}).get(function, {}).get("hash")
+
+
+def equivalent_mutants(*, stamp: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """(equivalent, stale): name -> reason from mutation/equivalent.txt.
+
+    A line is ``name  hash=<source hash>  reason``; the hash is that of the function the
+    mutant was judged in. ``stamp`` writes it into lines that have none yet (a person adds
+    just ``name  reason``). A listed mutant whose function changed since is *stale*: the
+    same name may now be another mutation, so it counts again until it is looked at anew.
+    """
     if not EQUIVALENT.exists():
-        return {}
-    listed = {}
-    for line in EQUIVALENT.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            name, _, reason = line.partition(" ")
-            listed[name] = reason.strip()
-    return listed
+        return {}, {}
+    equivalent: dict[str, str] = {}
+    stale: dict[str, str] = {}
+    lines = EQUIVALENT.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _, rest = line.strip().partition(" ")
+        judged, _, reason = rest.strip().partition(" ")
+        if not judged.startswith("hash="):
+            judged, reason = "", rest
+        reason = reason.strip()
+        current = function_hash(name)
+        if stamp and not judged and current:
+            judged = f"hash={current}"
+            lines[i] = f"{name}  {judged}  {reason}"
+        if judged and current and judged != f"hash={current}":
+            stale[name] = reason
+        else:
+            equivalent[name] = reason
+    if stamp:
+        EQUIVALENT.write_text("\n".join(lines) + "\n")
+    return equivalent, stale
 
 
 @dataclass
@@ -262,7 +336,9 @@ def mutant_diff(name: str, module: str) -> str:
         return f"(no diff: {exc})"
 
 
-def write_report(scores: list[ModuleScore], equivalent: dict[str, str]) -> None:
+def write_report(
+    scores: list[ModuleScore], equivalent: dict[str, str], changed: dict[str, str]
+) -> None:
     lines = [
         "# Mutation testing report",
         "",
@@ -292,10 +368,10 @@ def write_report(scores: list[ModuleScore], equivalent: dict[str, str]) -> None:
             f"{c['survived']} | {c['no tests']} | {c['equivalent']} | {c['not run']} | {shown} |"
         )
     known = {name for meta in MUTANTS.rglob("*.meta") for name in _names(meta)}
-    stale = sorted(set(equivalent) - known)
-    if stale:
-        lines += ["", "## Listed as equivalent but gone (check them again)", ""]
-        lines += [f"- `{name}`" for name in stale]
+    gone = sorted(set(equivalent) - known)
+    if gone or changed:
+        lines += ["", "## Listed as equivalent, but gone or changed since (check them again)", ""]
+        lines += [f"- `{name}`" for name in sorted({*gone, *changed})]
     if equivalent:
         lines += ["", "## Equivalent mutants (left out of the score)", ""]
         lines += [f"- `{name}`: {reason}" for name, reason in sorted(equivalent.items())]
@@ -319,18 +395,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--budget", type=int, default=4 * 3600, help="seconds for the whole run")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument(
+        "--survivors", action="store_true", help="print the given modules' survivors and stop"
+    )
+    parser.add_argument(
+        "--try",
+        dest="try_names",
+        nargs="+",
+        metavar="NAME",
+        help="run these mutants against the tests after --, or mutmut's selection",
+    )
+    parser.add_argument(
         "--rerun",
         choices=("none", "survivors", "all"),
         default="none",
-        help="none: mutants without a result; survivors: only the survivors; all: every one",
+        help="none: mutants without a result; survivors: those and the survivors; all: every one",
     )
     parser.add_argument("--sample", type=int, default=1, help="run every N-th mutant only")
     parser.add_argument(
         "--per-module", type=int, default=0, help="run about N mutants of each module"
     )
-    args = parser.parse_args(argv)
-    modules = modules_of(args.modules)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    pytest_args = argv[cut + 1 :]
     os.chdir(ROOT)
+    if args.try_names:
+        return try_mutants(args.try_names, pytest_args, test_environment())
+    modules = modules_of(args.modules)
+    if args.survivors:
+        show_survivors(modules)
+        return 0
     if not args.report_only:
         if args.fresh and MUTANTS.exists():
             shutil.rmtree(MUTANTS)
@@ -345,9 +438,9 @@ def main(argv: list[str]) -> int:
         )
     reported = modules_of([])
     store_results(reported)
-    equivalent = equivalent_mutants()
+    equivalent, changed = equivalent_mutants(stamp=True)
     scores = read_scores(reported, equivalent)
-    write_report(scores, equivalent)
+    write_report(scores, equivalent, changed)
     for s in scores:
         if s.scored:
             print(f"[mutation] {s.module}: {s.score:.1f} % of {s.scored}", flush=True)

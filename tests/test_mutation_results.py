@@ -67,8 +67,11 @@ def test_verdicts_survive_a_new_checkout_for_unchanged_functions_only(places: Pa
     }
     chosen = mutation.chosen_mutants(MODULE, rerun="none", sample=1)
     assert chosen == [PREFIX + "x_b__mutmut_1", PREFIX + "x_c__mutmut_1"]
+    # after new tests: the survivors again, and what has no verdict yet
     assert mutation.chosen_mutants(MODULE, rerun="survivors", sample=1) == [
-        PREFIX + "x_a__mutmut_2"
+        PREFIX + "x_a__mutmut_2",
+        PREFIX + "x_b__mutmut_1",
+        PREFIX + "x_c__mutmut_1",
     ]
 
     mutation.store_results([MODULE])
@@ -87,3 +90,35 @@ def test_scores_leave_out_equivalents_and_count_what_was_not_run(places: Path) -
     assert dict(score.counts) == {"killed": 1, "survived": 1, "equivalent": 1, "not run": 1}
     assert score.score == 50.0
     assert score.survivors == [PREFIX + "x_a__mutmut_2"]
+
+
+def test_an_equivalent_is_judged_in_one_version_of_its_function(
+    places: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = places / "equivalent.txt"
+    monkeypatch.setattr(mutation, "EQUIVALENT", listed)
+    listed.write_text(
+        "# a comment stays\n"
+        f"{PREFIX}x_a__mutmut_3  the same either way\n"
+        f"{PREFIX}x_b__mutmut_1  hash=old  judged in x_b's earlier source\n"
+    )
+    write_meta(
+        places / "mutants", {"x_a__mutmut_3": 0, "x_b__mutmut_1": 0}, {"x_a": "aaa", "x_b": "new"}
+    )
+
+    equivalent, changed = mutation.equivalent_mutants(stamp=True)
+
+    assert equivalent == {PREFIX + "x_a__mutmut_3": "the same either way"}
+    # x_b changed since: its mutant 1 may now be another mutation, so it counts again
+    assert changed == {PREFIX + "x_b__mutmut_1": "judged in x_b's earlier source"}
+    assert listed.read_text().splitlines() == [
+        "# a comment stays",
+        f"{PREFIX}x_a__mutmut_3  hash=aaa  the same either way",
+        f"{PREFIX}x_b__mutmut_1  hash=old  judged in x_b's earlier source",
+    ]
+    # once stamped, a later change of x_a makes its entry stale too
+    write_meta(places / "mutants", {"x_a__mutmut_3": 0}, {"x_a": "edited", "x_b": "new"})
+    assert mutation.equivalent_mutants()[1] == {
+        PREFIX + "x_a__mutmut_3": "the same either way",
+        PREFIX + "x_b__mutmut_1": "judged in x_b's earlier source",
+    }
