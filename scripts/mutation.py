@@ -29,11 +29,13 @@ mutmut run first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections import Counter
@@ -224,26 +226,39 @@ def show_survivors(modules: list[str]) -> None:
 
 def try_mutants(names: list[str], pytest_args: list[str], env: dict[str, str]) -> int:
     """Run each named mutant against ``pytest_args`` (default: mutmut's test selection);
-    print killed or survived per mutant; exit code 1 when any survived."""
+    print killed or survived per mutant; exit code 1 when any survived.
+
+    Like mutmut's fork server: this process collects the tests once (imports, Django), then
+    forks a process per mutant, which takes its own database slot and switches its mutant on.
+    """
     mutmut = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
     shutil.copytree(ROOT / "tests", MUTANTS / "tests", dirs_exist_ok=True)
-    args = pytest_args or mutmut["pytest_add_cli_args_test_selection"]
-    cmd = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-x", "-q", "--tb=line"]
+    selection = pytest_args or mutmut["pytest_add_cli_args_test_selection"]
+    args = ["-x", "-q", "--tb=line", *mutmut["pytest_add_cli_args"], *selection]
+    os.chdir(MUTANTS)
+    os.environ.update(env, MUTANT_UNDER_TEST="")
+    sys.path.insert(0, str(MUTANTS))
+    import pytest  # noqa: PLC0415 - after the path: the tests import the mutated code
+
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        pytest.main(["--collect-only", "-qqq", *args])
     survived = []
     for name in names:
-        completed = subprocess.run(
-            [*cmd, *mutmut["pytest_add_cli_args"], *args],
-            cwd=MUTANTS,
-            env=dict(env, MUTANT_UNDER_TEST=name),
-            capture_output=True,
-            text=True,
-        )
-        verdict = "killed" if completed.returncode in KILLED else "SURVIVED"
-        if completed.returncode not in KILLED | SURVIVED:
-            verdict = f"exit code {completed.returncode}: {completed.stdout[-500:]}"
-        if completed.returncode in SURVIVED:
+        with tempfile.TemporaryFile("w+") as output:
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                os.dup2(output.fileno(), 1)
+                os.dup2(output.fileno(), 2)
+                os.environ["MUTANT_UNDER_TEST"] = name
+                os._exit(int(pytest.main(args)))
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            output.seek(0)
+            shown = output.read()[-500:]
+        if code in SURVIVED:
             survived.append(name)
-        print(f"[mutation] {name}: {verdict}", flush=True)
+        verdict = "killed" if code in KILLED else "SURVIVED" if code in SURVIVED else None
+        print(f"[mutation] {name}: {verdict or f'exit code {code}: {shown}'}", flush=True)
     return 1 if survived else 0
 
 
