@@ -159,8 +159,8 @@ def store_results(modules: list[str]) -> None:
 
 
 def chosen_mutants(module: str, *, rerun: str, sample: int, per_module: int = 0) -> list[str]:
-    """The mutants to run: the ones not run yet (``rerun="none"``), those and the survivors
-    (``"survivors"``: after new tests) or all (``"all"``); every ``sample``-th of them, or
+    """The mutants to run: the ones not run yet (``rerun="none"``), those, the survivors and
+    the timeouts (``"survivors"``: after new tests) or all (``"all"``); every ``sample``-th of them, or
     about ``per_module`` spread over the module (a first look at a large module)."""
     results = results_of(module)
     if per_module:
@@ -168,7 +168,8 @@ def chosen_mutants(module: str, *, rerun: str, sample: int, per_module: int = 0)
     names = []
     for name, code in results.items():
         if rerun == "survivors":
-            wanted = code is None or code in SURVIVED or code in NO_TESTS
+            # timeouts too: on a busy machine a slow mutant can time out without looping
+            wanted = code is None or code in SURVIVED | NO_TESTS | TIMEOUT
         else:
             # "no tests" may have changed with the test selection: asked again, for nothing
             wanted = code is None or code in NO_TESTS or rerun == "all"
