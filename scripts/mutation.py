@@ -258,7 +258,9 @@ def try_mutants(names: list[str], pytest_args: list[str], env: dict[str, str]) -
             shown = output.read()[-500:]
         if code in SURVIVED:
             survived.append(name)
-        verdict = "killed" if code in KILLED else "SURVIVED" if code in SURVIVED else None
+        # only a failed test kills here: mutmut also counts pytest's internal error (3),
+        # which a broken test or plugin gives too
+        verdict = "killed" if code == 1 else "SURVIVED" if code in SURVIVED else None
         print(f"[mutation] {name}: {verdict or f'exit code {code}: {shown}'}", flush=True)
     return 1 if survived else 0
 

@@ -30,7 +30,7 @@ from django.db import connections
 
 from media_jobs.pipeline.aws import ClientOptions, shared_client
 
-SLOTS = 8
+SLOTS = 32  # mutmut's own (fork server + children) and everyone's --try
 _held: dict[int, Any] = {}  # pid -> its slot's lock file, open until the process exits
 _base_names: dict[str, str] = {}  # alias -> the test database name before any slot
 
