@@ -192,26 +192,35 @@ def run_mutants(
     """One mutmut run over the chosen mutants of ``modules`` (one run: mutmut's clean-test
     and forced-fail passes are paid once); stopped after ``budget_s``, keeping what ran."""
     names: list[str] = []
+    again: list[str] = []  # survivors and timeouts first: they tell whether new tests work
     for module in modules:
-        if not results_of(module):
+        codes = results_of(module)
+        if not codes:
             # never run: mutmut generates the mutants (and the stats) on its way
             names.append(f"{dotted(module)}.*")
             continue
         chosen = chosen_mutants(module, rerun=rerun, sample=sample, per_module=per_module)
         print(f"[mutation] {module}: {len(chosen)} mutant(s) to run", flush=True)
-        names += chosen
-    if not names:
+        again += [name for name in chosen if codes[name] is not None]
+        names += [name for name in chosen if codes[name] is None]
+    if not names and not again:
         print("[mutation] nothing to run", flush=True)
         return
-    cmd = [str(ROOT / ".venv/bin/mutmut"), "run", "--max-children", str(max_children), *names]
     started = time.monotonic()
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True) as proc:
-        try:
-            proc.wait(timeout=budget_s)
-        except subprocess.TimeoutExpired:
-            print(f"[mutation] budget of {budget_s}s spent; stopping", flush=True)
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=60)
+    # mutmut orders the mutants of one run by their tests' time: two runs keep ours
+    for batch in (again, names):
+        left = budget_s - (time.monotonic() - started)
+        if batch and left > 0:
+            cmd = [str(ROOT / ".venv/bin/mutmut"), "run", "--max-children", str(max_children)]
+            with subprocess.Popen(
+                [*cmd, *batch], cwd=ROOT, env=env, start_new_session=True
+            ) as proc:
+                try:
+                    proc.wait(timeout=left)
+                except subprocess.TimeoutExpired:
+                    print(f"[mutation] budget of {budget_s}s spent; stopping", flush=True)
+                    os.killpg(proc.pid, 15)
+                    proc.wait(timeout=60)
     print(f"[mutation] {time.monotonic() - started:.0f}s", flush=True)
 
 
