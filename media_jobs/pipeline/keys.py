@@ -202,20 +202,24 @@ def _portable_name_part(part: str) -> str:
     while ".." in part:
         part = part.replace("..", ".")
     part = part.rstrip(" .")  # Windows drops trailing dots and spaces: "a.jpg." is "a.jpg"
-    if part.split(".", 1)[0].strip().upper() in _WINDOWS_DEVICES:
+    if part.partition(".")[0].strip().upper() in _WINDOWS_DEVICES:
         part = "_" + part
     return _fit_segment(part)
 
 
+def _utf8_head(text: str, size: int) -> str:
+    """The longest start of ``text`` within ``size`` UTF-8 bytes: never half a character."""
+    return text.encode()[:size].decode(errors="ignore")
+
+
 def _fit_segment(segment: str, limit: int = MAX_ENTRY_SEGMENT_BYTES) -> str:
     """``segment`` cut to ``limit`` UTF-8 bytes, keeping its extension."""
-    if len(segment.encode("utf-8")) <= limit:
+    if len(segment.encode()) <= limit:
         return segment
     stem, ext = posixpath.splitext(segment)
-    if len(ext.encode("utf-8")) > limit // 2:
+    if len(ext.encode()) > limit // 2:
         stem, ext = segment, ""
-    room = limit - len(ext.encode("utf-8"))
-    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + ext
+    return _utf8_head(stem, limit - len(ext.encode())) + ext
 
 
 def zip_entry_name(key: str, listing_identity_id: int | str) -> str:
@@ -234,9 +238,9 @@ def zip_entry_name(key: str, listing_identity_id: int | str) -> str:
         parts = parts[1:]
     if parts and parts[0] in (_RAW, _PROCESSED):
         parts = parts[1:]
-    if len(parts) > 1:
-        parts = [p for p in parts[:-1] if not is_date_folder(p)] + parts[-1:]
-    parts = [safe for safe in (_portable_name_part(p) for p in parts) if safe not in ("", ".")]
+    parts = [p for p in parts[:-1] if not is_date_folder(p)] + parts[-1:]
+    # _portable_name_part strips trailing dots: "." and ".." come back empty
+    parts = [safe for safe in (_portable_name_part(p) for p in parts) if safe]
     return "/".join(parts) or "unnamed"
 
 
@@ -274,8 +278,8 @@ def unique_entry_names(names: Iterable[str]) -> list[str]:
             number = 2
             while True:
                 suffix = f" ({number}){ext}"
-                room = MAX_ENTRY_SEGMENT_BYTES - len(suffix.encode("utf-8"))
-                numbered = stem.encode("utf-8")[:room].decode("utf-8", "ignore") + suffix
+                numbered = _utf8_head(stem, MAX_ENTRY_SEGMENT_BYTES - len(suffix.encode()))
+                numbered += suffix
                 candidate = posixpath.join(folder, numbered)
                 if not _taken(candidate, used, folders):
                     break

@@ -39,9 +39,10 @@ class GetUrlSigner:
     def __init__(self, client: S3Client, bucket: str) -> None:
         self._client = client
         self._bucket = bucket
+        # Only the probe's path, host and credential scope are read, never its expiry.
         probe = urlsplit(
             client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
+                "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}
             )
         )
         if not probe.path.endswith("/" + _PROBE_KEY) or "X-Amz-Signature=" not in probe.query:
@@ -52,9 +53,10 @@ class GetUrlSigner:
         # The signing region as botocore resolved it: the credential scope's third part.
         scope = parse_qs(probe.query)["X-Amz-Credential"][0].split("/")
         self._region, self._service = scope[2], scope[3]
+        # One entry each (the current day, second, credentials): nothing piles up.
         self._keys: dict[tuple[str, str], bytes] = {}
-        self._query_cache: tuple[Any, tuple[str, str, str]] = (None, ("", "", ""))
-        self._stamp_cache: tuple[int, str] = (-1, "")
+        self._queries: dict[tuple[Any, ...], tuple[str, str, str]] = {}
+        self._stamps: dict[int, str] = {}
 
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
@@ -72,8 +74,9 @@ class GetUrlSigner:
         """(canonical query, URL query, scope) for one second: the same for every key,
         so a page of links encodes them once."""
         cache_key = (credentials.access_key, credentials.token, stamp, ttl_seconds)
-        if self._query_cache[0] == cache_key:
-            return self._query_cache[1]
+        cached = self._queries.get(cache_key)
+        if cached is not None:
+            return cached
         scope = f"{stamp[:8]}/{self._region}/{self._service}/aws4_request"
         params = {
             "X-Amz-Algorithm": ALGORITHM,
@@ -88,15 +91,17 @@ class GetUrlSigner:
         canonical = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in sorted(params.items()))
         query = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in params.items())
         value = (canonical, query, scope)
-        self._query_cache = (cache_key, value)
+        self._queries = {cache_key: value}
         return value
 
     def _stamp(self, moment: datetime) -> str:
         """SigV4's timestamp, formatted once per second."""
         second = int(moment.timestamp())
-        if self._stamp_cache[0] != second:
-            self._stamp_cache = (second, moment.strftime("%Y%m%dT%H%M%SZ"))
-        return self._stamp_cache[1]
+        stamp = self._stamps.get(second)
+        if stamp is None:
+            stamp = moment.strftime("%Y%m%dT%H%M%SZ")
+            self._stamps = {second: stamp}
+        return stamp
 
     def url(self, key: str, ttl_seconds: int) -> str:
         # The signer's credentials, read where botocore itself reads them; the client stubs
@@ -111,7 +116,7 @@ class GetUrlSigner:
             )
         stamp = self._stamp(_now())
         canonical_query, query, scope = self._query(credentials, stamp, ttl_seconds)
-        path = self._path + quote(key, safe="/~")
+        path = self._path + quote(key)  # SigV4 keeps "/" (quote's default) and "~" (never quoted)
         canonical = "\n".join(
             ["GET", path, canonical_query, f"host:{self._host}\n", "host", UNSIGNED_PAYLOAD]
         )

@@ -34,7 +34,7 @@ def check_key_common(key: str) -> None:
     if not isinstance(key, str) or not key:
         raise InvalidKey(f"invalid key {key!r}: empty")
     try:
-        encoded = key.encode("utf-8")
+        encoded = key.encode()
     except UnicodeEncodeError:
         raise InvalidKey(f"invalid key {_shown(key)}: not valid UTF-8 (lone surrogate)") from None
     if len(encoded) > MAX_KEY_BYTES:

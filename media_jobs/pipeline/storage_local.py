@@ -73,14 +73,12 @@ class LocalMultipartWriter:
         self._temp = Path(temp)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self._digest = hashlib.md5(usedforsecurity=False)
-        self._size = 0
 
     def write(self, data: bytes) -> int:
         if self._file is None:
             raise ValueError("write to a completed or aborted upload")
         self._file.write(data)
         self._digest.update(data)
-        self._size += len(data)
         return len(data)
 
     def complete(self) -> ObjectInfo:
@@ -151,7 +149,7 @@ class LocalStorage:
             if part.startswith(TEMP_PREFIX):
                 raise InvalidKey(f"invalid key {key!r}: {TEMP_PREFIX!r} names are reserved")
             limit = NAME_MAX_BYTES - (len(SIDECAR_SUFFIX) if index == len(parts) - 1 else 0)
-            size = len(part.encode("utf-8"))
+            size = len(part.encode())
             if size > limit:
                 raise InvalidKey(
                     f"invalid key: the segment {part[:40]!r}... is {size} bytes; "
@@ -330,7 +328,7 @@ class LocalStorage:
         if ".." in prefix.split("/") or prefix.startswith("/"):
             raise ValueError(f"invalid prefix {prefix!r}")
         folder, _, _ = prefix.rpartition("/")
-        start = self.bucket_root / folder if folder else self.bucket_root
+        start = self.bucket_root / folder  # the bucket folder itself when folder is ""
         if not start.is_dir():
             return
         found: list[str] = []
@@ -343,7 +341,7 @@ class LocalStorage:
                 key = name if relative == "." else f"{relative}/{name}"
                 if key.startswith(prefix):
                     found.append(key)
-        for key in sorted(found, key=lambda k: k.encode("utf-8")):
+        for key in sorted(found):  # code point order is UTF-8 byte order: S3's key order
             try:
                 yield self.head(key)
             except ObjectNotFound:

@@ -120,7 +120,7 @@ class S3MultipartWriter:
 
     Fewer bytes than one part become a single PutObject on ``complete()``; otherwise parts go
     up as they fill (their size grows, see ``part_size_for``) and CompleteMultipartUpload
-    makes the object visible. Up to ``parts_in_flight`` parts are sent at once by a small
+    makes the object visible. Up to ``PARTS_IN_FLIGHT`` parts are sent at once by a small
     thread pool: one part's upload (signing, sending, the store's checksum and write) then
     overlaps the next one's, instead of the writer waiting for each answer. ``write`` blocks
     while that many are in flight, so memory stays bounded by the buffer plus those parts.
@@ -137,7 +137,6 @@ class S3MultipartWriter:
         content_type: str | None,
         metadata: dict[str, str] | None,
         base_part_size: int,
-        parts_in_flight: int = PARTS_IN_FLIGHT,
     ) -> None:
         self._client = client
         self._bucket = bucket
@@ -147,7 +146,7 @@ class S3MultipartWriter:
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts_started = 0
-        self._parts_in_flight = max(1, parts_in_flight)
+        self._parts_in_flight = PARTS_IN_FLIGHT
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: set[Future[CompletedPartTypeDef]] = set()
         self._parts: list[CompletedPartTypeDef] = []
@@ -196,7 +195,9 @@ class S3MultipartWriter:
 
     def _stop_pool(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # Waits for the parts being sent; none is ever queued (one thread per part in
+            # flight), so there is nothing to cancel.
+            self._pool.shutdown()
             self._pool = None
         self._in_flight = set()
 

@@ -66,7 +66,6 @@ OPEN_AHEAD_BYTES = 8 * 1024 * 1024
 OPEN_AHEAD_OBJECTS = 4
 # Concurrent HEAD requests when checking the assets before zipping.
 HEAD_CONCURRENCY = 8
-DEFLATE_LEVEL = 6
 # Other types are deflated unless a sample of their start does not shrink by this much.
 COMPRESSIBILITY_SAMPLE_BYTES = 256 * 1024
 MIN_DEFLATE_SAVING = 0.03
@@ -175,8 +174,8 @@ class ZipStreamWriter:
             self._counted(chunks),
             name,
             size=size_hint,
+            # zlib's default level (6); no level at all for STORED, or zipstream-ng warns
             compress_type=ZIP_DEFLATED if compress else ZIP_STORED,
-            compress_level=DEFLATE_LEVEL if compress else None,
         )
         self._write_all(self._stream.all_files())
 
@@ -264,11 +263,10 @@ def _check_entry_name(name: str) -> None:
 
     (zipstream-ng would quietly rewrite such a name: cut it at a NUL, drop a leading ``/``.)
     """
-    parts = name.split("/")
-    unsafe = "\\" in name or "\x00" in name or ".." in name or "" in parts
-    if not name or name.startswith("/") or unsafe:
+    # An empty name, a leading "/" (absolute), "a//b" and a trailing "/" all have an empty part.
+    if "\\" in name or "\x00" in name or ".." in name or "" in name.split("/"):
         raise ValueError(f"unsafe ZIP entry name {name!r}")
-    if len(name.encode("utf-8")) > MAX_ENTRY_NAME_BYTES:
+    if len(name.encode()) > MAX_ENTRY_NAME_BYTES:
         raise ValueError("ZIP entry name too long")
 
 
@@ -326,14 +324,17 @@ class _ReadAhead:
         return resources, resources.enter_context(self._storage.open_read(key))
 
     def _open_ahead(self, opener: ThreadPoolExecutor, index: int, position: int) -> None:
-        """Open object ``index`` unless it is already, and the next ones the read nears."""
+        """Open object ``index`` unless it is already, and the next ones the read nears.
+
+        (Object ``index`` itself is always near: the read position is at or past its start.)
+        """
         while self._next_to_open < len(self._keys):
             number = self._next_to_open
             near = (
                 number - index <= self._max_open_ahead
                 and self._starts[number] <= position + self._open_ahead_bytes
             )
-            if number > index and not near:
+            if not near:
                 return
             self._opening[number] = opener.submit(self._open, self._keys[number])
             self._next_to_open += 1
@@ -379,7 +380,7 @@ class _ReadAhead:
                 raise RuntimeError(f"read-ahead out of order: got {source}, expected {index}")
             if isinstance(item, BaseException):
                 raise item
-            if item is self._END or not item:
+            if not item:  # _END: the object is over (a read never hands over b"" otherwise)
                 return
             yield item
 

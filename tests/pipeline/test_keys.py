@@ -381,6 +381,16 @@ def test_a_key_without_a_file_name_after_raw_is_invalid_key(bad_key: str) -> Non
         ("photo/123/a.jpg", "photo/123/a.jpg"),
         ("", "unnamed"),
         ("123/raw/", "unnamed"),
+        # empty, "." and ".." segments go before the listing id and raw/ are looked for
+        ("/123/raw/photo/a.jpg", "photo/a.jpg"),
+        ("123/./raw/a.jpg", "a.jpg"),
+        ("123/../raw/a.jpg", "a.jpg"),
+        # the listing id goes even without a raw/ or processed/ folder after it
+        ("123/photo/a.jpg", "photo/a.jpg"),
+        # trailing dots and spaces go, nothing else ("BOX" keeps its X)
+        ("123/raw/photo/BOX", "photo/BOX"),
+        # a device name is the part before the first dot
+        ("123/raw/photo/nul.tar.gz", "photo/_nul.tar.gz"),
     ],
 )
 def test_zip_entry_names_of_unusual_keys(key: str, expected: str) -> None:
@@ -404,6 +414,8 @@ def test_invalid_key_messages_are_exact() -> None:
         "123/raw": "invalid raw key '123/raw': no filename after 'raw/'",
         "123/photo/a.jpg": "invalid raw key '123/photo/a.jpg': no 'raw/' folder",
         "1//raw/a": "invalid raw key '1//raw/a': empty, '.' or '..' path segment (or a leading '/')",
+        "1/raw/./a": "invalid raw key '1/raw/./a': empty, '.' or '..' path segment (or a leading '/')",
+        "1/raw/../a": "invalid raw key '1/raw/../a': empty, '.' or '..' path segment (or a leading '/')",
     }
     for key, message in cases.items():
         with pytest.raises(PipelineError) as err:
@@ -530,6 +542,12 @@ def test_numbered_names_stay_within_255_bytes() -> None:
     first, second = keys.unique_entry_names([name, name])
     assert first == name
     assert second == "b" * 247 + " (2).jpg" and len(second.encode()) == 255
+
+
+def test_numbered_names_are_cut_at_a_character_boundary() -> None:
+    name = "\u00e9" * 125 + ".jpg"  # 254 bytes; " (2).jpg" leaves 247 bytes: 123.5 "é"
+    second = keys.unique_entry_names([name, name])[1]
+    assert second == "\u00e9" * 123 + " (2).jpg"
 
 
 def test_a_file_never_takes_the_name_of_any_folder_above_another_file() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime
 from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -88,8 +91,9 @@ def test_a_client_without_sigv4_is_refused() -> None:
         aws_secret_access_key="b",
         config=Config(signature_version="s3"),
     )
-    with pytest.raises(ValueError, match="SigV4"):
+    with pytest.raises(ValueError) as refused:
         presign.GetUrlSigner(client, "toq-media")
+    assert str(refused.value) == "the client does not presign with SigV4 query parameters"
 
 
 def test_without_credentials_it_fails_like_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,3 +150,72 @@ def test_a_client_with_an_access_key_but_no_secret_gets_botocores_url_and_ttl() 
             "get_object", Params={"Bucket": "toq-media", "Key": KEYS[0]}, ExpiresIn=60
         )
     assert "&X-Amz-Expires=60&" in url
+
+
+def test_the_query_is_encoded_once_per_second_ttl_and_credentials() -> None:
+    """The query part is the same for every key signed in one second: a page of links
+    encodes it once; another TTL (or second, or credentials) encodes it again."""
+    client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    signer = presign.GetUrlSigner(client, "toq-media")
+    moment = datetime(2026, 11, 30, 5, 0, 7, tzinfo=UTC)
+    with (
+        mock.patch.object(presign, "_now", return_value=moment),
+        mock.patch.object(presign, "_enc", wraps=presign._enc) as encodings,
+    ):
+        signer.url(KEYS[0], 900)
+        once = encodings.call_count
+        assert once > 0
+        for key in KEYS[1:]:
+            signer.url(key, 900)
+        assert encodings.call_count == once
+        assert "&X-Amz-Expires=60&" in signer.url(KEYS[0], 60)
+        assert encodings.call_count == 2 * once
+
+
+def test_the_signature_date_is_utc_whatever_the_local_time_zone() -> None:
+    """A worker whose local time zone is Sao Paulo's (UTC-3) still dates its signatures in
+    UTC: a URL dated three hours early would have expired before anyone clicked it."""
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = "BRT3"  # POSIX rule: three hours behind UTC, no tz database needed
+    time.tzset()
+    try:
+        client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+        signer = presign.GetUrlSigner(client, "toq-media")
+        before = datetime.now(UTC).replace(microsecond=0)
+        url = signer.url("k", 60)
+        after = datetime.now(UTC)
+    finally:
+        if previous is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = previous
+        time.tzset()
+    stamp = parse_qs(urlsplit(url).query)["X-Amz-Date"][0]
+    signed = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert before <= signed <= after
+
+
+class _CountedMoment(datetime):
+    """A clock reading that counts how often it is formatted."""
+
+    formatted = 0
+
+    def strftime(self, format: str) -> str:
+        type(self).formatted += 1
+        return super().strftime(format)
+
+
+def test_the_timestamp_is_formatted_once_per_second() -> None:
+    client = _client(None, endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+    signer = presign.GetUrlSigner(client, "toq-media")
+    first = _CountedMoment(2026, 11, 30, 5, 0, 7, 1000, tzinfo=UTC)
+    same_second = _CountedMoment(2026, 11, 30, 5, 0, 7, 999_000, tzinfo=UTC)
+    next_second = _CountedMoment(2026, 11, 30, 5, 0, 8, tzinfo=UTC)
+    with mock.patch.object(presign, "_now", side_effect=[first, same_second, next_second]):
+        urls = [signer.url(key, 900) for key in KEYS[:3]]
+    assert _CountedMoment.formatted == 2
+    assert [parse_qs(urlsplit(url).query)["X-Amz-Date"] for url in urls] == [
+        ["20261130T050007Z"],
+        ["20261130T050007Z"],
+        ["20261130T050008Z"],
+    ]

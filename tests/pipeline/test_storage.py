@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import locale
 import os
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +20,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from media_jobs.pipeline import storage_s3
 from media_jobs.pipeline.config import DEFAULT_BUCKET, PipelineConfig
 from media_jobs.pipeline.storage import InvalidKey, ObjectNotFound, Storage
 from media_jobs.pipeline.storage_factory import storage_from_config
@@ -68,6 +71,12 @@ def test_write_then_head_returns_size_etag_type_and_metadata(storage: Storage) -
     assert info.key == KEY
     assert info.size == len(data)
     assert info.etag == md5(data) == written.etag  # single-part etag, without quotes
+    assert (written.key, written.size, written.content_type, written.metadata) == (
+        KEY,
+        len(data),
+        "image/jpeg",
+        {"source-etag": "abc123"},
+    )
     assert info.content_type == "image/jpeg"
     assert info.metadata == {"source-etag": "abc123"}
     assert info.last_modified is not None
@@ -105,6 +114,8 @@ def test_read_range(storage: Storage) -> None:
     assert storage.read_range(KEY, 0, 64) == data[:64]
     assert storage.read_range(KEY, 4990, 64) == data[4990:]
     assert storage.read_range(KEY, 100, 0) == b""
+    assert storage.read_range(KEY, 100, 1) == data[100:101]  # one byte is a range too
+    assert storage.read_range("9/raw/missing.jpg", 0, 0) == b""  # nothing asked: no request
     assert storage.read_range(KEY, 6000, 10) == b""
 
 
@@ -144,6 +155,47 @@ def test_write_file_uploads_a_large_local_file(storage: Storage, tmp_path: Path)
         assert head.etag.endswith("-3")
     with storage.open_read(info.key) as stream:
         assert md5(stream.read()) == md5(data)
+
+
+def test_s3_write_file_sends_at_most_four_parts_at_once(
+    s3_storage: S3Storage, tmp_path: Path
+) -> None:
+    """A transcode goes up four parts at a time: faster than one by one, without a thread
+    and a part buffer per part of a multi-GB file."""
+    source = tmp_path / "transcode.mp4"
+    source.write_bytes(payload(6 * MIN_PART_SIZE, seed=12))
+    state = threading.Condition()
+    inside = [0]
+    release = threading.Event()
+
+    def before(**kwargs: object) -> None:
+        with state:
+            inside[0] += 1
+            state.notify_all()
+        release.wait(10)
+
+    def after(**kwargs: object) -> None:
+        with state:
+            inside[0] -= 1
+
+    events = s3_storage.client.meta.events
+    events.register("before-call.s3.UploadPart", before)
+    events.register("after-call.s3.UploadPart", after)
+    try:
+        upload = threading.Thread(
+            target=s3_storage.write_file, args=("1/original/t.mp4", str(source))
+        )
+        upload.start()
+        with state:
+            assert state.wait_for(lambda: inside[0] == 4, timeout=10)
+            assert not state.wait_for(lambda: inside[0] > 4, timeout=0.3)
+        release.set()
+        upload.join(30)
+    finally:
+        release.set()
+        events.unregister("before-call.s3.UploadPart", before)
+        events.unregister("after-call.s3.UploadPart", after)
+    assert s3_storage.head("1/original/t.mp4").etag.endswith("-6")
 
 
 def test_multipart_with_several_parts(storage: Storage) -> None:
@@ -200,8 +252,9 @@ def test_abort_leaves_nothing_and_the_previous_object_intact(storage: Storage) -
     with storage.open_read(key) as stream:
         assert stream.read() == b"the previous good zip"
     assert pending_uploads(storage) == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as aborted:
         writer.write(b"more")
+    assert str(aborted.value) == "write to a completed or aborted upload"
 
 
 def test_abort_of_a_new_key_leaves_no_object(storage: Storage) -> None:
@@ -211,6 +264,38 @@ def test_abort_of_a_new_key_leaves_no_object(storage: Storage) -> None:
     with pytest.raises(ObjectNotFound):
         storage.head("9/processed/zip/new.zip")
     assert [o.key for o in storage.list("9/")] == []
+    assert pending_uploads(storage) == []
+
+
+def test_a_multipart_writer_in_a_with_block_completes_or_aborts(storage: Storage) -> None:
+    """Leaving the block normally publishes the object (once, even after an explicit
+    complete()); leaving it by an exception aborts: no object, no upload left behind."""
+    with storage.open_multipart("9/processed/zip/with.zip") as writer:
+        writer.write(b"written in a with block")
+    with storage.open_read("9/processed/zip/with.zip") as stream:
+        assert stream.read() == b"written in a with block"
+
+    with storage.open_multipart(  # type: ignore[call-arg] - both adapters take metadata
+        "9/processed/zip/explicit.zip", content_type="application/zip", metadata={"n": "1"}
+    ) as writer:
+        writer.write(b"completed by hand")
+        info = writer.complete()
+    head = storage.head("9/processed/zip/explicit.zip")
+    assert (info.key, info.size, info.etag, info.content_type, info.metadata) == (
+        head.key,
+        len(b"completed by hand"),
+        head.etag,
+        "application/zip",
+        {"n": "1"},
+    )
+    assert head.metadata == {"n": "1"}
+
+    with pytest.raises(RuntimeError, match="the step failed"):
+        with storage.open_multipart("9/processed/zip/failed.zip") as writer:
+            writer.write(payload(6 * MIB, seed=7))  # a part is already sent on S3
+            raise RuntimeError("the step failed")
+    with pytest.raises(ObjectNotFound):
+        storage.head("9/processed/zip/failed.zip")
     assert pending_uploads(storage) == []
 
 
@@ -233,6 +318,7 @@ def test_list_is_a_key_prefix_in_key_order(storage: Storage) -> None:
         "5/raw/photo/vertical/sub/d.jpg",
     ]
     assert all(o.size == storage.head(o.key).size and o.etag for o in listed)
+    assert all(o.last_modified is not None for o in listed)
     assert [o.key for o in storage.list("5/")] == sorted(k for k in keys if k.startswith("5/"))
     assert list(storage.list("nothing/")) == []
 
@@ -243,6 +329,15 @@ def test_delete_is_idempotent(storage: Storage) -> None:
     storage.delete(KEY)
     with pytest.raises(ObjectNotFound):
         storage.head(KEY)
+
+
+def test_deleting_a_key_below_a_file_is_deleting_a_missing_key(storage: Storage) -> None:
+    """ "4/a.jpg/x" cannot exist beside the object "4/a.jpg" on a file system; deleting it is
+    deleting a missing key: no error, and "4/a.jpg" stays."""
+    storage.write("4/a.jpg", b"kept")
+    storage.delete("4/a.jpg/x")
+    with storage.open_read("4/a.jpg") as stream:
+        assert stream.read() == b"kept"
 
 
 def test_unicode_and_spaces_in_keys_round_trip(storage: Storage) -> None:
@@ -289,6 +384,14 @@ def test_a_long_invalid_key_is_cut_after_100_characters_with_its_length(
     )
 
 
+def test_a_key_of_exactly_1024_bytes_is_stored(storage: Storage) -> None:
+    """S3's limit is inclusive: 1024 bytes is a key (in segments a file system can hold)."""
+    longest = "/".join(["a" * 250, "b" * 250, "c" * 250, "d" * 250, "e" * 20])
+    assert len(longest.encode()) == 1024
+    storage.write(longest, b"x")
+    assert storage.head(longest).size == 1
+
+
 def test_an_empty_or_non_text_key_is_refused_as_empty(storage: Storage) -> None:
     with pytest.raises(InvalidKey) as empty:
         storage.head("")
@@ -319,6 +422,78 @@ def test_s3_list_follows_pages(s3_storage: S3Storage, count_calls: CountCalls) -
     requests_sent = count_calls(s3_storage, "ListObjectsV2")
     assert [o.key for o in s3_storage.list("7/")] == keys
     assert len(requests_sent) == 4  # pages of 2, 2, 2 and 1 keys
+
+
+def test_s3_lists_a_thousand_keys_a_page_by_default(s3_storage: S3Storage) -> None:
+    """S3's largest page: a listing of a big listing takes as few requests as it can."""
+    s3_storage.write("7/a.jpg", b"x")
+    asked: list[object] = []
+
+    def record(params: dict[str, object], **kwargs: object) -> None:
+        asked.append(params.get("MaxKeys"))
+
+    event = "provide-client-params.s3.ListObjectsV2"
+    s3_storage.client.meta.events.register(event, record)
+    try:
+        assert [o.key for o in s3_storage.list("7/")] == ["7/a.jpg"]
+    finally:
+        s3_storage.client.meta.events.unregister(event, record)
+    assert asked == [1000]
+
+
+def test_s3_default_retries_and_timeouts(moto_server: MotoServer) -> None:
+    """A step fails in bounded time when S3 is down: 4 retries, 5 s to connect, 60 s to
+    read, unless the caller says otherwise."""
+    config = S3Storage("bucket", endpoint_url=moto_server.endpoint_url).client.meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 5}  # 1 + 4 retries
+    assert (config.connect_timeout, config.read_timeout) == (5, 60)
+
+
+def test_s3_parts_are_sent_by_named_daemon_threads(s3_storage: S3Storage) -> None:
+    """The part uploads run on the "s3-part" pool (so a leaked thread is recognisable)."""
+    senders: set[str] = set()
+
+    class Recording(_PartFails):
+        def upload_part(self, **kwargs: object) -> dict[str, object]:
+            senders.add(threading.current_thread().name.rsplit("_", 1)[0])
+            return super().upload_part(**kwargs)
+
+    storage = S3Storage(
+        s3_storage.bucket, client=Recording(s3_storage.client, 0), part_size=MIN_PART_SIZE
+    )
+    writer = storage.open_multipart("named.bin")
+    writer.write(payload(2 * MIN_PART_SIZE + 1))
+    writer.complete()
+    assert senders == {"s3-part"}
+
+
+def test_an_s3_etag_loses_its_quotes_and_a_missing_one_is_empty() -> None:
+    assert storage_s3._etag('"9e107d9d372bb6826bd81d3542a419d6"') == (
+        "9e107d9d372bb6826bd81d3542a419d6"
+    )
+    assert storage_s3._etag(None) == ""
+
+
+def test_closing_an_s3_stream_closes_its_http_body_once() -> None:
+    """The response body (its connection) is released when the stream is closed, and
+    closing twice is harmless."""
+
+    class Body:
+        closes = 0
+
+        def read(self, size: int) -> bytes:
+            return b"abc"[:size]
+
+        def close(self) -> None:
+            self.closes += 1
+
+    body = Body()
+    reader = storage_s3._StreamingBodyReader(body)  # type: ignore[arg-type]
+    assert reader.read(3) == b"abc"
+    reader.close()
+    assert body.closes == 1
+    reader.close()
+    assert body.closes == 1
 
 
 def test_s3_refuses_parts_below_the_s3_minimum(pipeline_config: PipelineConfig) -> None:
@@ -445,6 +620,22 @@ def test_local_etag_is_recomputed_only_when_the_file_changed(
     assert sidecar.stat().st_ino == rewritten.st_ino
 
 
+def test_local_etag_of_a_file_placed_by_hand_is_hashed_once(local_storage: LocalStorage) -> None:
+    """The first HEAD hashes the file and records the sidecar; the next one reads it."""
+    key = "1/raw/photo/vertical/copied.jpg"
+    path = local_storage.bucket_root / key
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"copied by an operator")
+    assert local_storage.head(key).etag == md5(b"copied by an operator")
+    sidecar = local_storage.root / ".meta" / local_storage.bucket / f"{key}.json"
+    recorded = sidecar.stat()
+    assert local_storage.head(key).etag == md5(b"copied by an operator")
+    assert (sidecar.stat().st_ino, sidecar.stat().st_mtime_ns) == (
+        recorded.st_ino,
+        recorded.st_mtime_ns,
+    )
+
+
 def test_local_open_multipart_uses_a_temp_file_in_the_target_folder(
     local_storage: LocalStorage,
 ) -> None:
@@ -519,6 +710,35 @@ def test_local_refuses_a_hidden_or_path_like_bucket(tmp_path: Path) -> None:
         assert str(refused.value) == f"invalid bucket name {bucket!r}"
 
 
+def test_local_segments_hold_255_bytes_and_a_file_name_250(local_storage: LocalStorage) -> None:
+    """NAME_MAX is 255 bytes; an object's sidecar adds ".json" to its file name, so the
+    last segment holds 250."""
+    fits = "f" * 255 + "/" + "n" * 250
+    local_storage.write(fits, b"x")
+    assert local_storage.head(fits).size == 1
+    with pytest.raises(InvalidKey) as folder:
+        local_storage.write("g" * 256 + "/a.jpg", b"x")
+    assert str(folder.value) == (
+        "invalid key: the segment '" + "g" * 40 + "'... is 256 bytes; a local file name holds 255"
+    )
+    with pytest.raises(InvalidKey) as name:
+        local_storage.write("4/" + "n" * 251, b"x")
+    assert str(name.value) == (
+        "invalid key: the segment '" + "n" * 40 + "'... is 251 bytes; a local file name holds 250"
+    )
+    with pytest.raises(InvalidKey) as reserved:
+        local_storage.write(f"4/{TEMP_PREFIX}a", b"x")
+    assert (
+        str(reserved.value) == f"invalid key '4/{TEMP_PREFIX}a': '{TEMP_PREFIX}' names are reserved"
+    )
+    with pytest.raises(InvalidKey) as dots:
+        local_storage.write("4/./a", b"x")
+    assert str(dots.value) == "invalid key '4/./a': empty, '.' or '..' segment"
+    with pytest.raises(InvalidKey) as leading:
+        local_storage.write("/4/a", b"x")
+    assert str(leading.value) == "invalid key '/4/a': leading '/'"
+
+
 def test_local_refuses_a_nul_character_and_says_so(local_storage: LocalStorage) -> None:
     with pytest.raises(InvalidKey) as nul:
         local_storage.write("9/raw/a\x00b.jpg", b"x")
@@ -537,6 +757,137 @@ def test_local_sidecars_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, timeout=60)
     storage = LocalStorage(tmp_path, "toq-listing-medias")
     assert storage.head("9/a.jpg").metadata == {"title": "Salão 写真"}
+
+
+def test_local_sidecars_are_utf8_under_an_ascii_locale_in_process(
+    local_storage: LocalStorage,
+) -> None:
+    """The same rule inside this process: with LC_CTYPE switched to "C" (ASCII), a write
+    still records non-ASCII metadata, because the sidecar names its encoding."""
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        local_storage.write("9/a.jpg", b"abc", metadata={"title": "Salão 写真"})
+        assert local_storage.head("9/a.jpg").metadata == {"title": "Salão 写真"}
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
+    sidecar = local_storage.root / ".meta" / local_storage.bucket / "9/a.jpg.json"
+    assert "Salão 写真" in sidecar.read_bytes().decode("utf-8")
+
+
+def test_local_etag_of_a_large_file_placed_by_hand_is_hashed_in_chunks(
+    local_storage: LocalStorage,
+) -> None:
+    """A video copied in by hand can be gigabytes: hashing it reads 1 MiB at a time, so
+    the memory a HEAD needs does not grow with the file (32 MiB here, under 8 MiB peak)."""
+    data = payload(32 * MIB, seed=9)
+    path = local_storage.bucket_root / "1/raw/video/vertical/by-hand.mp4"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    expected = md5(data)
+    del data
+    tracemalloc.start()
+    try:
+        info = local_storage.head("1/raw/video/vertical/by-hand.mp4")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.etag == expected
+    assert peak < 8 * MIB
+
+
+def test_local_write_file_copies_a_large_file_in_chunks(
+    local_storage: LocalStorage, tmp_path: Path
+) -> None:
+    """A transcode is uploaded with write_file: the copy reads 1 MiB at a time, so its
+    memory does not grow with the file (32 MiB here, under 8 MiB peak)."""
+    data = payload(32 * MIB, seed=10)
+    source = tmp_path / "transcode.mp4"
+    source.write_bytes(data)
+    expected = md5(data)
+    del data
+    tracemalloc.start()
+    try:
+        info = local_storage.write_file("1/processed/video/vertical/original/t.mp4", str(source))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (info.size, info.etag) == (32 * MIB, expected)
+    assert peak < 8 * MIB
+
+
+def test_local_list_of_the_whole_bucket_and_of_a_folder_with_odd_entries(
+    local_storage: LocalStorage,
+) -> None:
+    """Keys at the top of the bucket are listed without a folder; a write in progress (its
+    temporary file) and a file gone between the walk and its HEAD (a dangling link) are
+    left out, and the files after them are still listed."""
+    in_folder = [f"4/{n:02d}.jpg" for n in range(20)]  # whatever order the folder lists in
+    for key in ["top.jpg", *in_folder]:
+        local_storage.write(key, b"x")
+    folder = local_storage.bucket_root / "4"
+    (folder / "05-gone.jpg").symlink_to(folder / "deleted.jpg")
+    upload = local_storage.open_multipart("4/in-progress.jpg")
+    upload.write(b"in progress")
+    assert [o.key for o in local_storage.list("")] == [*in_folder, "top.jpg"]
+    assert [o.key for o in local_storage.list("4/")] == in_folder
+    upload.abort()
+
+
+def test_local_writes_answer_what_head_answers(local_storage: LocalStorage) -> None:
+    """The ObjectInfo a write returns is the object's HEAD: size, etag, modification time,
+    content type and metadata."""
+    written = local_storage.write(
+        "4/a.jpg", b"abc", content_type="image/jpeg", metadata={"source-etag": "e1"}
+    )
+    assert written == local_storage.head("4/a.jpg")
+    assert written.last_modified is not None
+    upload = local_storage.open_multipart("4/b.zip", content_type="application/zip")
+    upload.write(b"PK")
+    assert upload.complete() == local_storage.head("4/b.zip")
+
+
+def test_local_writes_go_through_a_temporary_file_beside_the_target(
+    local_storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects and sidecars alike: renamed into place from a reserved temporary name in the
+    same folder (one file system, so the rename is atomic)."""
+    renames: list[tuple[Path, Path]] = []
+    real_replace = os.replace
+
+    def replace(source: str, target: str) -> None:
+        renames.append((Path(source), Path(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr("media_jobs.pipeline.storage_local.os.replace", replace)
+    local_storage.write("4/a.jpg", b"abc")
+    upload = local_storage.open_multipart("4/b.zip")
+    upload.write(b"PK")
+    upload.complete()
+    object_path = local_storage.bucket_root / "4" / "a.jpg"
+    object_path.write_bytes(b"replaced by hand")
+    local_storage.head("4/a.jpg")  # rewrites the stale sidecar
+    assert [target for _, target in renames] == [
+        object_path,
+        local_storage.root / ".meta" / local_storage.bucket / "4" / "a.jpg.json",
+        local_storage.bucket_root / "4" / "b.zip",
+        local_storage.root / ".meta" / local_storage.bucket / "4" / "b.zip.json",
+        local_storage.root / ".meta" / local_storage.bucket / "4" / "a.jpg.json",
+    ]
+    for source, target in renames:
+        assert source.parent == target.parent
+        assert source.name.startswith(TEMP_PREFIX)
+
+
+def test_local_write_whose_sidecar_cannot_be_recorded_fails_with_the_os_error(
+    local_storage: LocalStorage,
+) -> None:
+    """The sidecar of "4/a" would be a folder (the key "4/a.json/x" exists): the write
+    fails with the file system's own error, not one raised while cleaning up."""
+    local_storage.write("4/a.json/x", b"x")
+    with pytest.raises(IsADirectoryError):
+        local_storage.write("4/a", b"abc")
+    assert pending_uploads(local_storage) == []
 
 
 def test_local_head_survives_a_sidecar_it_cannot_write(local_storage: LocalStorage) -> None:
@@ -574,8 +925,9 @@ def test_part_size_grows_with_the_part_number() -> None:
     with pytest.raises(ValueError) as zero:
         part_size_for(0, base)
     assert str(zero.value) == "part numbers start at 1"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as over:
         part_size_for(MAX_PARTS + 1, base)
+    assert str(over.value) == "S3 allows at most 10000 parts"
 
 
 @pytest.mark.parametrize("base", [MIN_PART_SIZE, 8 * MIB, 16 * MIB])
@@ -690,6 +1042,46 @@ def test_parts_in_flight_complete_in_order(s3_storage: S3Storage) -> None:
     assert [t.name for t in threading.enumerate() if t.name.startswith("s3-part")] == []
 
 
+def test_two_parts_are_sent_at_once_never_three(s3_storage: S3Storage) -> None:
+    """While two parts are being sent, the writer waits before starting a third: sending
+    overlaps, and memory stays bounded by the buffer plus two parts."""
+    state = threading.Condition()
+    inside = [0]
+    most = [0]
+    release = threading.Event()
+
+    class Gate(_PartFails):
+        def upload_part(self, **kwargs: object) -> dict[str, object]:
+            with state:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                state.notify_all()
+            release.wait(10)
+            try:
+                return super().upload_part(**kwargs)
+            finally:
+                with state:
+                    inside[0] -= 1
+
+    storage = S3Storage(
+        s3_storage.bucket, client=Gate(s3_storage.client, 0), part_size=MIN_PART_SIZE
+    )
+    writer = storage.open_multipart("gated.bin")
+    data = payload(4 * MIN_PART_SIZE, seed=11)
+    writing = threading.Thread(target=writer.write, args=(data,))
+    writing.start()
+    with state:
+        assert state.wait_for(lambda: inside[0] == 2, timeout=10)
+        assert not state.wait_for(lambda: inside[0] > 2, timeout=0.2)
+    assert writer.parts_uploaded == 2  # the third part waits in the writer, not in a queue
+    release.set()
+    writing.join(10)
+    writer.complete()
+    assert most[0] == 2
+    with s3_storage.open_read("gated.bin") as stream:
+        assert stream.read() == data
+
+
 def test_a_failed_part_in_flight_fails_the_upload_and_aborts_it(s3_storage: S3Storage) -> None:
     storage = S3Storage(
         s3_storage.bucket, client=_PartFails(s3_storage.client, 2), part_size=MIN_PART_SIZE
@@ -706,6 +1098,33 @@ def test_a_failed_part_in_flight_fails_the_upload_and_aborts_it(s3_storage: S3St
     with pytest.raises(ObjectNotFound):
         s3_storage.head("broken.bin")
     assert [t.name for t in threading.enumerate() if t.name.startswith("s3-part")] == []
+
+
+def test_a_failed_completion_keeps_its_error_when_the_abort_fails_too(
+    s3_storage: S3Storage,
+) -> None:
+    """S3 unreachable at the end: the caller sees why the completion failed, not the
+    abort's error (the upload is left to the bucket's lifecycle rule)."""
+
+    class Unreachable(_PartFails):
+        def complete_multipart_upload(self, **kwargs: object) -> None:
+            raise ConnectionError("completion lost")
+
+        def abort_multipart_upload(self, **kwargs: object) -> None:
+            raise ConnectionError("abort lost")
+
+    storage = S3Storage(
+        s3_storage.bucket, client=Unreachable(s3_storage.client, 0), part_size=MIN_PART_SIZE
+    )
+    writer = storage.open_multipart("unreachable.bin")
+    writer.write(payload(MIN_PART_SIZE + 1))
+    with pytest.raises(ConnectionError) as failed:
+        writer.complete()
+    assert str(failed.value) == "completion lost"
+    for upload in s3_storage.client.list_multipart_uploads(Bucket=s3_storage.bucket)["Uploads"]:
+        s3_storage.client.abort_multipart_upload(
+            Bucket=s3_storage.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
 
 
 def test_a_lambda_without_media_bucket_uses_the_default_bucket_on_s3() -> None:

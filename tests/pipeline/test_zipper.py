@@ -10,13 +10,16 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import subprocess
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import pytest
@@ -25,7 +28,7 @@ import zipstream.ng
 from media_jobs import sample_media
 from media_jobs.pipeline import zipper
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
-from media_jobs.pipeline.storage import ObjectNotFound, Storage
+from media_jobs.pipeline.storage import ObjectInfo, ObjectNotFound, Storage
 from media_jobs.pipeline.storage_local import TEMP_PREFIX, LocalStorage
 from media_jobs.pipeline.storage_s3 import MIN_PART_SIZE, S3Storage
 from media_jobs.pipeline.zipper import OPEN_AHEAD_OBJECTS, ZipStreamWriter, create_zip_bundle
@@ -183,6 +186,58 @@ def test_writer_refuses_unsafe_names(name: str) -> None:
     with pytest.raises(ValueError) as refused:
         writer.add_entry(name, [b"x"], compress=False, size_hint=1)
     assert str(refused.value) == f"unsafe ZIP entry name {name!r}"
+
+
+# -- the choice of method ------------------------------------------------------------------------
+
+
+def test_a_sample_under_4_kib_is_deflated_unjudged_and_one_of_4_kib_is_judged() -> None:
+    noise = random.Random(11).randbytes(4096)
+    assert zipper.worth_deflating(noise[:4095]) is True  # too small to judge
+    assert zipper.worth_deflating(noise) is False  # 4 KiB of noise: judged, and stored
+
+
+def _raw_level_1_size(data: bytes) -> int:
+    """The judge's measure: the raw deflate stream (what a ZIP entry holds, no zlib header
+    or checksum) at the fastest level."""
+    return len(zlib.compress(data, 1, wbits=-15))
+
+
+def _sample_deflating_to(size: int) -> bytes:
+    """100,000 bytes (a few words, then noise ending in zeros) whose raw level-1 deflate
+    stream is exactly ``size`` bytes: found by moving the noise/zeros border."""
+    rng = random.Random(3)
+    vocabulary = [b"alpha", b"beta", b"gamma", b"kitchen", b"room", b"floor"]
+    words = b" ".join(rng.choice(vocabulary) for _ in range(1000))[:4000]
+    noise = rng.randbytes(100_000)
+
+    def sample(zeros: int) -> bytes:
+        return words + noise[: 96_000 - zeros] + bytes(zeros)
+
+    low, high = 0, 96_000  # more zeros, smaller stream
+    while low < high:
+        middle = (low + high) // 2
+        if _raw_level_1_size(sample(middle)) > size:
+            low = middle + 1
+        else:
+            high = middle
+    for zeros in range(max(0, low - 40), low + 40):
+        if _raw_level_1_size(sample(zeros)) == size:
+            return sample(zeros)
+    raise AssertionError(f"no sample deflates to exactly {size} bytes")
+
+
+def test_a_file_is_deflated_when_its_raw_stream_at_level_1_saves_at_least_3_percent() -> None:
+    """The judge measures what the ZIP would hold (a raw stream: a zlib header and checksum
+    would cost 6 more bytes) at level 1, the fastest; a saving of exactly 3% is enough.
+    One byte more is not, even though the slower levels would squeeze it under 3%."""
+    exactly = _sample_deflating_to(97_000)  # 3.000% saved
+    assert zipper.worth_deflating(exactly) is True
+    assert len(zlib.compress(exactly, 1)) == 97_006  # zlib-wrapped: over the line
+    short = _sample_deflating_to(97_001)  # 2.999% saved
+    assert zipper.worth_deflating(short) is False
+    for slower in (2, 6):
+        assert len(zlib.compress(short, slower, wbits=-15)) <= 97_000
 
 
 # -- create_zip_bundle -------------------------------------------------------------------------
@@ -363,7 +418,9 @@ def small_parts(storage: Storage) -> Storage:
     return storage
 
 
-def test_failure_mid_stream_keeps_the_previous_zip(small_parts: Storage) -> None:
+def test_failure_mid_stream_keeps_the_previous_zip(
+    small_parts: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
     storage = small_parts
     first = f"{LISTING}/raw/video/horizontal/horizontal-01-a.mp4"
     second = f"{LISTING}/raw/video/horizontal/horizontal-02-b.mp4"
@@ -382,7 +439,16 @@ def test_failure_mid_stream_keeps_the_previous_zip(small_parts: Storage) -> None
         )
 
     assert caught.value.code == ErrorCode.ZIP_FAILED
-    assert second in caught.value.message and "ConnectionResetError" in caught.value.message
+    assert caught.value.message == (
+        f"cannot write {ZIP_KEY} while reading {second}: "
+        "ConnectionResetError: connection reset while reading"
+    )
+    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.getMessage() == "ZIP failed; upload aborted, the previous ZIP is unchanged"
+    assert (record.levelno, record.name) == (logging.ERROR, "toq.pipeline.zipper")
+    assert (record.zip_key, record.source_key) == (ZIP_KEY, second)
+    assert (record.job_id, record.listing_identity_id, record.step) == (31, LISTING, "zip")
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ConnectionResetError)
     assert storage.head(ZIP_KEY).etag == previous.etag
     assert _read(storage, ZIP_KEY) == previous_bytes
     assert _unfinished_uploads(storage) == []
@@ -534,7 +600,7 @@ def test_asset_vanishing_while_zipping_fails_in_order_and_closes_every_stream(
         )
 
     assert caught.value.code == ErrorCode.OBJECT_NOT_FOUND
-    assert vanished in caught.value.message
+    assert caught.value.message == f"asset vanished while zipping: {vanished}"
     assert counting.open_now == 0  # streams opened beyond the failure were closed too
     assert _read(storage, ZIP_KEY) == previous_bytes
     assert _unfinished_uploads(storage) == []
@@ -560,20 +626,29 @@ def test_assets_outside_one_folder_are_found_one_by_one(local_storage: LocalStor
 def test_missing_asset_fails_naming_the_key(storage: Storage) -> None:
     present = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
     missing = f"{LISTING}/raw/photo/vertical/vertical-02-gone.jpg"
+    elsewhere = "legacy/uploads/gone.jpg"  # outside the listed folder: looked up by HEAD
     storage.write(present, sample_media.jpeg_bytes(64, 48))
 
     with pytest.raises(PipelineError) as caught:
-        create_zip_bundle(_event([present, missing]), storage=storage)
+        create_zip_bundle(_event([missing, present, elsewhere]), storage=storage)
 
     assert caught.value.code == ErrorCode.OBJECT_NOT_FOUND
-    assert missing in caught.value.message and present not in caught.value.message
+    assert caught.value.message == (
+        f"cannot zip listing {LISTING}: missing asset(s): {missing}, {elsewhere}"
+    )
     with pytest.raises(ObjectNotFound):
         storage.head(ZIP_KEY)
     assert _unfinished_uploads(storage) == []
 
 
-def test_no_assets_writes_nothing(storage: Storage) -> None:
+def test_no_assets_writes_nothing(storage: Storage, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     result = create_zip_bundle(_event([]), storage=storage)
+
+    (record,) = [r for r in caplog.records if r.name == "toq.pipeline.zipper"]
+    assert (record.getMessage(), record.levelno) == ("no assets: no ZIP written", logging.INFO)
+    assert (record.job_id, record.listing_identity_id, record.step) == (31, LISTING, "zip")
+    assert record.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
     assert result == {
         "body": {
@@ -588,15 +663,20 @@ def test_no_assets_writes_nothing(storage: Storage) -> None:
 
 
 def test_zip_bundle_logs_its_figures_and_no_warning(
-    storage: Storage, caplog: pytest.LogCaptureFixture
+    storage: Storage, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One INFO line with the job's context and the figures; STORED photos draw no warning
-    from the ZIP library (no compression level is passed for them)."""
+    from the ZIP library (no compression level is passed for them). The duration is the
+    step's, in milliseconds to a tenth (a clock that moves 1.23456 s from start to end)."""
     keys = [f"{LISTING}/raw/photo/vertical/vertical-0{n}-IMG.jpg" for n in (1, 2)]
     photos = [sample_media.jpeg_bytes(120, 90, seed=n) for n in (1, 2)]
     for key, data in zip(keys, photos, strict=True):
         storage.write(key, data)
     caplog.set_level(logging.DEBUG)
+    readings = iter([1000.0])
+    monkeypatch.setattr(
+        zipper, "time", SimpleNamespace(perf_counter=lambda: next(readings, 1001.23456))
+    )
 
     body = create_zip_bundle(_event(keys), storage=storage)["body"]
 
@@ -608,8 +688,7 @@ def test_zip_bundle_logs_its_figures_and_no_warning(
     assert (record.zip_key, record.assets_zipped) == (ZIP_KEY, 2)
     assert record.zip_size_bytes == body["zipSizeBytes"] == storage.head(ZIP_KEY).size
     assert record.unzipped_size_bytes == len(photos[0]) + len(photos[1])
-    assert isinstance(record.duration_ms, float)  # milliseconds, to a tenth
-    assert record.duration_ms == round(record.duration_ms, 1)
+    assert record.duration_ms == 1234.6
 
 
 def test_a_key_the_storage_refuses_is_invalid_key_naming_it(storage: Storage) -> None:
@@ -651,7 +730,9 @@ class _CompleteFails(WrappedStorage):
         return Upload()
 
 
-def test_a_failure_after_the_last_asset_names_no_asset(storage: Storage) -> None:
+def test_a_failure_after_the_last_asset_names_no_asset(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
     key = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
     storage.write(key, sample_media.jpeg_bytes(64, 48))
 
@@ -662,7 +743,40 @@ def test_a_failure_after_the_last_asset_names_no_asset(storage: Storage) -> None
     assert caught.value.message == (
         "cannot write 5150/processed/zip/listing-media.zip: ConnectionError: completion refused"
     )
+    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (record.zip_key, record.source_key) == (ZIP_KEY, "")
     assert _unfinished_uploads(storage) == []
+
+
+class _AbortFails(WrappedStorage):
+    """A real adapter whose ZIP upload breaks on its first write, and whose abort fails too."""
+
+    def open_multipart(self, key: str, **options: Any) -> Any:
+        real = self._inner.open_multipart(key, **options)
+
+        class Upload:
+            def write(self, data: bytes) -> int:
+                raise ConnectionError("upload connection lost")
+
+            def complete(self) -> Any:
+                raise AssertionError("never completed")
+
+            def abort(self) -> None:
+                real.abort()
+                raise ConnectionError("abort refused")
+
+        return Upload()
+
+
+def test_a_failing_abort_never_hides_the_steps_error(local_storage: LocalStorage) -> None:
+    key = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
+    local_storage.write(key, sample_media.jpeg_bytes(64, 48))
+
+    with pytest.raises(PipelineError) as caught:
+        create_zip_bundle(_event([key]), storage=_AbortFails(local_storage))  # type: ignore[arg-type]
+
+    assert caught.value.code == ErrorCode.ZIP_FAILED
+    assert caught.value.message.endswith(": ConnectionError: upload connection lost")
 
 
 class _ReadsWhere(WrappedStorage):
@@ -714,3 +828,370 @@ def test_the_next_object_opens_while_one_is_read_on_a_daemon_thread(
 
     assert reads.second_open_during_first is True
     assert reads.readers == {("zip-read", True)}
+
+
+# -- the rules and parts of the step, one by one -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("photo/vertical/a.jpg", True),
+        ("photo/vertical/A.JPG", True),  # whatever the case
+        ("video/horizontal/clip.Mov", True),
+        ("video/horizontal/clip.m4v", True),
+        ("project/doc/plan.pdf", False),
+        ("project/doc/a.jpg.txt", False),  # the last extension counts
+        ("jpg", False),  # a name, not an extension
+    ],
+)
+def test_already_compressed_types_are_stored(name: str, stored: bool) -> None:
+    assert zipper.is_stored(name) is stored
+
+
+def test_the_writer_refuses_a_name_twice_and_entries_after_close() -> None:
+    sink = io.BytesIO()
+    writer = ZipStreamWriter(sink)
+    writer.add_entry("a.txt", [b"a"], compress=False, size_hint=1)
+    with pytest.raises(ValueError) as duplicate:
+        writer.add_entry("a.txt", [b"b"], compress=False, size_hint=1)
+    assert str(duplicate.value) == "duplicate entry name 'a.txt'"
+    size = writer.close()
+    assert writer.close() == size == len(sink.getvalue())  # closing again writes nothing
+    with pytest.raises(ValueError) as closed:
+        writer.add_entry("b.txt", [b"b"], compress=False, size_hint=1)
+    assert str(closed.value) == "the archive is closed"
+    with zipfile.ZipFile(sink) as archive:
+        assert archive.namelist() == ["a.txt"]
+
+
+def test_an_entry_name_holds_at_most_65535_bytes() -> None:
+    """The local header stores the name's length in 16 bits."""
+    writer = ZipStreamWriter(io.BytesIO())
+    longest = "d/" + "\u00e9" * 32766 + "x"  # 2 + 65,532 + 1 bytes
+    writer.add_entry(longest, [b"x"], compress=False, size_hint=1)
+    with pytest.raises(ValueError) as refused:
+        writer.add_entry(longest + "y", [b"x"], compress=False, size_hint=1)
+    assert str(refused.value) == "ZIP entry name too long"
+
+
+def test_a_size_hint_keeps_zip64_out_of_the_local_header() -> None:
+    """With a small size announced, the local header is a plain one (sizes follow in the
+    data descriptor); without a hint it announces ZIP64 sizes, the safe default."""
+    headers = {}
+    for hint in (5, None):
+        sink = io.BytesIO()
+        writer = ZipStreamWriter(sink)
+        writer.add_entry("a.txt", [b"hello"], compress=False, size_hint=hint)
+        writer.close()
+        headers[hint] = sink.getvalue()
+    plain, zip64 = headers[5], headers[None]
+    assert plain[:4] == zip64[:4] == b"PK\x03\x04"
+    # sizes (offset 18), name length 5, extra field length (offset 28), extra field
+    assert plain[18:26] == bytes(8) and plain[28:30] == b"\x00\x00"
+    assert zip64[18:26] == b"\xff" * 8 and zip64[28:30] == b"\x14\x00"
+    assert zip64[35:37] == b"\x01\x00"  # the ZIP64 extended information field
+
+
+class _RecordingUpload:
+    """A MultipartWriter that keeps the blocks it receives and the threads that sent them."""
+
+    def __init__(self) -> None:
+        self.blocks: list[bytes] = []
+        self.threads: set[tuple[str, bool]] = set()
+
+    def write(self, data: bytes) -> int:
+        thread = threading.current_thread()
+        self.threads.add((thread.name, thread.daemon))
+        self.blocks.append(bytes(data))
+        return len(data)
+
+    def complete(self) -> Any:
+        raise AssertionError("not part of these tests")
+
+    def abort(self) -> None:
+        pass
+
+
+def test_small_writes_are_gathered_into_blocks_and_big_chunks_go_alone() -> None:
+    """Headers and deflate output are gathered until a block is full; a chunk of a block or
+    more goes to the upload on its own, after what was gathered before it."""
+    upload = _RecordingUpload()
+    pipeline = zipper._UploadPipeline(upload, block_size=4, max_pending=2)
+    for data in (b"ab", b"cd", b"e", b"fghi", b"jklmn", b"o"):
+        assert pipeline.write(data) == len(data)
+    pipeline.finish()
+    assert upload.blocks == [b"abcd", b"e", b"fghi", b"jklmn", b"o"]
+    assert upload.threads == {("zip-upload", True)}  # a daemon, named like the step's threads
+
+
+def test_a_stopped_upload_refuses_further_writes() -> None:
+    upload = _RecordingUpload()
+    pipeline = zipper._UploadPipeline(upload, block_size=4)
+    pipeline.write(b"ab")  # gathered, never sent
+    pipeline.stop()
+    pipeline.stop()  # idempotent
+    with pytest.raises(RuntimeError) as stopped:
+        pipeline.write(b"more")
+    assert str(stopped.value) == "upload stopped"
+    assert upload.blocks == []
+
+
+def test_at_most_max_pending_blocks_wait_for_a_slow_upload() -> None:
+    """Memory stays bounded: with the upload busy and two blocks waiting, the next write
+    waits too, until the upload takes one."""
+    release, busy = threading.Event(), threading.Event()
+
+    class SlowUpload(_RecordingUpload):
+        def write(self, data: bytes) -> int:
+            busy.set()
+            release.wait(10)
+            return super().write(data)
+
+    upload = SlowUpload()
+    pipeline = zipper._UploadPipeline(upload, block_size=1, max_pending=2)
+    pipeline.write(b"1")
+    assert busy.wait(10)  # the upload thread holds block 1
+    pipeline.write(b"2")
+    pipeline.write(b"3")
+    writer = threading.Thread(target=pipeline.write, args=(b"4",))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive()
+    release.set()
+    writer.join(10)
+    pipeline.finish()
+    assert upload.blocks == [b"1", b"2", b"3", b"4"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "folder"),
+    [
+        (["5/raw/photo/a.jpg", "5/raw/video/b.mp4", "5/raw/c.jpg"], "5/raw/"),
+        (["5/raw/photo/a.jpg", "5/raw/photo/b.jpg"], "5/raw/photo/"),
+        (["5/raw/photo/a.jpg"], "5/raw/photo/"),
+        (["5/raw/a.jpg", "6/raw/a.jpg"], ""),
+        (["a.jpg", "5/raw/a.jpg"], ""),
+        (["x/y/z/a", "x/y/b", "x/q/c"], "x/"),
+    ],
+)
+def test_the_assets_are_listed_from_their_deepest_common_folder(
+    keys: list[str], folder: str
+) -> None:
+    assert zipper._common_folder(keys) == folder
+
+
+def test_asset_keys_come_from_keys_or_objects_once_each_in_order() -> None:
+    assets = ["5/raw/b.jpg", {"key": "5/raw/a.jpg", "type": "PHOTO"}, {"key": "5/raw/b.jpg"}]
+    assert zipper._asset_keys(assets) == ["5/raw/b.jpg", "5/raw/a.jpg"]
+    for bad in ({"type": "PHOTO"}, {"key": ""}, {"key": 5}, ""):
+        with pytest.raises(PipelineError) as refused:
+            zipper._asset_keys(["5/raw/a.jpg", bad])
+        assert refused.value.code == ErrorCode.ZIP_FAILED
+        assert refused.value.message == f"asset without a key: {bad!r}"
+
+
+class _BrokenLookups(WrappedStorage):
+    """A real adapter whose LIST, or whose HEAD of one key, fails like a dropped connection."""
+
+    def __init__(self, inner: Storage, *, list_fails: bool, head_fails: str = "") -> None:
+        super().__init__(inner)
+        self._list_fails, self._head_fails = list_fails, head_fails
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if self._list_fails:
+            raise ConnectionError("listing refused")
+        return self._inner.list(prefix)
+
+    def head(self, key: str) -> ObjectInfo:
+        if key == self._head_fails:
+            raise ConnectionError("head refused")
+        return self._inner.head(key)
+
+
+def test_a_failed_lookup_of_the_assets_is_zip_failed_naming_it(local_storage: LocalStorage) -> None:
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg", "legacy/uploads/old.jpg"]
+    for key in keys:
+        local_storage.write(key, b"photo")
+    one_folder = _event(keys[:1])
+
+    with pytest.raises(PipelineError) as listing:
+        create_zip_bundle(one_folder, storage=_BrokenLookups(local_storage, list_fails=True))
+    assert listing.value.code == ErrorCode.ZIP_FAILED
+    assert listing.value.message == (
+        f"cannot list {LISTING}/raw/photo/vertical/: ConnectionError: listing refused"
+    )
+
+    broken = _BrokenLookups(local_storage, list_fails=False, head_fails=keys[1])
+    with pytest.raises(PipelineError) as head:
+        create_zip_bundle(_event(keys), storage=broken)  # no common folder: HEAD each
+    assert head.value.code == ErrorCode.ZIP_FAILED
+    assert head.value.message == "cannot read legacy/uploads/old.jpg: ConnectionError: head refused"
+    with pytest.raises(ObjectNotFound):
+        local_storage.head(ZIP_KEY)
+
+
+class _OpenAheadLog(WrappedStorage):
+    """A real adapter that records the keys opened; at chosen reads ((object, read number)
+    -> keys expected open by then) it waits, at most 2 s, for those opens (they run on the
+    opener pool) and notes what was open."""
+
+    def __init__(self, inner: Storage, checkpoints: dict[tuple[str, int], set[str]]) -> None:
+        super().__init__(inner)
+        self._checkpoints = checkpoints
+        self._changed = threading.Condition()
+        self.opened: set[str] = set()
+        self.openers: set[str] = set()
+        self.seen: dict[tuple[str, int], set[str]] = {}
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with self._inner.open_read(key) as stream:
+            with self._changed:
+                self.opened.add(key)
+                self.openers.add(threading.current_thread().name.rsplit("_", 1)[0])
+                self._changed.notify_all()
+            yield _OpenAheadLog._Reads(self, key, stream)  # type: ignore[misc]
+
+    def checkpoint(self, key: str, number: int) -> None:
+        expected = self._checkpoints.get((key, number))
+        if expected is not None:
+            with self._changed:
+                self._changed.wait_for(lambda: expected <= self.opened, timeout=2)
+                # an open too many would come as fast: give it a moment to show
+                self._changed.wait_for(lambda: len(self.opened) > len(expected), timeout=0.05)
+                self.seen[(key, number)] = set(self.opened)
+
+    class _Reads(io.RawIOBase):
+        def __init__(self, log: _OpenAheadLog, key: str, inner: BinaryIO) -> None:
+            self._log, self._key, self._inner, self._reads = log, key, inner, 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+            self._log.checkpoint(self._key, self._reads)
+            self._reads += 1
+            return self._inner.read(size)
+
+
+def test_objects_are_opened_ahead_within_a_count_and_a_byte_window(
+    local_storage: LocalStorage,
+) -> None:
+    """With room for 2 objects ahead and 100 bytes ahead of the read position, read 20 bytes
+    at a time: when object 0 is first read, object 2 (101 bytes ahead) is not open yet; the
+    big object 3 holds object 4 back until the read is exactly 100 bytes before it; when
+    object 4 is read, object 6 (2 ahead, exactly 100 bytes ahead) is open too."""
+    sizes = [50, 51, 50, 300, 50, 50, 50, 50]  # starts 0 50 101 151 451 501 551 601
+    keys = [f"{LISTING}/raw/o{n}.bin" for n in range(len(sizes))]
+    for key, size in zip(keys, sizes, strict=True):
+        local_storage.write(key, bytes([65 + keys.index(key)]) * size)
+
+    def first(count: int) -> set[str]:
+        return set(keys[:count])
+
+    checkpoints = {
+        (keys[0], 0): first(2),
+        (keys[0], 1): first(3),  # read position 20: object 2 is within 100 bytes
+        (keys[1], 0): first(3),  # object 3 (at 151) is 101 bytes ahead
+        (keys[2], 0): first(4),
+        (keys[3], 0): first(4),
+        (keys[3], 9): first(4),  # position 331
+        (keys[3], 10): first(5),  # position 351: object 4 is exactly 100 bytes ahead
+        (keys[3], 14): first(6),  # position 431: object 5 (at 501) is within 100 bytes
+        (keys[4], 0): first(7),
+        (keys[5], 0): first(8),
+    }
+    log = _OpenAheadLog(local_storage, checkpoints)
+    reader = zipper._ReadAhead(
+        log,  # type: ignore[arg-type]
+        keys,
+        sizes,
+        chunk_size=20,
+        max_pending=4,
+        open_ahead_bytes=100,
+        max_open_ahead=2,
+    )
+    try:
+        chunks = [[len(chunk) for chunk in reader.chunks(index)] for index in range(len(keys))]
+    finally:
+        reader.close()
+    assert log.seen == checkpoints
+    assert log.openers == {"zip-open"}  # the opener pool, named like the step's threads
+    assert chunks[0] == [20, 20, 10]  # read in chunks of the size asked for
+    assert chunks[3] == [20] * 15
+    assert _zip_threads() == []
+
+
+class _BytesRead(WrappedStorage):
+    """A real adapter that counts the bytes read from it."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.count = 0
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with self._inner.open_read(key) as stream:
+            yield _BytesRead._Counted(self, stream)  # type: ignore[misc]
+
+    class _Counted(io.RawIOBase):
+        def __init__(self, owner: _BytesRead, inner: BinaryIO) -> None:
+            self._owner, self._inner = owner, inner
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+            data = self._inner.read(size)
+            self._owner.count += len(data)
+            return data
+
+
+def test_a_closed_read_ahead_stops_reading(local_storage: LocalStorage) -> None:
+    """When the step fails, the reader stops at its next hand-over instead of reading
+    the rest of the listing for nothing: here 2 chunks wait, so at most a few of the 100
+    chunks are read."""
+    keys = [f"{LISTING}/raw/o{n}.bin" for n in range(10)]
+    for key in keys:
+        local_storage.write(key, bytes(1000))
+    counted = _BytesRead(local_storage)
+    reader = zipper._ReadAhead(
+        counted,  # type: ignore[arg-type]
+        keys,
+        [1000] * len(keys),
+        chunk_size=100,
+        max_pending=2,
+    )
+    assert len(next(reader.chunks(0))) == 100
+    reader.close()
+    assert _zip_threads() == []
+    assert counted.count <= 1000  # the first object at most, of 10,000 bytes
+
+
+def test_the_method_follows_the_type_then_the_content(local_storage: LocalStorage) -> None:
+    """A listed media type is STORED even when it would shrink; any other file is DEFLATED
+    when its start shrinks, STORED when it does not; an empty file is an empty entry."""
+    objects = {
+        f"{LISTING}/raw/photo/vertical/v-01-zeros.jpg": bytes(100_000),
+        f"{LISTING}/raw/project/doc/d-01-noise.txt": random.Random(5).randbytes(100_000),
+        f"{LISTING}/raw/project/doc/d-02-text.txt": b"plain words " * 10_000,
+        f"{LISTING}/raw/project/doc/d-03-empty.txt": b"",
+    }
+    for key, data in objects.items():
+        local_storage.write(key, data)
+
+    create_zip_bundle(_event(list(objects)), storage=local_storage)
+
+    raw = _read(local_storage, ZIP_KEY)
+    # each asset's size is announced, so a small entry's local header is a plain one
+    assert raw[:4] == b"PK\x03\x04" and raw[28:30] == b"\x00\x00"
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        infos = archive.infolist()
+        assert [archive.read(info) for info in infos] == list(objects.values())
+    assert [info.compress_type for info in infos] == [
+        zipfile.ZIP_STORED,
+        zipfile.ZIP_STORED,
+        zipfile.ZIP_DEFLATED,
+        zipfile.ZIP_DEFLATED,  # nothing to judge: deflated, and as small either way
+    ]
