@@ -106,7 +106,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def configure_json_logging(level: int | str = "INFO", *, stream: TextIO | None = None) -> None:
+def configure_json_logging(
+    level: int | str = logging.INFO, *, stream: TextIO | None = None
+) -> None:
     """Make the root logger emit JSON lines.
 
     Existing root handlers (the Lambda runtime installs one) keep their destination and get

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -178,7 +179,9 @@ def test_video_transcode_answers_like_mediaconvert(
         },
     }
     result = video_transcode.handler(job, ctx("mediaconvert"))
-    assert result["Job"]["Status"] == "COMPLETE" and result["Job"]["Id"]
+    assert result["Job"]["Status"] == "COMPLETE"
+    # shaped like a MediaConvert job id (13 digits, a suffix), marked as ffmpeg's
+    assert re.fullmatch(r"[0-9]{13}-ffmpeg", result["Job"]["Id"])
     assert result["Job"]["UserMetadata"] == job["UserMetadata"]
     # .sync answers with the job as created: its role and settings, as sent
     assert result["Job"]["Role"] == "arn:aws:iam::123456789012:role/mc"
@@ -204,6 +207,51 @@ def test_video_transcode_answers_like_mediaconvert(
     # the failure names the input the job was given, for the run's error report
     assert str(caught.value) == (
         f"input 's3://another-bucket/{VIDEO}' is not an object of bucket '{bucket}'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "the job has no input"),
+        ({"Inputs": []}, "the job has no input"),
+        ({"Inputs": [{}]}, "input None is not an object of bucket '{bucket}'"),
+        (
+            {"Inputs": [{"FileInput": "s3://{bucket}/"}]},
+            "input 's3://{bucket}/' is not an object of bucket '{bucket}'",
+        ),
+        (
+            {"Inputs": [{"FileInput": "https://{bucket}/" + VIDEO}]},
+            "input 'https://{bucket}/" + VIDEO + "' is not an object of bucket '{bucket}'",
+        ),
+        (  # an object of the bucket, but not a raw key (docs/contract.md §2)
+            {"Inputs": [{"FileInput": "s3://{bucket}/Xmas-tour.mp4"}]},
+            "invalid raw key 'Xmas-tour.mp4': no 'raw/' folder",
+        ),
+    ],
+)
+def test_a_mediaconvert_job_without_an_object_of_the_bucket_to_transcode_fails(
+    lambda_env: str, settings: dict[str, Any], message: str
+) -> None:
+    """Like MediaConvert, the job fails at once (VIDEO_TRANSCODE_FAILED, naming the input)
+    when it names no input, one that is not an object of the pipeline's bucket, or an
+    object that is not a raw video."""
+    bucket = lambda_env
+    job = json.loads(json.dumps(settings).replace("{bucket}", bucket))
+    with pytest.raises(StepFailed) as caught:
+        video_transcode.handler({"Role": "r", "Settings": job}, ctx("mediaconvert"))
+    assert type(caught.value).__name__ == "VIDEO_TRANSCODE_FAILED"
+    assert str(caught.value) == message.replace("{bucket}", bucket)
+
+
+def test_a_mediaconvert_job_without_settings_has_no_input(lambda_env: str) -> None:
+    config = _runtime.pipeline_config()
+    storage = _runtime.storage_for(config)
+    with pytest.raises(PipelineError) as caught:
+        video_transcode.run_media_convert_job({"Role": "r"}, storage=storage, config=config)
+    assert (caught.value.code, caught.value.message) == (
+        "VIDEO_TRANSCODE_FAILED",
+        "the job has no input",
     )
 
 
@@ -409,6 +457,19 @@ def test_callback_handler_without_configuration_fails(
         callback.handler({"body": {"jobId": 1}}, ctx("callback"))
 
 
+def test_callback_handler_waits_callback_timeout_seconds(
+    lambda_env: str, receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend slower than CALLBACK_TIMEOUT_SECONDS fails the attempt (the state's Retry
+    sends it again) rather than holding the function up to the 10 s default."""
+    monkeypatch.setenv("CALLBACK_TIMEOUT_SECONDS", "1")
+    receiver.plan(PlannedResponse(delay_s=1.6))
+    body = {"jobId": 8, "listingIdentityId": L, "status": "SUCCEEDED"}
+    with pytest.raises(CallbackFailed) as caught:
+        callback.handler({"statusCode": 200, "body": body}, ctx("callback"))
+    assert "read timeout=1)" in (caught.value.attempt.error or "")
+
+
 # ------------------------------------------------------------------ SQS -> StartExecution
 
 
@@ -435,6 +496,23 @@ def sqs_record(body: Any, message_id: str | None = None) -> dict[str, Any]:
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:toq-media-jobs",
         "awsRegion": REGION,
     }
+
+
+@pytest.mark.parametrize(
+    ("event", "from_sqs"),
+    [
+        ({"Records": [{"eventSource": "aws:sqs"}, {"eventSource": "aws:sqs"}]}, True),
+        ({"Records": [{"eventSource": "aws:sqs"}, {"eventSource": "aws:s3"}]}, False),
+        ({"Records": [{"eventSource": "aws:s3"}]}, False),
+        ({"Records": []}, False),
+        ({"jobId": 1, "listingIdentityId": L, "assets": [PHOTO]}, False),
+        ([{"eventSource": "aws:sqs"}], False),
+    ],
+)
+def test_only_an_event_of_sqs_records_starts_executions(event: Any, from_sqs: bool) -> None:
+    """The one function serves two callers: an event whose records all come from SQS
+    starts executions; anything else (the state machine's input) is validated."""
+    assert validate.is_sqs_event(event) is from_sqs
 
 
 def test_sqs_messages_start_executions(moto_server: MotoServer, state_machine_arn: str) -> None:
@@ -565,6 +643,121 @@ def test_sqs_start_failure_raises_for_redelivery(
         validate.handler({"Records": [record]}, ctx("validate"))
 
 
+def test_execution_names_keep_only_the_characters_step_functions_allows() -> None:
+    """Step Functions names allow letters, digits, ``-`` and ``_`` and at most 80 characters:
+    each other character becomes one ``-``, and a long name is cut at 80."""
+    assert validate.execution_name("7", "msg.1/2 x") == "job-7-msg-1-2-x"
+    assert validate.execution_name(8, "a" * 100) == "job-8-" + "a" * 74
+
+
+def test_sqs_without_a_state_machine_configured_fails_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STATE_MACHINE_ARN", raising=False)
+    record = sqs_record({"jobId": 47, "listingIdentityId": L, "assets": [PHOTO]})
+    with pytest.raises(ValueError) as raised:
+        validate.handler({"Records": [record]}, ctx("validate"))
+    assert str(raised.value) == "STATE_MACHINE_ARN is not configured"
+
+
+def test_sqs_execution_input_is_compact_json(
+    moto_server: MotoServer, state_machine_arn: str
+) -> None:
+    """The execution input is written without blanks: it counts against Step Functions'
+    payload limit, and a redelivery must send the very same string (idempotent start)."""
+    record = sqs_record(
+        {"jobId": 48, "listingIdentityId": L, "assets": [PHOTO], "traceparent": TRACE}
+    )
+    [started] = validate.handler({"Records": [record]}, ctx("validate"))["started"]
+    sfn = moto_server.client("stepfunctions")
+    stored = sfn.describe_execution(executionArn=started["executionArn"])["input"]
+    assert stored == (
+        '{"jobId":48,"listingIdentityId":4711,'
+        '"assets":[{"key":"4711/raw/photo/horizontal/horizontal-01-IMG_0001.jpg","type":"PHOTO"}],'
+        '"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    )
+
+
+def test_sqs_an_invalid_message_is_rejected_and_the_batch_goes_on(
+    moto_server: MotoServer, state_machine_arn: str, pipeline_log: io.StringIO
+) -> None:
+    """A malformed message, wherever it is in the batch, is reported (message id and
+    reason, also logged) and the messages after it still start their executions."""
+    broken = sqs_record([1, 2])
+    good = sqs_record({"jobId": 49, "listingIdentityId": L, "assets": [PHOTO]})
+    summary = validate.handler({"Records": [broken, good]}, ctx("validate"))
+    assert summary["rejected"] == [
+        {
+            "messageId": broken["messageId"],
+            "error": "VALIDATION_ERROR: the message must be a JSON object",
+        }
+    ]
+    assert [s["name"] for s in summary["started"]] == [f"job-49-{good['messageId']}"]
+    assert summary["count"] == 1
+    [line] = [line for line in lines(pipeline_log) if line["level"] == "ERROR"]
+    assert line["message"] == (
+        f"invalid queue message {broken['messageId']}: "
+        "VALIDATION_ERROR: the message must be a JSON object"
+    )
+
+
+def test_sqs_a_record_without_message_id_is_reported_with_an_empty_id(
+    moto_server: MotoServer, state_machine_arn: str
+) -> None:
+    record = sqs_record({"listingIdentityId": L, "assets": [PHOTO]})
+    del record["messageId"]
+    summary = validate.handler({"Records": [record]}, ctx("validate"))
+    assert [r["messageId"] for r in summary["rejected"]] == [""]
+    assert summary["started"] == [] and summary["count"] == 0
+
+
+def test_sqs_an_already_started_execution_does_not_stop_the_batch(
+    moto_server: MotoServer, state_machine_arn: str, pipeline_log: io.StringIO
+) -> None:
+    """A redelivered message whose execution has ended (ExecutionAlreadyExists) is logged
+    as already started, and the next message of the batch still starts its own."""
+    old = sqs_record({"jobId": 50, "listingIdentityId": L, "assets": [PHOTO]})
+    [first] = validate.handler({"Records": [old]}, ctx("validate"))["started"]
+    sfn = moto_server.client("stepfunctions")
+    sfn.stop_execution(executionArn=first["executionArn"])
+    new = sqs_record({"jobId": 51, "listingIdentityId": L, "assets": [PHOTO]})
+    summary = validate.handler({"Records": [old, new]}, ctx("validate"))
+    assert [s["name"] for s in summary["started"]] == [
+        f"job-50-{old['messageId']}",
+        f"job-51-{new['messageId']}",
+    ]
+    assert len(sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]) == 2
+    assert (
+        f"execution job-50-{old['messageId']} already started for message {old['messageId']}"
+        in [line["message"] for line in lines(pipeline_log)]
+    )
+
+
+def test_sqs_every_failed_start_is_reported_and_logged(
+    moto_server: MotoServer,
+    state_machine_arn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline_log: io.StringIO,
+) -> None:
+    """Each message whose start failed is named in the error (message id, the AWS error's
+    class, its text; ``; ``-separated) so SQS redelivers them, and logged with its
+    traceback."""
+    monkeypatch.setenv("STATE_MACHINE_ARN", state_machine_arn + "-deleted")
+    one = sqs_record({"jobId": 52, "listingIdentityId": L, "assets": [PHOTO]})
+    two = sqs_record({"jobId": 53, "listingIdentityId": L, "assets": [PHOTO]})
+    with pytest.raises(validate.StartExecutionFailed) as raised:
+        validate.handler({"Records": [one, two]}, ctx("validate"))
+    first, second = str(raised.value).split("; ")
+    assert first.startswith(f"{one['messageId']}: StateMachineDoesNotExist: An error occurred")
+    assert second.startswith(f"{two['messageId']}: StateMachineDoesNotExist: An error occurred")
+    failed = [line for line in lines(pipeline_log) if line["level"] == "ERROR"]
+    assert [line["message"] for line in failed] == [
+        f"could not start execution job-52-{one['messageId']}",
+        f"could not start execution job-53-{two['messageId']}",
+    ]
+    assert all(line["exc_type"] == "StateMachineDoesNotExist" for line in failed)
+
+
 # ------------------------------------------------------------------ JSON logs
 
 
@@ -643,6 +836,22 @@ def root_logging_restored() -> Iterator[logging.Logger]:
 
 
 @contextmanager
+def bare_root_logger() -> Iterator[logging.Logger]:
+    """The root logger without any handler (as in a process nothing has configured yet);
+    afterwards its handlers, their formatters and its level are as before."""
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)
+    with root_logging_restored():
+        for handler in saved_handlers:
+            root.removeHandler(handler)
+        try:
+            yield root
+        finally:
+            for handler in saved_handlers:
+                root.addHandler(handler)
+
+
+@contextmanager
 def new_lambda_container(monkeypatch: pytest.MonkeyPatch, log_level: str) -> Iterator[io.StringIO]:
     """A fresh container of the zip function: the runtime's handler on the root logger
     (writing to the stream yielded), LOG_LEVEL set, the project's logging not set up yet."""
@@ -685,3 +894,124 @@ def test_a_container_sets_its_logging_up_once(monkeypatch: pytest.MonkeyPatch) -
         logging.getLogger("toq.pipeline.handlers").info("warm", extra={"step": "zip"})
     [line] = lines(stream)
     assert (line["level"], line["message"]) == ("INFO", "warm")
+
+
+def test_json_logging_defaults_to_info() -> None:
+    stream = io.StringIO()
+    with root_logging_restored():
+        configure_json_logging(stream=stream)
+        logger = logging.getLogger("toq.test.default_level")
+        logger.debug("hidden")
+        logger.info("shown")
+    assert [line["message"] for line in lines(stream)] == ["shown"]
+
+
+def test_json_logging_takes_a_numeric_level() -> None:
+    """``logging.WARNING`` works as well as ``"WARNING"``."""
+    stream = io.StringIO()
+    with root_logging_restored():
+        configure_json_logging(logging.WARNING, stream=stream)
+        logger = logging.getLogger("toq.test.numeric_level")
+        logger.info("hidden")
+        logger.warning("shown")
+    assert [(line["level"], line["message"]) for line in lines(stream)] == [("WARNING", "shown")]
+
+
+def test_json_logging_reuses_the_runtimes_handler_without_adding_one() -> None:
+    """The Lambda runtime's handler gets the JSON formatter; no second handler is added,
+    which would write every line twice."""
+    stream = io.StringIO()
+    runtime_handler = logging.StreamHandler(stream)
+    with bare_root_logger() as root:
+        root.addHandler(runtime_handler)
+        configure_json_logging("INFO")
+        assert root.handlers == [runtime_handler]
+        logging.getLogger("toq.test.runtime").info("once")
+    [line] = lines(stream)
+    assert line["message"] == "once"
+
+
+def test_json_logging_without_any_handler_writes_to_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with bare_root_logger() as root:
+        configure_json_logging("INFO")
+        [handler] = root.handlers
+        logging.getLogger("toq.test.stderr").info("to stderr")
+        handler.flush()
+    [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert (line["level"], line["message"]) == ("INFO", "to stderr")
+
+
+def test_a_lambda_without_log_level_logs_at_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    with new_lambda_container(monkeypatch, "") as stream:
+        monkeypatch.delenv("LOG_LEVEL")
+        _runtime.setup_logging()
+        logger = logging.getLogger("toq.pipeline.handlers")
+        logger.debug("hidden")
+        logger.info("shown")
+    assert [line["message"] for line in lines(stream)] == ["shown"]
+
+
+def test_handlers_outside_lambda_leave_configured_logging_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Called in a process whose logging is already set up (Django, a test run), a handler
+    neither replaces its formatters nor changes its level."""
+    monkeypatch.setattr(_runtime, "_logging_ready", False)
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    stream = io.StringIO()
+    plain = logging.Formatter("%(levelname)s %(message)s")
+    with bare_root_logger() as root:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(plain)
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+        _runtime.setup_logging()
+        assert (root.handlers, handler.formatter, root.level) == ([handler], plain, logging.WARNING)
+
+
+def test_handlers_outside_lambda_set_up_json_logs_when_nothing_did(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_runtime, "_logging_ready", False)
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    with bare_root_logger():
+        _runtime.setup_logging()
+        logger = logging.getLogger("toq.pipeline.handlers")
+        logger.info("hidden")
+        logger.warning("shown")
+    [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert (line["level"], line["message"]) == ("WARNING", "shown")
+
+
+@pytest.mark.parametrize(
+    ("event", "fields"),
+    [
+        (
+            {"jobId": 1, "listingIdentityId": L, "traceparent": TRACE, "assets": []},
+            {"job_id": 1, "listing_identity_id": L, "traceparent": TRACE},
+        ),
+        (  # FinalizeAndCallback: the job is in the callback's body
+            {"statusCode": 200, "body": {"jobId": 2, "listingIdentityId": L, "traceparent": TRACE}},
+            {"job_id": 2, "listing_identity_id": L, "traceparent": TRACE},
+        ),
+        (  # a MediaConvert job: in its UserMetadata
+            {"Role": "r", "UserMetadata": {"jobId": "3", "listingIdentityId": "9"}},
+            {"job_id": "3", "listing_identity_id": "9", "traceparent": None},
+        ),
+        (  # a body that is not an object is not where the job is
+            {"jobId": 4, "listingIdentityId": L, "body": "text", "traceparent": ""},
+            {"job_id": 4, "listing_identity_id": L, "traceparent": None},
+        ),
+        ({}, {"job_id": None, "listing_identity_id": None, "traceparent": None}),
+        (["not", "an", "object"], {}),
+    ],
+)
+def test_the_job_fields_of_a_log_line_come_from_where_the_event_keeps_them(
+    event: Any, fields: dict[str, Any]
+) -> None:
+    """An empty traceparent is no traceparent (left out of the lines, not logged as "")."""
+    assert _runtime.job_fields(event) == fields

@@ -65,7 +65,7 @@ def execution_name(job_id: int | str, message_id: str) -> str:
 def traceparent_for(message_id: str) -> str:
     """A W3C traceparent derived from the message id, for messages that carry none: stable
     across redeliveries, so the execution input (and its idempotency) does not change."""
-    digest = hashlib.sha256(message_id.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(message_id.encode()).hexdigest()
     return f"00-{digest[:32]}-{digest[32:48]}-01"
 
 

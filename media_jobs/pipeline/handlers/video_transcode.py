@@ -15,7 +15,8 @@ iteration turns that into an error of that video); so does this handler's job fo
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import string
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -28,15 +29,19 @@ from media_jobs.pipeline.video import transcode_one, transcode_videos
 
 
 def _input_keys(job: Mapping[str, Any], bucket: str) -> list[str]:
+    """The keys of the job's inputs; like MediaConvert, a job without one, or naming
+    anything but an object of ``bucket``, fails."""
     keys = []
     for job_input in job.get("Settings", {}).get("Inputs", []):
-        uri = urlparse(str(job_input.get("FileInput", "")))
-        if uri.scheme != "s3" or uri.netloc != bucket or not uri.path.strip("/"):
+        file_input = job_input.get("FileInput")
+        uri = urlparse(str(file_input))
+        key = uri.path.lstrip("/")
+        if uri.scheme != "s3" or uri.netloc != bucket or not key:
             raise PipelineError(
                 ErrorCode.VIDEO_TRANSCODE_FAILED,
-                f"input {job_input.get('FileInput')!r} is not an object of bucket {bucket!r}",
+                f"input {file_input!r} is not an object of bucket {bucket!r}",
             )
-        keys.append(uri.path.lstrip("/"))
+        keys.append(key)
     if not keys:
         raise PipelineError(ErrorCode.VIDEO_TRANSCODE_FAILED, "the job has no input")
     return keys
@@ -54,11 +59,12 @@ def run_media_convert_job(
 ) -> dict[str, Any]:
     transcoded = []
     for key in _input_keys(job, storage.bucket):
-        asset = {"key": key, "sourceKey": key, "etag": _etag(storage, key)}
+        asset = {"key": key, "etag": _etag(storage, key)}
         transcoded.append(transcode_one(asset, storage=storage, config=config))
     return {
         "Job": {
-            "Id": f"{uuid.uuid4().int % 10**13:013d}-ffmpeg",
+            # shaped like a MediaConvert job id (13 digits, a suffix), marked as ffmpeg's
+            "Id": "".join(secrets.choice(string.digits) for _ in range(13)) + "-ffmpeg",
             "Status": "COMPLETE",
             "Role": job.get("Role"),
             "UserMetadata": dict(job.get("UserMetadata") or {}),
