@@ -51,6 +51,9 @@ X264_BUFSIZE = "16M"
 AAC_BITRATE = "128k"
 STDERR_TAIL = 600
 COPY_CHUNK = 1024 * 1024
+# A duration probe reads the container's header only: it never needs the long budget of
+# a transcode (FFMPEG_TIMEOUT_SECONDS), only up to this.
+PROBE_TIMEOUT_S = 120
 
 
 def resolve_binary(name: str) -> str:
@@ -63,11 +66,11 @@ def resolve_binary(name: str) -> str:
 
 def _run(command: list[str], *, timeout_s: int, code: ErrorCode, what: str) -> None:
     try:
-        completed = subprocess.run(command, capture_output=True, timeout=timeout_s, check=False)
+        completed = subprocess.run(command, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise PipelineError(code, f"{what}: ffmpeg timed out after {timeout_s} s") from None
     if completed.returncode != 0:
-        stderr = completed.stderr.decode("utf-8", "replace").strip()[-STDERR_TAIL:]
+        stderr = completed.stderr.decode(errors="replace").strip()[-STDERR_TAIL:]
         raise PipelineError(
             code, f"{what}: ffmpeg exited with {completed.returncode}: {stderr or 'no output'}"
         )
@@ -82,7 +85,7 @@ def _duration_from_ffmpeg(path: Path, config: PipelineConfig) -> float | None:
     try:
         command = [resolve_binary(config.ffmpeg_path), "-hide_banner", "-nostdin", "-i", str(path)]
         completed = subprocess.run(
-            command, capture_output=True, timeout=min(120, config.ffmpeg_timeout_s), check=False
+            command, capture_output=True, timeout=min(PROBE_TIMEOUT_S, config.ffmpeg_timeout_s)
         )
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return None
@@ -111,7 +114,7 @@ def probe_duration(path: Path, config: PipelineConfig) -> float | None:
     ]
     try:
         completed = subprocess.run(
-            command, capture_output=True, timeout=min(120, config.ffmpeg_timeout_s), check=False
+            command, capture_output=True, timeout=min(PROBE_TIMEOUT_S, config.ffmpeg_timeout_s)
         )
         return float(completed.stdout.decode().strip())
     except (subprocess.TimeoutExpired, ValueError):

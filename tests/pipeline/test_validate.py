@@ -6,6 +6,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,44 @@ def test_normalize_rejects_malformed_messages(message: dict) -> None:
     assert err.value.code == ErrorCode.VALIDATION_ERROR
 
 
+def test_normalize_fills_an_empty_or_non_text_type_from_the_key() -> None:
+    """A type that says nothing (empty, null, not a string) is guessed like a plain key's."""
+    normalized = normalize_processing_input(
+        {
+            "jobId": 1,
+            "listingIdentityId": LISTING,
+            "assets": [
+                {"key": PHOTO_KEY, "type": ""},
+                {"key": VIDEO_KEY, "type": None},
+                {"key": VIDEO_KEY, "type": 7},
+            ],
+        }
+    )
+    assert normalized["assets"] == [
+        {"key": PHOTO_KEY, "type": "PHOTO"},
+        {"key": VIDEO_KEY, "type": "VIDEO"},
+        {"key": VIDEO_KEY, "type": "VIDEO"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("assets", "message"),
+    [
+        ("1/raw/a.jpg", "assets must be a list"),
+        ([42], "an asset must be a key or {key, type}, got 42"),
+        ([""], "an asset must be a key or {key, type}, got ''"),
+        ([{"type": "PHOTO"}], "an asset must be a key or {key, type}, got {'type': 'PHOTO'}"),
+        ([{"key": ""}], "an asset must be a key or {key, type}, got {'key': ''}"),
+    ],
+)
+def test_a_malformed_asset_list_is_refused_with_what_was_found(
+    assets: object, message: str
+) -> None:
+    with pytest.raises(PipelineError) as err:
+        normalize_processing_input({"jobId": 1, "listingIdentityId": 1, "assets": assets})
+    assert (err.value.code, err.value.message) == ("VALIDATION_ERROR", message)
+
+
 @pytest.mark.parametrize("message", [["1/raw/a.jpg"], "1/raw/a.jpg", None, 7])
 def test_a_message_that_is_not_an_object_is_a_validation_error(message: object) -> None:
     with pytest.raises(PipelineError) as err:
@@ -340,11 +379,14 @@ def test_asset_problems_are_kept_with_precise_codes(
         assert keys[name] in asset["error"] or name in ("no_raw", "dotdot")
         assert asset["error"]
     # The operator reads what was found instead of what the key says.
-    assert {n: assets[keys[n]]["error"] for n in ("text", "video_as_photo", "no_raw")} == {
+    shown = ("text", "video_as_photo", "photo_as_video", "no_raw")
+    assert {n: assets[keys[n]]["error"] for n in shown} == {
         "text": "'4101/raw/photo/vertical/vertical-04-notes.jpg' should be an image: "
         "not a known media format",
         "video_as_photo": "'4101/raw/photo/vertical/vertical-08-clip.jpg' should be an image: "
         "a mp4 file",
+        "photo_as_video": "'4101/raw/video/vertical/vertical-01-still.mp4' should be a video: "
+        "a jpeg file",
         "no_raw": "invalid raw key '4101/photo/vertical/vertical-06-misplaced.jpg': "
         "no 'raw/' folder",
     }
@@ -612,3 +654,40 @@ def test_a_video_of_no_known_format_says_so(
         "not a known media format",
     )
     assert "error" not in assets[VIDEO_KEY]
+
+
+def test_validation_is_logged_with_its_counts_and_the_failed_keys(
+    local_storage: Storage,
+    pipeline_config: PipelineConfig,
+    jpeg_by_orientation: dict[int, bytes],
+    mp4: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    missing = f"{LISTING}/raw/photo/vertical/vertical-02-missing.jpg"
+    local_storage.write(PHOTO_KEY, jpeg_by_orientation[1])
+    local_storage.write(VIDEO_KEY, mp4)
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.validate"):
+        validate_assets(
+            event(PHOTO_KEY, missing, VIDEO_KEY), storage=local_storage, config=pipeline_config
+        )
+    (record,) = [r for r in caplog.records if r.name == "toq.pipeline.validate"]
+    assert record.getMessage() == "validated 3 assets (1 images, 1 videos, 1 failed)"
+    fields = ("job_id", "listing_identity_id", "step", "traceparent", "failed_keys")
+    assert {name: getattr(record, name, None) for name in fields} == {
+        "job_id": 31,
+        "listing_identity_id": 4101,
+        "step": "validate",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "failed_keys": ["4101/raw/photo/vertical/vertical-02-missing.jpg"],
+    }
+
+
+def test_a_single_asset_is_validated_on_the_callers_thread(
+    local_storage: Storage, pipeline_config: PipelineConfig, jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    """One HEAD and one read: nothing to overlap, so no thread pool is started for it."""
+    local_storage.write(PHOTO_KEY, jpeg_by_orientation[1])
+    held = _HeldHeads(local_storage, lambda key: None)
+    result = validate_assets(event(PHOTO_KEY), storage=held, config=pipeline_config)
+    assert [a["key"] for a in result["imageAssets"]] == [PHOTO_KEY]
+    assert held.threads == {threading.current_thread().name}

@@ -8,25 +8,31 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import threading
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
 from media_jobs import sample_media
+from media_jobs.pipeline import video
 from media_jobs.pipeline.config import PipelineConfig
-from media_jobs.pipeline.errors import ErrorCode
+from media_jobs.pipeline.errors import ErrorCode, PipelineError
 from media_jobs.pipeline.keys import poster_key, transcode_key
 from media_jobs.pipeline.storage import Storage
 from media_jobs.pipeline.validate import validate_assets
 from media_jobs.pipeline.video import (
     POSTER_AT_SECONDS,
     generate_poster_frames,
+    poster_one,
     poster_time,
     probe_duration,
+    transcode_one,
     transcode_videos,
 )
 from tests.support.clips import ffmpeg, made_by_ffmpeg
@@ -106,6 +112,8 @@ def top_level_boxes(data: bytes) -> list[str]:
 def test_poster_time() -> None:
     assert poster_time(None) == 0.0
     assert poster_time(0.0) == 0.0
+    assert poster_time(-1.0) == 0.0
+    assert poster_time(0.5) == pytest.approx(0.05)  # a clip under a second still seeks
     assert poster_time(3.0) == pytest.approx(0.3)
     assert poster_time(600.0) == POSTER_AT_SECONDS
 
@@ -419,3 +427,319 @@ def test_posters_without_ffprobe_take_the_duration_from_ffmpeg(
     body = generate_poster_frames(validation, storage=local_storage, config=config)["body"]
     assert body["errors"] == []
     assert jpeg_size(local_storage, poster_key(WIDE_KEY)) == (1200, 675)
+
+
+def brightness(jpeg: bytes) -> float:
+    """The mean luma of a picture, 0 (black) .. 255 (white)."""
+    return ImageStat.Stat(Image.open(io.BytesIO(jpeg)).convert("L")).mean[0]
+
+
+def test_the_poster_is_taken_a_tenth_into_the_clip_past_a_black_first_frame(
+    local_storage: Storage, pipeline_config: PipelineConfig, tmp_path: Path
+) -> None:
+    """A 2 s clip that fades in from black over its first 0.12 s: its first frame is black,
+    the frame at 10% (0.2 s) is white, and the poster is that one."""
+    clip = made_by_ffmpeg(tmp_path / "fade-in.mp4", "-f", "lavfi", "-i",
+                          "color=c=white:s=64x48:r=25:d=2,fade=t=in:st=0:d=0.12",
+                          "-c:v", "libx264", "-preset", "ultrafast",
+                          "-pix_fmt", "yuv420p")  # fmt: skip
+    (tmp_path / "fade-in.mp4").write_bytes(clip)  # made earlier: only its bytes are kept
+    first = tmp_path / "first.jpg"
+    ffmpeg("-i", str(tmp_path / "fade-in.mp4"), "-frames:v", "1", str(first))
+    assert brightness(first.read_bytes()) < 16
+    local_storage.write(SMALL_KEY, clip)
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)
+    body = generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
+    assert body["body"]["errors"] == []
+    with local_storage.open_read(poster_key(SMALL_KEY)) as stream:
+        assert brightness(stream.read()) > 240
+
+
+def test_a_clip_whose_only_picture_is_its_cover_art_gets_the_cover_as_poster(
+    local_storage: Storage, pipeline_config: PipelineConfig, tmp_path: Path
+) -> None:
+    """An MP4 of sound with a cover picture (an "attached picture" stream, as music apps
+    write): the poster is taken from the first video stream of any kind, so it is the
+    cover, rather than the video failing for having no moving picture."""
+    clip = made_by_ffmpeg(tmp_path / "cover.mp4", "-f", "lavfi", "-i",
+                          "sine=frequency=440:duration=1", "-f", "lavfi", "-i",
+                          "color=c=red:s=32x24:d=0.04", "-map", "0", "-map", "1",
+                          "-c:a", "aac", "-c:v", "png",
+                          "-disposition:v:0", "attached_pic")  # fmt: skip
+    local_storage.write(SMALL_KEY, clip)
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)
+    body = generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
+    assert body["body"]["errors"] == []
+    assert jpeg_size(local_storage, poster_key(SMALL_KEY)) == (32, 24)
+
+
+def test_a_duration_over_an_hour_is_read_from_ffprobe_or_from_ffmpeg(
+    pipeline_config: PipelineConfig, tmp_path: Path
+) -> None:
+    """ffmpeg prints ``Duration: 01:02:04.00``: hours, minutes and seconds all count. A
+    picture every 3.5 s keeps the hour-long clip a few kilobytes."""
+    path = tmp_path / "long.mp4"
+    clip = made_by_ffmpeg(path, "-f", "lavfi", "-i", "color=c=gray:s=16x16:r=2/7", "-t", "3723.9",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")  # fmt: skip
+    path.write_bytes(clip)  # made earlier: only its bytes are kept
+    without_ffprobe = dataclasses.replace(pipeline_config, ffprobe_path="/nonexistent/ffprobe")
+    assert probe_duration(path, pipeline_config) == pytest.approx(3724.0, abs=0.01)
+    assert probe_duration(path, without_ffprobe) == pytest.approx(3724.0, abs=0.01)
+
+
+def _raised(make: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
+    with pytest.raises(PipelineError) as caught:
+        make(*args, **kwargs)
+    return caught.value.code, caught.value.message
+
+
+def test_an_ffmpeg_failure_quotes_ffmpeg_under_the_steps_own_code(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    """poster_one and transcode_one (the MediaConvert job form calls it directly) raise the
+    code of their step, and the message says which step and what ffmpeg said, with the path
+    of the step's temporary copy of the raw video."""
+    local_storage.write(CORRUPT_KEY, clips["corrupt"])
+    (asset,) = validated(local_storage, pipeline_config, CORRUPT_KEY)["videoAssets"]
+    said = (
+        r"ffmpeg exited with \d+: \[mov,mp4,m4a,3gp,3g2,mj2 @ 0x[0-9a-f]+\] moov atom not found"
+        r"\n/\S+/toq-{step}-\w+/source\.mp4: Invalid data found when processing input"
+    )
+    code, message = _raised(poster_one, asset, storage=local_storage, config=pipeline_config)
+    assert code == "VIDEO_THUMBNAIL_FAILED"
+    assert re.fullmatch("poster frame: " + said.format(step="poster"), message), message
+    code, message = _raised(transcode_one, asset, storage=local_storage, config=pipeline_config)
+    assert code == "VIDEO_TRANSCODE_FAILED"
+    expected = re.escape(f"transcode of {CORRUPT_KEY!r}: ") + said.format(step="transcode")
+    assert re.fullmatch(expected, message), message
+    assert list(local_storage.list(f"{LISTING}/processed/")) == []
+
+
+def fake_ffmpeg(folder: Path, script: str) -> str:
+    """An executable standing in for ffmpeg (a broken build or layer): ``script`` is sh."""
+    path = folder / "ffmpeg"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+STEPS = {
+    "poster": (poster_one, "VIDEO_THUMBNAIL_FAILED", "poster frame"),
+    "transcode": (transcode_one, "VIDEO_TRANSCODE_FAILED", f"transcode of {SMALL_KEY!r}"),
+}
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize(
+    ("script", "timeout_s", "said"),
+    [
+        ("exit 3", 60, "ffmpeg exited with 3: no output"),
+        # the last 600 characters, undecodable bytes replaced, surrounding blanks dropped
+        ('cat "$(dirname "$0")/stderr" >&2; exit 1', 60,
+         "ffmpeg exited with 1: " + "x" * 590 + " \ufffd the end"),
+        ("exec sleep 30", 1, "ffmpeg timed out after 1 s"),
+    ],
+    ids=["silent", "noisy", "stuck"],
+)  # fmt: skip
+def test_what_a_failing_ffmpeg_said_is_the_videos_error(
+    local_storage: Storage,
+    pipeline_config: PipelineConfig,
+    clips: dict[str, bytes],
+    tmp_path: Path,
+    step: str,
+    script: str,
+    timeout_s: int,
+    said: str,
+) -> None:
+    (tmp_path / "stderr").write_bytes(b"\xff\xfe head " + b"x" * 1000 + b" \xfe the end\n \n")
+    config = dataclasses.replace(
+        pipeline_config, ffmpeg_path=fake_ffmpeg(tmp_path, script), ffmpeg_timeout_s=timeout_s
+    )
+    make, code, what = STEPS[step]
+    local_storage.write(SMALL_KEY, clips["small"])
+    (asset,) = validated(local_storage, config, SMALL_KEY)["videoAssets"]
+    assert _raised(make, asset, storage=local_storage, config=config) == (code, f"{what}: {said}")
+    assert list(local_storage.list(f"{LISTING}/processed/")) == []
+
+
+def test_an_ffmpeg_that_writes_an_empty_poster_fails_that_video(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Exit 0 and a 0-byte JPEG, at 10% and again at the first frame: no empty poster is
+    published."""
+    broken = fake_ffmpeg(tmp_path, 'for last; do :; done\n: > "$last"\nexit 0')
+    config = dataclasses.replace(pipeline_config, ffmpeg_path=broken)
+    local_storage.write(SMALL_KEY, clips["small"])
+    (asset,) = validated(local_storage, config, SMALL_KEY)["videoAssets"]
+    assert _raised(poster_one, asset, storage=local_storage, config=config) == (
+        "VIDEO_THUMBNAIL_FAILED",
+        f"{SMALL_KEY!r}: no video frame could be decoded",
+    )
+    assert list(local_storage.list(f"{LISTING}/processed/")) == []
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_video_key_without_a_raw_folder_is_that_videos_error(
+    local_storage: Storage, pipeline_config: PipelineConfig, step: str
+) -> None:
+    """A hand-made input (not from validation) with a key outside docs/contract.md §2."""
+    key = f"{LISTING}/video/horizontal/horizontal-01-tour.mp4"
+    make, code, _ = STEPS[step]
+    asset = {"key": key, "type": "VIDEO_HORIZONTAL", "etag": "0" * 32}
+    assert _raised(make, asset, storage=local_storage, config=pipeline_config) == (
+        code,
+        f"invalid raw key {key!r}: no 'raw/' folder",
+    )
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_video_deleted_after_validation_is_that_videos_error(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes], step: str
+) -> None:
+    local_storage.write(SMALL_KEY, clips["small"])
+    (asset,) = validated(local_storage, pipeline_config, SMALL_KEY)["videoAssets"]
+    local_storage.delete(SMALL_KEY)
+    make, code, _ = STEPS[step]
+    assert _raised(make, asset, storage=local_storage, config=pipeline_config) == (
+        code,
+        f"raw object {SMALL_KEY!r} does not exist",
+    )
+
+
+def test_a_video_without_an_etag_is_processed_again_and_its_poster_names_no_source(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes]
+) -> None:
+    """Without the raw object's etag nothing can prove an existing output was made from
+    it: the poster is made again, and written without a ``source-etag``."""
+    local_storage.write(SMALL_KEY, clips["small"])
+    poster = poster_key(SMALL_KEY)
+    local_storage.write(poster, b"\xff\xd8\xff marker", metadata={"source-etag": "None"})
+    validation = {"videoAssets": [{"key": SMALL_KEY, "type": "VIDEO_HORIZONTAL"}]}
+    body = generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
+    assert body["body"]["errors"] == []
+    assert jpeg_size(local_storage, poster) == (320, 240)
+    assert local_storage.head(poster).metadata == {}
+
+
+def _missing_video(name: str, **fields: Any) -> dict[str, Any]:
+    key = f"{LISTING}/raw/video/horizontal/horizontal-0{name}.mp4"
+    return {"key": key, "type": "VIDEO_HORIZONTAL", "etag": "0" * 32, **fields}
+
+
+@pytest.mark.parametrize("branch", [generate_poster_frames, transcode_videos])
+def test_the_video_branches_take_the_valid_videos_of_the_validation(
+    local_storage: Storage, pipeline_config: PipelineConfig, branch: Any
+) -> None:
+    """``videoAssets`` when the input has it (even empty); otherwise the ``assets`` that
+    are videos and did not fail. The videos here are missing objects: each one taken is
+    one error entry, with no ffmpeg run."""
+    photo = {"key": f"{LISTING}/raw/photo/vertical/vertical-01-p.jpg", "type": "PHOTO"}
+    failed = _missing_video("1-failed", error="raw object is empty", errorCode="EMPTY_OBJECT")
+    untyped = {k: v for k, v in _missing_video("2-untyped").items() if k != "type"}
+    taken = _missing_video("3-taken")
+    assets = [photo, failed, untyped, taken]
+
+    def sources(validation: dict[str, Any]) -> list[str]:
+        body = branch(validation, storage=local_storage, config=pipeline_config)["body"]
+        assert body["generatedAssets"] == []
+        return [error["sourceKey"] for error in body["errors"]]
+
+    assert sources({"assets": assets}) == [taken["key"]]
+    assert sources({"assets": assets, "videoAssets": []}) == []
+    assert sources({"assets": [], "videoAssets": [taken]}) == [taken["key"]]
+    assert sources({}) == []
+
+
+class _Clock:
+    """``time`` for the video module: monotonic() answers the given readings in turn."""
+
+    def __init__(self, *readings: float) -> None:
+        self._readings: Iterator[float] = iter(readings)
+
+    def monotonic(self) -> float:
+        return next(self._readings)
+
+
+@pytest.mark.parametrize(
+    ("branch", "what", "step", "code", "make_key"),
+    [
+        (generate_poster_frames, "poster frame", "video_thumbnails", "VIDEO_THUMBNAIL_FAILED",
+         poster_key),
+        (transcode_videos, "transcode", "video_transcode", "VIDEO_TRANSCODE_FAILED",
+         transcode_key),
+    ],
+    ids=["posters", "transcodes"],
+)  # fmt: skip
+def test_each_video_is_logged_with_its_outcome_and_duration(
+    local_storage: Storage,
+    pipeline_config: PipelineConfig,
+    clips: dict[str, bytes],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    branch: Any,
+    what: str,
+    step: str,
+    code: str,
+    make_key: Any,
+) -> None:
+    """One line per video (ready, or failed with the reason), with the job's ids, the step,
+    the error code and the milliseconds it took; a skipped output says so first."""
+    local_storage.write(SMALL_KEY, clips["small"])
+    etag = local_storage.head(SMALL_KEY).etag
+    output = make_key(SMALL_KEY)
+    local_storage.write(output, b"made before", metadata={"source-etag": etag})
+    gone = _missing_video("9-gone")
+    validation = {
+        "jobId": 77,
+        "listingIdentityId": LISTING,
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "videoAssets": [{"key": SMALL_KEY, "type": "VIDEO_HORIZONTAL", "etag": etag}, gone],
+    }
+    monkeypatch.setattr(video, "time", types.SimpleNamespace(
+        monotonic=_Clock(10.0, 12.5, 20.0, 21.5).monotonic))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.video"):
+        branch(validation, storage=local_storage, config=pipeline_config)
+    fields = ("job_id", "listing_identity_id", "step", "traceparent", "error_code", "duration_ms")
+    logged = [
+        (r.levelname, r.getMessage(), {f: getattr(r, f) for f in fields if hasattr(r, f)})
+        for r in caplog.records
+        if r.name == "toq.pipeline.video"
+    ]
+    ids = {
+        "job_id": 77,
+        "listing_identity_id": LISTING,
+        "step": step,
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }
+    assert logged == [
+        ("INFO", f"{what} already present for this source, skipped: {output}", {}),
+        ("INFO", f"{what} ready for {SMALL_KEY}", {**ids, "duration_ms": 2500}),
+        (
+            "WARNING",
+            f"{what} failed for {gone['key']}: raw object {gone['key']!r} does not exist",
+            {**ids, "error_code": code, "duration_ms": 1500},
+        ),
+    ]
+
+
+def test_a_clip_with_sound_becomes_a_faststart_h264_mp4_with_stereo_aac(
+    local_storage: Storage, pipeline_config: PipelineConfig, clips: dict[str, bytes], tmp_path: Path
+) -> None:
+    """The fast suite's transcode with an audio track (the small clip's mono tone)."""
+    local_storage.write(SMALL_KEY, clips["small"])
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)
+    transcode_videos(validation, storage=local_storage, config=pipeline_config)
+    output = transcode_key(SMALL_KEY)
+    info = local_storage.head(output)
+    assert info.content_type == "video/mp4"
+    assert info.metadata == {"source-etag": local_storage.head(SMALL_KEY).etag}
+    local = tmp_path / "transcoded.mp4"
+    with local_storage.open_read(output) as stream:
+        local.write_bytes(stream.read())
+    streams = {s["codec_type"]: s for s in ffprobe(local)["streams"]}
+    assert set(streams) == {"video", "audio"}
+    assert (streams["video"]["codec_name"], streams["video"]["profile"]) == ("h264", "High")
+    assert (streams["video"]["width"], streams["video"]["height"]) == (320, 240)
+    assert (streams["audio"]["codec_name"], streams["audio"]["channels"]) == ("aac", 2)
+    boxes = top_level_boxes(local.read_bytes())
+    assert boxes.index("moov") < boxes.index("mdat"), boxes
