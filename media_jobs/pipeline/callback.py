@@ -25,7 +25,7 @@ log = logging.getLogger("toq.pipeline.callback")
 
 def sign(body: bytes, secret: str) -> str:
     """hex(HMAC-SHA256(secret, body))."""
-    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def verify_signature(body: bytes, secret: str, signature: str | None) -> bool:
@@ -36,8 +36,8 @@ def verify_signature(body: bytes, secret: str, signature: str | None) -> bool:
     """
     if not secret or not signature:
         return False
-    expected = sign(body, secret).encode("ascii")
-    given = signature.strip().lower().encode("utf-8", "replace")
+    expected = sign(body, secret).encode()
+    given = signature.strip().lower().encode(errors="replace")
     return hmac.compare_digest(expected, given)
 
 
@@ -57,7 +57,7 @@ def serialise_payload(payload: Any) -> bytes:
     """Canonical JSON bytes: sorted keys, no whitespace, UTF-8, NaN refused."""
     return json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    ).encode()
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def send_callback(
             status_code = response.status_code
             # Read at most the excerpt: a misbehaving endpoint cannot make us buffer megabytes.
             head = next(response.iter_content(EXCERPT_BYTES), b"")
-            excerpt = head[:EXCERPT_BYTES].decode("utf-8", "replace")
+            excerpt = head[:EXCERPT_BYTES].decode(errors="replace")
         finally:
             response.close()
         if not 200 <= status_code < 300:

@@ -55,7 +55,7 @@ from ..models import (
     MediaProcessingJob,
 )
 from ..pipeline.callback import verify_signature
-from ..pipeline.consolidate import MAX_ID, InvalidJobReference, job_reference_value
+from ..pipeline.consolidate import InvalidJobReference, job_reference_value
 from ..pipeline.errors import ErrorCode
 from ..pipeline.logs import log_context
 from ..selectors.dispatch import job_asset_ids
@@ -154,7 +154,7 @@ def _reject_constant(name: str) -> Any:
 def parse_callback_body(raw_body: bytes) -> dict[str, Any]:
     """The JSON object, or ApplicationError (400) saying what is wrong with it."""
     try:
-        text = raw_body.decode("utf-8")
+        text = raw_body.decode()
     except UnicodeDecodeError as exc:
         raise ApplicationError(MSG_NOT_JSON.format(reason=f"not UTF-8 ({exc.reason})")) from None
     try:
@@ -181,8 +181,9 @@ def _text(value: Any) -> str:
     Lone surrogates (valid in JSON escapes, not in UTF-8 columns) become "?"."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text.encode("utf-8", "replace").decode("utf-8")
+    # Every value here came out of json.loads (or is a str): json.dumps takes it as it is.
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text.encode(errors="replace").decode()
 
 
 def _parse_started_at(value: Any) -> datetime | None:
@@ -209,13 +210,13 @@ def stored_callback_text(raw_body: bytes) -> tuple[str, bool]:
     at a UTF-8 boundary plus a marker with the full size and sha256. Deterministic, so a
     replay of a large body is still recognised."""
     if len(raw_body) <= TEXT_MAX_BYTES:
-        return raw_body.decode("utf-8"), False
+        return raw_body.decode(), False
     digest = hashlib.sha256(raw_body).hexdigest()
     marker = (
         f"\n...[truncated by the portal: the body is {len(raw_body)} bytes, sha256 {digest}; "
         "the full body is in the job's callback event]"
     ).encode()
-    head = raw_body[: TEXT_MAX_BYTES - len(marker)].decode("utf-8", errors="ignore")
+    head = raw_body[: TEXT_MAX_BYTES - len(marker)].decode(errors="ignore")
     return head + marker.decode(), True
 
 
@@ -224,14 +225,14 @@ def _error_parts(body: Mapping[str, Any]) -> dict[str, Any]:
     processing bodies say ``error.code``/``message``, the finalization failure body keeps
     Step Functions' ``Error``/``Cause``."""
     error = body.get("error")
-    code = message = ""
     meta: Any = None
     if isinstance(error, Mapping):
         code = _text(error.get("code") or error.get("Error"))
         message = _text(error.get("message") or error.get("Cause"))
         meta = error.get("details")
-    elif error not in (None, "", {}):
-        message = _text(error)
+    else:
+        # A string (or any other JSON value) is the message; null is "".
+        code, message = "", _text(error)
     return {
         "code": code,
         "message": message,
@@ -247,7 +248,7 @@ def _error_code_and_message(body: Mapping[str, Any]) -> tuple[str, str]:
         message = _text(error.get("message") or error.get("Cause"))
     else:
         code, message = "", _text(error)
-    status = _text(body.get("status")) or "FAILED"
+    status = _text(body.get("status"))  # never empty: it is one of the failure statuses
     return code or status, message or _text(body.get("failureReason")) or status
 
 
@@ -481,7 +482,7 @@ def _raw_body_detail(job: MediaProcessingJob, raw_body: bytes, digest: str) -> d
     )
     if holder is not None:
         return {"rawBodyEventId": holder}
-    return {"rawBody": raw_body.decode("utf-8")}
+    return {"rawBody": raw_body.decode()}
 
 
 # --- the receiver -------------------------------------------------------------------------
@@ -515,8 +516,6 @@ def callback_apply(
     body = parse_callback_body(raw_body)
     job_id = _id(body, "jobId")
     listing_identity_id = _id(body, "listingIdentityId")
-    if not 0 < job_id <= MAX_ID:
-        raise NotFoundError(MSG_UNKNOWN_JOB.format(job_id=job_id))
     traceparent = body.get("traceparent") if isinstance(body.get("traceparent"), str) else None
     with log_context(
         job_id=job_id,

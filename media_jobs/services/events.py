@@ -25,7 +25,7 @@ def json_safe(value: Any) -> Any:
     if value is None:
         return None
     text = json.dumps(value, default=str, ensure_ascii=False)
-    return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    return json.loads(text.encode(errors="replace").decode())
 
 
 def event_record(

@@ -6,11 +6,14 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
 import requests
 
+from media_jobs.pipeline import callback as callback_module
 from media_jobs.pipeline.callback import (
     EXCERPT_BYTES,
     SIGNATURE_HEADER,
@@ -268,3 +271,87 @@ def test_an_attempt_without_an_answer_has_no_excerpt() -> None:
     with pytest.raises(CallbackFailed) as caught:
         send_callback(BODY, url=url, secret=SECRET, timeout_s=2)
     assert (caught.value.attempt.response_excerpt, caught.value.attempt.status_code) == ("", None)
+
+
+@pytest.fixture
+def endless_answer() -> Iterator[str]:
+    """A server that answers 200 with a body announced as 10 MB, sends its first 4 KB and
+    then nothing more until the test ends: a misbehaving endpoint."""
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return  # the client went away before its request was complete
+                request += chunk
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 10000000\r\n\r\n" + b"a" * 4096
+            )
+            done.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/callback"
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+
+
+def test_only_the_excerpt_of_an_endless_answer_is_read(endless_answer: str) -> None:
+    """The attempt reads the first 2 KB of the answer and hangs up: an endpoint that sends
+    a huge (here: never-ending) body neither makes us buffer it nor turns an accepted
+    callback into a read timeout."""
+    attempt = send_callback(BODY, url=endless_answer, secret=SECRET, timeout_s=1)
+    assert (attempt.status_code, attempt.error) == (200, None)
+    assert attempt.response_excerpt == "a" * 2048
+    assert attempt.latency_ms < 1000
+
+
+class _Clock:
+    """perf_counter for send_callback: the POST starts at 100 s, the answer is in 312.34 ms."""
+
+    def __init__(self) -> None:
+        self.readings = iter([100.0, 100.31234])
+
+    def perf_counter(self) -> float:
+        return next(self.readings)
+
+
+def test_latency_is_in_milliseconds_to_a_tenth(
+    receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(callback_module, "time", _Clock())
+    attempt = send_callback(BODY, url=receiver.url, secret=SECRET)
+    assert attempt.latency_ms == 312.3
+
+
+def test_an_empty_answer_has_an_empty_excerpt(receiver: CallbackReceiver) -> None:
+    receiver.plan(PlannedResponse(status=204, body=b""))
+    attempt = send_callback(BODY, url=receiver.url, secret=SECRET)
+    assert (attempt.status_code, attempt.response_excerpt) == (204, "")
+
+
+def test_a_signature_that_is_not_text_is_wrong_not_an_error() -> None:
+    """A lone surrogate cannot be encoded: the signature is refused like any wrong one."""
+    body = serialise_payload(BODY)
+    assert not verify_signature(body, SECRET, "\ud800" + sign(body, SECRET)[1:])
+
+
+def test_only_a_json_object_has_a_body_member() -> None:
+    """An event that is a list is posted as it is, even when one of its items is "body"."""
+    assert callback_payload(["body", 1]) == ["body", 1]

@@ -568,3 +568,39 @@ def test_branch_entries_without_a_source_key_go_to_no_asset_whatever_its_key() -
             "errorMessage": "invalid raw key 'XXXX'",
         }
     ]
+
+
+def test_failed_raw_keys_keep_their_non_ascii_characters() -> None:
+    """failedRawKeys is JSON text inside a string: a raw key with accents is written as it
+    is (UTF-8), not as \\u escapes."""
+    raw = f"{L}/raw/photo/vertical/vertical-01-fachada-água.jpg"
+    branch = {
+        "body": {
+            "status": "SUCCESS",
+            "generatedAssets": [],
+            "errors": [{"sourceKey": raw, "errorCode": "CORRUPT_IMAGE", "errorMessage": "m"}],
+        }
+    }
+    body = consolidate(event([asset(raw, "PHOTO_VERTICAL")], [branch]))["body"]
+    assert body["error"]["details"]["failedRawKeys"] == (
+        '["4711/raw/photo/vertical/vertical-01-fachada-água.jpg"]'
+    )
+
+
+def test_an_asset_without_a_key_or_a_type_still_gets_an_output() -> None:
+    """Missing strings are "" (the backend decodes strings): an asset with no key has the
+    raw key "", one with no type names its outputs "<size>_unknown"."""
+    keyless, untyped = {"type": "PHOTO_VERTICAL"}, {"key": RAW_A, "sourceKey": RAW_A}
+    result = thumbnails_result(RAW_A, "PHOTO_HORIZONTAL", sizes=("large",))
+    first, second = consolidate(event([keyless, untyped], [result]))["body"]["outputs"]
+    assert (first["rawKey"], first["outputs"], first["processedKey"]) == ("", {}, "")
+    assert second["outputs"] == {"large_unknown": derivative(RAW_A, "large")}
+
+
+def test_a_derivative_without_a_key_is_listed_like_the_go_mapper_does() -> None:
+    """Go's MapGeneratedAsset names a derivative by its resolution folder, "original" when
+    there is none: one without a key is listed as original_<type> with the key "" and
+    never becomes the processedKey."""
+    keyless = {"body": {"generatedAssets": [{"sourceKey": RAW_A}], "errors": []}}
+    [out] = consolidate(event([asset(RAW_A, "PHOTO_HORIZONTAL")], [keyless]))["body"]["outputs"]
+    assert (out["outputs"], out["processedKey"]) == ({"original_photo_horizontal": ""}, "")

@@ -223,12 +223,15 @@ def test_failed_without_outputs_for_a_job_started_elsewhere_fails_the_listings_p
 ):
     job, assets = processing_job(listing=503)
     done = AssetFactory(listing_identity_id=503, status=AssetStatus.PROCESSED)
+    elsewhere = AssetFactory(listing_identity_id=599, status=AssetStatus.PROCESSING)
     deliver(body_for(job, "FAILED"))
     assert {a.status for a in MediaAsset.objects.filter(pk__in=[a.pk for a in assets])} == {
         "FAILED"
     }
     done.refresh_from_db()
     assert done.status == AssetStatus.PROCESSED
+    elsewhere.refresh_from_db()  # another listing's asset: not this job's
+    assert (elsewhere.status, elsewhere.metadata.get("errorCode")) == (AssetStatus.PROCESSING, None)
 
 
 def test_finalization_failure_fails_the_job_not_the_assets() -> None:
@@ -383,9 +386,10 @@ def test_the_listing_must_match_the_job() -> None:
         ("not a date", None),
         ("2025-01-02T03:04:05", datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)),
         ("2025-01-02T03:04:05+02:00", datetime(2025, 1, 2, 1, 4, 5, tzinfo=UTC)),
+        (1735787045, None),  # a number is not an ISO 8601 string
     ],
 )
-def test_started_at_outside_a_timestamp_is_ignored(started_at: str, kept: datetime | None) -> None:
+def test_started_at_outside_a_timestamp_is_ignored(started_at: Any, kept: datetime | None) -> None:
     job = JobFactory(listing_identity_id=508, status=JobStatus.PENDING)
     deliver(body_for(job, "RUNNING", startedAt=started_at))
     job.refresh_from_db()
@@ -1045,3 +1049,188 @@ def test_the_callbacks_log_line_says_what_it_did(caplog: pytest.LogCaptureFixtur
         True,
         "replay of the stored callback",
     )
+
+
+def test_another_large_body_for_the_same_job_is_kept_whole_too() -> None:
+    """The pointer is only for the same body: a different large body for a job that keeps
+    one already (here a second success, recorded and ignored) is stored in its own event."""
+    job, (asset,) = processing_job(listing=568, assets=1)
+    many = [output(asset)] + [
+        output(asset, rawKey=f"568/raw/photo/horizontal/x-{n:04d}.jpg") for n in range(700)
+    ]
+    first = serialise_payload(body_for(job, "SUCCEEDED", many))
+    second = serialise_payload(body_for(job, "SUCCEEDED", many, executionArn=ARN + "-2"))
+    assert len(first) > TEXT_MAX_BYTES and len(second) > TEXT_MAX_BYTES
+    holder = MediaJobEvent.objects.get(pk=deliver(first).event_id)
+    other = MediaJobEvent.objects.get(pk=deliver(second).event_id)
+    assert holder.detail["rawBody"] == first.decode()
+    assert other.detail["rawBody"] == second.decode() and "rawBodyEventId" not in other.detail
+
+
+def test_a_malformed_output_is_listed_cut_and_does_not_stop_the_others() -> None:
+    """A malformed entry (its rawKey is not a string) is noted as its JSON text with sorted
+    keys, cut to 200 characters; the outputs after it are still applied."""
+    job, (asset,) = processing_job(listing=569, assets=1)
+    raw = serialise_payload(body_for(job, "SUCCEEDED", ["MALFORMED", output(asset)]))
+    malformed = b'{"rawKey":7,"errorCode":"' + b"E" * 300 + b'"}'  # keys not in order
+    outcome = deliver(raw.replace(b'"MALFORMED"', malformed))
+    assert outcome.assets_updated == 1
+    asset.refresh_from_db()
+    assert asset.status == AssetStatus.PROCESSED
+    detail = MediaJobEvent.objects.get(pk=outcome.event_id).detail
+    assert detail["malformedOutputs"] == ['{"errorCode": "' + "E" * 185]
+
+
+def test_an_asset_matched_only_by_collation_does_not_stop_the_others() -> None:
+    """The case-insensitive match (``.../a.jpg`` for an output of ``.../A.JPG``) is skipped,
+    and the next asset still takes its own output."""
+    job = JobFactory(listing_identity_id=570, status=JobStatus.RUNNING)
+    lower = AssetFactory(listing_identity_id=570, s3_key_raw="570/raw/photo/horizontal/a.jpg")
+    other = AssetFactory(listing_identity_id=570, s3_key_raw="570/raw/photo/horizontal/b.jpg")
+    assert lower.pk < other.pk
+    outputs = [output(lower, rawKey="570/raw/photo/horizontal/A.JPG"), output(other)]
+    outcome = deliver(body_for(job, "SUCCEEDED", outputs))
+    assert (outcome.assets_updated, outcome.unknown_raw_keys) == (
+        1,
+        ["570/raw/photo/horizontal/A.JPG"],
+    )
+    other.refresh_from_db()
+    assert (other.status, other.s3_key_processed) == (
+        AssetStatus.PROCESSED,
+        output(other)["processedKey"],
+    )
+
+
+def test_an_output_with_an_error_code_keeps_it_whatever_its_processed_key() -> None:
+    """The key length check is for outputs without an error: a failed output keeps its own
+    code even when it also names an over-long key."""
+    asset = AssetFactory.build(metadata={})
+    callbacks.asset_set_output(
+        asset=asset, output={"errorCode": "CORRUPT_IMAGE", "processedKey": "k" * 300}
+    )
+    assert (asset.status, asset.metadata) == (
+        AssetStatus.FAILED,
+        {"errorCode": "CORRUPT_IMAGE", "error": "CORRUPT_IMAGE"},
+    )
+
+
+def test_a_lone_surrogate_in_the_callbacks_texts_is_stored_as_a_question_mark() -> None:
+    """JSON may escape a lone surrogate, UTF-8 columns cannot hold one: the error texts of
+    the job and its asset keep "?" in its place."""
+    job, (asset,) = processing_job(listing=571, assets=1)
+    body = body_for(job, "PROCESSING_FAILED", error={"code": "E", "message": "bad SURROGATE"})
+    raw = serialise_payload(body).replace(b"SURROGATE", b"\\ud800")
+    outcome = deliver(raw)
+    assert outcome.applied
+    job.refresh_from_db()
+    asset.refresh_from_db()
+    assert job.last_error == "code=E | bad ?"
+    assert (asset.metadata["errorCode"], asset.metadata["error"]) == ("E", "bad ?")
+
+
+def test_an_execution_arn_that_is_not_a_string_is_not_the_external_id() -> None:
+    job, (asset,) = processing_job(listing=572, assets=1)
+    deliver(body_for(job, "SUCCEEDED", [output(asset)], executionArn=12345))
+    job.refresh_from_db()
+    assert (job.status, job.external_id) == (JobStatus.SUCCEEDED, None)
+
+
+def test_a_partial_success_without_an_error_keeps_only_its_assets_codes() -> None:
+    """Only a failure gets a job row without a code; a partial success that names no error
+    of its own keeps the rows of its failed outputs."""
+    job, (broken, fine) = processing_job(listing=573, assets=2)
+    outputs = [output(broken, processedKey="", errorCode="CORRUPT_IMAGE"), output(fine)]
+    deliver(body_for(job, "PARTIAL_SUCCESS", outputs))
+    assert _error_rows(job) == [("asset", "CORRUPT_IMAGE", "CORRUPT_IMAGE", 1)]
+
+
+def test_a_body_of_exactly_the_size_limit_is_accepted(settings: Any) -> None:
+    job, (asset,) = processing_job(listing=574, assets=1)
+    raw = serialise_payload(body_for(job, "SUCCEEDED", [output(asset)]))
+    settings.CALLBACK_MAX_BODY_BYTES = len(raw)
+    outcome = deliver(raw)
+    assert (outcome.status_code, outcome.applied) == (200, True)
+
+
+def test_a_traceparent_that_is_not_a_string_stays_out_of_the_log_context() -> None:
+    capture = _ContextCapture()
+    log = logging.getLogger("toq.media.callbacks")
+    log.addHandler(capture)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        job, (asset,) = processing_job(listing=575, assets=1)
+        deliver(body_for(job, "SUCCEEDED", [output(asset)], traceparent=5))
+    finally:
+        log.removeHandler(capture)
+        log.setLevel(old_level)
+    context = capture.contexts[-1]
+    assert context["job_id"] == job.pk and "traceparent" not in context
+
+
+class _OtherDatabase:
+    """What ``_save_outputs`` sees of a connection that is not MySQL/MariaDB."""
+
+    vendor = "postgresql"
+
+
+def test_on_another_database_the_outputs_are_written_by_bulk_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The MariaDB statement (UPDATE ... JOIN) is MySQL syntax: on any other database the
+    assets are written by Django's bulk_update, in batches, with the same values."""
+    monkeypatch.setattr(callbacks, "connection", _OtherDatabase())
+    monkeypatch.setattr(callbacks, "OUTPUT_BATCH", 2)
+    job, assets = processing_job(listing=576, assets=3)
+    outputs = [output(a) for a in assets]
+    outputs[1] = output(assets[1], processedKey="", errorCode="CORRUPT_IMAGE", errorMessage="ã")
+    outcome = deliver(body_for(job, "PARTIAL_SUCCESS", outputs))
+    assert outcome.assets_updated == 3
+    stored = {a.pk: a for a in MediaAsset.objects.filter(listing_identity_id=576)}
+    first, failed, last = (stored[a.pk] for a in assets)
+    assert (first.status, first.s3_key_processed) == ("PROCESSED", outputs[0]["processedKey"])
+    assert (last.status, last.s3_key_processed) == ("PROCESSED", outputs[2]["processedKey"])
+    assert last.metadata["thumbnailKey"] == outputs[2]["thumbnailKey"]
+    assert (failed.status, failed.s3_key_processed) == ("FAILED", None)
+    assert (failed.metadata["errorCode"], failed.metadata["error"]) == ("CORRUPT_IMAGE", "ã")
+
+
+def test_a_bad_id_is_refused_with_the_rule_it_breaks() -> None:
+    with pytest.raises(ApplicationError) as refused:
+        deliver({"jobId": 1, "listingIdentityId": "12a", "status": "SUCCEEDED"})
+    assert refused.value.status_code == 400
+    assert refused.value.message == (
+        "listingIdentityId must be an integer from 0 to 4294967295, as a number or a string "
+        "of digits; got '12a'"
+    )
+
+
+def test_a_finalization_jobs_payload_never_counts_assets() -> None:
+    """A finalization (ZIP) job's figures are the ZIP's: a failure body that lists outputs
+    anyway leaves its payload empty, not turned into asset counts."""
+    job = JobFactory(
+        listing_identity_id=577,
+        status=JobStatus.RUNNING,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    asset = AssetFactory(listing_identity_id=577, status=AssetStatus.PROCESSED)
+    body = body_for(
+        job, "FINALIZATION_FAILED", [output(asset)], error={"Error": "ZIP_FAILED", "Cause": "c"}
+    )
+    deliver(body)
+    job.refresh_from_db()
+    assert (job.status, job.payload) == (JobStatus.FAILED, None)
+
+
+def test_an_output_applies_to_the_jobs_listing_only() -> None:
+    """Only the job's listing is looked in: an asset of another listing that holds the same
+    raw key (a copied row, say) keeps its state, and the output counts as unknown."""
+    job = JobFactory(listing_identity_id=578, status=JobStatus.RUNNING)
+    key = "578/raw/photo/horizontal/copied.jpg"
+    stranger = AssetFactory(
+        listing_identity_id=579, s3_key_raw=key, status=AssetStatus.PROCESSING, metadata={}
+    )
+    outcome = deliver(body_for(job, "SUCCEEDED", [output(stranger)]))
+    assert (outcome.assets_updated, outcome.unknown_raw_keys) == (0, [key])
+    stranger.refresh_from_db()
+    assert (stranger.status, stranger.s3_key_processed) == (AssetStatus.PROCESSING, None)

@@ -154,3 +154,69 @@ def test_a_receiver_slower_than_the_timeout_is_a_failed_attempt(
     delivery = callback_deliver(job=JobFactory(), body=BODY, max_attempts=1)
     assert (delivery.succeeded, delivery.response_status) == (False, None)
     assert "Timeout" in delivery.error, delivery.error
+
+
+def test_a_missing_callback_url_is_refused_by_name(settings: Any) -> None:
+    settings.CALLBACK_URL = ""
+    settings.CALLBACK_SECRET = "s"
+    with pytest.raises(ApplicationError) as refused:
+        callback_deliver(job=JobFactory(), body=BODY)
+    assert str(refused.value) == "CALLBACK_URL is not configured: there is nowhere to send it"
+
+
+def test_a_refused_replay_leaves_the_outbox_entry_pending_and_is_recorded_as_failed(
+    receiver: CallbackReceiver, settings: Any
+) -> None:
+    """A replay is one attempt of its own (attempt 1, whatever the original's number); when
+    the backend refuses it too, the result is still owed: the entry stays pending with its
+    error, and the timeline says the replay failed."""
+    settings.CALLBACK_MAX_ATTEMPTS = 2
+    receiver.plan(*[PlannedResponse(status=503)] * 3)
+    job = JobFactory()
+    original = callback_deliver(job=job, body=BODY, sleep=lambda _: None)
+    assert original is not None and original.attempt == 2
+
+    replay = delivery_replay(delivery=original)
+
+    assert (replay.succeeded, replay.attempt, replay.response_status) == (False, 1, 503)
+    entry = CallbackOutbox.objects.get(job_id=job.pk)
+    assert (entry.state, entry.delivered_at, entry.last_error) == ("pending", None, "HTTP 503")
+    event = MediaJobEvent.objects.filter(job_id=job.pk, step="callback_delivery").latest("pk")
+    assert event.kind == "failed"
+    assert (event.detail["deliveryId"], event.detail["error"]) == (replay.pk, "HTTP 503")
+
+
+def test_replaying_a_delivered_result_keeps_its_delivery_time(receiver: CallbackReceiver) -> None:
+    """The outbox entry was delivered by the first attempt: an accepted replay sends the
+    bytes again but does not move the entry's delivered_at to the replay."""
+    job = JobFactory()
+    original = callback_deliver(job=job, body=BODY)
+    entry = CallbackOutbox.objects.get(job_id=job.pk)
+    assert entry.state == "delivered" and entry.delivered_at is not None
+
+    replay = delivery_replay(delivery=original)
+
+    assert replay.succeeded and replay.created_at > entry.delivered_at
+    stored = CallbackOutbox.objects.get(pk=entry.pk)
+    assert (stored.state, stored.delivered_at) == ("delivered", entry.delivered_at)
+
+
+def test_a_delivery_without_an_outbox_entry_is_replayed(receiver: CallbackReceiver) -> None:
+    """Attempts logged before the outbox existed have none: the replay is sent and
+    recorded all the same, with no outbox entry to deliver."""
+    job = JobFactory()
+    old = CallbackDelivery.objects.create(
+        job_id=job.pk, url=receiver.url, request_body='{"jobId":1,"status":"FAILED"}', attempt=3
+    )
+
+    replay = delivery_replay(delivery=old)
+
+    assert (replay.succeeded, replay.outbox_id, replay.replay_of_id) == (True, None, old.pk)
+    assert receiver.received[-1].body == b'{"jobId":1,"status":"FAILED"}'
+    assert not CallbackOutbox.objects.filter(job_id=job.pk).exists()
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert (event.kind, event.detail["outboxId"], event.detail["replayOf"]) == (
+        "succeeded",
+        None,
+        old.pk,
+    )

@@ -26,7 +26,7 @@ def test_event_record_appends_to_the_timeline_in_order() -> None:
     )
     assert list(job_timeline(job=job)) == [first, second]
     second.refresh_from_db()
-    assert second.duration_ms == 13
+    assert (second.step, second.kind, second.duration_ms) == ("validate", "succeeded", 13)
     assert second.detail == {"at": "2025-01-01 00:00:00+00:00", "keys": ["a"]}
 
 
