@@ -131,7 +131,7 @@ def _attempt_rows(
     # Key transforms only: a part's succeeded event carries its whole result.
     return list(
         rows.order_by("id").values(
-            "id", "kind", "at", "detail__taskId", "detail__worker", "detail__heartbeatAt"
+            "kind", "at", "detail__taskId", "detail__worker", "detail__heartbeatAt"
         )
     )
 

@@ -121,7 +121,7 @@ def job_errors_record(
         for key in existing.values_list("scope", "code", "message"):
             merged.pop(key, None)
     rows = error_rows(model=MediaJobError, job=job, merged=merged)
-    return MediaJobError.objects.bulk_create(rows) if rows else []
+    return MediaJobError.objects.bulk_create(rows)  # no query for an empty list
 
 
 def job_errors_backfill(*, jobs: Iterable[MediaProcessingJob]) -> int:

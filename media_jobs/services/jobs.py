@@ -44,10 +44,10 @@ def format_last_error(
 
 def truncate_text(text: str, limit: int = TEXT_MAX_BYTES) -> str:
     """Fit ``text`` into a TEXT column (bytes, utf-8), keeping its end: the newest lines."""
-    data = text.encode("utf-8")
+    data = text.encode()
     if len(data) <= limit:
         return text
-    return data[-limit:].decode("utf-8", errors="ignore")
+    return data[-limit:].decode(errors="ignore")
 
 
 def now_seconds() -> datetime:

@@ -114,14 +114,14 @@ def _planned(asset: MediaAsset) -> PlannedAsset:
     )
 
 
-def _active_processing_job(listing_identity_id: int, *, exclude: int | None = None) -> int | None:
+def _active_processing_job(listing_identity_id: int) -> int | None:
+    """The newest processing job of the listing still PENDING or RUNNING (a job being
+    retried is terminal, so it is never its own blocker)."""
     jobs = MediaProcessingJob.objects.filter(
         listing_identity_id=listing_identity_id,
         provider=JobProvider.STEP_FUNCTIONS,
         status__in=ACTIVE_JOB_STATUSES,
     )
-    if exclude is not None:
-        jobs = jobs.exclude(pk=exclude)
     return jobs.order_by("-id").values_list("id", flat=True).first()
 
 
@@ -149,7 +149,8 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         asset_type__in=OUTPUT_ASSET_TYPES
     )
     if kind == KIND_FINALIZATION:
-        assets = [_planned(a) for a in listing_assets.order_by("asset_type", "sequence", "id")]
+        # (listing, type, sequence) is unique: the order is total
+        assets = [_planned(a) for a in listing_assets.order_by("asset_type", "sequence")]
         blockers = listing_finalization_blockers(listing_identity_id=job.listing_identity_id)
         if not assets:
             return RetryPlan(
@@ -172,7 +173,7 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
         for a in listing_assets.exclude(status=AssetStatus.PROCESSED)
         .exclude(s3_key_raw__isnull=True)
         .exclude(s3_key_raw="")
-        .order_by("asset_type", "sequence", "id")
+        .order_by("asset_type", "sequence")
     ]
     if not assets:
         return RetryPlan(
@@ -183,7 +184,7 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
                 "instead to redo them"
             ),
         )
-    active = _active_processing_job(job.listing_identity_id, exclude=job.pk)
+    active = _active_processing_job(job.listing_identity_id)
     if active is not None:
         return RetryPlan(
             **plan,
@@ -200,7 +201,7 @@ def retry_plan(*, job: MediaProcessingJob) -> RetryPlan:
 def _continued_traceparent(job: MediaProcessingJob) -> str | None:
     """The old job's trace id with a new span: a retry belongs to the same trace."""
     detail = dispatch_detail(job=job) or {}
-    old = (detail.get("input") or {}).get("traceparent") if isinstance(detail, dict) else None
+    old = (detail.get("input") or {}).get("traceparent")
     if isinstance(old, str) and old.count("-") == 3:
         version, trace_id, _, flags = old.split("-")
         return f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}"

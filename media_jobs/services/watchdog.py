@@ -204,8 +204,9 @@ def jobs_watch(
     work cannot be queued (the broker is down) is tried again on the next pass."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=stall_seconds)
+    # A job created less than T ago cannot be stalled yet (the same edge as the plan's).
     candidates = MediaProcessingJob.objects.filter(
-        status__in=ACTIVE_JOB_STATUSES, created_at__lt=cutoff
+        status__in=ACTIVE_JOB_STATUSES, created_at__lte=cutoff
     ).order_by("id")
     plans = []
     for job in candidates:

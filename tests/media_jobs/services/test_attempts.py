@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -302,4 +303,130 @@ def test_the_heartbeat_beats_on_after_its_connection_is_killed(
                 time.sleep(0.05)
     (record,) = [r for r in caplog.records if r.name == "toq.media.attempts"]
     assert record.levelname == "WARNING"
-    assert record.getMessage().startswith("heartbeat not written: ")
+    # names the error (the driver's code and message: gone away, lost, killed)
+    assert re.fullmatch(r"heartbeat not written: \(\d+, '.*'\)", record.getMessage())
+
+
+def test_a_worker_process_that_is_gone_holds_nothing() -> None:
+    """The redelivered copy takes over when the pid its attempt names no longer exists."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert attempts.running_here(f"{socket.gethostname()}:{gone.pid}") is False
+    # Nothing to read in /proc for it either: not taken for a zombie (the same answer as
+    # where /proc cannot be read at all, see the namespace test above).
+    assert attempts._zombie(gone.pid) is False
+
+
+def test_a_live_process_whose_name_looks_like_a_state_is_alive() -> None:
+    """/proc/<pid>/stat puts the process name in parentheses and the name may hold ")":
+    the state is read after the last ")", so ``x) Z y`` is not a zombie."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "open('/proc/self/comm', 'w').write('x) Z y')\n"
+            "print('named', flush=True)\n"
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "named\n"
+        assert Path(f"/proc/{holder.pid}/stat").read_text().startswith(f"{holder.pid} (x) Z y) ")
+        assert attempts.running_here(f"{socket.gethostname()}:{holder.pid}") is True
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "seen"),
+    [
+        # a heartbeat without an offset is in the portal's time zone (America/Sao_Paulo)
+        ("2030-01-01T12:00:00", datetime(2030, 1, 1, 15, 0, tzinfo=UTC)),
+        ("2030-01-01T12:00:00+00:00", datetime(2030, 1, 1, 12, 0, tzinfo=UTC)),
+        ("not a time", datetime(2029, 1, 1, tzinfo=UTC)),
+        (None, datetime(2029, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_an_attempt_was_last_seen_at_its_heartbeat_or_its_start(
+    heartbeat: Any, seen: datetime, settings: Any
+) -> None:
+    settings.TIME_ZONE = "America/Sao_Paulo"
+    assert attempts.last_seen(datetime(2029, 1, 1, tzinfo=UTC), heartbeat) == seen
+
+
+@pytest.mark.django_db
+def test_the_started_event_names_workflow_part_task_worker_and_heartbeat() -> None:
+    """What the watchdog and the next copy read: the exact detail of the lease; a step
+    without parts (validation) has no ``part``, and ``lostAttempts`` only once one was
+    lost."""
+    job = JobFactory(status=JobStatus.RUNNING)
+    attempt = start(job, "task-a", part=None)
+    assert isinstance(attempt, Attempt)
+    event = MediaJobEvent.objects.get(pk=attempt.event_id)
+    assert (event.step, event.kind) == ("thumbnails", "started")
+    heartbeat = event.detail.pop("heartbeatAt")
+    assert event.detail == {
+        "workflowId": "wf-1",
+        "taskId": "task-a",
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+    assert abs(datetime.fromisoformat(heartbeat) - timezone.now()) < timedelta(seconds=5)
+    # The whole step is one attempt: another copy stands down, a dead one is taken over.
+    assert start(job, "task-b", part=None) == Busy(
+        task_id="task-a", worker=attempt.detail["worker"]
+    )
+    age(attempt, STALL + 1)
+    taken = start(job, "task-b", part=None)
+    assert isinstance(taken, Attempt)
+    assert MediaJobEvent.objects.get(pk=taken.event_id).detail["lostAttempts"] == 1
+
+
+@pytest.mark.django_db
+def test_only_this_jobs_attempts_at_this_step_in_this_workflow_count() -> None:
+    """The dispatch record (a ``started`` event of the same workflow), another step, an
+    earlier workflow and another job - even one given the same workflow id - hold
+    nothing: the first copy takes the step and has lost nothing."""
+    job = JobFactory(status=JobStatus.RUNNING)
+    event_record(job=job, step="dispatch", kind=EventKind.STARTED, detail={"workflowId": "wf-1"})
+    other_step = attempt_start(
+        job=job, step="zip", workflow_id="wf-1", part=None, task_id="t-zip", stall_seconds=STALL
+    )
+    earlier = attempt_start(
+        job=job,
+        step="thumbnails",
+        workflow_id="wf-0",
+        part=None,
+        task_id="t-0",
+        stall_seconds=STALL,
+    )
+    other_job = start(JobFactory(status=JobStatus.RUNNING), "t-other", part=None)
+    assert all(isinstance(a, Attempt) for a in (other_step, earlier, other_job))
+    taken = start(job, "task-a", part=None)
+    assert isinstance(taken, Attempt) and taken.lost_before == 0
+
+
+@pytest.mark.django_db
+def test_a_note_on_the_step_does_not_end_its_attempt() -> None:
+    job = JobFactory(status=JobStatus.RUNNING)
+    first = start(job, "task-a")
+    assert isinstance(first, Attempt)
+    event_record(job=job, step="thumbnails", kind=EventKind.NOTE, detail=first.detail)
+    assert start(job, "task-b") == Busy(task_id="task-a", worker=first.detail["worker"])
+
+
+@pytest.mark.django_db
+def test_an_alive_attempt_that_names_no_task_or_worker_is_busy_with_empty_names() -> None:
+    """A ``started`` event without taskId/worker (written before attempts named them) is
+    still an alive attempt; the copy stands down and reports empty names, not "None"."""
+    job = JobFactory(status=JobStatus.RUNNING)
+    event_record(
+        job=job,
+        step="thumbnails",
+        kind=EventKind.STARTED,
+        detail={"workflowId": "wf-1", "part": "thumbnails:0"},
+    )
+    assert start(job, "task-a") == Busy(task_id="", worker="")

@@ -134,10 +134,56 @@ def test_cleaner_deletes_old_terminal_jobs_in_batches_with_their_events() -> Non
 
 
 def test_cleaner_refuses_bad_arguments() -> None:
-    with pytest.raises(ApplicationError):
+    with pytest.raises(ApplicationError, match=r"^batch_size must be at least 1, got 0$"):
         jobs_clean(completed_before=timezone.now(), batch_size=0)
-    with pytest.raises(ApplicationError):
+    with pytest.raises(ApplicationError, match=r"^limit must not be negative, got -1$"):
         jobs_clean(completed_before=timezone.now(), limit=-1)
+
+
+def test_by_default_one_clean_takes_at_most_5000_jobs() -> None:
+    old = timezone.now() - timedelta(days=100)
+    MediaProcessingJob.objects.bulk_create(
+        MediaProcessingJob(
+            listing_identity_id=7000 + n,
+            status=JobStatus.SUCCEEDED,
+            provider=JobProvider.STEP_FUNCTIONS,
+            retry_count=0,
+            completed_at=old,
+        )
+        for n in range(5001)
+    )
+    assert jobs_clean(completed_before=old + timedelta(days=1), dry_run=True) == 5000
+
+
+def stale_jobs(count: int) -> list[int]:
+    old = timezone.now() - timedelta(hours=2)
+    return [
+        JobFactory(listing_identity_id=620 + n, status=JobStatus.RUNNING, started_at=old).pk
+        for n in range(count)
+    ]
+
+
+def test_reconciler_takes_any_positive_timeout_and_a_zero_limit() -> None:
+    """One second is a valid timeout; a limit of 0 is valid too and fails nothing."""
+    (job_id,) = stale_jobs(1)
+    assert jobs_reconcile(timeout_seconds=3600, limit=0) == []
+    assert MediaProcessingJob.objects.get(pk=job_id).status == JobStatus.RUNNING
+    assert jobs_reconcile(timeout_seconds=1) == [job_id]
+    assert MediaProcessingJob.objects.get(pk=job_id).last_error == (
+        "code=RECONCILER_TIMEOUT | reconciler marked failed after 1s without callback"
+    )
+    with pytest.raises(ApplicationError, match=r"^limit must not be negative, got -1$"):
+        jobs_reconcile(timeout_seconds=3600, limit=-1)
+
+
+def test_reconciler_log_line_names_at_most_100_jobs(caplog: pytest.LogCaptureFixture) -> None:
+    """A mass failure (a fleet that was down) logs the count and only the first 100 ids."""
+    ids = stale_jobs(101)
+    with caplog.at_level("WARNING", logger="toq.media.housekeeping"):
+        assert jobs_reconcile(timeout_seconds=3600) == ids
+    (record,) = [r for r in caplog.records if r.name == "toq.media.housekeeping"]
+    assert record.getMessage() == "reconciler failed stuck jobs"
+    assert (record.job_ids, record.count, record.timeout_s) == (ids[:100], 101, 3600)
 
 
 def test_a_misconfigured_reconciler_task_says_what_is_wrong(settings) -> None:

@@ -97,8 +97,30 @@ def test_late_success_replaces_failure_only_when_allowed() -> None:
 
 
 def test_complete_rejects_non_terminal_status() -> None:
-    with pytest.raises(JobStateError):
+    with pytest.raises(JobStateError, match=r"^RUNNING is not a terminal status$"):
         job_complete(job=job_start(listing_identity_id=3), status=JobStatus.RUNNING)
+
+
+def test_completion_payload_merges_into_the_figures_already_kept() -> None:
+    """A finalization keeps its ZIP figures while it runs; the result that completes it adds
+    to them (the callback's keys win) instead of replacing them."""
+    job = job_mark_running(job=job_start(listing_identity_id=3))
+    job = job_apply_zip_figures(job=job, figures={"zipBundles": 2, "assetsZipped": 9})
+    job_complete(job=job, status=JobStatus.SUCCEEDED, payload={"assetsZipped": 10, "x": 1})
+    job.refresh_from_db()
+    assert job.payload == {"zipBundles": 2, "assetsZipped": 10, "x": 1}
+
+
+def test_completion_writes_only_the_columns_it_sets() -> None:
+    """The callback receiver passes the row it locked; a column it did not set (here one
+    changed in memory only) is not written back."""
+    job = job_mark_running(job=job_start(listing_identity_id=3), external_id="wf-1")
+    with transaction.atomic():
+        locked = MediaProcessingJob.objects.select_for_update().get(pk=job.pk)
+        locked.external_id = "changed in memory only"
+        job_complete(job=locked, status=JobStatus.FAILED, error_line="code=X | y", locked=True)
+    job.refresh_from_db()
+    assert (job.status, job.last_error, job.external_id) == ("FAILED", "code=X | y", "wf-1")
 
 
 def test_zip_figures_merge_into_payload() -> None:
@@ -341,3 +363,23 @@ def test_a_late_success_over_a_failure_replaces_its_details() -> None:
     failed = JobFactory(status=JobStatus.FAILED)
     with pytest.raises(JobStateError, match=f"job {failed.pk} already FAILED"):
         job_complete(job=failed, status=JobStatus.SUCCEEDED)
+
+
+def _raw_payload(job_id: int) -> str:
+    table = connection.ops.quote_name(MediaProcessingJob._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT payload FROM {table} WHERE id = %s", [job_id])
+        return str(cursor.fetchone()[0])
+
+
+def test_zip_figures_without_a_known_figure_leave_the_row_as_written() -> None:
+    """Nothing to keep: the payload the backend wrote (compact JSON) is not written again
+    (re-serialised by Django it would read ``{"zipBundles": 1}``)."""
+    job = JobFactory()
+    table = connection.ops.quote_name(MediaProcessingJob._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET payload = %s WHERE id = %s", ['{"zipBundles":1}', job.pk]
+        )
+    job_apply_zip_figures(job=job, figures={"other": 2})
+    assert _raw_payload(job.pk) == '{"zipBundles":1}'

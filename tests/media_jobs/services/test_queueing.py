@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery.signals import before_task_publish
+from celery.signals import before_task_publish, task_prerun
 from kombu import pools
 from kombu.exceptions import ConnectionLimitExceeded
 
@@ -236,3 +236,30 @@ def test_a_task_module_not_imported_yet_is_imported_by_the_name(
 
     queueing.enqueue(PROBE, 3)
     assert [(m.task, m.args) for m in broker.messages(broker.queue)] == [(PROBE, [3])]
+
+
+def test_a_follow_up_leaves_on_the_queue_asked_for(broker: Broker) -> None:
+    queueing.enqueue_or_leave(DELIVER, 7, queue=broker.other)
+
+    assert [(m.task, m.args) for m in broker.messages(broker.other)] == [(DELIVER, [7])]
+    assert broker.messages(broker.queue) == []
+
+
+def test_in_eager_mode_every_call_runs_at_once_with_its_arguments() -> None:
+    """Without a broker (task_always_eager: tests, a developer's machine) each call runs
+    in this process, with its own arguments."""
+    ran: list[tuple[str, list[Any]]] = []
+
+    def seen(sender: Any, args: Any, **_: Any) -> None:
+        ran.append((sender.name, list(args)))
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    task_prerun.connect(seen, weak=False)
+    try:
+        queueing.enqueue_each(PROBE, [(1,), (2,)], countdown=30, queue="elsewhere")
+    finally:
+        task_prerun.disconnect(seen)
+        app.conf.task_always_eager = eager
+
+    assert ran == [(PROBE, [1]), (PROBE, [2])]

@@ -65,9 +65,20 @@ def test_retry_of_a_processing_job_takes_the_assets_not_processed() -> None:
 @pytest.mark.parametrize(
     ("setup", "reason"),
     [
-        ("running", "only a finished job can be retried"),
-        ("all_processed", "already PROCESSED"),
-        ("other_active", "is still running for this listing"),
+        (
+            "running",
+            "it is RUNNING; only a finished job can be retried (mark it failed first if it "
+            "is stuck)",
+        ),
+        (
+            "all_processed",
+            "every asset of the listing is already PROCESSED; reprocess chosen assets instead "
+            "to redo them",
+        ),
+        (
+            "other_active",
+            "job #{other} is still running for this listing; wait for it or mark it failed",
+        ),
     ],
 )
 def test_retry_plan_says_why_it_cannot_run(setup: str, reason: str) -> None:
@@ -79,12 +90,34 @@ def test_retry_plan_says_why_it_cannot_run(setup: str, reason: str) -> None:
         listing_identity_id=902,
         status=AssetStatus.PROCESSED if setup == "all_processed" else AssetStatus.FAILED,
     )
-    if setup == "other_active":
-        JobFactory(listing_identity_id=902, status=JobStatus.PENDING)
+    other = JobFactory(listing_identity_id=902, status=JobStatus.PENDING)
+    if setup != "other_active":
+        other.delete()
+    reason = reason.format(other=other.pk)
     plan = retry_plan(job=job)
-    assert not plan.allowed and reason in plan.blocked_reason
-    with pytest.raises(JobStateError, match=reason):
+    assert (plan.allowed, plan.blocked_reason) == (False, reason)
+    with pytest.raises(JobStateError) as refused:
         job_retry_and_dispatch(job=job)
+    assert str(refused.value) == f"job #{job.pk} cannot be retried: {reason}"
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"listing_identity_id": 912, "status": JobStatus.RUNNING},  # another listing's
+        {"provider": JobProvider.STEP_FUNCTIONS_FINALIZATION, "status": JobStatus.RUNNING},
+        {"status": JobStatus.SUCCEEDED},  # finished
+    ],
+    ids=["other-listing", "finalization", "finished"],
+)
+def test_only_an_active_processing_job_of_the_listing_blocks_a_retry(
+    other: dict[str, Any],
+) -> None:
+    failed = AssetFactory(listing_identity_id=911, status=AssetStatus.FAILED)
+    job = JobFactory(listing_identity_id=911, status=JobStatus.FAILED)
+    JobFactory(**{"listing_identity_id": 911, **other})
+    plan = retry_plan(job=job)
+    assert (plan.allowed, plan.blocked_reason, plan.asset_ids) == (True, "", [failed.pk])
 
 
 def test_retry_of_a_finalization_job_zips_again() -> None:
@@ -99,6 +132,8 @@ def test_retry_of_a_finalization_job_zips_again() -> None:
     MediaAsset.objects.filter(pk=asset.pk).update(
         status=AssetStatus.PROCESSED, s3_key_processed="903/p/a.jpg"
     )
+    plan = retry_plan(job=job)
+    assert (plan.allowed, plan.kind, plan.asset_ids) == (True, "finalization", [asset.pk])
     new = job_retry_and_dispatch(job=job, actor="bob")
     assert (
         new.provider == JobProvider.STEP_FUNCTIONS_FINALIZATION and new.status == JobStatus.RUNNING
@@ -176,10 +211,17 @@ def test_a_blocked_finalization_retry_still_lists_the_listing_assets() -> None:
         status=JobStatus.FAILED,
         provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
     )
-    stuck = AssetFactory(listing_identity_id=905, status=AssetStatus.FAILED, sequence=1)
+    stuck = AssetFactory(
+        listing_identity_id=905, status=AssetStatus.FAILED, sequence=1, s3_key_raw=None
+    )
     plan = retry_plan(job=job)
-    assert not plan.allowed and plan.blocked_reason.startswith("1 assets of the listing")
+    assert (plan.allowed, plan.blocked_reason) == (
+        False,
+        "1 assets of the listing are not PROCESSED with raw and processed keys; retry or "
+        "reprocess them first",
+    )
     assert plan.asset_ids == [stuck.pk]
+    assert plan.assets[0].raw_key == ""  # never uploaded
 
 
 def test_a_processing_retry_leaves_out_assets_never_uploaded() -> None:
@@ -229,3 +271,26 @@ def test_a_retry_plan_lists_its_assets_by_type_then_sequence() -> None:
         (video.pk, "VIDEO_HORIZONTAL", 1, "FAILED"),
     ]
     assert plan.assets[3].raw_key == "908/raw/video/horizontal/tour.mp4"
+
+
+def test_a_finalization_plan_lists_the_listing_assets_by_type_then_sequence() -> None:
+    job = JobFactory(
+        listing_identity_id=913,
+        status=JobStatus.FAILED,
+        provider=JobProvider.STEP_FUNCTIONS_FINALIZATION,
+    )
+    video = AssetFactory(
+        listing_identity_id=913,
+        status=AssetStatus.FAILED,
+        asset_type="VIDEO_HORIZONTAL",
+        sequence=1,
+    )
+    second = AssetFactory(listing_identity_id=913, status=AssetStatus.FAILED, sequence=2)
+    first = AssetFactory(listing_identity_id=913, status=AssetStatus.FAILED, sequence=1)
+    plan = retry_plan(job=job)
+    assert [(a.asset_type, a.sequence) for a in plan.assets] == [
+        ("PHOTO_HORIZONTAL", 1),
+        ("PHOTO_HORIZONTAL", 2),
+        ("VIDEO_HORIZONTAL", 1),
+    ]
+    assert plan.asset_ids == [first.pk, second.pk, video.pk]

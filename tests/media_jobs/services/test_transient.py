@@ -6,10 +6,16 @@ from typing import Any
 
 import MySQLdb
 import pytest
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 
 from media_jobs.models import MediaProcessingJob
-from media_jobs.services.transient import db_retry, is_transient_db_error
+from media_jobs.services.transient import close_connections, db_retry, is_transient_db_error
 from tests.factories import JobFactory
 
 
@@ -43,6 +49,10 @@ def kill_this_connection() -> None:
         (OperationalError(1054, "Unknown column"), False),
         (OperationalError("database is locked"), True),
         (IntegrityError(1062, "Duplicate entry"), False),
+        # mysqlclient's "(0, '')": a call on the connection failed without an error code
+        # (the connection object was broken under us, e.g. used from two threads)
+        (InterfaceError(0, ""), True),
+        (OperationalError(), False),  # no code, no message: nothing says it is transient
     ],
 )
 def test_transient_errors_are_told_apart(exc: Exception, transient: bool) -> None:
@@ -119,3 +129,44 @@ def test_gives_up_when_the_database_stays_away(
     )
     assert calls == 6  # failures at 0, 7, 14, 21, 28 retried; at 35 past the 30 s budget
     assert slept == [0.5, 1.0, 2.0, 4.0, 8.0]
+
+
+def test_retries_back_off_doubling_to_10s_scaled_until_past_the_budget(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """0.5 s doubling to 10 s, times PIPELINE_RETRY_DELAY_SCALE; a failure exactly at the
+    budget is still retried, the first one past it is raised."""
+    settings.PIPELINE_RETRY_DELAY_SCALE = 0.5
+    slept: list[float] = []
+    clock = iter([100.0, 110.0, 120.0, 130.0, 140.0, 150.0, 160.0, 170.0, 180.0])
+    calls = 0
+
+    def work() -> None:
+        nonlocal calls
+        calls += 1
+        raise OperationalError(2013, "Lost connection")
+
+    with pytest.raises(OperationalError), caplog.at_level("WARNING", "toq.media.transient"):
+        db_retry(work, what="t", budget_s=70, sleep=slept.append, clock=lambda: next(clock))
+    assert slept == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert calls == 9
+    first, *_, gave_up = [r for r in caplog.records if r.name == "toq.media.transient"]
+    assert first.getMessage() == (
+        "t: database connection lost ((2013, 'Lost connection')); retrying on a fresh connection"
+    )
+    assert gave_up.getMessage() == (
+        "t: database still unavailable after 80s; giving up: (2013, 'Lost connection')"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_that_fails_to_close_is_forgotten_and_the_next_query_reconnects() -> None:
+    """Closing a connection the driver already lost fails too ("server has gone away");
+    the connection is dropped all the same and the next query opens a new one."""
+    if connection.vendor != "mysql":
+        pytest.skip("needs the MySQLdb driver")
+    job = JobFactory()
+    connection.ensure_connection()
+    connection.connection.close()  # the driver's side is gone; Django still holds it
+    close_connections()
+    assert MediaProcessingJob.objects.get(pk=job.pk).pk == job.pk

@@ -106,8 +106,9 @@ def test_a_slow_step_that_beats_is_never_queued_again() -> None:
         task_id="t1",
         stall_seconds=STALL,
     )
-    # A 15-minute transcode: started long ago, its heartbeat is recent.
+    # A 15-minute transcode: the job and the step started long ago, its heartbeat is recent.
     old = timezone.now() - timedelta(minutes=15)
+    MediaProcessingJob.objects.filter(pk=job.pk).update(created_at=old, started_at=old)
     MediaJobEvent.objects.filter(job_id=job.pk).update(at=old)
     MediaJobEvent.objects.filter(pk=attempt.event_id).update(
         detail={**attempt.detail, "heartbeatAt": timezone.now().isoformat()}
@@ -147,7 +148,7 @@ def test_a_dead_part_is_queued_again_while_the_others_run() -> None:
     queue = Queue()
     plans = jobs_watch(stall_seconds=STALL, enqueue=queue)
     assert queue.calls == [("processing_part", (job.pk, "thumbnails:0"))]
-    assert plans[0].reason == "dead"
+    assert (plans[0].reason, plans[0].job_id, plans[0].workflow_id) == ("dead", job.pk, WORKFLOW)
     # The job as a whole is busy (thumbnails:1 beat a second ago): idle about 0 s.
     assert plans[0].idle_seconds == pytest.approx(0, abs=5)
     assert note_idle(job) == plans[0].idle_seconds
@@ -161,11 +162,12 @@ def test_a_dead_part_is_queued_again_while_the_others_run() -> None:
 
 
 def test_what_is_queued_follows_the_workflow() -> None:
+    # First in the pass: a job with nothing to queue does not end the pass.
+    elsewhere = celery_job(engine="stepfunctions")
     unvalidated = celery_job()
     consolidating = celery_job()
     validated(consolidating, ["thumbnails:0"], ["thumbnails:0"])
     zipping = celery_job(finalization=True)
-    elsewhere = celery_job(engine="stepfunctions")
     finished = celery_job()
     finished.status = JobStatus.SUCCEEDED
     finished.save()
@@ -215,14 +217,18 @@ def test_a_finished_job_has_nothing_to_queue_again() -> None:
     assert job_stall_plan(job=job, stall_seconds=STALL, now=later(STALL + 5)) is None
 
 
-def test_a_long_list_of_lost_parts_is_cut_in_the_message(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("count", "tail"), [(20, ""), (21, " and 1 more"), (25, " and 5 more")])
+def test_a_long_list_of_lost_parts_is_cut_in_the_message(
+    caplog: pytest.LogCaptureFixture, count: int, tail: str
+) -> None:
+    """The message names at most 20 parts and counts the rest."""
     job = celery_job()
-    parts = [f"thumbnails:{n}" for n in range(25)]
+    parts = [f"thumbnails:{n}" for n in range(count)]
     validated(job, parts, [])
     with caplog.at_level("WARNING", logger="toq.media.watchdog"):
         jobs_watch(stall_seconds=STALL, enqueue=Queue(), now=later(STALL + 5))
     note = MediaJobEvent.objects.get(job_id=job.pk, step="watchdog")
-    assert note.detail["message"].endswith("queued again: " + ", ".join(parts[:20]) + " and 5 more")
+    assert note.detail["message"].endswith("queued again: " + ", ".join(parts[:20]) + tail)
     assert note.detail["requeued"] == parts
     (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert record.getMessage() == note.detail["message"]
@@ -267,3 +273,249 @@ def test_the_note_and_log_line_name_the_job_workflow_and_exact_idle_time() -> No
     assert line["workflow_id"] == "celery-1-abc"
     assert line["idle_s"] == 187.2
     assert line["reason"] == "stalled"
+
+
+# --- The rule at its edges, on a fixed clock ------------------------------------------------
+
+
+def an_hour_ago() -> Any:
+    return timezone.now().replace(microsecond=0) - timedelta(hours=1)
+
+
+def quiet_since(job: Any, t0: Any, *, started: Any = "same") -> None:
+    """The job was created (and started) at ``t0`` and every event of it is from then."""
+    MediaProcessingJob.objects.filter(pk=job.pk).update(
+        created_at=t0, started_at=t0 if started == "same" else started
+    )
+    MediaJobEvent.objects.filter(job_id=job.pk).update(at=t0)
+    job.refresh_from_db()
+
+
+def attempt_seen(job: Any, name: str, seen: Any, *, workflow_id: str = WORKFLOW) -> None:
+    """An open attempt at step or part ``name`` whose heartbeat was last written at ``seen``."""
+    attempt = attempt_start(
+        job=job,
+        step=name.split(":")[0],
+        workflow_id=workflow_id,
+        part=name if ":" in name else None,
+        task_id=f"task-{name}",
+        stall_seconds=STALL,
+    )
+    MediaJobEvent.objects.filter(pk=attempt.event_id).update(
+        at=seen, detail={**attempt.detail, "heartbeatAt": seen.isoformat()}
+    )
+
+
+def watchdog_note(job: Any, at: Any, reason: str | None, requeued: list[str]) -> None:
+    detail: dict[str, Any] = {"workflowId": WORKFLOW, "requeued": requeued}
+    if reason is not None:
+        detail["reason"] = reason
+    event = event_record(job=job, step="watchdog", kind=EventKind.NOTE, detail=detail)
+    MediaJobEvent.objects.filter(pk=event.pk).update(at=at)
+
+
+def busy_job(t0: Any, now: Any, parts: list[str]) -> Any:
+    """A validated job created before ``t0`` whose part ``thumbnails:0`` beat a second before
+    ``now``: the job as a whole is not stalled."""
+    job = celery_job()
+    validated(job, ["thumbnails:0", *parts], [])
+    quiet_since(job, t0 - timedelta(minutes=10))
+    attempt_seen(job, "thumbnails:0", now - timedelta(seconds=1))
+    return job
+
+
+def test_a_job_stalls_after_exactly_the_stall_period_and_is_requeued_after_twice_it() -> None:
+    """Stalled when nothing moved for T (not only after more than T); after a note that
+    nothing answered, queued again when exactly 2T have passed since the note."""
+    job = celery_job()
+    t0 = an_hour_ago()
+    quiet_since(job, t0)
+    stall = timedelta(seconds=STALL)
+    assert (
+        job_stall_plan(job=job, stall_seconds=STALL, now=t0 + stall - timedelta(seconds=1)) is None
+    )
+    queue = Queue()
+    plans = jobs_watch(stall_seconds=STALL, enqueue=queue, now=t0 + stall)
+    assert [p.reason for p in plans] == ["stalled"]
+    MediaJobEvent.objects.filter(job_id=job.pk, step="watchdog").update(at=t0 + stall)
+    assert (
+        job_stall_plan(job=job, stall_seconds=STALL, now=t0 + 3 * stall - timedelta(seconds=1))
+        is None
+    )
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=t0 + 3 * stall)
+    assert plan is not None and plan.work == {"run_processing": [(job.pk,)]}
+
+
+def test_a_step_is_dead_once_its_heartbeat_is_exactly_the_stall_period_old() -> None:
+    """The same edge as ``attempt_start``'s "alive": younger than T is alive, T old is dead.
+    An alive step met first does not end the search."""
+    t0 = an_hour_ago()
+    now = t0 + timedelta(seconds=STALL)
+    job = busy_job(t0, now, ["thumbnails:1"])
+    attempt_seen(job, "thumbnails:1", t0)
+    early = job_stall_plan(job=job, stall_seconds=STALL, now=now - timedelta(seconds=1))
+    assert early is None
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=now)
+    assert plan is not None
+    assert (plan.job_id, plan.workflow_id, plan.reason) == (job.pk, WORKFLOW, "dead")
+    assert plan.work == {"processing_part": [(job.pk, "thumbnails:1")]}
+    assert plan.missing == ["thumbnails:1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "finalization", "task", "args"),
+    [
+        ("validate", False, "run_processing", ()),
+        ("zip", True, "run_finalization", ()),
+        ("video_thumbnails:2", False, "processing_part", ("video_thumbnails:2",)),
+    ],
+)
+def test_a_dead_step_is_queued_again_as_its_own_task(
+    name: str, finalization: bool, task: str, args: tuple[str, ...]
+) -> None:
+    """A dead step is queued again with the task that runs it, while the job's timeline
+    moved recently (here: an operator's note), so the job is not stalled."""
+    t0 = an_hour_ago()
+    now = t0 + timedelta(seconds=STALL + 5)
+    job = celery_job(finalization=finalization)
+    quiet_since(job, t0 - timedelta(minutes=10))
+    attempt_seen(job, name, t0)
+    recent = event_record(job=job, step="retry", kind=EventKind.NOTE, detail={"message": "hi"})
+    MediaJobEvent.objects.filter(pk=recent.pk).update(at=now - timedelta(seconds=1))
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=now)
+    assert plan is not None and plan.reason == "dead"
+    assert plan.work == {task: [(job.pk, *args)]}
+
+
+@pytest.mark.parametrize(
+    ("reason", "offset", "requeued"),
+    [
+        ("stalled", 10, False),  # asked after the work stopped: wait 2T from the note
+        (None, 10, False),  # a note from before notes had a reason: a stall
+        ("stalled", -60, True),  # the work moved after the note: a new stall
+        ("stalled", 0, True),  # ... also when it moved at the note's very moment
+        ("dead", 10, True),  # a dead step's note asked for that step, not for the job
+    ],
+)
+def test_only_stall_notes_since_the_work_stopped_hold_back_a_stalled_job(
+    reason: str | None, offset: int, requeued: bool
+) -> None:
+    t0 = an_hour_ago()
+    job = celery_job()
+    quiet_since(job, t0)
+    watchdog_note(job, t0 + timedelta(seconds=offset), reason, ["validate"])
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=t0 + timedelta(seconds=STALL))
+    assert (plan is not None) == requeued
+    if plan is not None:
+        assert (plan.reason, plan.work) == ("stalled", {"run_processing": [(job.pk,)]})
+
+
+@pytest.mark.parametrize(
+    ("named", "offset", "requeued"),
+    [
+        ("thumbnails:1", 10, False),  # asked after its last beat: wait 2T from the note
+        ("thumbnails:1", -60, True),  # asked for an earlier attempt of the part
+        ("thumbnails:1", 0, True),  # ... also at the very moment the part last beat
+        ("thumbnails:9", 10, True),  # asked for another part
+    ],
+)
+def test_only_notes_naming_a_dead_step_since_its_last_beat_hold_it_back(
+    named: str, offset: int, requeued: bool
+) -> None:
+    t0 = an_hour_ago()
+    now = t0 + timedelta(seconds=STALL + 5)
+    job = busy_job(t0, now, ["thumbnails:1"])
+    attempt_seen(job, "thumbnails:1", t0)
+    watchdog_note(job, t0 + timedelta(seconds=offset), "dead", [named])
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=now)
+    assert (plan.work if plan else None) == (
+        {"processing_part": [(job.pk, "thumbnails:1")]} if requeued else None
+    )
+
+
+@pytest.mark.parametrize(
+    ("created", "started", "event"),
+    [
+        (-600, 0, -600),  # started (again) after its last event
+        (-600, -600, 0),  # an event after its start
+        (0, None, 0),  # PENDING, never started
+    ],
+    ids=["start", "event", "never-started"],
+)
+def test_the_job_last_moved_at_its_latest_start_event_or_creation(
+    created: int, started: int | None, event: int
+) -> None:
+    """Idle time counts from the latest of the job's creation, its start and its events."""
+    t0 = an_hour_ago()
+    job = celery_job()
+    MediaProcessingJob.objects.filter(pk=job.pk).update(
+        created_at=t0 + timedelta(seconds=created),
+        started_at=None if started is None else t0 + timedelta(seconds=started),
+    )
+    MediaJobEvent.objects.filter(job_id=job.pk).update(at=t0 + timedelta(seconds=event))
+    job.refresh_from_db()
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=t0 + timedelta(seconds=STALL + 7))
+    assert plan is not None and (plan.reason, plan.idle_seconds) == ("stalled", 127.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "queued"),
+    [("note", True), ("succeeded", False), ("failed", False), ("retried", False)],
+)
+def test_only_an_ending_event_closes_an_attempt(kind: str, queued: bool) -> None:
+    t0 = an_hour_ago()
+    now = t0 + timedelta(seconds=STALL + 5)
+    job = busy_job(t0, now, ["thumbnails:1"])
+    attempt_seen(job, "thumbnails:1", t0)
+    after = event_record(
+        job=job,
+        step="thumbnails",
+        kind=kind,
+        detail={"workflowId": WORKFLOW, "part": "thumbnails:1", "result": {}},
+    )
+    MediaJobEvent.objects.filter(pk=after.pk).update(at=t0)
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=now)
+    assert (plan.missing if plan else []) == (["thumbnails:1"] if queued else [])
+
+
+def test_attempts_of_another_job_or_an_earlier_workflow_are_not_this_jobs() -> None:
+    """Only the job's own attempts in its current workflow count, even when another job's
+    workflow id is the same."""
+    t0 = an_hour_ago()
+    now = t0 + timedelta(seconds=STALL + 5)
+    job = busy_job(t0, now, [])
+    attempt_seen(job, "thumbnails:3", t0, workflow_id="celery-1-earlier")
+    other = busy_job(t0, now, [])
+    attempt_seen(other, "thumbnails:1", t0)
+    plan = job_stall_plan(job=job, stall_seconds=STALL, now=now)
+    assert plan is None
+    other_plan = job_stall_plan(job=other, stall_seconds=STALL, now=now)
+    assert other_plan is not None and other_plan.missing == ["thumbnails:1"]
+
+
+def test_a_job_whose_work_cannot_be_queued_does_not_stop_the_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker refused the first job's work: that is logged with its traceback, the job
+    gets no note (the next pass tries again), and the next job is still queued."""
+    first, second = celery_job(), celery_job()
+    queue = Queue()
+    refusals = []
+
+    def enqueue(task: str, calls: list[tuple[Any, ...]]) -> None:
+        if calls[0][0] == first.pk:
+            refusals.append(task)
+            raise ConnectionError("broker down")
+        queue(task, calls)
+
+    with caplog.at_level("ERROR", logger="toq.media.watchdog"):
+        plans = jobs_watch(stall_seconds=STALL, enqueue=enqueue, now=later(STALL + 5))
+    assert refusals == ["run_processing"]
+    assert [p.job_id for p in plans] == [second.pk]
+    assert queue.calls == [("run_processing", (second.pk,))]
+    assert list(MediaJobEvent.objects.filter(step="watchdog").values_list("job_id", flat=True)) == [
+        second.pk
+    ]
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == "lost work could not be queued; the next pass retries"
+    assert record.exc_info is not None and record.exc_info[0] is ConnectionError
