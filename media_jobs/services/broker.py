@@ -18,8 +18,14 @@ def queue_depth(queue: str | None = None, *, timeout_s: float = 2.0) -> int | No
     """Messages waiting in ``queue`` (the default queue), or None when the broker cannot be
     asked within ``timeout_s``. A queue that does not exist yet is empty."""
     name = queue or app.conf.task_default_queue
+    # kombu's Redis transport ignores connect_timeout: its sockets take their timeouts
+    # from the transport options (without them a broker that drops packets holds a view
+    # for the operating system's connect timeout, minutes)
+    timeouts = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
     try:
-        with app.connection_for_read(connect_timeout=timeout_s) as connection:
+        with app.connection_for_read(
+            connect_timeout=timeout_s, transport_options=timeouts
+        ) as connection:
             # one quick second try, no pause: kombu's default 2 s pause before it would
             # hold the dashboard and /metrics 2 s on every view while the broker is down
             connection.ensure_connection(max_retries=1, interval_start=0)

@@ -84,12 +84,11 @@ def traceparent_or_new(traceparent: str | None) -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-def _asset_refs(assets: Iterable[MediaAsset], *, processed_fallback: bool) -> list[dict[str, str]]:
-    refs = []
-    for asset in assets:
-        key = asset.s3_key_raw or (asset.s3_key_processed if processed_fallback else None)
-        refs.append({"key": key or "", "type": asset.asset_type})
-    return refs
+def _asset_refs(assets: Iterable[MediaAsset]) -> list[dict[str, str]]:
+    """The workflow input's assets, by raw key. Every asset here has one: processing
+    selects on it or refuses an asset without it, and finalization counts its absence as
+    a blocker."""
+    return [{"key": str(asset.s3_key_raw), "type": asset.asset_type} for asset in assets]
 
 
 def pipeline_engine() -> str:
@@ -256,7 +255,7 @@ def processing_job_create(
     input = {
         "jobId": job.pk,
         "listingIdentityId": listing_identity_id,
-        "assets": _asset_refs(assets, processed_fallback=False),
+        "assets": _asset_refs(assets),
         "traceparent": trace,
     }
     detail: dict[str, Any] = {"assetIds": [a.pk for a in assets]}
@@ -364,7 +363,7 @@ def finalization_job_create(
     input = {
         "jobId": job.pk,
         "listingIdentityId": listing_identity_id,
-        "assets": _asset_refs(assets, processed_fallback=True),
+        "assets": _asset_refs(assets),
         "traceparent": trace,
     }
     with log_context(job_id=job.pk, listing_identity_id=listing_identity_id, traceparent=trace):

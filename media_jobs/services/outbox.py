@@ -91,7 +91,7 @@ def outbox_add(*, job: MediaProcessingJob, raw_body: bytes) -> CallbackOutbox:
     return CallbackOutbox.objects.create(
         job_id=job.pk,
         listing_identity_id=job.listing_identity_id,
-        body=raw_body.decode("utf-8"),
+        body=raw_body.decode(),
         next_attempt_at=now,
         expires_at=now + timedelta(seconds=settings.CALLBACK_OUTBOX_TTL_SECONDS),
         created_at=now,
@@ -222,7 +222,8 @@ def _record(
     message: str,
     started: float | None = None,
 ) -> None:
-    job = MediaProcessingJob(pk=entry.job_id, listing_identity_id=entry.listing_identity_id)
+    # event_record reads only the job's id: no query for the row.
+    job = MediaProcessingJob(pk=entry.job_id)
     event_record(
         job=job,
         step=STEP_DELIVERY,
@@ -245,7 +246,8 @@ def _expire(entry: CallbackOutbox, delivery: CallbackDelivery | None) -> None:
     entry.save(update_fields=["state"])
     ttl = go_duration(settings.CALLBACK_OUTBOX_TTL_SECONDS)
     message = f"callback not delivered within {ttl} ({entry.attempts} attempts); replay it"
-    job = MediaProcessingJob(pk=entry.job_id, listing_identity_id=entry.listing_identity_id)
+    # event_record reads only the job's id: no query for the row.
+    job = MediaProcessingJob(pk=entry.job_id)
     event_record(
         job=job,
         step=STEP_DELIVERY,

@@ -30,6 +30,7 @@ from media_jobs.services.dispatch import (
     listing_finalization_blockers,
     listing_start_finalization,
     listing_start_processing,
+    pipeline_engine,
     traceparent_or_new,
 )
 from tests.factories import AssetFactory, JobFactory
@@ -247,3 +248,59 @@ def test_a_malformed_traceparent_is_logged_when_replaced(caplog: pytest.LogCaptu
     (record,) = [r for r in caplog.records if r.name == "toq.media.dispatch"]
     assert record.getMessage() == "malformed traceparent replaced"
     assert record.given == "00-not-a-trace"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("configured", "engine"),
+    [("celery", "celery"), ("stepfunctions", "stepfunctions"), ("temporal", "celery")],
+)
+def test_the_engine_is_the_setting_when_known_else_celery(
+    settings: Any, configured: str, engine: str
+) -> None:
+    settings.MEDIA_PIPELINE_ENGINE = configured
+    assert pipeline_engine() == engine
+
+
+def test_a_replaced_traceparent_is_logged_cut_to_100_characters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    given = "00-" + "z" * 300
+    with caplog.at_level("WARNING", logger="toq.media.dispatch"):
+        traceparent_or_new(given)
+    (record,) = [r for r in caplog.records if r.name == "toq.media.dispatch"]
+    assert record.given == given[:100] and len(record.given) == 100  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_the_job_returned_says_the_broker_refused_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Called outside a transaction, the enqueue runs at the commit inside the service: the
+    job it returns is read again, so the caller sees it FAILED, not PENDING."""
+
+    def refused(name: str, *args: Any, **kw: Any) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(queueing, "enqueue", refused)
+    AssetFactory(listing_identity_id=812, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(listing_identity_id=812)
+    assert job.status == JobStatus.FAILED
+    assert job.last_error == (
+        "code=DISPATCH_FAILED | could not queue the job on the Celery broker: "
+        "ConnectionRefusedError: [Errno 111] Connection refused"
+    )
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "00-" + "0" * 32 + "-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01",
+    ],
+    ids=["zero-trace-id", "zero-parent-id"],
+)
+def test_an_all_zero_trace_or_parent_id_is_replaced_by_a_fresh_traceparent(given: str) -> None:
+    """W3C: an all-zero trace id or parent id is invalid; the trace restarts."""
+    result = traceparent_or_new(given)
+    assert result != given
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", result)

@@ -365,3 +365,414 @@ def test_an_older_result_not_tried_yet_does_not_hold_a_new_one_back(
     assert [json.loads(r.body)["jobId"] for r in receiver.received] == [newer_job.pk]
     older.refresh_from_db()
     assert older.state == OutboxState.PENDING and older.attempts == 0
+
+
+def test_results_not_due_yet_do_not_take_a_pass_batch(receiver: CallbackReceiver) -> None:
+    """A result waiting out its own backoff (the backend refused it) is not due: a pass of
+    one entry sends the due result behind it instead of spending its place on it."""
+    waiting_job, due_job = JobFactory(), JobFactory()
+    waiting = pending(waiting_job, body_of(waiting_job))
+    CallbackOutbox.objects.filter(pk=waiting.pk).update(
+        attempts=1, last_status=400, next_attempt_at=timezone.now() + timedelta(hours=1)
+    )
+    pending(due_job, body_of(due_job))
+    assert outbox_drain(limit=1) == {"delivered": 1, "failed": 0, "expired": 0}
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [due_job.pk]
+
+
+def test_an_expired_result_names_its_attempts_entry_and_error(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The timeline and the error log of an expiry say how often it was tried and which
+    outbox entry to replay."""
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    CallbackOutbox.objects.filter(pk=entry.pk).update(
+        attempts=3, last_error="HTTP 503", expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with caplog.at_level("ERROR", logger="toq.media.outbox"):
+        assert outbox_drain() == {"delivered": 0, "failed": 0, "expired": 1}
+    message = "callback not delivered within 24h0m0s (3 attempts); replay it"
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery", kind="failed")
+    assert event.detail == {
+        "message": message,
+        "attempts": 3,
+        "outboxId": entry.pk,
+        "deliveryId": None,
+        "error": "HTTP 503",
+    }
+    (record,) = [r for r in caplog.records if r.name == "toq.media.outbox"]
+    assert (record.levelname, record.getMessage()) == ("ERROR", message)
+    assert (record.job_id, record.outbox_id) == (job.pk, entry.pk)  # type: ignore[attr-defined]
+    assert receiver.received == []
+
+
+def test_an_expiry_writes_only_the_state(receiver: CallbackReceiver) -> None:
+    """The pass expires overdue entries without claiming them: an attempt another sender
+    records meanwhile (its count and error) must survive the expiry's write."""
+    entry = pending(JobFactory(), {"jobId": 1})
+    CallbackOutbox.objects.filter(pk=entry.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    raced: list[bool] = []
+
+    def attempt_meanwhile(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("UPDATE") and "media_callback_outbox" in sql and not raced:
+            raced.append(True)
+            CallbackOutbox.objects.filter(pk=entry.pk).update(
+                attempts=1, last_status=503, last_error="HTTP 503"
+            )
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(attempt_meanwhile):
+        assert outbox_drain()["expired"] == 1
+    assert raced == [True]
+    entry.refresh_from_db()
+    assert (entry.state, entry.attempts, entry.last_status, entry.last_error) == (
+        OutboxState.EXPIRED,
+        1,
+        503,
+        "HTTP 503",
+    )
+
+
+def test_a_pass_logs_its_counts(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = JobFactory()
+    pending(job, body_of(job))
+    with caplog.at_level("INFO", logger="toq.media.outbox"):
+        outbox_drain()
+    (record,) = [r for r in caplog.records if r.name == "toq.media.outbox"]
+    assert record.getMessage() == (
+        "callback outbox pass: {'delivered': 1, 'failed': 0, 'expired': 0}"
+    )
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert event.detail["message"] == "callback delivered by the outbox"
+
+
+def test_a_delivered_result_past_its_retry_period_stays_delivered(
+    receiver: CallbackReceiver,
+) -> None:
+    """Only pending results expire: the log of results the backend accepted is kept as is."""
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    assert outbox_drain()["delivered"] == 1
+    CallbackOutbox.objects.filter(pk=entry.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert outbox_drain() == {"delivered": 0, "failed": 0, "expired": 0}
+    entry.refresh_from_db()
+    assert entry.state == OutboxState.DELIVERED
+    assert not MediaJobEvent.objects.filter(job_id=job.pk, kind="failed").exists()
+
+
+def test_no_other_sender_can_take_an_entry_while_the_pass_sends_it(
+    receiver: CallbackReceiver,
+) -> None:
+    """The pass claims an entry for the whole attempt (the callback timeout and a margin):
+    a sender that looks while the attempt is recorded finds it claimed."""
+    entry = pending(JobFactory(), {"jobId": 1})
+    seen: list[bool] = []
+
+    def second_sender(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("INSERT") and "media_callback_deliveries" in sql and not seen:
+            seen.append(_claim(entry.pk, hold_s=40) is None)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(second_sender):
+        assert outbox_drain()["delivered"] == 1
+    assert seen == [True]
+
+
+def test_a_pass_sends_at_most_limit_results(receiver: CallbackReceiver) -> None:
+    jobs = [JobFactory() for _ in range(2)]
+    for job in jobs:
+        pending(job, body_of(job))
+    assert outbox_drain(limit=1) == {"delivered": 1, "failed": 0, "expired": 0}
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [jobs[0].pk]
+
+
+def test_results_brought_forward_still_count_against_the_limit(
+    receiver: CallbackReceiver,
+) -> None:
+    """The first delivery brings the waiting results forward; the second round of the pass
+    sends only what is left of its ``limit``."""
+    jobs = [JobFactory() for _ in range(3)]
+    entries = [pending(job, body_of(job)) for job in jobs]
+    for entry in entries[1:]:
+        CallbackOutbox.objects.filter(pk=entry.pk).update(
+            attempts=1, last_status=503, next_attempt_at=timezone.now() + timedelta(hours=1)
+        )
+    assert outbox_drain(limit=2) == {"delivered": 2, "failed": 0, "expired": 0}
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [j.pk for j in jobs[:2]]
+    assert CallbackOutbox.objects.get(pk=entries[2].pk).state == OutboxState.PENDING
+
+
+def test_a_result_waiting_behind_its_job_does_not_stop_the_pass(
+    receiver: CallbackReceiver,
+) -> None:
+    """A due result whose job has an older result still pending is passed over; the
+    results after it are sent."""
+    job, other = JobFactory(), JobFactory()
+    older = pending(job, body_of(job, "FAILED"))
+    CallbackOutbox.objects.filter(pk=older.pk).update(
+        attempts=1, last_status=400, next_attempt_at=timezone.now() + timedelta(hours=1)
+    )
+    pending(job, body_of(job, "SUCCEEDED"))
+    pending(other, body_of(other))
+    assert outbox_drain() == {"delivered": 1, "failed": 0, "expired": 0}
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [other.pk]
+
+
+def test_every_refused_result_of_a_pass_is_counted_failed(receiver: CallbackReceiver) -> None:
+    """Refused bodies (400) hold nothing back: the pass tries each and counts each; an
+    overdue result expired at its start still counts as expired."""
+    overdue = pending(JobFactory(), {"jobId": 0})
+    CallbackOutbox.objects.filter(pk=overdue.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    for job in (JobFactory(), JobFactory()):
+        pending(job, body_of(job))
+    receiver.plan(PlannedResponse(status=400), PlannedResponse(status=400))
+    assert outbox_drain() == {"delivered": 0, "failed": 2, "expired": 1}
+
+
+def test_a_result_whose_retry_period_ends_during_the_pass_is_counted_expired(
+    receiver: CallbackReceiver,
+) -> None:
+    """Due but not overdue when the pass starts; its retry period is over when its attempt
+    fails: it expires there and then, and the pass counts it."""
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    ended: list[bool] = []
+
+    def period_ends(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if "`expires_at` <=" in sql and not ended:  # the pass's look for overdue results
+            ended.append(True)
+            CallbackOutbox.objects.filter(pk=entry.pk).update(expires_at=timezone.now())
+        return result
+
+    receiver.plan(PlannedResponse(status=503))
+    with connection.execute_wrapper(period_ends):
+        assert outbox_drain() == {"delivered": 0, "failed": 1, "expired": 1}
+    assert ended == [True]
+    entry.refresh_from_db()
+    assert (entry.state, entry.attempts) == (OutboxState.EXPIRED, 1)
+
+
+def test_a_refused_result_counts_against_the_limit_too(receiver: CallbackReceiver) -> None:
+    """Every result the pass tried takes its place in ``limit``, refused ones included: after
+    a refusal and a delivery, a pass of three sends one waiting result, not two."""
+    jobs = [JobFactory() for _ in range(4)]
+    entries = [pending(job, body_of(job)) for job in jobs]
+    for entry in entries[2:]:
+        CallbackOutbox.objects.filter(pk=entry.pk).update(
+            attempts=1, last_status=503, next_attempt_at=timezone.now() + timedelta(hours=1)
+        )
+    receiver.plan(PlannedResponse(status=400))
+    assert outbox_drain(limit=3) == {"delivered": 2, "failed": 1, "expired": 0}
+    assert [json.loads(r.body)["jobId"] for r in receiver.received] == [j.pk for j in jobs[:3]]
+
+
+def test_quick_attempts_wait_the_backoff_then_leave_the_result_to_the_outbox(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CALLBACK_MAX_ATTEMPTS (4 here) attempts 5, 10 and 20 s apart, under one claim that
+    covers every wait and attempt; then the timeline and the log say the outbox goes on."""
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    receiver.plan(*[PlannedResponse(status=503)] * 4)
+    waited: list[float] = []
+    held: list[timedelta] = []
+
+    def claim_seen(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("INSERT") and "media_callback_deliveries" in sql and not held:
+            claimed_until = CallbackOutbox.objects.get(pk=entry.pk).claimed_until
+            held.append(claimed_until - timezone.now())
+        return execute(sql, params, many, context)
+
+    with caplog.at_level("INFO", logger="toq.media.outbox"):
+        with connection.execute_wrapper(claim_seen):
+            delivery = outbox_send(entry_id=entry.pk, sleep=waited.append)
+
+    assert len(receiver.received) == 4 and waited == [5.0, 10.0, 20.0]
+    # 35 s of waits + 4 attempts of (2 s timeout + 30 s margin) = 163 s
+    assert timedelta(seconds=155) < held[0] <= timedelta(seconds=163)
+    assert delivery is not None and not delivery.succeeded
+    entry.refresh_from_db()
+    assert (entry.state, entry.attempts, entry.claimed_until) == (OutboxState.PENDING, 4, None)
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert event.kind == "retried" and event.duration_ms is not None
+    until = entry.expires_at.isoformat(timespec="seconds")
+    assert event.detail["message"] == (
+        f"callback not delivered after 4 attempt(s); the outbox sends it again with backoff "
+        f"until {until}"
+    )
+    assert (event.detail["deliveryId"], event.detail["responseStatus"]) == (delivery.pk, 503)
+    (record,) = [r for r in caplog.records if r.name == "toq.media.outbox"]
+    assert record.getMessage() == "callback not delivered after 4 attempt(s); left in the outbox"
+
+
+def test_quick_attempts_stop_at_the_first_accepted_one(
+    receiver: CallbackReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``max_attempts`` and ``interval_s`` given: the waits double from that interval; the
+    accepted attempt ends them and brings the results that waited forward."""
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    waiting = pending(JobFactory(), {"jobId": 0})
+    later = timezone.now() + timedelta(hours=1)
+    CallbackOutbox.objects.filter(pk=waiting.pk).update(
+        attempts=1, last_status=503, next_attempt_at=later
+    )
+    receiver.plan(PlannedResponse(status=503), PlannedResponse(status=502))
+    waited: list[float] = []
+    with caplog.at_level("INFO", logger="toq.media.outbox"):
+        delivery = outbox_send(
+            entry_id=entry.pk, max_attempts=5, interval_s=1.5, sleep=waited.append
+        )
+
+    assert delivery is not None and delivery.succeeded
+    assert len(receiver.received) == 3 and waited == [1.5, 3.0]
+    entry.refresh_from_db()
+    assert (entry.state, entry.attempts, entry.last_error) == (OutboxState.DELIVERED, 3, "")
+    # every attempt is in the delivery log, numbered, and only the last one succeeded
+    log = entry.deliveries.order_by("pk")
+    assert [(d.attempt, d.response_status, d.succeeded) for d in log] == [
+        (1, 503, False),
+        (2, 502, False),
+        (3, 200, True),
+    ]
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert (event.kind, event.detail["message"]) == ("succeeded", "callback delivered")
+    assert event.duration_ms is not None and event.detail["attempts"] == 3
+    (record,) = [r for r in caplog.records if r.name == "toq.media.outbox"]
+    assert record.getMessage() == "callback delivered after 3 attempt(s)"
+    assert record.job_id == job.pk  # type: ignore[attr-defined]
+    assert CallbackOutbox.objects.get(pk=waiting.pk).next_attempt_at < later
+
+
+def test_a_failed_attempt_writes_only_its_own_columns(receiver: CallbackReceiver) -> None:
+    """An operator's replay does not wait for the sender's claim: when it delivers the
+    result while an attempt is on its way, the failed attempt must not write the entry
+    back to pending (the result would be sent again)."""
+    entry = pending(JobFactory(), {"jobId": 1})
+    replayed: list[bool] = []
+
+    def replay_meanwhile(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("INSERT") and "media_callback_deliveries" in sql and not replayed:
+            replayed.append(True)
+            CallbackOutbox.objects.filter(pk=entry.pk).update(
+                state=OutboxState.DELIVERED, delivered_at=timezone.now()
+            )
+        return execute(sql, params, many, context)
+
+    receiver.plan(PlannedResponse(status=503))
+    with connection.execute_wrapper(replay_meanwhile):
+        delivery = outbox_send(entry_id=entry.pk, max_attempts=1)
+    assert replayed == [True] and delivery is not None and not delivery.succeeded
+    entry.refresh_from_db()
+    assert (entry.state, entry.attempts, entry.last_error) == (
+        OutboxState.DELIVERED,
+        1,
+        "HTTP 503",
+    )
+    assert entry.delivered_at is not None
+
+
+def test_a_500_answer_means_the_backend_is_down(receiver: CallbackReceiver) -> None:
+    """Every 5xx, 500 included, stops the pass (unlike a refused body)."""
+    for job in (JobFactory(), JobFactory()):
+        pending(job, body_of(job))
+    receiver.plan(PlannedResponse(status=500))
+    assert outbox_drain() == {"delivered": 0, "failed": 1, "expired": 0}
+    assert len(receiver.received) == 1
+
+
+def test_an_older_result_already_delivered_does_not_say_the_backend_is_down(
+    receiver: CallbackReceiver,
+) -> None:
+    older, newer = JobFactory(), JobFactory()
+    delivered = pending(older, body_of(older))
+    CallbackOutbox.objects.filter(pk=delivered.pk).update(
+        state=OutboxState.DELIVERED, attempts=2, last_status=200
+    )
+    entry = pending(newer, body_of(newer))
+    delivery = outbox_send(entry_id=entry.pk, max_attempts=1)
+    assert delivery is not None and delivery.succeeded
+
+
+def test_holding_back_moves_only_newer_pending_results_due_earlier(
+    receiver: CallbackReceiver,
+) -> None:
+    """After an unreachable backend: newer pending results due before the probe's next
+    attempt wait for it; older results, results due later anyway and the delivery log
+    of delivered results keep their times."""
+    now = timezone.now()
+    soon, past, later = (
+        now + timedelta(seconds=3),
+        now - timedelta(hours=1),
+        now + timedelta(hours=2),
+    )
+    jobs = [JobFactory() for _ in range(5)]
+    older_refused = pending(jobs[0], body_of(jobs[0]))
+    CallbackOutbox.objects.filter(pk=older_refused.pk).update(
+        attempts=1, last_status=400, next_attempt_at=soon
+    )
+    probe = pending(jobs[1], body_of(jobs[1]))
+    newer_due = pending(jobs[2], body_of(jobs[2]))
+    newer_later = pending(jobs[3], body_of(jobs[3]))
+    CallbackOutbox.objects.filter(pk=newer_later.pk).update(
+        attempts=1, last_status=400, next_attempt_at=later
+    )
+    newer_delivered = pending(jobs[4], body_of(jobs[4]))
+    CallbackOutbox.objects.filter(pk=newer_delivered.pk).update(
+        state=OutboxState.DELIVERED, next_attempt_at=past
+    )
+    receiver.plan(PlannedResponse(status=503))
+
+    outbox_send(entry_id=probe.pk, max_attempts=1)
+
+    probe_next = CallbackOutbox.objects.get(pk=probe.pk).next_attempt_at
+    assert probe_next > now
+    times = {
+        e.pk: e.next_attempt_at
+        for e in CallbackOutbox.objects.filter(
+            pk__in=[older_refused.pk, newer_due.pk, newer_later.pk, newer_delivered.pk]
+        )
+    }
+    assert times == {
+        older_refused.pk: soon,
+        newer_due.pk: probe_next,
+        newer_later.pk: later,
+        newer_delivered.pk: past,
+    }
+
+
+def test_bringing_forward_moves_only_pending_results_that_waited(
+    receiver: CallbackReceiver,
+) -> None:
+    """A delivery brings the waiting results forward; results already due and the delivery
+    log of delivered results keep their times."""
+    now = timezone.now()
+    past, later = now - timedelta(minutes=5), now + timedelta(hours=1)
+    jobs = [JobFactory() for _ in range(4)]
+    entry = pending(jobs[0], body_of(jobs[0]))
+    already_due = pending(jobs[1], body_of(jobs[1]))
+    CallbackOutbox.objects.filter(pk=already_due.pk).update(next_attempt_at=past)
+    waited = pending(jobs[2], body_of(jobs[2]))
+    CallbackOutbox.objects.filter(pk=waited.pk).update(
+        attempts=1, last_status=503, next_attempt_at=later
+    )
+    delivered = pending(jobs[3], body_of(jobs[3]))
+    CallbackOutbox.objects.filter(pk=delivered.pk).update(
+        state=OutboxState.DELIVERED, next_attempt_at=later
+    )
+
+    assert outbox_send(entry_id=entry.pk, max_attempts=1) is not None
+
+    assert CallbackOutbox.objects.get(pk=already_due.pk).next_attempt_at == past
+    assert CallbackOutbox.objects.get(pk=waited.pk).next_attempt_at <= timezone.now()
+    assert CallbackOutbox.objects.get(pk=delivered.pk).next_attempt_at == later
