@@ -523,9 +523,6 @@ def _render_vips(
         width, height = _displayed(stored_size, orientation)
         targets = _targets(width, height)
         _check_extent(width, height, targets)
-        _, large_width, large_height = targets[0]
-        turned = orientation in (5, 6, 7, 8)
-        large_stored = (large_height, large_width) if turned else (large_width, large_height)
         icc_profile = image.info.get("icc_profile")
         pixels = None
         if jpeg is not None:
@@ -539,7 +536,7 @@ def _render_vips(
             image_format=image_format,
             orientation=orientation,
             targets=[(w, h) for _, w, h in targets],
-            shrink=vips_render.jpeg_shrink(stored_size, large_stored) if jpeg else 1,
+            shrink=1,  # a JPEG comes as pixels, DCT-scaled by Pillow; a PNG has no shrink
             icc_profile=icc_profile,
             quality=JPEG_QUALITY,
             pixels=pixels,
@@ -573,25 +570,25 @@ def _check_memory(
     """MEMORY_BUDGET_EXCEEDED unless the largest estimate (over the possible orientations)
     fits; called after ``draft``, so ``image.size`` is what the decoder will produce."""
     image_format = image.format or ""
-    tiff_tags = dict(getattr(image, "tag_v2", None) or {}) if image_format == "TIFF" else None
-    worst = None
+    tiff_tags = dict(getattr(image, "tag_v2", None) or {})  # read for a TIFF only
+    estimates = []
     for orientation in orientations:
         large = _fit(*_displayed(stored_size, orientation), LARGEST_WIDTH)
         large_stored = (large[1], large[0]) if orientation in (5, 6, 7, 8) else large
-        estimate = estimate_peak_bytes(
-            image_format=image_format,
-            mode=image.mode,
-            decoded_size=image.size,
-            full_size=stored_size,
-            file_size=file_size,
-            working_bytes=_working_bytes(image.size, image.mode, large_stored),
-            jpeg=jpeg,
-            info=image.info,
-            tiff_tags=tiff_tags,
+        estimates.append(
+            estimate_peak_bytes(
+                image_format=image_format,
+                mode=image.mode,
+                decoded_size=image.size,
+                full_size=stored_size,
+                file_size=file_size,
+                working_bytes=_working_bytes(image.size, image.mode, large_stored),
+                jpeg=jpeg,
+                info=image.info,
+                tiff_tags=tiff_tags,
+            )
         )
-        if worst is None or estimate.total > worst.total:
-            worst = estimate
-    assert worst is not None
+    worst = max(estimates, key=lambda estimate: estimate.total)
     kind = "progressive JPEG" if jpeg is not None and jpeg.progressive else image_format
     description = f"{stored_size[0]}x{stored_size[1]} {image.mode} {kind} image"
     check_memory(worst, limits, description)

@@ -15,6 +15,9 @@ from media_jobs import sample_media
 from media_jobs.pipeline.decode_budget import (
     BudgetedReader,
     CpuBudget,
+    DecodeLimits,
+    MemoryEstimate,
+    check_memory,
     check_png_complete,
     estimate_peak_bytes,
     load_png_verified,
@@ -353,3 +356,151 @@ def test_a_webp_decoder_holds_its_memory_while_the_image_is_reduced() -> None:
     # 200 x 100 x 4 decoded (Pillow pads RGB) + 12 a pixel and the file in libwebp
     # + working + 24 MiB fixed
     assert estimate.total == 80_000 + (240_000 + len(data)) + 1_000_000 + 24 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("size", "tags", "strip_bytes"),
+    [
+        # one row a strip: a single row of 4-byte pixels, not two
+        ((100, 50), {258: (8, 8, 8), 277: 3, 278: 1}, 1 * 100 * 4),
+        # a one-pixel-wide image: one column, not two
+        ((1, 50), {258: (8, 8, 8), 277: 3, 278: 50}, 50 * 1 * 4),
+        # no RowsPerStrip: the spec's default, the whole image in one strip
+        ((100, 50), {258: (8, 8, 8), 277: 3}, 50 * 100 * 4),
+        # 16-bit RGB as Pillow lists it (one entry a sample): 6 bytes a pixel
+        ((100, 50), {258: (16, 16, 16), 277: 3, 278: 10}, 10 * 100 * 6),
+        # 9-bit samples take two whole bytes each
+        ((100, 50), {258: (9, 9, 9), 277: 3, 278: 10}, 10 * 100 * 6),
+        # no SamplesPerPixel: the spec's default, one sample (32-bit float grey: 4 bytes)
+        ((100, 50), {258: 32, 278: 10}, 10 * 100 * 4),
+        # TileWidth without TileLength is no tile layout: sized by its strips
+        ((100, 50), {322: 16, 258: (8, 8, 8), 277: 3, 278: 10}, 10 * 100 * 4),
+    ],
+    ids=[
+        "one-row-strips",
+        "one-pixel-wide",
+        "no-rows-per-strip",
+        "16-bit-rgb",
+        "9-bit",
+        "no-samples-per-pixel",
+        "half-tiled",
+    ],
+)
+def test_a_tiff_strip_is_sized_from_its_tags_and_the_spec_defaults(
+    size: tuple[int, int], tags: dict[int, object], strip_bytes: int
+) -> None:
+    """libtiff's buffer is one strip (or tile) of whole-byte samples, at least 4 bytes a
+    pixel (Pillow's RGBA reads); a tag the file leaves out takes the TIFF spec's default."""
+    estimate = estimate_peak_bytes(
+        image_format="TIFF",
+        mode="RGB",
+        decoded_size=size,
+        full_size=size,
+        file_size=1000,
+        working_bytes=0,
+        tiff_tags=tags,
+    )
+    assert estimate.decoder == strip_bytes + 1000
+
+
+@pytest.mark.parametrize(
+    ("width", "depth", "colour_type", "given", "message"),
+    [
+        # 1-bit grey, 10 wide: 2 bytes of pixels + the filter byte a row
+        (10, 1, 0, 30, "ends after 30 of 60 bytes (about 10 of 20 rows)"),
+        # a colour type PNG does not define is sized as the widest pixel (4 channels)
+        (10, 8, 5, 205, "ends after 205 of 820 bytes (about 5 of 20 rows)"),
+    ],
+    ids=["one-bit-grey", "unknown-colour-type"],
+)
+def test_a_truncated_png_reports_the_whole_rows_it_has(
+    width: int, depth: int, colour_type: int, given: int, message: str
+) -> None:
+    """``check_png_complete`` reads the header itself (it also runs before Pillow decodes):
+    the rows it reports are the declared layout's, filter byte included."""
+    header = struct.pack(">IIBBBBB", width, 20, depth, colour_type, 0, 0, 0)
+    data = (
+        hostile.PNG_SIGNATURE
+        + hostile.png_chunk(b"IHDR", header)
+        + hostile.png_chunk(b"IDAT", zlib.compress(bytes(given)))
+        + hostile.png_chunk(b"IEND", b"")
+    )
+    with pytest.raises(PipelineError) as caught:
+        check_png_complete(io.BytesIO(data))
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert caught.value.message == f"truncated PNG: the image data {message}"
+
+
+class _ReadSizes(io.BytesIO):
+    """A stream that remembers the size of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int | None] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(size)
+        return super().read(size)
+
+
+def _with_fill_bytes_ending_the_first_read(data: bytes) -> bytes:
+    """``data`` (a progressive JPEG) with 0xFF fill bytes before its EOI marker (T.81
+    allows any number before a marker), so many that the last scan's data plus the fill
+    bytes plus the marker's own 0xFF are exactly one MiB: the 0xD9 is the first byte of
+    the next MiB read."""
+    *_, (last_scan_start, _), (eoi, _) = [
+        (start, marker) for marker, start, _ in hostile.jpeg_segments(data)
+    ]
+    (header_length,) = struct.unpack(">H", data[last_scan_start + 2 : last_scan_start + 4])
+    scan_data_start = last_scan_start + 2 + header_length
+    fill = (1 << 20) - 1 - (eoi - scan_data_start)
+    return data[:eoi] + b"\xff" * fill + data[eoi:]
+
+
+def test_a_marker_split_between_two_reads_of_scan_data_is_found() -> None:
+    """Scan data is searched a MiB at a time (a 100 MB photo is never read into memory to
+    count its scans); a marker whose 0xFF ends one read and whose code starts the next is
+    still the marker."""
+    original = hostile.progressive_jpeg(64, 48)
+    data = _with_fill_bytes_ending_the_first_read(original)
+    assert len(data) > 1 << 20
+    reference = Image.open(io.BytesIO(original))
+    reference.load()
+    filled = Image.open(io.BytesIO(data))
+    filled.load()
+    assert filled.tobytes() == reference.tobytes()  # a valid JPEG for the decoder too
+
+    stream = _ReadSizes(data)
+    layout = read_jpeg_layout(stream, max_scans=100)
+
+    assert (layout.width, layout.height, layout.scans, layout.progressive) == (64, 48, 10, True)
+    assert 1 << 20 in stream.sizes
+    assert all(isinstance(size, int) and size <= 1 << 20 for size in stream.sizes)
+
+
+def test_a_budgeted_reader_is_a_readable_seekable_stream() -> None:
+    """Decoders get the reader where they would get the file: it reads, seeks and tells as
+    the stream does, says it is readable and seekable, and passes anything else on."""
+    stream = io.BytesIO(b"0123456789")
+    reader = BudgetedReader(stream, CpuBudget(60))
+    assert (reader.readable(), reader.seekable()) == (True, True)
+    assert reader.seek(4) == 4 and reader.read(3) == b"456" and reader.tell() == 7
+    assert reader.getvalue() == b"0123456789"
+
+
+MIB = 1024 * 1024
+
+
+def test_a_photo_over_the_memory_budget_is_refused_with_its_figures() -> None:
+    """The message gives the estimate and its parts in MiB, rounded up (one byte over 64
+    MiB is 65), and names the setting; a photo exactly at the budget passes."""
+    estimate = MemoryEstimate(decoded=16 * MIB + 1, decoder=5 * MIB, working=10 * MIB)
+    assert estimate.total == 50 * MIB + 1  # decoded + the larger phase + 24 MiB fixed
+    check_memory(estimate, DecodeLimits(memory_bytes=50 * MIB + 1), "4000x3000 RGB JPEG image")
+    with pytest.raises(PipelineError) as caught:
+        check_memory(estimate, DecodeLimits(memory_bytes=50 * MIB), "4000x3000 RGB JPEG image")
+    assert caught.value.code == ErrorCode.MEMORY_BUDGET_EXCEEDED
+    assert caught.value.message == (
+        "decoding this 4000x3000 RGB JPEG image would take about 51 MiB (17 decoded, 5 in the "
+        "decoder, 10 to reduce it); the per-photo budget is 50 MiB (MEDIA_DECODE_MEMORY_BYTES)"
+    )

@@ -10,7 +10,7 @@ import zlib
 from typing import BinaryIO
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageCms, ImageDraw
 
 from media_jobs import sample_media
 from media_jobs.pipeline import thumbnails, vips_render
@@ -640,6 +640,8 @@ def test_generate_thumbnails_resumes_only_when_the_source_is_unchanged(
     assert second_run == first_run
     outcome = {r.source_key: r.skipped for r in caplog.records if hasattr(r, "skipped")}
     assert outcome == {first: True, second: False}
+    said = {r.source_key: r.getMessage() for r in caplog.records if hasattr(r, "skipped")}
+    assert said == {first: "thumbnails skipped (already current)", second: "thumbnails generated"}
     record = next(r for r in caplog.records if hasattr(r, "skipped"))
     assert (record.job_id, record.listing_identity_id, record.step) == (7, LISTING, "thumbnails")
     assert record.traceparent.startswith("00-0af7651916cd43dd")
@@ -673,8 +675,14 @@ def test_unexpected_render_error_fails_only_that_photo(
     [error] = result["body"]["errors"]
     assert error["sourceKey"] == odd
     assert error["errorCode"] == ErrorCode.THUMBNAIL_PROCESSING_FAILED
-    assert "KeyError" in error["errorMessage"]
-    assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
+    assert error["errorMessage"] == "KeyError: 'an encoder bug'"
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.getMessage() == "thumbnail failed unexpectedly" and logged.exc_info
+    assert (logged.source_key, logged.error_code) == (  # type: ignore[attr-defined]
+        odd,
+        "THUMBNAIL_PROCESSING_FAILED",
+    )
+    assert (logged.job_id, logged.step) == (7, "thumbnails")  # type: ignore[attr-defined]
 
 
 class _UnreachableBucket(WrappedStorage):
@@ -785,6 +793,7 @@ def test_each_photo_is_logged_with_its_cpu_milliseconds(
     [line] = [r for r in caplog.records if r.getMessage() == "thumbnails generated"]
     assert (line.source_key, line.skipped) == (raw, False)  # type: ignore[attr-defined]
     assert line.cpu_ms >= 1.0  # type: ignore[attr-defined]
+    assert line.cpu_ms <= line.duration_ms < 60_000  # type: ignore[attr-defined]
 
 
 def test_jpeg_shrink_is_the_largest_whose_decode_covers_large() -> None:
@@ -864,3 +873,85 @@ def test_an_unusable_icc_profile_is_ignored_with_a_warning(
     assert is_marker_red(image.getpixel((3, 3))), image.getpixel((3, 3))
     said = {"libvips": "VIPS: corrupt profile", "pillow": "ignoring unusable ICC profile"}
     assert said[renderer] in [r.getMessage() for r in caplog.records]
+
+
+def test_an_embedded_device_link_profile_is_ignored_with_a_warning(
+    renderer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A readable profile of the wrong class (a device link converts between two devices;
+    it says nothing of the photo's colours) cannot be applied: both renderers ignore it,
+    render the stored pixels and say so."""
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    assert profile[12:16] == b"mntr"
+    profile[12:16] = b"link"  # the profile/device class field of the ICC header
+    out = io.BytesIO()
+    sample_media.with_marker(sample_media.photographic(320, 240)).save(
+        out, "JPEG", quality=92, icc_profile=bytes(profile)
+    )
+    with caplog.at_level(logging.WARNING, logger="toq.pipeline.thumbnails"):
+        image = decoded(render(out.getvalue())["large"])
+    assert is_marker_red(image.getpixel((3, 3))), image.getpixel((3, 3))
+    warnings = [r for r in caplog.records if r.getMessage() == "ignoring unusable ICC profile"]
+    assert [r.step for r in warnings] == ["thumbnails"]  # type: ignore[attr-defined]
+
+
+def test_each_failed_photo_is_reported_and_logged_with_its_code(
+    local_storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing raw object, a bad key and a photo that does not decode each get an error
+    entry with a message that says why, and a warning line with the job's context, the
+    key, the code and the time spent on it; the unexpected failure is logged as an error
+    with its code."""
+    text = _raw_key("horizontal-01-notes.jpg")
+    local_storage.write(text, b"just some text, not a photo" * 10)
+    missing = _raw_key("horizontal-02-gone.jpg")
+    validation = _validation(
+        local_storage,
+        [text],
+        missing=ValidatedAsset(key=missing, type="PHOTO_HORIZONTAL", sourceKey=missing, etag="x"),
+        bad_key=ValidatedAsset(
+            key="4242/photo/x.jpg", type="PHOTO_HORIZONTAL", sourceKey="4242/photo/x.jpg", etag="y"
+        ),
+    )
+    with caplog.at_level(logging.INFO, logger="toq.pipeline.thumbnails"):
+        result = generate_thumbnails(
+            validation, storage=local_storage, config=PipelineConfig(bucket=local_storage.bucket)
+        )
+
+    errors = {e["sourceKey"]: (e["errorCode"], e["errorMessage"]) for e in result["body"]["errors"]}
+    assert errors[text] == ("UNSUPPORTED_FORMAT", "not a supported image")
+    assert errors[missing][0] == "OBJECT_NOT_FOUND"
+    assert errors[missing][1].startswith("not found: ") and missing in errors[missing][1]
+    assert errors["4242/photo/x.jpg"][0] == "INVALID_KEY"
+    failed = {r.source_key: r for r in caplog.records if r.getMessage() == "thumbnail failed"}  # type: ignore[attr-defined]
+    assert set(failed) == {text, missing, "4242/photo/x.jpg"}
+    for key, (code, _) in errors.items():
+        record = failed[key]
+        assert record.levelno == logging.WARNING
+        assert record.error_code == code  # type: ignore[attr-defined]
+        assert (record.job_id, record.listing_identity_id, record.step) == (  # type: ignore[attr-defined]
+            7,
+            LISTING,
+            "thumbnails",
+        )
+        # milliseconds of this photo alone (to 0.1 ms), not of the process or the clock
+        assert isinstance(record.duration_ms, float) and 0 <= record.duration_ms < 5_000  # type: ignore[attr-defined]
+        assert isinstance(record.cpu_ms, float) and 0 <= record.cpu_ms < 1_000  # type: ignore[attr-defined]
+    # opening the text file as an image took some time
+    assert failed[text].duration_ms > 0  # type: ignore[attr-defined]
+    assert not result["body"]["generatedAssets"]
+
+
+@pytest.mark.parametrize("orientation", [0, 9])
+def test_an_exif_orientation_outside_1_to_8_is_upright(orientation: int, renderer: str) -> None:
+    """EXIF defines orientations 1 to 8 only; any other value is ignored (the photo is
+    shown as stored), never read as a mirror or a turn."""
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    sample_media.with_marker(sample_media.photographic(320, 240)).save(
+        out, "JPEG", quality=90, exif=exif.tobytes()
+    )
+    image = decoded(render(out.getvalue())["large"])
+    assert image.size == (320, 240)
+    assert is_marker_red(image.getpixel((2, 2))), image.getpixel((2, 2))
