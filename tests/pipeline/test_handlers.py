@@ -761,19 +761,6 @@ def test_sqs_every_failed_start_is_reported_and_logged(
 # ------------------------------------------------------------------ JSON logs
 
 
-@pytest.fixture
-def json_log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(f"toq.test.{uuid.uuid4().hex[:6]}")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    yield logger, stream
-    logger.removeHandler(handler)
-
-
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 

@@ -7,30 +7,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
-
-import pytest
 
 from media_jobs.pipeline.logs import JsonFormatter, current_log_context, log_context
 
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-
-
-@pytest.fixture
-def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
-    """A logger of its own writing JSON lines to a stream, at DEBUG, not propagating."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(f"toq.test.logs.{uuid.uuid4().hex[:6]}")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    yield logger, stream
-    logger.removeHandler(handler)
 
 
 def only_line(stream: io.StringIO) -> dict[str, Any]:
@@ -55,9 +37,9 @@ def test_a_line_is_compact_utf8_json_with_a_millisecond_utc_timestamp() -> None:
 
 
 def test_context_fields_come_first_in_their_order_then_the_other_extras(
-    logged: tuple[logging.Logger, io.StringIO],
+    json_log: tuple[logging.Logger, io.StringIO],
 ) -> None:
-    logger, stream = logged
+    logger, stream = json_log
     with log_context(traceparent=TRACE, job_id=12):
         logger.info("x", extra={"zeta": 1, "error_code": "ZIP_FAILED", "step": "zip", "alpha": "a"})
     line = only_line(stream)
@@ -77,20 +59,20 @@ def test_context_fields_come_first_in_their_order_then_the_other_extras(
 
 
 def test_context_fields_that_are_not_json_are_written_as_text(
-    logged: tuple[logging.Logger, io.StringIO],
+    json_log: tuple[logging.Logger, io.StringIO],
 ) -> None:
     """A job id kept as a Decimal, a NaN duration: still searchable, and the line still
     valid JSON (NaN is not)."""
-    logger, stream = logged
+    logger, stream = json_log
     logger.info("x", extra={"job_id": Decimal("41"), "duration_ms": float("nan")})
     line = only_line(stream)
     assert (line["job_id"], line["duration_ms"]) == ("41", "nan")
 
 
 def test_other_extras_that_are_not_json_are_left_out(
-    logged: tuple[logging.Logger, io.StringIO],
+    json_log: tuple[logging.Logger, io.StringIO],
 ) -> None:
-    logger, stream = logged
+    logger, stream = json_log
     logger.info("x", extra={"ratio": float("inf"), "request": object(), "kept": [1, "a"]})
     raw = stream.getvalue()
     assert "Infinity" not in raw
@@ -99,19 +81,19 @@ def test_other_extras_that_are_not_json_are_left_out(
 
 
 def test_unset_context_fields_and_private_attributes_are_not_written(
-    logged: tuple[logging.Logger, io.StringIO],
+    json_log: tuple[logging.Logger, io.StringIO],
 ) -> None:
     """A context field given as None is absent (not ``null``); attributes starting with an
     underscore are a library's private state on the record, not log fields."""
-    logger, stream = logged
+    logger, stream = json_log
     logger.info("x", extra={"error_code": None, "job_id": None, "_private": "secret"})
     assert list(only_line(stream)) == ["ts", "level", "logger", "message"]
 
 
 def test_the_context_cannot_overwrite_the_fixed_fields(
-    logged: tuple[logging.Logger, io.StringIO],
+    json_log: tuple[logging.Logger, io.StringIO],
 ) -> None:
-    logger, stream = logged
+    logger, stream = json_log
     with log_context(level="DEBUG", logger="spoofed", message="spoofed", ts="0", step="zip"):
         logger.warning("real")
     line = only_line(stream)
@@ -125,9 +107,9 @@ def test_the_context_cannot_overwrite_the_fixed_fields(
 
 
 def test_exc_info_outside_an_exception_writes_no_exception_type(
-    logged: tuple[logging.Logger, io.StringIO],
+    json_log: tuple[logging.Logger, io.StringIO],
 ) -> None:
-    logger, stream = logged
+    logger, stream = json_log
     logger.error("no exception here", exc_info=True)
     line = only_line(stream)
     assert "exc_type" not in line and line["exc"] == "NoneType: None"
@@ -144,8 +126,8 @@ def test_an_exception_already_formatted_on_the_record_is_written() -> None:
     assert "exc_type" not in line
 
 
-def test_stack_info_is_written_as_stack(logged: tuple[logging.Logger, io.StringIO]) -> None:
-    logger, stream = logged
+def test_stack_info_is_written_as_stack(json_log: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = json_log
     logger.info("where am I", stack_info=True)
     line = only_line(stream)
     assert line["stack"].startswith("Stack (most recent call last):\n")
