@@ -18,17 +18,6 @@ from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import Storage
 from media_jobs.storage import pipeline_storage
 from tests.factories import AssetFactory
-from tests.fixtures.s3server import MotoServer
-
-
-@pytest.fixture
-def s3_settings(settings: Any, moto_server: MotoServer, s3_bucket: str) -> Any:
-    """Django's storage settings on the moto server's per-test-emptied bucket."""
-    settings.MEDIA_BUCKET = s3_bucket
-    settings.MEDIA_STORAGE_BACKEND = "s3"
-    settings.AWS_S3_ENDPOINT_URL = moto_server.endpoint_url
-    settings.AWS_S3_REGION_NAME = "us-east-1"
-    return settings
 
 
 @pytest.fixture

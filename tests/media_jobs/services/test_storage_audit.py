@@ -12,7 +12,6 @@ from media_jobs.pipeline.storage import Storage
 from media_jobs.services.storage_audit import listing_zip_rebuild
 from media_jobs.storage import pipeline_storage
 from tests.factories import AssetFactory
-from tests.fixtures.s3server import MotoServer
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +19,8 @@ LISTING = 7621
 
 
 @pytest.fixture
-def storage(settings: Any, moto_server: MotoServer, s3_bucket: str) -> Storage:
+def storage(s3_settings: Any) -> Storage:
     """The portal's storage (settings) on the moto server's per-test-emptied bucket."""
-    settings.MEDIA_BUCKET = s3_bucket
-    settings.MEDIA_STORAGE_BACKEND = "s3"
-    settings.AWS_S3_ENDPOINT_URL = moto_server.endpoint_url
-    settings.AWS_S3_REGION_NAME = "us-east-1"
     return pipeline_storage()
 
 
