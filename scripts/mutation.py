@@ -179,6 +179,26 @@ def chosen_mutants(module: str, *, rerun: str, sample: int, per_module: int = 0)
     return names[::sample]
 
 
+GENERATE = """
+import os
+from mutmut.__main__ import (copy_also_copy_files, copy_src_dir, create_mutants,
+    set_mutant_under_test, setup_source_paths, store_lines_covered_by_tests)
+set_mutant_under_test("mutant_generation")
+os.makedirs("mutants", exist_ok=True)
+copy_src_dir(); copy_also_copy_files(); setup_source_paths(); store_lines_covered_by_tests()
+print("[mutation]", create_mutants(int(os.environ["MUTATION_CHILDREN"])), flush=True)
+"""
+
+
+def generate_mutants(env: dict[str, str], children: int = 2) -> None:
+    """mutmut's generation step alone (~20 s): in a new checkout, whose ``mutants/`` is empty,
+    the mutant names must exist before the stored verdicts can say which are left to run -
+    otherwise ``module.*`` would run every mutant again."""
+    print("[mutation] generating the mutants", flush=True)
+    run_env = dict(env, MUTATION_CHILDREN=str(children))
+    subprocess.run([sys.executable, "-c", GENERATE], cwd=ROOT, env=run_env, check=True)
+
+
 def run_mutants(
     modules: list[str],
     *,
@@ -191,12 +211,14 @@ def run_mutants(
 ) -> None:
     """One mutmut run over the chosen mutants of ``modules`` (one run: mutmut's clean-test
     and forced-fail passes are paid once); stopped after ``budget_s``, keeping what ran."""
+    if any(not (MUTANTS / (module + ".meta")).exists() for module in modules):
+        generate_mutants(env, max_children)
     names: list[str] = []
     again: list[str] = []  # survivors and timeouts first: they tell whether new tests work
     for module in modules:
         codes = results_of(module)
         if not codes:
-            # never run: mutmut generates the mutants (and the stats) on its way
+            # a module without mutants (nothing mutmut would change): its run makes the meta
             names.append(f"{dotted(module)}.*")
             continue
         chosen = chosen_mutants(module, rerun=rerun, sample=sample, per_module=per_module)

@@ -122,3 +122,53 @@ def test_an_equivalent_is_judged_in_one_version_of_its_function(
         PREFIX + "x_a__mutmut_3": "the same either way",
         PREFIX + "x_b__mutmut_1": "judged in x_b's earlier source",
     }
+
+
+def test_a_new_checkout_generates_first_and_runs_only_what_has_no_verdict(
+    places: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the mutant names, ``module.*`` would run every mutant of a module again; the
+    stored verdicts can only pick the unjudged ones once mutmut has named the mutants."""
+    (places / "results.json").write_text(
+        json.dumps({MODULE: {"x_a": {"hash": "aaa", "codes": {"1": 1, "2": 0}}}})
+    )
+    generated = []
+
+    def generate(env: dict[str, str], children: int) -> None:
+        generated.append(children)
+        write_meta(
+            places / "mutants",
+            {"x_a__mutmut_1": None, "x_a__mutmut_2": None, "x_b__mutmut_1": None},
+            {"x_a": "aaa", "x_b": "bbb"},
+        )
+
+    runs: list[list[str]] = []
+
+    class Mutmut:
+        """Records the command instead of running mutmut."""
+
+        def __init__(self, cmd: list[str], **kwargs: object) -> None:
+            runs.append(cmd)
+
+        def __enter__(self) -> Mutmut:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
+
+        def wait(self, timeout: float) -> int:
+            return 0
+
+    monkeypatch.setattr(mutation, "generate_mutants", generate)
+    monkeypatch.setattr(mutation.subprocess, "Popen", Mutmut)
+    run = dict(env={}, budget_s=60, sample=1, per_module=0)
+
+    mutation.run_mutants([MODULE], max_children=3, rerun="none", **run)
+    assert generated == [3]
+    assert [cmd[-1:] for cmd in runs] == [[PREFIX + "x_b__mutmut_1"]]
+
+    # generated already: the survivor goes first, in a run of its own
+    runs.clear()
+    mutation.run_mutants([MODULE], max_children=3, rerun="survivors", **run)
+    assert generated == [3]
+    assert [cmd[-1:] for cmd in runs] == [[PREFIX + "x_a__mutmut_2"], [PREFIX + "x_b__mutmut_1"]]
