@@ -1082,6 +1082,39 @@ def test_two_parts_are_sent_at_once_never_three(s3_storage: S3Storage) -> None:
         assert stream.read() == data
 
 
+def test_a_part_sent_frees_its_place_while_an_earlier_one_is_still_going(
+    s3_storage: S3Storage,
+) -> None:
+    """A slow part does not hold the upload back: as soon as any part in flight is done, the
+    next one starts (the writer waits for the first answer, not for all of them)."""
+    release = threading.Event()
+
+    class SlowFirstPart(_PartFails):
+        def upload_part(self, **kwargs: object) -> dict[str, object]:
+            if kwargs["PartNumber"] == 1:
+                release.wait(10)
+            return super().upload_part(**kwargs)
+
+    storage = S3Storage(
+        s3_storage.bucket, client=SlowFirstPart(s3_storage.client, 0), part_size=MIN_PART_SIZE
+    )
+    writer = storage.open_multipart("slow-first.bin")
+    data = payload(3 * MIN_PART_SIZE, seed=12)
+    writing = threading.Thread(target=writer.write, args=(data,))
+    writing.start()
+    try:
+        writing.join(10)
+        # part 2 came back, so part 3 went out while part 1 is still being sent
+        assert not writing.is_alive()
+        assert writer.parts_uploaded == 3
+    finally:
+        release.set()
+        writing.join(10)
+    writer.complete()
+    with s3_storage.open_read("slow-first.bin") as stream:
+        assert stream.read() == data
+
+
 def test_a_failed_part_in_flight_fails_the_upload_and_aborts_it(s3_storage: S3Storage) -> None:
     storage = S3Storage(
         s3_storage.bucket, client=_PartFails(s3_storage.client, 2), part_size=MIN_PART_SIZE

@@ -788,6 +788,17 @@ def test_asset_apply_output_saves_the_asset() -> None:
     )
 
 
+def test_asset_apply_output_writes_only_the_output_columns() -> None:
+    """A backfill holds the asset for a while: a title the owner edits meanwhile stays; only
+    the output's columns are written."""
+    asset = AssetFactory(listing_identity_id=556, status=AssetStatus.PROCESSING, title="old")
+    MediaAsset.objects.filter(pk=asset.pk).update(title="Sala de estar")
+    key = "556/processed/photo/horizontal/large/q.jpg"
+    callbacks.asset_apply_output(asset=asset, output={"processedKey": key})
+    stored = MediaAsset.objects.get(pk=asset.pk)
+    assert (stored.title, stored.s3_key_processed) == ("Sala de estar", key)
+
+
 def test_a_large_body_is_kept_once_per_job() -> None:
     """The first callback of a body over 64 KiB keeps it whole in its event; a replay points
     at that event; another job's callback with its own large body keeps its own."""

@@ -44,6 +44,14 @@ def test_retries_with_backoff_until_accepted(receiver: CallbackReceiver) -> None
     assert event.kind == "succeeded" and event.detail["attempts"] == 3
 
 
+def test_the_caller_sets_the_first_wait_between_attempts(receiver: CallbackReceiver) -> None:
+    receiver.plan(PlannedResponse(status=502), PlannedResponse(status=502))
+    slept: list[float] = []
+    delivery = callback_deliver(job=JobFactory(), body=BODY, interval_s=0.5, sleep=slept.append)
+    assert delivery is not None and delivery.succeeded
+    assert slept == [0.5, 1.0]  # the caller's interval, doubled (backoff 2)
+
+
 def test_after_the_quick_attempts_the_result_stays_in_the_outbox(
     receiver: CallbackReceiver, settings: Any
 ) -> None:

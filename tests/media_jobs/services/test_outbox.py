@@ -261,6 +261,25 @@ def test_a_result_that_fails_past_its_retry_period_expires_naming_its_last_attem
     assert record.outbox_id == entry.pk and record.job_id == job.pk  # type: ignore[attr-defined]
 
 
+def test_a_result_that_fails_at_the_very_end_of_its_retry_period_expires(
+    receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry period is up at ``expires_at`` itself: a failure at that instant expires
+    the entry instead of scheduling a next attempt for that same instant."""
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    end = timezone.now().replace(microsecond=0) + timedelta(seconds=30)
+    CallbackOutbox.objects.filter(pk=entry.pk).update(expires_at=end)
+    monkeypatch.setattr(timezone, "now", lambda: end)
+    receiver.plan(PlannedResponse(status=503))
+
+    delivery = outbox_send(entry_id=entry.pk, max_attempts=1)
+
+    assert delivery is not None and not delivery.succeeded
+    entry.refresh_from_db()
+    assert (entry.state, entry.attempts) == (OutboxState.EXPIRED, 1)
+
+
 def test_a_delivered_result_names_its_attempt_on_the_timeline(receiver: CallbackReceiver) -> None:
     job = JobFactory()
     entry = pending(job, body_of(job))
