@@ -40,6 +40,13 @@ pytestmark = pytest.mark.django_db
 VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
+def lock_wait_timeout(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    """A database wrapper under which every locking read ends in MariaDB's lock wait timeout."""
+    if "FOR UPDATE" in sql:
+        raise OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
+    return execute(sql, params, many, context)
+
+
 @pytest.fixture(autouse=True)
 def celery_engine(settings: Any) -> None:
     settings.MEDIA_PIPELINE_ENGINE = "celery"
@@ -201,11 +208,6 @@ def test_a_database_that_refuses_every_attempt_leaves_the_job_and_says_so(
     slept: list[float] = []
     monkeypatch.setattr("media_jobs.services.dispatch.time.sleep", slept.append)
 
-    def lock_wait_timeout(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if "FOR UPDATE" in sql:
-            raise OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction")
-        return execute(sql, params, many, context)
-
     with (
         caplog.at_level("WARNING", logger="toq.media.dispatch"),
         connection.execute_wrapper(lock_wait_timeout),
@@ -304,3 +306,62 @@ def test_an_all_zero_trace_or_parent_id_is_replaced_by_a_fresh_traceparent(given
     result = traceparent_or_new(given)
     assert result != given
     assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", result)
+
+
+def test_by_default_five_attempts_with_a_doubling_pause_are_logged_before_giving_up(
+    queued: list[Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without arguments: five attempts, pauses from half a second doubling between them,
+    each failure logged with its number and the database's error, then the give-up."""
+    AssetFactory(listing_identity_id=813, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(listing_identity_id=813)
+    slept: list[float] = []
+    monkeypatch.setattr("media_jobs.services.dispatch.time.sleep", slept.append)
+
+    with (
+        caplog.at_level("WARNING", logger="toq.media.dispatch"),
+        connection.execute_wrapper(lock_wait_timeout),
+    ):
+        assert job_dispatch_failed(job_id=job.pk, reason="no") is None
+
+    assert slept == [0.5, 1.0, 2.0, 4.0]
+    error = "(1205, 'Lock wait timeout exceeded; try restarting transaction')"
+    assert [
+        r.getMessage() for r in caplog.records if r.name == "toq.media.dispatch" and r.levelno >= 30
+    ] == [
+        *(
+            f"could not record the dispatch failure (attempt {n} of 5): {error}"
+            for n in range(1, 6)
+        ),
+        "job left unchanged: the database refused every attempt",
+    ]
+
+
+def test_blockers_come_by_asset_type_then_sequence(queued: list[Any]) -> None:
+    """The order the 409 and the rebuild report name them in: type, then sequence, whatever
+    order the rows were created in."""
+    vertical = AssetFactory(
+        listing_identity_id=814,
+        asset_type=AssetType.PHOTO_VERTICAL,
+        sequence=1,
+        status=AssetStatus.FAILED,
+    )
+    second = AssetFactory(listing_identity_id=814, sequence=2, status=AssetStatus.FAILED)
+    first = AssetFactory(listing_identity_id=814, sequence=1, status=AssetStatus.FAILED)
+
+    blockers = listing_finalization_blockers(listing_identity_id=814)
+
+    assert [(b["assetId"], b["assetType"], b["sequence"]) for b in blockers] == [
+        (first.pk, "PHOTO_HORIZONTAL", 1),
+        (second.pk, "PHOTO_HORIZONTAL", 2),
+        (vertical.pk, "PHOTO_VERTICAL", 1),
+    ]
+
+
+def test_a_finalization_started_without_a_retry_count_is_a_first_try(queued: list[Any]) -> None:
+    """retry_count counts retries: a finalization nobody retried starts at 0."""
+    AssetFactory(
+        listing_identity_id=815, status=AssetStatus.PROCESSED, s3_key_processed="815/p/1.jpg"
+    )
+    job = listing_start_finalization(listing_identity_id=815)
+    assert job.retry_count == 0
