@@ -18,11 +18,12 @@ from media_jobs.models import AssetStatus, JobProvider, JobStatus, MediaAsset
 from media_jobs.pipeline import keys
 from media_jobs.pipeline.storage import ObjectNotFound, Storage
 from media_jobs.pipeline.thumbnails import SOURCE_ETAG_METADATA
+from media_jobs.services import backfill
 from media_jobs.storage import pipeline_storage
 from tests.factories import AssetFactory, JobFactory
 from tests.fixtures.s3server import MotoServer
 
-from .conftest import bucket_snapshot, processed_photo, rows_snapshot, run_command
+from .conftest import bucket_snapshot, processed_photo, put_photo, rows_snapshot, run_command
 
 pytestmark = pytest.mark.django_db
 
@@ -312,6 +313,39 @@ def test_force_writes_each_photo_derivative_once_with_its_source(
     assert_current(storage, asset)
     # the forced render carries the source etag, so the thumbnail step that follows finds
     # the derivatives current and does not write them a second time
+    s3 = moto_server.client("s3")
+    for key in derivative_keys(asset).values():
+        versions = s3.list_object_versions(Bucket=s3_settings.MEDIA_BUCKET, Prefix=key)
+        assert len([v for v in versions["Versions"] if v["Key"] == key]) == 2, key
+
+
+def test_a_raw_object_replaced_during_a_forced_backfill_is_rendered_once_from_the_new_one(
+    versioned_storage: Storage,
+    moto_server: MotoServer,
+    s3_settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new upload of the raw object lands after the backfill looked at the derivatives
+    and before validation: the forced render reads the new object and carries the etag
+    validation saw (the new one), so the thumbnail step after it finds the derivatives
+    current and does not write them a second time."""
+    storage = versioned_storage
+    asset = processed_photo(storage, LISTING, 1)
+    assert run_command("backfill_derivatives", "--asset", str(asset.pk)).code == 0
+    validate = backfill.validate_assets
+
+    def upload_then_validate(event: Any, **kwargs: Any) -> Any:
+        put_photo(storage, asset.s3_key_raw, seed=99)
+        return validate(event, **kwargs)
+
+    monkeypatch.setattr(backfill, "validate_assets", upload_then_validate)
+    old_etag = storage.head(asset.s3_key_raw).etag
+
+    forced = run_command("backfill_derivatives", "--asset", str(asset.pk), "--force")
+
+    assert forced.code == 0, forced.stderr
+    assert storage.head(asset.s3_key_raw).etag != old_etag
+    assert_current(storage, asset)
     s3 = moto_server.client("s3")
     for key in derivative_keys(asset).values():
         versions = s3.list_object_versions(Bucket=s3_settings.MEDIA_BUCKET, Prefix=key)
