@@ -270,6 +270,9 @@ def _check_entry_name(name: str) -> None:
         raise ValueError("ZIP entry name too long")
 
 
+_READER = -1  # the source of an error of the reading thread itself, not of one object
+
+
 class _ReadAhead:
     """Streams the assets' bytes, in order, from a worker thread.
 
@@ -343,6 +346,10 @@ class _ReadAhead:
         opener = ThreadPoolExecutor(self._max_open_ahead, thread_name_prefix="zip-open")
         try:
             self._read_objects(opener)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            # a failure outside an object's reads (closing its stream, say): the consumer
+            # waits on the queue, so it must get the error rather than wait forever
+            self._offer((_READER, exc))
         finally:
             opener.shutdown(wait=True, cancel_futures=True)
             for future in self._opening.values():  # opened ahead, never read
@@ -376,10 +383,10 @@ class _ReadAhead:
         """The bytes of object ``index``; objects must be consumed in order."""
         while True:
             source, item = self._chunks.get()
+            if isinstance(item, BaseException):
+                raise item  # this object's read error, or the reader's own (_READER)
             if source != index:
                 raise RuntimeError(f"read-ahead out of order: got {source}, expected {index}")
-            if isinstance(item, BaseException):
-                raise item
             if not item:  # _END: the object is over (a read never hands over b"" otherwise)
                 return
             yield item

@@ -1169,6 +1169,47 @@ def test_a_closed_read_ahead_stops_reading(local_storage: LocalStorage) -> None:
     assert counted.count <= 1000  # the first object at most, of 10,000 bytes
 
 
+class _CloseFails(WrappedStorage):
+    """A real adapter whose read streams all fail when they are closed (every byte read)."""
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with self._inner.open_read(key) as stream:
+            yield stream
+        raise ConnectionResetError("connection reset while closing the stream")
+
+
+def test_a_stream_that_fails_to_close_fails_the_step_instead_of_hanging(
+    local_storage: LocalStorage,
+) -> None:
+    """The error comes outside the object's reads, in the reading thread: the step must
+    still get it (it waits on that thread's queue) and fail with it, not wait forever."""
+    key = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
+    local_storage.write(key, sample_media.jpeg_bytes(64, 48))
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            create_zip_bundle(_event([key]), storage=_CloseFails(local_storage))  # type: ignore[arg-type]
+        except BaseException as exc:  # noqa: BLE001 - the outcome checked below
+            outcome.append(exc)
+
+    step = threading.Thread(target=run, daemon=True)
+    step.start()
+    step.join(30)
+    assert not step.is_alive(), "the step waits forever for the reading thread"
+    (error,) = outcome
+    assert isinstance(error, PipelineError) and error.code == ErrorCode.ZIP_FAILED
+    assert error.message == (
+        "cannot write 5150/processed/zip/listing-media.zip while reading "
+        "5150/raw/photo/vertical/vertical-01-a.jpg: "
+        "ConnectionResetError: connection reset while closing the stream"
+    )
+    with pytest.raises(ObjectNotFound):
+        local_storage.head(ZIP_KEY)
+    assert _zip_threads() == []
+
+
 def test_the_method_follows_the_type_then_the_content(local_storage: LocalStorage) -> None:
     """A listed media type is STORED even when it would shrink; any other file is DEFLATED
     when its start shrinks, STORED when it does not; an empty file is an empty entry."""
