@@ -45,13 +45,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from mutmut.mutation.diff_apply import get_diff_for_mutant  # noqa: E402
-from run_tests import DEFAULT_DB, probe_mysql  # noqa: E402
+from run_tests import DEFAULT_DB, probe_mysql, probe_redis  # noqa: E402
 
 PACKAGES = ("media_jobs/pipeline", "media_jobs/services")
 REPORT = ROOT / "mutation" / "report.md"
 EQUIVALENT = ROOT / "mutation" / "equivalent.txt"
 RESULTS = ROOT / "mutation" / "results.json"
 MUTANTS = ROOT / "mutants"
+MUTATION_REDIS = os.environ.get("MUTATION_REDIS_URL", "redis://127.0.0.1:6379/14")
 # mutmut's exit codes of a mutant run (mutmut.stats.status_by_exit_code)
 KILLED = {1, 3}
 TIMEOUT = {24, -24, 36, 152, 255}
@@ -83,6 +84,12 @@ def test_environment() -> dict[str, str]:
     else:
         env.pop("DATABASE_URL", None)
     env.pop("CELERY_BROKER_URL", None)
+    # the Redis broker tests count too (a queue of their own each, so concurrent mutants
+    # can share one database; the worker tests, which would not, are not selected)
+    if probe_redis(MUTATION_REDIS):
+        env["TEST_REDIS_URL"] = MUTATION_REDIS
+    else:
+        env.pop("TEST_REDIS_URL", None)
     # made sample media (clips, the 400-megapixel PNG) kept for every mutant of the run, not
     # made again in each mutant's pytest session: that was half the time of a decoder mutant
     env["SAMPLE_MEDIA_DIR"] = str(MUTANTS / "sample-media")

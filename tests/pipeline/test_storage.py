@@ -500,8 +500,9 @@ def test_s3_refuses_parts_below_the_s3_minimum(pipeline_config: PipelineConfig) 
     with pytest.raises(ValueError, match="5 MiB"):
         S3Storage.from_config(pipeline_config, part_size=MIB)
     storage = S3Storage.from_config(pipeline_config)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:
         storage.open_multipart("k", part_size=MIN_PART_SIZE - 1)
+    assert str(refused.value) == "S3 parts must be at least 5242880 bytes (5 MiB)"
 
 
 def test_a_missing_bucket_is_an_error_not_a_missing_object(moto_server: MotoServer) -> None:
@@ -946,6 +947,22 @@ def test_streamed_multipart_follows_the_growing_part_sizes(s3_storage: S3Storage
     assert writer.parts_uploaded == 2
     writer.abort()
     assert pending_uploads(s3_storage) == []
+
+
+def test_each_part_has_the_size_of_its_own_number(
+    s3_storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The growth rule at a small scale (the size doubles after every part instead of
+    every 1000): part 1 has the base size, part 2 twice that, so 3 base sizes are 2 parts."""
+    monkeypatch.setattr(storage_s3, "PARTS_PER_STEP", 1)
+    data = payload(3 * MIN_PART_SIZE, seed=13)
+    writer = s3_storage.open_multipart("doubling.bin", part_size=MIN_PART_SIZE)
+    writer.write(data)
+    assert writer.parts_uploaded == 2
+    info = writer.complete()
+    assert info.etag.endswith("-2") and info.size == 3 * MIN_PART_SIZE
+    with s3_storage.open_read("doubling.bin") as stream:
+        assert stream.read() == data
 
 
 # -- retries and timeouts against a misbehaving S3 endpoint -------------------------------

@@ -991,6 +991,43 @@ def test_asset_keys_come_from_keys_or_objects_once_each_in_order() -> None:
         assert refused.value.message == f"asset without a key: {bad!r}"
 
 
+class _HeadCount(WrappedStorage):
+    """A real adapter that records the keys it is asked to HEAD."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.heads: list[str] = []
+
+    def head(self, key: str) -> Any:
+        self.heads.append(key)
+        return self._inner.head(key)
+
+
+def test_listed_assets_are_not_looked_up_again(local_storage: LocalStorage) -> None:
+    """The LIST of the common folder answers for the assets it returns; only the one it
+    cannot (outside the folder) costs a HEAD."""
+    keys = [f"{LISTING}/raw/photo/vertical/vertical-0{n}-a.jpg" for n in (1, 2, 3)]
+    for key in [*keys, f"{LISTING}/raw/photo/vertical/not-zipped.jpg"]:
+        local_storage.write(key, b"x" * 10)
+    counting = _HeadCount(local_storage)
+    infos = zipper._stat_all(counting, keys, LISTING)  # type: ignore[arg-type]
+    assert [(info.key, info.size) for info in infos] == [(key, 10) for key in keys]
+    assert counting.heads == []
+
+
+def test_chunks_asked_out_of_order_are_refused(local_storage: LocalStorage) -> None:
+    keys = [f"{LISTING}/raw/a.bin", f"{LISTING}/raw/b.bin"]
+    for key in keys:
+        local_storage.write(key, b"abc")
+    reader = zipper._ReadAhead(local_storage, keys, [3, 3], chunk_size=10, max_pending=4)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            next(reader.chunks(1))
+    finally:
+        reader.close()
+    assert str(refused.value) == "read-ahead out of order: got 0, expected 1"
+
+
 class _BrokenLookups(WrappedStorage):
     """A real adapter whose LIST, or whose HEAD of one key, fails like a dropped connection."""
 

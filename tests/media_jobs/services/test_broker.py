@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from kombu import Connection
 
 from media_jobs.services import queueing
 from media_jobs.services.broker import default_queue, queue_depth
@@ -23,7 +24,20 @@ from toqportal.celery import app
 TASK = "media_jobs.tasks.deliver_callback"
 
 
-@pytest.fixture(params=["filesystem", "redis"])
+RABBITMQ = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def rabbitmq_queue_exists(name: str) -> bool:
+    """Asked of RabbitMQ itself: a passive declare fails on a queue that does not exist."""
+    with Connection(RABBITMQ, connect_timeout=3) as connection:
+        try:
+            connection.default_channel.queue_declare(queue=name, passive=True)
+        except connection.channel_errors:
+            return False
+        return True
+
+
+@pytest.fixture(params=["filesystem", "redis", "rabbitmq"])
 def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """This process's Celery app on a broker of its own, with a default queue of its own:
     yields (default queue, another queue)."""
@@ -32,7 +46,14 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     conf = app.conf
     saved = (conf.broker_url, conf.task_default_queue, conf.broker_transport_options)
     client = None
-    if request.param == "redis":
+    rabbitmq = request.param == "rabbitmq"
+    if rabbitmq:
+        try:
+            rabbitmq_queue_exists(default)
+        except OSError:
+            pytest.skip(f"no RabbitMQ at {RABBITMQ}")
+        conf.broker_url, conf.broker_transport_options = RABBITMQ, {}
+    elif request.param == "redis":
         url = os.environ.get("TEST_REDIS_URL")
         if not url:
             pytest.skip("no Redis (run through scripts/run_tests.py)")
@@ -54,6 +75,10 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
         if client is not None:
             client.delete(default, other)
             client.close()
+        if rabbitmq:
+            with Connection(RABBITMQ) as connection:
+                for name in (default, other):
+                    connection.default_channel.queue_delete(queue=name)
         conf.broker_url, conf.task_default_queue, conf.broker_transport_options = saved
 
 
@@ -70,6 +95,15 @@ def test_the_depth_is_the_number_of_messages_waiting(queues: tuple[str, str]) ->
 
 def test_a_queue_nobody_sent_to_yet_is_empty(queues: tuple[str, str]) -> None:
     assert queue_depth(f"never-used-{uuid.uuid4().hex[:8]}") == 0
+
+
+@pytest.mark.parametrize("queues", ["rabbitmq"], indirect=True)
+def test_asking_the_depth_creates_no_queue_on_rabbitmq(queues: tuple[str, str]) -> None:
+    """The dashboard only looks: on RabbitMQ a (non-passive) declare would leave behind a
+    queue for every name ever asked about (Redis and the embedded broker make none)."""
+    name = f"never-used-{uuid.uuid4().hex[:8]}"
+    assert queue_depth(name) == 0
+    assert not rabbitmq_queue_exists(name)
 
 
 def test_an_unreachable_broker_is_unknown_at_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -90,17 +124,26 @@ def test_an_unreachable_broker_is_unknown_at_once(caplog: pytest.LogCaptureFixtu
     assert message.startswith("queue depth unknown: ") and "Connection refused" in message
 
 
-@pytest.fixture(params=["drops-connections", "never-answers"])
+@pytest.fixture(
+    params=[
+        ("redis", "drops-connections"),
+        ("redis", "never-answers"),
+        ("amqp", "drops-connections"),
+        ("amqp", "never-answers"),
+    ],
+    ids="-".join,
+)
 def silent_broker(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A Redis address that never answers: a listening socket nobody accepts on. With its
-    backlog full the kernel drops every further connection attempt (a broker behind a
-    firewall that drops packets); with room left the connection is made and the broker
-    never replies (a hung broker)."""
+    """A Redis or RabbitMQ address that never answers: a listening socket nobody accepts
+    on. With its backlog full the kernel drops every further connection attempt (a broker
+    behind a firewall that drops packets); with room left the connection is made and the
+    broker never replies (a hung broker)."""
+    scheme, behaviour = request.param
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     port = server.getsockname()[1]
     filling: list[socket.socket] = []
-    if request.param == "drops-connections":
+    if behaviour == "drops-connections":
         server.listen(0)
         for _ in range(3):
             client = socket.socket()
@@ -111,7 +154,9 @@ def silent_broker(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         server.listen(8)
     saved = app.conf.broker_url
-    app.conf.broker_url = f"redis://127.0.0.1:{port}/0"
+    app.conf.broker_url = (
+        f"redis://127.0.0.1:{port}/0" if scheme == "redis" else f"amqp://g:g@127.0.0.1:{port}//"
+    )
     try:
         yield app.conf.broker_url
     finally:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from media_jobs.exceptions import ApplicationError, ConflictError, NotFoundError
 from media_jobs.models import (
@@ -496,6 +498,21 @@ def test_outputs_are_written_in_batches_with_their_own_values(
         assert asset.s3_key_processed == outputs[index]["processedKey"]
         assert asset.metadata["thumbnailKey"] == outputs[index]["thumbnailKey"]
     assert assets[0].metadata["filename"] == "fachada-água.jpg"
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="the joined UPDATE is MySQL syntax")
+def test_on_mariadb_a_batch_of_outputs_is_one_joined_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One statement per batch (5 outputs in batches of 2: 3 statements), not Django's
+    bulk_update, which measured slower than one UPDATE per asset on MariaDB."""
+    monkeypatch.setattr(callbacks, "OUTPUT_BATCH", 2)
+    job, assets = processing_job(listing=542, assets=5)
+    with CaptureQueriesContext(connection) as queries:
+        deliver(body_for(job, "SUCCEEDED", [output(a) for a in assets]))
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE `media_assets`")]
+    assert len(updates) == 3
+    assert all(sql.startswith("UPDATE `media_assets` AS a JOIN (SELECT ") for sql in updates)
 
 
 def test_the_first_success_stands() -> None:
