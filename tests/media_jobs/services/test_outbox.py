@@ -20,6 +20,7 @@ from media_jobs.models import (
 )
 from media_jobs.pipeline.callback import serialise_payload
 from media_jobs.selectors.deliveries import outbox_list, undelivered_q
+from media_jobs.services import outbox
 from media_jobs.services.deliveries import delivery_replay
 from media_jobs.services.outbox import (
     _claim,
@@ -280,21 +281,47 @@ def test_a_result_that_fails_at_the_very_end_of_its_retry_period_expires(
     assert (entry.state, entry.attempts) == (OutboxState.EXPIRED, 1)
 
 
-def test_a_delivered_result_names_its_attempt_on_the_timeline(receiver: CallbackReceiver) -> None:
+def test_a_delivered_result_names_its_attempt_on_the_timeline(
+    receiver: CallbackReceiver, settings: Any
+) -> None:
+    """The event names the attempt and how long the send took (the receiver answers after
+    0.2 s here)."""
+    receiver.plan(PlannedResponse(status=200, delay_s=0.2))
     job = JobFactory()
     entry = pending(job, body_of(job))
     delivery = outbox_send(entry_id=entry.pk)
     assert delivery is not None and delivery.succeeded
     event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
     assert event.kind == "succeeded"
-    assert {
-        k: event.detail[k] for k in ("outboxId", "deliveryId", "attempts", "responseStatus")
-    } == {
+    detail = {k: v for k, v in event.detail.items() if k != "message"}
+    assert detail == {
+        "url": settings.CALLBACK_URL,
+        "attempts": 1,
         "outboxId": entry.pk,
         "deliveryId": delivery.pk,
-        "attempts": 1,
         "responseStatus": 200,
+        "error": "",
     }
+    assert event.duration_ms is not None and 200 <= event.duration_ms < 10_000
+
+
+def test_the_send_time_on_the_timeline_is_in_milliseconds(
+    receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read off the outbox's own clock: started at 100.0 s, recorded at 102.5 s."""
+    readings = iter([100.0, 102.5])
+
+    class Clock:
+        @staticmethod
+        def perf_counter() -> float:
+            return next(readings)
+
+    monkeypatch.setattr(outbox, "time", Clock)
+    job = JobFactory()
+    entry = pending(job, body_of(job))
+    assert outbox_send(entry_id=entry.pk, sleep=lambda _: None) is not None
+    event = MediaJobEvent.objects.get(job_id=job.pk, step="callback_delivery")
+    assert event.duration_ms == 2500
 
 
 def test_quick_attempts_that_fail_leave_a_warning_naming_the_entry_and_error(
