@@ -293,7 +293,7 @@ CATALOGUE: dict[str, CodeInfo] = {
             "asset",
             "thumbnails",
             _(
-                "a derivative would be taller (or wider) than JPEG's 65,535 px limit (a strip "
+                "a derivative would be taller (or wider) than JPEG's 65,500 px limit (a strip "
                 "1,200 px wide and over 54 times as tall)"
             ),
             _("Ask for a cropped image, then retry."),

@@ -52,8 +52,9 @@ DEFAULT_MEMORY_BYTES = 320 * MIB
 DEFAULT_CPU_SECONDS = 10.0
 DEFAULT_MAX_JPEG_SCANS = 100
 DEFAULT_MAX_PIXELS = 180_000_000
-# JPEG's own limit on each dimension: a derivative taller than this cannot be encoded.
-JPEG_MAX_DIMENSION = 65_535
+# libjpeg's limit on each side (JPEG_MAX_DIMENSION in its jmorecfg.h, below the format's
+# 65535): a derivative taller than this fails in the encoder (Pillow's and libvips').
+JPEG_MAX_DIMENSION = 65_500
 
 
 @dataclass(frozen=True)

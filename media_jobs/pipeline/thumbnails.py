@@ -673,7 +673,7 @@ def _reduce_opaque(
     full-size copy: L/RGB/CMYK are resized directly (Pillow reduces first, then resamples);
     any other mode is reduced and converted a strip at a time (alpha composited on white,
     palettes expanded, 16-bit and float scaled to 8 bits), then resampled."""
-    if image.mode in _OPAQUE_MODES:
+    if image.mode in _OPAQUE_MODES and "transparency" not in image.info:
         if image.size != size or box is not None:
             return image.resize(size, FIRST_STEP_FILTER, box=box, reducing_gap=REDUCING_GAP)
         return image
@@ -742,9 +742,10 @@ def _orientation_of_exif(exif_block: bytes) -> int:
 
 
 def _opaque_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image]:
-    """A function making a strip of ``image`` 8-bit L or RGB without alpha (transparency
-    composited on white). 32-bit integer and float images are scaled by the maximum of the
-    whole image, measured once, so every strip gets the same scale."""
+    """A function making a strip of ``image`` 8-bit L or RGB without alpha (transparency,
+    a colour key's too, composited on white). 32-bit integer and float images whose maximum
+    (of the whole image, measured once, so every strip gets the same scale) is over 255 are
+    scaled from 16 bits (x 255/65535)."""
     scale = 1.0
     if image.mode in ("I", "F"):
         _, high = image.getextrema()
@@ -759,6 +760,10 @@ def _opaque_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image
         elif mode == "PA":
             strip = strip.convert("RGBA")
             mode = "RGBA"
+        elif mode in ("L", "RGB") and "transparency" in strip.info:
+            # a PNG colour key (tRNS): the pixels of that one value are transparent
+            strip = strip.convert("LA" if mode == "L" else "RGBA")
+            mode = strip.mode
         elif mode == "1":
             return strip.convert("L")
         elif mode.startswith("I;16"):

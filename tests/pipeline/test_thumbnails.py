@@ -353,6 +353,51 @@ def test_png_exif_orientation_is_applied(orientation: int, renderer: str) -> Non
         assert not is_marker_red(image.getpixel((image.width - 3, image.height - 3)))
 
 
+def _exif_block(*entries: tuple[int, int, int, bytes], data: bytes = b"") -> bytes:
+    """A little-endian TIFF-structured EXIF block with one IFD of (tag, type, count, value)
+    entries; ``data`` follows the IFD (at offset 8 + 2 + 12 * len(entries) + 4)."""
+    block = b"II*\x00" + struct.pack("<IH", 8, len(entries))
+    for tag, kind, count, value in entries:
+        block += struct.pack("<HHI", tag, kind, count) + value
+    return block + struct.pack("<I", 0) + data
+
+
+@pytest.mark.parametrize(
+    "exif",
+    [
+        pytest.param(_exif_block((0x010F, 2, 4, b"TOQ\x00")), id="make-without-orientation"),
+        pytest.param(b"Orientation: rotate 90 (not TIFF)", id="not-a-tiff-structure"),
+        pytest.param(_exif_block((0x0112, 3, 1, struct.pack("<HH", 9, 0))), id="short-9"),
+        pytest.param(_exif_block((0x0112, 2, 2, b"6\x00\x00\x00")), id="ascii-6"),
+        # RATIONAL 6/1: Pillow reads 6.0, which equals 6 but is no EXIF orientation
+        pytest.param(
+            _exif_block((0x0112, 5, 1, struct.pack("<I", 26)), data=struct.pack("<II", 6, 1)),
+            id="rational-6",
+        ),
+    ],
+)
+def test_a_png_exif_block_without_a_usable_orientation_is_upright(
+    exif: bytes, renderer: str, vips_calls: list[str]
+) -> None:
+    """A PNG's eXIf block with no orientation, one that is not TIFF-structured, or an
+    orientation that is not a SHORT from 1 to 8 leaves the photo as stored (never mirrored
+    or turned), like an orientation-1 photo: read by Pillow on the Pillow path, handed over
+    by libvips on the other."""
+    out = io.BytesIO()
+    sample_media.with_marker(sample_media.photographic(320, 240)).save(out, "PNG", exif=exif)
+
+    derivatives = render(out.getvalue())
+
+    assert vips_calls == (["PNG"] if renderer == "libvips" else [])
+    assert thumbnails._orientation_of_exif(exif) == 1
+    assert thumbnails._orientation(Image.open(io.BytesIO(out.getvalue()))) == 1
+    for size, target in IMAGE_SIZES.items():
+        image = decoded(derivatives[size])
+        assert image.size == expected_size(320, 240, target), size
+        assert is_marker_red(image.getpixel((2, 2))), (size, image.getpixel((2, 2)))
+        assert not is_marker_red(image.getpixel((image.width - 3, 2))), size
+
+
 @pytest.mark.parametrize("orientation", [1, 5, 6, 7])
 def test_libvips_and_pillow_render_the_same_pictures(
     orientation: int, monkeypatch: pytest.MonkeyPatch
@@ -367,6 +412,71 @@ def test_libvips_and_pillow_render_the_same_pictures(
         assert first.size == second.size == expected_size(2400, 1600, IMAGE_SIZES[size])
         # two resamplers and two encoders at quality 85: close, not identical
         assert psnr(first, second) > 33, size
+
+
+def test_libvips_renders_camera_mpo_files_and_leaves_colour_keyed_pngs_to_pillow(
+    vips_calls: list[str], jpeg_by_orientation: dict[int, bytes]
+) -> None:
+    """An MPO (a camera JPEG with preview frames) is a JPEG to libvips; an RGB PNG with a
+    tRNS colour key has transparency, which only the Pillow path handles."""
+    primary = Image.open(io.BytesIO(jpeg_by_orientation[1]))
+    mpo = io.BytesIO()
+    primary.save(mpo, "MPO", save_all=True, append_images=[primary.copy()])
+    assert Image.open(io.BytesIO(mpo.getvalue())).format == "MPO"
+    keyed = io.BytesIO()
+    sample_media.photographic(320, 240).save(keyed, "PNG", transparency=(10, 200, 30))
+    assert Image.open(io.BytesIO(keyed.getvalue())).info["transparency"] == (10, 200, 30)
+
+    render(mpo.getvalue())
+    render(keyed.getvalue())
+
+    assert vips_calls == ["JPEG"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "key", "kept"), [("RGB", (10, 200, 30), (90, 60, 30)), ("L", 7, 90)]
+)
+def test_a_colour_keyed_png_is_flattened_on_white(mode: str, key: object, kept: object) -> None:
+    """A tRNS colour key makes the pixels of that one value transparent: like any other
+    transparency they come out white; every other pixel keeps its value."""
+    photo = Image.new(mode, (600, 400), key)  # type: ignore[arg-type]
+    photo.paste(kept, (0, 0, 300, 400))  # type: ignore[arg-type]
+    keyed = io.BytesIO()
+    photo.save(keyed, "PNG", transparency=key)
+
+    large = Image.open(io.BytesIO(render(keyed.getvalue())["large"].data))
+
+    white = (255, 255, 255)
+    expected_kept = kept if mode == "RGB" else (kept, kept, kept)
+    assert all(abs(a - b) <= 2 for a, b in zip(large.getpixel((450, 200)), white, strict=True))
+    assert all(
+        abs(a - b) <= 2 for a, b in zip(large.getpixel((100, 200)), expected_kept, strict=True)
+    )
+
+
+def test_a_panorama_strip_keeps_at_least_one_row() -> None:
+    """4000 x 10: the heights by aspect ratio are 3, 2, 1 and 0.5 rows; the thumbnail's
+    rounds to 0 and is made 1, never less (nor more)."""
+    out = io.BytesIO()
+    sample_media.photographic(4000, 10).save(out, "JPEG", quality=90)
+
+    sizes = {size: decoded(d).size for size, d in render(out.getvalue()).items()}
+
+    assert sizes == {
+        "large": (1200, 3),
+        "medium": (800, 2),
+        "small": (400, 1),
+        "thumbnail": (200, 1),
+    }
+
+
+def test_derivatives_are_encoded_at_quality_85(renderer: str) -> None:
+    """Quality 85 scales the standard JPEG quantisation tables to 30 %: the luminance
+    table starts 16, 11, 10, 16 -> 5, 3, 3, 5 and the chrominance one 17, 18, 24, 47 -> 5,
+    5, 7, 14 (Pillow's default quality, 75, would give 8, 6, 5, 8)."""
+    for derivative in render(sample_media.jpeg_bytes(640, 480)).values():
+        tables = Image.open(io.BytesIO(derivative.data)).quantization  # type: ignore[attr-defined]
+        assert (tables[0][:4], tables[1][:4]) == ([5, 3, 3, 5], [5, 5, 7, 14]), derivative.size
 
 
 def test_derivatives_carry_huffman_tables_made_for_them(renderer: str) -> None:
@@ -393,6 +503,39 @@ def test_the_cpu_budget_counts_libvips_work(vips_calls: list[str]) -> None:
     assert caught.value.code == ErrorCode.CPU_BUDGET_EXCEEDED
     assert "rendering" in caught.value.message
     assert vips_calls == ["PNG"]
+
+
+def _grey_png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (width, height), 90).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_photo_whose_large_derivative_is_too_tall_for_jpeg_is_refused_before_decoding() -> None:
+    """10 x 70000 as displayed: every derivative would be 70000 pixels tall, which no JPEG
+    can hold; the photo is refused by its size, not failed by the encoder."""
+    with pytest.raises(PipelineError) as caught:
+        render(_grey_png(10, 70000))
+    assert caught.value.code == ErrorCode.EXTREME_ASPECT_RATIO
+    assert caught.value.message.startswith(
+        "10x70000 (as displayed): the large derivative would be 10x70000, over JPEG's "
+    )
+
+
+def test_jpegs_height_limit_is_65500_pixels() -> None:
+    """libjpeg (Pillow's and libvips' encoder) takes at most 65500 pixels a side: a 10 x
+    65500 scan renders (10 pixels wide, every derivative is the photo itself), one pixel
+    taller is refused as too tall."""
+    derivatives = render(_grey_png(10, 65500))
+    assert {(d.width, d.height) for d in derivatives.values()} == {(10, 65500)}
+
+    with pytest.raises(PipelineError) as caught:
+        render(_grey_png(10, 65501))
+    assert caught.value.code == ErrorCode.EXTREME_ASPECT_RATIO
+    assert caught.value.message == (
+        "10x65501 (as displayed): the large derivative would be 10x65501, "
+        "over JPEG's 65500 px limit"
+    )
 
 
 def test_truncated_png_is_corrupt(renderer: str) -> None:
@@ -457,6 +600,71 @@ def test_not_an_image_or_damaged_header(payload: bytes, code: ErrorCode) -> None
     with pytest.raises(PipelineError) as caught:
         render(payload)
     assert caught.value.code == code
+
+
+def _damaged(signature: bytes) -> bytes:
+    """``signature`` followed by bytes no decoder can parse as the rest of a header."""
+    return signature + bytes(range(7, 47))
+
+
+_IMAGE_BRANDS = ("heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1", "avif")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(_damaged(b"\xff\xd8\xff"), id="jpeg"),
+        pytest.param(_damaged(b"\x89PNG\r\n\x1a\n"), id="png"),
+        pytest.param(_damaged(b"GIF87a"), id="gif87a"),
+        pytest.param(_damaged(b"GIF89a"), id="gif89a"),
+        pytest.param(_damaged(b"II*\x00"), id="tiff-little-endian"),
+        pytest.param(_damaged(b"MM\x00*"), id="tiff-big-endian"),
+        # a BMP file header cut 2 bytes short of its pixel-data offset
+        pytest.param(b"BM" + b"\x00" * 10, id="bmp"),
+        pytest.param(_damaged(b"RIFF\x64\x00\x00\x00WEBP"), id="webp"),
+        *(
+            pytest.param(
+                _damaged(b"\x00\x00\x00\x18ftyp" + brand.encode() + b"\x00\x00\x00\x00mif1"),
+                id=f"ftyp-{brand}",
+            )
+            for brand in _IMAGE_BRANDS
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow, on the TIFFs
+def test_a_known_signature_before_an_unreadable_header_is_a_corrupt_image(
+    payload: bytes,
+) -> None:
+    """Pillow gives up on these without saying why; the file's magic bytes show it is one
+    of our formats, damaged, which the operator must hear (not "unsupported")."""
+    with pytest.raises(PipelineError) as caught:
+        render(payload)
+    assert (caught.value.code, caught.value.message) == (
+        ErrorCode.CORRUPT_IMAGE,
+        "image signature found but the header is unreadable",
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _damaged(b"RIFF\x64\x00\x00\x00WAVEfmt "),
+        _damaged(b"\x00\x00\x00\x18ftypM4A \x00\x00\x00\x00M4A mp42"),
+        _damaged(b"\x00\x00\x00\x18moovheic"),
+        _damaged(b"gif89a"),
+        _damaged(b"bm"),
+    ],
+    ids=["wav", "m4a", "heic-brand-without-ftyp", "lower-case-gif", "lower-case-bmp"],
+)
+def test_other_riff_and_iso_files_and_wrong_case_signatures_are_unsupported(payload: bytes) -> None:
+    """RIFF is WebP only with the WEBP form type; an ISO box file is HEIF/AVIF only with an
+    ``ftyp`` box naming an image brand; magic bytes are case-sensitive."""
+    with pytest.raises(PipelineError) as caught:
+        render(payload)
+    assert (caught.value.code, caught.value.message) == (
+        ErrorCode.UNSUPPORTED_FORMAT,
+        "not a supported image",
+    )
 
 
 def test_postscript_is_refused_without_running_ghostscript() -> None:
@@ -940,6 +1148,44 @@ def test_each_failed_photo_is_reported_and_logged_with_its_code(
     # opening the text file as an image took some time
     assert failed[text].duration_ms > 0  # type: ignore[attr-defined]
     assert not result["body"]["generatedAssets"]
+
+
+class _Clocks:
+    """thumbnails' ``time`` module, replaced: each reading of a clock gives its next value,
+    so the milliseconds a log line reports are known exactly."""
+
+    def __init__(self, perf_counter: list[float], thread_time: list[float]) -> None:
+        self._perf_counter = iter(perf_counter)
+        self._thread_time = iter(thread_time)
+
+    def perf_counter(self) -> float:
+        return next(self._perf_counter)
+
+    def thread_time(self) -> float:
+        return next(self._thread_time)
+
+
+def test_a_failed_photo_is_logged_with_its_milliseconds_to_a_tenth(
+    local_storage: Storage, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure line gives the photo's wall and CPU time in milliseconds, rounded to
+    0.1 ms: 120.04 ms of waiting and rendering and 250.04 ms of CPU are 120.0 and 250.0 (the
+    clocks read at the start of the photo and when it failed)."""
+    text = _raw_key("horizontal-01-notes.jpg")
+    local_storage.write(text, b"just some text, not a photo" * 10)
+    validation = _validation(local_storage, [text])
+    monkeypatch.setattr(
+        thumbnails, "time", _Clocks(perf_counter=[500.0, 500.12004], thread_time=[7.0, 7.25004])
+    )
+    with caplog.at_level(logging.WARNING, logger="toq.pipeline.thumbnails"):
+        result = generate_thumbnails(
+            validation, storage=local_storage, config=PipelineConfig(bucket=local_storage.bucket)
+        )
+
+    assert [e["errorCode"] for e in result["body"]["errors"]] == ["UNSUPPORTED_FORMAT"]
+    [line] = [r for r in caplog.records if r.getMessage() == "thumbnail failed"]
+    assert (line.source_key, line.error_code) == (text, "UNSUPPORTED_FORMAT")  # type: ignore[attr-defined]
+    assert (line.duration_ms, line.cpu_ms) == (120.0, 250.0)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("orientation", [0, 9])
