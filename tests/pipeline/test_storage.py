@@ -835,6 +835,21 @@ def test_local_list_of_the_whole_bucket_and_of_a_folder_with_odd_entries(
     upload.abort()
 
 
+@pytest.mark.parametrize("prefix", ["4/../5/", "..", "/etc/", "/"])
+def test_local_list_refuses_a_prefix_that_leaves_the_bucket(
+    local_storage: LocalStorage, prefix: str
+) -> None:
+    """A parent step or an absolute path would walk the disk outside the bucket folder."""
+    with pytest.raises(ValueError) as refused:
+        list(local_storage.list(prefix))
+    assert str(refused.value) == f"invalid prefix {prefix!r}"
+
+
+def test_local_list_takes_dots_inside_a_name_as_a_name(local_storage: LocalStorage) -> None:
+    local_storage.write("4/a..b/c.jpg", b"x")
+    assert [o.key for o in local_storage.list("4/a..b/")] == ["4/a..b/c.jpg"]
+
+
 def test_local_writes_answer_what_head_answers(local_storage: LocalStorage) -> None:
     """The ObjectInfo a write returns is the object's HEAD: size, etag, modification time,
     content type and metadata."""
