@@ -455,6 +455,10 @@ def test_callback_handler_without_configuration_fails(
     monkeypatch.delenv("CALLBACK_SECRET")
     with pytest.raises(ValueError, match="CALLBACK_SECRET"):
         callback.handler({"body": {"jobId": 1}}, ctx("callback"))
+    monkeypatch.delenv("CALLBACK_URL")
+    with pytest.raises(ValueError) as refused:
+        callback.handler({"body": {"jobId": 1}}, ctx("callback"))
+    assert str(refused.value) == "callback URL is not configured (CALLBACK_URL)"
 
 
 def test_callback_handler_waits_callback_timeout_seconds(

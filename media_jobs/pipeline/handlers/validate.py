@@ -69,7 +69,7 @@ def traceparent_for(message_id: str) -> str:
     return f"00-{digest[:32]}-{digest[32:48]}-01"
 
 
-def start_executions(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def start_executions(event: dict[str, Any]) -> dict[str, Any]:
     config = pipeline_config()
     if not config.state_machine_arn:
         raise ValueError("STATE_MACHINE_ARN is not configured")
@@ -129,7 +129,7 @@ def start_executions(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     setup_logging()
     if is_sqs_event(event):
-        return start_executions(event, context)
+        return start_executions(event)
     with lambda_step("validate", event, context) as summary:
         config = pipeline_config()
         storage = storage_for(config)
