@@ -533,10 +533,8 @@ def _render_vips(
             image.close()
         rendered, cpu_seconds = vips_render.render(
             data,
-            image_format=image_format,
             orientation=orientation,
             targets=[(w, h) for _, w, h in targets],
-            shrink=1,  # a JPEG comes as pixels, DCT-scaled by Pillow; a PNG has no shrink
             icc_profile=icc_profile,
             quality=JPEG_QUALITY,
             pixels=pixels,

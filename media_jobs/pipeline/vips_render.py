@@ -46,7 +46,6 @@ else:
 FIRST_KERNEL = "lanczos3"
 SMALLER_KERNEL = "lanczos3"
 GAP = 2.0
-JPEG_SHRINKS = (8, 4, 2)
 # Orientation (EXIF 1-8) -> the rotation, then whether to mirror left-right after it.
 _ORIENT: dict[int, tuple[str | None, bool]] = {
     1: (None, False),
@@ -105,16 +104,6 @@ class Rendered:
     data: bytes
 
 
-def jpeg_shrink(stored: tuple[int, int], large_stored: tuple[int, int]) -> int:
-    """The largest DCT shrink (8, 4, 2) whose decode still covers ``large`` (as Pillow's
-    ``draft`` picks it), else 1. libvips' shrink-on-load rounds the size down (4797 wide
-    at 1/4 is 1199 pixels), so the shrunk size is floored here too."""
-    for shrink in JPEG_SHRINKS:
-        if stored[0] // shrink >= large_stored[0] and stored[1] // shrink >= large_stored[1]:
-            return shrink
-    return 1
-
-
 def png_orientation(data: Any, read_exif: Callable[[bytes], int]) -> int:
     """A PNG's EXIF orientation (``read_exif`` parses the block), from its header: 1 when
     it has none."""
@@ -133,16 +122,15 @@ def png_orientation(data: Any, read_exif: Callable[[bytes], int]) -> int:
 def render(
     data: Any,
     *,
-    image_format: str,
     orientation: int,
     targets: list[tuple[int, int]],
-    shrink: int,
     icc_profile: bytes | None,
     quality: int,
     pixels: tuple[int, int] | None = None,
 ) -> tuple[list[Rendered], float]:
-    """Render ``targets`` (displayed width x height, largest first) from encoded ``data``,
-    or, with ``pixels`` (width, height), from ``data`` as decoded 8-bit RGB pixels.
+    """Render ``targets`` (displayed width x height, largest first) from a PNG's encoded
+    ``data``, or, with ``pixels`` (width, height), from ``data`` as decoded 8-bit RGB pixels
+    (a JPEG: Pillow's libjpeg-turbo decodes it, DCT-scaled, see thumbnails._render_vips).
 
     Returns the derivatives and the CPU seconds the process spent (libvips computes on its
     own worker thread, which the calling thread's clock does not see; the process clock
@@ -151,17 +139,13 @@ def render(
     assert pyvips is not None
     cpu_started = time.process_time()
     try:
-        source = pyvips.Source.new_from_memory(data)  # not copied
         if pixels is not None:
             image = pyvips.Image.new_from_memory(data, pixels[0], pixels[1], 3, "uchar")
             image = image.copy(interpretation="srgb")
             if icc_profile:
                 image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc_profile)
-        elif image_format == "JPEG":
-            image = pyvips.Image.jpegload_source(
-                source, shrink=shrink, access="sequential", fail_on="truncated"
-            )
         else:
+            source = pyvips.Source.new_from_memory(data)  # not copied
             image = pyvips.Image.pngload_source(source, access="sequential", fail_on="truncated")
         large_width, large_height = targets[0]
         rotate, mirror = _ORIENT.get(orientation, (None, False))
@@ -208,9 +192,9 @@ def _to_srgb(image: Any, icc_profile: bytes | None) -> Any:
     a broken one is ignored, as browsers do."""
     if icc_profile:
         try:
-            converted = image.icc_transform("srgb", embedded=True, intent="perceptual")
-            # the transform's output keeps the profile: nothing of it is written anyway
-            return converted.cast("uchar") if converted.format != "uchar" else converted
+            # 8-bit out whatever came in: a 16-bit PNG's transform would otherwise stay
+            # 16-bit, and a cast to 8 bits clips (every pixel white) instead of scaling
+            return image.icc_transform("srgb", embedded=True, intent="perceptual", depth=8)
         except pyvips.Error:
             logger.warning("ignoring unusable ICC profile", extra={"step": "thumbnails"})
     return image

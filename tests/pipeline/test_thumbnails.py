@@ -59,12 +59,13 @@ def renderer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture
 def vips_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The formats libvips rendered (the real renderer, observed)."""
+    """The formats libvips rendered (the real renderer, observed): "JPEG" for a photo
+    handed over as Pillow's pixels, "PNG" for one libvips decodes itself."""
     calls: list[str] = []
     real = vips_render.render
 
     def observed(data: object, **kwargs: object) -> object:
-        calls.append(str(kwargs["image_format"]))
+        calls.append("PNG" if kwargs.get("pixels") is None else "JPEG")
         return real(data, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(vips_render, "render", observed)
@@ -1002,47 +1003,6 @@ def test_each_photo_is_logged_with_its_cpu_milliseconds(
     assert (line.source_key, line.skipped) == (raw, False)  # type: ignore[attr-defined]
     assert line.cpu_ms >= 1.0  # type: ignore[attr-defined]
     assert line.cpu_ms <= line.duration_ms < 60_000  # type: ignore[attr-defined]
-
-
-def test_jpeg_shrink_is_the_largest_whose_decode_covers_large() -> None:
-    """libvips' shrink-on-load rounds down: 4797 wide at 1/4 is 1199 pixels, short of a
-    1200-wide large, so 1/2 is the shrink; 4800 wide at 1/4 is exactly 1200."""
-    pyvips = pytest.importorskip("pyvips")
-
-    def flat_jpeg(width: int, height: int) -> bytes:
-        # only the decoded size matters here: one colour encodes ~10x faster than a photo
-        out = io.BytesIO()
-        Image.new("RGB", (width, height), (90, 120, 150)).save(out, "JPEG", quality=85)
-        return out.getvalue()
-
-    cases = [((4797, 3600), (1200, 900), 2), ((4800, 3200), (1200, 800), 4)]
-    for stored, large, expected in cases:
-        shrink = vips_render.jpeg_shrink(stored, large)
-        assert shrink == expected, stored
-        decoded_at = pyvips.Image.jpegload_buffer(flat_jpeg(*stored), shrink=shrink)
-        assert decoded_at.width >= large[0] and decoded_at.height >= large[1]
-    tall = pyvips.Image.jpegload_buffer(flat_jpeg(4797, 3600), shrink=4)
-    assert (tall.width, tall.height) == (1199, 900)
-
-
-def test_libvips_renders_an_encoded_jpeg_from_its_bytes() -> None:
-    """vips_render.render decodes a JPEG itself (DCT-shrunk) when given no pixels."""
-    assert vips_render.available(), vips_render.missing_reason()
-    data = sample_media.jpeg_bytes(2400, 1600)
-    outputs, _ = vips_render.render(
-        data,
-        image_format="JPEG",
-        orientation=1,
-        targets=[(1200, 800), (400, 267)],
-        shrink=2,
-        icc_profile=None,
-        quality=85,
-    )
-    sizes = [Image.open(io.BytesIO(o.data)).size for o in outputs]
-    assert sizes == [(1200, 800), (400, 267)]
-    assert [(o.width, o.height) for o in outputs] == sizes
-    large = Image.open(io.BytesIO(outputs[0].data)).convert("RGB")
-    assert is_marker_red(large.getpixel((3, 3))), large.getpixel((3, 3))
 
 
 def test_a_drafted_jpeg_keeps_its_geometry_to_the_right_edge() -> None:

@@ -8,8 +8,10 @@ import base64
 import json
 import logging
 import os
+import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import pytest
 import redis
 from celery.signals import before_task_publish, task_prerun
 from kombu import pools
-from kombu.exceptions import ConnectionLimitExceeded
+from kombu.exceptions import ConnectionLimitExceeded, OperationalError
 
 from media_jobs.services import queueing
 from toqportal.celery import app
@@ -153,6 +155,46 @@ def test_each_call_is_one_message_with_the_publish_retry_policy(
             0.2,
             0.5,
         )
+
+
+@pytest.fixture
+def hanging_up_broker() -> Iterator[list[float]]:
+    """The app's broker is a Redis address that accepts every connection and closes it at
+    once (a broker restarting): yields the times, from the start, of the connections made."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    started = time.monotonic()
+    accepted: list[float] = []
+
+    def hang_up() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # the server socket closed: the test is over
+                return
+            accepted.append(time.monotonic() - started)
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    saved = app.conf.broker_url
+    app.conf.broker_url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    try:
+        yield accepted
+    finally:
+        app.conf.broker_url = saved
+        server.close()
+
+
+def test_a_broker_that_hangs_up_gets_three_more_tries_then_the_error(
+    hanging_up_broker: list[float],
+) -> None:
+    """The publish retry policy in action: four connections in all, the last ~1.9 s after
+    the first (0.2 s, then 0.5 s further apart), then the broker's error is raised."""
+    with pytest.raises(OperationalError):
+        queueing.enqueue_each(DELIVER, [(1,)])
+    assert len(hanging_up_broker) == 4
+    assert hanging_up_broker[-1] - hanging_up_broker[0] >= 1.8
 
 
 @pytest.fixture
