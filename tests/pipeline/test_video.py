@@ -358,6 +358,13 @@ def test_an_empty_transcode_is_an_error_not_an_empty_video(
         }
     ]
     assert list(local_storage.list(f"{LISTING}/processed/")) == []
+    # the MediaConvert-shaped Lambda calls transcode_one itself: the error carries its code
+    with pytest.raises(PipelineError) as failed:
+        transcode_one({"key": SMALL_KEY}, storage=local_storage, config=config)
+    assert (failed.value.code, failed.value.message) == (
+        "VIDEO_TRANSCODE_FAILED",
+        f"transcode of {SMALL_KEY!r} produced no output",
+    )
 
 
 def test_a_missing_ffmpeg_fails_the_step_not_the_video(
