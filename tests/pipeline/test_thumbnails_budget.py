@@ -151,3 +151,24 @@ def test_a_large_square_rgba_png_is_budgeted_with_its_reduction() -> None:
         "decoding this 4801x4801 RGBA PNG image would take about 186 MiB (88 decoded, 0 in the "
         "decoder, 74 to reduce it); the per-photo budget is 186 MiB (MEDIA_DECODE_MEMORY_BYTES)"
     )
+
+
+def test_a_tiffs_whole_file_counts_to_the_byte_in_its_decoder_estimate() -> None:
+    """libtiff holds the file beside one strip (21 x 1000 x 4 = 84000 bytes): a TIFF padded
+    (after its last strip, as some writers leave it) to 3 MiB - 84000 bytes comes to exactly
+    3 MiB in the decoder; one byte longer is 4 (the figures are rounded up)."""
+    tiff = _deflated_tiff(1000, 800)
+    exact = tiff + bytes(3 * 1024 * 1024 - 84000 - len(tiff))
+    assert len(render_derivatives(io.BytesIO(exact))) == 4  # the padding is harmless
+
+    messages = []
+    for data in (exact, exact + b"\0"):
+        with pytest.raises(PipelineError) as caught:
+            render_derivatives(io.BytesIO(data), limits=DecodeLimits(memory_bytes=1))
+        messages.append(caught.value.message)
+
+    template = (
+        "decoding this 1000x800 RGB TIFF image would take about 40 MiB (4 decoded, {} in the "
+        "decoder, 13 to reduce it); the per-photo budget is 1 MiB (MEDIA_DECODE_MEMORY_BYTES)"
+    )
+    assert messages == [template.format(3), template.format(4)]

@@ -240,6 +240,35 @@ def test_ycbcr_is_converted_to_rgb() -> None:
     assert _row(opaque) == [(238, 14, 13), (238, 14, 13)]
 
 
+@pytest.mark.parametrize(
+    ("mode", "key", "pixels", "expected"),
+    [
+        pytest.param("L", 7, [7, 90, 8], [255, 90, 8], id="grey"),
+        pytest.param(
+            "RGB",
+            (10, 200, 30),
+            [(10, 200, 30), (90, 60, 30), (10, 200, 31)],
+            [(255, 255, 255), (90, 60, 30), (10, 200, 31)],
+            id="colour",
+        ),
+    ],
+)
+def test_a_colour_key_makes_its_one_value_white_and_keeps_the_mode(
+    mode: str, key: object, pixels: list[object], expected: list[object]
+) -> None:
+    """A PNG tRNS colour key: pixels of exactly that value are transparent (white here),
+    a value one step off is not; grey stays grey, colour stays colour."""
+    image = Image.new(mode, (3, 1))
+    image.putdata(pixels)  # type: ignore[arg-type]
+    image = _opened(_file(image, "PNG", transparency=key))
+    assert image.mode == mode and image.info["transparency"] == key
+
+    opaque = _opaque(image)
+
+    assert opaque.mode == mode
+    assert _row(opaque) == expected
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 SIZE = (96, 64)
