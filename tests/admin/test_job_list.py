@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib import admin
@@ -215,9 +215,16 @@ def test_count_stops_at_the_cap_and_says_more_than(viewer_client, monkeypatch):
     assert viewer_client.get(LIST_URL, {"p": "9"}).status_code == 302
 
 
+def _local_noon(year: int, month: int, day: int) -> datetime:
+    """Noon of that day where the operators are (TIME_ZONE): the calendar shows local days,
+    so a time taken from the clock (21:00-24:00 in Sao Paulo is the next day in UTC) would
+    move the job to a neighbouring day depending on when the test runs."""
+    return timezone.make_aware(datetime(year, month, day, 12))
+
+
 def test_date_hierarchy_offers_the_calendar_without_distinct_scans(viewer_client):
-    JobFactory(created_at=timezone.now().replace(year=2024, month=3, day=5))
-    JobFactory(created_at=timezone.now().replace(year=2025, month=7, day=9))
+    JobFactory(created_at=_local_noon(2024, 3, 5))
+    JobFactory(created_at=_local_noon(2025, 7, 9))
     with CaptureQueriesContext(connection) as captured:
         html = viewer_client.get(LIST_URL).content.decode()
     assert "created_at__year=2024" in html and "created_at__year=2025" in html
@@ -279,7 +286,7 @@ def test_rows_are_the_html_of_djangos_own_result_list(operator, rf):
 
 
 def test_date_links_are_cached_a_minute_but_rows_are_read_every_time(viewer_client):
-    JobFactory(created_at=timezone.now().replace(year=2024, month=3, day=5))
+    JobFactory(created_at=_local_noon(2024, 3, 5))
     with CaptureQueriesContext(connection) as first:
         viewer_client.get(LIST_URL)
     assert any("MIN(" in q["sql"].upper() for q in first.captured_queries)
