@@ -4,6 +4,7 @@ word and in its data, and what the check expects of every object."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from media_jobs.models import (
     MediaAsset,
     MediaProcessingJob,
 )
-from media_jobs.pipeline.storage import Storage
+from media_jobs.pipeline.storage import ObjectInfo, Storage
 from media_jobs.pipeline.storage_s3 import S3Storage
 from media_jobs.services.storage_audit import (
     ExpectedObject,
@@ -30,6 +31,7 @@ from media_jobs.services.storage_audit import (
 from media_jobs.storage import pipeline_storage
 from tests.factories import AssetFactory, JobFactory
 from tests.fixtures.s3server import MotoServer
+from tests.support.wrapped_storage import WrappedStorage
 
 pytestmark = pytest.mark.django_db
 
@@ -428,6 +430,29 @@ def test_storage_check_stops_listing_past_its_limit_and_says_so(
 
     assert (check.listed, check.truncated) == (listed, truncated)
     assert [info.key for info in check.unexpected] == seen
+
+
+class _ManyObjects(WrappedStorage):
+    """A listing of ``count`` one-byte objects, made up as they are read (10,001 real
+    uploads would take minutes for a check that only counts them)."""
+
+    def __init__(self, inner: Storage, count: int) -> None:
+        super().__init__(inner)
+        self.count = count
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return (ObjectInfo(f"{prefix}{n:05}.jpg", 1, "e") for n in range(self.count))
+
+
+@pytest.mark.parametrize(("count", "truncated"), [(10_000, False), (10_001, True)])
+def test_storage_check_looks_at_ten_thousand_objects_by_default(
+    storage: Storage, count: int, truncated: bool
+) -> None:
+    """The page's default: a listing of 10,000 objects is shown whole, one more is cut."""
+    check = storage_check(listing_identity_id=7629, storage=_ManyObjects(storage, count))
+
+    assert (check.listed, check.truncated) == (min(count, 10_001), truncated)
+    assert len(check.unexpected) == 10_000
 
 
 def test_storage_check_of_an_unreachable_bucket_names_the_error(moto_server: MotoServer) -> None:
