@@ -750,40 +750,53 @@ def _opaque_converter(image: Image.Image) -> Callable[[Image.Image], Image.Image
         if isinstance(high, (int, float)) and high > 255:
             scale = 255 / 65535
 
+    def to_grey(strip: Image.Image) -> Image.Image:
+        if strip.mode.startswith("I;16"):
+            # Pillow's I;16 -> L conversion clips at 255 instead of scaling: scale explicitly.
+            return strip.convert("I").point(lambda value: value * (255 / 65535)).convert("L")
+        if scale != 1.0:
+            strip = strip.point(lambda value: value * scale)
+        return strip.convert("L")
+
     def to_opaque(strip: Image.Image) -> Image.Image:
         mode = strip.mode
+        keyed = "transparency" in strip.info  # a PNG colour key (tRNS) outside palettes
         if mode == "P":
-            strip = strip.convert("RGBA" if "transparency" in strip.info else "RGB")
+            strip = strip.convert("RGBA" if keyed else "RGB")
             mode = strip.mode
         elif mode == "PA":
             strip = strip.convert("RGBA")
             mode = "RGBA"
-        elif mode in ("L", "RGB") and "transparency" in strip.info:
-            # a PNG colour key (tRNS): the pixels of that one value are transparent
-            strip = strip.convert("LA" if mode == "L" else "RGBA")
+        elif mode in ("1", "L", "RGB") and keyed:
+            # the pixels of the key's one value become transparent
+            strip = strip.convert("RGBA" if mode == "RGB" else "LA")
             mode = strip.mode
         elif mode == "1":
             return strip.convert("L")
-        elif mode.startswith("I;16"):
-            # Pillow's I;16 -> L conversion clips at 255 instead of scaling: scale explicitly.
-            return strip.convert("I").point(lambda value: value * (255 / 65535)).convert("L")
-        elif mode in ("I", "F"):
-            if scale != 1.0:
-                strip = strip.point(lambda value: value * scale)
-            return strip.convert("L")
+        elif mode.startswith("I;16") or mode in ("I", "F"):
+            if not keyed:
+                return to_grey(strip)
+            # 16-bit grey with a key: Pillow's RGBA conversion applies the key (but clips
+            # the grey at 255), so the mask comes from it and the grey from to_grey
+            return _on_white(to_grey(strip), strip.convert("RGBA").getchannel("A"))
         if mode in ("RGBA", "LA", "RGBa", "La"):
-            opaque = "L" if mode in ("LA", "La") else "RGB"
             if mode in ("RGBa", "La"):
-                strip = strip.convert("RGBA" if opaque == "RGB" else "LA")
-            white = 255 if opaque == "L" else (255, 255, 255)
-            background = Image.new(opaque, strip.size, white)
-            background.paste(strip.convert(opaque), mask=strip.getchannel("A"))
-            return background
+                strip = strip.convert("RGBA" if mode == "RGBa" else "LA")
+            opaque = "L" if mode in ("LA", "La") else "RGB"
+            return _on_white(strip.convert(opaque), strip.getchannel("A"))
         if mode in _OPAQUE_MODES:
             return strip
         return strip.convert("RGB")
 
     return to_opaque
+
+
+def _on_white(opaque: Image.Image, alpha: Image.Image) -> Image.Image:
+    """``opaque`` (L or RGB) composited on white through ``alpha``."""
+    white = 255 if opaque.mode == "L" else (255, 255, 255)
+    background = Image.new(opaque.mode, opaque.size, white)
+    background.paste(opaque, mask=alpha)
+    return background
 
 
 def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:

@@ -63,10 +63,10 @@ def _grey_tiff(mode: str, size: tuple[int, int], pixels: Sequence[float]) -> byt
     return _file(image, "TIFF")
 
 
-def _sixteen_bit_png(size: tuple[int, int], pixels: list[int]) -> bytes:
+def _sixteen_bit_png(size: tuple[int, int], pixels: list[int], **params: object) -> bytes:
     image = Image.new("I;16", size)
     image.putdata(pixels)
-    return _file(image, "PNG")
+    return _file(image, "PNG", **params)
 
 
 def _premultiplied_grey_alpha_tiff(size: tuple[int, int], pixels: list[tuple[int, int]]) -> bytes:
@@ -269,6 +269,42 @@ def test_a_colour_key_makes_its_one_value_white_and_keeps_the_mode(
     assert _row(opaque) == expected
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            _file(Image.new("1", (3, 1)), "PNG", transparency=0), [255, 255, 255], id="one-bit"
+        ),
+        # 40000 / 65535 x 255 = 155.6; the key (7) and one step off it (8) are both ~0 in 8 bits
+        pytest.param(
+            _sixteen_bit_png((3, 1), [7, 40000, 8], transparency=7), [255, 155, 0], id="16-bit"
+        ),
+    ],
+)
+def test_a_colour_key_on_one_bit_or_16_bit_grey_is_white_too(
+    data: bytes, expected: list[int]
+) -> None:
+    """The key of a 1-bit or 16-bit grey PNG is honoured like an 8-bit one's (these
+    used to come out black: their conversions to 8-bit grey drop the key)."""
+    image = _opened(data)
+    assert "transparency" in image.info
+
+    opaque = _opaque(image)
+
+    assert opaque.mode == "L"
+    assert _row(opaque) == expected
+
+
+def test_a_32_bit_grey_strip_with_a_key_is_scaled_like_the_whole_image() -> None:
+    """An I image (32-bit) with a key: the key's pixels white, the others scaled by the
+    whole image's factor (its maximum is over 255: x 255/65535)."""
+    image = Image.new("I", (3, 1))
+    image.putdata([7, 40000, 8])
+    image.info["transparency"] = 7
+
+    assert _row(_opaque(image)) == [255, 155, 0]
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 SIZE = (96, 64)
@@ -287,6 +323,16 @@ PIXELS = SIZE[0] * SIZE[1]
         # red at alpha 128 over white: 230 x 128/255 + 127, 20 x 128/255 + 127
         pytest.param(_palette_alpha_tiff(SIZE, [(1, 128)] * PIXELS), (242, 137, 137), id="pa-tiff"),
         pytest.param(_file(Image.new("1", SIZE, 1), "PNG"), (255, 255, 255), id="one-bit-png"),
+        pytest.param(
+            _file(Image.new("1", SIZE, 0), "PNG", transparency=0),
+            (255, 255, 255),
+            id="one-bit-png-colour-key",
+        ),
+        pytest.param(
+            _sixteen_bit_png(SIZE, [7] * PIXELS, transparency=7),
+            (255, 255, 255),
+            id="16-bit-png-colour-key",
+        ),
         pytest.param(_sixteen_bit_png(SIZE, [40000] * PIXELS), (155, 155, 155), id="16-bit-png"),
         pytest.param(
             _grey_tiff("I;16B", SIZE, [40000] * PIXELS), (155, 155, 155), id="16-bit-tiff"
