@@ -1247,6 +1247,53 @@ def test_a_stream_that_fails_to_close_fails_the_step_instead_of_hanging(
     assert _zip_threads() == []
 
 
+class _FirstReadFailsNextOpenFails(WrappedStorage):
+    """A real adapter: opening the second object (which the read-ahead does while the first
+    is read) is refused, and the first object's stream breaks at its first read, once that
+    refusal has happened (at most 2 s later)."""
+
+    def __init__(self, inner: Storage, first: str) -> None:
+        super().__init__(inner)
+        self._first = first
+        self.refused: list[str] = []
+        self._refusal = threading.Event()
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        if key != self._first:
+            self.refused.append(key)
+            self._refusal.set()
+            raise ConnectionRefusedError(f"cannot open {key}")
+        with self._inner.open_read(key) as stream:
+            self._refusal.wait(2)
+            yield _FlakyStream(stream, 0)  # type: ignore[misc]
+
+
+def test_an_open_ahead_that_failed_for_an_object_never_read_is_not_raised(
+    local_storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step fails with the first object's error; the second's failed open (made ahead,
+    never needed) is dropped quietly, not raised again in the reading thread, where it
+    would end as an unhandled thread exception in the worker's log."""
+    first = f"{LISTING}/raw/photo/vertical/vertical-01-a.jpg"
+    second = f"{LISTING}/raw/photo/vertical/vertical-02-b.jpg"
+    for key in (first, second):
+        local_storage.write(key, sample_media.jpeg_bytes(64, 48))
+    storage = _FirstReadFailsNextOpenFails(local_storage, first)
+    unhandled: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: unhandled.append(args.exc_value))
+
+    with pytest.raises(PipelineError) as caught:
+        create_zip_bundle(_event([first, second]), storage=storage)  # type: ignore[arg-type]
+
+    assert caught.value.message.endswith(
+        f"while reading {first}: ConnectionResetError: connection reset while reading"
+    )
+    assert storage.refused == [second]  # the open ahead was made, and failed
+    assert _zip_threads() == []
+    assert unhandled == []
+
+
 def test_the_method_follows_the_type_then_the_content(local_storage: LocalStorage) -> None:
     """A listed media type is STORED even when it would shrink; any other file is DEFLATED
     when its start shrinks, STORED when it does not; an empty file is an empty entry."""
