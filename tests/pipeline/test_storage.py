@@ -682,6 +682,24 @@ def test_local_list_never_shows_sidecars(local_storage: LocalStorage) -> None:
     )
 
 
+def test_local_list_skips_uploads_in_progress_and_sees_every_file_beside_them(
+    local_storage: LocalStorage,
+) -> None:
+    """Ten uploads under way (temporary files) among ten finished files in one folder: the
+    listing shows the ten files, whatever order the folder lists its entries in (on ext4 a
+    hash order: with ten of each, every file sorts after every temporary one in 1 of
+    184,756 orders)."""
+    writers = [local_storage.open_multipart(f"4/up-{n}.jpg") for n in range(10)]
+    for n in range(10):
+        local_storage.write(f"4/done-{n}.jpg", b"x")
+    try:
+        assert len(list((local_storage.bucket_root / "4").glob(f"{TEMP_PREFIX}*"))) == 10
+        assert [o.key for o in local_storage.list("4/")] == [f"4/done-{n}.jpg" for n in range(10)]
+    finally:
+        for writer in writers:
+            writer.abort()
+
+
 def test_storage_from_config(tmp_path: Path, pipeline_config: PipelineConfig) -> None:
     local = storage_from_config(PipelineConfig(storage_backend="local", local_root=str(tmp_path)))
     assert isinstance(local, LocalStorage)
