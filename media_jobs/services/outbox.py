@@ -168,8 +168,7 @@ def _attempt(entry: CallbackOutbox, *, url: str, secret: str) -> CallbackDeliver
         entry.last_error = ""
         fields += ["state", "delivered_at", "claimed_until"]
     else:
-        error = delivery.error or f"HTTP {delivery.response_status}"
-        entry.last_error = error[:LAST_ERROR_CHARS]
+        entry.last_error = delivery.error[:LAST_ERROR_CHARS]  # "HTTP 503", or the network error
     entry.save(update_fields=fields)
     return delivery
 

@@ -17,6 +17,7 @@ from media_jobs.models import (
     JobStatus,
     MediaAsset,
     MediaJobEvent,
+    MediaProcessingJob,
 )
 from media_jobs.selectors.dispatch import (
     dispatch_detail,
@@ -365,3 +366,10 @@ def test_a_finalization_started_without_a_retry_count_is_a_first_try(queued: lis
     )
     job = listing_start_finalization(listing_identity_id=815)
     assert job.retry_count == 0
+
+
+def test_a_processing_started_without_a_retry_count_is_a_first_try(queued: list[Any]) -> None:
+    """The same for a processing job: the upload's own start is no retry."""
+    AssetFactory(listing_identity_id=816, status=AssetStatus.PENDING_UPLOAD)
+    job = listing_start_processing(listing_identity_id=816)
+    assert MediaProcessingJob.objects.get(pk=job.pk).retry_count == 0

@@ -151,6 +151,61 @@ def test_one_sender_at_a_time(receiver: CallbackReceiver) -> None:
     assert outbox_drain()["delivered"] == 1  # a claim whose sender died runs out
 
 
+def test_a_claim_that_ends_at_this_instant_is_free(
+    receiver: CallbackReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim holds the entry until ``claimed_until``, not at it: at that instant a sender
+    takes it, and the entry it gets back carries its own claim, as stored."""
+    entry = pending(JobFactory(), {"jobId": 1})
+    end = timezone.now().replace(microsecond=0)
+    CallbackOutbox.objects.filter(pk=entry.pk).update(claimed_until=end)
+    monkeypatch.setattr(timezone, "now", lambda: end)
+
+    claimed = _claim(entry.pk, hold_s=40)
+
+    assert claimed is not None
+    assert claimed.claimed_until == end + timedelta(seconds=40)
+    assert CallbackOutbox.objects.get(pk=entry.pk).claimed_until == claimed.claimed_until
+
+
+def test_a_pending_result_not_due_yet_is_not_sent(receiver: CallbackReceiver) -> None:
+    """A result waiting out its backoff: a sender that asks for it by id (a quick attempt's
+    task running late) leaves it alone until it is due."""
+    entry = pending(JobFactory(), {"jobId": 1}, due=False)
+    CallbackOutbox.objects.filter(pk=entry.pk).update(
+        next_attempt_at=timezone.now() + timedelta(hours=1)
+    )
+
+    assert _claim(entry.pk, hold_s=40) is None
+    assert outbox_send(entry_id=entry.pk, max_attempts=1) is None
+    assert receiver.received == []
+    assert CallbackOutbox.objects.get(pk=entry.pk).claimed_until is None
+
+
+def test_a_result_no_longer_in_the_outbox_is_not_sent(receiver: CallbackReceiver) -> None:
+    """A task for an entry removed since (the outbox purged it) ends quietly."""
+    entry = pending(JobFactory(), {"jobId": 1})
+    CallbackOutbox.objects.filter(pk=entry.pk).delete()
+
+    assert _claim(entry.pk, hold_s=40) is None
+    assert outbox_send(entry_id=entry.pk, max_attempts=1) is None
+    assert receiver.received == []
+
+
+def test_a_queued_result_is_due_at_once_and_expires_a_period_after_it_was_queued(
+    settings: Any,
+) -> None:
+    """One instant for the three: made, first due, and the start of its retry period."""
+    settings.CALLBACK_OUTBOX_TTL_SECONDS = 3600
+    job = JobFactory()
+
+    entry = outbox_add(job=job, raw_body=serialise_payload(body_of(job)))
+
+    stored = CallbackOutbox.objects.get(pk=entry.pk)
+    assert stored.next_attempt_at == stored.created_at
+    assert stored.expires_at == stored.created_at + timedelta(seconds=3600)
+
+
 def test_past_the_retry_period_a_result_expires_and_can_still_be_replayed(
     receiver: CallbackReceiver,
 ) -> None:
