@@ -92,7 +92,9 @@ def _asset_refs(assets: Iterable[MediaAsset]) -> list[dict[str, str]]:
 
 
 def pipeline_engine() -> str:
-    engine = getattr(settings, "MEDIA_PIPELINE_ENGINE", ENGINE_CELERY)
+    """The engine that runs new jobs; an unknown setting (the settings refuse one at start,
+    a test may still set it) falls back to Celery."""
+    engine = settings.MEDIA_PIPELINE_ENGINE
     return engine if engine in (ENGINE_CELERY, ENGINE_STEPFUNCTIONS) else ENGINE_CELERY
 
 

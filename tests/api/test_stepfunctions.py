@@ -4,6 +4,7 @@ execution, against the moto server's Step Functions over HTTP."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -63,12 +64,24 @@ def test_processing_starts_an_execution_with_the_spec_input(
         "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
     }
     # The dispatch record names the execution: the admin and the reconciler read it there.
-    assert dispatch_detail(job=job)["executionArn"] == job.external_id
+    detail = dispatch_detail(job=job)
+    assert detail["executionArn"] == job.external_id
+    assert (detail["engine"], detail["input"]) == ("stepfunctions", described["input"])
+    # the execution's name: the job, its retry count and 8 random hex digits (unique per try)
+    assert re.fullmatch(rf"job-{job.pk}-r0-[0-9a-f]{{8}}", job.external_id.rsplit(":", 1)[1])
     history = stepfunctions.execution_history(job.external_id)
     assert history and history[0]["type"] == "ExecutionStarted"
     assert all(isinstance(event["timestamp"], str) for event in history)
     asset.refresh_from_db()
     assert asset.status == AssetStatus.PROCESSING
+
+
+def test_a_retried_job_s_execution_is_named_with_its_retry_count(
+    state_machines: dict[str, str],
+) -> None:
+    AssetFactory(listing_identity_id=63, status=AssetStatus.FAILED)
+    job = listing_start_processing(listing_identity_id=63, retry_count=2)
+    assert re.fullmatch(rf"job-{job.pk}-r2-[0-9a-f]{{8}}", job.external_id.rsplit(":", 1)[1])
 
 
 def test_finalization_starts_on_its_own_state_machine(state_machines: dict[str, str]) -> None:

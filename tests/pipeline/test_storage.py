@@ -157,6 +157,21 @@ def test_write_file_uploads_a_large_local_file(storage: Storage, tmp_path: Path)
         assert md5(stream.read()) == md5(data)
 
 
+def test_s3_write_file_goes_multipart_from_the_storage_s_part_size(
+    s3_storage: S3Storage, tmp_path: Path
+) -> None:
+    """With 5 MiB parts, a 6 MiB file is sent in two parts (boto3's own threshold, 8 MiB,
+    would send it in one PUT) and a file of 5 MiB less a byte in one."""
+    storage = S3Storage(s3_storage.bucket, client=s3_storage.client, part_size=MIN_PART_SIZE)
+    etags = []
+    for name, size in (("over", 6 * MIB), ("under", MIN_PART_SIZE - 1)):
+        source = tmp_path / f"{name}.mp4"
+        source.write_bytes(payload(size, seed=13))
+        etags.append(storage.write_file(f"1/original/{name}.mp4", str(source)).etag)
+    assert etags[0].endswith("-2")
+    assert "-" not in etags[1]
+
+
 def test_s3_write_file_sends_at_most_four_parts_at_once(
     s3_storage: S3Storage, tmp_path: Path
 ) -> None:
