@@ -114,6 +114,19 @@ def _rendered_pixel(rendered: vips_render.Rendered, xy: tuple[int, int]) -> tupl
     return tuple(Image.open(io.BytesIO(rendered.data)).convert("RGB").getpixel(xy))
 
 
+def _profiled_centre(profile: bytes) -> tuple[int, ...]:
+    """Pixels of (200, 100, 50) carrying ``profile``, rendered at 64 x 48: the centre."""
+    outputs, _ = vips_render.render(
+        _flat_pixels(64, 48, (200, 100, 50)),
+        orientation=1,
+        targets=[(64, 48)],
+        icc_profile=profile,
+        quality=95,
+        pixels=(64, 48),
+    )
+    return _rendered_pixel(outputs[0], (32, 24))
+
+
 def test_each_direction_is_scaled_to_its_target() -> None:
     """Pillow drafts a 9601 x 801 JPEG at 1/8 to 1201 x 101 pixels, and its large is 1200 x
     100: 100/101 down, not the 1200/1201 of the width. Scaled both ways to fit, the last
@@ -154,15 +167,7 @@ def test_pixels_with_a_display_p3_profile_come_out_in_srgb() -> None:
         renderingIntent=ImageCms.Intent.PERCEPTUAL,
     )
     assert expected is not None and expected.getpixel((0, 0)) == (215, 93, 32)
-    outputs, _ = vips_render.render(
-        _flat_pixels(64, 48, (200, 100, 50)),
-        orientation=1,
-        targets=[(64, 48)],
-        icc_profile=profile,
-        quality=95,
-        pixels=(64, 48),
-    )
-    pixel = _rendered_pixel(outputs[0], (32, 24))
+    pixel = _profiled_centre(profile)
     assert all(abs(a - b) <= 2 for a, b in zip(pixel, (215, 93, 32), strict=True)), pixel
 
 
@@ -175,15 +180,7 @@ def test_a_device_link_profile_is_ignored_and_logged(caplog: pytest.LogCaptureFi
     assert profile[12:16] == b"mntr"
     profile[12:16] = b"link"  # the profile/device class field of the ICC header
     with caplog.at_level(logging.WARNING, logger="toq.pipeline.thumbnails"):
-        outputs, _ = vips_render.render(
-            _flat_pixels(64, 48, (200, 100, 50)),
-            orientation=1,
-            targets=[(64, 48)],
-            icc_profile=bytes(profile),
-            quality=95,
-            pixels=(64, 48),
-        )
-    pixel = _rendered_pixel(outputs[0], (32, 24))
+        pixel = _profiled_centre(bytes(profile))
     assert all(abs(a - b) <= 2 for a, b in zip(pixel, (200, 100, 50), strict=True)), pixel
     ours = [r for r in caplog.records if r.name == "toq.pipeline.thumbnails"]
     assert [(r.levelno, r.getMessage()) for r in ours] == [
@@ -469,13 +466,5 @@ def test_a_profile_is_applied_with_the_perceptual_intent() -> None:
             renderingIntent=intent,
         )
         assert converted is not None and converted.getpixel((0, 0)) == expected
-    outputs, _ = vips_render.render(
-        _flat_pixels(64, 48, (200, 100, 50)),
-        orientation=1,
-        targets=[(64, 48)],
-        icc_profile=profile,
-        quality=95,
-        pixels=(64, 48),
-    )
-    pixel = _rendered_pixel(outputs[0], (32, 24))
+    pixel = _profiled_centre(profile)
     assert all(abs(a - b) <= 2 for a, b in zip(pixel, (149, 93, 90), strict=True)), pixel
