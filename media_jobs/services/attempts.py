@@ -114,6 +114,12 @@ def _zombie(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    return _exited(stat)
+
+
+def _exited(stat: str) -> bool:
+    """Whether a /proc/<pid>/stat line is in state Z (zombie) or X (dead, seen only for the
+    instant of its reaping). The state follows the name, in parentheses, after its last ")"."""
     return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 

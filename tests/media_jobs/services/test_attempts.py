@@ -317,6 +317,26 @@ def test_a_worker_process_that_is_gone_holds_nothing() -> None:
     assert attempts._zombie(gone.pid) is False
 
 
+def test_an_unreaped_process_is_exited_in_state_z_or_x() -> None:
+    """A child that has exited but is not reaped yet is a zombie (Z) in /proc; the kernel's
+    other exited state, X (dead), lasts only while it is reaped, so its line is made from the
+    zombie's own by changing the state letter alone."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat_path = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 10
+        while (stat := stat_path.read_text()).rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.02)
+        assert attempts._zombie(child.pid) is True
+        name, _, rest = stat.rpartition(")")
+        for state, exited in (("Z", True), ("X", True), ("R", False), ("S", False)):
+            line = f"{name}) {state} {rest.split(maxsplit=1)[1]}"
+            assert attempts._exited(line) is exited, line
+    finally:
+        child.wait()
+
+
 def test_a_live_process_whose_name_looks_like_a_state_is_alive() -> None:
     """/proc/<pid>/stat puts the process name in parentheses and the name may hold ")":
     the state is read after the last ")", so ``x) Z y`` is not a zombie."""
