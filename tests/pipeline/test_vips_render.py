@@ -209,6 +209,20 @@ def test_a_16_bit_png_with_a_profile_keeps_its_colours() -> None:
     assert all(abs(a - b) <= 2 for a, b in zip(pixel, (215, 93, 32), strict=True)), pixel
 
 
+def test_the_profile_transform_gives_8_bit_srgb_whatever_came_in() -> None:
+    """A 16-bit image's transform would stay 16-bit (rgb16); it is asked for 8 bits, so the
+    steps after it (resizes, jpegsave) work on uchar sRGB, half the memory of the large."""
+    profile = _display_p3_profile()
+    flat = (pyvips.Image.black(8, 8, bands=3) + [200, 100, 50]).cast("uchar")
+    deep = (flat.cast("ushort") * 257).cast("ushort").copy(interpretation="rgb16")
+    deep.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
+
+    converted = vips_render._to_srgb(deep, profile)
+
+    assert (converted.format, converted.interpretation) == ("uchar", "srgb")
+    assert all(abs(a - b) <= 2 for a, b in zip(converted(4, 4), (215, 93, 32), strict=True))
+
+
 def test_a_truncated_png_is_a_decode_error_not_a_partial_picture() -> None:
     """A PNG cut short (large ones reach libvips without a full inflate first) is refused
     with libvips' reason, instead of rendering the rows it has over a grey rest."""
