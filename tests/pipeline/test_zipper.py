@@ -1206,6 +1206,129 @@ def test_a_closed_read_ahead_stops_reading(local_storage: LocalStorage) -> None:
     assert counted.count <= 1000  # the first object at most, of 10,000 bytes
 
 
+def test_an_object_exactly_the_window_ahead_is_opened_before_the_first_read(
+    local_storage: LocalStorage,
+) -> None:
+    """Object 2 starts exactly 100 bytes (the window) after the first byte: it is opened with
+    objects 0 and 1, before anything is read."""
+    sizes = [40, 60, 10]  # starts 0 40 100
+    keys = [f"{LISTING}/raw/w{n}.bin" for n in range(len(sizes))]
+    for number, (key, size) in enumerate(zip(keys, sizes, strict=True)):
+        local_storage.write(key, bytes([65 + number]) * size)
+    checkpoints = {(keys[0], 0): set(keys)}
+    log = _OpenAheadLog(local_storage, checkpoints)
+    reader = zipper._ReadAhead(
+        log,  # type: ignore[arg-type]
+        keys,
+        sizes,
+        chunk_size=20,
+        max_pending=4,
+        open_ahead_bytes=100,
+        max_open_ahead=2,
+    )
+    try:
+        contents = [b"".join(reader.chunks(index)) for index in range(len(keys))]
+    finally:
+        reader.close()
+    assert log.seen == checkpoints
+    assert contents == [b"A" * 40, b"B" * 60, b"C" * 10]
+
+
+def test_a_read_ahead_closed_while_waiting_on_a_full_queue_stops(
+    local_storage: LocalStorage,
+) -> None:
+    """The usual way a step fails: the upload stalls, the reader fills the queue (2 chunks)
+    and waits to hand over a third; close() must end that wait, not leave it blocked."""
+    keys = [f"{LISTING}/raw/o{n}.bin" for n in range(10)]
+    for key in keys:
+        local_storage.write(key, bytes(1000))
+    counted = _BytesRead(local_storage)
+    reader = zipper._ReadAhead(
+        counted,  # type: ignore[arg-type]
+        keys,
+        [1000] * len(keys),
+        chunk_size=100,
+        max_pending=2,
+    )
+    assert len(next(reader.chunks(0))) == 100
+    deadline = time.monotonic() + 10
+    while counted.count < 400:  # the chunk taken, two waiting, the fourth being offered
+        assert time.monotonic() < deadline, "the reader never filled its queue"
+        time.sleep(0.01)
+    time.sleep(0.2)  # two offer waits: the reader is blocked on the full queue
+    reader.close()
+    assert _zip_threads() == []
+    assert counted.count == 400
+
+
+def test_a_slow_consumer_gets_every_chunk(local_storage: LocalStorage) -> None:
+    """The queue (1 chunk) stays full longer than one hand-over wait (0.1 s) while the
+    upload takes its time: the reader keeps offering until the chunk is taken."""
+    key = f"{LISTING}/raw/slow.bin"
+    data = os.urandom(500)
+    local_storage.write(key, data)
+    reader = zipper._ReadAhead(local_storage, [key], [500], chunk_size=100, max_pending=1)
+    received: list[bytes] = []
+
+    def consume() -> None:
+        for chunk in reader.chunks(0):
+            received.append(chunk)
+            time.sleep(0.15)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(20)
+    reader.close()
+    assert not consumer.is_alive(), "the reader gave up: the consumer waits forever"
+    assert b"".join(received) == data
+
+
+class _HungRead(WrappedStorage):
+    """A real adapter whose streams stop answering (a store gone silent mid-read) until
+    ``released`` is set."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.released = threading.Event()
+        self.reading = threading.Event()
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with self._inner.open_read(key) as stream:
+            yield _HungRead._Hung(self, stream)  # type: ignore[misc]
+
+    class _Hung(io.RawIOBase):
+        def __init__(self, owner: _HungRead, inner: BinaryIO) -> None:
+            self._owner, self._inner = owner, inner
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+            self._owner.reading.set()
+            self._owner.released.wait(60)
+            return self._inner.read(size)
+
+
+def test_closing_a_read_ahead_stuck_in_a_read_returns(local_storage: LocalStorage) -> None:
+    """A read that never returns holds the reading thread; close() waits for it a bounded
+    time (5 s) and returns, so the step can still report its failure."""
+    key = f"{LISTING}/raw/hung.bin"
+    local_storage.write(key, bytes(100))
+    hung = _HungRead(local_storage)
+    reader = zipper._ReadAhead(hung, [key], [100], chunk_size=100, max_pending=1)  # type: ignore[arg-type]
+    try:
+        assert hung.reading.wait(10)
+        closing = threading.Thread(target=reader.close, daemon=True)
+        closing.start()
+        closing.join(20)
+        assert not closing.is_alive(), "close() waits for a read that never returns"
+    finally:
+        hung.released.set()
+    reader.close()
+    assert _zip_threads() == []
+
+
 class _CloseFails(WrappedStorage):
     """A real adapter whose read streams all fail when they are closed (every byte read)."""
 
