@@ -298,7 +298,9 @@ def transcode_command(source: Path, target: Path, *, ffmpeg: str) -> list[str]:
         "-i",
         str(source),
         "-map",
-        "0:v:0",
+        # V, not v: the first moving picture, never a cover (attached picture), which
+        # would make a one-frame "video" that the MP4 muxer refuses
+        "0:V:0",
         "-map",
         "0:a:0?",
         "-sn",

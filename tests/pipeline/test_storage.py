@@ -86,12 +86,19 @@ def test_missing_objects_raise_object_not_found(storage: Storage) -> None:
     with pytest.raises(ObjectNotFound) as missing:
         storage.open_read("1/raw/photo/vertical/never-written.jpg")
     assert str(missing.value) == "1/raw/photo/vertical/never-written.jpg"  # which one
-    with pytest.raises(ObjectNotFound):
-        storage.head("123/raw/nothing.jpg")
-    with pytest.raises(ObjectNotFound):
-        storage.open_read("123/raw/nothing.jpg")
-    with pytest.raises(ObjectNotFound):
-        storage.read_range("123/raw/nothing.jpg", 0, 64)
+    storage.write("123/raw/folder/inside.jpg", b"x")
+    # a key never written, and one that is only a folder of others: each error names its key
+    for key in ("123/raw/nothing.jpg", "123/raw/folder"):
+        with pytest.raises(ObjectNotFound) as head:
+            storage.head(key)
+        assert str(head.value) == key
+        with pytest.raises(ObjectNotFound) as opened:
+            with storage.open_read(key):
+                pass
+        assert str(opened.value) == key
+        with pytest.raises(ObjectNotFound) as ranged:
+            storage.read_range(key, 0, 64)
+        assert str(ranged.value) == key
 
 
 def test_open_read_streams_in_chunks(storage: Storage) -> None:

@@ -480,6 +480,27 @@ def test_a_clip_whose_only_picture_is_its_cover_art_gets_the_cover_as_poster(
     assert jpeg_size(local_storage, poster_key(SMALL_KEY)) == (32, 24)
 
 
+def test_a_clip_whose_only_picture_is_its_cover_art_has_no_video_to_transcode(
+    local_storage: Storage, pipeline_config: PipelineConfig, tmp_path: Path
+) -> None:
+    """The same sound with a cover: the poster is the cover, but there is no moving picture
+    to transcode, and the video's error says so in ffmpeg's words, instead of the MP4
+    muxer's complaint about a one-frame H.264 stream flagged as a cover."""
+    clip = made_by_ffmpeg(tmp_path / "cover.mp4", "-f", "lavfi", "-i",
+                          "sine=frequency=440:duration=1", "-f", "lavfi", "-i",
+                          "color=c=red:s=32x24:d=0.04", "-map", "0", "-map", "1",
+                          "-c:a", "aac", "-c:v", "png",
+                          "-disposition:v:0", "attached_pic")  # fmt: skip
+    local_storage.write(SMALL_KEY, clip)
+    validation = validated(local_storage, pipeline_config, SMALL_KEY)
+    body = transcode_videos(validation, storage=local_storage, config=pipeline_config)["body"]
+    assert body["generatedAssets"] == []
+    (error,) = body["errors"]
+    assert error["errorCode"] == ErrorCode.VIDEO_TRANSCODE_FAILED
+    assert "Stream map '0:V:0' matches no streams" in error["errorMessage"]
+    assert list(local_storage.list(f"{LISTING}/processed/")) == []
+
+
 def test_a_duration_over_an_hour_is_read_from_ffprobe_or_from_ffmpeg(
     pipeline_config: PipelineConfig, tmp_path: Path
 ) -> None:
