@@ -775,6 +775,9 @@ def test_local_segments_hold_255_bytes_and_a_file_name_250(local_storage: LocalS
     with pytest.raises(InvalidKey) as dots:
         local_storage.write("4/./a", b"x")
     assert str(dots.value) == "invalid key '4/./a': empty, '.' or '..' segment"
+    with pytest.raises(InvalidKey) as parent:
+        local_storage.write("4/../5/a", b"x")  # inside the bucket, but another key's alias
+    assert str(parent.value) == "invalid key '4/../5/a': empty, '.' or '..' segment"
     with pytest.raises(InvalidKey) as leading:
         local_storage.write("/4/a", b"x")
     assert str(leading.value) == "invalid key '/4/a': leading '/'"
