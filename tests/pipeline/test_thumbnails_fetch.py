@@ -281,3 +281,56 @@ def test_a_failed_download_ahead_does_not_hide_the_storage_error_that_stopped_th
         _run(cast(Storage, storage), *_assets([first, second, missing]))
 
     assert [spool.closed for spool in spools] == [True, True, True]
+
+
+class _ThreadNames(WrappedStorage):
+    """A real adapter that notes the name of the thread of every read and write."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.names: set[str] = set()
+
+    def head(self, key: str) -> ObjectInfo:
+        self.names.add(threading.current_thread().name)
+        return self._inner.head(key)
+
+    def write(self, key: str, data: bytes, **options: Any) -> object:
+        self.names.add(threading.current_thread().name)
+        return self._inner.write(key, data, **options)
+
+
+def test_the_storage_round_trips_run_on_the_steps_named_io_threads(
+    local_storage: Storage,
+) -> None:
+    """Downloads and writes run on the "thumbnails-io" pool (a thread dump or a log line
+    names the step), never on the rendering thread; no I/O thread outlives the step."""
+    raws = _raws(local_storage, 2)
+    named = _ThreadNames(local_storage)
+
+    body = _run(cast(Storage, named), *_assets(raws))
+
+    assert body["errors"] == []
+    assert {name.rsplit("_", 1)[0] for name in named.names} == {"thumbnails-io"}
+    assert not [t for t in threading.enumerate() if t.name.startswith("thumbnails-io")]
+
+
+def test_a_key_the_storage_cannot_hold_is_that_photos_invalid_key_error(
+    local_storage: Storage,
+) -> None:
+    """A raw key whose file name is longer than the local adapter can store (250 bytes,
+    beside its sidecar's ".json"; the keys' rules allow it): that photo fails with
+    INVALID_KEY and the adapter's reason, and the next photo is made."""
+    too_long = "4242/raw/photo/horizontal/horizontal-01-" + "n" * 240 + ".jpg"
+    (good,) = _raws(local_storage, 1)
+
+    body = _run(local_storage, *_assets([too_long, good]))
+
+    assert body["errors"] == [
+        {
+            "sourceKey": too_long,
+            "errorCode": "INVALID_KEY",
+            "errorMessage": "invalid key: the segment 'horizontal-01-nnnnnnnnnnnnnnnnnnnnnnnnnn'"
+            "... is 258 bytes; a local file name holds 250",
+        }
+    ]
+    assert body["generatedAssets"] == _derivatives_of(good)
