@@ -861,7 +861,9 @@ def test_generate_thumbnails_resumes_only_when_the_source_is_unchanged(
 def test_unexpected_render_error_fails_only_that_photo(
     local_storage: Storage, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ok, odd = _raw_key("horizontal-01-ok.jpg"), _raw_key("horizontal-02-odd.jpg")
+    """A bug in rendering one photo (here the first) is that photo's error: the photo after
+    it is still made."""
+    odd, ok = _raw_key("horizontal-01-odd.jpg"), _raw_key("horizontal-02-ok.jpg")
     odd_bytes = sample_media.jpeg_bytes(400, 300, seed=9)
     local_storage.write(ok, sample_media.jpeg_bytes(400, 300, seed=8))
     local_storage.write(odd, odd_bytes)
@@ -875,7 +877,7 @@ def test_unexpected_render_error_fails_only_that_photo(
 
     monkeypatch.setattr(thumbnails, "render_derivatives", render_or_explode)
     result = generate_thumbnails(
-        _validation(local_storage, [ok, odd]),
+        _validation(local_storage, [odd, ok]),
         storage=local_storage,
         config=PipelineConfig(bucket=local_storage.bucket),
     )
