@@ -458,6 +458,22 @@ def png_expected_bytes(
     return total
 
 
+def png_exif(data: bytes) -> bytes:
+    """The content of a PNG's eXIf chunk (a TIFF-structured EXIF block), b"" without one.
+
+    The chunk may come before or after the image data (its ordering is free, like tIME's):
+    the chunk headers are walked to IEND, skipping over the data without reading it."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind == b"eXIf":
+            return bytes(data[at + 8 : at + 8 + length])
+        if kind == b"IEND":
+            break
+        at += 12 + length
+    return b""
+
+
 def check_png_complete(
     stream: IO[bytes], budget: CpuBudget | None = None, *, stop_after: int | None = None
 ) -> bool:

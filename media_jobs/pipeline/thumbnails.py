@@ -48,6 +48,7 @@ from media_jobs.pipeline.decode_budget import (
     check_png_complete,
     estimate_peak_bytes,
     load_png_verified,
+    png_exif,
     read_jpeg_layout,
 )
 from media_jobs.pipeline.errors import ErrorCode, PipelineError
@@ -516,9 +517,7 @@ def _render_vips(
     image_format = "JPEG" if jpeg is not None else "PNG"
     try:
         orientation = (
-            _orientation(image)
-            if jpeg is not None
-            else vips_render.png_orientation(data, _orientation_of_exif)
+            _orientation(image) if jpeg is not None else _orientation_of_exif(png_exif(data))
         )
         width, height = _displayed(stored_size, orientation)
         targets = _targets(width, height)

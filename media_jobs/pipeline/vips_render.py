@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,21 +101,6 @@ class Rendered:
     width: int
     height: int
     data: bytes
-
-
-def png_orientation(data: Any, read_exif: Callable[[bytes], int]) -> int:
-    """A PNG's EXIF orientation (``read_exif`` parses the block), from its header: 1 when
-    it has none."""
-    assert pyvips is not None
-    try:
-        header = pyvips.Image.pngload_source(
-            pyvips.Source.new_from_memory(data), access="sequential"
-        )
-        if header.get_typeof("exif-data") == 0:
-            return 1
-        return read_exif(bytes(header.get("exif-data")))
-    except pyvips.Error as exc:
-        raise VipsDecodeError(_first_line(exc)) from exc
 
 
 def render(

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from media_jobs import sample_media
+from media_jobs.pipeline import thumbnails
 from media_jobs.pipeline.config import PipelineConfig
 from media_jobs.pipeline.decode_budget import (
     BudgetedReader,
@@ -27,6 +28,7 @@ from media_jobs.pipeline.decode_budget import (
     check_png_complete,
     estimate_peak_bytes,
     load_png_verified,
+    png_exif,
     png_expected_bytes,
     read_jpeg_layout,
 )
@@ -1068,3 +1070,61 @@ def test_a_photo_may_use_exactly_its_cpu_budget(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(PipelineError) as caught:
         budget.check("rendering")
     assert caught.value.message.startswith("stopped after 10.5 s of CPU (rendering)")
+
+
+@pytest.mark.parametrize(
+    ("frozen_clock", "stage"),
+    [
+        (False, "decoding"),  # Pillow's decode of the JPEG spends this thread's CPU
+        (True, "rendering"),  # only libvips' CPU, charged after its render
+    ],
+)
+def test_the_libvips_path_names_the_stage_that_spent_the_budget(
+    monkeypatch: pytest.MonkeyPatch, frozen_clock: bool, stage: str
+) -> None:
+    """A JPEG on the libvips path: with no CPU budget at all, the decode (on this thread)
+    is what overruns it; with this thread's clock held still, libvips' own CPU, charged
+    once the render is back, is. The message names the stage."""
+    data = sample_media.jpeg_bytes(640, 480)
+    image = Image.open(io.BytesIO(data))
+    jpeg = read_jpeg_layout(io.BytesIO(data), max_scans=100)
+    assert thumbnails._on_vips(image, jpeg)
+    if frozen_clock:
+        monkeypatch.setattr(time, "thread_time", lambda: 100.0)
+
+    with pytest.raises(PipelineError) as caught:
+        thumbnails._render_vips(image, io.BytesIO(data), jpeg, CpuBudget(0.0))
+
+    assert caught.value.code == ErrorCode.CPU_BUDGET_EXCEEDED
+    assert re.fullmatch(
+        rf"stopped after \d+\.\d s of CPU \({stage}\); the per-photo budget is 0 s "
+        r"\(MEDIA_DECODE_CPU_SECONDS\)",
+        caught.value.message,
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_pngs_exif_is_found_before_or_after_the_image_data() -> None:
+    """The eXIf chunk's content (TIFF-structured, as written), wherever it is: PNG lets it
+    come before the image data or after it; b"" when there is none."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    block = exif.tobytes().removeprefix(b"Exif\x00\x00")
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 120, 150)).save(out, "PNG", exif=exif.tobytes())
+    before = out.getvalue()
+    assert before.index(b"eXIf") < before.index(b"IDAT")
+    assert png_exif(before) == block
+
+    plain = _png(Image.new("RGB", (8, 8), (90, 120, 150)))
+    iend = plain.index(b"IEND") - 4
+    after = plain[:iend] + _chunk(b"eXIf", block) + plain[iend:]
+    assert png_exif(after) == block
+    assert png_exif(plain) == b""
+    # nothing is read past IEND, nor past a chunk that claims more than the file holds
+    assert png_exif(plain + _chunk(b"eXIf", block)) == b""
+    cut = plain[:iend] + struct.pack(">I", 10**6) + b"tEXt" + _chunk(b"eXIf", block)
+    assert png_exif(cut) == b""

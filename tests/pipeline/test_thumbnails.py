@@ -354,6 +354,35 @@ def test_png_exif_orientation_is_applied(orientation: int, renderer: str) -> Non
         assert not is_marker_red(image.getpixel((image.width - 3, image.height - 3)))
 
 
+def _exif_after_the_pixels(png: bytes) -> bytes:
+    """The PNG with its eXIf chunk moved from before IDAT to just before IEND (where some
+    encoders write it, and where a reader that stops at the pixels does not look)."""
+    chunks, at = [], 8
+    while at < len(png):
+        (length,) = struct.unpack(">I", png[at : at + 4])
+        chunks.append(png[at : at + 12 + length])
+        at += 12 + length
+    (exif,) = [chunk for chunk in chunks if chunk[4:8] == b"eXIf"]
+    rest = [chunk for chunk in chunks if chunk[4:8] != b"eXIf"]
+    assert rest[-1][4:8] == b"IEND"
+    return png[:8] + b"".join(rest[:-1]) + exif + rest[-1]
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_png_exif_orientation_after_the_pixels_is_applied(
+    orientation: int, renderer: str
+) -> None:
+    data = _exif_after_the_pixels(png_bytes_with_orientation(orientation, 64, 48))
+    assert data.index(b"eXIf") > data.index(b"IDAT")
+
+    derivatives = render(data)
+
+    for size, target in IMAGE_SIZES.items():
+        image = decoded(derivatives[size])
+        assert image.size == expected_size(64, 48, target), size
+        assert is_marker_red(image.getpixel((2, 2))), (size, image.getpixel((2, 2)))
+
+
 def _exif_block(*entries: tuple[int, int, int, bytes], data: bytes = b"") -> bytes:
     """A little-endian TIFF-structured EXIF block with one IFD of (tag, type, count, value)
     entries; ``data`` follows the IFD (at offset 8 + 2 + 12 * len(entries) + 4)."""

@@ -62,46 +62,16 @@ def test_libvips_is_not_used_without_pyvips_or_when_it_cannot_be_queried(
     assert vips_render._has_loaders() is False
 
 
-def _rgb_png(exif: bytes | None = None) -> bytes:
-    """An 8 x 8 RGB PNG, with an eXIf chunk when ``exif`` is given."""
-    out = io.BytesIO()
-    options = {"exif": exif} if exif is not None else {}
-    Image.new("RGB", (8, 8), (90, 120, 150)).save(out, "PNG", **options)
-    return out.getvalue()
-
-
-def test_a_png_without_exif_is_upright_and_its_exif_is_not_read() -> None:
-    """Most PNGs carry no eXIf chunk: orientation 1, without asking the EXIF reader about
-    a block that is not there."""
-    blocks: list[bytes] = []
-
-    def read_exif(block: bytes) -> int:
-        blocks.append(block)
-        return 6
-
-    assert vips_render.png_orientation(_rgb_png(), read_exif) == 1
-    assert blocks == []
-
-
-def test_a_png_exif_block_is_handed_to_the_reader() -> None:
-    """libvips gives the eXIf chunk's TIFF structure (no "Exif" prefix); the reader's
-    orientation is the photo's."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    blocks: list[bytes] = []
-
-    def read_exif(block: bytes) -> int:
-        blocks.append(block)
-        return 6
-
-    assert vips_render.png_orientation(_rgb_png(exif.tobytes()), read_exif) == 6
-    assert blocks == [exif.tobytes().removeprefix(b"Exif\x00\x00")]
-
-
 def test_a_png_libvips_cannot_read_is_a_decode_error() -> None:
     """A PNG whose header is zeros: CORRUPT_IMAGE for the step, not a crash."""
     with pytest.raises(vips_render.VipsDecodeError):
-        vips_render.png_orientation(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, lambda block: 1)
+        vips_render.render(
+            b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+            orientation=1,
+            targets=[(8, 8)],
+            icc_profile=None,
+            quality=85,
+        )
 
 
 def _flat_pixels(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
