@@ -1128,3 +1128,8 @@ def test_a_pngs_exif_is_found_before_or_after_the_image_data() -> None:
     assert png_exif(plain + _chunk(b"eXIf", block)) == b""
     cut = plain[:iend] + struct.pack(">I", 10**6) + b"tEXt" + _chunk(b"eXIf", block)
     assert png_exif(cut) == b""
+    # a length over 2**31 (the spec's maximum) is a jump past the end, never a step back
+    huge = plain[:iend] + struct.pack(">I", 2**32 - 16) + b"tEXt" + _chunk(b"eXIf", block)
+    assert png_exif(huge) == b""
+    # a file cut inside a chunk header: no eXIf, and no error
+    assert png_exif(plain[: iend + 3]) == b""
