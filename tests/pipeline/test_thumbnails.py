@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import tempfile
 import threading
 import zlib
 from typing import BinaryIO
 
 import pytest
-from PIL import Image, ImageCms, ImageDraw
+from PIL import Image, ImageCms, ImageDraw, PngImagePlugin
 
 from media_jobs import sample_media
 from media_jobs.pipeline import thumbnails, vips_render
@@ -381,6 +382,46 @@ def test_a_png_exif_orientation_after_the_pixels_is_applied(
         image = decoded(derivatives[size])
         assert image.size == expected_size(64, 48, target), size
         assert is_marker_red(image.getpixel((2, 2))), (size, image.getpixel((2, 2)))
+
+
+def test_a_png_on_the_libvips_path_is_decoded_by_libvips_alone(
+    monkeypatch: pytest.MonkeyPatch, vips_calls: list[str]
+) -> None:
+    """Its orientation too is read without Pillow decoding it (Pillow loads a PNG to look for
+    an eXIf after the pixels): one decode, the one the memory check budgeted for."""
+    monkeypatch.setattr(thumbnails, "USE_VIPS", True)
+    loads: list[str] = []
+    real_load = PngImagePlugin.PngImageFile.load
+
+    def counted(image: PngImagePlugin.PngImageFile) -> object:
+        loads.append(image.mode)
+        return real_load(image)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted)
+    derivatives = render(_exif_after_the_pixels(png_bytes_with_orientation(6, 64, 48)))
+
+    assert vips_calls == ["PNG"] and loads == []
+    assert decoded(derivatives["large"]).size == (64, 48)
+
+
+def test_a_png_read_from_a_file_renders_whole(renderer: str) -> None:
+    """A download over the memory limit is spooled to a file, not a BytesIO: the PNG is read
+    from its first byte."""
+    data = png_bytes_with_orientation(1, 64, 48)
+    with tempfile.TemporaryFile() as spool:
+        spool.write(data)
+        spool.seek(0)
+        derivatives = {d.size: d for d in render_derivatives(spool, limits=DecodeLimits())}
+    assert decoded(derivatives["large"]).size == (64, 48)
+    assert is_marker_red(decoded(derivatives["large"]).getpixel((2, 2)))
+
+
+def test_a_dct_scaled_jpegs_derivatives_keep_the_photos_own_proportions(renderer: str) -> None:
+    """2400 x 621 is decoded at half scale (1200 x 311, rounded up): the derivatives'
+    heights still come from 2400 x 621 (large 1200 x 310), not from the scaled rounding."""
+    derivatives = render(sample_media.jpeg_bytes(2400, 621))
+    for size, target in IMAGE_SIZES.items():
+        assert decoded(derivatives[size]).size == expected_size(2400, 621, target), size
 
 
 def _exif_block(*entries: tuple[int, int, int, bytes], data: bytes = b"") -> bytes:
