@@ -1133,3 +1133,31 @@ def test_a_pngs_exif_is_found_before_or_after_the_image_data() -> None:
     assert png_exif(huge) == b""
     # a file cut inside a chunk header: no eXIf, and no error
     assert png_exif(plain[: iend + 3]) == b""
+
+
+def test_a_truncated_png_on_the_pillow_path_is_refused_by_the_step() -> None:
+    """The render itself, not only the loader: a grey PNG (rendered by Pillow) whose data
+    stops before its last row is CORRUPT_IMAGE, not a photo with a black last row."""
+    rows = (b"\x00" + bytes(range(10, 18))) * 99  # 99 of the 100 rows declared
+    data = _grey_png(8, 100, zlib.compress(rows))
+    with pytest.raises(PipelineError) as caught:
+        thumbnails.render_derivatives(io.BytesIO(data), limits=DecodeLimits())
+    assert caught.value.code == ErrorCode.CORRUPT_IMAGE
+    assert caught.value.message == (
+        "truncated PNG: the image data ends before the last of its 100 rows"
+    )
+
+
+def test_the_pillow_path_names_the_decoding_stage_that_spent_the_budget() -> None:
+    """A grey PNG (Pillow's path) with no CPU budget at all: the decode overruns it, and the
+    message says so."""
+    data = _png(sample_media.photographic(64, 48).convert("L"))
+    image = Image.open(io.BytesIO(data))
+    with pytest.raises(PipelineError) as caught:
+        thumbnails._render(image, io.BytesIO(data), DecodeLimits(), CpuBudget(0.0))
+    assert caught.value.code == ErrorCode.CPU_BUDGET_EXCEEDED
+    assert re.fullmatch(
+        r"stopped after \d+\.\d s of CPU \(decoding\); the per-photo budget is 0 s "
+        r"\(MEDIA_DECODE_CPU_SECONDS\)",
+        caught.value.message,
+    )
