@@ -462,17 +462,22 @@ def test_the_poster_is_taken_a_tenth_into_the_clip_past_a_black_first_frame(
         assert brightness(stream.read()) > 240
 
 
+def _cover_art_clip(tmp_path: Path) -> bytes:
+    """An MP4 of one second of sound whose only picture is a 32 x 24 cover."""
+    return made_by_ffmpeg(tmp_path / "cover.mp4", "-f", "lavfi", "-i",
+                          "sine=frequency=440:duration=1", "-f", "lavfi", "-i",
+                          "color=c=red:s=32x24:d=0.04", "-map", "0", "-map", "1",
+                          "-c:a", "aac", "-c:v", "png",
+                          "-disposition:v:0", "attached_pic")  # fmt: skip
+
+
 def test_a_clip_whose_only_picture_is_its_cover_art_gets_the_cover_as_poster(
     local_storage: Storage, pipeline_config: PipelineConfig, tmp_path: Path
 ) -> None:
     """An MP4 of sound with a cover picture (an "attached picture" stream, as music apps
     write): the poster is taken from the first video stream of any kind, so it is the
     cover, rather than the video failing for having no moving picture."""
-    clip = made_by_ffmpeg(tmp_path / "cover.mp4", "-f", "lavfi", "-i",
-                          "sine=frequency=440:duration=1", "-f", "lavfi", "-i",
-                          "color=c=red:s=32x24:d=0.04", "-map", "0", "-map", "1",
-                          "-c:a", "aac", "-c:v", "png",
-                          "-disposition:v:0", "attached_pic")  # fmt: skip
+    clip = _cover_art_clip(tmp_path)
     local_storage.write(SMALL_KEY, clip)
     validation = validated(local_storage, pipeline_config, SMALL_KEY)
     body = generate_poster_frames(validation, storage=local_storage, config=pipeline_config)
@@ -486,11 +491,7 @@ def test_a_clip_whose_only_picture_is_its_cover_art_has_no_video_to_transcode(
     """The same sound with a cover: the poster is the cover, but there is no moving picture
     to transcode, and the video's error says so in ffmpeg's words, instead of the MP4
     muxer's complaint about a one-frame H.264 stream flagged as a cover."""
-    clip = made_by_ffmpeg(tmp_path / "cover.mp4", "-f", "lavfi", "-i",
-                          "sine=frequency=440:duration=1", "-f", "lavfi", "-i",
-                          "color=c=red:s=32x24:d=0.04", "-map", "0", "-map", "1",
-                          "-c:a", "aac", "-c:v", "png",
-                          "-disposition:v:0", "attached_pic")  # fmt: skip
+    clip = _cover_art_clip(tmp_path)
     local_storage.write(SMALL_KEY, clip)
     validation = validated(local_storage, pipeline_config, SMALL_KEY)
     body = transcode_videos(validation, storage=local_storage, config=pipeline_config)["body"]

@@ -1160,29 +1160,44 @@ def test_objects_are_opened_ahead_within_a_count_and_a_byte_window(
     assert _zip_threads() == []
 
 
-class _BytesRead(WrappedStorage):
-    """A real adapter that counts the bytes read from it."""
-
-    def __init__(self, inner: Storage) -> None:
-        super().__init__(inner)
-        self.count = 0
+class _ObservedReads(WrappedStorage):
+    """A real adapter whose read streams call ``before_read`` and ``after_read`` around
+    every read of the inner stream."""
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
         with self._inner.open_read(key) as stream:
-            yield _BytesRead._Counted(self, stream)  # type: ignore[misc]
+            yield _ObservedReads._Stream(self, stream)  # type: ignore[misc]
 
-    class _Counted(io.RawIOBase):
-        def __init__(self, owner: _BytesRead, inner: BinaryIO) -> None:
+    def before_read(self) -> None:
+        pass
+
+    def after_read(self, data: bytes) -> None:
+        pass
+
+    class _Stream(io.RawIOBase):
+        def __init__(self, owner: _ObservedReads, inner: BinaryIO) -> None:
             self._owner, self._inner = owner, inner
 
         def readable(self) -> bool:
             return True
 
         def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+            self._owner.before_read()
             data = self._inner.read(size)
-            self._owner.count += len(data)
+            self._owner.after_read(data)
             return data
+
+
+class _BytesRead(_ObservedReads):
+    """A real adapter that counts the bytes read from it."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.count = 0
+
+    def after_read(self, data: bytes) -> None:
+        self.count += len(data)
 
 
 def test_a_closed_read_ahead_stops_reading(local_storage: LocalStorage) -> None:
@@ -1283,7 +1298,7 @@ def test_a_slow_consumer_gets_every_chunk(local_storage: LocalStorage) -> None:
     assert b"".join(received) == data
 
 
-class _HungRead(WrappedStorage):
+class _HungRead(_ObservedReads):
     """A real adapter whose streams stop answering (a store gone silent mid-read) until
     ``released`` is set."""
 
@@ -1292,22 +1307,9 @@ class _HungRead(WrappedStorage):
         self.released = threading.Event()
         self.reading = threading.Event()
 
-    @contextmanager
-    def open_read(self, key: str) -> Iterator[BinaryIO]:
-        with self._inner.open_read(key) as stream:
-            yield _HungRead._Hung(self, stream)  # type: ignore[misc]
-
-    class _Hung(io.RawIOBase):
-        def __init__(self, owner: _HungRead, inner: BinaryIO) -> None:
-            self._owner, self._inner = owner, inner
-
-        def readable(self) -> bool:
-            return True
-
-        def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-            self._owner.reading.set()
-            self._owner.released.wait(60)
-            return self._inner.read(size)
+    def before_read(self) -> None:
+        self.reading.set()
+        self.released.wait(60)
 
 
 def test_closing_a_read_ahead_stuck_in_a_read_returns(local_storage: LocalStorage) -> None:
